@@ -1,0 +1,1 @@
+"""The `make demo` driver (not part of the distribution)."""

@@ -1,0 +1,1 @@
+"""director package of the Uptane stack (see README.md)."""

@@ -1,0 +1,1 @@
+"""hardware package of the Uptane stack (see README.md)."""

@@ -1,0 +1,1 @@
+"""primary package of the Uptane stack (see README.md)."""

@@ -1,0 +1,1 @@
+"""secondary package of the Uptane stack (see README.md)."""

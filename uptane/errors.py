@@ -1,0 +1,248 @@
+"""One error hierarchy for the whole stack, each class named after what it stops.
+
+This is how an ECU "returns an error code naming the attack" (Uptane §5.4.4.2): every
+error has a stable numeric ``code`` and an ``attack`` name, so it can travel over a link
+(see :func:`error_from_code`) or into a version report as the attack indicator.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class UptaneError(Exception):
+    """Base of every error the stack raises on purpose.
+
+    ``repository`` and ``role`` say where it happened, when that is known.
+    """
+
+    code: ClassVar[int] = 1
+    attack: ClassVar[str] = "error"
+
+    def __init__(
+        self, message: str = "", *, repository: str | None = None, role: str | None = None
+    ) -> None:
+        self.message = message or self.__class__.__name__
+        self.repository = repository
+        self.role = role
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        where = "/".join(p for p in (self.repository, self.role) if p)
+        return f"{self.attack}: {self.message}" + (f" [{where}]" if where else "")
+
+    def at(self, *, repository: str | None = None, role: str | None = None) -> UptaneError:
+        """Fill in where the error happened, if it is not known yet; returns self."""
+        if self.repository is None:
+            self.repository = repository
+        if self.role is None:
+            self.role = role
+        return self
+
+
+# --- hostile or broken input -------------------------------------------------------------
+
+
+class MalformedInput(UptaneError):
+    """Bytes that do not decode to what was expected (bad JSON, DER, CBOR, fields)."""
+
+    code = 10
+    attack = "malformed-input"
+
+
+class NonCanonicalEncoding(MalformedInput):
+    """Input decodes but is not in its one canonical form (DER re-encoding, canonical JSON)."""
+
+    code = 11
+    attack = "non-canonical-encoding"
+
+
+class LimitExceeded(MalformedInput):
+    """A structural cap of :class:`uptane.limits.Limits` was exceeded (count, depth, length)."""
+
+    code = 12
+    attack = "resource-exhaustion"
+
+
+class UnsupportedAlgorithm(MalformedInput):
+    """A key type, signature scheme or hash algorithm that is not supported."""
+
+    code = 13
+    attack = "unsupported-algorithm"
+
+
+class EndlessDataAttack(UptaneError):
+    """More bytes than the role's or image's cap allows (§4.3 endless data)."""
+
+    code = 20
+    attack = "endless-data"
+
+
+# --- the Uptane threat model (§4.3) ------------------------------------------------------
+
+
+class RollbackAttack(UptaneError):
+    """A metadata version or image release counter lower than the trusted one."""
+
+    code = 30
+    attack = "rollback"
+
+
+class FreezeAttack(UptaneError):
+    """Stale metadata offered as current (§4.3 freeze)."""
+
+    code = 40
+    attack = "freeze"
+
+
+class ExpiredMetadata(FreezeAttack):
+    """Metadata whose expiry is not after the current time."""
+
+    code = 41
+
+
+class VehicleMismatch(FreezeAttack):
+    """Director targets that name another vehicle (a replayed targets file, §5.2.3.1)."""
+
+    code = 42
+
+
+class MixAndMatchAttack(UptaneError):
+    """Metadata whose versions or hashes do not bind to each other."""
+
+    code = 50
+    attack = "mix-and-match"
+
+
+class ArbitrarySoftwareAttack(UptaneError):
+    """Metadata or an image that the trusted keys did not vouch for."""
+
+    code = 60
+    attack = "arbitrary-software"
+
+
+class ThresholdNotMet(ArbitrarySoftwareAttack):
+    """Fewer valid signatures from unique trusted keys than the role's threshold."""
+
+    code = 61
+
+
+class TargetMismatch(ArbitrarySoftwareAttack):
+    """The Director's target does not match the Image repository's (§5.4.4.2)."""
+
+    code = 62
+
+
+class TargetNotFound(ArbitrarySoftwareAttack):
+    """An image the Director names is not in the Image repository (through delegations)."""
+
+    code = 63
+
+
+class BadHash(ArbitrarySoftwareAttack):
+    """Image bytes whose hash differs from the signed one."""
+
+    code = 64
+
+
+class BadLength(ArbitrarySoftwareAttack):
+    """Image bytes shorter than the signed length (longer is endless data)."""
+
+    code = 65
+
+
+class BadHardwareId(ArbitrarySoftwareAttack):
+    """An image for another kind of ECU."""
+
+    code = 66
+
+
+class BadEcuId(ArbitrarySoftwareAttack):
+    """A Director entry for an ECU that is not this one, or not in this vehicle."""
+
+    code = 67
+
+
+class RepeatedEcuId(ArbitrarySoftwareAttack):
+    """One ECU named by more than one Director target (§5.4.4.6)."""
+
+    code = 68
+
+
+class DirectorDelegation(ArbitrarySoftwareAttack):
+    """Director targets metadata that delegates, which the Director may not do."""
+
+    code = 69
+
+
+class BadRepositoryMapping(ArbitrarySoftwareAttack):
+    """The TAP 4 map file refuses the target, or the repositories disagree."""
+
+    code = 70
+
+
+class SlowRetrievalAttack(UptaneError):
+    """A download below the minimum average speed (§5.4 slow retrieval)."""
+
+    code = 80
+    attack = "slow-retrieval"
+
+
+class DropRequestAttack(UptaneError):
+    """A request that never got an answer (§4.3 drop-request)."""
+
+    code = 81
+    attack = "drop-request"
+
+
+class ReplayAttack(UptaneError):
+    """A version report whose nonce or counter was seen before."""
+
+    code = 90
+    attack = "replay"
+
+
+class PartialBundleAttack(UptaneError):
+    """Only part of a bundle offered, or a new bundle before the last one ended."""
+
+    code = 91
+    attack = "partial-bundle"
+
+
+class MixedBundleAttack(UptaneError):
+    """Images from different bundles combined."""
+
+    code = 92
+    attack = "mixed-bundles"
+
+
+class BadSignature(UptaneError):
+    """A signature that does not verify where exactly one was required (a report, a VVM)."""
+
+    code = 93
+    attack = "bad-signature"
+
+
+class UnknownRole(UptaneError):
+    """A role that trusted metadata does not define or delegate."""
+
+    code = 94
+    attack = "unknown-role"
+
+
+def _all_subclasses(cls: type[UptaneError]) -> list[type[UptaneError]]:
+    out: list[type[UptaneError]] = [cls]
+    for sub in cls.__subclasses__():
+        out.extend(_all_subclasses(sub))
+    return out
+
+
+def error_classes() -> dict[int, type[UptaneError]]:
+    """Every error class by its stable code."""
+    return {c.code: c for c in _all_subclasses(UptaneError)}
+
+
+def error_from_code(code: int, message: str = "") -> UptaneError:
+    """Rebuild an error received over a link; an unknown code gives a plain UptaneError."""
+    cls = error_classes().get(code, UptaneError)
+    return cls(message)

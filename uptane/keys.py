@@ -1,0 +1,235 @@
+"""Public keys, key ids, signers and verifiers, all through ``cryptography``.
+
+Formats follow the TUF specification, so python-tuf reads our keys and we read theirs:
+ed25519 public keys as hex, ecdsa and rsa as PEM SubjectPublicKeyInfo. The key id is the
+SHA-256 of the key's canonical JSON (keytype, scheme, keyval).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+
+from uptane.encoding.json import canonical
+from uptane.errors import MalformedInput, UnsupportedAlgorithm
+from uptane.limits import Limits
+
+ED25519 = "ed25519"
+ECDSA = "ecdsa-sha2-nistp256"
+RSA_PSS = "rsassa-pss-sha256"
+SCHEMES = (ED25519, ECDSA, RSA_PSS)
+
+#: keytype names accepted on input for each scheme; the first is what we write
+_KEYTYPES = {ED25519: ("ed25519",), ECDSA: ("ecdsa", "ecdsa-sha2-nistp256"), RSA_PSS: ("rsa",)}
+
+PublicKeyObject = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey | rsa.RSAPublicKey
+PrivateKeyObject = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+
+
+@dataclass(frozen=True)
+class Key:
+    """A public key as TUF writes it: keytype, scheme and the public value."""
+
+    keytype: str
+    scheme: str
+    public: str
+    unrecognized: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    # --- (de)serialisation -----------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """The TUF JSON form of this key."""
+        return {
+            "keytype": self.keytype,
+            "scheme": self.scheme,
+            "keyval": {"public": self.public},
+            **self.unrecognized,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Any, limits: Limits) -> Key:
+        """Parse the TUF JSON form, refusing unknown schemes and malformed values."""
+        if not isinstance(d, dict):
+            raise MalformedInput("key must be an object")
+        d = dict(d)
+        try:
+            keytype = d.pop("keytype")
+            scheme = d.pop("scheme")
+            keyval = d.pop("keyval")
+            public = keyval["public"]
+        except (KeyError, TypeError):
+            raise MalformedInput("key needs keytype, scheme and keyval.public") from None
+        if not all(isinstance(x, str) for x in (keytype, scheme, public)):
+            raise MalformedInput("key fields must be strings")
+        limits.check_string("public key", public)
+        extra_keyval = {k: v for k, v in keyval.items() if k != "public"}
+        if extra_keyval:
+            d["keyval"] = extra_keyval  # kept only for round trips; not part of the key
+        key = cls(keytype, scheme, public, d)
+        key._check_type()
+        return key
+
+    def _check_type(self) -> None:
+        if self.scheme not in _KEYTYPES:
+            raise UnsupportedAlgorithm(f"signature scheme {self.scheme!r} is not supported")
+        if self.keytype not in _KEYTYPES[self.scheme]:
+            raise UnsupportedAlgorithm(
+                f"keytype {self.keytype!r} does not fit scheme {self.scheme!r}"
+            )
+
+    def _id_dict(self) -> dict[str, Any]:
+        return {"keytype": self.keytype, "scheme": self.scheme, "keyval": {"public": self.public}}
+
+    @property
+    def keyid(self) -> str:
+        """SHA-256 (hex) of the canonical JSON of keytype, scheme and keyval."""
+        return hashlib.sha256(canonical(self._id_dict())).hexdigest()
+
+    @property
+    def identity(self) -> bytes:
+        """The raw public key bytes, the same however the key is written (for uniqueness)."""
+        obj = self.load()
+        if isinstance(obj, ed25519.Ed25519PublicKey):
+            return obj.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return obj.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
+    # --- cryptography ---------------------------------------------------------------------
+
+    def load(self) -> PublicKeyObject:
+        """The ``cryptography`` public key object; MalformedInput if the value is bad."""
+        self._check_type()
+        try:
+            if self.scheme == ED25519:
+                raw = bytes.fromhex(self.public)
+                if len(raw) != 32:
+                    raise ValueError("ed25519 public key must be 32 bytes")
+                return ed25519.Ed25519PublicKey.from_public_bytes(raw)
+            obj = serialization.load_pem_public_key(self.public.encode("ascii"))
+        except (ValueError, TypeError, UnicodeEncodeError) as e:
+            raise MalformedInput(f"bad {self.scheme} public key: {e}") from None
+        if self.scheme == ECDSA and not (
+            isinstance(obj, ec.EllipticCurvePublicKey) and isinstance(obj.curve, ec.SECP256R1)
+        ):
+            raise MalformedInput("ecdsa-sha2-nistp256 key is not a P-256 key")
+        if self.scheme == RSA_PSS and not isinstance(obj, rsa.RSAPublicKey):
+            raise MalformedInput("rsassa-pss-sha256 key is not an RSA key")
+        return obj  # type: ignore[return-value]
+
+    def verify(self, signature: bytes, data: bytes) -> bool:
+        """True if ``signature`` over ``data`` verifies with this key; never raises for a
+        bad signature (a malformed key raises MalformedInput)."""
+        obj = self.load()
+        try:
+            if isinstance(obj, ed25519.Ed25519PublicKey):
+                obj.verify(signature, data)
+            elif isinstance(obj, ec.EllipticCurvePublicKey):
+                obj.verify(signature, data, ec.ECDSA(hashes.SHA256()))
+            else:
+                obj.verify(
+                    signature,
+                    data,
+                    padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.AUTO),
+                    hashes.SHA256(),
+                )
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+
+    @classmethod
+    def from_public_object(cls, obj: PublicKeyObject) -> Key:
+        """The TUF key for a ``cryptography`` public key object."""
+        if isinstance(obj, ed25519.Ed25519PublicKey):
+            raw = obj.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+            return cls("ed25519", ED25519, raw.hex())
+        pem = obj.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ).decode("ascii")
+        if isinstance(obj, ec.EllipticCurvePublicKey):
+            if not isinstance(obj.curve, ec.SECP256R1):
+                raise UnsupportedAlgorithm("only the P-256 curve is supported for ecdsa")
+            return cls("ecdsa", ECDSA, pem)
+        if isinstance(obj, rsa.RSAPublicKey):
+            return cls("rsa", RSA_PSS, pem)
+        raise UnsupportedAlgorithm(f"unsupported key object {type(obj).__name__}")
+
+
+class Signer(Protocol):
+    """Anything that signs bytes for a known public key: a key file, or an HSM later."""
+
+    @property
+    def key(self) -> Key: ...
+
+    def sign(self, data: bytes) -> bytes: ...
+
+
+class PrivateKey:
+    """A private key held in memory, signing with its TUF scheme."""
+
+    def __init__(self, obj: PrivateKeyObject) -> None:
+        self._obj = obj
+        self._key = Key.from_public_object(obj.public_key())
+
+    @property
+    def key(self) -> Key:
+        """The public half, as a TUF key."""
+        return self._key
+
+    @property
+    def keyid(self) -> str:
+        """The key id of the public half."""
+        return self._key.keyid
+
+    @classmethod
+    def generate(cls, scheme: str = ED25519) -> PrivateKey:
+        """A fresh key for ``scheme``."""
+        if scheme == ED25519:
+            return cls(ed25519.Ed25519PrivateKey.generate())
+        if scheme == ECDSA:
+            return cls(ec.generate_private_key(ec.SECP256R1()))
+        if scheme == RSA_PSS:
+            return cls(rsa.generate_private_key(public_exponent=65537, key_size=3072))
+        raise UnsupportedAlgorithm(f"signature scheme {scheme!r} is not supported")
+
+    def sign(self, data: bytes) -> bytes:
+        """Sign ``data`` (ecdsa signatures are DER, as securesystemslib writes them)."""
+        obj = self._obj
+        if isinstance(obj, ed25519.Ed25519PrivateKey):
+            return obj.sign(data)
+        if isinstance(obj, ec.EllipticCurvePrivateKey):
+            return obj.sign(data, ec.ECDSA(hashes.SHA256()))
+        return obj.sign(
+            data,
+            padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.DIGEST_LENGTH),
+            hashes.SHA256(),
+        )
+
+    def to_pem(self, password: bytes | None = None) -> bytes:
+        """PKCS#8 PEM, encrypted when ``password`` is given."""
+        enc: serialization.KeySerializationEncryption = (
+            serialization.BestAvailableEncryption(password)
+            if password
+            else serialization.NoEncryption()
+        )
+        return self._obj.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc
+        )
+
+    @classmethod
+    def from_pem(cls, data: bytes, password: bytes | None = None) -> PrivateKey:
+        """Load a PEM private key; MalformedInput if it is not one we support."""
+        try:
+            obj = serialization.load_pem_private_key(data, password=password)
+        except (ValueError, TypeError) as e:
+            raise MalformedInput(f"bad private key: {e}") from None
+        if not isinstance(
+            obj, (ed25519.Ed25519PrivateKey, ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)
+        ):
+            raise UnsupportedAlgorithm(f"unsupported private key {type(obj).__name__}")
+        return cls(obj)
