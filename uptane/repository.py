@@ -1,0 +1,325 @@
+"""The signing side of the core: build, version and sign one repository in memory.
+
+:class:`RepositoryBuilder` keeps the model of every role, bumps versions of what changed,
+and renders signed bytes in each encoding. Both services (`director/`) and the tests use
+it; it does no I/O, and takes ``now`` from the caller. Roles whose keys are offline can be
+signed elsewhere and handed in with :meth:`RepositoryBuilder.put_signed`.
+
+A timestamp names the hashes of the snapshot *in its own encoding*, so each encoding has
+its own signed timestamp; the other roles differ only in their signature bytes.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from uptane.keys import Key, Signer
+from uptane.metadata import (
+    DER,
+    JSON,
+    DelegatedRole,
+    Delegations,
+    Metadata,
+    MetaFile,
+    Role,
+    Root,
+    Signed,
+    Snapshot,
+    TargetFile,
+    Targets,
+    Timestamp,
+)
+
+TOP = ("root", "targets", "snapshot", "timestamp")
+
+DEFAULT_EXPIRY = {
+    "root": timedelta(days=365),
+    "targets": timedelta(days=90),
+    "snapshot": timedelta(days=7),
+    "timestamp": timedelta(days=1),
+    "delegated": timedelta(days=90),
+}
+
+
+def metadata_filename(role: str, version: int | None, encoding: str = JSON) -> str:
+    """``VERSION.ROLE.EXT`` for consistent snapshots, ``ROLE.EXT`` otherwise (§5.2.7)."""
+    return f"{role}.{encoding}" if version is None else f"{version}.{role}.{encoding}"
+
+
+@dataclass
+class _RoleState:
+    signed: Signed
+    signers: list[Signer] = field(default_factory=list)
+    #: bytes signed elsewhere (offline), by encoding; used instead of ``signers``
+    presigned: dict[str, bytes] = field(default_factory=dict)
+
+
+class RepositoryBuilder:
+    """One repository's metadata, built and signed in memory.
+
+    ``signers`` maps each top-level role to the signers it has *online*; a role with no
+    signer must be handed in signed with :meth:`put_signed`. ``keys`` (optional) adds
+    authorised public keys for roles whose private halves are offline.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        signers: dict[str, list[Signer]],
+        now: datetime,
+        *,
+        keys: dict[str, list[Key]] | None = None,
+        thresholds: dict[str, int] | None = None,
+        expiry: dict[str, timedelta] | None = None,
+        consistent_snapshot: bool = True,
+        vehicle_id: str | None = None,
+        encodings: Iterable[str] = (JSON, DER),
+    ) -> None:
+        self.name = name
+        self.expiry = {**DEFAULT_EXPIRY, **(expiry or {})}
+        self.encodings = tuple(encodings)
+        root = Root(consistent_snapshot=consistent_snapshot)
+        for role in TOP:
+            root.roles[role] = Role([], (thresholds or {}).get(role, 1))
+            for s in signers.get(role, []):
+                root.add_key(s.key, role)
+            for k in (keys or {}).get(role, []):
+                root.add_key(k, role)
+        self._roles: dict[str, _RoleState] = {
+            "root": _RoleState(root, list(signers.get("root", []))),
+            "targets": _RoleState(Targets(vehicle_id=vehicle_id), list(signers.get("targets", []))),
+            "snapshot": _RoleState(Snapshot(), list(signers.get("snapshot", []))),
+            "timestamp": _RoleState(Timestamp(), list(signers.get("timestamp", []))),
+        }
+        self.delegated: list[str] = []
+        self.parents: dict[str, str] = {}
+        self.root_history: list[dict[str, bytes]] = []
+        self.files: dict[str, dict[str, bytes]] = {e: {} for e in self.encodings}
+        self._dirty: set[str] = {"root", "targets"}
+        self._published = False
+        self._old_root_signers: list[Signer] = []
+        self.publish(now)
+
+    # --- accessors ----------------------------------------------------------------------
+
+    @property
+    def root(self) -> Root:
+        return self._roles["root"].signed  # type: ignore[return-value]
+
+    @property
+    def targets(self) -> Targets:
+        return self._roles["targets"].signed  # type: ignore[return-value]
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self._roles["snapshot"].signed  # type: ignore[return-value]
+
+    @property
+    def timestamp(self) -> Timestamp:
+        return self._roles["timestamp"].signed  # type: ignore[return-value]
+
+    def role(self, name: str) -> Signed:
+        """The model of a top-level or delegated role (edit it, then :meth:`mark`)."""
+        return self._roles[name].signed
+
+    def trusted_root(self, encoding: str = JSON) -> bytes:
+        """Version 1 of root: what a client is provisioned with."""
+        return self.root_history[0][encoding]
+
+    # --- changes --------------------------------------------------------------------------
+
+    def mark(self, role: str) -> None:
+        """Note that ``role`` changed, so the next :meth:`publish` re-signs it."""
+        self._dirty.add(role)
+        self._roles[role].presigned = {}
+
+    def add_target(self, target: TargetFile, role: str = "targets") -> None:
+        """List ``target`` in ``role``."""
+        t = self._roles[role].signed
+        assert isinstance(t, Targets)
+        t.targets[target.path] = target
+        self.mark(role)
+
+    def remove_target(self, path: str, role: str = "targets") -> None:
+        t = self._roles[role].signed
+        assert isinstance(t, Targets)
+        t.targets.pop(path, None)
+        self.mark(role)
+
+    def clear_targets(self, role: str = "targets") -> None:
+        t = self._roles[role].signed
+        assert isinstance(t, Targets)
+        t.targets.clear()
+        self.mark(role)
+
+    def delegate(
+        self,
+        parent: str,
+        delegation: DelegatedRole,
+        signers: list[Signer],
+        *,
+        keys: Iterable[Key] = (),
+    ) -> None:
+        """Add ``delegation`` to ``parent`` (in priority order: appended last) and create
+        the delegated role, signed by ``signers`` (plus offline ``keys``)."""
+        p = self._roles[parent].signed
+        assert isinstance(p, Targets)
+        if p.delegations is None:
+            p.delegations = Delegations()
+        assert p.delegations.roles is not None
+        pub = [s.key for s in signers] + list(keys)
+        for k in pub:
+            p.delegations.keys[k.keyid] = k
+            if k.keyid not in delegation.keyids:
+                delegation.keyids.append(k.keyid)
+        p.delegations.roles.append(delegation)
+        self._roles[delegation.name] = _RoleState(Targets(), list(signers))
+        self.delegated.append(delegation.name)
+        self.parents[delegation.name] = parent
+        self.mark(parent)
+        self.mark(delegation.name)
+
+    def rotate_keys(
+        self,
+        role: str,
+        new_signers: list[Signer],
+        *,
+        revoke: Iterable[str] = (),
+        threshold: int | None = None,
+    ) -> None:
+        """Change which keys sign a top-level role; re-signs root (signed by the old and the
+        new root keys when ``role`` is root, §5.4.4.3)."""
+        root = self.root
+        for kid in list(revoke):
+            root.revoke_key(kid, role)
+        for s in new_signers:
+            root.add_key(s.key, role)
+        if threshold is not None:
+            root.roles[role].threshold = threshold
+        state = self._roles[role]
+        revoked = set(revoke)
+        kept = [s for s in state.signers if s.key.keyid not in revoked]
+        if role == "root":
+            self._old_root_signers = list(state.signers)
+        state.signers = kept + list(new_signers)
+        self.mark("root")
+        if role != "root":
+            self.mark(role)
+
+    def put_signed(self, role: str, encoding: str, data: bytes) -> None:
+        """Hand in ``role`` signed offline in ``encoding`` (its model must already match)."""
+        self._roles[role].presigned[encoding] = data
+
+    # --- publishing -----------------------------------------------------------------------
+
+    def _bump(self, role: str, now: datetime) -> None:
+        s = self._roles[role].signed
+        if self._published:
+            s.version += 1
+        kind = role if role in TOP else "delegated"
+        s.expires = (now + self.expiry[kind]).replace(microsecond=0)
+
+    def _sign(self, role: str, encoding: str, extra: list[Signer] | None = None) -> bytes:
+        state = self._roles[role]
+        if encoding in state.presigned:
+            return state.presigned[encoding]
+        md: Metadata[Any] = Metadata(copy.deepcopy(state.signed), encoding=encoding)
+        signers = list(state.signers) + list(extra or [])
+        seen: set[str] = set()
+        for s in signers:
+            if s.key.keyid in seen:
+                continue
+            seen.add(s.key.keyid)
+            md.sign(s)
+        return md.to_bytes()
+
+    def publish(self, now: datetime, *, force_timestamp: bool = True) -> None:
+        """Re-sign what changed: changed targets roles, then snapshot, then timestamp (always,
+        so its expiry moves on), and root if it changed."""
+        targets_roles = ["targets", *self.delegated]
+        changed_targets = [r for r in targets_roles if r in self._dirty]
+        if "root" in self._dirty:
+            self._bump("root", now)
+            old = self._old_root_signers
+            entry = {e: self._sign("root", e, extra=old) for e in self.encodings}
+            self._old_root_signers = []
+            self.root_history.append(entry)
+            for e in self.encodings:
+                self.files[e]["root"] = entry[e]
+        for r in changed_targets:
+            self._bump(r, now)
+        snap_dirty = bool(changed_targets) or "snapshot" in self._dirty or not self._published
+        if snap_dirty:
+            snap = self.snapshot
+            snap.meta = {
+                f"{r}.json": MetaFile(self._roles[r].signed.version) for r in targets_roles
+            }
+            self._bump("snapshot", now)
+        if snap_dirty or force_timestamp or "timestamp" in self._dirty:
+            self._bump("timestamp", now)
+        for e in self.encodings:
+            for r in targets_roles:
+                if r in changed_targets or r not in self.files[e]:
+                    self.files[e][r] = self._sign(r, e)
+            if snap_dirty or "snapshot" not in self.files[e]:
+                self.files[e]["snapshot"] = self._sign("snapshot", e)
+            snap_bytes = self.files[e]["snapshot"]
+            self.timestamp.snapshot_meta = MetaFile(
+                self.snapshot.version,
+                len(snap_bytes),
+                {"sha256": hashlib.sha256(snap_bytes).hexdigest()},
+            )
+            self._roles["timestamp"].presigned.pop(e, None)
+            self.files[e]["timestamp"] = self._sign("timestamp", e)
+        self._dirty.clear()
+        self._published = True
+
+    def refresh_timestamp(self, now: datetime) -> None:
+        """Re-sign only the timestamp with a new version and expiry."""
+        self.publish(now, force_timestamp=True)
+
+    def versioned_files(self, encoding: str = JSON) -> dict[str, bytes]:
+        """Every file a static repository serves: ``N.root``, ``N.snapshot``, ``N.targets``
+        and delegated roles versioned, ``timestamp`` and the current roles unversioned."""
+        out: dict[str, bytes] = {}
+        for i, entry in enumerate(self.root_history, start=1):
+            out[metadata_filename("root", i, encoding)] = entry[encoding]
+        for role, data in self.files[encoding].items():
+            out[metadata_filename(role, None, encoding)] = data
+            if role not in ("root", "timestamp"):
+                out[metadata_filename(role, self._roles[role].signed.version, encoding)] = data
+        return out
+
+    def source(self, encoding: str = JSON) -> InMemorySource:
+        """An in-memory :class:`uptane.trust.MetadataSource` over the current files."""
+        return InMemorySource(self, encoding)
+
+
+class InMemorySource:
+    """Serves a :class:`RepositoryBuilder`'s files to a client, as a static server would.
+    Tests may edit ``overrides`` (file name -> bytes, or None for 'not found') to play a
+    man in the middle."""
+
+    def __init__(self, builder: RepositoryBuilder, encoding: str = JSON) -> None:
+        self.builder = builder
+        self.encoding = encoding
+        self.overrides: dict[str, bytes | None] = {}
+        self.requests: list[str] = []
+
+    def fetch_metadata(self, role: str, version: int | None, max_bytes: int) -> bytes | None:
+        name = metadata_filename(role, version, self.encoding)
+        self.requests.append(name)
+        if name in self.overrides:
+            data = self.overrides[name]
+        else:
+            data = self.builder.versioned_files(self.encoding).get(name)
+        if data is not None and len(data) > max_bytes:
+            from uptane.errors import EndlessDataAttack
+
+            raise EndlessDataAttack(f"{name}: more than {max_bytes} bytes", role=role)
+        return data
