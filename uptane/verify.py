@@ -5,27 +5,44 @@
   verification and by every Secondary.
 - :class:`ImageVerifier`: a streaming checker fed in chunks (§5.4.3.4): no more bytes than
   the signed length, every listed hash, and the exact length.
+- :func:`full_verification`: full verification across the Director and the Image repository
+  (§5.4.4.2), with the TAP 4 repository mapping (§5.2.6) consulted first. It returns the
+  images a Primary may download, each as an :class:`ApprovedImage`.
 
-Full verification across the Director and the Image repository (§5.4.4.2) also lives here.
+Nothing here does I/O: metadata comes through the :class:`uptane.trust.MetadataSource`
+objects the caller passes in, and ``now`` is an argument.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import hmac
-from typing import Any
+from collections.abc import Iterable
+from collections.abc import Mapping as MappingOf
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from uptane.errors import (
     BadEcuId,
     BadHardwareId,
     BadHash,
     BadLength,
+    BadRepositoryMapping,
     EndlessDataAttack,
+    MixAndMatchAttack,
     RollbackAttack,
+    TargetMismatch,
+    TargetNotFound,
     UnsupportedAlgorithm,
+    UptaneError,
 )
 from uptane.limits import Limits
-from uptane.metadata import TargetFile
+from uptane.metadata import MapFile, Mapping, TargetFile
+
+if TYPE_CHECKING:
+    from uptane.trust import MetadataSource, RefreshResult, RepositoryTrust
 
 HASH_ALGORITHMS = ("sha256", "sha512", "sha384", "sha224", "sha3_256", "sha3_512", "blake2b")
 
@@ -47,13 +64,25 @@ def check_target_for_ecu(
             role="targets",
         )
     listed_hw = target.ecu_ids[ecu_id]
-    if listed_hw != hardware_id or (target.hardware_ids and hardware_id not in target.hardware_ids):
+    if listed_hw != hardware_id:
         raise BadHardwareId(
             f"target {target.path!r} is for hardware {listed_hw!r}, this ECU is {hardware_id!r}",
             repository=repository,
             role="targets",
         )
+    check_hardware_id(target, hardware_id, repository=repository)
     check_release_counter(target, installed_release_counter, repository=repository)
+
+
+def check_hardware_id(target: TargetFile, hardware_id: str, *, repository: str) -> None:
+    """§5.4.3.4 step 3 / §5.2.3.1: when an entry lists hardware ids, this ECU's must be one."""
+    if target.hardware_ids and hardware_id not in target.hardware_ids:
+        raise BadHardwareId(
+            f"target {target.path!r} is for hardware {target.hardware_ids}, "
+            f"this ECU is {hardware_id!r}",
+            repository=repository,
+            role="targets",
+        )
 
 
 def check_release_counter(
@@ -129,3 +158,293 @@ def verify_image_bytes(target: TargetFile, data: bytes, limits: Limits) -> None:
     v = ImageVerifier(target, limits)
     v.update(data)
     v.finish()
+
+
+# --- full verification across the Director and the Image repository (§5.4.4.2) ----------
+
+#: ``FullVerificationResult.stopped_early`` when every Director target is already installed
+NO_NEW_TARGETS = "no new targets"
+
+
+@dataclass
+class VehicleContext:
+    """What the Primary knows about its own vehicle: its id, the Primary's ECU id, every ECU
+    with its hardware id, and what each ECU runs now.
+
+    ``installed_release_counters`` holds the release counter of each ECU's current image
+    (the "previous" counter of §5.4.4.2 step 10.2.3); ``installed_images`` the Director
+    entry each ECU last installed, used for the "no new targets" stop (§5.4.4.2 step 6).
+    """
+
+    vehicle_id: str
+    primary_id: str
+    ecus: dict[str, str]
+    installed_release_counters: dict[str, int] = field(default_factory=dict)
+    installed_images: dict[str, TargetFile] = field(default_factory=dict)
+
+
+@dataclass
+class ApprovedImage:
+    """One image that passed full verification for one ECU: what a Primary downloads (at
+    most ``length`` bytes, checked against every one of ``hashes``, §5.4.2 step 4) and
+    hands to that ECU together with the Director's metadata."""
+
+    ecu_id: str
+    hardware_id: str
+    director_target: TargetFile
+    #: the Image repository's entry (None only when a map rule approved it without the
+    #: Image repository, e.g. a threshold-1 rule)
+    image_target: TargetFile | None
+    #: the map-file rule that approved it
+    rule: Mapping | None = None
+
+    @property
+    def path(self) -> str:
+        """The target file name, the same on both repositories."""
+        return self.director_target.path
+
+    @property
+    def length(self) -> int:
+        """The signed length: never download more (§5.4.3.3)."""
+        return self.director_target.length
+
+    @property
+    def hashes(self) -> dict[str, str]:
+        """Every hash to check, from the Director's metadata (§5.4.2 step 4)."""
+        return dict(self.director_target.hashes)
+
+    @property
+    def url(self) -> str | None:
+        """Where the Director says to download it, if it says (§5.2.3.1)."""
+        return self.director_target.url
+
+    @property
+    def release_counter(self) -> int | None:
+        return self.director_target.release_counter
+
+    def verifier(self, limits: Limits) -> ImageVerifier:
+        """A streaming checker for this image's bytes."""
+        return ImageVerifier(self.director_target, limits)
+
+
+@dataclass
+class FullVerificationResult:
+    """What :func:`full_verification` found. ``images`` is empty when it stopped early;
+    ``stopped_early`` then says why (the Director's snapshot unchanged, or nothing new)."""
+
+    images: list[ApprovedImage]
+    director: RefreshResult
+    image: RefreshResult | None = None
+    stopped_early: str | None = None
+
+    def for_ecu(self, ecu_id: str) -> ApprovedImage | None:
+        """The image approved for ``ecu_id``, if any."""
+        return next((a for a in self.images if a.ecu_id == ecu_id), None)
+
+
+def check_map_file(map_file: MapFile, trusted: Iterable[str], sources: Iterable[str]) -> None:
+    """§5.2.6 / TAP 4, step 1 of §5.4.4.2: the map file is consistent and names only
+    repositories this ECU trusts and can reach; raises BadRepositoryMapping."""
+    trusted, sources = set(trusted), set(sources)
+    if not map_file.mapping:
+        raise BadRepositoryMapping("the map file has no mapping rule")
+    for i, rule in enumerate(map_file.mapping):
+        if not rule.paths or not rule.repositories:
+            raise BadRepositoryMapping(f"map rule {i} names no path or no repository")
+        if len(set(rule.repositories)) != len(rule.repositories):
+            raise BadRepositoryMapping(f"map rule {i} names a repository twice")
+        if not 1 <= rule.threshold <= len(rule.repositories):
+            raise BadRepositoryMapping(f"map rule {i}: threshold out of range")
+        for name in rule.repositories:
+            if name not in map_file.repositories:
+                raise BadRepositoryMapping(f"map rule {i} names unknown repository {name!r}")
+            if name not in trusted:
+                raise BadRepositoryMapping(f"no trusted metadata for repository {name!r}")
+            if name not in sources:
+                raise BadRepositoryMapping(f"no metadata source for repository {name!r}")
+
+
+def mapping_rules_for(map_file: MapFile, path: str) -> list[Mapping]:
+    """The map rules whose paths match ``path``, in the map file's order, up to and
+    including the first terminating one (TAP 4). Patterns are shell-style globs in which
+    ``*`` also matches ``/``."""
+    rules = []
+    for rule in map_file.mapping:
+        if any(fnmatch.fnmatchcase(path, pattern) for pattern in rule.paths):
+            rules.append(rule)
+            if rule.terminating:
+                break
+    return rules
+
+
+def check_director_image_match(
+    director_target: TargetFile, image_target: TargetFile, *, repository: str = "image"
+) -> None:
+    """§5.4.4.2 step 10.2.1–10.2.2: the Image repository's entry for the same file name has
+    the same length, the same hashes (same algorithms, same digests) and, when either side
+    has a SHALL-match section, an equal one. Raises TargetMismatch."""
+    d, i = director_target, image_target
+    where = {"repository": repository, "role": "targets"}
+    if d.path != i.path:
+        raise TargetMismatch(f"file names differ: {d.path!r} and {i.path!r}", **where)
+    # §5.4.4.2 step 10.2.1: non-custom metadata, length and hashes
+    if d.length != i.length:
+        raise TargetMismatch(
+            f"{d.path!r}: the Director says {d.length} bytes, the Image repository {i.length}",
+            **where,
+        )
+    d_hashes = {alg: h.lower() for alg, h in d.hashes.items()}
+    i_hashes = {alg: h.lower() for alg, h in i.hashes.items()}
+    if d_hashes != i_hashes:
+        algs = sorted(set(d_hashes) | set(i_hashes))
+        differ = [a for a in algs if d_hashes.get(a) != i_hashes.get(a)]
+        raise TargetMismatch(f"{d.path!r}: hashes differ ({', '.join(differ)})", **where)
+    # §5.4.4.2 step 10.2.2: SHALL-match custom metadata (project decision: the whole
+    # shallMatch section, compared when either side has one; see docs/core.md)
+    if (d.shall_match is not None or i.shall_match is not None) and d.shall_match != i.shall_match:
+        raise TargetMismatch(f"{d.path!r}: the SHALL-match sections differ", **where)
+
+
+def _already_installed(target: TargetFile, installed: TargetFile | None) -> bool:
+    if installed is None or installed.path != target.path or installed.length != target.length:
+        return False
+    common = set(target.hashes) & set(installed.hashes)
+    return bool(common) and all(
+        target.hashes[a].lower() == installed.hashes[a].lower() for a in common
+    )
+
+
+def _check_now(now: datetime) -> None:
+    # §5.4.4.2 step 1: the current (or latest securely attested) time, supplied by the caller
+    if not isinstance(now, datetime) or now.tzinfo is None:
+        raise TypeError("now must be a timezone-aware datetime (the secure current time)")
+
+
+def full_verification(
+    director: RepositoryTrust,
+    image: RepositoryTrust,
+    map_file: MapFile,
+    sources: MappingOf[str, MetadataSource],
+    now: datetime,
+    vehicle: VehicleContext,
+    limits: Limits,
+) -> FullVerificationResult:
+    """Full verification (§5.4.4.2) of both repositories' metadata, for every image the
+    Director assigns to this vehicle.
+
+    ``sources`` maps each repository name of the map file to where its metadata comes from;
+    ``director.name`` and ``image.name`` are those names. The trusted state of both
+    repositories is updated in place (the caller persists ``raw`` only once this returns
+    without error, so that an interrupted cycle is redone in full next time). Raises the
+    :mod:`uptane.errors` error that names the attack when any check fails.
+    """
+    # §5.4.4.2 (before step 1) / §5.2.6: the repository mapping comes first
+    check_map_file(map_file, (director.name, image.name), sources)
+    if director.name not in sources:
+        raise BadRepositoryMapping(f"no metadata source for the Director ({director.name!r})")
+    _check_now(now)  # §5.4.4.2 step 1
+    _check_director_bound_to_vehicle(director, vehicle)
+
+    # §5.4.4.2 steps 2–5: Director root loop, timestamp, snapshot (early stop when the
+    # snapshot is unchanged, a SHALL), targets with the Director-only checks of §5.4.4.6
+    director_result = director.refresh(sources[director.name], now)
+    if director_result.stopped_early:
+        return FullVerificationResult([], director_result, None, director_result.stopped_early)
+    if director.targets is None:
+        raise MixAndMatchAttack("no trusted Director targets after refresh", repository="director")
+    targets = director.targets.signed.targets
+    limits.check_count("Director targets", len(targets), limits.max_targets)
+
+    # §5.4.4.2 step 6: nothing that is not already installed -> stop (SHOULD)
+    if all(
+        _already_installed(t, vehicle.installed_images.get(ecu))
+        for t in targets.values()
+        for ecu in t.ecu_ids
+    ):
+        return FullVerificationResult([], director_result, None, NO_NEW_TARGETS)
+
+    # §5.4.4.2 steps 6–9: Image repository root loop, timestamp, snapshot (its early stop
+    # only skips to step 10, using the trusted targets), top-level targets
+    image_result = None
+    if any(image.name in rule.repositories for rule in map_file.mapping):
+        image_result = image.refresh(sources[image.name], now)
+
+    # §5.4.4.2 step 10: every image the Director lists, for every ECU it names
+    approved: list[ApprovedImage] = []
+    found: dict[tuple[str, str], TargetFile] = {}
+    for path in sorted(targets):
+        target = targets[path]
+        if not target.ecu_ids:
+            # §5.2.3.1: a Director entry SHALL name the ECU it is for
+            raise BadEcuId(f"Director target {path!r} names no ECU", repository=director.name)
+        for ecu_id in sorted(target.ecu_ids):
+            hardware_id = vehicle.ecus[ecu_id]  # present: §5.4.4.6 ran in director.refresh
+            # §5.4.3.4 / §5.4.4.2 step 10.2.3: this ECU, its hardware id, release counter
+            previous = vehicle.installed_release_counters.get(ecu_id)
+            check_target_for_ecu(target, ecu_id, hardware_id, previous, repository=director.name)
+            rule, image_target = _approve_by_mapping(
+                target, hardware_id, previous, map_file, director, image, sources, now, found
+            )
+            approved.append(ApprovedImage(ecu_id, hardware_id, target, image_target, rule))
+    return FullVerificationResult(approved, director_result, image_result, None)
+
+
+def _approve_by_mapping(
+    target: TargetFile,
+    hardware_id: str,
+    previous: int | None,
+    map_file: MapFile,
+    director: RepositoryTrust,
+    image: RepositoryTrust,
+    sources: MappingOf[str, MetadataSource],
+    now: datetime,
+    found: dict[tuple[str, str], TargetFile],
+) -> tuple[Mapping, TargetFile | None]:
+    """§5.2.6 / TAP 4: the first matching rule whose repositories agree to its threshold
+    approves ``target``; a terminating rule that fails refuses it, and so does no rule."""
+    first_error: UptaneError | None = None
+    for rule in mapping_rules_for(map_file, target.path):
+        agree = 0
+        image_target: TargetFile | None = None
+        for name in rule.repositories:
+            if name == director.name:
+                agree += 1  # the Director's own entry is the one being checked
+                continue
+            try:
+                key = (target.path, hardware_id)
+                if key not in found:
+                    # §5.4.4.2 step 10.1 / §5.4.4.7: same file name, through the
+                    # delegations that this ECU's hardware id and the path both match
+                    found[key] = image.find_target(
+                        target.path, sources[name], now, hardware_id=hardware_id
+                    )
+                candidate = found[key]
+                check_director_image_match(target, candidate, repository=name)
+            except (TargetNotFound, TargetMismatch) as e:
+                first_error = first_error or e.at(repository=name)
+                continue
+            # the Image repository's own entry must fit this ECU and not roll back either
+            check_hardware_id(candidate, hardware_id, repository=name)
+            check_release_counter(candidate, previous, repository=name)  # §5.4.4.2 10.2.3
+            image_target = candidate
+            agree += 1
+        if agree >= rule.threshold:
+            return rule, image_target
+        if rule.terminating:
+            break
+    if first_error is not None:
+        raise first_error
+    raise BadRepositoryMapping(
+        f"no map rule lets the repositories approve {target.path!r}", repository=director.name
+    )
+
+
+def _check_director_bound_to_vehicle(director: RepositoryTrust, vehicle: VehicleContext) -> None:
+    """The Director-only checks of §5.4.4.6 (vehicle id, ECU ids present in this vehicle)
+    run inside ``director``; make sure it was set up for *this* vehicle."""
+    vehicle_id = getattr(director, "vehicle_id", None)
+    ecu_ids = getattr(director, "ecu_ids", None)
+    if vehicle_id != vehicle.vehicle_id or ecu_ids is None or set(ecu_ids) != set(vehicle.ecus):
+        raise ValueError(
+            "the Director's RepositoryTrust must be created with this vehicle's id and ECU ids"
+        )
