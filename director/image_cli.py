@@ -1,0 +1,170 @@
+"""``uptane-image-repo``: create, sign, delegate, rotate, publish and serve an Image
+repository. See docs/image-repo.md."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from director.image_repo import (
+    Conflict,
+    ImageRepository,
+    default_offline_dir,
+)
+from uptane.errors import UptaneError
+from uptane.keys import SCHEMES
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def _offline(args: argparse.Namespace) -> Path:
+    return Path(args.offline_keys) if args.offline_keys else default_offline_dir(Path(args.dir))
+
+
+def _open(args: argparse.Namespace, *, offline: bool = False) -> ImageRepository:
+    return ImageRepository(Path(args.dir), _now(), offline_dir=_offline(args) if offline else None)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    off = _offline(args)
+    token = ImageRepository.init(Path(args.dir), off, _now(), scheme=args.scheme)
+    print(f"created Image repository in {args.dir}; offline keys in {off}")
+    print("admin upload token (shown once, store it safely):")
+    print(token)
+    return 0
+
+
+def cmd_add_target(args: argparse.Namespace) -> int:
+    repo = _open(args)
+    data = Path(args.file).read_bytes()
+    tf = repo.stage_target(args.path, data, args.hardware_id, args.release_counter)
+    print(f"staged {tf.path} ({tf.length} bytes, sha256 {tf.hashes['sha256']}); run `sign`")
+    return 0
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    repo = _open(args, offline=True)
+    n = len(repo.staged())
+    version = repo.sign(_now())
+    print(f"signed targets version {version} with {n} staged change(s)")
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    repo = _open(args)
+    count = repo.publish(Path(args.out))
+    print(f"published static repository to {args.out} ({count} image file(s))")
+    return 0
+
+
+def cmd_delegate(args: argparse.Namespace) -> int:
+    repo = _open(args, offline=True)
+    key_path, token = repo.delegate(
+        args.role,
+        args.path,
+        args.hardware_id or [],
+        _now(),
+        terminating=not args.non_terminating,
+        scheme=args.scheme,
+    )
+    print(f"delegated {args.path} to {args.role}; its key is {key_path}")
+    print(f"upload token for {args.role} (shown once):")
+    print(token)
+    return 0
+
+
+def cmd_rotate_root(args: argparse.Namespace) -> int:
+    repo = _open(args, offline=True)
+    version = repo.rotate_root(_now(), scheme=args.scheme)
+    print(f"root version {version} signed by the old and the new root keys")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    repo = _open(args)
+    b = repo.builder
+    print(
+        f"root v{len(b.root_history)} targets v{b.targets.version} "
+        f"snapshot v{b.snapshot.version} timestamp v{b.timestamp.version}"
+    )
+    for role in ["targets", *b.delegated]:
+        model = b.role(role)
+        for path in sorted(model.targets):  # type: ignore[attr-defined]
+            print(f"  {role}: {path}")
+    for tf in repo.staged():
+        print(f"  staged: {tf.path}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from director.image_server import create_app
+
+    app = create_app(Path(args.dir), refresh_interval=args.refresh_interval)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="uptane-image-repo", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name: str, func, help_: str, *, offline: bool = False) -> argparse.ArgumentParser:  # type: ignore[no-untyped-def]
+        sp = sub.add_parser(name, help=help_)
+        sp.add_argument("dir", help="repository directory")
+        if offline:
+            sp.add_argument(
+                "--offline-keys", help="offline key directory (default DIR.offline-keys)"
+            )
+        sp.set_defaults(func=func)
+        return sp
+
+    sp = add("init", cmd_init, "create a repository", offline=True)
+    sp.add_argument("--scheme", choices=SCHEMES, default="ed25519")
+    sp = add("add-target", cmd_add_target, "stage an image")
+    sp.add_argument("file")
+    sp.add_argument("--path", required=True, help="target name, e.g. brakes/fw-1.2.bin")
+    sp.add_argument("--hardware-id", action="append", required=True)
+    sp.add_argument("--release-counter", type=int, default=0)
+    add("sign", cmd_sign, "sign staged targets with the offline targets key", offline=True)
+    sp = add("publish", cmd_publish, "write a static TUF repository")
+    sp.add_argument("out")
+    sp = add("delegate", cmd_delegate, "delegate paths to a supplier role", offline=True)
+    sp.add_argument("role")
+    sp.add_argument("--path", action="append", required=True, help="path pattern")
+    sp.add_argument("--hardware-id", action="append")
+    sp.add_argument("--non-terminating", action="store_true")
+    sp.add_argument("--scheme", choices=SCHEMES, default="ed25519")
+    sp = add("rotate-root", cmd_rotate_root, "replace the root key", offline=True)
+    sp.add_argument("--scheme", choices=SCHEMES, default="ed25519")
+    add("status", cmd_status, "show versions and targets")
+    sp = add("serve", cmd_serve, "run the HTTP service")
+    sp.add_argument("--host", default="127.0.0.1")
+    sp.add_argument("--port", type=int, default=8001)
+    sp.add_argument("--refresh-interval", type=float, default=60.0)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (
+        UptaneError,
+        Conflict,
+        PermissionError,
+        FileExistsError,
+        FileNotFoundError,
+        ValueError,
+    ) as e:
+        print(f"uptane-image-repo: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
