@@ -230,6 +230,36 @@ class UnknownRole(UptaneError):
     attack = "unknown-role"
 
 
+# --- the link between a Primary (or bench tool) and a Secondary (hardware/) --------------
+
+
+class LinkError(UptaneError):
+    """The link to a peer ECU failed in a way that is not an attack by itself (§5.4.2 step 7)."""
+
+    code = 110
+    attack = "link-failure"
+
+
+class LinkTimeout(DropRequestAttack):
+    """A link request got no answer within its timeout and retries: the peer is unreachable."""
+
+    code = 111
+
+
+class ProtocolVersionMismatch(LinkError):
+    """The two ends of a link share no protocol version."""
+
+    code = 112
+    attack = "protocol-version-mismatch"
+
+
+class ProtocolViolation(MalformedInput):
+    """A well-formed link message that is not allowed here (wrong state, offset or reply)."""
+
+    code = 113
+    attack = "protocol-violation"
+
+
 def _all_subclasses(cls: type[UptaneError]) -> list[type[UptaneError]]:
     out: list[type[UptaneError]] = [cls]
     for sub in cls.__subclasses__():
