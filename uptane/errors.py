@@ -260,6 +260,24 @@ class ProtocolViolation(MalformedInput):
     attack = "protocol-violation"
 
 
+# --- transport and storage on the Primary (primary/fetcher.py) ---------------------------
+
+
+class FetchError(UptaneError):
+    """An HTTP answer that cannot be used: an unexpected status (after retries for 429/5xx),
+    a 404 for an image, a malformed Content-Length or Content-Range."""
+
+    code = 100
+    attack = "fetch-failure"
+
+
+class InsufficientSpace(UptaneError):
+    """Not enough free disk space for a download, found before it starts."""
+
+    code = 101
+    attack = "insufficient-space"
+
+
 def _all_subclasses(cls: type[UptaneError]) -> list[type[UptaneError]]:
     out: list[type[UptaneError]] = [cls]
     for sub in cls.__subclasses__():

@@ -1,0 +1,549 @@
+"""The Primary's HTTP transport (urllib3): bounded, timed, retried, speed-monitored.
+
+Nothing here verifies metadata or images: bytes go to :mod:`uptane` (``RepositoryTrust``,
+``ImageVerifier``), which decides. This module only guarantees the transport side of the
+threat model (§4.3):
+
+- **endless data**: no response is read past its cap; a ``Content-Length`` over the cap
+  is refused before the body is read (:class:`~uptane.errors.EndlessDataAttack`);
+- **slow retrieval** (§5.4, SHALL): the average speed over each window of
+  ``speed_window`` seconds must reach ``min_bytes_per_second``, or the transfer is
+  aborted (:class:`~uptane.errors.SlowRetrievalAttack`, naming the URL; not retried);
+- **drop request**: connect/read timeouts and broken connections are retried with
+  exponential backoff; when every attempt failed the fetch raises
+  :class:`~uptane.errors.DropRequestAttack`;
+- an answer that is not usable (an HTTP status other than 200/206/404 after retries, a
+  404 for an image, a broken ``Content-Range``) raises :class:`~uptane.errors.FetchError`;
+- images stream to a ``.part`` file that survives interruptions and is resumed with an
+  HTTP ``Range`` request; it is renamed into place only when complete and verified.
+
+Redirects are not followed (a repository URL names the server that answers), and bodies
+are never decompressed (``Accept-Encoding: identity``; a compressed body simply fails its
+hash), so a small response cannot expand into a large one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import urllib3
+from urllib3.exceptions import NewConnectionError, ProtocolError, ReadTimeoutError, SSLError
+from urllib3.exceptions import TimeoutError as Urllib3Timeout
+
+from uptane.errors import (
+    BadLength,
+    DropRequestAttack,
+    EndlessDataAttack,
+    FetchError,
+    InsufficientSpace,
+    SlowRetrievalAttack,
+    UptaneError,
+)
+from uptane.limits import PRIMARY, Limits
+from uptane.metadata import JSON
+from uptane.paths import encode_name
+from uptane.repository import metadata_filename
+from uptane.verify import ImageVerifier
+
+DEFAULT_USER_AGENT = "uptane-stack/0.1"
+
+#: transient transport failures: retried, then reported as a drop-request attack
+_TRANSIENT: tuple[type[Exception], ...] = (
+    Urllib3Timeout,
+    NewConnectionError,
+    ProtocolError,
+    SSLError,
+    ConnectionError,
+)
+
+_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+
+Progress = Callable[[int, int], None]
+
+
+class _ServerBusy(Exception):
+    """A 429 or 5xx answer: worth another attempt."""
+
+
+class _Incomplete(Exception):
+    """The body ended before the expected length: worth another (resumed) attempt."""
+
+
+class SpeedMonitor:
+    """Slow-retrieval detection (§5.4): consecutive windows of ``window`` seconds, each of
+    which must average at least ``min_bytes_per_second``.
+
+    :meth:`add` is called with every chunk, :meth:`check` when a read timed out with no
+    data. A zero floor or window turns the check off.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        min_bytes_per_second: float,
+        window: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.url = url
+        self.floor = min_bytes_per_second
+        self.window = window
+        self.clock = clock
+        self.window_start = clock()
+        self.window_bytes = 0
+
+    def add(self, n: int) -> None:
+        self.window_bytes += n
+        self.check()
+
+    def check(self) -> None:
+        if self.floor <= 0 or self.window <= 0:
+            return
+        now = self.clock()
+        elapsed = now - self.window_start
+        if elapsed < self.window:
+            return
+        rate = self.window_bytes / elapsed
+        if rate < self.floor:
+            raise SlowRetrievalAttack(
+                f"{self.url}: {rate:.0f} B/s over the last {elapsed:.1f} s, "
+                f"below the minimum of {self.floor:.0f} B/s"
+            )
+        self.window_start = now
+        self.window_bytes = 0
+
+
+class Fetcher:
+    """HTTP GETs with byte caps, timeouts, retries with backoff and slow-retrieval checks.
+
+    ``retries`` is the number of extra attempts after the first; the n-th retry waits
+    ``min(backoff * 2**(n-1), backoff_max)`` seconds. ``min_bytes_per_second`` and
+    ``speed_window`` override the slow-retrieval floor of ``limits``.
+    """
+
+    def __init__(
+        self,
+        limits: Limits = PRIMARY,
+        *,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 30.0,
+        retries: int = 3,
+        backoff: float = 0.5,
+        backoff_max: float = 30.0,
+        user_agent: str = DEFAULT_USER_AGENT,
+        min_bytes_per_second: float | None = None,
+        speed_window: float | None = None,
+    ) -> None:
+        if retries < 0:
+            raise ValueError("retries must be >= 0")
+        self.limits = limits
+        self.retries = retries
+        self.backoff = backoff
+        self.backoff_max = backoff_max
+        self.min_bytes_per_second = (
+            limits.min_bytes_per_second if min_bytes_per_second is None else min_bytes_per_second
+        )
+        self.speed_window = limits.speed_window if speed_window is None else speed_window
+        self.timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
+        self._pool = urllib3.PoolManager(
+            num_pools=8,
+            maxsize=4,
+            headers={"User-Agent": user_agent, "Accept-Encoding": "identity"},
+            timeout=self.timeout,
+            retries=False,
+        )
+        #: number of HTTP requests sent (for status displays and tests)
+        self.requests = 0
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._pool.clear()
+
+    def __enter__(self) -> Fetcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- public API -----------------------------------------------------------------------
+
+    def fetch_bytes(self, url: str, max_bytes: int) -> bytes | None:
+        """GET ``url`` into memory: the body, or None on 404. Never buffers more than
+        ``max_bytes``: a longer body (declared or streamed) raises EndlessDataAttack."""
+
+        def attempt() -> bytes | None:
+            resp = self._get(url, {})
+            complete = False
+            try:
+                if resp.status == 404:
+                    return None
+                self._check_status(url, resp, (200,))
+                declared = _content_length(url, resp)
+                if declared is not None and declared > max_bytes:
+                    raise EndlessDataAttack(
+                        f"{url}: Content-Length {declared} exceeds the {max_bytes}-byte cap"
+                    )
+                monitor = self._monitor(url)
+                buf = bytearray()
+                while True:
+                    want = min(self.limits.chunk_size, max_bytes + 1 - len(buf))
+                    chunk = self._read(resp, want, monitor)
+                    if not chunk:
+                        break
+                    if len(buf) + len(chunk) > max_bytes:
+                        raise EndlessDataAttack(f"{url}: more than the {max_bytes}-byte cap")
+                    buf += chunk
+                complete = True
+                return bytes(buf)
+            finally:
+                _finish(resp, complete)
+
+        return self._retrying(url, attempt)
+
+    def download_to(
+        self,
+        url: str,
+        path: str | os.PathLike[str],
+        length: int,
+        verifier: ImageVerifier | None = None,
+        *,
+        progress: Progress | None = None,
+        resume: bool = True,
+        part_path: str | os.PathLike[str] | None = None,
+    ) -> Path:
+        """Stream ``url`` to ``path``, at most ``length`` bytes, and return ``path``.
+
+        Bytes go to ``part_path`` (default ``path`` + ``.part``) first. With ``resume``, a
+        part left by an interrupted download is kept: it is re-hashed through the
+        verifier and the rest is requested with ``Range``. With a ``verifier`` the file
+        must end up exactly ``verifier.target.length`` bytes with every hash right
+        (``finish``); without one, ``length`` is only a cap. When complete and verified
+        the part is fsynced and atomically renamed to ``path``. A hash mismatch deletes the
+        part and raises BadHash; an interruption keeps it for the next call.
+
+        Free space for the missing bytes is checked before any request
+        (InsufficientSpace). ``progress(done, length)`` is called after every chunk.
+        If the server ignores ``Range`` the download restarts from zero, with a fresh
+        verifier for the same target.
+        """
+        dest = Path(path)
+        part = Path(part_path) if part_path is not None else dest.with_name(dest.name + ".part")
+        if length < 0:
+            raise ValueError("length must be >= 0")
+        if length > self.limits.image_bytes:
+            raise EndlessDataAttack(
+                f"{url}: {length} bytes exceeds the image cap of {self.limits.image_bytes}"
+            )
+        if verifier is not None and verifier.target.length != length:
+            raise ValueError("length differs from the verifier's target length")
+        if verifier is not None and verifier.received:
+            raise ValueError("the verifier has already been fed")
+        if not resume:
+            part.unlink(missing_ok=True)
+        existing = _size(part)
+        if existing > length:
+            part.unlink()
+            existing = 0
+        self._check_space(part.parent, length - existing, url)
+
+        job = _Download(self, url, part, length, verifier, progress)
+        try:
+            self._retrying(url, job.attempt)
+        except _Incomplete as e:  # retries exhausted on short bodies
+            raise BadLength(f"{url}: {e}") from None
+        except EndlessDataAttack:
+            part.unlink(missing_ok=True)
+            raise
+        job.complete()
+        os.replace(part, dest)
+        _fsync_dir(dest.parent)
+        return dest
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _monitor(self, url: str) -> SpeedMonitor:
+        return SpeedMonitor(url, self.min_bytes_per_second, self.speed_window)
+
+    def _get(self, url: str, headers: dict[str, str]) -> Any:
+        self.requests += 1
+        return self._pool.request(
+            "GET",
+            url,
+            headers=headers or None,
+            preload_content=False,
+            decode_content=False,
+            redirect=False,
+            retries=False,
+        )
+
+    @staticmethod
+    def _read(resp: Any, amount: int, monitor: SpeedMonitor) -> bytes:
+        """One read of at most ``amount`` bytes (whatever has arrived, not a full buffer,
+        so a drip-feeding server is seen), feeding the speed monitor."""
+        try:
+            chunk: bytes = resp.read1(amount, decode_content=False)
+        except ReadTimeoutError:
+            monitor.check()  # a silent server may already be a slow-retrieval attack
+            raise
+        monitor.add(len(chunk))
+        return chunk
+
+    @staticmethod
+    def _check_status(url: str, resp: Any, ok: tuple[int, ...]) -> None:
+        status = resp.status
+        if status in ok:
+            return
+        if status == 429 or 500 <= status < 600:
+            raise _ServerBusy(f"HTTP {status}")
+        raise FetchError(f"{url}: HTTP {status}")
+
+    def _retrying(self, url: str, attempt: Callable[[], Any]) -> Any:
+        last: Exception | None = None
+        for n in range(self.retries + 1):
+            if n:
+                time.sleep(min(self.backoff * 2 ** (n - 1), self.backoff_max))
+            try:
+                return attempt()
+            except UptaneError:
+                raise
+            except (_ServerBusy, _Incomplete, *_TRANSIENT) as e:
+                last = e
+        tries = self.retries + 1
+        if isinstance(last, _ServerBusy):
+            raise FetchError(f"{url}: {last} after {tries} attempts")
+        if isinstance(last, _Incomplete):
+            raise last
+        raise DropRequestAttack(f"{url}: no complete answer after {tries} attempts ({last})")
+
+    def _check_space(self, directory: Path, needed: int, url: str) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(directory).free
+        if needed > free:
+            raise InsufficientSpace(
+                f"{url}: needs {needed} bytes in {directory}, only {free} are free"
+            )
+
+
+class _Download:
+    """The state of one :meth:`Fetcher.download_to` across its attempts.
+
+    Invariant between attempts: ``verifier.received`` <= the size of the part file, and
+    the verifier has seen exactly the first ``verifier.received`` bytes of it.
+    """
+
+    def __init__(
+        self,
+        fetcher: Fetcher,
+        url: str,
+        part: Path,
+        length: int,
+        verifier: ImageVerifier | None,
+        progress: Progress | None,
+    ) -> None:
+        self.f = fetcher
+        self.url = url
+        self.part = part
+        self.length = length
+        self.verifier = verifier
+        self.progress = progress
+
+    def _fresh_verifier(self) -> None:
+        if self.verifier is not None and self.verifier.received:
+            self.verifier = ImageVerifier(self.verifier.target, self.f.limits)
+
+    def _catch_up(self, fd: int, upto: int) -> None:
+        """Feed the verifier the part's bytes it has not seen, up to ``upto``."""
+        v = self.verifier
+        if v is None:
+            return
+        if v.received > upto:
+            self._fresh_verifier()
+            v = self.verifier
+            assert v is not None
+        pos = v.received
+        while pos < upto:
+            chunk = os.pread(fd, min(self.f.limits.chunk_size, upto - pos), pos)
+            if not chunk:
+                raise BadLength(f"{self.part}: shorter than expected while re-hashing")
+            v.update(chunk)
+            pos += len(chunk)
+
+    def attempt(self) -> None:
+        offset = _size(self.part)
+        if offset > self.length:
+            offset = 0
+        if offset == self.length and self.verifier is not None:
+            return  # complete from an earlier attempt or run: verified in complete()
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        resp = self.f._get(self.url, headers)
+        done = False
+        try:
+            if resp.status == 404:
+                raise FetchError(f"{self.url}: HTTP 404 (not found)")
+            if offset and resp.status == 416:
+                # the server's file is shorter than our part: that part is stale
+                self.part.unlink(missing_ok=True)
+                self._fresh_verifier()
+                raise _Incomplete("the server refused to resume (HTTP 416)")
+            self.f._check_status(self.url, resp, (200, 206) if offset else (200,))
+            start = 0
+            if resp.status == 206:
+                start = _range_start(self.url, resp, offset)
+            declared = _content_length(self.url, resp)
+            if declared is not None and start + declared > self.length:
+                raise EndlessDataAttack(
+                    f"{self.url}: {start + declared} bytes announced, "
+                    f"more than the {self.length} allowed"
+                )
+            done = self._stream(resp, start)
+        finally:
+            _finish(resp, done)
+
+    def _stream(self, resp: Any, start: int) -> bool:
+        fd = os.open(self.part, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            os.ftruncate(fd, start)
+            os.lseek(fd, start, os.SEEK_SET)
+            self._catch_up(fd, start)
+            written = start
+            monitor = self.f._monitor(self.url)
+            chunk_size = self.f.limits.chunk_size
+            while True:
+                want = min(chunk_size, self.length - written + 1)
+                chunk = self.f._read(resp, want, monitor)
+                if not chunk:
+                    break
+                if written + len(chunk) > self.length:
+                    raise EndlessDataAttack(f"{self.url}: more than the {self.length} bytes")
+                if self.verifier is not None:
+                    self.verifier.update(chunk)
+                _write_all(fd, chunk)
+                written += len(chunk)
+                if self.progress is not None:
+                    self.progress(written, self.length)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if self.verifier is not None and written < self.length:
+            raise _Incomplete(f"the body ended after {written} of {self.length} bytes")
+        return True
+
+    def complete(self) -> None:
+        """Check the finished part: feed any bytes the verifier has not seen (a part
+        completed by an earlier run), then require the exact length and every hash. A
+        mismatch deletes the part, so the next attempt starts clean."""
+        if self.verifier is None:
+            if not self.part.exists():
+                fd = os.open(self.part, os.O_WRONLY | os.O_CREAT, 0o644)
+                os.close(fd)
+            return
+        fd = os.open(self.part, os.O_RDONLY)
+        try:
+            self._catch_up(fd, _size(self.part))
+            self.verifier.finish()
+        except UptaneError:
+            self.part.unlink(missing_ok=True)
+            raise
+        finally:
+            os.close(fd)
+
+
+class HttpMetadataSource:
+    """A :class:`uptane.trust.MetadataSource` over HTTP: ``base_url/VERSION.ROLE.EXT`` or
+    ``base_url/ROLE.EXT``, the role name percent-encoded (``../x`` -> ``..%2Fx``) so it
+    cannot leave the metadata directory on the server."""
+
+    def __init__(
+        self,
+        fetcher: Fetcher,
+        base_url: str,
+        encoding: str = JSON,
+        *,
+        repository: str | None = None,
+    ) -> None:
+        self.fetcher = fetcher
+        self.base_url = base_url if base_url.endswith("/") else base_url + "/"
+        self.encoding = encoding
+        self.repository = repository
+
+    def url_for(self, role: str, version: int | None) -> str:
+        return self.base_url + metadata_filename(encode_name(role), version, self.encoding)
+
+    def fetch_metadata(self, role: str, version: int | None, max_bytes: int) -> bytes | None:
+        try:
+            return self.fetcher.fetch_bytes(self.url_for(role, version), max_bytes)
+        except UptaneError as e:
+            raise e.at(repository=self.repository, role=role) from None
+
+
+def target_url(base_url: str, path: str, hash_prefix: str | None = None) -> str:
+    """The URL of target ``path`` under ``base_url``; with consistent snapshots the file
+    name gets the hash prefix (``dir/HASH.name``, §5.2.7). Path segments are
+    percent-encoded, slashes kept."""
+    base = base_url if base_url.endswith("/") else base_url + "/"
+    dirname, sep, name = path.rpartition("/")
+    if hash_prefix is not None:
+        name = f"{hash_prefix}.{name}"
+    return base + quote(f"{dirname}{sep}{name}", safe="/")
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def _content_length(url: str, resp: Any) -> int | None:
+    value = resp.headers.get("Content-Length")
+    if value is None:
+        return None
+    value = value.strip()
+    if not value.isdigit() or len(value) > 20:
+        raise FetchError(f"{url}: bad Content-Length {value[:32]!r}")
+    return int(value)
+
+
+def _range_start(url: str, resp: Any, offset: int) -> int:
+    m = _CONTENT_RANGE.match(resp.headers.get("Content-Range", "").strip())
+    if not m:
+        raise FetchError(f"{url}: HTTP 206 without a usable Content-Range")
+    start, end = int(m.group(1)), int(m.group(2))
+    if start > offset or end < start:
+        raise FetchError(f"{url}: Content-Range {m.group(0)!r} does not continue at {offset}")
+    return start
+
+
+def _finish(resp: Any, complete: bool) -> None:
+    """Return a fully read connection to the pool; close any other (never drain it)."""
+    if complete:
+        resp.release_conn()
+    else:
+        with contextlib.suppress(Exception):
+            resp.close()
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
