@@ -38,3 +38,42 @@ def static_server() -> Iterator[callable]:
 @pytest.fixture
 def now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
+
+
+@pytest.fixture
+def serve_app() -> Iterator[callable]:
+    """Run an ASGI app with uvicorn on 127.0.0.1 (a free port) in a thread; returns its
+    base URL. Servers are stopped at teardown; ``stop(url)`` stops one early."""
+    import socket
+    import time
+
+    import uvicorn
+
+    running: dict[str, tuple[uvicorn.Server, threading.Thread]] = {}
+
+    def start(app: object) -> str:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        config = uvicorn.Config(app, log_level="warning", lifespan="on")
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 20
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("server did not start")
+            time.sleep(0.02)
+        url = f"http://127.0.0.1:{port}"
+        running[url] = (server, thread)
+        return url
+
+    def stop(url: str) -> None:
+        server, thread = running.pop(url)
+        server.should_exit = True
+        thread.join(timeout=20)
+
+    start.stop = stop  # type: ignore[attr-defined]
+    yield start
+    for url in list(running):
+        stop(url)

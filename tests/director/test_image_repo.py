@@ -146,12 +146,22 @@ def test_5_4_4_3_rotate_root_signed_by_old_and_new_keys(
 def _supplier_metadata(
     repo: ImageRepository, role: str, key: PrivateKey, targets: list[TargetFile], version: int
 ) -> bytes:
+    return _signed(repo, key, targets, version)[JSON]
+
+
+def _signed(
+    repo: ImageRepository, key: PrivateKey, targets: list[TargetFile], version: int
+) -> dict[str, bytes]:
+    """A supplier's targets metadata, signed in every encoding the repository publishes."""
     t = Targets(version=version, expires=repo.builder.targets.expires)
     for tf in targets:
         t.targets[tf.path] = tf
-    md = Metadata(t, encoding=JSON)
-    md.sign(key)
-    return md.to_bytes()
+    out = {}
+    for enc in repo.builder.encodings:
+        md = Metadata(t, encoding=enc)
+        md.sign(key)
+        out[enc] = md.to_bytes()
+    return out
 
 
 def test_5_3_1_delegated_supplier_target_reaches_ngclient(
@@ -166,9 +176,10 @@ def test_5_3_1_delegated_supplier_target_reaches_ngclient(
     tf.hardware_ids = ["acme-ecu"]
     tf.release_counter = 1
     v = repo.builder.role("acme").version + 1
-    md = _supplier_metadata(repo, "acme", key, [tf], v)
-    version, done = repo.upload_metadata("acme", "acme", md, JSON, now)
-    assert (version, done) == (v, True)
+    files = _signed(repo, key, [tf], v)
+    results = [repo.upload_metadata("acme", "acme", data, enc, now) for enc, data in files.items()]
+    assert results[-1] == (v, True)
+    assert all(done is False for _, done in results[:-1])
     out = tmp_path / "static"
     repo.publish(out)
     updater = _ngclient(

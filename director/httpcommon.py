@@ -1,0 +1,87 @@
+"""HTTP pieces both services share: capped body reading, bearer tokens, and the mapping of
+the core's errors to status codes with a clear reason."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+
+from fastapi import HTTPException, Request
+from fastapi.responses import JSONResponse
+
+from uptane.errors import (
+    ArbitrarySoftwareAttack,
+    EndlessDataAttack,
+    MalformedInput,
+    ReplayAttack,
+    RollbackAttack,
+    UptaneError,
+)
+
+
+async def read_body(request: Request, cap: int) -> bytes:
+    """The request body, refused with 413 as soon as it passes ``cap`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > cap:
+                raise HTTPException(413, f"request body exceeds the {cap}-byte cap")
+        except ValueError:
+            raise HTTPException(400, "bad Content-Length") from None
+    buf = bytearray()
+    async for chunk in request.stream():
+        buf.extend(chunk)
+        if len(buf) > cap:
+            raise HTTPException(413, f"request body exceeds the {cap}-byte cap")
+    return bytes(buf)
+
+
+def bearer(request: Request) -> str:
+    """The bearer token of a request; 401 if there is none."""
+    auth = request.headers.get("authorization", "")
+    scheme, _, token = auth.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise HTTPException(401, "bearer token required", headers={"WWW-Authenticate": "Bearer"})
+    return token.strip()
+
+
+def tokens_equal(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))
+
+
+def error_status(e: Exception) -> int:
+    """HTTP status for an error raised while handling a request."""
+    if isinstance(e, EndlessDataAttack):
+        return 413
+    if isinstance(e, MalformedInput):
+        return 400
+    if isinstance(e, ArbitrarySoftwareAttack):
+        return 403
+    if isinstance(e, (RollbackAttack, ReplayAttack)):
+        return 409
+    if isinstance(e, UptaneError):
+        return 400
+    return 500
+
+
+def error_response(e: Exception, status: int | None = None) -> JSONResponse:
+    code = status or error_status(e)
+    body: dict[str, object] = {"detail": str(e)}
+    if isinstance(e, UptaneError):
+        body["attack"] = e.attack
+        body["code"] = e.code
+    return JSONResponse(body, status_code=code)
+
+
+def install_error_handlers(app, extra: dict[type[Exception], int] | None = None) -> None:  # type: ignore[no-untyped-def]
+    """Map UptaneError (and ``extra`` exception types) to JSON error responses."""
+
+    def handler_for(status: int | None) -> Callable:  # type: ignore[type-arg]
+        async def handle(request: Request, exc: Exception) -> JSONResponse:
+            return error_response(exc, status)
+
+        return handle
+
+    app.add_exception_handler(UptaneError, handler_for(None))
+    for cls, status in (extra or {}).items():
+        app.add_exception_handler(cls, handler_for(status))

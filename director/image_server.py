@@ -1,0 +1,230 @@
+"""The Image repository's HTTP service (``uptane-image-repo serve``).
+
+- ``GET /metadata/NAME`` and ``GET /targets/PATH``: public download (§5.3.1), from an
+  in-memory cache of the signed bytes; the URL layout is the static repository's, so TUF
+  clients (python-tuf ngclient) use it unchanged.
+- ``PUT /api/images/PATH`` and ``PUT /api/metadata/ROLE.EXT``: authorised write, behind a
+  bearer token that names one role; every upload is checked against the uploader's
+  delegation (:meth:`director.image_repo.ImageRepository.upload_metadata`).
+- A background task re-signs snapshot and timestamp before they expire, and picks up
+  changes made by the offline commands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi.concurrency import run_in_threadpool
+
+from director.httpcommon import bearer, install_error_handlers, read_body
+from director.image_repo import ADMIN, Conflict, Forbidden, ImageRepository
+from uptane.limits import Limits
+from uptane.metadata import DER, JSON, Targets
+from uptane.paths import check_target_path
+
+MEDIA = {JSON: "application/json", DER: "application/octet-stream"}
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+class ImageService:
+    """The repository plus the caches the GET routes read."""
+
+    def __init__(
+        self,
+        repo_dir: Path,
+        *,
+        clock: Callable[[], datetime] = _utcnow,
+        limits: Limits | None = None,
+        image_cache_bytes: int = 256 * 1024 * 1024,
+        max_image_upload: int = 256 * 1024 * 1024,
+    ) -> None:
+        self.clock = clock
+        self.repo = ImageRepository(repo_dir, clock(), limits=limits)
+        self.lock = threading.Lock()
+        self.image_cache_bytes = image_cache_bytes
+        self.max_image_upload = max_image_upload
+        self._images: dict[str, bytes] = {}
+        self._image_cached = 0
+        self.metadata: dict[str, bytes] = {}
+        self.targets_index: dict[str, Path] = {}
+        self.rebuild_cache()
+
+    def rebuild_cache(self) -> None:
+        """Swap in new caches of every signed file and of the image URL index."""
+        b = self.repo.builder
+        meta: dict[str, bytes] = dict(self.metadata)
+        for enc in b.encodings:
+            meta.update(b.versioned_files(enc))
+        index: dict[str, Path] = {}
+        for role in ["targets", *b.delegated]:
+            model = b.role(role)
+            assert isinstance(model, Targets)
+            for tpath, tf in model.targets.items():
+                src = self.repo.image_path(tf)
+                if src is None:
+                    continue
+                dirname, sep, base = tpath.rpartition("/")
+                for digest in tf.hashes.values():
+                    index[f"{dirname}{sep}{digest}.{base}"] = src
+        self.metadata = meta
+        self.targets_index = index
+
+    def image(self, url_path: str) -> bytes | Path | None:
+        src = self.targets_index.get(url_path)
+        if src is None:
+            return None
+        digest = src.name
+        data = self._images.get(digest)
+        if data is not None:
+            return data
+        size = src.stat().st_size
+        if self._image_cached + size > self.image_cache_bytes:
+            return src
+        data = src.read_bytes()
+        self._images[digest] = data
+        self._image_cached += size
+        return data
+
+    def tick(self) -> bool:
+        """Pick up offline changes and re-sign what is about to expire."""
+        with self.lock:
+            now = self.clock()
+            changed = self.repo.reload_if_changed(now)
+            changed = self.repo.refresh(now) or changed
+            if changed:
+                self.rebuild_cache()
+            return changed
+
+    def role_of(self, token: str) -> str:
+        role = self.repo.role_for_token(token)
+        if role is None:
+            raise HTTPException(401, "unknown bearer token", headers={"WWW-Authenticate": "Bearer"})
+        return role
+
+
+def create_app(
+    repo_dir: Path,
+    *,
+    refresh_interval: float = 60.0,
+    clock: Callable[[], datetime] = _utcnow,
+    limits: Limits | None = None,
+    max_image_upload: int = 256 * 1024 * 1024,
+) -> FastAPI:
+    """The FastAPI app serving the Image repository in ``repo_dir``."""
+    service = ImageService(repo_dir, clock=clock, limits=limits, max_image_upload=max_image_upload)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async def refresher() -> None:
+            while True:
+                await asyncio.sleep(refresh_interval)
+                with contextlib.suppress(Exception):
+                    await run_in_threadpool(service.tick)
+
+        task = asyncio.create_task(refresher())
+        try:
+            yield
+        finally:
+            task.cancel()
+
+    app = FastAPI(
+        title="Uptane Image repository",
+        description="Public download of metadata and images; authorised upload (§5.3.1).",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    install_error_handlers(app, {Forbidden: 403, Conflict: 409})
+
+    def uploader(request: Request) -> str:
+        return service.role_of(bearer(request))
+
+    @app.get("/metadata/{name}")
+    def get_metadata(name: str) -> Response:
+        data = service.metadata.get(name)
+        if data is None:
+            raise HTTPException(404, "no such metadata file")
+        enc = DER if name.endswith(".der") else JSON
+        return Response(data, media_type=MEDIA[enc])
+
+    @app.get("/targets/{path:path}")
+    def get_target(path: str) -> Response:
+        try:
+            check_target_path(path)
+        except Exception:
+            raise HTTPException(400, "unsafe target path") from None
+        found = service.image(path)
+        if found is None:
+            raise HTTPException(404, "no such target")
+        if isinstance(found, Path):
+            from fastapi.responses import FileResponse
+
+            return FileResponse(found, media_type="application/octet-stream")
+        return Response(found, media_type="application/octet-stream")
+
+    @app.put("/api/images/{path:path}", status_code=201)
+    async def put_image(path: str, request: Request, role: str = Depends(uploader)) -> Any:
+        """Upload image bytes for ``path``; the uploader's delegation must cover it."""
+        service.repo.check_image_upload(role, path)
+        data = await read_body(request, service.max_image_upload)
+
+        def work() -> dict[str, Any]:
+            with service.lock:
+                tf = service.repo.upload_image(role, path, data)
+            return {"path": tf.path, "length": tf.length, "hashes": tf.hashes}
+
+        return await run_in_threadpool(work)
+
+    @app.put("/api/metadata/{name}")
+    async def put_metadata(
+        name: str, request: Request, response: Response, who: str = Depends(uploader)
+    ) -> Any:
+        """Upload ``ROLE.json`` or ``ROLE.der`` signed by a threshold of the role's keys."""
+        role, _, ext = name.rpartition(".")
+        if ext not in (JSON, DER) or not role:
+            raise HTTPException(400, "name must be ROLE.json or ROLE.der")
+        if role != "targets" and role not in service.repo.builder.delegated:
+            raise HTTPException(404, f"no role {role[:64]!r}")
+        if who != ADMIN and who != role:
+            raise Forbidden(f"role {who!r} may not upload metadata of role {role!r}")
+        cap = service.repo.limits.bytes_for_role(role)
+        data = await read_body(request, cap)
+
+        def work() -> dict[str, Any]:
+            with service.lock:
+                version, done = service.repo.upload_metadata(who, role, data, ext, service.clock())
+                if done:
+                    service.rebuild_cache()
+            return {"role": role, "version": version, "published": done}
+
+        result = await run_in_threadpool(work)
+        if not result["published"]:
+            response.status_code = 202
+        return result
+
+    @app.get("/api/status")
+    def status(who: str = Depends(uploader)) -> dict[str, Any]:
+        b = service.repo.builder
+        return {
+            "root": len(b.root_history),
+            "timestamp": b.timestamp.version,
+            "snapshot": b.snapshot.version,
+            "roles": {r: b.role(r).version for r in ["targets", *b.delegated]},
+            "timestamp_expires": b.timestamp.expires.isoformat(),
+            "you": who,
+        }
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
