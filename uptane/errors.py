@@ -260,6 +260,28 @@ class ProtocolViolation(MalformedInput):
     attack = "protocol-violation"
 
 
+# --- installing into A/B slots on a Secondary (secondary/slots.py) ----------------------
+
+
+class InstallFailed(UptaneError):
+    """An install that could not complete or was undone; the previous image stays (§5.4.3)."""
+
+    code = 120
+    attack = "install-failed"
+
+
+class TrialNotConfirmed(InstallFailed):
+    """A new image booted in trial mode was not confirmed within its boots and was reverted."""
+
+    code = 121
+
+
+class NoBootableImage(InstallFailed):
+    """Neither slot holds an image that matches the boot-control record."""
+
+    code = 122
+
+
 # --- transport and storage on the Primary (primary/fetcher.py) ---------------------------
 
 

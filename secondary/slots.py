@@ -1,0 +1,418 @@
+"""A/B install for a Secondary, on top of :class:`hardware.flash.Flash`.
+
+A new image streams into the inactive slot in fixed-size chunks while the caller feeds the
+same chunks to :class:`uptane.verify.ImageVerifier`. :meth:`SlotManager.finish_install`
+reads the slot back through a second verifier and only then switches the boot flag to a
+TRIAL of the new slot, in the same boot-control record as the image's filename, length,
+hashes and release counter. :meth:`SlotManager.boot` plays the bootloader: it boots the
+trial slot at most ``max_trial_boots`` times and, if nobody called
+:meth:`SlotManager.confirm`, reverts to the old slot and records why, so the next version
+report can say so.
+
+Invariant kept at every write point: every slot the boot-control record names an image for
+holds exactly that image's bytes, and the record never points a boot at any other slot.
+See docs/ab-install.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from hardware.flash import BootRecord, Flash, other_slot
+from uptane.errors import (
+    BadLength,
+    EndlessDataAttack,
+    InstallFailed,
+    NoBootableImage,
+    PartialBundleAttack,
+    TrialNotConfirmed,
+    UptaneError,
+)
+from uptane.limits import Limits
+from uptane.metadata import TargetFile
+from uptane.verify import ImageVerifier
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What a slot holds: the signed filename, length, hashes and release counter."""
+
+    filename: str
+    length: int
+    hashes: dict[str, str]
+    release_counter: int | None = None
+
+    @classmethod
+    def from_target(cls, target: TargetFile) -> ImageInfo:
+        return cls(target.path, target.length, dict(target.hashes), target.release_counter)
+
+    def to_target(self) -> TargetFile:
+        return TargetFile(
+            self.filename, self.length, dict(self.hashes), release_counter=self.release_counter
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "filename": self.filename,
+            "length": self.length,
+            "hashes": dict(self.hashes),
+            "releaseCounter": self.release_counter,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ImageInfo:
+        return cls(d["filename"], d["length"], dict(d["hashes"]), d["releaseCounter"])
+
+
+#: outcomes of an install, as kept in ``InstallResult.outcome``
+TRIAL, CONFIRMED, REJECTED, ABORTED, REVERTED = (
+    "trial",
+    "confirmed",
+    "rejected",
+    "aborted",
+    "reverted",
+)
+
+
+@dataclass(frozen=True)
+class InstallResult:
+    """The last install's outcome, kept in the boot-control record for the next report.
+
+    ``code`` and ``attack`` are those of the :mod:`uptane.errors` class that stopped it
+    (0 and "" on success), so a version report can carry them as its attack indicator.
+    """
+
+    outcome: str
+    filename: str | None
+    reason: str = ""
+    code: int = 0
+    attack: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in (TRIAL, CONFIRMED)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "outcome": self.outcome,
+            "filename": self.filename,
+            "reason": self.reason,
+            "code": self.code,
+            "attack": self.attack,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> InstallResult:
+        return cls(d["outcome"], d["filename"], d["reason"], d["code"], d["attack"])
+
+    @classmethod
+    def failure(cls, outcome: str, filename: str | None, error: UptaneError) -> InstallResult:
+        return cls(outcome, filename, error.message, error.code, error.attack)
+
+
+@dataclass(frozen=True)
+class SlotStatus:
+    """What the ECU is running and what is pending, for version reports and the bench tool.
+
+    ``installed`` is the image in the booted slot (or in the active slot before the first
+    :meth:`SlotManager.boot`); ``release_counter`` is its release counter.
+    """
+
+    active: str
+    booted: str | None
+    installed: ImageInfo | None
+    trial: str | None
+    trial_image: ImageInfo | None
+    attempts: int
+    installing: bool
+    last_result: InstallResult | None
+
+    @property
+    def release_counter(self) -> int | None:
+        return self.installed.release_counter if self.installed else None
+
+
+class SlotWriter:
+    """Streams one image into a slot through a fixed buffer of ``chunk_size`` bytes.
+
+    Feed it the same chunks you feed the :class:`ImageVerifier`; it refuses bytes past the
+    announced length. Memory stays at one buffer whatever the image size.
+    """
+
+    def __init__(self, flash: Flash, slot: str, info: ImageInfo, chunk_size: int) -> None:
+        self.flash = flash
+        self.slot = slot
+        self.info = info
+        self._buf = bytearray(chunk_size)
+        self._fill = 0
+        self._flushed = 0
+        self.closed = False
+
+    @property
+    def written(self) -> int:
+        """Bytes accepted so far."""
+        return self._flushed + self._fill
+
+    @property
+    def remaining(self) -> int:
+        return self.info.length - self.written
+
+    def write(self, chunk: bytes | bytearray | memoryview) -> None:
+        """Accept the next chunk of the image."""
+        if self.closed:
+            raise InstallFailed("the install was finished or aborted")
+        if len(chunk) > self.remaining:
+            raise EndlessDataAttack(
+                f"image {self.info.filename!r} sent more than its {self.info.length} bytes"
+            )
+        view = memoryview(chunk)
+        size = len(self._buf)
+        while view:
+            n = min(size - self._fill, len(view))
+            self._buf[self._fill : self._fill + n] = view[:n]
+            self._fill += n
+            view = view[n:]
+            if self._fill == size:
+                self._flush()
+
+    def _flush(self) -> None:
+        if self._fill:
+            self.flash.write(self.slot, self._flushed, memoryview(self._buf)[: self._fill])
+            self._flushed += self._fill
+            self._fill = 0
+
+
+class SlotManager:
+    """A/B slots with trial boots on one :class:`Flash` (see the module doc).
+
+    ``limits`` gives the chunk size and the image cap (the constrained profile by default).
+    ``verify_on_boot`` makes :meth:`boot` re-hash a slot before booting it, as a secure
+    bootloader would; a slot that fails is never booted.
+    """
+
+    def __init__(
+        self,
+        flash: Flash,
+        *,
+        max_trial_boots: int = 3,
+        limits: Limits | None = None,
+        verify_on_boot: bool = True,
+    ) -> None:
+        if max_trial_boots < 1:
+            raise ValueError("max_trial_boots must be at least 1")
+        self.flash = flash
+        self.max_trial_boots = max_trial_boots
+        self.limits = limits or Limits.constrained()
+        self.verify_on_boot = verify_on_boot
+        self.booted: str | None = None
+        self._writer: SlotWriter | None = None
+        self._record = flash.read_boot() or BootRecord()
+
+    # --- reading the record -----------------------------------------------------------------
+
+    def _image(self, slot: str | None, record: BootRecord | None = None) -> ImageInfo | None:
+        if slot is None:
+            return None
+        images = (record or self._record).data.get("images", {})
+        d = images.get(slot)
+        return ImageInfo.from_dict(d) if d else None
+
+    def _last(self) -> InstallResult | None:
+        d = self._record.data.get("last")
+        return InstallResult.from_dict(d) if d else None
+
+    def _write(
+        self,
+        *,
+        active: str | None = None,
+        trial: str | bool | None = False,
+        attempts: int | None = None,
+        images: dict[str, ImageInfo | None] | None = None,
+        last: InstallResult | bool | None = False,
+    ) -> None:
+        """Write a new boot record changing the given fields (``False`` keeps a field)."""
+        r = self._record
+        data = dict(r.data)
+        if images is not None:
+            merged = dict(data.get("images", {}))
+            for slot, info in images.items():
+                merged[slot] = info.to_dict() if info else None
+            data["images"] = merged
+        if last is not False:
+            data["last"] = last.to_dict() if isinstance(last, InstallResult) else None
+        new_trial = r.trial if trial is False else trial
+        assert new_trial is None or isinstance(new_trial, str)
+        rec = BootRecord(
+            active=active or r.active,
+            trial=new_trial,
+            attempts=r.attempts if attempts is None else attempts,
+            confirmed=new_trial is None,
+            data=data,
+        )
+        self._record = self.flash.write_boot(rec)
+
+    # --- status -----------------------------------------------------------------------------
+
+    def inactive_slot(self) -> str:
+        """The slot an install writes to: the one that is not the confirmed (active) one."""
+        return other_slot(self._record.active)
+
+    def status(self) -> SlotStatus:
+        r = self._record
+        shown = self.booted if self.booted is not None else r.active
+        return SlotStatus(
+            active=r.active,
+            booted=self.booted,
+            installed=self._image(shown),
+            trial=r.trial,
+            trial_image=self._image(r.trial),
+            attempts=r.attempts,
+            installing=self._writer is not None,
+            last_result=self._last(),
+        )
+
+    # --- install ----------------------------------------------------------------------------
+
+    def begin_install(self, length: int, metadata: ImageInfo | TargetFile) -> SlotWriter:
+        """Start writing an image of ``length`` bytes into the inactive slot.
+
+        Refuses while another install or an unconfirmed trial is pending (a new bundle before
+        the last one ended), and images larger than the slot or the image cap.
+        """
+        info = ImageInfo.from_target(metadata) if isinstance(metadata, TargetFile) else metadata
+        if self._writer is not None:
+            raise PartialBundleAttack("an install is already in progress")
+        if self._record.trial is not None:
+            raise PartialBundleAttack(
+                f"slot {self._record.trial} is still on trial; confirm or revert it first"
+            )
+        if length != info.length:
+            raise BadLength(f"install of {length} bytes, but the metadata says {info.length}")
+        cap = min(self.flash.slot_size, self.limits.image_bytes)
+        if length > cap:
+            raise EndlessDataAttack(f"image of {length} bytes does not fit the {cap}-byte slot")
+        slot = self.inactive_slot()
+        if self._image(slot) is not None:
+            # write point: the slot stops claiming its old image before a byte of it changes
+            self._write(images={slot: None})
+        self._writer = SlotWriter(self.flash, slot, info, self.limits.chunk_size)
+        return self._writer
+
+    def finish_install(self, writer: SlotWriter, verifier: ImageVerifier | None = None) -> None:
+        """Verify and mark the written slot as the TRIAL to boot next.
+
+        ``verifier`` is the caller's streaming verifier; its :meth:`finish` runs first. The
+        slot is then committed, read back and verified again against the image's hashes,
+        and only then is the boot flag switched, together with the image info, in one
+        boot-control record. On any failure the result is recorded, the active slot stays,
+        and the error is raised.
+        """
+        if writer is not self._writer or writer.closed:
+            raise InstallFailed("this writer is not the install in progress")
+        info = writer.info
+        try:
+            if verifier is not None:
+                verifier.finish()
+                vt = verifier.target
+                if vt.length != info.length or dict(vt.hashes) != dict(info.hashes):
+                    raise InstallFailed("the verifier checked another image than was written")
+            writer._flush()
+            if writer.written != info.length:
+                raise BadLength(
+                    f"image {info.filename!r} is {writer.written} bytes, signed {info.length}"
+                )
+            self.flash.commit(writer.slot)
+            self._verify_slot(writer.slot, info)
+        except UptaneError as e:
+            self._end_install(InstallResult.failure(REJECTED, info.filename, e))
+            raise
+        writer.closed = True
+        self._writer = None
+        self._write(
+            trial=writer.slot,
+            attempts=0,
+            images={writer.slot: info},
+            last=InstallResult(TRIAL, info.filename, "installed, waiting for a trial boot"),
+        )
+
+    def abort_install(self, reason: str = "install aborted") -> None:
+        """Give up the install in progress; the active slot is untouched."""
+        filename = self._writer.info.filename if self._writer else None
+        self._end_install(InstallResult(ABORTED, filename, reason, InstallFailed.code))
+
+    def _end_install(self, result: InstallResult) -> None:
+        if self._writer is not None:
+            self._writer.closed = True
+        self._writer = None
+        self._write(last=result)
+
+    def _verify_slot(self, slot: str, info: ImageInfo) -> None:
+        """Hash what the slot holds against ``info``; raises BadHash/BadLength."""
+        v = ImageVerifier(info.to_target(), self.limits)
+        step = self.limits.chunk_size
+        for off in range(0, info.length, step):
+            v.update(self.flash.read(slot, off, min(step, info.length - off)))
+        v.finish()
+
+    def _slot_ok(self, slot: str) -> bool:
+        info = self._image(slot)
+        if info is None:
+            return False
+        if not self.verify_on_boot:
+            return True
+        try:
+            self._verify_slot(slot, info)
+        except UptaneError:
+            return False
+        return True
+
+    # --- the bootloader -------------------------------------------------------------------
+
+    def boot(self) -> str | None:
+        """Simulate a reset: pick the slot to run and return it (None: no image yet).
+
+        A trial slot is booted at most ``max_trial_boots`` times (each boot counted in the
+        boot record before it starts); the boot after that reverts to the active slot and
+        records the failure. Raises NoBootableImage if the active slot's image is broken.
+        """
+        self._writer = None
+        self.booted = None
+        self._record = self.flash.read_boot() or BootRecord()
+        r = self._record
+        if r.trial is not None:
+            trial_info = self._image(r.trial)
+            name = trial_info.filename if trial_info else None
+            if r.attempts >= self.max_trial_boots:
+                err: UptaneError = TrialNotConfirmed(
+                    f"slot {r.trial} was booted {r.attempts} times without a confirm; "
+                    f"reverted to slot {r.active}"
+                )
+                self._write(trial=None, attempts=0, last=InstallResult.failure(REVERTED, name, err))
+            elif not self._slot_ok(r.trial):
+                err = NoBootableImage(f"slot {r.trial} does not match its image; reverted")
+                self._write(trial=None, attempts=0, last=InstallResult.failure(REVERTED, name, err))
+            else:
+                self._write(attempts=r.attempts + 1)
+                self.booted = r.trial
+                return self.booted
+        active = self._record.active
+        if self._image(active) is None:
+            return None  # a blank device: the bootloader waits for a first image
+        if not self._slot_ok(active):
+            raise NoBootableImage(f"active slot {active} does not hold its recorded image")
+        self.booted = active
+        return active
+
+    def confirm(self) -> None:
+        """Make the booted trial slot permanent (one boot-record write)."""
+        r = self._record
+        if r.trial is None or self.booted != r.trial:
+            raise InstallFailed("there is no booted trial slot to confirm")
+        info = self._image(r.trial)
+        self._write(
+            active=r.trial,
+            trial=None,
+            attempts=0,
+            last=InstallResult(CONFIRMED, info.filename if info else None, "confirmed"),
+        )

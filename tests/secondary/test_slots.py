@@ -1,0 +1,387 @@
+"""A/B install: streaming with the verifier, trial boots, revert, abort, and the power-cut walk."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hardware.flash import Flash, PowerCut, PowerLoss, WritePointCounter
+from secondary.slots import (
+    ABORTED,
+    CONFIRMED,
+    REJECTED,
+    REVERTED,
+    TRIAL,
+    ImageInfo,
+    SlotManager,
+)
+from uptane.errors import (
+    BadHash,
+    BadLength,
+    EndlessDataAttack,
+    InstallFailed,
+    NoBootableImage,
+    PartialBundleAttack,
+    TrialNotConfirmed,
+)
+from uptane.limits import Limits, MiB
+from uptane.metadata import TargetFile
+from uptane.verify import ImageVerifier
+
+SLOT = 16 * 1024
+LIMITS = Limits.constrained().replace(chunk_size=1024)
+
+
+def image(tag: str, size: int) -> bytes:
+    out = b""
+    while len(out) < size:
+        out += hashlib.sha256(tag.encode() + len(out).to_bytes(8, "big")).digest()
+    return out[:size]
+
+
+def target(name: str, data: bytes, counter: int) -> TargetFile:
+    return TargetFile(
+        name,
+        len(data),
+        {"sha256": hashlib.sha256(data).hexdigest(), "sha512": hashlib.sha512(data).hexdigest()},
+        release_counter=counter,
+    )
+
+
+def chunks(data: bytes, size: int = 700) -> Iterator[bytes]:
+    """Link-sized chunks that do not line up with the slot writer's buffer."""
+    for i in range(0, len(data), size):
+        yield data[i : i + size]
+
+
+def install(sm: SlotManager, data: bytes, t: TargetFile) -> None:
+    verifier = ImageVerifier(t, LIMITS)
+    writer = sm.begin_install(t.length, t)
+    for c in chunks(data):
+        verifier.update(c)
+        writer.write(c)
+    sm.finish_install(writer, verifier)
+
+
+def booted_bytes(sm: SlotManager) -> bytes:
+    st = sm.status()
+    assert st.booted is not None and st.installed is not None
+    return sm.flash.read(st.booted, 0, st.installed.length)
+
+
+V0, V1, V2 = image("v0", 3000), image("v1", 5000), image("v2", 6100)
+T0, T1, T2 = target("fw-v0.bin", V0, 1), target("fw-v1.bin", V1, 2), target("fw-v2.bin", V2, 3)
+
+
+def provisioned(directory: Path, max_trial_boots: int = 2) -> SlotManager:
+    """An ECU running V1 confirmed in one slot, with V0 still in the other."""
+    sm = SlotManager(Flash(directory, SLOT), max_trial_boots=max_trial_boots, limits=LIMITS)
+    for data, t in ((V0, T0), (V1, T1)):
+        install(sm, data, t)
+        sm.boot()
+        sm.confirm()
+    assert sm.status().installed == ImageInfo.from_target(T1)
+    return sm
+
+
+def test_blank_device_boots_nothing_then_takes_a_first_image(tmp_path: Path) -> None:
+    sm = SlotManager(Flash(tmp_path, SLOT), limits=LIMITS)
+    assert sm.boot() is None
+    assert sm.status().installed is None and sm.status().release_counter is None
+    install(sm, V0, T0)
+    assert sm.boot() == "B"
+    sm.confirm()
+    assert booted_bytes(sm) == V0
+
+
+def test_install_streams_into_the_inactive_slot_and_boots_on_trial(tmp_path: Path) -> None:
+    sm = provisioned(tmp_path)
+    active = sm.status().active
+    target_slot = sm.inactive_slot()
+    assert target_slot != active
+    install(sm, V2, T2)
+    st = sm.status()
+    assert st.trial == target_slot and st.trial_image == ImageInfo.from_target(T2)
+    assert st.active == active and st.installed == ImageInfo.from_target(T1)
+    assert st.last_result is not None and st.last_result.outcome == TRIAL
+    assert sm.flash.read(target_slot, 0, len(V2)) == V2
+    # reboot: the trial slot runs
+    sm2 = SlotManager(sm.flash.reopen(), limits=LIMITS)
+    assert sm2.boot() == target_slot
+    assert booted_bytes(sm2) == V2 and sm2.status().release_counter == 3
+    sm2.confirm()
+    st = sm2.status()
+    assert st.active == target_slot and st.trial is None
+    assert st.last_result is not None and st.last_result.outcome == CONFIRMED
+    assert st.last_result.ok
+    sm3 = SlotManager(sm2.flash.reopen(), limits=LIMITS)
+    assert sm3.boot() == target_slot and booted_bytes(sm3) == V2
+
+
+def test_trial_not_confirmed_within_n_boots_reverts_and_reports(tmp_path: Path) -> None:
+    sm = provisioned(tmp_path, max_trial_boots=3)
+    old_slot = sm.status().active
+    install(sm, V2, T2)
+    flash = sm.flash
+    for n in range(3):
+        sm = SlotManager(flash.reopen(), max_trial_boots=3, limits=LIMITS)
+        assert sm.boot() != old_slot, f"trial boot {n + 1}"
+        assert sm.status().attempts == n + 1
+        flash = sm.flash
+    sm = SlotManager(flash.reopen(), max_trial_boots=3, limits=LIMITS)
+    assert sm.boot() == old_slot
+    st = sm.status()
+    assert st.trial is None and st.installed == ImageInfo.from_target(T1)
+    assert st.release_counter == 2 and booted_bytes(sm) == V1
+    last = st.last_result
+    assert last is not None and not last.ok and last.outcome == REVERTED
+    assert last.filename == "fw-v2.bin"
+    assert last.code == TrialNotConfirmed.code and last.attack == TrialNotConfirmed.attack
+    with pytest.raises(InstallFailed):
+        sm.confirm()  # nothing on trial any more
+    # the ECU can take the update again
+    install(sm, V2, T2)
+    assert sm.boot() != old_slot
+    sm.confirm()
+    assert booted_bytes(sm) == V2
+
+
+def test_abort_keeps_the_old_image(tmp_path: Path) -> None:
+    sm = provisioned(tmp_path)
+    writer = sm.begin_install(T2.length, T2)
+    writer.write(V2[:2500])
+    assert sm.status().installing
+    sm.abort_install("link lost")
+    with pytest.raises(InstallFailed):
+        writer.write(V2[2500:])
+    st = sm.status()
+    assert not st.installing and st.trial is None and st.installed == ImageInfo.from_target(T1)
+    assert st.last_result is not None and st.last_result.outcome == ABORTED
+    assert st.last_result.reason == "link lost"
+    sm2 = SlotManager(sm.flash.reopen(), limits=LIMITS)
+    sm2.boot()
+    assert booted_bytes(sm2) == V1
+
+
+def test_bad_hash_is_rejected_recorded_and_never_booted(tmp_path: Path) -> None:
+    sm = provisioned(tmp_path)
+    evil = bytearray(V2)
+    evil[100] ^= 1
+    with pytest.raises(BadHash):
+        install(sm, bytes(evil), T2)
+    st = sm.status()
+    assert st.trial is None and not st.installing
+    assert st.last_result is not None and st.last_result.outcome == REJECTED
+    assert st.last_result.attack == "arbitrary-software" and st.last_result.code == BadHash.code
+    sm.boot()
+    assert booted_bytes(sm) == V1
+
+
+def test_a_verifier_that_checked_another_image_does_not_count(tmp_path: Path) -> None:
+    sm = provisioned(tmp_path)
+    writer = sm.begin_install(T2.length, T2)
+    writer.write(V2)
+    other = ImageVerifier(T0, LIMITS)
+    other.update(V0)
+    with pytest.raises(InstallFailed):
+        sm.finish_install(writer, other)
+    assert sm.status().trial is None
+
+
+def test_finish_reads_the_slot_back_even_without_a_verifier(tmp_path: Path) -> None:
+    """Bytes that did not land in flash as sent are caught by the read-back check."""
+    sm = provisioned(tmp_path)
+    writer = sm.begin_install(T2.length, T2)
+    writer.write(V2)
+    writer._flush()
+    sm.flash.write(writer.slot, 10, b"\x00\x00")  # a flash bit error after programming
+    with pytest.raises(BadHash):
+        sm.finish_install(writer)
+    assert sm.status().trial is None
+
+
+def test_too_many_bytes_too_few_bytes_and_too_big_for_the_slot(tmp_path: Path) -> None:
+    sm = provisioned(tmp_path)
+    writer = sm.begin_install(T2.length, T2)
+    with pytest.raises(EndlessDataAttack):
+        writer.write(V2 + b"x")
+    writer.write(V2[:-1])
+    with pytest.raises(BadLength):
+        sm.finish_install(writer)
+    assert sm.status().last_result.code == BadLength.code  # type: ignore[union-attr]
+    with pytest.raises(BadLength):
+        sm.begin_install(T2.length + 1, T2)
+    huge = TargetFile("huge.bin", SLOT + 1, {"sha256": "00" * 32})
+    with pytest.raises(EndlessDataAttack):
+        sm.begin_install(huge.length, huge)
+    assert sm.status().trial is None
+
+
+def test_no_new_install_while_one_is_on_trial(tmp_path: Path) -> None:
+    sm = provisioned(tmp_path)
+    install(sm, V2, T2)
+    with pytest.raises(PartialBundleAttack):
+        sm.begin_install(T0.length, T0)
+    sm2 = SlotManager(sm.flash.reopen(), limits=LIMITS)
+    sm2.boot()
+    with pytest.raises(PartialBundleAttack):
+        sm2.begin_install(T0.length, T0)
+    sm2.confirm()
+    install(sm2, V0, T0)  # after the confirm, a new install may start
+
+
+def test_a_corrupted_trial_slot_is_never_booted(tmp_path: Path) -> None:
+    sm = provisioned(tmp_path)
+    install(sm, V2, T2)
+    trial = sm.status().trial
+    assert trial is not None
+    sm.flash.write(trial, 0, b"\xde\xad")
+    sm.flash.commit(trial)
+    sm2 = SlotManager(sm.flash.reopen(), limits=LIMITS)
+    assert sm2.boot() != trial
+    assert booted_bytes(sm2) == V1
+    last = sm2.status().last_result
+    assert last is not None and last.outcome == REVERTED and last.code == NoBootableImage.code
+
+
+def test_a_broken_active_slot_is_refused_not_booted(tmp_path: Path) -> None:
+    sm = provisioned(tmp_path)
+    sm.flash.write(sm.status().active, 0, b"\x00")
+    with pytest.raises(NoBootableImage):
+        SlotManager(sm.flash.reopen(), limits=LIMITS).boot()
+
+
+def test_streaming_8_mib_keeps_memory_near_one_chunk(tmp_path: Path) -> None:
+    limits = Limits.primary()  # 64 KiB chunks
+    size, chunk = 8 * MiB, 64 * 1024
+
+    def piece(i: int) -> bytes:
+        return i.to_bytes(4, "big") * (chunk // 4)
+
+    sha = hashlib.sha256()
+    for i in range(size // chunk):
+        sha.update(piece(i))
+    t = TargetFile("big.bin", size, {"sha256": sha.hexdigest()}, release_counter=1)
+    sm = SlotManager(Flash(tmp_path, size), limits=limits)
+    tracemalloc.start()
+    try:
+        verifier = ImageVerifier(t, limits)
+        writer = sm.begin_install(size, t)
+        for i in range(size // chunk):
+            c = piece(i)
+            verifier.update(c)
+            writer.write(c)
+            del c
+        sm.finish_install(writer, verifier)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 * MiB, f"peak {peak} bytes"
+    assert sm.status().trial_image == ImageInfo.from_target(t)
+
+
+# --- the power-loss walk ------------------------------------------------------------------
+
+EXPECTED = {
+    hashlib.sha256(V1).hexdigest(): ImageInfo.from_target(T1),
+    hashlib.sha256(V2).hexdigest(): ImageInfo.from_target(T2),
+}
+
+
+def update_cycle(flash: Flash, stage: list[str]) -> None:
+    """begin, chunks, finish, reboot, confirm: the whole install as a Secondary runs it."""
+    sm = SlotManager(flash, max_trial_boots=2, limits=LIMITS)
+    sm.boot()
+    install(sm, V2, T2)
+    stage.append("finished")
+    sm = SlotManager(flash, max_trial_boots=2, limits=LIMITS)
+    sm.boot()
+    sm.confirm()
+    stage.append("confirmed")
+
+
+def check_boots_a_verified_image(flash: Flash) -> tuple[SlotManager, str]:
+    """Reboot and check the ECU runs V1 or V2 whole, and reports what it runs."""
+    sm = SlotManager(flash, max_trial_boots=2, limits=LIMITS)
+    slot = sm.boot()
+    assert slot is not None
+    st = sm.status()
+    assert st.installed is not None
+    digest = hashlib.sha256(flash.read(slot, 0, st.installed.length)).hexdigest()
+    assert digest in EXPECTED, "booted bytes are neither the old nor the new image"
+    assert st.installed == EXPECTED[digest], "the report does not match the bytes booted"
+    assert st.release_counter == EXPECTED[digest].release_counter
+    return sm, digest
+
+
+WALK_MODES = [
+    pytest.param(0.5, False, id="raw-torn-half"),
+    pytest.param(0.0, False, id="raw-torn-none"),
+    pytest.param(0.9, True, id="volatile-cache"),
+]
+
+
+@pytest.mark.parametrize(("torn", "lose"), WALK_MODES)
+def test_power_cut_at_every_write_point_of_an_install(
+    tmp_path: Path, torn: float, lose: bool
+) -> None:
+    base = tmp_path / "base"
+    provisioned(base, max_trial_boots=2)
+    counter = WritePointCounter()
+    shutil.copytree(base, tmp_path / "count")
+    update_cycle(Flash(tmp_path / "count", fault=counter), [])
+    total = counter.count
+    assert total > 10, counter.points
+    new_seen_at = None
+    for n in range(1, total + 1):
+        d = tmp_path / f"cut{n}"
+        shutil.copytree(base, d)
+        stage: list[str] = []
+        with pytest.raises(PowerLoss):
+            update_cycle(Flash(d, fault=PowerCut(at_write=n, torn=torn, lose_unsynced=lose)), stage)
+        sm, digest = check_boots_a_verified_image(Flash(d))
+        is_new = EXPECTED[digest].filename == "fw-v2.bin"
+        if stage:  # finish_install returned: the new image is committed as the trial
+            assert is_new, f"cut at {n} ({counter.points[n - 1]}) lost a finished install"
+        if new_seen_at is not None:  # once the switch is durable, no later cut undoes it
+            assert is_new, f"cut at {n} ({counter.points[n - 1]}) went back to the old image"
+        elif is_new:
+            new_seen_at = n
+            assert "boot" in counter.points[n - 1], "only the boot record switches slots"
+        # more reboots, with no confirm (a trial may revert): always a whole image, true report
+        for _ in range(3):
+            sm, _ = check_boots_a_verified_image(sm.flash.reopen())
+        # and the ECU is never left unable to update: the same install now succeeds
+        if sm.status().trial is not None:
+            sm.confirm()
+        if sm.status().installed != ImageInfo.from_target(T2):
+            install(sm, V2, T2)
+            sm.boot()
+            sm.confirm()
+        _, final = check_boots_a_verified_image(sm.flash.reopen())
+        assert EXPECTED[final].filename == "fw-v2.bin"
+    assert new_seen_at is not None  # the walk reached the switch to the new image
+
+
+def test_after_the_confirm_point_the_new_image_is_permanent(tmp_path: Path) -> None:
+    """Cut at the very last write point with a raw flash: the confirm was programmed."""
+    base = tmp_path / "base"
+    provisioned(base, max_trial_boots=2)
+    counter = WritePointCounter()
+    shutil.copytree(base, tmp_path / "count")
+    update_cycle(Flash(tmp_path / "count", fault=counter), [])
+    d = tmp_path / "last"
+    shutil.copytree(base, d)
+    with pytest.raises(PowerLoss):
+        update_cycle(Flash(d, fault=PowerCut(at_write=counter.count, torn=0.0)), [])
+    flash = Flash(d)
+    for _ in range(4):  # more boots than max_trial_boots: no revert
+        sm, digest = check_boots_a_verified_image(flash)
+        assert EXPECTED[digest].filename == "fw-v2.bin"
+        assert sm.status().trial is None
+        flash = flash.reopen()
