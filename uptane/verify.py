@@ -430,8 +430,7 @@ def _approve_by_mapping(
             agree += 1
         if agree >= rule.threshold:
             return rule, image_target
-        if rule.terminating:
-            break
+        # a failing terminating rule is the last one mapping_rules_for returned
     if first_error is not None:
         raise first_error
     raise BadRepositoryMapping(
@@ -440,11 +439,16 @@ def _approve_by_mapping(
 
 
 def _check_director_bound_to_vehicle(director: RepositoryTrust, vehicle: VehicleContext) -> None:
-    """The Director-only checks of §5.4.4.6 (vehicle id, ECU ids present in this vehicle)
-    run inside ``director``; make sure it was set up for *this* vehicle."""
-    vehicle_id = getattr(director, "vehicle_id", None)
-    ecu_ids = getattr(director, "ecu_ids", None)
-    if vehicle_id != vehicle.vehicle_id or ecu_ids is None or set(ecu_ids) != set(vehicle.ecus):
+    """The Director-only checks of §5.4.4.6 (no delegations, no repeated ECU id, ECU ids in
+    this vehicle, this vehicle's id) run inside ``director`` (``check_director_targets``);
+    make sure it was set up to run them for *this* vehicle."""
+    if (
+        not director.is_director
+        or director.vehicle_id != vehicle.vehicle_id
+        or director.ecu_ids is None
+        or set(director.ecu_ids) != set(vehicle.ecus)
+    ):
         raise ValueError(
-            "the Director's RepositoryTrust must be created with this vehicle's id and ECU ids"
+            "the Director's RepositoryTrust must be created with director=True and this "
+            "vehicle's id and ECU ids"
         )
