@@ -278,7 +278,10 @@ class SlotManager:
         """Start writing an image of ``length`` bytes into the inactive slot.
 
         Refuses while another install or an unconfirmed trial is pending (a new bundle before
-        the last one ended), and images larger than the slot or the image cap.
+        the last one ended, §4.3), and images larger than the slot or the image cap. The
+        per-ECU checks (§5.4.3.4: ECU id, hardware id, release counter against
+        ``status().release_counter``) are the caller's, through
+        :func:`uptane.verify.check_target_for_ecu`, before this is called.
         """
         info = ImageInfo.from_target(metadata) if isinstance(metadata, TargetFile) else metadata
         if self._writer is not None:

@@ -168,7 +168,7 @@ def test_abort_keeps_the_old_image(tmp_path: Path) -> None:
     assert booted_bytes(sm2) == V1
 
 
-def test_bad_hash_is_rejected_recorded_and_never_booted(tmp_path: Path) -> None:
+def test_5_4_3_4_bad_hash_is_rejected_recorded_and_never_booted(tmp_path: Path) -> None:
     sm = provisioned(tmp_path)
     evil = bytearray(V2)
     evil[100] ^= 1
@@ -205,7 +205,7 @@ def test_finish_reads_the_slot_back_even_without_a_verifier(tmp_path: Path) -> N
     assert sm.status().trial is None
 
 
-def test_too_many_bytes_too_few_bytes_and_too_big_for_the_slot(tmp_path: Path) -> None:
+def test_5_4_3_4_length_must_match_and_fit_the_slot(tmp_path: Path) -> None:
     sm = provisioned(tmp_path)
     writer = sm.begin_install(T2.length, T2)
     with pytest.raises(EndlessDataAttack):
@@ -222,7 +222,7 @@ def test_too_many_bytes_too_few_bytes_and_too_big_for_the_slot(tmp_path: Path) -
     assert sm.status().trial is None
 
 
-def test_no_new_install_while_one_is_on_trial(tmp_path: Path) -> None:
+def test_4_3_partial_bundle_no_new_install_while_one_is_on_trial(tmp_path: Path) -> None:
     sm = provisioned(tmp_path)
     install(sm, V2, T2)
     with pytest.raises(PartialBundleAttack):
@@ -327,7 +327,7 @@ WALK_MODES = [
 
 
 @pytest.mark.parametrize(("torn", "lose"), WALK_MODES)
-def test_power_cut_at_every_write_point_of_an_install(
+def test_5_4_3_power_cut_at_every_write_point_of_an_install(
     tmp_path: Path, torn: float, lose: bool
 ) -> None:
     base = tmp_path / "base"
