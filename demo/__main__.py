@@ -1,7 +1,8 @@
-"""Placeholder until the in-process demo lands: proves the core imports and signs."""
+"""`make demo`: the in-process demonstration (see :mod:`demo.inprocess`)."""
 
-from uptane.keys import PrivateKey
+import sys
+
+from demo.inprocess import main
 
 if __name__ == "__main__":
-    k = PrivateKey.generate()
-    print(f"uptane core ready; generated key {k.keyid[:16]}…")
+    sys.exit(main())
