@@ -24,6 +24,7 @@ from uptane.errors import (
     BadLength,
     EndlessDataAttack,
     InstallFailed,
+    LimitExceeded,
     NoBootableImage,
     PartialBundleAttack,
     TrialNotConfirmed,
@@ -75,6 +76,10 @@ TRIAL, CONFIRMED, REJECTED, ABORTED, REVERTED = (
 )
 
 
+#: reasons kept in the boot record are cut to this many characters, so the record fits
+MAX_REASON = 200
+
+
 @dataclass(frozen=True)
 class InstallResult:
     """The last install's outcome, kept in the boot-control record for the next report.
@@ -108,7 +113,7 @@ class InstallResult:
 
     @classmethod
     def failure(cls, outcome: str, filename: str | None, error: UptaneError) -> InstallResult:
-        return cls(outcome, filename, error.message, error.code, error.attack)
+        return cls(outcome, filename, error.message[:MAX_REASON], error.code, error.attack)
 
 
 @dataclass(frozen=True)
@@ -296,11 +301,25 @@ class SlotManager:
         if length > cap:
             raise EndlessDataAttack(f"image of {length} bytes does not fit the {cap}-byte slot")
         slot = self.inactive_slot()
+        self._check_record_fits(slot, info)
         if self._image(slot) is not None:
             # write point: the slot stops claiming its old image before a byte of it changes
             self._write(images={slot: None})
         self._writer = SlotWriter(self.flash, slot, info, self.limits.chunk_size)
         return self._writer
+
+    def _check_record_fits(self, slot: str, info: ImageInfo) -> None:
+        """Refuse, before anything is written, image info the boot record could not hold."""
+        data = dict(self._record.data)
+        data["images"] = {**data.get("images", {}), slot: info.to_dict()}
+        worst = InstallResult(REVERTED, info.filename, "x" * MAX_REASON, 999, "x" * 32)
+        data["last"] = worst.to_dict()
+        probe = BootRecord(self._record.active, slot, 1 << 31, False, data)
+        room = self.flash.boot_copy_size - 64  # header, CRC and slack
+        if len(probe.to_payload()) > room:
+            raise LimitExceeded(
+                f"the metadata of {info.filename[:64]!r} does not fit the boot-control record"
+            )
 
     def finish_install(self, writer: SlotWriter, verifier: ImageVerifier | None = None) -> None:
         """Verify and mark the written slot as the TRIAL to boot next.
@@ -342,7 +361,10 @@ class SlotManager:
     def abort_install(self, reason: str = "install aborted") -> None:
         """Give up the install in progress; the active slot is untouched."""
         filename = self._writer.info.filename if self._writer else None
-        self._end_install(InstallResult(ABORTED, filename, reason, InstallFailed.code))
+        result = InstallResult(
+            ABORTED, filename, reason[:MAX_REASON], InstallFailed.code, InstallFailed.attack
+        )
+        self._end_install(result)
 
     def _end_install(self, result: InstallResult) -> None:
         if self._writer is not None:

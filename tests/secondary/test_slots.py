@@ -25,6 +25,7 @@ from uptane.errors import (
     BadLength,
     EndlessDataAttack,
     InstallFailed,
+    LimitExceeded,
     NoBootableImage,
     PartialBundleAttack,
     TrialNotConfirmed,
@@ -220,6 +221,16 @@ def test_5_4_3_4_length_must_match_and_fit_the_slot(tmp_path: Path) -> None:
     with pytest.raises(EndlessDataAttack):
         sm.begin_install(huge.length, huge)
     assert sm.status().trial is None
+
+
+def test_image_info_too_big_for_the_boot_record_is_refused_up_front(tmp_path: Path) -> None:
+    sm = provisioned(tmp_path)
+    before = sm.flash.read_boot()
+    long_name = TargetFile("x" * 3000 + ".bin", len(V2), dict(T2.hashes), release_counter=3)
+    with pytest.raises(LimitExceeded):
+        sm.begin_install(long_name.length, long_name)
+    assert sm.flash.read_boot() == before and not sm.status().installing
+    install(sm, V2, T2)  # an ordinary image still goes in
 
 
 def test_4_3_partial_bundle_no_new_install_while_one_is_on_trial(tmp_path: Path) -> None:
