@@ -328,9 +328,13 @@ def full_verification(
     now: datetime,
     vehicle: VehicleContext,
     limits: Limits,
+    *,
+    only_ecu: str | None = None,
 ) -> FullVerificationResult:
     """Full verification (§5.4.4.2) of both repositories' metadata, for every image the
-    Director assigns to this vehicle.
+    Director assigns to this vehicle (a Primary), or only for ``only_ecu``'s image (a
+    full-verification Secondary, which §5.4.4.2 step 10 lets check just its own image and
+    which need not know the other ECUs: ``vehicle.ecus`` then needs only this ECU).
 
     ``sources`` maps each repository name of the map file to where its metadata comes from;
     ``director.name`` and ``image.name`` are those names. The trusted state of both
@@ -343,7 +347,10 @@ def full_verification(
     if director.name not in sources:
         raise BadRepositoryMapping(f"no metadata source for the Director ({director.name!r})")
     _check_now(now)  # §5.4.4.2 step 1
-    _check_director_bound_to_vehicle(director, vehicle)
+    _check_director_bound_to_vehicle(director, vehicle, only_ecu)
+
+    def ours(ecu_id: str) -> bool:
+        return only_ecu is None or ecu_id == only_ecu
 
     # §5.4.4.2 steps 2–5: Director root loop, timestamp, snapshot (early stop when the
     # snapshot is unchanged, a SHALL), targets with the Director-only checks of §5.4.4.6
@@ -360,6 +367,7 @@ def full_verification(
         _already_installed(t, vehicle.installed_images.get(ecu))
         for t in targets.values()
         for ecu in t.ecu_ids
+        if ours(ecu)
     ):
         return FullVerificationResult([], director_result, None, NO_NEW_TARGETS)
 
@@ -377,7 +385,7 @@ def full_verification(
         if not target.ecu_ids:
             # §5.2.3.1: a Director entry SHALL name the ECU it is for
             raise BadEcuId(f"Director target {path!r} names no ECU", repository=director.name)
-        for ecu_id in sorted(target.ecu_ids):
+        for ecu_id in sorted(e for e in target.ecu_ids if ours(e)):
             hardware_id = vehicle.ecus[ecu_id]  # present: §5.4.4.6 ran in director.refresh
             # §5.4.3.4 / §5.4.4.2 step 10.2.3: this ECU, its hardware id, release counter
             previous = vehicle.installed_release_counters.get(ecu_id)
@@ -438,17 +446,22 @@ def _approve_by_mapping(
     )
 
 
-def _check_director_bound_to_vehicle(director: RepositoryTrust, vehicle: VehicleContext) -> None:
+def _check_director_bound_to_vehicle(
+    director: RepositoryTrust, vehicle: VehicleContext, only_ecu: str | None
+) -> None:
     """The Director-only checks of §5.4.4.6 (no delegations, no repeated ECU id, ECU ids in
     this vehicle, this vehicle's id) run inside ``director`` (``check_director_targets``);
-    make sure it was set up to run them for *this* vehicle."""
-    if (
-        not director.is_director
-        or director.vehicle_id != vehicle.vehicle_id
-        or director.ecu_ids is None
-        or set(director.ecu_ids) != set(vehicle.ecus)
-    ):
+    make sure it was set up to run them for *this* vehicle. A Secondary checking only its
+    own image may not know the other ECUs; a Primary must."""
+    if not director.is_director or director.vehicle_id != vehicle.vehicle_id:
         raise ValueError(
             "the Director's RepositoryTrust must be created with director=True and this "
-            "vehicle's id and ECU ids"
+            "vehicle's id"
         )
+    if only_ecu is None:
+        if director.ecu_ids is None or set(director.ecu_ids) != set(vehicle.ecus):
+            raise ValueError("a Primary's Director RepositoryTrust needs this vehicle's ECU ids")
+    elif only_ecu not in vehicle.ecus:
+        raise ValueError(f"only_ecu {only_ecu!r} is not in vehicle.ecus")
+    elif director.ecu_ids is not None and not set(vehicle.ecus) <= set(director.ecu_ids):
+        raise ValueError("the Director's RepositoryTrust does not know this vehicle's ECUs")

@@ -289,6 +289,18 @@ class World:
             PRIMARY,
         )
 
+    def run_for(self, ecu_id: str) -> FullVerificationResult:
+        return full_verification(
+            self.director_trust,
+            self.image_trust,
+            MapFile.default(),
+            self.sources,
+            NOW,
+            self.vehicle,
+            PRIMARY,
+            only_ecu=ecu_id,
+        )
+
 
 @pytest.fixture
 def world() -> World:
@@ -608,3 +620,46 @@ def test_5_4_4_2_one_image_for_two_ecus_of_the_same_kind_is_approved_for_each(wo
     result = world.run()
     assert _approved(result) == {"ecu-brake": "brake/fw-5.bin", "ecu-brake-rear": "brake/fw-5.bin"}
     assert all(a.image_target is not None for a in result.images)
+
+
+def _secondary_world(world: World) -> None:
+    """The brake ECU as a full-verification Secondary: it knows the vehicle id and itself."""
+    world.vehicle.ecus = {"ecu-brake": "brake-v2"}
+    world.director_trust = RepositoryTrust(
+        "director", world.director.trusted_root(JSON), PRIMARY, vehicle_id=VIN
+    )
+
+
+def test_5_4_4_2_secondary_may_check_only_its_own_image(world):
+    _secondary_world(world)
+    missing = TargetFile.from_data(
+        "engine/fw-4.bin", b"not on the image repo", hardware_ids=["engine-v1"]
+    )
+    world.reassign(
+        world.assign(world.brake, "ecu-brake", "brake-v2"),
+        world.assign(missing, "ecu-engine", "engine-v1"),
+    )
+    result = world.run_for("ecu-brake")
+    # the engine image is missing from the Image repository: that is the engine ECU's
+    # (and the Primary's) refusal to make, not this Secondary's
+    assert _approved(result) == {"ecu-brake": "brake/fw-5.bin"}
+
+
+def test_5_4_4_2_secondary_own_image_mismatch_is_still_refused(world):
+    _secondary_world(world)
+    world.reassign(world.assign(world.brake, "ecu-brake", "brake-v2", length=1))
+    with pytest.raises(TargetMismatch):
+        world.run_for("ecu-brake")
+
+
+def test_5_4_4_2_secondary_with_nothing_assigned_has_nothing_new(world):
+    _secondary_world(world)
+    world.reassign(world.assign(world.engine, "ecu-engine", "engine-v1"))
+    result = world.run_for("ecu-brake")
+    assert result.images == [] and result.stopped_early == NO_NEW_TARGETS
+
+
+def test_primary_needs_the_director_trust_to_know_every_ecu(world):
+    _secondary_world(world)
+    with pytest.raises(ValueError):
+        world.run()
