@@ -281,8 +281,34 @@ class Demo:
         )
         self.out.write("\n")
         self.line(f"ecu-brake keeps {brake.image}: the swapped image was never installed.")
+        self.out.write("\n")
+        ok = self.compromised_director() and ok
         self.out.write("\nDone.\n")
         return 0 if ok else 1
+
+    def compromised_director(self) -> bool:
+        """A stolen Director key alone cannot install anything the Image repository does
+        not vouch for: full verification refuses before a byte is downloaded."""
+        self.step("Attack: a stolen Director key assigns the attacker's firmware")
+        evil = _firmware("brake/fw-9.9.bin", "evil", 30_000)
+        self.blobs["brake/fw-9.9.bin"] = evil
+        self.entries["brake/fw-9.9.bin"] = TargetFile.from_data(
+            "brake/fw-9.9.bin", evil, ("sha256", "sha512"), release_counter=99
+        )
+        self.director.clear_targets()
+        self._assign(self.director, "ecu-brake", "brake/fw-9.9.bin")
+        self.director.publish(self.now)
+        self.line("the Director's metadata is validly signed and names brake/fw-9.9.bin")
+        before = self.snapshot_state()
+        try:
+            self.verify()
+        except UptaneError as e:
+            self.line(f"full verification: {type(e).__name__} ({e.attack})")
+            self.line(f"  {e.message}")
+            self.line("nothing downloaded; ecu-brake keeps " + self.ecus["ecu-brake"].image)
+            return self.snapshot_state() == before
+        self.line("NOT refused")
+        return False
 
 
 def main(out: TextIO | None = None) -> int:

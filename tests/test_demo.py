@@ -32,4 +32,6 @@ def test_demo_runs_and_shows_table_and_refused_attack():
     # the attack: swapped bytes refused by name, the old image kept
     assert "REFUSED: BadHash" in out and "BadHash (arbitrary-software)" in out
     assert "keeps brake/fw-2.0.bin" in out
+    # a compromised Director alone is refused by full verification
+    assert "full verification: TargetNotFound (arbitrary-software)" in out
     assert "Traceback" not in proc.stderr
