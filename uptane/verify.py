@@ -358,7 +358,9 @@ def full_verification(
     if director_result.stopped_early:
         return FullVerificationResult([], director_result, None, director_result.stopped_early)
     if director.targets is None:
-        raise MixAndMatchAttack("no trusted Director targets after refresh", repository="director")
+        raise MixAndMatchAttack(
+            "no trusted Director targets after refresh", repository=director.name
+        )
     targets = director.targets.signed.targets
     limits.check_count("Director targets", len(targets), limits.max_targets)
 
