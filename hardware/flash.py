@@ -55,7 +55,7 @@ class PowerCut:
       lost as well (a volatile write cache); when False every completed write is durable
       (raw flash, programmed in order).
 
-    One hook may be shared by a :class:`Flash` and a :class:`secondary.store.AtomicStore`
+    One hook may be shared by a :class:`Flash` and a :class:`hardware.store.AtomicStore`
     that share a power supply: the count runs across both and both die together.
     """
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from hardware.flash import Flash, PowerCut, PowerLoss, WritePointCounter
-from secondary.store import AtomicStore
+from hardware.store import AtomicStore
 from uptane.errors import EndlessDataAttack, MalformedInput
 
 
