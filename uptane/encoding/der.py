@@ -1,0 +1,1493 @@
+"""Uptane metadata and manifests in strict, bounded DER (the profile in docs/der-profile.md).
+
+The schema follows the uptane/asn1 modules (CommonModule, MetadataModule, RootModule,
+TargetsModule, SnapshotModule, TimestampModule, ECUModule), extended for Standard 2.x so
+that it carries everything the metadata model carries. ASN.1 values are built and parsed
+with asn1crypto; this module converts between them and the *JSON shape* of a document
+(what ``to_dict()`` returns), so the model's ``from_dict`` does every field check and every
+:class:`~uptane.limits.Limits` cap exactly as on the JSON path.
+
+Decoding is strict and bounded, in this order:
+
+1. the byte cap (:class:`~uptane.errors.EndlessDataAttack`);
+2. an iterative walk over the raw TLV structure, before asn1crypto sees the bytes: no
+   indefinite or non-minimal lengths, no lengths past the buffer, no trailing bytes, no
+   high tag numbers, nesting at most ``limits.max_depth``, element counts capped;
+3. asn1crypto parse, then its own DER re-encoding must equal the input;
+4. conversion to the JSON shape and the model's ``from_dict`` (limits, field checks);
+5. the model re-encoded with this module must give the input bytes again, so every value
+   has exactly one accepted encoding (sorted maps, chosen alternatives, omitted empties).
+
+Anything wrong raises :class:`~uptane.errors.MalformedInput` (or a subclass:
+:class:`~uptane.errors.NonCanonicalEncoding`, :class:`~uptane.errors.LimitExceeded`) or
+:class:`~uptane.errors.EndlessDataAttack`; no asn1crypto, ``ValueError`` or
+``RecursionError`` escapes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import calendar
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from asn1crypto import core
+
+from uptane.encoding.json import canonical, loads
+from uptane.errors import (
+    EndlessDataAttack,
+    LimitExceeded,
+    MalformedInput,
+    NonCanonicalEncoding,
+    UptaneError,
+)
+from uptane.limits import Limits
+
+if TYPE_CHECKING:
+    from uptane.metadata import Metadata, Signed
+
+# --- the ASN.1 profile (see docs/der-profile.md) -------------------------------------------
+
+#: context tag of the ``unrecognized`` field, the same in every SEQUENCE that has one
+UNRECOGNIZED_TAG = 15
+#: the largest INTEGER content accepted (a signed 64-bit value needs at most 9 bytes)
+MAX_INTEGER_BYTES = 9
+#: the DEFAULT of ``specVersion``; fixed forever, whatever the model's SPEC_VERSION becomes
+DEFAULT_SPEC_VERSION = "1.0.31"
+#: latest ``expires``/time value: 9999-12-31T23:59:59Z as POSIX seconds
+MAX_TIME = 253402300799
+
+_OPT: dict[str, Any] = {"optional": True}
+
+
+def _tag(n: int) -> dict[str, Any]:
+    return {"implicit": n, "optional": True}
+
+
+_UNREC = ("unrecognized", core.OctetString, _tag(UNRECOGNIZED_TAG))
+
+
+class HexString(core.Choice):
+    """A hex string of the model: raw bytes when it is lowercase even-length hex, else text."""
+
+    _alternatives = [("raw", core.OctetString), ("text", core.UTF8String)]
+
+
+class HexStrings(core.SequenceOf):
+    _child_spec = HexString
+
+
+class Utf8Strings(core.SequenceOf):
+    _child_spec = core.UTF8String
+
+
+HASH_NAMES = {
+    0: "sha224",
+    1: "sha256",
+    2: "sha384",
+    3: "sha512",
+    4: "sha512_224",
+    5: "sha512_256",
+    6: "sha3_256",
+    7: "sha3_512",
+    8: "blake2b",
+    9: "blake2s",
+}
+_HASH_ALTERNATIVES = frozenset(HASH_NAMES.values())
+OTHER_HASH_TAG = 10
+
+
+class OtherHash(core.Sequence):
+    _fields = [("function", core.UTF8String), ("digest", HexString)]
+
+
+class HashValue(core.Choice):
+    """One digest; the context tag names the algorithm (``HASH_NAMES``), so the common
+    case costs no algorithm field. Unlisted algorithms and non-canonical hex use ``other``."""
+
+    _alternatives = [
+        *((name, core.OctetString, {"implicit": code}) for code, name in HASH_NAMES.items()),
+        ("other", OtherHash, {"implicit": OTHER_HASH_TAG}),
+    ]
+
+
+class Hashes(core.SequenceOf):
+    _child_spec = HashValue
+
+
+class SignatureAsn(core.Sequence):
+    _fields = [("keyid", HexString), ("value", HexString), _UNREC]
+
+
+class Signatures(core.SequenceOf):
+    _child_spec = SignatureAsn
+
+
+class PublicKeyValue(core.Choice):
+    _alternatives = [
+        ("ed25519", core.OctetString, {"implicit": 0}),
+        ("spki", core.OctetString, {"implicit": 1}),
+        ("text", core.UTF8String),
+    ]
+
+
+class PublicKey(core.Sequence):
+    _fields = [
+        ("keyid", HexString),
+        ("keytype", core.UTF8String),
+        ("scheme", core.UTF8String),
+        ("public", PublicKeyValue),
+        _UNREC,
+    ]
+
+
+class PublicKeys(core.SequenceOf):
+    _child_spec = PublicKey
+
+
+class TopLevelRole(core.Sequence):
+    _fields = [
+        ("role", core.UTF8String),
+        ("keyids", HexStrings),
+        ("threshold", core.Integer),
+        _UNREC,
+    ]
+
+
+class TopLevelRoles(core.SequenceOf):
+    _child_spec = TopLevelRole
+
+
+class RootMetadata(core.Sequence):
+    _fields = [
+        ("consistentSnapshot", core.Boolean),
+        ("keys", PublicKeys),
+        ("roles", TopLevelRoles),
+    ]
+
+
+class MetaFile(core.Sequence):
+    _fields = [
+        ("version", core.Integer),
+        ("length", core.Integer, _tag(0)),
+        ("hashes", Hashes, _tag(1)),
+        _UNREC,
+    ]
+
+
+class SnapshotEntry(core.Sequence):
+    _fields = [("filename", core.UTF8String), ("meta", MetaFile)]
+
+
+class SnapshotMetadata(core.SequenceOf):
+    _child_spec = SnapshotEntry
+
+
+class EncryptedImage(core.Sequence):
+    _fields = [
+        ("filename", core.UTF8String),
+        ("length", core.Integer),
+        ("hashes", Hashes),
+        ("wrappedKey", HexString),
+        ("method", core.UTF8String),
+    ]
+
+
+class EcuHardware(core.Sequence):
+    """One ECU id of a Director target; the hardware id is left out when it equals the
+    target's first hardware identifier (the usual case)."""
+
+    _fields = [
+        ("ecuIdentifier", core.UTF8String),
+        ("hardwareIdentifier", core.UTF8String, _OPT),
+    ]
+
+
+class EcuHardwareList(core.SequenceOf):
+    _child_spec = EcuHardware
+
+
+class TargetAndCustom(core.Sequence):
+    """A target and its Uptane custom fields, flattened into one SEQUENCE."""
+
+    _fields = [
+        ("filename", core.UTF8String),
+        ("length", core.Integer),
+        ("hashes", Hashes),
+        ("releaseCounter", core.Integer, _tag(0)),
+        ("hardwareIdentifiers", Utf8Strings, _tag(1)),
+        ("ecuIdentifiers", EcuHardwareList, _tag(2)),
+        ("shallMatch", core.OctetString, _tag(3)),
+        ("encryptedImage", EncryptedImage, _tag(4)),
+        ("url", core.UTF8String, _tag(5)),
+        ("customExtra", core.OctetString, _tag(6)),
+        _UNREC,
+    ]
+
+
+_CUSTOM_FIELDS = (
+    "releaseCounter",
+    "hardwareIdentifiers",
+    "ecuIdentifiers",
+    "shallMatch",
+    "encryptedImage",
+    "url",
+    "customExtra",
+)
+
+
+class TargetList(core.SequenceOf):
+    _child_spec = TargetAndCustom
+
+
+class RoleRef(core.Sequence):
+    _fields = [("rolename", core.UTF8String), ("keyids", HexStrings), ("threshold", core.Integer)]
+
+
+class RoleRefs(core.SequenceOf):
+    _child_spec = RoleRef
+
+
+class MultiRole(core.Sequence):
+    _fields = [("minRolesInAgreement", core.Integer), ("roles", RoleRefs)]
+
+
+class DelegatedRole(core.Sequence):
+    _fields = [
+        ("rolename", core.UTF8String),
+        ("keyids", HexStrings),
+        ("threshold", core.Integer),
+        ("terminating", core.Boolean),
+        ("paths", Utf8Strings, _tag(0)),
+        ("pathHashPrefixes", Utf8Strings, _tag(1)),
+        ("hardwareIdentifiers", Utf8Strings, _tag(2)),
+        ("multiRole", MultiRole, _tag(3)),
+        _UNREC,
+    ]
+
+
+class DelegatedRoles(core.SequenceOf):
+    _child_spec = DelegatedRole
+
+
+class SuccinctRoles(core.Sequence):
+    _fields = [
+        ("keyids", HexStrings),
+        ("threshold", core.Integer),
+        ("bitLength", core.Integer),
+        ("namePrefix", core.UTF8String),
+        _UNREC,
+    ]
+
+
+class TargetsDelegations(core.Sequence):
+    _fields = [
+        ("keys", PublicKeys),
+        ("roles", DelegatedRoles, _tag(0)),
+        ("succinctRoles", SuccinctRoles, _tag(1)),
+        _UNREC,
+    ]
+
+
+class TargetsMetadata(core.Sequence):
+    _fields = [
+        ("targets", TargetList),
+        ("delegations", TargetsDelegations, _tag(0)),
+        ("vehicleIdentifier", core.UTF8String, _tag(1)),
+    ]
+
+
+class SignedBody(core.Choice):
+    _alternatives = [
+        ("root", RootMetadata, {"implicit": 0}),
+        ("targets", TargetsMetadata, {"implicit": 1}),
+        ("snapshot", SnapshotMetadata, {"implicit": 2}),
+        ("timestamp", MetaFile, {"implicit": 3}),
+    ]
+
+
+class SignedAsn(core.Sequence):
+    _fields = [
+        ("expires", core.Integer),
+        ("version", core.Integer),
+        ("specVersion", core.UTF8String, {"default": DEFAULT_SPEC_VERSION}),
+        ("body", SignedBody),
+        _UNREC,
+    ]
+
+
+class MetadataAsn(core.Sequence):
+    _fields = [("signed", SignedAsn), ("signatures", Signatures), _UNREC]
+
+
+# ECUModule, extended: nonce/counter, release counter, attack indicator as text
+class InstalledImage(core.Sequence):
+    _fields = [("filename", core.UTF8String), ("length", core.Integer), ("hashes", Hashes)]
+
+
+class EcuVersionReportSigned(core.Sequence):
+    _fields = [
+        ("ecuIdentifier", core.UTF8String),
+        ("latestTime", core.Integer),
+        ("installedImage", InstalledImage),
+        ("previousTime", core.Integer, _tag(0)),
+        ("securityAttack", core.UTF8String, _tag(1)),
+        ("releaseCounter", core.Integer, _tag(2)),
+        ("nonce", core.OctetString, _tag(3)),
+        ("counter", core.Integer, _tag(4)),
+        _UNREC,
+    ]
+
+
+class EcuVersionReport(core.Sequence):
+    _fields = [("signed", EcuVersionReportSigned), ("signatures", Signatures)]
+
+
+class EcuVersionReports(core.SequenceOf):
+    _child_spec = EcuVersionReport
+
+
+class VehicleVersionManifestSigned(core.Sequence):
+    _fields = [
+        ("vehicleIdentifier", core.UTF8String),
+        ("primaryIdentifier", core.UTF8String),
+        ("ecuVersionReports", EcuVersionReports),
+        ("securityAttack", core.UTF8String, _tag(0)),
+        _UNREC,
+    ]
+
+
+class VehicleVersionManifest(core.Sequence):
+    _fields = [("signed", VehicleVersionManifestSigned), ("signatures", Signatures)]
+
+
+#: JSON ``_type`` of the two manifests
+ECU_REPORT_TYPE = "ecu_version_report"
+VVM_TYPE = "vehicle_version_manifest"
+
+# --- small conversions ---------------------------------------------------------------------
+
+_HEX = re.compile(r"(?:[0-9a-f]{2})*")
+_PEM_HEAD = "-----BEGIN PUBLIC KEY-----\n"
+_PEM_TAIL = "-----END PUBLIC KEY-----\n"
+
+
+def _bad(message: str) -> MalformedInput:
+    return MalformedInput(f"DER: {message}")
+
+
+def _hex_to_asn(value: Any, what: str) -> HexString:
+    if not isinstance(value, str):
+        raise _bad(f"{what} must be a string")
+    if _HEX.fullmatch(value):
+        return HexString(name="raw", value=bytes.fromhex(value))
+    return HexString(name="text", value=value)
+
+
+def _hex_from_asn(value: HexString) -> str:
+    if value.name == "raw":
+        return bytes(value.chosen.native).hex()
+    return str(value.chosen.native)
+
+
+def _pem(body: bytes) -> str:
+    b64 = base64.b64encode(body).decode("ascii")
+    lines = [b64[i : i + 64] for i in range(0, len(b64), 64)]
+    return _PEM_HEAD + "".join(line + "\n" for line in lines) + _PEM_TAIL
+
+
+def _pem_body(text: str) -> bytes | None:
+    """The DER body of a PEM public key written exactly as ``cryptography`` writes it."""
+    if not (text.startswith(_PEM_HEAD) and text.endswith(_PEM_TAIL)):
+        return None
+    inner = text[len(_PEM_HEAD) : -len(_PEM_TAIL)].replace("\n", "")
+    try:
+        body = base64.b64decode(inner, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return body if _pem(body) == text else None
+
+
+def _public_to_asn(public: Any) -> PublicKeyValue:
+    if not isinstance(public, str):
+        raise _bad("public key value must be a string")
+    if len(public) == 64 and _HEX.fullmatch(public):
+        return PublicKeyValue(name="ed25519", value=bytes.fromhex(public))
+    body = _pem_body(public)
+    if body is not None:
+        return PublicKeyValue(name="spki", value=body)
+    return PublicKeyValue(name="text", value=public)
+
+
+def _public_from_asn(value: PublicKeyValue) -> str:
+    raw = value.chosen.native
+    if value.name == "ed25519":
+        if len(raw) != 32:
+            raise _bad("an ed25519 public key is 32 bytes")
+        return bytes(raw).hex()
+    if value.name == "spki":
+        return _pem(bytes(raw))
+    return str(raw)
+
+
+def _time_to_int(value: Any) -> int:
+    from uptane.metadata import parse_expires
+
+    dt = value.astimezone(UTC) if isinstance(value, datetime) else parse_expires(value)
+    return calendar.timegm(dt.timetuple())
+
+
+def _time_from_int(value: int) -> str:
+    from uptane.metadata import format_expires
+
+    if not 0 <= value <= MAX_TIME:
+        raise _bad("time out of range")
+    return format_expires(datetime.fromtimestamp(value, UTC))
+
+
+def _json_to_asn(value: Any) -> bytes:
+    if not isinstance(value, dict):
+        raise _bad("an embedded JSON field must be an object")
+    return canonical(value)
+
+
+_CONTROL = re.compile(rb"[\x00-\x1f]")
+
+
+def _json_from_asn(value: Any, limits: Limits) -> dict[str, Any]:
+    raw = bytes(value)
+    limits.check_bytes("DER embedded JSON", len(raw), 64 * limits.max_string)
+    # canonical JSON writes control characters inside strings raw; the strict JSON reader
+    # wants them escaped. Outside strings they stay invalid, and the re-encoding check
+    # refuses any other difference.
+    raw = _CONTROL.sub(lambda m: b"\\u%04x" % m.group()[0], raw)
+    doc = loads(raw, limits, cap=len(raw), what="DER embedded JSON")
+    if not isinstance(doc, dict):
+        raise _bad("an embedded JSON field must be an object")
+    return doc
+
+
+def _int(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _bad("expected an integer")
+    if value.bit_length() > 8 * MAX_INTEGER_BYTES - 1:
+        raise LimitExceeded("DER: integer out of range")
+    return value
+
+
+def _present(value: core.Asn1Value) -> bool:
+    return not isinstance(value, core.Void)
+
+
+def _split(d: Any, known: tuple[str, ...], what: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split a JSON-shape object into its known fields and the rest (unrecognized)."""
+    if not isinstance(d, dict):
+        raise _bad(f"{what} must be an object")
+    return {k: d[k] for k in known if k in d}, {k: v for k, v in d.items() if k not in known}
+
+
+def _need(d: dict[str, Any], key: str, what: str) -> Any:
+    if key not in d:
+        raise _bad(f"{what}: missing field {key!r}")
+    return d[key]
+
+
+def _set_unrec(asn: core.Sequence, rest: dict[str, Any]) -> None:
+    if rest:
+        asn["unrecognized"] = canonical(rest)
+
+
+def _get_unrec(asn: core.Sequence, limits: Limits) -> dict[str, Any]:
+    value = asn["unrecognized"]
+    return _json_from_asn(value.native, limits) if _present(value) else {}
+
+
+def _strings(values: Any, what: str) -> list[str]:
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise _bad(f"{what} must be a list of strings")
+    return list(values)
+
+
+# --- JSON shape -> ASN.1 -------------------------------------------------------------------
+
+
+def _hashes_to_asn(hashes: Any, what: str) -> Hashes:
+    if not isinstance(hashes, dict):
+        raise _bad(f"{what}: hashes must be an object")
+    out = []
+    for alg in sorted(hashes):
+        digest = hashes[alg]
+        if not isinstance(digest, str):
+            raise _bad(f"{what}: a digest must be a string")
+        if alg in _HASH_ALTERNATIVES and _HEX.fullmatch(digest):
+            out.append(HashValue(name=alg, value=bytes.fromhex(digest)))
+        else:
+            other = OtherHash({"function": alg, "digest": _hex_to_asn(digest, "digest")})
+            out.append(HashValue(name="other", value=other))
+    return Hashes(out)
+
+
+def _hashes_from_asn(asn: Hashes) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for h in asn:
+        if h.name == "other":
+            alg, digest = str(h.chosen["function"].native), _hex_from_asn(h.chosen["digest"])
+        else:
+            alg, digest = h.name, bytes(h.chosen.native).hex()
+        if alg in out:
+            raise _bad("a hash algorithm appears twice")
+        out[alg] = digest
+    return out
+
+
+def _sigs_to_asn(sigs: Any) -> Signatures:
+    if not isinstance(sigs, list):
+        raise _bad("signatures must be a list")
+    out = []
+    for s in sigs:
+        known, rest = _split(s, ("keyid", "sig"), "signature")
+        asn = SignatureAsn(
+            {
+                "keyid": _hex_to_asn(_need(known, "keyid", "signature"), "keyid"),
+                "value": _hex_to_asn(_need(known, "sig", "signature"), "sig"),
+            }
+        )
+        _set_unrec(asn, rest)
+        out.append(asn)
+    return Signatures(out)
+
+
+def _sigs_from_asn(asn: Signatures, limits: Limits) -> list[dict[str, Any]]:
+    limits.check_count("signatures", len(asn), limits.max_signatures)
+    return [
+        {
+            **_get_unrec(s, limits),
+            "keyid": _hex_from_asn(s["keyid"]),
+            "sig": _hex_from_asn(s["value"]),
+        }
+        for s in asn
+    ]
+
+
+def _keys_to_asn(keys: Any) -> PublicKeys:
+    if not isinstance(keys, dict):
+        raise _bad("keys must be an object")
+    out = []
+    for kid in sorted(keys):
+        known, rest = _split(keys[kid], ("keytype", "scheme", "keyval"), "key")
+        keyval = _need(known, "keyval", "key")
+        if not isinstance(keyval, dict) or set(keyval) != {"public"}:
+            raise _bad("a key's keyval must hold exactly 'public' to be encoded")
+        asn = PublicKey(
+            {
+                "keyid": _hex_to_asn(kid, "keyid"),
+                "keytype": _need(known, "keytype", "key"),
+                "scheme": _need(known, "scheme", "key"),
+                "public": _public_to_asn(keyval["public"]),
+            }
+        )
+        _set_unrec(asn, rest)
+        out.append(asn)
+    return PublicKeys(out)
+
+
+def _keys_from_asn(asn: PublicKeys, limits: Limits) -> dict[str, Any]:
+    limits.check_count("keys", len(asn), limits.max_keys)
+    out: dict[str, Any] = {}
+    for k in asn:
+        kid = _hex_from_asn(k["keyid"])
+        if kid in out:
+            raise _bad("a key id appears twice")
+        out[kid] = {
+            **_get_unrec(k, limits),
+            "keytype": k["keytype"].native,
+            "scheme": k["scheme"].native,
+            "keyval": {"public": _public_from_asn(k["public"])},
+        }
+    return out
+
+
+def _metafile_to_asn(d: Any) -> MetaFile:
+    known, rest = _split(d, ("version", "length", "hashes"), "meta")
+    v: dict[str, Any] = {"version": _int(_need(known, "version", "meta"))}
+    if "length" in known:
+        v["length"] = _int(known["length"])
+    if "hashes" in known:
+        v["hashes"] = _hashes_to_asn(known["hashes"], "meta")
+    if rest:
+        v["unrecognized"] = canonical(rest)
+    return MetaFile(v)
+
+
+def _metafile_from_asn(asn: core.Sequence, limits: Limits) -> dict[str, Any]:
+    d: dict[str, Any] = {**_get_unrec(asn, limits), "version": _int(asn["version"].native)}
+    if _present(asn["length"]):
+        d["length"] = _int(asn["length"].native)
+    if _present(asn["hashes"]):
+        d["hashes"] = _hashes_from_asn(asn["hashes"])
+    return d
+
+
+def _root_to_asn(d: dict[str, Any]) -> RootMetadata:
+    roles = _need(d, "roles", "root")
+    if not isinstance(roles, dict):
+        raise _bad("root roles must be an object")
+    role_list = []
+    for name in sorted(roles):
+        known, rest = _split(roles[name], ("keyids", "threshold"), "role")
+        asn = TopLevelRole(
+            {
+                "role": name,
+                "keyids": HexStrings(
+                    [_hex_to_asn(k, "keyid") for k in _need(known, "keyids", "role")]
+                ),
+                "threshold": _int(_need(known, "threshold", "role")),
+            }
+        )
+        _set_unrec(asn, rest)
+        role_list.append(asn)
+    cs = _need(d, "consistent_snapshot", "root")
+    if not isinstance(cs, bool):
+        raise _bad("consistent_snapshot must be a boolean")
+    return RootMetadata(
+        {
+            "consistentSnapshot": cs,
+            "keys": _keys_to_asn(_need(d, "keys", "root")),
+            "roles": TopLevelRoles(role_list),
+        }
+    )
+
+
+def _root_from_asn(asn: RootMetadata, limits: Limits) -> dict[str, Any]:
+    roles_asn = asn["roles"]
+    limits.check_count("root roles", len(roles_asn), limits.max_roles)
+    roles: dict[str, Any] = {}
+    for r in roles_asn:
+        name = r["role"].native
+        if name in roles:
+            raise _bad("a role appears twice")
+        roles[name] = {
+            **_get_unrec(r, limits),
+            "keyids": [_hex_from_asn(k) for k in r["keyids"]],
+            "threshold": _int(r["threshold"].native),
+        }
+    return {
+        "consistent_snapshot": bool(asn["consistentSnapshot"].native),
+        "keys": _keys_from_asn(asn["keys"], limits),
+        "roles": roles,
+    }
+
+
+def _target_to_asn(path: str, d: Any) -> TargetAndCustom:
+    known, rest = _split(d, ("length", "hashes", "custom"), "target")
+    v: dict[str, Any] = {
+        "filename": path,
+        "length": _int(_need(known, "length", "target")),
+        "hashes": _hashes_to_asn(_need(known, "hashes", "target"), "target"),
+    }
+    if "custom" in known:
+        v.update(_custom_to_asn(known["custom"]))
+    if rest:
+        v["unrecognized"] = canonical(rest)
+    return TargetAndCustom(v)
+
+
+_CUSTOM_KEYS = (
+    "releaseCounter",
+    "hardwareIds",
+    "ecuIdentifiers",
+    "shallMatch",
+    "encryptedImage",
+    "uri",
+)
+
+
+def _custom_to_asn(custom: Any) -> dict[str, Any]:
+    known, rest = _split(custom, _CUSTOM_KEYS, "custom")
+    asn: dict[str, Any] = {}
+    if "releaseCounter" in known:
+        asn["releaseCounter"] = _int(known["releaseCounter"])
+    hwids: list[str] = []
+    if "hardwareIds" in known:
+        hwids = _strings(known["hardwareIds"], "hardwareIds")
+        asn["hardwareIdentifiers"] = Utf8Strings(hwids)
+    if "ecuIdentifiers" in known:
+        ecus = known["ecuIdentifiers"]
+        if not isinstance(ecus, dict):
+            raise _bad("ecuIdentifiers must be an object")
+        lst = []
+        for ecu in sorted(ecus):
+            info = ecus[ecu]
+            if not isinstance(info, dict) or set(info) != {"hardwareId"}:
+                raise _bad("an ecuIdentifiers entry must hold exactly hardwareId")
+            entry = EcuHardware({"ecuIdentifier": ecu})
+            if not hwids or info["hardwareId"] != hwids[0]:
+                entry["hardwareIdentifier"] = info["hardwareId"]
+            lst.append(entry)
+        asn["ecuIdentifiers"] = EcuHardwareList(lst)
+    if "shallMatch" in known:
+        asn["shallMatch"] = _json_to_asn(known["shallMatch"])
+    if "encryptedImage" in known:
+        enc, extra = _split(
+            known["encryptedImage"],
+            ("filename", "length", "hashes", "wrappedKey", "method"),
+            "encryptedImage",
+        )
+        if extra:
+            raise _bad("encryptedImage has fields DER cannot carry")
+        asn["encryptedImage"] = EncryptedImage(
+            {
+                "filename": _need(enc, "filename", "encryptedImage"),
+                "length": _int(_need(enc, "length", "encryptedImage")),
+                "hashes": _hashes_to_asn(_need(enc, "hashes", "encryptedImage"), "encrypted"),
+                "wrappedKey": _hex_to_asn(_need(enc, "wrappedKey", "encryptedImage"), "key"),
+                "method": _need(enc, "method", "encryptedImage"),
+            }
+        )
+    if "uri" in known:
+        asn["url"] = known["uri"]
+    if rest:
+        asn["customExtra"] = canonical(rest)
+    return asn
+
+
+def _target_from_asn(asn: TargetAndCustom, limits: Limits) -> tuple[str, dict[str, Any]]:
+    d: dict[str, Any] = {
+        **_get_unrec(asn, limits),
+        "length": _int(asn["length"].native),
+        "hashes": _hashes_from_asn(asn["hashes"]),
+    }
+    if not any(_present(asn[f]) for f in _CUSTOM_FIELDS):
+        return asn["filename"].native, d
+    custom: dict[str, Any] = {}
+    if _present(asn["customExtra"]):
+        custom.update(_json_from_asn(asn["customExtra"].native, limits))
+    if _present(asn["releaseCounter"]):
+        custom["releaseCounter"] = _int(asn["releaseCounter"].native)
+    hwids: list[str] = []
+    if _present(asn["hardwareIdentifiers"]):
+        hwids = list(asn["hardwareIdentifiers"].native)
+        custom["hardwareIds"] = hwids
+    if _present(asn["ecuIdentifiers"]):
+        lst = asn["ecuIdentifiers"]
+        limits.check_count("ecuIdentifiers", len(lst), limits.max_ecus)
+        ecus: dict[str, Any] = {}
+        for e in lst:
+            ecu = e["ecuIdentifier"].native
+            if ecu in ecus:
+                raise _bad("an ECU id appears twice in ecuIdentifiers")
+            if _present(e["hardwareIdentifier"]):
+                hwid = e["hardwareIdentifier"].native
+            elif hwids:
+                hwid = hwids[0]
+            else:
+                raise _bad("an ECU's hardware id is left out but the target lists none")
+            ecus[ecu] = {"hardwareId": hwid}
+        custom["ecuIdentifiers"] = ecus
+    if _present(asn["shallMatch"]):
+        custom["shallMatch"] = _json_from_asn(asn["shallMatch"].native, limits)
+    if _present(asn["encryptedImage"]):
+        e = asn["encryptedImage"]
+        custom["encryptedImage"] = {
+            "filename": e["filename"].native,
+            "length": _int(e["length"].native),
+            "hashes": _hashes_from_asn(e["hashes"]),
+            "wrappedKey": _hex_from_asn(e["wrappedKey"]),
+            "method": e["method"].native,
+        }
+    if _present(asn["url"]):
+        custom["uri"] = asn["url"].native
+    d["custom"] = custom
+    return asn["filename"].native, d
+
+
+def _keyids_to_asn(d: dict[str, Any], what: str) -> HexStrings:
+    return HexStrings([_hex_to_asn(k, "keyid") for k in _need(d, "keyids", what)])
+
+
+def _delegations_to_asn(d: Any) -> TargetsDelegations:
+    known, rest = _split(d, ("keys", "roles", "succinct_roles"), "delegations")
+    asn = TargetsDelegations({"keys": _keys_to_asn(_need(known, "keys", "delegations"))})
+    if "roles" in known:
+        roles = known["roles"]
+        if not isinstance(roles, list):
+            raise _bad("delegated roles must be a list")
+        asn["roles"] = DelegatedRoles([_delegated_role_to_asn(r) for r in roles])
+    if "succinct_roles" in known:
+        sk, srest = _split(
+            known["succinct_roles"],
+            ("keyids", "threshold", "bit_length", "name_prefix"),
+            "succinct_roles",
+        )
+        s = SuccinctRoles(
+            {
+                "keyids": _keyids_to_asn(sk, "succinct_roles"),
+                "threshold": _int(_need(sk, "threshold", "succinct_roles")),
+                "bitLength": _int(_need(sk, "bit_length", "succinct_roles")),
+                "namePrefix": _need(sk, "name_prefix", "succinct_roles"),
+            }
+        )
+        _set_unrec(s, srest)
+        asn["succinctRoles"] = s
+    _set_unrec(asn, rest)
+    return asn
+
+
+def _delegated_role_to_asn(r: Any) -> DelegatedRole:
+    fields = (
+        "name",
+        "keyids",
+        "threshold",
+        "terminating",
+        "paths",
+        "path_hash_prefixes",
+        "hardwareIds",
+        "multiRole",
+    )
+    known, rest = _split(r, fields, "delegated role")
+    term = _need(known, "terminating", "delegated role")
+    if not isinstance(term, bool):
+        raise _bad("terminating must be a boolean")
+    asn = DelegatedRole(
+        {
+            "rolename": _need(known, "name", "delegated role"),
+            "keyids": _keyids_to_asn(known, "delegated role"),
+            "threshold": _int(_need(known, "threshold", "delegated role")),
+            "terminating": term,
+        }
+    )
+    if "paths" in known:
+        asn["paths"] = Utf8Strings(_strings(known["paths"], "paths"))
+    if "path_hash_prefixes" in known:
+        asn["pathHashPrefixes"] = Utf8Strings(
+            _strings(known["path_hash_prefixes"], "path_hash_prefixes")
+        )
+    if "hardwareIds" in known:
+        asn["hardwareIdentifiers"] = Utf8Strings(_strings(known["hardwareIds"], "hardwareIds"))
+    if "multiRole" in known:
+        mk, mrest = _split(known["multiRole"], ("minRolesInAgreement", "roles"), "multiRole")
+        refs = _need(mk, "roles", "multiRole")
+        if mrest or not isinstance(refs, list):
+            raise _bad("multiRole must hold minRolesInAgreement and a list of roles")
+        ref_list = []
+        for ref in refs:
+            rk, rrest = _split(ref, ("name", "keyids", "threshold"), "multi-role entry")
+            if rrest:
+                raise _bad("a multi-role entry has fields DER cannot carry")
+            ref_list.append(
+                RoleRef(
+                    {
+                        "rolename": _need(rk, "name", "multi-role entry"),
+                        "keyids": _keyids_to_asn(rk, "multi-role entry"),
+                        "threshold": _int(_need(rk, "threshold", "multi-role entry")),
+                    }
+                )
+            )
+        asn["multiRole"] = MultiRole(
+            {
+                "minRolesInAgreement": _int(_need(mk, "minRolesInAgreement", "multiRole")),
+                "roles": RoleRefs(ref_list),
+            }
+        )
+    _set_unrec(asn, rest)
+    return asn
+
+
+def _delegations_from_asn(asn: TargetsDelegations, limits: Limits) -> dict[str, Any]:
+    d: dict[str, Any] = {**_get_unrec(asn, limits), "keys": _keys_from_asn(asn["keys"], limits)}
+    if _present(asn["roles"]):
+        roles = asn["roles"]
+        limits.check_count("delegated roles", len(roles), limits.max_delegations)
+        out = []
+        for r in roles:
+            rd: dict[str, Any] = {
+                **_get_unrec(r, limits),
+                "name": r["rolename"].native,
+                "keyids": [_hex_from_asn(k) for k in r["keyids"]],
+                "threshold": _int(r["threshold"].native),
+                "terminating": bool(r["terminating"].native),
+            }
+            if _present(r["paths"]):
+                rd["paths"] = list(r["paths"].native)
+            if _present(r["pathHashPrefixes"]):
+                rd["path_hash_prefixes"] = list(r["pathHashPrefixes"].native)
+            if _present(r["hardwareIdentifiers"]):
+                rd["hardwareIds"] = list(r["hardwareIdentifiers"].native)
+            if _present(r["multiRole"]):
+                m = r["multiRole"]
+                rd["multiRole"] = {
+                    "minRolesInAgreement": _int(m["minRolesInAgreement"].native),
+                    "roles": [
+                        {
+                            "name": ref["rolename"].native,
+                            "keyids": [_hex_from_asn(k) for k in ref["keyids"]],
+                            "threshold": _int(ref["threshold"].native),
+                        }
+                        for ref in m["roles"]
+                    ],
+                }
+            out.append(rd)
+        d["roles"] = out
+    if _present(asn["succinctRoles"]):
+        s = asn["succinctRoles"]
+        d["succinct_roles"] = {
+            **_get_unrec(s, limits),
+            "keyids": [_hex_from_asn(k) for k in s["keyids"]],
+            "threshold": _int(s["threshold"].native),
+            "bit_length": _int(s["bitLength"].native),
+            "name_prefix": s["namePrefix"].native,
+        }
+    return d
+
+
+def _targets_to_asn(d: dict[str, Any]) -> TargetsMetadata:
+    targets = _need(d, "targets", "targets")
+    if not isinstance(targets, dict):
+        raise _bad("targets must be an object")
+    lst = [_target_to_asn(path, targets[path]) for path in sorted(targets)]
+    asn = TargetsMetadata({"targets": TargetList(lst)})
+    if "delegations" in d:
+        asn["delegations"] = _delegations_to_asn(d["delegations"])
+    if "vehicleId" in d:
+        asn["vehicleIdentifier"] = d["vehicleId"]
+    return asn
+
+
+def _targets_from_asn(asn: TargetsMetadata, limits: Limits) -> dict[str, Any]:
+    lst = asn["targets"]
+    limits.check_count("targets", len(lst), limits.max_targets)
+    targets: dict[str, Any] = {}
+    for t in lst:
+        path, td = _target_from_asn(t, limits)
+        if path in targets:
+            raise _bad("a target path appears twice")
+        targets[path] = td
+    d: dict[str, Any] = {"targets": targets}
+    if _present(asn["delegations"]):
+        d["delegations"] = _delegations_from_asn(asn["delegations"], limits)
+    if _present(asn["vehicleIdentifier"]):
+        d["vehicleId"] = asn["vehicleIdentifier"].native
+    return d
+
+
+def _snapshot_to_asn(d: dict[str, Any]) -> SnapshotMetadata:
+    meta = _need(d, "meta", "snapshot")
+    if not isinstance(meta, dict):
+        raise _bad("snapshot meta must be an object")
+    return SnapshotMetadata(
+        [SnapshotEntry({"filename": n, "meta": _metafile_to_asn(meta[n])}) for n in sorted(meta)]
+    )
+
+
+def _snapshot_from_asn(asn: SnapshotMetadata, limits: Limits) -> dict[str, Any]:
+    limits.check_count("snapshot entries", len(asn), limits.max_snapshot_entries)
+    meta: dict[str, Any] = {}
+    for e in asn:
+        name = e["filename"].native
+        if name in meta:
+            raise _bad("a snapshot entry appears twice")
+        meta[name] = _metafile_from_asn(e["meta"], limits)
+    return {"meta": meta}
+
+
+def _timestamp_to_asn(d: dict[str, Any]) -> MetaFile:
+    meta = _need(d, "meta", "timestamp")
+    if not isinstance(meta, dict) or set(meta) != {"snapshot.json"}:
+        raise _bad("timestamp meta must list exactly snapshot.json")
+    return _metafile_to_asn(meta["snapshot.json"])
+
+
+_BODY_KEYS: dict[str, tuple[str, ...]] = {
+    "root": ("consistent_snapshot", "keys", "roles"),
+    "targets": ("targets", "delegations", "vehicleId"),
+    "snapshot": ("meta",),
+    "timestamp": ("meta",),
+}
+_COMMON_KEYS = ("_type", "version", "spec_version", "expires")
+
+
+def _signed_to_asn(d: Any) -> SignedAsn:
+    if not isinstance(d, dict):
+        raise _bad("signed must be an object")
+    role = d.get("_type")
+    if role not in _BODY_KEYS:
+        raise _bad(f"cannot encode metadata of type {str(role)[:32]!r}")
+    known, rest = _split(d, _COMMON_KEYS + _BODY_KEYS[role], role)
+    if role == "root":
+        body = SignedBody(name="root", value=_root_to_asn(known))
+    elif role == "targets":
+        body = SignedBody(name="targets", value=_targets_to_asn(known))
+    elif role == "snapshot":
+        body = SignedBody(name="snapshot", value=_snapshot_to_asn(known))
+    else:
+        body = SignedBody(name="timestamp", value=_timestamp_to_asn(known))
+    asn = SignedAsn(
+        {
+            "expires": _time_to_int(_need(known, "expires", role)),
+            "version": _int(_need(known, "version", role)),
+            "specVersion": _need(known, "spec_version", role),
+            "body": body,
+        }
+    )
+    _set_unrec(asn, rest)
+    return asn
+
+
+def _signed_from_asn(asn: SignedAsn, limits: Limits) -> dict[str, Any]:
+    body = asn["body"]
+    role = body.name
+    value = body.chosen
+    if role == "root":
+        fields = _root_from_asn(value, limits)
+    elif role == "targets":
+        fields = _targets_from_asn(value, limits)
+    elif role == "snapshot":
+        fields = _snapshot_from_asn(value, limits)
+    else:
+        fields = {"meta": {"snapshot.json": _metafile_from_asn(value, limits)}}
+    return {
+        **_get_unrec(asn, limits),
+        **fields,
+        "_type": role,
+        "version": _int(asn["version"].native),
+        "spec_version": asn["specVersion"].native,
+        "expires": _time_from_int(_int(asn["expires"].native)),
+    }
+
+
+def _metadata_to_asn(doc: Any) -> MetadataAsn:
+    known, rest = _split(doc, ("signed", "signatures"), "metadata")
+    asn = MetadataAsn(
+        {
+            "signed": _signed_to_asn(_need(known, "signed", "metadata")),
+            "signatures": _sigs_to_asn(_need(known, "signatures", "metadata")),
+        }
+    )
+    _set_unrec(asn, rest)
+    return asn
+
+
+# --- manifests (JSON shape <-> ASN.1) ------------------------------------------------------
+
+_REPORT_KEYS = (
+    "_type",
+    "ecu_id",
+    "latest_time",
+    "installed_image",
+    "previous_time",
+    "attack",
+    "release_counter",
+    "nonce",
+    "counter",
+)
+_VVM_KEYS = ("_type", "vehicle_id", "primary_id", "ecu_version_reports", "attack")
+
+
+def _report_signed_to_asn(d: Any) -> EcuVersionReportSigned:
+    known, rest = _split(d, _REPORT_KEYS, "ECU version report")
+    if known.get("_type") != ECU_REPORT_TYPE:
+        raise _bad("not an ECU version report")
+    img, extra = _split(
+        _need(known, "installed_image", "report"), ("filename", "length", "hashes"), "image"
+    )
+    if extra:
+        raise _bad("installed_image has fields DER cannot carry")
+    asn = EcuVersionReportSigned(
+        {
+            "ecuIdentifier": _need(known, "ecu_id", "report"),
+            "latestTime": _time_to_int(_need(known, "latest_time", "report")),
+            "installedImage": InstalledImage(
+                {
+                    "filename": _need(img, "filename", "installed_image"),
+                    "length": _int(_need(img, "length", "installed_image")),
+                    "hashes": _hashes_to_asn(_need(img, "hashes", "installed_image"), "image"),
+                }
+            ),
+        }
+    )
+    if "previous_time" in known:
+        asn["previousTime"] = _time_to_int(known["previous_time"])
+    if "attack" in known:
+        asn["securityAttack"] = known["attack"]
+    if "release_counter" in known:
+        asn["releaseCounter"] = _int(known["release_counter"])
+    if "nonce" in known:
+        nonce = known["nonce"]
+        if not isinstance(nonce, str) or not _HEX.fullmatch(nonce):
+            raise _bad("nonce must be lowercase hex")
+        asn["nonce"] = bytes.fromhex(nonce)
+    if "counter" in known:
+        asn["counter"] = _int(known["counter"])
+    _set_unrec(asn, rest)
+    return asn
+
+
+def _report_signed_from_asn(asn: EcuVersionReportSigned, limits: Limits) -> dict[str, Any]:
+    img = asn["installedImage"]
+    d: dict[str, Any] = {
+        **_get_unrec(asn, limits),
+        "_type": ECU_REPORT_TYPE,
+        "ecu_id": asn["ecuIdentifier"].native,
+        "latest_time": _time_from_int(_int(asn["latestTime"].native)),
+        "installed_image": {
+            "filename": img["filename"].native,
+            "length": _int(img["length"].native),
+            "hashes": _hashes_from_asn(img["hashes"]),
+        },
+    }
+    if _present(asn["previousTime"]):
+        d["previous_time"] = _time_from_int(_int(asn["previousTime"].native))
+    if _present(asn["securityAttack"]):
+        d["attack"] = asn["securityAttack"].native
+    if _present(asn["releaseCounter"]):
+        d["release_counter"] = _int(asn["releaseCounter"].native)
+    if _present(asn["nonce"]):
+        d["nonce"] = bytes(asn["nonce"].native).hex()
+    if _present(asn["counter"]):
+        d["counter"] = _int(asn["counter"].native)
+    return d
+
+
+def _report_to_asn(doc: Any) -> EcuVersionReport:
+    known, rest = _split(doc, ("signed", "signatures"), "ECU version report")
+    if rest:
+        raise _bad("an ECU version report envelope has fields DER cannot carry")
+    return EcuVersionReport(
+        {
+            "signed": _report_signed_to_asn(_need(known, "signed", "report")),
+            "signatures": _sigs_to_asn(_need(known, "signatures", "report")),
+        }
+    )
+
+
+def _report_from_asn(asn: EcuVersionReport, limits: Limits) -> dict[str, Any]:
+    return {
+        "signed": _report_signed_from_asn(asn["signed"], limits),
+        "signatures": _sigs_from_asn(asn["signatures"], limits),
+    }
+
+
+def _vvm_signed_to_asn(d: Any) -> VehicleVersionManifestSigned:
+    known, rest = _split(d, _VVM_KEYS, "vehicle version manifest")
+    if known.get("_type") != VVM_TYPE:
+        raise _bad("not a vehicle version manifest")
+    reports = _need(known, "ecu_version_reports", "manifest")
+    if not isinstance(reports, list):
+        raise _bad("ecu_version_reports must be a list")
+    asn = VehicleVersionManifestSigned(
+        {
+            "vehicleIdentifier": _need(known, "vehicle_id", "manifest"),
+            "primaryIdentifier": _need(known, "primary_id", "manifest"),
+            "ecuVersionReports": EcuVersionReports([_report_to_asn(r) for r in reports]),
+        }
+    )
+    if "attack" in known:
+        asn["securityAttack"] = known["attack"]
+    _set_unrec(asn, rest)
+    return asn
+
+
+def _vvm_signed_from_asn(asn: VehicleVersionManifestSigned, limits: Limits) -> dict[str, Any]:
+    reports = asn["ecuVersionReports"]
+    limits.check_count("ECU version reports", len(reports), limits.max_ecus)
+    d: dict[str, Any] = {
+        **_get_unrec(asn, limits),
+        "_type": VVM_TYPE,
+        "vehicle_id": asn["vehicleIdentifier"].native,
+        "primary_id": asn["primaryIdentifier"].native,
+        "ecu_version_reports": [_report_from_asn(r, limits) for r in reports],
+    }
+    if _present(asn["securityAttack"]):
+        d["attack"] = asn["securityAttack"].native
+    return d
+
+
+def _manifest_signed_to_asn(d: Any) -> core.Sequence:
+    kind = d.get("_type") if isinstance(d, dict) else None
+    if kind == ECU_REPORT_TYPE:
+        return _report_signed_to_asn(d)
+    if kind == VVM_TYPE:
+        return _vvm_signed_to_asn(d)
+    raise _bad(f"unknown manifest type {str(kind)[:32]!r}")
+
+
+# --- bounded structure walk ----------------------------------------------------------------
+
+
+def _element_cap(limits: Limits) -> int:
+    """The most children any one constructed value may have: the largest count cap plus
+    room for the fields of a SEQUENCE."""
+    return 16 + max(
+        limits.max_targets,
+        limits.max_snapshot_entries,
+        limits.max_keys,
+        limits.max_signatures,
+        limits.max_roles,
+        limits.max_delegations,
+        limits.max_paths,
+        limits.max_hardware_ids,
+        limits.max_ecus,
+        limits.max_custom_items,
+        limits.max_hashes,
+    )
+
+
+def _total_cap(limits: Limits) -> int:
+    return 32 * max(limits.max_targets, limits.max_snapshot_entries) + 4096
+
+
+def check_structure(data: bytes, limits: Limits, cap: int) -> None:
+    """Walk the TLV structure of ``data`` without recursion and without building anything.
+
+    Refuses: high tag numbers, indefinite lengths (BER), long-form lengths longer than
+    needed, lengths running past their container, constructed strings, nesting deeper than
+    ``limits.max_depth``, more children per value or values in total than the caps, and
+    anything but exactly one top-level SEQUENCE.
+    """
+    n = len(data)
+    if n == 0:
+        raise _bad("empty input")
+    if data[0] != 0x30:
+        raise _bad("the top-level value must be a SEQUENCE")
+    per_value = _element_cap(limits)
+    total_cap = _total_cap(limits)
+    ends: list[int] = [n]  # end offset of each open constructed value (outermost first)
+    counts: list[int] = [0]
+    pos = 0
+    total = 0
+    while True:
+        while len(ends) > 1 and pos == ends[-1]:
+            ends.pop()
+            counts.pop()
+        if pos == n:
+            break
+        end = ends[-1]
+        if counts[0] == 1 and len(ends) == 1:
+            raise _bad(f"{n - pos} trailing byte(s) after the DER value")
+        # identifier octet
+        ident = data[pos]
+        pos += 1
+        if ident & 0x1F == 0x1F:
+            raise _bad("high tag numbers are not used by this profile")
+        constructed = bool(ident & 0x20)
+        if pos >= end:
+            raise _bad("truncated: a length is missing")
+        first = data[pos]
+        pos += 1
+        if first < 0x80:
+            length = first
+        elif first == 0x80:
+            raise NonCanonicalEncoding("DER: indefinite length (BER) is not allowed")
+        else:
+            k = first & 0x7F
+            if pos + k > end:
+                raise _bad("truncated: a long-form length runs past the data")
+            if data[pos] == 0:
+                raise NonCanonicalEncoding("DER: a long-form length has a leading zero byte")
+            if k > 4:
+                raise EndlessDataAttack(f"DER: a {k}-byte length exceeds any cap")
+            length = int.from_bytes(data[pos : pos + k], "big")
+            pos += k
+            if length < 0x80:
+                raise NonCanonicalEncoding("DER: a long-form length where short form fits")
+        if length > cap:
+            raise EndlessDataAttack(f"DER: a value declares {length} bytes, over the {cap} cap")
+        if pos + length > end:
+            raise _bad("a length runs past the end of its container")
+        counts[-1] += 1
+        total += 1
+        if counts[-1] > per_value:
+            raise LimitExceeded(f"DER: more than {per_value} elements in one value")
+        if total > total_cap:
+            raise LimitExceeded(f"DER: more than {total_cap} values in total")
+        if constructed:
+            if ident in (0x23, 0x24, 0x2C):  # constructed BIT/OCTET/UTF8 STRING
+                raise NonCanonicalEncoding("DER: constructed strings are not allowed")
+            if len(ends) > limits.max_depth:
+                raise LimitExceeded(f"DER: nesting deeper than {limits.max_depth}")
+            ends.append(pos + length)
+            counts.append(0)
+        else:
+            pos += length
+
+
+def _signed_span(data: bytes) -> bytes:
+    """The bytes of the first child of the top-level SEQUENCE (the signed part); ``data``
+    has passed :func:`check_structure`."""
+
+    def header(pos: int) -> tuple[int, int]:
+        first = data[pos + 1]
+        if first < 0x80:
+            return pos + 2, first
+        k = first & 0x7F
+        return pos + 2 + k, int.from_bytes(data[pos + 2 : pos + 2 + k], "big")
+
+    inner, _ = header(0)
+    start, length = header(inner)
+    return data[inner : start + length]
+
+
+def _parse(
+    data: Any, spec: type[core.Asn1Value], limits: Limits, cap: int, what: str
+) -> tuple[bytes, Any]:
+    """Bounded, strict parse of ``data`` as ``spec``: steps 1 to 3 of the module docstring."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise _bad(f"{what}: expected bytes")
+    data = bytes(data)
+    if len(data) > cap:
+        raise EndlessDataAttack(f"{what}: {len(data)} bytes exceeds the {cap}-byte cap")
+    check_structure(data, limits, cap)
+    try:
+        asn = spec.load(data, strict=True)
+        if asn.dump(force=True) != data:
+            raise NonCanonicalEncoding(f"DER: {what} is not in its DER form")
+    except UptaneError:
+        raise
+    except Exception as e:  # asn1crypto raises ValueError, TypeError, KeyError, ...
+        raise _bad(f"{what}: {type(e).__name__}: {str(e)[:200]}") from None
+    return data, asn
+
+
+def _convert(fn: Callable[[], Any], what: str) -> Any:
+    """Run a conversion from parsed ASN.1, mapping any stray exception to MalformedInput."""
+    try:
+        return fn()
+    except UptaneError:
+        raise
+    except Exception as e:
+        raise _bad(f"{what}: {type(e).__name__}: {str(e)[:200]}") from None
+
+
+def _encode(fn: Callable[[], core.Asn1Value], what: str) -> bytes:
+    try:
+        return fn().dump(force=True)
+    except UptaneError:
+        raise
+    except Exception as e:
+        raise _bad(f"cannot encode {what}: {type(e).__name__}: {str(e)[:200]}") from None
+
+
+def require_same(data: bytes, again: bytes, what: str) -> None:
+    """Refuse input whose decoded value does not re-encode to exactly the same bytes."""
+    if data != again:
+        raise NonCanonicalEncoding(f"DER: {what} is not in the canonical form of its value")
+
+
+# --- public API: metadata ------------------------------------------------------------------
+
+
+def encode_signed_dict(signed: dict[str, Any]) -> bytes:
+    """DER of the JSON shape of a signed part (``Signed.to_dict()``)."""
+    return _encode(lambda: _signed_to_asn(signed), "signed metadata")
+
+
+def encode_metadata_dict(doc: dict[str, Any]) -> bytes:
+    """DER of the JSON shape of a metadata envelope (``Metadata.to_dict()``)."""
+    return _encode(lambda: _metadata_to_asn(doc), "metadata")
+
+
+def encode_signed(signed: Signed) -> bytes:
+    """DER of the signed part: the bytes that DER signatures cover."""
+    return encode_signed_dict(signed.to_dict())
+
+
+def encode_metadata(md: Metadata[Any]) -> bytes:
+    """DER of the whole envelope {signed, signatures}."""
+    return encode_metadata_dict(md.to_dict())
+
+
+def decode_metadata(
+    data: bytes,
+    limits: Limits,
+    *,
+    role_type: str | None = None,
+    cap: int | None = None,
+) -> Metadata[Any]:
+    """Decode DER metadata strictly and under ``limits``; ``role_type`` pins the type,
+    ``cap`` bounds the byte length (default: the cap of ``role_type``, else the largest)."""
+    from uptane.metadata import DER, ROLE_CLASSES, Metadata, Signature
+
+    if cap is None:
+        cap = limits.bytes_for_role(role_type) if role_type else max(limits.role_bytes.values())
+    what = f"{role_type or 'metadata'} DER"
+    data, asn = _parse(data, MetadataAsn, limits, cap, what)
+
+    def to_doc() -> dict[str, Any]:
+        return {
+            **_get_unrec(asn, limits),
+            "signed": _signed_from_asn(asn["signed"], limits),
+            "signatures": _sigs_from_asn(asn["signatures"], limits),
+        }
+
+    doc = _convert(to_doc, what)
+    signed_d = doc.pop("signed")
+    sigs = doc.pop("signatures")
+    t = signed_d["_type"]
+    if role_type is not None and t != role_type:
+        raise MalformedInput(f"expected {role_type} metadata, got {t}", role=role_type)
+    signed = ROLE_CLASSES[t].from_dict(signed_d, limits)
+    md = Metadata(
+        signed,
+        [Signature.from_dict(s, limits) for s in sigs],
+        DER,
+        _signed_span(data),
+        doc,
+    )
+    require_same(data, encode_metadata(md), what)
+    return md
+
+
+# --- public API: manifests -----------------------------------------------------------------
+
+
+def encode_manifest_signed(signed: dict[str, Any]) -> bytes:
+    """DER of the JSON shape of a manifest's signed part (ECU version report or VVM)."""
+    return _encode(lambda: _manifest_signed_to_asn(signed), "manifest")
+
+
+def encode_manifest(doc: dict[str, Any]) -> bytes:
+    """DER of a manifest envelope {signed, signatures} in its JSON shape."""
+
+    def build() -> core.Asn1Value:
+        known, rest = _split(doc, ("signed", "signatures"), "manifest")
+        if rest:
+            raise _bad("a manifest envelope has fields DER cannot carry")
+        signed = _manifest_signed_to_asn(_need(known, "signed", "manifest"))
+        sigs = _sigs_to_asn(_need(known, "signatures", "manifest"))
+        if isinstance(signed, EcuVersionReportSigned):
+            return EcuVersionReport({"signed": signed, "signatures": sigs})
+        return VehicleVersionManifest({"signed": signed, "signatures": sigs})
+
+    return _encode(build, "manifest")
+
+
+def decode_manifest(
+    data: bytes, limits: Limits, *, kind: str, cap: int | None = None
+) -> tuple[dict[str, Any], bytes]:
+    """Decode a DER manifest envelope of ``kind`` (``ECU_REPORT_TYPE`` or ``VVM_TYPE``) into
+    its JSON shape, strictly and under ``limits`` (default cap ``limits.manifest_bytes``).
+
+    Returns the envelope dict and the exact bytes of its signed part. The caller builds its
+    model from the dict and must check :func:`require_same` against the model re-encoded.
+    """
+    spec: type[core.Sequence]
+    if kind == ECU_REPORT_TYPE:
+        spec, signed_fn = EcuVersionReport, _report_signed_from_asn
+    elif kind == VVM_TYPE:
+        spec, signed_fn = VehicleVersionManifest, _vvm_signed_from_asn
+    else:
+        raise ValueError(f"unknown manifest kind {kind!r}")
+    cap = limits.manifest_bytes if cap is None else cap
+    what = f"{kind} DER"
+    data, asn = _parse(data, spec, limits, cap, what)
+
+    def to_doc() -> dict[str, Any]:
+        return {
+            "signed": signed_fn(asn["signed"], limits),
+            "signatures": _sigs_from_asn(asn["signatures"], limits),
+        }
+
+    return _convert(to_doc, what), _signed_span(data)
