@@ -157,6 +157,29 @@ def _role_cap(limits: Limits, role: str, listed: int | None = None) -> int:
     return cap if listed is None else min(cap, listed)
 
 
+def verify_trusted_root(
+    data: bytes, limits: Limits, *, encoding: str = JSON, repository: str | None = None
+) -> Metadata[Root]:
+    """A provisioned or persisted root (§5.4.1, §5.4.4.3 step 1): signed by a threshold of
+    its own root keys. Its expiry is checked by the root loop, not here."""
+    try:
+        root: Metadata[Root] = _decode(
+            data, limits, encoding, "root", limits.bytes_for_role("root")
+        )
+        keys, entry = root.signed.role_keys("root")
+        verify_signed_by(root, keys, entry.keyids, entry.threshold, limits, role="root")
+    except UptaneError as e:
+        raise e.at(repository=repository, role="root") from None
+    return root
+
+
+def peek_version(data: bytes, limits: Limits, *, encoding: str = JSON, role: str = "root") -> int:
+    """The version a (not yet verified) metadata file claims, to skip files already had;
+    never a basis for trust."""
+    md = _decode(data, limits, encoding, role, limits.bytes_for_role(role))
+    return md.signed.version
+
+
 def verify_root_update(
     trusted: Metadata[Root],
     data: bytes,
@@ -422,15 +445,7 @@ class RepositoryTrust:
         self.is_director = (name == "director") if director is None else director
         self.vehicle_id = vehicle_id
         self.ecu_ids = None if ecu_ids is None else frozenset(ecu_ids)
-        try:
-            root: Metadata[Root] = _decode(
-                trusted_root, limits, encoding, "root", limits.bytes_for_role("root")
-            )
-            keys, entry = root.signed.role_keys("root")
-            verify_signed_by(root, keys, entry.keyids, entry.threshold, limits, role="root")
-        except UptaneError as e:
-            raise e.at(repository=name, role="root") from None
-        self.root = root
+        self.root = verify_trusted_root(trusted_root, limits, encoding=encoding, repository=name)
         self.timestamp = None
         self.snapshot = None
         self.targets = None

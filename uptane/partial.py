@@ -1,0 +1,188 @@
+"""Partial verification for a Secondary (Uptane §5.4.4.1), sans-I/O.
+
+A partial-verification Secondary trusts only the Director's root and checks the Director's
+targets metadata: no snapshot or timestamp binding (the Standard lets §5.4.4.6 step 2 be
+skipped), but the threshold of the targets keys, a version that never decreases, expiry
+against the given time, the Director-only checks and the vehicle id, and then this ECU's
+entry (ECU id, hardware id, release counter). Every check is the one in
+:mod:`uptane.trust` / :mod:`uptane.verify`; this module only sequences them.
+
+State: ``root`` and ``targets`` (the latest verified Director files) and their exact bytes in
+``raw`` for the caller to persist. On any failure the previously trusted targets stay
+trusted. Root versions that verified before a later step failed are kept, as in the root
+loop of §5.4.4.3 (each one is signed by the previous root's keys).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from uptane.errors import EndlessDataAttack, MalformedInput, UptaneError
+from uptane.limits import Limits
+from uptane.metadata import DER, Metadata, Root, TargetFile, Targets, decode
+from uptane.trust import (
+    check_director_targets,
+    check_not_expired,
+    peek_version,
+    verify_root_update,
+    verify_signed_by,
+    verify_targets_bytes,
+    verify_trusted_root,
+)
+from uptane.verify import check_target_for_ecu
+
+REPOSITORY = "director"
+
+
+class PartialVerifier:
+    """The Director metadata one Secondary trusts, and the §5.4.4.1 steps over it.
+
+    ``previous_targets`` (optional) is the last Director targets this ECU accepted: it is
+    re-verified against ``director_root`` (signatures only; its expiry does not matter, it
+    is the rollback floor). If it no longer verifies it is dropped and named in
+    ``dropped``.
+    """
+
+    def __init__(
+        self,
+        director_root: bytes,
+        ecu_id: str,
+        hardware_id: str,
+        limits: Limits,
+        *,
+        encoding: str = DER,
+        previous_targets: bytes | None = None,
+        vehicle_id: str | None = None,
+    ) -> None:
+        self.ecu_id = ecu_id
+        self.hardware_id = hardware_id
+        self.limits = limits
+        self.encoding = encoding
+        self.vehicle_id = vehicle_id
+        self.root: Metadata[Root] = verify_trusted_root(
+            director_root, limits, encoding=encoding, repository=REPOSITORY
+        )
+        self.targets: Metadata[Targets] | None = None
+        self.raw: dict[str, bytes] = {"root": bytes(director_root)}
+        self.dropped: list[str] = []
+        if previous_targets is not None:
+            try:
+                md: Metadata[Targets] = _decode_targets(previous_targets, limits, encoding)
+                keys, entry = self.root.signed.role_keys("targets")
+                verify_signed_by(md, keys, entry.keyids, entry.threshold, limits, role="targets")
+            except UptaneError:
+                self.dropped.append("targets")
+            else:
+                self.targets = md
+                self.raw["targets"] = bytes(previous_targets)
+
+    @classmethod
+    def load(
+        cls,
+        files: dict[str, bytes],
+        ecu_id: str,
+        hardware_id: str,
+        limits: Limits,
+        *,
+        encoding: str = DER,
+        vehicle_id: str | None = None,
+    ) -> PartialVerifier:
+        """Rebuild from persisted ``raw`` (``root`` required, ``targets`` optional)."""
+        if "root" not in files:
+            raise MalformedInput("persisted state has no root", repository=REPOSITORY, role="root")
+        return cls(
+            files["root"],
+            ecu_id,
+            hardware_id,
+            limits,
+            encoding=encoding,
+            previous_targets=files.get("targets"),
+            vehicle_id=vehicle_id,
+        )
+
+    def update_roots(self, root_updates: list[bytes] | tuple[bytes, ...], now: datetime) -> int:
+        """§5.4.4.1 (optional) / §5.4.4.3: apply Director root versions N+1, N+2, ... through
+        the same per-step check as full verification; versions already trusted are skipped.
+        When any were given, the final root must not be expired. Returns how many were
+        accepted."""
+        self.limits.check_count("root updates", len(root_updates), self.limits.max_root_rotations)
+        accepted = 0
+        for data in root_updates:
+            try:
+                if peek_version(data, self.limits, encoding=self.encoding) <= (
+                    self.root.signed.version
+                ):
+                    continue
+            except UptaneError as e:
+                raise e.at(repository=REPOSITORY, role="root") from None
+            self.root = verify_root_update(
+                self.root, data, self.limits, encoding=self.encoding, repository=REPOSITORY
+            )
+            self.raw["root"] = bytes(data)
+            accepted += 1
+        if root_updates:
+            # §5.4.4.3 step 4: the latest root is not expired (freeze).
+            check_not_expired(self.root.signed, now, role="root", repository=REPOSITORY)
+        return accepted
+
+    def verify(
+        self,
+        targets_bytes: bytes,
+        now: datetime,
+        *,
+        root_updates: list[bytes] | tuple[bytes, ...] = (),
+        installed_release_counter: int | None = None,
+    ) -> TargetFile | None:
+        """§5.4.4.1: verify the Director targets and return this ECU's entry, or None when
+        the Director lists nothing for this ECU. ``installed_release_counter`` is the
+        release counter of the image installed now (the floor for §5.4.3.4)."""
+        # §5.4.4.1: the Director root first, when the Primary sent newer versions.
+        self.update_roots(root_updates, now)
+        # §5.4.4.6 steps 1, 3, 4, 6 (step 2, the snapshot binding, is skipped for partial
+        # verification as the Standard allows), then the Director-only steps 7–8.
+        keys, entry = self.root.signed.role_keys("targets")
+        new = verify_targets_bytes(
+            targets_bytes,
+            role="targets",
+            keys=keys,
+            keyids=entry.keyids,
+            threshold=entry.threshold,
+            trusted=self.targets,
+            snapshot_meta=None,
+            now=now,
+            limits=self.limits,
+            encoding=self.encoding,
+            repository=REPOSITORY,
+        )
+        check_director_targets(new.signed, vehicle_id=self.vehicle_id, repository=REPOSITORY)
+        # §5.4.3.4: this ECU's entry (at most one: no ECU id repeats), its hardware id and
+        # its release counter.
+        mine = next((t for t in new.signed.targets.values() if self.ecu_id in t.ecu_ids), None)
+        if mine is not None:
+            check_target_for_ecu(
+                mine,
+                self.ecu_id,
+                self.hardware_id,
+                installed_release_counter,
+                repository=REPOSITORY,
+            )
+        # every check passed: the new targets become the trusted ones
+        self.targets = new
+        self.raw["targets"] = bytes(targets_bytes)
+        return mine
+
+    def state(self) -> dict[str, Any]:
+        """Versions of the trusted Director files, for status displays."""
+        return {
+            "repository": REPOSITORY,
+            "root": self.root.signed.version,
+            "targets": None if self.targets is None else self.targets.signed.version,
+        }
+
+
+def _decode_targets(data: bytes, limits: Limits, encoding: str) -> Metadata[Targets]:
+    cap = limits.bytes_for_role("targets")
+    if len(data) > cap:
+        raise EndlessDataAttack(f"{len(data)} bytes exceeds the {cap}-byte cap")
+    return decode(data, limits, encoding=encoding, role_type="targets", cap=cap)
