@@ -1,0 +1,323 @@
+"""``uptane-tuf-client``: the Image-repository half of the Primary as a TUF conformance client.
+
+It runs the TUF client workflow with the same core (:class:`uptane.trust.RepositoryTrust`:
+root loop, timestamp, snapshot, targets, delegations) and the same fetcher as the Primary,
+and follows the command-line protocol of issue 4 (see ``docs/tuf-client.md``)::
+
+    uptane-tuf-client --metadata-dir DIR init TRUSTED_ROOT_FILE
+    uptane-tuf-client --metadata-url URL --metadata-dir DIR refresh
+    uptane-tuf-client --metadata-url URL --metadata-dir DIR --target-name PATH [...]
+                      --target-dir DIR --target-base-url URL download
+
+Exit status 0 on success, 1 on any failure (the reason goes to stderr, one line).
+
+This module holds no verification logic: every decision is the core's. What it adds is
+storage and naming: trusted metadata lives unversioned in DIR (``root.json``,
+``timestamp.json``, ``snapshot.json``, ``targets.json``, ``<encoded role>.json``), each file
+written atomically, and nothing else named ``*.json`` is ever written there. Targets are
+saved in the target directory as ``encode_name(path)`` (``a/b.bin`` -> ``a%2Fb.bin``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import tempfile
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import unquote
+
+from primary.fetcher import Fetcher, HttpMetadataSource, target_url
+from primary.timesource import SystemTime, TimeSource
+from uptane.errors import EndlessDataAttack, MalformedInput, UptaneError
+from uptane.limits import Limits
+from uptane.metadata import JSON, TargetFile
+from uptane.paths import encode_name
+from uptane.trust import RepositoryTrust
+from uptane.verify import ImageVerifier
+
+PROG = "uptane-tuf-client"
+REPOSITORY = "image"
+#: suffix of an unfinished download in the target directory; "#" never appears in an
+#: encoded name (encode_name writes it as %23), so no target can collide with it
+PART_SUFFIX = "#part"
+
+
+class UsageError(Exception):
+    """The command line does not follow the protocol."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as exit status 1 (the protocol has only 0/1)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROG, description="TUF conformance client on the Uptane core.")
+    p.add_argument("--metadata-dir", required=True, help="trusted metadata directory")
+    p.add_argument("--metadata-url", help="base URL of the repository's metadata")
+    p.add_argument(
+        "--target-name", action="append", default=[], help="target path to download (repeat)"
+    )
+    p.add_argument("--target-dir", help="where downloaded targets are saved")
+    p.add_argument("--target-base-url", help="base URL of the repository's targets")
+    p.add_argument(
+        "--limits", default="primary", choices=("primary", "constrained"), help="Limits profile"
+    )
+    p.add_argument("command", choices=("init", "refresh", "download"))
+    p.add_argument("trusted_root", nargs="?", help="init: the trusted root metadata file")
+    return p
+
+
+# --- the metadata directory ---------------------------------------------------------------
+
+
+def role_file(role: str) -> str:
+    """The file name of ``role`` in the metadata directory (one safe path component)."""
+    return encode_name(role) + ".json"
+
+
+def read_metadata_dir(directory: Path, limits: Limits) -> dict[str, bytes]:
+    """Every trusted file in ``directory`` by role name. Only names this client writes are
+    read (``encode_name(role).json``); each read is capped at the role's byte limit."""
+    files: dict[str, bytes] = {}
+    if not directory.is_dir():
+        return files
+    for p in directory.iterdir():
+        if not p.name.endswith(".json") or not p.is_file():
+            continue
+        role = unquote(p.name[: -len(".json")])
+        if role_file(role) != p.name:
+            continue
+        try:
+            files[role] = _read_capped(p, limits.bytes_for_role(role))
+        except EndlessDataAttack:
+            if role == "root":
+                raise
+            # an oversized non-root file cannot be trusted state: leave it out, so the
+            # core starts that role afresh (and the next write removes the file)
+    return files
+
+
+def write_metadata_dir(directory: Path, raw: dict[str, bytes]) -> None:
+    """Make ``directory`` hold exactly the trusted files in ``raw``: changed files are
+    replaced atomically, files of roles no longer trusted are removed."""
+    directory.mkdir(parents=True, exist_ok=True)
+    wanted = {role_file(role): data for role, data in raw.items()}
+    for name, data in wanted.items():
+        path = directory / name
+        with contextlib.suppress(FileNotFoundError):
+            if path.stat().st_size == len(data) and path.read_bytes() == data:
+                continue
+        atomic_write(path, data)
+    removed = False
+    for p in directory.iterdir():
+        if p.name.endswith(".json") and p.name not in wanted and p.is_file():
+            role = unquote(p.name[: -len(".json")])
+            if role_file(role) == p.name:  # only files this client would have written
+                p.unlink()
+                removed = True
+    if removed:
+        _fsync_dir(directory)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Temp file in the same directory (not ``*.json``), fsync, rename, fsync the dir."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, path)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+# --- the client -----------------------------------------------------------------------------
+
+
+class TufClient:
+    """The three commands over one metadata directory. Verification is the core's."""
+
+    def __init__(
+        self,
+        metadata_dir: str | os.PathLike[str],
+        *,
+        metadata_url: str | None = None,
+        limits: Limits | None = None,
+        fetcher: Fetcher | None = None,
+        clock: TimeSource | None = None,
+    ) -> None:
+        self.metadata_dir = Path(metadata_dir)
+        self.metadata_url = metadata_url
+        self.limits = limits or Limits.primary()
+        self.fetcher = fetcher or Fetcher(self.limits, user_agent=f"{PROG}/0.1")
+        self.clock = clock or SystemTime()
+        self.trust: RepositoryTrust | None = None
+
+    # init ---------------------------------------------------------------------------------
+
+    def init(self, trusted_root_file: str | os.PathLike[str]) -> None:
+        """Install ``trusted_root_file`` as the trusted root, with no network. The core
+        checks that it is root metadata signed by a threshold of its own keys."""
+        data = _read_capped(Path(trusted_root_file), self.limits.bytes_for_role("root"))
+        RepositoryTrust(REPOSITORY, data, self.limits, encoding=JSON)
+        self.metadata_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.metadata_dir / role_file("root"), data)
+
+    # refresh ------------------------------------------------------------------------------
+
+    def _source(self) -> HttpMetadataSource:
+        if not self.metadata_url:
+            raise UsageError("--metadata-url is required")
+        return HttpMetadataSource(self.fetcher, self.metadata_url, JSON, repository=REPOSITORY)
+
+    def load(self) -> RepositoryTrust:
+        files = read_metadata_dir(self.metadata_dir, self.limits)
+        if "root" not in files:
+            raise MalformedInput(
+                f"no trusted root in {self.metadata_dir}: run init first",
+                repository=REPOSITORY,
+                role="root",
+            )
+        self.trust = RepositoryTrust.load(REPOSITORY, files, self.limits, encoding=JSON)
+        return self.trust
+
+    def persist(self) -> None:
+        """Write what the core trusts now; also after a failed step, so a root that was
+        accepted before a later failure stays trusted (as TUF clients do)."""
+        if self.trust is not None:
+            write_metadata_dir(self.metadata_dir, self.trust.raw)
+
+    def refresh(self) -> None:
+        """The whole top-level update through the core, persisted whatever the outcome."""
+        trust = self.load()
+        try:
+            trust.refresh(self._source(), self.clock.now())
+        finally:
+            self.persist()
+
+    # download -----------------------------------------------------------------------------
+
+    def find(self, path: str) -> TargetFile:
+        """The core's answer for ``path`` (delegations included); fetched delegated roles
+        are persisted."""
+        assert self.trust is not None
+        try:
+            return self.trust.find_target(path, self._source(), self.clock.now())
+        finally:
+            self.persist()
+
+    def download(
+        self, names: Sequence[str], target_dir: str | os.PathLike[str], base_url: str
+    ) -> None:
+        """Refresh, then find, download and verify each target in turn; stops at the first
+        failure. A verified copy already in ``target_dir`` is not downloaded again."""
+        if not names:
+            raise UsageError("download needs at least one --target-name")
+        self.refresh()
+        out = Path(target_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            target = self.find(name)
+            dest = out / encode_name(name)
+            if self.is_cached(target, dest):
+                continue
+            self.fetcher.download_to(
+                self.url_for(target, base_url),
+                dest,
+                target.length,
+                ImageVerifier(target, self.limits),
+                part_path=out / (encode_name(name) + PART_SUFFIX),
+            )
+
+    def url_for(self, target: TargetFile, base_url: str) -> str:
+        """``base/path``, or ``base/dir/HASH.name`` with consistent snapshots (the first
+        listed hash, as python-tuf does)."""
+        assert self.trust is not None
+        prefix = None
+        if self.trust.root.signed.consistent_snapshot:
+            prefix = next(iter(target.hashes.values()))
+        return target_url(base_url, target.path, prefix)
+
+    def is_cached(self, target: TargetFile, dest: Path) -> bool:
+        """True when ``dest`` holds exactly the target: its length and every hash, checked
+        by the core's streaming verifier."""
+        try:
+            if dest.stat().st_size != target.length:
+                return False
+            verifier = ImageVerifier(target, self.limits)
+            with dest.open("rb") as f:
+                while chunk := f.read(self.limits.chunk_size):
+                    verifier.update(chunk)
+            verifier.finish()
+        except (OSError, UptaneError):
+            return False
+        return True
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point; returns the exit status (0 success, 1 failure)."""
+    try:
+        args = build_parser().parse_args(argv)
+        client = TufClient(
+            args.metadata_dir,
+            metadata_url=args.metadata_url,
+            limits=Limits.named(args.limits),
+        )
+        try:
+            if args.command == "init":
+                if not args.trusted_root:
+                    raise UsageError("init needs TRUSTED_ROOT_FILE")
+                client.init(args.trusted_root)
+            elif args.command == "refresh":
+                client.refresh()
+            else:
+                if not args.target_dir or not args.target_base_url:
+                    raise UsageError("download needs --target-dir and --target-base-url")
+                client.download(args.target_name, args.target_dir, args.target_base_url)
+        finally:
+            client.fetcher.close()
+    except (UsageError, UptaneError, OSError, ValueError) as e:
+        print(f"{PROG}: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    except Exception:  # a bug is still a failure of the command, never exit 0
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def _read_capped(path: Path, cap: int) -> bytes:
+    with path.open("rb") as f:
+        data = f.read(cap + 1)
+    if len(data) > cap:
+        raise EndlessDataAttack(f"{path}: more than the {cap}-byte cap")
+    return data
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
