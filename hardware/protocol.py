@@ -48,6 +48,7 @@ from uptane.errors import (
     LinkTimeout,
     ProtocolVersionMismatch,
     ProtocolViolation,
+    SessionRequired,
     UptaneError,
 )
 from uptane.limits import Limits
@@ -196,7 +197,7 @@ class SecondaryEndpoint:
         if isinstance(msg, Hello):
             return self._hello(msg)
         if not self.in_session:
-            raise ProtocolViolation("no session: send HELLO first")
+            raise SessionRequired("no session: send HELLO first")
         if isinstance(msg, GetReport):
             return Report(report=self.handler.report(msg.nonce))
         if isinstance(msg, PutTime):
@@ -350,6 +351,12 @@ class PrimaryEndpoint:
         self._attempt = 0
         self._deadline = now + self.timeout
         return data
+
+    def restart_timer(self, now: float) -> None:
+        """The request bytes finished leaving this end at ``now``: the current attempt's
+        timeout counts from here (a long transmission does not eat the reply's time)."""
+        if self._pending is not None:
+            self._deadline = now + self.timeout * self.backoff**self._attempt
 
     def next_deadline(self) -> float | None:
         """When :meth:`poll` must be called next, or ``None`` when idle."""

@@ -260,6 +260,12 @@ class ProtocolViolation(MalformedInput):
     attack = "protocol-violation"
 
 
+class SessionRequired(ProtocolViolation):
+    """A link request before the HELLO handshake (or after the Secondary restarted)."""
+
+    code = 114
+
+
 # --- installing into A/B slots on a Secondary (secondary/slots.py) ----------------------
 
 
