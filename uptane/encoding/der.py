@@ -1314,20 +1314,39 @@ def check_structure(data: bytes, limits: Limits, cap: int) -> None:
             pos += length
 
 
+def _header(data: bytes, pos: int) -> tuple[int, int]:
+    """(content start, content length) of the TLV at ``pos`` of checked DER."""
+    first = data[pos + 1]
+    if first < 0x80:
+        return pos + 2, first
+    k = first & 0x7F
+    return pos + 2 + k, int.from_bytes(data[pos + 2 : pos + 2 + k], "big")
+
+
 def _signed_span(data: bytes) -> bytes:
     """The bytes of the first child of the top-level SEQUENCE (the signed part); ``data``
     has passed :func:`check_structure`."""
-
-    def header(pos: int) -> tuple[int, int]:
-        first = data[pos + 1]
-        if first < 0x80:
-            return pos + 2, first
-        k = first & 0x7F
-        return pos + 2 + k, int.from_bytes(data[pos + 2 : pos + 2 + k], "big")
-
-    inner, _ = header(0)
-    start, length = header(inner)
+    inner, _ = _header(data, 0)
+    start, length = _header(data, inner)
     return data[inner : start + length]
+
+
+def _manifest_kind(data: bytes) -> str:
+    """Tell an ECU version report from a VVM by the second field of the signed part
+    (INTEGER latestTime or UTF8String primaryIdentifier); ``data`` has been checked."""
+    try:
+        inner, _ = _header(data, 0)
+        signed, signed_len = _header(data, inner)
+        first, first_len = _header(data, signed)
+        second = first + first_len
+        if data[inner] == 0x30 and second < signed + signed_len:
+            if data[second] == 0x02:
+                return ECU_REPORT_TYPE
+            if data[second] == 0x0C:
+                return VVM_TYPE
+    except IndexError:
+        pass
+    raise _bad("neither an ECU version report nor a vehicle version manifest")
 
 
 def _parse(
@@ -1465,14 +1484,24 @@ def encode_manifest(doc: dict[str, Any]) -> bytes:
 
 
 def decode_manifest(
-    data: bytes, limits: Limits, *, kind: str, cap: int | None = None
+    data: bytes, limits: Limits, *, kind: str | None = None, cap: int | None = None
 ) -> tuple[dict[str, Any], bytes]:
-    """Decode a DER manifest envelope of ``kind`` (``ECU_REPORT_TYPE`` or ``VVM_TYPE``) into
-    its JSON shape, strictly and under ``limits`` (default cap ``limits.manifest_bytes``).
+    """Decode a DER manifest envelope of ``kind`` (``ECU_REPORT_TYPE`` or ``VVM_TYPE``; None:
+    either, told apart by its structure) into its JSON shape, strictly and under ``limits``
+    (default cap ``limits.manifest_bytes``).
 
     Returns the envelope dict and the exact bytes of its signed part. The caller builds its
     model from the dict and must check :func:`require_same` against the model re-encoded.
     """
+    cap = limits.manifest_bytes if cap is None else cap
+    if kind is None:
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise _bad("manifest: expected bytes")
+        data = bytes(data)
+        if len(data) > cap:
+            raise EndlessDataAttack(f"manifest: {len(data)} bytes exceeds the {cap}-byte cap")
+        check_structure(data, limits, cap)
+        kind = _manifest_kind(data)
     spec: type[core.Sequence]
     if kind == ECU_REPORT_TYPE:
         spec, signed_fn = EcuVersionReport, _report_signed_from_asn
@@ -1480,7 +1509,6 @@ def decode_manifest(
         spec, signed_fn = VehicleVersionManifest, _vvm_signed_from_asn
     else:
         raise ValueError(f"unknown manifest kind {kind!r}")
-    cap = limits.manifest_bytes if cap is None else cap
     what = f"{kind} DER"
     data, asn = _parse(data, spec, limits, cap, what)
 

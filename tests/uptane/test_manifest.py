@@ -1,0 +1,332 @@
+"""ECU version reports (§5.4.2.1.2) and vehicle version manifests (§5.4.2.1.1) in JSON and
+DER: round trips, signatures, strict bounded decoding, and the Director's checks (§5.3.2.1)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from uptane.encoding import der
+from uptane.errors import (
+    BadEcuId,
+    BadSignature,
+    EndlessDataAttack,
+    LimitExceeded,
+    MalformedInput,
+    NonCanonicalEncoding,
+    ReplayAttack,
+    RollbackAttack,
+    VehicleMismatch,
+)
+from uptane.keys import ECDSA, ED25519, PrivateKey
+from uptane.limits import CONSTRAINED, PRIMARY
+from uptane.manifest import (
+    ECU_REPORT,
+    VEHICLE_MANIFEST,
+    EcuVersionReport,
+    InstalledImage,
+    SignedManifest,
+    VehicleVersionManifest,
+    attack_indicator,
+    build_vehicle_manifest,
+    check_report,
+    check_report_freshness,
+    check_vehicle_manifest,
+    decode_report,
+    decode_vehicle_manifest,
+)
+from uptane.metadata import DER, JSON, TargetFile
+
+NOW = datetime(2030, 3, 4, 5, 6, 7, tzinfo=UTC)
+ENCODINGS = [JSON, DER]
+
+
+@pytest.fixture(scope="module")
+def ecu_keys() -> dict[str, PrivateKey]:
+    return {
+        "PRIMARY-1": PrivateKey.generate(ED25519),
+        "BRAKE-7": PrivateKey.generate(ECDSA),
+        "RADIO-3": PrivateKey.generate(ED25519),
+    }
+
+
+def make_report(ecu_id: str, **kw) -> EcuVersionReport:
+    tf = TargetFile.from_data(f"{ecu_id.lower()}/fw.bin", b"fw-" + ecu_id.encode(), ("sha256",))
+    fields = {"nonce": b"\x01\x02\x03\x04" * 4, "release_counter": 3, **kw}
+    if "counter" in kw:
+        fields.pop("nonce")
+    return EcuVersionReport(ecu_id, InstalledImage.from_target(tf), NOW, **fields)
+
+
+def signed_report(report: EcuVersionReport, key: PrivateKey, encoding: str):
+    s = SignedManifest(report, encoding=encoding)
+    s.sign(key)
+    return s
+
+
+def make_vvm(ecu_keys, encoding: str, **kw):
+    reports = [
+        signed_report(make_report("PRIMARY-1"), ecu_keys["PRIMARY-1"], encoding),
+        signed_report(
+            make_report("BRAKE-7", counter=41, attack="rollback: release counter 2 < 3"),
+            ecu_keys["BRAKE-7"],
+            encoding,
+        ),
+        signed_report(
+            make_report(
+                "RADIO-3",
+                previous_time=NOW - timedelta(days=1),
+                release_counter=None,
+                unrecognized={"x-slot": "B"},
+            ),
+            ecu_keys["RADIO-3"],
+            encoding,
+        ),
+    ]
+    return build_vehicle_manifest(
+        "VIN0001", "PRIMARY-1", reports, ecu_keys["PRIMARY-1"], encoding=encoding, **kw
+    )
+
+
+# --- round trips and signatures -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_5_4_2_1_2_ecu_report_roundtrip_and_signature(ecu_keys, encoding):
+    report = make_report("BRAKE-7", previous_time=NOW - timedelta(hours=1))
+    s = signed_report(report, ecu_keys["BRAKE-7"], encoding)
+    data = s.to_bytes()
+    back = decode_report(data, PRIMARY, encoding)
+    assert back.signed.to_dict() == report.to_dict()
+    assert back.signed == report
+    assert back.encoding == encoding
+    assert back.signed_bytes == s.signed_bytes
+    assert back.to_bytes() == data
+    back.verify(ecu_keys["BRAKE-7"].key)
+    assert check_report(back, ecu_keys["BRAKE-7"].key, expected_ecu_id="BRAKE-7") == report
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_5_4_2_1_1_vehicle_manifest_roundtrip_and_signatures(ecu_keys, encoding):
+    vvm = make_vvm(ecu_keys, encoding, attack="freeze: director metadata expired")
+    data = vvm.to_bytes()
+    back = decode_vehicle_manifest(data, PRIMARY, encoding)
+    assert back.to_dict() == vvm.to_dict()
+    assert back.to_bytes() == data
+    body = check_vehicle_manifest(
+        back,
+        ecu_keys["PRIMARY-1"].key,
+        expected_vehicle_id="VIN0001",
+        expected_primary_id="PRIMARY-1",
+    )
+    assert body.attack == "freeze: director metadata expired"
+    assert [r.signed.ecu_id for r in body.reports] == ["PRIMARY-1", "BRAKE-7", "RADIO-3"]
+    # §5.3.2.1: each report is checked with that ECU's own key
+    for ecu_id, key in ecu_keys.items():
+        report = body.report_for(ecu_id)
+        assert report is not None and report.encoding == encoding
+        check_report(report, key.key, expected_ecu_id=ecu_id)
+    assert body.report_for("BRAKE-7").signed.attack_name == "rollback"
+    assert body.report_for("nope") is None
+
+
+def test_5_4_2_1_1_der_manifest_signed_bytes_are_the_input(ecu_keys):
+    vvm = make_vvm(ecu_keys, DER)
+    data = vvm.to_bytes()
+    back = decode_vehicle_manifest(data, PRIMARY, DER)
+    assert back.signed_bytes is not None and back.signed_bytes in data
+    for r in back.signed.reports:
+        assert r.signed_bytes in data
+    # the kind is found from the structure when not pinned
+    assert SignedManifest.from_bytes(data, PRIMARY, DER).kind == VEHICLE_MANIFEST
+    one = back.signed.reports[0].to_bytes()
+    assert SignedManifest.from_bytes(one, PRIMARY, DER).kind == ECU_REPORT
+
+
+def test_5_4_2_1_der_is_smaller_than_json(ecu_keys):
+    assert len(make_vvm(ecu_keys, DER).to_bytes()) < 0.6 * len(make_vvm(ecu_keys, JSON).to_bytes())
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_5_3_2_1_report_signed_by_another_key_is_refused(ecu_keys, encoding):
+    s = signed_report(make_report("BRAKE-7"), ecu_keys["RADIO-3"], encoding)
+    back = decode_report(s.to_bytes(), PRIMARY, encoding)
+    with pytest.raises(BadSignature):
+        check_report(back, ecu_keys["BRAKE-7"].key, expected_ecu_id="BRAKE-7")
+    with pytest.raises(BadEcuId):
+        check_report(back, ecu_keys["RADIO-3"].key, expected_ecu_id="RADIO-3")
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_5_3_2_1_tampered_report_inside_manifest_fails_its_ecu_signature(ecu_keys, encoding):
+    vvm = make_vvm(ecu_keys, encoding)
+    brake = vvm.signed.report_for("BRAKE-7")
+    brake.signed.release_counter = 99  # a compromised Primary rewrites a Secondary's report
+    vvm.sign(ecu_keys["PRIMARY-1"])
+    back = decode_vehicle_manifest(vvm.to_bytes(), PRIMARY, encoding)
+    check_vehicle_manifest(back, ecu_keys["PRIMARY-1"].key, expected_vehicle_id="VIN0001")
+    with pytest.raises(BadSignature):
+        check_report(
+            back.signed.report_for("BRAKE-7"), ecu_keys["BRAKE-7"].key, expected_ecu_id="BRAKE-7"
+        )
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_5_3_2_1_manifest_identity_and_signature(ecu_keys, encoding):
+    back = decode_vehicle_manifest(make_vvm(ecu_keys, encoding).to_bytes(), PRIMARY, encoding)
+    with pytest.raises(VehicleMismatch):
+        check_vehicle_manifest(back, ecu_keys["PRIMARY-1"].key, expected_vehicle_id="VIN0002")
+    with pytest.raises(BadEcuId):
+        check_vehicle_manifest(
+            back,
+            ecu_keys["PRIMARY-1"].key,
+            expected_vehicle_id="VIN0001",
+            expected_primary_id="OTHER",
+        )
+    with pytest.raises(BadSignature):
+        check_vehicle_manifest(back, ecu_keys["BRAKE-7"].key, expected_vehicle_id="VIN0001")
+
+
+def test_5_3_2_1_signatures_do_not_cross_encodings(ecu_keys):
+    s = signed_report(make_report("BRAKE-7"), ecu_keys["BRAKE-7"], JSON)
+    as_der = decode_report(s.to_bytes(DER), PRIMARY, DER)
+    with pytest.raises(BadSignature):
+        as_der.verify(ecu_keys["BRAKE-7"].key)
+    with pytest.raises(MalformedInput):
+        build_vehicle_manifest("VIN", "P", [s], ecu_keys["PRIMARY-1"], encoding=DER)
+
+
+def test_5_4_2_1_2_report_carries_attack_indicator():
+    report = make_report("BRAKE-7", attack=attack_indicator(RollbackAttack("counter 2 < 3")))
+    assert report.attack == "rollback: counter 2 < 3"
+    assert report.attack_name == "rollback"
+    assert make_report("BRAKE-7").attack_name is None
+
+
+def test_5_4_2_1_2_report_needs_exactly_one_of_nonce_and_counter():
+    img = InstalledImage("f", 1, {"sha256": "00"})
+    with pytest.raises(MalformedInput):
+        EcuVersionReport("X", img, NOW, nonce=b"\x01", counter=1)
+    with pytest.raises(MalformedInput):
+        EcuVersionReport("X", img, NOW)
+    d = make_report("X").to_dict()
+    d["counter"] = 5
+    with pytest.raises(MalformedInput):
+        EcuVersionReport.from_dict(d, PRIMARY)
+    del d["nonce"], d["counter"]
+    with pytest.raises(MalformedInput):
+        EcuVersionReport.from_dict(d, PRIMARY)
+
+
+# --- the Director's freshness check (§5.3.2.1) ---------------------------------------------
+
+
+def test_5_3_2_1_reused_nonce_is_a_replay():
+    report = make_report("BRAKE-7", nonce=b"n1")
+    check_report_freshness(report, None, NOW, timedelta(minutes=5))
+    check_report_freshness(report, {b"n0"}, NOW, timedelta(minutes=5))
+    with pytest.raises(ReplayAttack):
+        check_report_freshness(report, {b"n0", b"n1"}, NOW, timedelta(minutes=5))
+    with pytest.raises(ReplayAttack):
+        check_report_freshness(report, 4, NOW, timedelta(minutes=5))
+
+
+def test_5_3_2_1_counter_must_increase():
+    report = make_report("BRAKE-7", counter=10)
+    check_report_freshness(report, None, NOW, timedelta(minutes=5))
+    check_report_freshness(report, 9, NOW, timedelta(minutes=5))
+    for last in (10, 11):
+        with pytest.raises(ReplayAttack):
+            check_report_freshness(report, last, NOW, timedelta(minutes=5))
+    with pytest.raises(ReplayAttack):
+        check_report_freshness(report, [b"n"], NOW, timedelta(minutes=5))
+
+
+def test_5_3_2_1_report_time_must_be_recent():
+    report = make_report("BRAKE-7", counter=10)
+    skew = timedelta(minutes=5)
+    check_report_freshness(report, 9, NOW + skew, skew)
+    with pytest.raises(ReplayAttack):
+        check_report_freshness(report, 9, NOW + skew + timedelta(seconds=1), skew)
+    with pytest.raises(ReplayAttack):
+        check_report_freshness(report, 9, NOW - skew - timedelta(seconds=1), skew)
+
+
+def test_5_3_2_1_expected_nonce_of_this_cycle(ecu_keys):
+    s = signed_report(make_report("BRAKE-7", nonce=b"cycle-2"), ecu_keys["BRAKE-7"], DER)
+    key = ecu_keys["BRAKE-7"].key
+    check_report(s, key, expected_ecu_id="BRAKE-7", expected_nonce=b"cycle-2")
+    with pytest.raises(ReplayAttack):
+        check_report(s, key, expected_ecu_id="BRAKE-7", expected_nonce=b"cycle-3")
+
+
+# --- strict, bounded decoding -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_manifest_byte_cap_and_ecu_cap(ecu_keys, encoding):
+    data = make_vvm(ecu_keys, encoding).to_bytes()
+    with pytest.raises(EndlessDataAttack):
+        decode_vehicle_manifest(data, PRIMARY.replace(manifest_bytes=len(data) - 1), encoding)
+    with pytest.raises(LimitExceeded):
+        decode_vehicle_manifest(data, PRIMARY.replace(max_ecus=2), encoding)
+    assert decode_vehicle_manifest(data, CONSTRAINED, encoding).signed.vehicle_id == "VIN0001"
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_manifest_refuses_wrong_kind_and_duplicates(ecu_keys, encoding):
+    vvm = make_vvm(ecu_keys, encoding)
+    with pytest.raises(MalformedInput):
+        decode_report(vvm.to_bytes(), PRIMARY, encoding)
+    vvm.signed.reports.append(vvm.signed.reports[0])
+    vvm.sign(ecu_keys["PRIMARY-1"])
+    with pytest.raises(MalformedInput, match="two reports"):
+        decode_vehicle_manifest(vvm.to_bytes(), PRIMARY, encoding)
+
+
+def test_manifest_strings_are_bounded(ecu_keys):
+    for encoding in ENCODINGS:
+        s = signed_report(make_report("E" * 300), ecu_keys["BRAKE-7"], encoding)
+        with pytest.raises(LimitExceeded):
+            decode_report(s.to_bytes(), PRIMARY, encoding)
+        s = signed_report(make_report("E", nonce=b"\x00" * 65), ecu_keys["BRAKE-7"], encoding)
+        with pytest.raises(LimitExceeded):
+            decode_report(s.to_bytes(), PRIMARY, encoding)
+
+
+def test_json_report_must_write_back_unchanged(ecu_keys):
+    s = signed_report(make_report("BRAKE-7"), ecu_keys["BRAKE-7"], JSON)
+    text = s.to_bytes().decode()
+    odd = text.replace("2030-03-04T05:06:07Z", "2030-3-04T05:06:07Z")
+    with pytest.raises(NonCanonicalEncoding):
+        decode_report(odd.encode(), PRIMARY, JSON)
+    with pytest.raises(MalformedInput):
+        decode_report(text.replace('"signatures"', '"extra":1,"signatures"').encode(), PRIMARY)
+    # non-canonical JSON *bytes* are fine: the signature covers the canonical form
+    spaced = text.replace(",", ", ").encode()
+    decode_report(spaced, PRIMARY, JSON).verify(ecu_keys["BRAKE-7"].key)
+
+
+def test_der_manifest_is_strict(ecu_keys):
+    data = signed_report(make_report("BRAKE-7", counter=5), ecu_keys["BRAKE-7"], DER).to_bytes()
+    with pytest.raises(MalformedInput, match="trailing"):
+        decode_report(data + b"\x00", PRIMARY, DER)
+    inner = data[2:] if data[1] < 0x80 else data[2 + (data[1] & 0x7F) :]
+    with pytest.raises(NonCanonicalEncoding):
+        decode_report(b"\x30\x80" + inner + b"\x00\x00", PRIMARY, DER)
+    with pytest.raises(MalformedInput):
+        der.decode_manifest(data, PRIMARY, kind=VEHICLE_MANIFEST)
+    with pytest.raises(MalformedInput):
+        SignedManifest.from_bytes(b"\x30\x03\x30\x01\x05", PRIMARY, DER)
+    # nonce and counter both present in DER is refused by the model
+    doc = SignedManifest.from_bytes(data, PRIMARY, DER).to_dict()
+    doc["signed"]["nonce"] = "00"
+    with pytest.raises(MalformedInput):
+        SignedManifest.from_bytes(der.encode_manifest(doc), PRIMARY, DER)
+
+
+def test_vehicle_manifest_dataclass_defaults():
+    vvm = VehicleVersionManifest("VIN", "P")
+    assert vvm.to_dict()["ecu_version_reports"] == []
+    assert VehicleVersionManifest.from_dict(vvm.to_dict(), PRIMARY) == vvm

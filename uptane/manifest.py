@@ -1,0 +1,503 @@
+"""ECU version reports (§5.4.2.1.2) and vehicle version manifests (§5.4.2.1.1): built,
+signed and checked, in canonical JSON and in DER (docs/der-profile.md, ECUModule).
+
+- :class:`EcuVersionReport`: what one ECU says it runs. It names the ECU, the installed
+  image (filename, length, hashes), its release counter, the attack indicator (an
+  :mod:`uptane.errors` attack name and message, or None), the latest verified secure time,
+  and a value that changes every cycle: a ``nonce`` (bytes) or a ``counter`` (int), exactly
+  one of them.
+- :class:`VehicleVersionManifest`: what the Primary sends the Director: the vehicle id, the
+  Primary's ECU id, and every ECU's *signed* report (each its own envelope, so the Director
+  checks each with that ECU's key), plus an optional attack indicator of the Primary.
+- :class:`SignedManifest`: the envelope ``{"signed": ..., "signatures": [...]}``, the same
+  shape as metadata. JSON signatures cover the canonical JSON of ``signed``; DER signatures
+  cover the DER of the signed part. ``signed_bytes`` is what was signed.
+
+Decoding (:func:`decode_report`, :func:`decode_vehicle_manifest`,
+:meth:`SignedManifest.from_bytes`) is bounded by ``limits.manifest_bytes``,
+``limits.max_ecus`` and the string and count caps, and strict: the decoded value must
+write back to exactly what was signed, so a checked manifest can be stored and forwarded.
+
+Checks: :func:`check_report` and :func:`check_vehicle_manifest` verify signatures and
+identities only; :func:`check_report_freshness` is the Director's pure anti-replay check
+(§5.3.2.1: reject a reused nonce or a counter that did not increase, and a report time
+outside the accepted window).
+
+JSON shapes (field names are this project's; DER uses the ASN.1 names)::
+
+    ECU version report signed part
+    {"_type": "ecu_version_report", "ecu_id": str,
+     "installed_image": {"filename": str, "length": int, "hashes": {alg: hex}},
+     "latest_time": "YYYY-MM-DDTHH:MM:SSZ", "previous_time"?: same,
+     "release_counter"?: int, "attack"?: str, "nonce"?: hex | "counter"?: int, ...}
+
+    vehicle version manifest signed part
+    {"_type": "vehicle_version_manifest", "vehicle_id": str, "primary_id": str,
+     "ecu_version_reports": [{"signed": ..., "signatures": [...]}, ...], "attack"?: str, ...}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, ClassVar, Generic, TypeVar
+
+from uptane.encoding import der
+from uptane.encoding.json import canonical, loads
+from uptane.errors import (
+    BadEcuId,
+    MalformedInput,
+    NonCanonicalEncoding,
+    ReplayAttack,
+    UptaneError,
+    VehicleMismatch,
+)
+from uptane.keys import Key, Signer
+from uptane.limits import Limits
+from uptane.metadata import (
+    DER,
+    JSON,
+    Signature,
+    TargetFile,
+    _hashes,
+    _nonneg,
+    _obj,
+    _opt,
+    _take,
+    format_expires,
+    parse_expires,
+)
+from uptane.signatures import check_single
+
+ECU_REPORT = der.ECU_REPORT_TYPE
+VEHICLE_MANIFEST = der.VVM_TYPE
+#: the longest nonce accepted, in bytes
+MAX_NONCE_BYTES = 64
+
+
+def attack_indicator(error: UptaneError) -> str:
+    """The attack indicator a report carries for ``error``: ``"<attack>: <message>"``."""
+    return f"{error.attack}: {error.message}"
+
+
+def _time(d: dict[str, Any], key: str, what: str, required: bool) -> datetime | None:
+    value = _take(d, key, str, what) if required else _opt(d, key, str, what)
+    if value is None:
+        return None
+    parsed = parse_expires(value)
+    if format_expires(parsed) != value:
+        raise NonCanonicalEncoding(f"{what}: {key} is not written as YYYY-MM-DDTHH:MM:SSZ")
+    return parsed
+
+
+def _ident(d: dict[str, Any], key: str, what: str, limits: Limits) -> str:
+    value = _take(d, key, str, what)
+    if not value:
+        raise MalformedInput(f"{what}: {key} must not be empty")
+    limits.check_string(key, value, limits.max_identifier)
+    return value
+
+
+def _attack(d: dict[str, Any], what: str, limits: Limits) -> str | None:
+    value = _opt(d, "attack", str, what)
+    if value is not None:
+        limits.check_string("attack indicator", value)
+    return value
+
+
+@dataclass
+class InstalledImage:
+    """The image an ECU runs: filename, length and hashes, as its targets entry lists them."""
+
+    filename: str
+    length: int
+    hashes: dict[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"filename": self.filename, "length": self.length, "hashes": dict(self.hashes)}
+
+    @classmethod
+    def from_dict(cls, d: Any, limits: Limits) -> InstalledImage:
+        d = _obj(d, "installed_image")
+        filename = _take(d, "filename", str, "installed_image")
+        limits.check_string("installed filename", filename)
+        length = _nonneg(_take(d, "length", int, "installed_image"), "installed length")
+        hashes = _hashes(_take(d, "hashes", dict, "installed_image"), "installed_image", limits)
+        if not hashes:
+            raise MalformedInput("installed_image: at least one hash is required")
+        if d:
+            raise MalformedInput(f"installed_image: unknown fields {sorted(d)[:4]}")
+        return cls(filename, length, hashes)
+
+    @classmethod
+    def from_target(cls, target: TargetFile) -> InstalledImage:
+        """The installed image described by the targets entry it was installed from."""
+        return cls(target.path, target.length, dict(target.hashes))
+
+
+@dataclass
+class EcuVersionReport:
+    """The signed part of an ECU version report (§5.4.2.1.2)."""
+
+    _type: ClassVar[str] = ECU_REPORT
+    ecu_id: str
+    installed: InstalledImage
+    latest_time: datetime
+    nonce: bytes | None = None
+    counter: int | None = None
+    release_counter: int | None = None
+    attack: str | None = None
+    previous_time: datetime | None = None
+    unrecognized: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if (self.nonce is None) == (self.counter is None):
+            raise MalformedInput("an ECU version report has exactly one of nonce and counter")
+
+    @property
+    def type(self) -> str:
+        return self._type
+
+    @property
+    def attack_name(self) -> str | None:
+        """The attack named by the indicator (the text before the first colon)."""
+        return None if self.attack is None else self.attack.split(":", 1)[0].strip()
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            **self.unrecognized,
+            "_type": self._type,
+            "ecu_id": self.ecu_id,
+            "installed_image": self.installed.to_dict(),
+            "latest_time": format_expires(self.latest_time),
+        }
+        if self.previous_time is not None:
+            d["previous_time"] = format_expires(self.previous_time)
+        if self.release_counter is not None:
+            d["release_counter"] = self.release_counter
+        if self.attack is not None:
+            d["attack"] = self.attack
+        if self.nonce is not None:
+            d["nonce"] = self.nonce.hex()
+        if self.counter is not None:
+            d["counter"] = self.counter
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Any, limits: Limits) -> EcuVersionReport:
+        what = "ECU version report"
+        d = _obj(d, what)
+        if _take(d, "_type", str, what) != ECU_REPORT:
+            raise MalformedInput(f"{what}: wrong _type")
+        ecu_id = _ident(d, "ecu_id", what, limits)
+        installed = InstalledImage.from_dict(_take(d, "installed_image", dict, what), limits)
+        latest = _time(d, "latest_time", what, True)
+        previous = _time(d, "previous_time", what, False)
+        rc = _opt(d, "release_counter", int, what)
+        if rc is not None:
+            _nonneg(rc, "release_counter")
+        attack = _attack(d, what, limits)
+        nonce_hex = _opt(d, "nonce", str, what)
+        counter = _opt(d, "counter", int, what)
+        nonce = None
+        if nonce_hex is not None:
+            limits.check_string("nonce", nonce_hex, 2 * MAX_NONCE_BYTES)
+            try:
+                nonce = bytes.fromhex(nonce_hex)
+            except ValueError:
+                raise MalformedInput(f"{what}: nonce is not hex") from None
+            if not nonce:
+                raise MalformedInput(f"{what}: the nonce must not be empty")
+        if counter is not None:
+            _nonneg(counter, "counter")
+        if (nonce is None) == (counter is None):
+            raise MalformedInput(f"{what}: exactly one of nonce and counter is required")
+        assert latest is not None
+        return cls(ecu_id, installed, latest, nonce, counter, rc, attack, previous, d)
+
+
+@dataclass
+class VehicleVersionManifest:
+    """The signed part of a vehicle version manifest (§5.4.2.1.1)."""
+
+    _type: ClassVar[str] = VEHICLE_MANIFEST
+    vehicle_id: str
+    primary_id: str
+    reports: list[SignedManifest[EcuVersionReport]] = field(default_factory=list)
+    attack: str | None = None
+    unrecognized: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def type(self) -> str:
+        return self._type
+
+    def report_for(self, ecu_id: str) -> SignedManifest[EcuVersionReport] | None:
+        """The signed report of ``ecu_id``, if the manifest has one."""
+        for r in self.reports:
+            if r.signed.ecu_id == ecu_id:
+                return r
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            **self.unrecognized,
+            "_type": self._type,
+            "vehicle_id": self.vehicle_id,
+            "primary_id": self.primary_id,
+            "ecu_version_reports": [r.to_dict() for r in self.reports],
+        }
+        if self.attack is not None:
+            d["attack"] = self.attack
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Any, limits: Limits, *, encoding: str = JSON) -> VehicleVersionManifest:
+        """Build from the JSON shape; nested reports get ``signed_bytes`` in ``encoding``."""
+        what = "vehicle version manifest"
+        d = _obj(d, what)
+        if _take(d, "_type", str, what) != VEHICLE_MANIFEST:
+            raise MalformedInput(f"{what}: wrong _type")
+        vehicle_id = _ident(d, "vehicle_id", what, limits)
+        primary_id = _ident(d, "primary_id", what, limits)
+        docs = _take(d, "ecu_version_reports", list, what)
+        limits.check_count("ECU version reports", len(docs), limits.max_ecus)
+        reports: list[SignedManifest[EcuVersionReport]] = []
+        seen: set[str] = set()
+        for doc in docs:
+            report = SignedManifest.from_dict(doc, limits, kind=ECU_REPORT, encoding=encoding)
+            ecu_id = report.signed.ecu_id
+            if ecu_id in seen:
+                raise MalformedInput(f"{what}: two reports for ECU {ecu_id[:64]!r}")
+            seen.add(ecu_id)
+            reports.append(report)
+        attack = _attack(d, what, limits)
+        return cls(vehicle_id, primary_id, reports, attack, d)
+
+
+M = TypeVar("M", EcuVersionReport, VehicleVersionManifest)
+
+_KINDS: dict[str, Any] = {ECU_REPORT: EcuVersionReport, VEHICLE_MANIFEST: VehicleVersionManifest}
+
+
+@dataclass
+class SignedManifest(Generic[M]):
+    """A signed report or manifest, with the exact bytes its signatures cover."""
+
+    signed: M
+    signatures: list[Signature] = field(default_factory=list)
+    encoding: str = JSON
+    signed_bytes: bytes | None = None
+
+    @property
+    def kind(self) -> str:
+        return self.signed.type
+
+    def payload(self, encoding: str | None = None) -> bytes:
+        """The bytes a signature covers in ``encoding`` (default: this envelope's)."""
+        enc = encoding or self.encoding
+        if enc == JSON:
+            return canonical(self.signed.to_dict())
+        if enc == DER:
+            return der.encode_manifest_signed(self.signed.to_dict())
+        raise MalformedInput(f"unknown encoding {enc!r}")
+
+    def sign(self, signer: Signer, *, append: bool = False) -> Signature:
+        """Sign the signed part; replaces earlier signatures unless ``append``."""
+        self.signed_bytes = self.payload()
+        sig = Signature(signer.key.keyid, signer.sign(self.signed_bytes))
+        kept = [s for s in self.signatures if s.keyid != sig.keyid] if append else []
+        self.signatures = [*kept, sig]
+        return sig
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "signed": self.signed.to_dict(),
+            "signatures": [s.to_dict() for s in self.signatures],
+        }
+
+    def to_bytes(self, encoding: str | None = None) -> bytes:
+        """The whole envelope in canonical JSON or DER (default: this envelope's encoding).
+        Signatures made in one encoding do not verify in the other."""
+        enc = encoding or self.encoding
+        if enc == JSON:
+            return canonical(self.to_dict())
+        if enc == DER:
+            return der.encode_manifest(self.to_dict())
+        raise MalformedInput(f"unknown encoding {enc!r}")
+
+    def verify(self, key: Key) -> None:
+        """Raise :class:`~uptane.errors.BadSignature` unless ``key`` signed this."""
+        payload = self.signed_bytes if self.signed_bytes is not None else self.payload()
+        what = self.kind.replace("_", " ")
+        check_single(payload, self.signatures, key, what)
+
+    @classmethod
+    def from_dict(
+        cls, doc: Any, limits: Limits, *, kind: str | None = None, encoding: str = JSON
+    ) -> SignedManifest[Any]:
+        """Build from the JSON shape of an envelope. For JSON, ``signed_bytes`` is the
+        canonical JSON of the ``signed`` object received; for DER, the DER of the signed
+        part (the DER decoder checks it equals the input)."""
+        doc = _obj(doc, "manifest")
+        sigs = _take(doc, "signatures", list, "manifest")
+        signed_d = _take(doc, "signed", dict, "manifest")
+        if doc:
+            raise MalformedInput(f"manifest envelope: unknown fields {sorted(doc)[:4]}")
+        limits.check_count("signatures", len(sigs), limits.max_signatures)
+        t = signed_d.get("_type")
+        if t not in _KINDS or (kind is not None and t != kind):
+            raise MalformedInput(f"expected a {kind or 'manifest'}, got {str(t)[:40]!r}")
+        received = canonical(signed_d) if encoding == JSON else None
+        if t == VEHICLE_MANIFEST:
+            signed: Any = VehicleVersionManifest.from_dict(signed_d, limits, encoding=encoding)
+        else:
+            signed = EcuVersionReport.from_dict(signed_d, limits)
+        out = cls(signed, [Signature.from_dict(s, limits) for s in sigs], encoding)
+        out.signed_bytes = out.payload()
+        if received is not None and received != out.signed_bytes:
+            raise NonCanonicalEncoding(f"{t}: the signed part does not write back unchanged")
+        return out
+
+    @classmethod
+    def from_bytes(
+        cls,
+        data: bytes,
+        limits: Limits,
+        encoding: str = JSON,
+        *,
+        kind: str | None = None,
+        cap: int | None = None,
+    ) -> SignedManifest[Any]:
+        """Decode a report or manifest under ``limits`` (``cap`` defaults to
+        ``limits.manifest_bytes``); ``kind`` pins ECU_REPORT or VEHICLE_MANIFEST."""
+        cap = limits.manifest_bytes if cap is None else cap
+        if encoding == JSON:
+            doc = loads(data, limits, cap=cap, what=f"{kind or 'manifest'} JSON")
+            return cls.from_dict(doc, limits, kind=kind, encoding=JSON)
+        if encoding != DER:
+            raise MalformedInput(f"unknown encoding {encoding!r}")
+        doc, signed_span = der.decode_manifest(data, limits, kind=kind, cap=cap)
+        out = cls.from_dict(doc, limits, kind=kind, encoding=DER)
+        der.require_same(bytes(data), out.to_bytes(DER), f"{out.kind} DER")
+        out.signed_bytes = signed_span
+        return out
+
+
+def decode_report(
+    data: bytes, limits: Limits, encoding: str = JSON
+) -> SignedManifest[EcuVersionReport]:
+    """Decode one signed ECU version report (from a Secondary, or stored)."""
+    return SignedManifest.from_bytes(data, limits, encoding, kind=ECU_REPORT)
+
+
+def decode_vehicle_manifest(
+    data: bytes, limits: Limits, encoding: str = JSON
+) -> SignedManifest[VehicleVersionManifest]:
+    """Decode one signed vehicle version manifest (at the Director)."""
+    return SignedManifest.from_bytes(data, limits, encoding, kind=VEHICLE_MANIFEST)
+
+
+def build_vehicle_manifest(
+    vehicle_id: str,
+    primary_id: str,
+    reports: list[SignedManifest[EcuVersionReport]],
+    signer: Signer,
+    *,
+    encoding: str = JSON,
+    attack: str | None = None,
+) -> SignedManifest[VehicleVersionManifest]:
+    """§5.4.2.1.1: the Primary wraps every ECU's signed report (its own included) and signs.
+    Reports are carried as signed, in the manifest's encoding."""
+    for r in reports:
+        if r.encoding != encoding:
+            raise MalformedInput(
+                f"report of {r.signed.ecu_id!r} is signed in {r.encoding}, manifest is {encoding}"
+            )
+    vvm = SignedManifest(VehicleVersionManifest(vehicle_id, primary_id, list(reports), attack))
+    vvm.encoding = encoding
+    vvm.sign(signer)
+    return vvm
+
+
+# --- checks ----------------------------------------------------------------------------------
+
+
+def check_report(
+    report: SignedManifest[EcuVersionReport],
+    key: Key,
+    *,
+    expected_ecu_id: str,
+    expected_nonce: bytes | None = None,
+) -> EcuVersionReport:
+    """Signature and identity of one ECU version report (§5.3.2.1: each report is signed by
+    its ECU's key). ``expected_nonce``, when given, is the nonce this cycle handed out.
+    Freshness policy is :func:`check_report_freshness`."""
+    body = report.signed
+    if not isinstance(body, EcuVersionReport):
+        raise MalformedInput("not an ECU version report")
+    if body.ecu_id != expected_ecu_id:
+        raise BadEcuId(f"report names ECU {body.ecu_id[:64]!r}, expected {expected_ecu_id!r}")
+    report.verify(key)
+    if expected_nonce is not None and body.nonce != expected_nonce:
+        raise ReplayAttack(f"report of {expected_ecu_id!r} does not carry this cycle's nonce")
+    return body
+
+
+def check_vehicle_manifest(
+    manifest: SignedManifest[VehicleVersionManifest],
+    primary_key: Key,
+    *,
+    expected_vehicle_id: str,
+    expected_primary_id: str | None = None,
+) -> VehicleVersionManifest:
+    """Signature and identity of a vehicle version manifest (§5.3.2.1: the Primary's
+    signature, the vehicle it names). Each report inside is checked with
+    :func:`check_report` against the inventory's key for its ECU."""
+    body = manifest.signed
+    if not isinstance(body, VehicleVersionManifest):
+        raise MalformedInput("not a vehicle version manifest")
+    if body.vehicle_id != expected_vehicle_id:
+        raise VehicleMismatch(
+            f"manifest names vehicle {body.vehicle_id[:64]!r}, expected {expected_vehicle_id!r}"
+        )
+    if expected_primary_id is not None and body.primary_id != expected_primary_id:
+        raise BadEcuId(
+            f"manifest names Primary {body.primary_id[:64]!r}, expected {expected_primary_id!r}"
+        )
+    manifest.verify(primary_key)
+    return body
+
+
+def check_report_freshness(
+    report: EcuVersionReport,
+    seen: Collection[bytes] | int | None,
+    now: datetime,
+    max_skew: timedelta,
+) -> None:
+    """§5.3.2.1 (Director, anti-replay): refuse a report whose nonce was seen before
+    (``seen``: the nonces already used by this ECU) or whose counter does not exceed the
+    last accepted one (``seen``: that counter); ``None`` means no earlier report. The
+    report's latest verified time must lie within ``max_skew`` of ``now`` (Standard 2.1.0:
+    the Director SHOULD check the time in the report). Raises
+    :class:`~uptane.errors.ReplayAttack`; records nothing (the caller stores the nonce or
+    counter once the whole manifest is accepted)."""
+    who = report.ecu_id[:64]
+    if report.nonce is not None:
+        if isinstance(seen, int):
+            raise ReplayAttack(f"ECU {who!r} sent a nonce where a counter was expected")
+        if seen is not None and report.nonce in seen:
+            raise ReplayAttack(f"ECU {who!r} reused a nonce")
+    else:
+        if seen is not None and not isinstance(seen, int):
+            raise ReplayAttack(f"ECU {who!r} sent a counter where a nonce was expected")
+        assert report.counter is not None
+        if seen is not None and report.counter <= seen:
+            raise ReplayAttack(
+                f"ECU {who!r} counter {report.counter} does not exceed the last one, {seen}"
+            )
+    if not now - max_skew <= report.latest_time <= now + max_skew:
+        raise ReplayAttack(
+            f"ECU {who!r} report time {format_expires(report.latest_time)} is outside "
+            f"{max_skew} of {format_expires(now)}"
+        )
