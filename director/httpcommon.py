@@ -85,3 +85,67 @@ def install_error_handlers(app, extra: dict[type[Exception], int] | None = None)
     app.add_exception_handler(UptaneError, handler_for(None))
     for cls, status in (extra or {}).items():
         app.add_exception_handler(cls, handler_for(status))
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class BodyCap:
+    """ASGI middleware: refuse any request body over ``cap`` bytes with 413, whether the
+    size is declared (Content-Length) or only discovered while streaming."""
+
+    def __init__(self, app, cap: int) -> None:  # type: ignore[no-untyped-def]
+        self.app = app
+        self.cap = cap
+
+    async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    too_big = int(value) > self.cap
+                except ValueError:
+                    too_big = False
+                if too_big:
+                    await self._reject(send)
+                    return
+        seen = 0
+        started = False
+
+        async def capped_receive():  # type: ignore[no-untyped-def]
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.cap:
+                    raise _TooLarge
+            return msg
+
+        async def tracking_send(msg):  # type: ignore[no-untyped-def]
+            nonlocal started
+            if msg["type"] == "http.response.start":
+                started = True
+            await send(msg)
+
+        try:
+            await self.app(scope, capped_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await self._reject(send)
+
+    async def _reject(self, send) -> None:  # type: ignore[no-untyped-def]
+        body = f'{{"detail":"request body exceeds the {self.cap}-byte cap"}}'.encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})

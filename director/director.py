@@ -1,0 +1,808 @@
+"""The Director (§5.3.2): inventory, assignments and bundles, per-vehicle metadata.
+
+:class:`Director` is the service layer that the HTTP app and the CLI share. Every change is
+one database transaction; per-vehicle metadata is built and signed with
+:class:`uptane.repository.RepositoryBuilder` inside that transaction, so versions only
+grow and nothing half-written is visible. Signed bytes are cached in memory: an unchanged
+poll costs at most one indexed lookup.
+
+Directory layout of a Director ``DIR``: ``director.json`` (configuration, the SHA-256 of the
+admin token), ``online-keys/`` (targets, snapshot, timestamp), ``root/N.root.EXT`` (the
+offline-signed Director root), ``image-root.json`` (the pinned Image-repository root) and,
+by default, ``inventory.db``. The Director root key lives in ``DIR.offline-keys``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from director import inventory as inv
+from director.fileio import atomic_write, read_json, write_json
+from director.imageview import ImageRepoView, source_for
+from director.keysource import FileKeySource, KeySource, generate
+from director.repostate import available_encodings
+from uptane.errors import BadEcuId, TargetNotFound, UptaneError
+from uptane.keys import ED25519, Key
+from uptane.limits import Limits
+from uptane.metadata import DER, JSON, TargetFile, Targets, decode
+from uptane.paths import check_target_path
+from uptane.repository import RepositoryBuilder
+
+VIN_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+ECU_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+HWID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+
+DEFAULT_EXPIRY_DAYS = {"targets": 30.0, "snapshot": 7.0, "timestamp": 1.0}
+
+
+class NotFound(Exception):
+    """A vehicle, ECU or assignment that does not exist (HTTP 404)."""
+
+
+class Conflict(Exception):
+    """A request that contradicts the current state (HTTP 409)."""
+
+
+class Invalid(Exception):
+    """A well-formed request with values the Director refuses (HTTP 422)."""
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def _ts(t: datetime) -> int:
+    return int(t.timestamp())
+
+
+def _dt(t: int | None) -> str | None:
+    return None if t is None else datetime.fromtimestamp(t, UTC).isoformat()
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def default_offline_dir(director_dir: Path) -> Path:
+    return director_dir.parent / f"{director_dir.name}.offline-keys"
+
+
+@dataclass
+class EcuSpec:
+    """An ECU to register: its serial (ECU id), hardware id, public key, primary flag."""
+
+    serial: str
+    hardware_id: str
+    public_key: Key
+    primary: bool = False
+
+
+@dataclass
+class Config:
+    """``director.json``."""
+
+    db_url: str
+    image_repo: str
+    admin_token_sha256: str
+    expiry_days: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_EXPIRY_DAYS))
+    max_body_bytes: int = 1024 * 1024
+    report_skew_seconds: int = 300
+    cache_seconds: float = 2.0
+
+    @classmethod
+    def load(cls, path: Path) -> Config:
+        d = read_json(path)
+        if d is None:
+            raise FileNotFoundError(f"no Director configuration at {path}")
+        return cls(**d)
+
+    def save(self, path: Path) -> None:
+        write_json(path, self.__dict__, mode=0o600)
+
+    @property
+    def expiry(self) -> dict[str, timedelta]:
+        return {k: timedelta(days=v) for k, v in self.expiry_days.items()}
+
+
+@dataclass
+class _Cached:
+    fetched: float
+    files: dict[str, bytes]
+    versions: dict[str, int]
+    timestamp_expires: int
+
+
+class Director:
+    """One Director: configuration, keys, database, Image-repository view and caches."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        clock: Callable[[], datetime] = _utcnow,
+        keys: KeySource | None = None,
+        image_view: ImageRepoView | None = None,
+        db_url: str | None = None,
+        limits: Limits | None = None,
+    ) -> None:
+        self.dir = Path(directory)
+        self.config = Config.load(self.dir / "director.json")
+        if db_url is not None:
+            self.config.db_url = db_url
+        self.clock = clock
+        self.limits = limits or Limits.primary()
+        self.keys = keys or FileKeySource(self.dir / "online-keys")
+        self.encodings = available_encodings()
+        self.engine: Engine = inv.make_engine(self.config.db_url)
+        self.root_files = self._load_root()
+        self._image_view = image_view
+        self._cache: dict[str, _Cached] = {}
+        self._cache_lock = threading.Lock()
+
+    # --- setup ----------------------------------------------------------------------------
+
+    @classmethod
+    def init(
+        cls,
+        directory: Path,
+        image_repo: str,
+        image_root: bytes,
+        *,
+        offline_dir: Path | None = None,
+        db_url: str | None = None,
+        now: datetime | None = None,
+        scheme: str = ED25519,
+        expiry_days: dict[str, float] | None = None,
+    ) -> str:
+        """Create keys, the Director root (signed offline now), the configuration and the
+        database schema. Returns the admin token, which is stored only as a hash."""
+        directory = Path(directory)
+        if (directory / "director.json").exists():
+            raise FileExistsError(f"{directory} already holds a Director")
+        offline = FileKeySource(offline_dir or default_offline_dir(directory))
+        if offline.directory.resolve().is_relative_to(directory.resolve()):
+            raise ValueError("the offline key directory must be outside the Director directory")
+        online = FileKeySource(directory / "online-keys")
+        signers: dict[str, list[Any]] = {}
+        for role, src in (
+            ("root", offline),
+            ("targets", online),
+            ("snapshot", online),
+            ("timestamp", online),
+        ):
+            if not src.signers(role):
+                src.add(role, generate(scheme))
+            signers[role] = src.signers(role)
+        b = RepositoryBuilder(
+            "director", signers, now or _utcnow(), encodings=available_encodings()
+        )
+        for enc, data in b.root_history[0].items():
+            atomic_write(directory / "root" / f"1.root.{enc}", data)
+        # pin the Image repository's root after checking it is one (threshold-signed)
+        from uptane.trust import RepositoryTrust
+
+        RepositoryTrust("image", image_root, Limits.primary())
+        atomic_write(directory / "image-root.json", image_root)
+        token = secrets.token_urlsafe(32)
+        url = db_url or f"sqlite:///{(directory / 'inventory.db').resolve()}"
+        cfg = Config(url, image_repo, hash_token(token))
+        if expiry_days:
+            cfg.expiry_days.update(expiry_days)
+        inv.migrate(url)
+        cfg.save(directory / "director.json")
+        return token
+
+    def _load_root(self) -> dict[int, dict[str, bytes]]:
+        out: dict[int, dict[str, bytes]] = {}
+        for p in (self.dir / "root").glob("*.root.*"):
+            v, _, enc = p.name.split(".", 2)
+            if v.isdigit() and enc in self.encodings:
+                out.setdefault(int(v), {})[enc] = p.read_bytes()
+        if not out:
+            raise FileNotFoundError(f"no Director root in {self.dir / 'root'}")
+        return out
+
+    @property
+    def image_view(self) -> ImageRepoView:
+        if self._image_view is None:
+            self._image_view = ImageRepoView(
+                source_for(self.config.image_repo),
+                (self.dir / "image-root.json").read_bytes(),
+                self.clock,
+                limits=self.limits,
+            )
+        return self._image_view
+
+    def check_admin_token(self, token: str) -> bool:
+        import hmac
+
+        return hmac.compare_digest(hash_token(token), self.config.admin_token_sha256)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # --- vehicles and ECUs ------------------------------------------------------------------
+
+    def register_vehicle(self, vin: str, ecus: Iterable[EcuSpec]) -> dict[str, Any]:
+        """Add a vehicle with its ECUs (exactly one primary) and sign its first metadata."""
+        ecus = list(ecus)
+        if not VIN_RE.match(vin):
+            raise Invalid("VIN must be 1-64 letters, digits, '-' or '_'")
+        if not ecus:
+            raise Invalid("a vehicle needs at least one ECU")
+        if sum(e.primary for e in ecus) != 1:
+            raise Invalid("a vehicle needs exactly one primary ECU")
+        self.limits.check_count("ECUs", len(ecus), self.limits.max_ecus)
+        serials = [e.serial for e in ecus]
+        if len(set(serials)) != len(serials):
+            raise Invalid("ECU serials must be unique within a vehicle")
+        for e in ecus:
+            self._check_ecu(e)
+        now = self.clock()
+        with self.engine.begin() as conn:
+            if conn.execute(sa.select(inv.vehicles.c.id).where(inv.vehicles.c.vin == vin)).first():
+                raise Conflict(f"vehicle {vin} is already registered")
+            vid = conn.execute(
+                inv.vehicles.insert().values(vin=vin, created_at=_ts(now))
+            ).inserted_primary_key[0]
+            for e in ecus:
+                self._insert_ecu(conn, vid, e)
+            self._publish(conn, vid, vin, now, new_targets=[])
+        return self.vehicle_status(vin)
+
+    def _check_ecu(self, e: EcuSpec) -> None:
+        if not ECU_RE.match(e.serial):
+            raise Invalid(f"bad ECU serial {e.serial[:64]!r}")
+        if not HWID_RE.match(e.hardware_id):
+            raise Invalid(f"bad hardware id {e.hardware_id[:64]!r}")
+        try:
+            e.public_key.load()
+        except UptaneError as err:
+            raise Invalid(f"ECU {e.serial}: {err}") from None
+
+    def _insert_ecu(self, conn: Connection, vid: int, e: EcuSpec) -> None:
+        conn.execute(
+            inv.ecus.insert().values(
+                vehicle_id=vid,
+                serial=e.serial,
+                hardware_id=e.hardware_id,
+                public_key=json.dumps(e.public_key.to_dict(), sort_keys=True),
+                key_id=e.public_key.keyid,
+                is_primary=e.primary,
+            )
+        )
+
+    def add_ecu(self, vin: str, ecu: EcuSpec) -> dict[str, Any]:
+        """Add a secondary ECU to a registered vehicle."""
+        self._check_ecu(ecu)
+        if ecu.primary:
+            raise Invalid("a vehicle has exactly one primary, registered with the vehicle")
+        with self.engine.begin() as conn:
+            vid = self._vehicle_id(conn, vin)
+            n = conn.execute(
+                sa.select(sa.func.count()).where(inv.ecus.c.vehicle_id == vid)
+            ).scalar_one()
+            self.limits.check_count("ECUs", n + 1, self.limits.max_ecus)
+            if conn.execute(
+                sa.select(inv.ecus.c.id).where(
+                    inv.ecus.c.vehicle_id == vid, inv.ecus.c.serial == ecu.serial
+                )
+            ).first():
+                raise Conflict(f"ECU {ecu.serial} is already registered")
+            self._insert_ecu(conn, vid, ecu)
+        return self.vehicle_status(vin)
+
+    def _vehicle_id(self, conn: Connection, vin: str) -> int:
+        row = conn.execute(sa.select(inv.vehicles.c.id).where(inv.vehicles.c.vin == vin)).first()
+        if row is None:
+            raise NotFound(f"unknown vehicle {vin[:64]!r}")
+        return int(row.id)
+
+    def list_vehicles(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(inv.vehicles).order_by(inv.vehicles.c.vin)).all()
+            counts = dict(
+                conn.execute(
+                    sa.select(inv.ecus.c.vehicle_id, sa.func.count()).group_by(
+                        inv.ecus.c.vehicle_id
+                    )
+                ).all()
+            )
+        return [
+            {
+                "vin": r.vin,
+                "ecus": counts.get(r.id, 0),
+                "created_at": _dt(r.created_at),
+                "last_manifest_at": _dt(r.last_manifest_at),
+            }
+            for r in rows
+        ]
+
+    def ecus_of(self, conn: Connection, vid: int) -> list[Any]:
+        return list(
+            conn.execute(
+                sa.select(inv.ecus).where(inv.ecus.c.vehicle_id == vid).order_by(inv.ecus.c.id)
+            ).all()
+        )
+
+    def vehicle_status(self, vin: str) -> dict[str, Any]:
+        """Everything the OEM sees about one vehicle."""
+        with self.engine.connect() as conn:
+            vid = self._vehicle_id(conn, vin)
+            v = conn.execute(sa.select(inv.vehicles).where(inv.vehicles.c.id == vid)).one()
+            ecus = self.ecus_of(conn, vid)
+            meta = conn.execute(
+                sa.select(
+                    inv.vehicle_metadata.c.targets_version,
+                    inv.vehicle_metadata.c.snapshot_version,
+                    inv.vehicle_metadata.c.timestamp_version,
+                    inv.vehicle_metadata.c.timestamp_expires,
+                ).where(inv.vehicle_metadata.c.vin == vin)
+            ).first()
+            bundles = conn.execute(
+                sa.select(inv.bundles)
+                .where(inv.bundles.c.vehicle_id == vid)
+                .order_by(inv.bundles.c.id)
+            ).all()
+            manifests = conn.execute(
+                sa.select(sa.func.count()).where(inv.manifests.c.vehicle_id == vid)
+            ).scalar_one()
+        return {
+            "vin": vin,
+            "created_at": _dt(v.created_at),
+            "last_manifest_at": _dt(v.last_manifest_at),
+            "manifests_accepted": manifests,
+            "ecus": [self._ecu_dict(e) for e in ecus],
+            "metadata": None
+            if meta is None
+            else {
+                "targets": meta.targets_version,
+                "snapshot": meta.snapshot_version,
+                "timestamp": meta.timestamp_version,
+                "timestamp_expires": _dt(meta.timestamp_expires),
+            },
+            "bundles": [
+                {
+                    "id": b.id,
+                    "state": b.state,
+                    "created_at": _dt(b.created_at),
+                    "finished_at": _dt(b.finished_at),
+                    "targets_version": b.targets_version,
+                }
+                for b in bundles
+            ],
+            "assignments": self.list_assignments(vin=vin),
+            "attacks": self.list_attacks(vin=vin),
+        }
+
+    @staticmethod
+    def _ecu_dict(e: Any) -> dict[str, Any]:
+        return {
+            "serial": e.serial,
+            "hardware_id": e.hardware_id,
+            "primary": bool(e.is_primary),
+            "key_id": e.key_id,
+            "public_key": json.loads(e.public_key),
+            "installed": None
+            if e.installed_path is None
+            else {
+                "path": e.installed_path,
+                "length": e.installed_length,
+                "hashes": json.loads(e.installed_hashes or "{}"),
+            },
+            "last_report_time": _dt(e.last_report_time),
+            "last_attack": e.last_attack,
+        }
+
+    # --- assignments and bundles ------------------------------------------------------------
+
+    def assign(self, vin: str, items: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
+        """Assign images to ECUs of one vehicle: ``items`` are (ECU serial, target path).
+        Each image must be in the Image repository and fit the ECU's hardware id. The
+        assignments go out together with every other pending one of the vehicle, as one
+        bundle, once no earlier bundle is in flight."""
+        items = list(items)
+        if not items:
+            raise Invalid("no assignments given")
+        serials = [s for s, _ in items]
+        if len(set(serials)) != len(serials):
+            raise Invalid("one assignment per ECU in a request")
+        for _, path in items:
+            check_target_path(path)  # MalformedInput: 400
+        with self.engine.connect() as conn:
+            vid = self._vehicle_id(conn, vin)
+            ecus = {e.serial: e for e in self.ecus_of(conn, vid)}
+        entries: list[tuple[Any, TargetFile]] = []
+        for serial, path in items:
+            ecu = ecus.get(serial)
+            if ecu is None:
+                raise NotFound(f"vehicle {vin} has no ECU {serial[:64]!r}")
+            entries.append((ecu, self._image_entry(path, ecu.hardware_id)))
+        now = self.clock()
+        with self.engine.begin() as conn:
+            ids = self._insert_assignments(conn, vid, entries, now)
+            self._issue_bundle(conn, vid, vin, now)
+        return [a for a in self.list_assignments(vin=vin) if a["id"] in ids]
+
+    def _image_entry(self, path: str, hardware_id: str) -> TargetFile:
+        try:
+            return self.image_view.lookup(path, hardware_id)
+        except TargetNotFound as e:
+            raise Invalid(f"not in the Image repository: {e}") from None
+        except UptaneError as e:
+            raise Invalid(str(e)) from None
+
+    def _insert_assignments(
+        self, conn: Connection, vid: int, entries: list[tuple[Any, TargetFile]], now: datetime
+    ) -> list[int]:
+        ids = []
+        for ecu, tf in entries:
+            busy = conn.execute(
+                sa.select(inv.assignments.c.id).where(
+                    inv.assignments.c.ecu_id == ecu.id,
+                    inv.assignments.c.state == inv.PENDING,
+                )
+            ).first()
+            if busy is not None:
+                raise Conflict(
+                    f"ECU {ecu.serial} already has pending assignment {busy.id}; cancel it first"
+                )
+            ids.append(
+                conn.execute(
+                    inv.assignments.insert().values(
+                        vehicle_id=vid,
+                        ecu_id=ecu.id,
+                        target_path=tf.path,
+                        length=tf.length,
+                        hashes=json.dumps(tf.hashes, sort_keys=True),
+                        hardware_id=ecu.hardware_id,
+                        release_counter=tf.release_counter,
+                        state=inv.PENDING,
+                        created_at=_ts(now),
+                        updated_at=_ts(now),
+                    )
+                ).inserted_primary_key[0]
+            )
+        return ids
+
+    def campaign(self, hardware_id: str, path: str) -> dict[str, Any]:
+        """Assign ``path`` to every ECU with ``hardware_id`` across the fleet. ECUs that
+        already have a pending assignment are skipped and listed."""
+        check_target_path(path)
+        tf = self._image_entry(path, hardware_id)
+        now = self.clock()
+        created: list[int] = []
+        skipped: list[dict[str, str]] = []
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                sa.select(inv.ecus, inv.vehicles.c.vin)
+                .join(inv.vehicles, inv.vehicles.c.id == inv.ecus.c.vehicle_id)
+                .where(inv.ecus.c.hardware_id == hardware_id)
+                .order_by(inv.ecus.c.id)
+            ).all()
+            touched: dict[int, str] = {}
+            for ecu in rows:
+                try:
+                    created += self._insert_assignments(conn, ecu.vehicle_id, [(ecu, tf)], now)
+                    touched[ecu.vehicle_id] = ecu.vin
+                except Conflict as e:
+                    skipped.append({"vin": ecu.vin, "ecu": ecu.serial, "reason": str(e)})
+            for vid, vin in touched.items():
+                self._issue_bundle(conn, vid, vin, now)
+        return {"hardware_id": hardware_id, "target": path, "created": created, "skipped": skipped}
+
+    def cancel(self, assignment_id: int) -> dict[str, Any]:
+        """Cancel a pending assignment; one already sent to the vehicle cannot be."""
+        now = self.clock()
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                sa.select(inv.assignments).where(inv.assignments.c.id == assignment_id)
+            ).first()
+            if row is None:
+                raise NotFound(f"no assignment {assignment_id}")
+            if row.state != inv.PENDING:
+                raise Conflict(f"assignment {assignment_id} is {row.state}, not pending")
+            conn.execute(
+                inv.assignments.update()
+                .where(inv.assignments.c.id == assignment_id)
+                .values(state=inv.CANCELLED, updated_at=_ts(now), reason="cancelled by the OEM")
+            )
+        return self._assignment(assignment_id)
+
+    def _assignment(self, aid: int) -> dict[str, Any]:
+        return next(a for a in self.list_assignments() if a["id"] == aid)
+
+    def list_assignments(
+        self, *, vin: str | None = None, state: str | None = None
+    ) -> list[dict[str, Any]]:
+        q = (
+            sa.select(inv.assignments, inv.vehicles.c.vin, inv.ecus.c.serial)
+            .join(inv.vehicles, inv.vehicles.c.id == inv.assignments.c.vehicle_id)
+            .join(inv.ecus, inv.ecus.c.id == inv.assignments.c.ecu_id)
+            .order_by(inv.assignments.c.id)
+        )
+        if vin is not None:
+            q = q.where(inv.vehicles.c.vin == vin)
+        if state is not None:
+            q = q.where(inv.assignments.c.state == state)
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).all()
+        return [
+            {
+                "id": r.id,
+                "vin": r.vin,
+                "ecu": r.serial,
+                "target": r.target_path,
+                "length": r.length,
+                "hashes": json.loads(r.hashes),
+                "hardware_id": r.hardware_id,
+                "release_counter": r.release_counter,
+                "state": r.state,
+                "bundle": r.bundle_id,
+                "reason": r.reason,
+                "created_at": _dt(r.created_at),
+                "updated_at": _dt(r.updated_at),
+            }
+            for r in rows
+        ]
+
+    def list_attacks(self, *, vin: str | None = None) -> list[dict[str, Any]]:
+        q = (
+            sa.select(inv.attacks, inv.vehicles.c.vin, inv.ecus.c.serial)
+            .join(inv.vehicles, inv.vehicles.c.id == inv.attacks.c.vehicle_id)
+            .outerjoin(inv.ecus, inv.ecus.c.id == inv.attacks.c.ecu_id)
+            .order_by(inv.attacks.c.id)
+        )
+        if vin is not None:
+            q = q.where(inv.vehicles.c.vin == vin)
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).all()
+        return [
+            {
+                "id": r.id,
+                "vin": r.vin,
+                "ecu": r.serial,
+                "attack": r.attack,
+                "manifest": r.manifest_id,
+                "reported_at": _dt(r.reported_at),
+            }
+            for r in rows
+        ]
+
+    def _issue_bundle(self, conn: Connection, vid: int, vin: str, now: datetime) -> int | None:
+        """If nothing is in flight, send every pending assignment as one bundle (§4.3
+        partial-bundle installation: no new bundle until the last one is confirmed)."""
+        busy = conn.execute(
+            sa.select(inv.bundles.c.id).where(
+                inv.bundles.c.vehicle_id == vid, inv.bundles.c.state == inv.IN_FLIGHT
+            )
+        ).first()
+        if busy is not None:
+            return None
+        pending = conn.execute(
+            sa.select(inv.assignments.c.id).where(
+                inv.assignments.c.vehicle_id == vid, inv.assignments.c.state == inv.PENDING
+            )
+        ).all()
+        if not pending:
+            return None
+        bid = conn.execute(
+            inv.bundles.insert().values(vehicle_id=vid, state=inv.IN_FLIGHT, created_at=_ts(now))
+        ).inserted_primary_key[0]
+        conn.execute(
+            inv.assignments.update()
+            .where(inv.assignments.c.id.in_([p.id for p in pending]))
+            .values(bundle_id=bid, state=inv.IN_FLIGHT, updated_at=_ts(now))
+        )
+        version = self._publish(conn, vid, vin, now, new_targets=self._bundle_targets(conn, bid))
+        conn.execute(
+            inv.bundles.update().where(inv.bundles.c.id == bid).values(targets_version=version)
+        )
+        return int(bid)
+
+    def _bundle_targets(self, conn: Connection, bid: int) -> list[TargetFile]:
+        rows = conn.execute(
+            sa.select(inv.assignments, inv.ecus.c.serial)
+            .join(inv.ecus, inv.ecus.c.id == inv.assignments.c.ecu_id)
+            .where(inv.assignments.c.bundle_id == bid)
+            .order_by(inv.assignments.c.id)
+        ).all()
+        out: dict[str, TargetFile] = {}
+        for r in rows:
+            tf = out.get(r.target_path)
+            if tf is None:
+                tf = TargetFile(
+                    r.target_path,
+                    r.length,
+                    json.loads(r.hashes),
+                    hardware_ids=[],
+                    release_counter=r.release_counter,
+                )
+                out[r.target_path] = tf
+            tf.ecu_ids[r.serial] = r.hardware_id
+            if r.hardware_id not in tf.hardware_ids:
+                tf.hardware_ids.append(r.hardware_id)
+        return list(out.values())
+
+    # --- per-vehicle metadata ---------------------------------------------------------------
+
+    def _signers(self) -> dict[str, list[Any]]:
+        return {r: self.keys.signers(r) for r in ("targets", "snapshot", "timestamp")}
+
+    def _margin(self, role: str) -> timedelta:
+        return self.config.expiry[role] / 2
+
+    def _publish(
+        self,
+        conn: Connection,
+        vid: int,
+        vin: str,
+        now: datetime,
+        *,
+        new_targets: list[TargetFile] | None = None,
+    ) -> int:
+        """Re-sign this vehicle's metadata in the current transaction: targets when
+        ``new_targets`` is given (or it nears expiry), snapshot when targets changed (or it
+        nears expiry), timestamp always. Versions continue from the stored ones."""
+        vm = inv.vehicle_metadata
+        row = conn.execute(sa.select(vm).where(vm.c.vin == vin).with_for_update()).first()
+        root = decode(self.root_files[max(self.root_files)][JSON], self.limits, role_type="root")
+        root_keys = [root.signed.keys[k] for k in root.signed.roles["root"].keyids]
+        b = RepositoryBuilder(
+            "director",
+            self._signers(),
+            now,
+            keys={"root": root_keys},
+            expiry=self.config.expiry,
+            vehicle_id=vin,
+            encodings=self.encodings,
+        )
+        if row is not None:
+            stored = decode(row.targets_json, self.limits, role_type="targets").signed
+            assert isinstance(stored, Targets)
+            b.targets.targets = stored.targets
+            b.targets.expires = stored.expires
+            b.targets.version = row.targets_version
+            b.snapshot.version = row.snapshot_version
+            b.timestamp.version = row.timestamp_version
+            for enc in self.encodings:
+                b.files[enc]["targets"] = getattr(row, f"targets_{enc}")
+                b.files[enc]["snapshot"] = getattr(row, f"snapshot_{enc}")
+            if new_targets is None and stored.expires - now <= self._margin("targets"):
+                b.mark("targets")
+            if datetime.fromtimestamp(row.snapshot_expires, UTC) - now <= self._margin("snapshot"):
+                b.mark("snapshot")
+        if new_targets is not None:
+            b.targets.targets = {tf.path: tf for tf in new_targets}
+            b.mark("targets")
+        b.publish(now)
+        values: dict[str, Any] = {
+            "vehicle_id": vid,
+            "targets_version": b.targets.version,
+            "snapshot_version": b.snapshot.version,
+            "timestamp_version": b.timestamp.version,
+            "snapshot_expires": _ts(b.snapshot.expires),
+            "timestamp_expires": _ts(b.timestamp.expires),
+            "updated_at": _ts(now),
+        }
+        for enc in (JSON, DER):
+            for role in ("targets", "snapshot", "timestamp"):
+                values[f"{role}_{enc}"] = b.files[enc][role] if enc in self.encodings else None
+        if row is None:
+            conn.execute(vm.insert().values(vin=vin, **values))
+        else:
+            conn.execute(vm.update().where(vm.c.vin == vin).values(**values))
+        self.invalidate(vin)
+        return b.targets.version
+
+    def invalidate(self, vin: str) -> None:
+        with self._cache_lock:
+            self._cache.pop(vin, None)
+
+    def _cached(self, vin: str) -> _Cached | None:
+        """The vehicle's signed files: from memory, or one indexed lookup; re-signs the
+        timestamp (and what else nears expiry) first when needed."""
+        import time
+
+        mono = time.monotonic()
+        now = self.clock()
+        with self._cache_lock:
+            c = self._cache.get(vin)
+        margin = _ts(now) + int(self._margin("timestamp").total_seconds())
+        if (
+            c is not None
+            and mono - c.fetched < self.config.cache_seconds
+            and c.timestamp_expires > margin
+        ):
+            return c
+        vm = inv.vehicle_metadata
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(vm).where(vm.c.vin == vin)).first()
+        if row is None:
+            return None
+        if row.timestamp_expires <= margin:
+            with self.engine.begin() as conn:
+                fresh = conn.execute(
+                    sa.select(vm.c.timestamp_expires).where(vm.c.vin == vin).with_for_update()
+                ).first()
+                if fresh is not None and fresh.timestamp_expires <= margin:
+                    self._publish(conn, row.vehicle_id, vin, now)
+            with self.engine.connect() as conn:
+                row = conn.execute(sa.select(vm).where(vm.c.vin == vin)).first()
+            assert row is not None
+        files: dict[str, bytes] = {}
+        for enc in self.encodings:
+            files[f"timestamp.{enc}"] = getattr(row, f"timestamp_{enc}")
+            for role in ("snapshot", "targets"):
+                data = getattr(row, f"{role}_{enc}")
+                files[f"{getattr(row, f'{role}_version')}.{role}.{enc}"] = data
+                files[f"{role}.{enc}"] = data
+        c = _Cached(
+            mono,
+            files,
+            {
+                "targets": row.targets_version,
+                "snapshot": row.snapshot_version,
+                "timestamp": row.timestamp_version,
+            },
+            row.timestamp_expires,
+        )
+        with self._cache_lock:
+            self._cache[vin] = c
+        return c
+
+    def metadata_file(self, vin: str, name: str) -> bytes | None:
+        """A per-vehicle metadata file by name (``N.root.json``, ``timestamp.der``, ...)."""
+        parts = name.split(".")
+        if len(parts) == 3 and parts[1] == "root" and parts[0].isdigit():
+            entry = self.root_files.get(int(parts[0]))
+            if entry is None:
+                return None
+            if not VIN_RE.match(vin) or self._cached(vin) is None:
+                return None
+            return entry.get(parts[2])
+        if len(parts) == 2 and parts[0] == "root":
+            if self._cached(vin) is None:
+                return None
+            return self.root_files[max(self.root_files)].get(parts[1])
+        if not VIN_RE.match(vin):
+            return None
+        c = self._cached(vin)
+        return None if c is None else c.files.get(name)
+
+    def refresh_expiring(self) -> int:
+        """Re-sign the metadata of every vehicle whose timestamp nears expiry."""
+        now = self.clock()
+        margin = _ts(now) + int(self._margin("timestamp").total_seconds())
+        vm = inv.vehicle_metadata
+        with self.engine.connect() as conn:
+            due = conn.execute(
+                sa.select(vm.c.vin, vm.c.vehicle_id).where(vm.c.timestamp_expires <= margin)
+            ).all()
+        for vin, vid in due:
+            with self.engine.begin() as conn:
+                self._publish(conn, vid, vin, now)
+        return len(due)
+
+
+def key_from_json(d: Any, limits: Limits | None = None) -> Key:
+    """An ECU public key from its TUF JSON form; Invalid if it is not one."""
+    try:
+        return Key.from_dict(d, limits or Limits.primary())
+    except UptaneError as e:
+        raise Invalid(f"bad public key: {e}") from None
+
+
+__all__ = ["BadEcuId", "Conflict", "Director", "EcuSpec", "Invalid", "NotFound"]

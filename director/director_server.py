@@ -1,0 +1,190 @@
+"""The Director's HTTP service (``uptane-director serve``).
+
+Vehicle-facing (no token; everything is signed):
+
+- ``GET /vehicles/{vin}/metadata/{name}``: ``N.root``, ``timestamp``, ``N.snapshot``,
+  ``N.targets`` in ``.json`` or ``.der``, from the cache of signed bytes;
+- ``POST /vehicles/{vin}/manifest``: a vehicle version manifest, JSON
+  (``application/json``) or DER (``application/octet-stream``).
+
+Admin API (bearer token created at ``init``; OpenAPI at ``/openapi.json``): vehicles and
+ECUs, assignments, campaigns by hardware id, reported attacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+
+from director.director import Conflict, Director, EcuSpec, Invalid, NotFound, key_from_json
+from director.httpcommon import BodyCap, install_error_handlers, read_body
+from uptane.metadata import DER, JSON
+
+MEDIA = {JSON: "application/json", DER: "application/octet-stream"}
+
+
+class EcuIn(BaseModel):
+    serial: str = Field(max_length=128, description="the ECU identifier")
+    hardware_id: str = Field(max_length=128)
+    public_key: dict[str, Any] = Field(description="TUF key: keytype, scheme, keyval.public")
+    primary: bool = False
+
+
+class VehicleIn(BaseModel):
+    vin: str = Field(max_length=64)
+    ecus: list[EcuIn] = Field(max_length=256)
+
+
+class AssignmentIn(BaseModel):
+    ecu: str = Field(max_length=128, description="ECU serial")
+    target: str = Field(max_length=4096, description="target path in the Image repository")
+
+
+class AssignmentsIn(BaseModel):
+    assignments: list[AssignmentIn] = Field(max_length=256)
+
+
+class CampaignIn(BaseModel):
+    hardware_id: str = Field(max_length=128)
+    target: str = Field(max_length=4096)
+
+
+def _spec(e: EcuIn, director: Director) -> EcuSpec:
+    return EcuSpec(e.serial, e.hardware_id, key_from_json(e.public_key, director.limits), e.primary)
+
+
+def create_app(
+    directory: Path | None = None,
+    *,
+    director: Director | None = None,
+    refresh_interval: float = 60.0,
+) -> FastAPI:
+    """The FastAPI app of a Director (built from ``directory`` unless given)."""
+    if director is None:
+        assert directory is not None
+        director = Director(Path(directory))
+    d = director
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async def refresher() -> None:
+            while True:
+                await asyncio.sleep(refresh_interval)
+                with contextlib.suppress(Exception):
+                    await run_in_threadpool(d.refresh_expiring)
+
+        task = asyncio.create_task(refresher())
+        try:
+            yield
+        finally:
+            task.cancel()
+
+    app = FastAPI(
+        title="Uptane Director",
+        description="Per-vehicle Director metadata, manifest upload, and the OEM admin API.",
+        lifespan=lifespan,
+    )
+    app.state.director = d
+    install_error_handlers(app, {NotFound: 404, Conflict: 409, Invalid: 422})
+
+    async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+        errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+        reason = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in errors
+        )
+        return JSONResponse({"detail": f"malformed request: {reason}"[:2000]}, status_code=400)
+
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_middleware(BodyCap, cap=d.config.max_body_bytes)
+
+    security = HTTPBearer(auto_error=False)
+
+    def admin(creds: HTTPAuthorizationCredentials | None = Depends(security)) -> None:
+        if creds is None:
+            raise HTTPException(
+                401, "bearer token required", headers={"WWW-Authenticate": "Bearer"}
+            )
+        if not d.check_admin_token(creds.credentials):
+            raise HTTPException(401, "unknown bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+    # --- vehicle-facing ---------------------------------------------------------------------
+
+    @app.get("/vehicles/{vin}/metadata/{name}", tags=["vehicle"])
+    def get_metadata(vin: str, name: str) -> Response:
+        """Per-vehicle Director metadata (signed bytes)."""
+        data = d.metadata_file(vin, name)
+        if data is None:
+            raise HTTPException(404, "no such metadata file")
+        return Response(data, media_type=MEDIA[DER if name.endswith(".der") else JSON])
+
+    @app.post("/vehicles/{vin}/manifest", tags=["vehicle"])
+    async def post_manifest(vin: str, request: Request) -> Any:
+        """Upload a vehicle version manifest (JSON, or DER as application/octet-stream)."""
+        ctype = request.headers.get("content-type", "application/json").split(";")[0].strip()
+        encoding = DER if ctype in ("application/octet-stream", "application/der") else JSON
+        data = await read_body(request, d.config.max_body_bytes)
+        return await run_in_threadpool(d.process_manifest, vin, data, encoding)
+
+    # --- admin ------------------------------------------------------------------------------
+
+    guard = [Depends(admin)]
+
+    @app.post("/api/vehicles", status_code=201, dependencies=guard, tags=["admin"])
+    def register_vehicle(body: VehicleIn) -> Any:
+        """Register a vehicle and its ECUs (exactly one primary)."""
+        return d.register_vehicle(body.vin, [_spec(e, d) for e in body.ecus])
+
+    @app.get("/api/vehicles", dependencies=guard, tags=["admin"])
+    def list_vehicles() -> Any:
+        return d.list_vehicles()
+
+    @app.get("/api/vehicles/{vin}", dependencies=guard, tags=["admin"])
+    def vehicle_status(vin: str) -> Any:
+        """ECUs, installed images, metadata versions, bundles, assignments, attacks."""
+        return d.vehicle_status(vin)
+
+    @app.post("/api/vehicles/{vin}/ecus", status_code=201, dependencies=guard, tags=["admin"])
+    def add_ecu(vin: str, body: EcuIn) -> Any:
+        return d.add_ecu(vin, _spec(body, d))
+
+    @app.post(
+        "/api/vehicles/{vin}/assignments", status_code=201, dependencies=guard, tags=["admin"]
+    )
+    def assign(vin: str, body: AssignmentsIn) -> Any:
+        """Assign images to ECUs of one vehicle; they go out as one bundle."""
+        return d.assign(vin, [(a.ecu, a.target) for a in body.assignments])
+
+    @app.get("/api/assignments", dependencies=guard, tags=["admin"])
+    def list_assignments(vin: str | None = None, state: str | None = None) -> Any:
+        return d.list_assignments(vin=vin, state=state)
+
+    @app.delete("/api/assignments/{aid}", dependencies=guard, tags=["admin"])
+    def cancel(aid: int) -> Any:
+        """Cancel a pending assignment."""
+        return d.cancel(aid)
+
+    @app.post("/api/campaigns", status_code=201, dependencies=guard, tags=["admin"])
+    def campaign(body: CampaignIn) -> Any:
+        """Assign one image to every ECU of a hardware id across the fleet."""
+        return d.campaign(body.hardware_id, body.target)
+
+    @app.get("/api/attacks", dependencies=guard, tags=["admin"])
+    def attacks(vin: str | None = None) -> Any:
+        """Attacks that ECUs reported in their version reports."""
+        return d.list_attacks(vin=vin)
+
+    @app.get("/healthz", tags=["vehicle"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

@@ -1,0 +1,173 @@
+"""The Director's inventory database (§5.3.2.2), in SQLAlchemy Core.
+
+SQLite file by default, PostgreSQL through a database URL. The schema is created and
+upgraded by Alembic (:func:`migrate`); every change the Director makes runs in one
+transaction (``engine.begin()``). Times are stored as integer seconds since the epoch (UTC),
+the same on both databases.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+metadata = sa.MetaData(naming_convention=NAMING)
+
+#: assignment and bundle states
+PENDING, IN_FLIGHT, INSTALLED, FAILED, CANCELLED = (
+    "pending",
+    "in_flight",
+    "installed",
+    "failed",
+    "cancelled",
+)
+
+vehicles = sa.Table(
+    "vehicles",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("vin", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("last_manifest_at", sa.BigInteger),
+)
+
+ecus = sa.Table(
+    "ecus",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("vehicle_id", sa.Integer, sa.ForeignKey("vehicles.id"), nullable=False),
+    sa.Column("serial", sa.String(256), nullable=False),
+    sa.Column("hardware_id", sa.String(256), nullable=False, index=True),
+    sa.Column("public_key", sa.Text, nullable=False),
+    sa.Column("key_id", sa.String(64), nullable=False),
+    sa.Column("is_primary", sa.Boolean, nullable=False),
+    sa.Column("installed_path", sa.Text),
+    sa.Column("installed_length", sa.BigInteger),
+    sa.Column("installed_hashes", sa.Text),
+    sa.Column("last_report_time", sa.BigInteger),
+    sa.Column("last_attack", sa.Text),
+    sa.UniqueConstraint("vehicle_id", "serial", name="uq_ecus_vehicle_serial"),
+)
+
+nonces = sa.Table(
+    "nonces",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("ecu_id", sa.Integer, sa.ForeignKey("ecus.id"), nullable=False),
+    sa.Column("nonce", sa.String(512), nullable=False),
+    sa.Column("seen_at", sa.BigInteger, nullable=False),
+    sa.UniqueConstraint("ecu_id", "nonce", name="uq_nonces_ecu_nonce"),
+)
+
+manifests = sa.Table(
+    "manifests",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("vehicle_id", sa.Integer, sa.ForeignKey("vehicles.id"), nullable=False, index=True),
+    sa.Column("received_at", sa.BigInteger, nullable=False),
+    sa.Column("encoding", sa.String(8), nullable=False),
+    sa.Column("raw", sa.LargeBinary, nullable=False),
+)
+
+attacks = sa.Table(
+    "attacks",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("vehicle_id", sa.Integer, sa.ForeignKey("vehicles.id"), nullable=False, index=True),
+    sa.Column("ecu_id", sa.Integer, sa.ForeignKey("ecus.id")),
+    sa.Column("manifest_id", sa.Integer, sa.ForeignKey("manifests.id"), nullable=False),
+    sa.Column("attack", sa.Text, nullable=False),
+    sa.Column("reported_at", sa.BigInteger, nullable=False),
+)
+
+bundles = sa.Table(
+    "bundles",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("vehicle_id", sa.Integer, sa.ForeignKey("vehicles.id"), nullable=False, index=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("finished_at", sa.BigInteger),
+    sa.Column("targets_version", sa.Integer),
+)
+
+assignments = sa.Table(
+    "assignments",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("vehicle_id", sa.Integer, sa.ForeignKey("vehicles.id"), nullable=False, index=True),
+    sa.Column("ecu_id", sa.Integer, sa.ForeignKey("ecus.id"), nullable=False),
+    sa.Column("bundle_id", sa.Integer, sa.ForeignKey("bundles.id")),
+    sa.Column("target_path", sa.Text, nullable=False),
+    sa.Column("length", sa.BigInteger, nullable=False),
+    sa.Column("hashes", sa.Text, nullable=False),
+    sa.Column("hardware_id", sa.String(256), nullable=False),
+    sa.Column("release_counter", sa.Integer),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+)
+
+vehicle_metadata = sa.Table(
+    "vehicle_metadata",
+    metadata,
+    sa.Column("vin", sa.String(64), primary_key=True),
+    sa.Column("vehicle_id", sa.Integer, sa.ForeignKey("vehicles.id"), nullable=False),
+    sa.Column("targets_version", sa.Integer, nullable=False),
+    sa.Column("snapshot_version", sa.Integer, nullable=False),
+    sa.Column("timestamp_version", sa.Integer, nullable=False),
+    sa.Column("snapshot_expires", sa.BigInteger, nullable=False),
+    sa.Column("timestamp_expires", sa.BigInteger, nullable=False, index=True),
+    sa.Column("targets_json", sa.LargeBinary, nullable=False),
+    sa.Column("snapshot_json", sa.LargeBinary, nullable=False),
+    sa.Column("timestamp_json", sa.LargeBinary, nullable=False),
+    sa.Column("targets_der", sa.LargeBinary),
+    sa.Column("snapshot_der", sa.LargeBinary),
+    sa.Column("timestamp_der", sa.LargeBinary),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+)
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite gets foreign keys and a busy timeout."""
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"timeout": 30})
+
+        @sa.event.listens_for(engine, "connect")
+        def _connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+            # take transaction control from pysqlite, so that reads are inside the
+            # transaction and a writer holds the lock from its first statement
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _begin(conn):  # type: ignore[no-untyped-def]
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def migrate(url: str) -> None:
+    """Create or upgrade the schema to the newest Alembic revision."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    command.upgrade(cfg, "head")

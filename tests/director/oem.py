@@ -1,0 +1,92 @@
+"""Builders for Director tests: an Image repository with images, a Director on a given
+database, vehicles with real ECU keys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from director.director import Director, EcuSpec
+from director.image_repo import ImageRepository, default_offline_dir
+from uptane.keys import PrivateKey
+
+IMAGES = {
+    "brakes/fw-1.0.bin": (b"brakes one" * 100, ["brk-v1"], 1),
+    "brakes/fw-2.0.bin": (b"brakes two" * 120, ["brk-v1"], 2),
+    "tcu/tcu-5.bin": (b"telematics five" * 90, ["tcu-v5"], 5),
+    "infotainment/ivi-3.bin": (b"infotainment" * 80, ["ivi-v3"], 3),
+}
+
+
+class Clock:
+    """A settable clock the services read instead of the system time."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, delta: timedelta) -> None:
+        self.now = self.now + delta
+
+
+def make_image_repo(root: Path, now: datetime) -> Path:
+    d = root / "image-repo"
+    ImageRepository.init(d, default_offline_dir(d), now)
+    repo = ImageRepository(d, now)
+    for path, (data, hw, rc) in IMAGES.items():
+        repo.stage_target(path, data, hw, rc)
+    ImageRepository(d, now, offline_dir=default_offline_dir(d)).sign(now)
+    return d
+
+
+def make_director(root: Path, image_dir: Path, db_url: str, clock: Clock) -> tuple[Director, str]:
+    d = root / "director"
+    token = Director.init(
+        d,
+        str(image_dir / "metadata"),
+        (image_dir / "metadata" / "1.root.json").read_bytes(),
+        db_url=db_url,
+        now=clock(),
+    )
+    return Director(d, clock=clock), token
+
+
+@dataclass
+class Vehicle:
+    vin: str
+    keys: dict[str, PrivateKey] = field(default_factory=dict)
+    hardware: dict[str, str] = field(default_factory=dict)
+    primary: str = ""
+
+    def specs(self) -> list[EcuSpec]:
+        return [
+            EcuSpec(s, self.hardware[s], self.keys[s].key, s == self.primary) for s in self.keys
+        ]
+
+    def api_body(self) -> dict:
+        return {
+            "vin": self.vin,
+            "ecus": [
+                {
+                    "serial": s,
+                    "hardware_id": self.hardware[s],
+                    "public_key": self.keys[s].key.to_dict(),
+                    "primary": s == self.primary,
+                }
+                for s in self.keys
+            ],
+        }
+
+
+def make_vehicle(vin: str, ecus: dict[str, str] | None = None) -> Vehicle:
+    """A vehicle whose first ECU is the primary; ``ecus`` maps serial -> hardware id."""
+    ecus = ecus or {f"{vin}-tcu": "tcu-v5", f"{vin}-brk": "brk-v1"}
+    v = Vehicle(vin)
+    for serial, hw in ecus.items():
+        v.keys[serial] = PrivateKey.generate()
+        v.hardware[serial] = hw
+    v.primary = next(iter(ecus))
+    return v

@@ -1,0 +1,231 @@
+"""The Director through its HTTP API, on SQLite and on PostgreSQL: inventory, assignments
+and bundles, per-vehicle metadata (§5.3.2), admin auth and bad input."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from director.director_server import create_app
+from director.imageview import HttpSource
+from uptane.limits import Limits
+from uptane.metadata import DER, decode
+from uptane.trust import RepositoryTrust
+
+from .oem import IMAGES, Clock, make_director, make_image_repo, make_vehicle
+
+
+@pytest.fixture
+def env(tmp_path: Path, db_url: str, now, serve_app):
+    clock = Clock(now)
+    image_dir = make_image_repo(tmp_path, now)
+    director, token = make_director(tmp_path, image_dir, db_url, clock)
+    url = serve_app(create_app(director=director))
+    client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"})
+    yield {
+        "director": director,
+        "token": token,
+        "url": url,
+        "c": client,
+        "clock": clock,
+        "image_dir": image_dir,
+    }
+    client.close()
+    director.dispose()
+
+
+def _register(env, vin: str = "VIN0001", ecus=None):
+    v = make_vehicle(vin, ecus)
+    r = env["c"].post("/api/vehicles", json=v.api_body())
+    assert r.status_code == 201, r.text
+    return v
+
+
+def _trust(env, vin: str) -> tuple[RepositoryTrust, HttpSource]:
+    src = HttpSource(f"{env['url']}/vehicles/{vin}")
+    root = src.fetch_metadata("root", 1, 1 << 20)
+    assert root is not None
+    return RepositoryTrust("director", root, Limits(), vehicle_id=vin), src
+
+
+def test_5_3_2_admin_api_needs_the_token_and_documents_itself(env):
+    raw = httpx.Client(base_url=env["url"])
+    assert raw.get("/api/vehicles").status_code == 401
+    r = raw.get("/api/vehicles", headers={"Authorization": "Bearer wrong"})
+    assert r.status_code == 401
+    spec = raw.get("/openapi.json").json()
+    assert "/api/vehicles" in spec["paths"] and "/vehicles/{vin}/manifest" in spec["paths"]
+    assert env["c"].get("/api/vehicles").json() == []
+
+
+def test_5_2_3_1_new_vehicle_gets_signed_metadata_naming_it_even_with_no_images(env):
+    _register(env, "VIN0001")
+    trust, src = _trust(env, "VIN0001")
+    trust.refresh(src, env["clock"]())
+    assert trust.targets is not None
+    assert trust.targets.signed.vehicle_id == "VIN0001"
+    assert trust.targets.signed.targets == {}
+    # DER is served too and decodes to the same vehicle id
+    der = env["c"].get("/vehicles/VIN0001/metadata/timestamp.der")
+    assert der.status_code == 200
+    ts = decode(der.content, Limits(), encoding=DER, role_type="timestamp")
+    v = ts.signed.snapshot_meta.version
+    snap = env["c"].get(f"/vehicles/VIN0001/metadata/{v}.snapshot.der").content
+    assert decode(snap, Limits(), encoding=DER, role_type="snapshot").signed.version == v
+    assert env["c"].get("/vehicles/NOPE/metadata/timestamp.json").status_code == 404
+
+
+def test_5_3_2_assignment_copies_the_image_repository_entry_with_ecu_ids(env):
+    v = _register(env, "VIN0001")
+    brk = f"{v.vin}-brk"
+    r = env["c"].post(
+        "/api/vehicles/VIN0001/assignments",
+        json={"assignments": [{"ecu": brk, "target": "brakes/fw-2.0.bin"}]},
+    )
+    assert r.status_code == 201, r.text
+    [a] = r.json()
+    assert a["state"] == "in_flight" and a["bundle"] is not None
+    trust, src = _trust(env, "VIN0001")
+    trust.refresh(src, env["clock"]())
+    tf = trust.targets.signed.targets["brakes/fw-2.0.bin"]
+    image = json.loads((env["image_dir"] / "metadata" / "2.targets.json").read_bytes())["signed"][
+        "targets"
+    ]["brakes/fw-2.0.bin"]
+    assert tf.length == image["length"] and tf.hashes == image["hashes"]
+    assert tf.release_counter == IMAGES["brakes/fw-2.0.bin"][2]
+    assert tf.ecu_ids == {brk: "brk-v1"} and tf.hardware_ids == ["brk-v1"]
+    assert trust.targets.signed.vehicle_id == "VIN0001"
+
+
+def test_5_3_2_refuses_images_missing_from_the_image_repository_or_for_other_hardware(env):
+    v = _register(env, "VIN0001")
+    before = env["c"].get("/api/vehicles/VIN0001").json()["metadata"]
+    for target, ecu in (
+        ("brakes/fw-9.9.bin", f"{v.vin}-brk"),  # not in the Image repository
+        ("tcu/tcu-5.bin", f"{v.vin}-brk"),  # a telematics image for a brake ECU
+    ):
+        r = env["c"].post(
+            "/api/vehicles/VIN0001/assignments",
+            json={"assignments": [{"ecu": ecu, "target": target}]},
+        )
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"]
+    r = env["c"].post(
+        "/api/vehicles/VIN0001/assignments",
+        json={"assignments": [{"ecu": "no-such-ecu", "target": "tcu/tcu-5.bin"}]},
+    )
+    assert r.status_code == 404
+    assert env["c"].get("/api/assignments").json() == []
+    assert env["c"].get("/api/vehicles/VIN0001").json()["metadata"] == before
+
+
+def test_4_3_partial_bundle_no_new_bundle_while_one_is_in_flight(env):
+    v = _register(env, "VIN0001")
+    tcu, brk = f"{v.vin}-tcu", f"{v.vin}-brk"
+    c = env["c"]
+    r = c.post(
+        "/api/vehicles/VIN0001/assignments",
+        json={
+            "assignments": [
+                {"ecu": tcu, "target": "tcu/tcu-5.bin"},
+                {"ecu": brk, "target": "brakes/fw-1.0.bin"},
+            ]
+        },
+    )
+    first = r.json()
+    assert {a["bundle"] for a in first} == {first[0]["bundle"]}  # one bundle
+    meta = c.get("/api/vehicles/VIN0001").json()["metadata"]
+    trust, src = _trust(env, "VIN0001")
+    trust.refresh(src, env["clock"]())
+    assert set(trust.targets.signed.targets) == {"tcu/tcu-5.bin", "brakes/fw-1.0.bin"}
+    # a second request waits: pending, not sent, metadata unchanged
+    r = c.post(
+        "/api/vehicles/VIN0001/assignments",
+        json={"assignments": [{"ecu": brk, "target": "brakes/fw-2.0.bin"}]},
+    )
+    assert r.status_code == 201
+    [second] = r.json()
+    assert second["state"] == "pending" and second["bundle"] is None
+    assert c.get("/api/vehicles/VIN0001").json()["metadata"]["targets"] == meta["targets"]
+    # only one pending assignment per ECU
+    r = c.post(
+        "/api/vehicles/VIN0001/assignments",
+        json={"assignments": [{"ecu": brk, "target": "brakes/fw-1.0.bin"}]},
+    )
+    assert r.status_code == 409
+    # an in-flight assignment cannot be cancelled; a pending one can
+    assert c.delete(f"/api/assignments/{first[0]['id']}").status_code == 409
+    r = c.delete(f"/api/assignments/{second['id']}")
+    assert r.status_code == 200 and r.json()["state"] == "cancelled"
+    assert [a["state"] for a in c.get("/api/assignments?vin=VIN0001").json()] == [
+        "in_flight",
+        "in_flight",
+        "cancelled",
+    ]
+
+
+def test_campaign_by_hardware_id_reaches_every_matching_ecu(env):
+    _register(env, "VIN0001")
+    _register(env, "VIN0002")
+    _register(env, "VIN0003", {"VIN0003-ivi": "ivi-v3"})
+    r = env["c"].post("/api/campaigns", json={"hardware_id": "tcu-v5", "target": "tcu/tcu-5.bin"})
+    assert r.status_code == 201, r.text
+    assert len(r.json()["created"]) == 2 and r.json()["skipped"] == []
+    states = {(a["vin"], a["ecu"], a["state"]) for a in env["c"].get("/api/assignments").json()}
+    assert states == {
+        ("VIN0001", "VIN0001-tcu", "in_flight"),
+        ("VIN0002", "VIN0002-tcu", "in_flight"),
+    }
+    r = env["c"].post("/api/campaigns", json={"hardware_id": "ivi-v3", "target": "tcu/tcu-5.bin"})
+    assert r.status_code == 422
+
+
+def test_versions_only_grow_and_timestamps_are_resigned_before_expiry(env):
+    _register(env, "VIN0001")
+    c, clock = env["c"], env["clock"]
+    ts1 = decode(c.get("/vehicles/VIN0001/metadata/timestamp.json").content, Limits()).signed
+    # an unchanged poll returns the same bytes
+    assert (
+        c.get("/vehicles/VIN0001/metadata/timestamp.json").content
+        == c.get("/vehicles/VIN0001/metadata/timestamp.json").content
+    )
+    clock.advance(timedelta(hours=13))  # past half the one-day timestamp lifetime
+    env["director"].invalidate("VIN0001")
+    ts2 = decode(c.get("/vehicles/VIN0001/metadata/timestamp.json").content, Limits()).signed
+    assert ts2.version > ts1.version and ts2.expires > ts1.expires
+    assert ts2.snapshot_meta.version == ts1.snapshot_meta.version
+    clock.advance(timedelta(days=4))  # snapshot past half its week
+    assert env["director"].refresh_expiring() == 1
+    ts3 = decode(c.get("/vehicles/VIN0001/metadata/timestamp.json").content, Limits()).signed
+    assert ts3.version > ts2.version and ts3.snapshot_meta.version > ts2.snapshot_meta.version
+    trust, src = _trust(env, "VIN0001")
+    trust.refresh(src, clock())
+
+
+def test_bad_input_400_413_and_traversal(env):
+    c = env["c"]
+    r = c.post("/api/vehicles", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and "malformed" in r.json()["detail"]
+    r = c.post("/api/vehicles", json={"vin": "VIN1"})
+    assert r.status_code == 400
+    big = {"vin": "V" * 10, "ecus": [], "pad": "x" * (2 * 1024 * 1024)}
+    assert c.post("/api/vehicles", json=big).status_code == 413
+    v = make_vehicle("VIN0001")
+    body = v.api_body()
+    body["ecus"][0]["public_key"] = {"keytype": "ed25519", "scheme": "ed25519", "keyval": {}}
+    assert c.post("/api/vehicles", json=body).status_code in (400, 422)
+    body = v.api_body()
+    body["vin"] = "../etc"
+    assert c.post("/api/vehicles", json=body).status_code == 422
+    _register(env, "VIN0001")
+    for bad in ("../secret.bin", "/etc/passwd", "brakes/../../x", "a\x00b"):
+        r = c.post(
+            "/api/vehicles/VIN0001/assignments",
+            json={"assignments": [{"ecu": "VIN0001-brk", "target": bad}]},
+        )
+        assert r.status_code == 400, bad
+    assert c.get("/api/assignments").json() == []
