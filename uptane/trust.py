@@ -824,9 +824,16 @@ class RepositoryTrust:
             return False
         try:
             check_meta_file(self.raw["snapshot"], meta, role="snapshot")
+            self._check_still_signed(snap, "snapshot")
         except UptaneError:
             return False
         return True
+
+    def _check_still_signed(self, md: Metadata[Any], role: str) -> None:
+        """A file trusted earlier must still meet the *current* root's keys and threshold
+        before it is reused (a root may have rotated the role's keys since)."""
+        keys, entry = self.root.signed.role_keys(role)
+        verify_signed_by(md, keys, entry.keyids, entry.threshold, self.limits, role=role)
 
     def _targets_current(self, now: datetime) -> bool:
         """The trusted targets is the one the trusted snapshot names, and fresh."""
@@ -838,6 +845,7 @@ class RepositoryTrust:
             return False
         try:
             check_meta_file(self.raw["targets"], entry, role="targets")
+            self._check_still_signed(tg, "targets")
         except UptaneError:
             return False
         return True
@@ -933,9 +941,14 @@ class RepositoryTrust:
                 and cached.signed.version == entry.version
                 and not cached.signed.is_expired(s.now)
             ):
-                check_meta_file(self.raw[role], entry, role=role)
-                verify_signed_by(cached, keys, keyids, threshold, self.limits, role=role)
-                return cached
+                try:
+                    check_meta_file(self.raw[role], entry, role=role)
+                    # re-checked against the keys of the delegation that led here now
+                    verify_signed_by(cached, keys, keyids, threshold, self.limits, role=role)
+                except UptaneError:
+                    pass  # not reusable: fetch it and check it like any new file
+                else:
+                    return cached
             cap = _role_cap(self.limits, role, entry.length)
             data = self._fetch(s.source, role, self._version_for(entry.version), cap)
             return self._verify_delegated(role, data, keys, keyids, threshold, s.now)

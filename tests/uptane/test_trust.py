@@ -634,3 +634,17 @@ def test_timestamp_model_roundtrip_is_what_the_client_sees():
     data = _forged_timestamp(repo, 7)
     md = Metadata.from_json(data, PRIMARY, role_type="timestamp")
     assert isinstance(md.signed, Timestamp) and md.signed.version == 7
+
+
+def test_5_4_4_3_targets_signed_by_rotated_away_keys_is_not_reused():
+    repo, trust = fresh()
+    old = repo.keys["targets"][0]
+    repo.builder.rotate_keys("targets", [PrivateKey.generate()], revoke=[old.keyid])
+    repo.publish(LATER)
+    trust.update_root(repo.file("2.root.json"))
+    # the trusted targets (signed by the old key) is no longer usable for an install
+    with pytest.raises(MixAndMatchAttack):
+        trust.find_target("fw/a.bin", repo.source, LATER)
+    result = trust.refresh(repo.source, LATER)
+    assert result.targets_changed
+    assert trust.find_target("fw/a.bin", repo.source, LATER).length == 1
