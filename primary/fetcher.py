@@ -74,7 +74,7 @@ class _ServerBusy(Exception):
 
 
 class _Incomplete(Exception):
-    """The body ended before the expected length: worth another (resumed) attempt."""
+    """The server refused to resume a stale part (HTTP 416): worth a fresh attempt."""
 
 
 class SpeedMonitor:
@@ -226,8 +226,9 @@ class Fetcher:
         verifier and the rest is requested with ``Range``. With a ``verifier`` the file
         must end up exactly ``verifier.target.length`` bytes with every hash right
         (``finish``); without one, ``length`` is only a cap. When complete and verified
-        the part is fsynced and atomically renamed to ``path``. A hash mismatch deletes the
-        part and raises BadHash; an interruption keeps it for the next call.
+        the part is fsynced and atomically renamed to ``path``. A file that is complete but
+        wrong (BadHash, BadLength, EndlessDataAttack) deletes the part; an interrupted
+        transfer (a transport error) keeps it for the next attempt or call.
 
         Free space for the missing bytes is checked before any request
         (InsufficientSpace). ``progress(done, length)`` is called after every chunk.
@@ -257,9 +258,10 @@ class Fetcher:
         job = _Download(self, url, part, length, verifier, progress)
         try:
             self._retrying(url, job.attempt)
-        except _Incomplete as e:  # retries exhausted on short bodies
+        except _Incomplete as e:  # retries exhausted on refused resumes
+            part.unlink(missing_ok=True)
             raise BadLength(f"{url}: {e}") from None
-        except EndlessDataAttack:
+        except (EndlessDataAttack, BadLength):
             part.unlink(missing_ok=True)
             raise
         job.complete()
@@ -433,7 +435,10 @@ class _Download:
         finally:
             os.close(fd)
         if self.verifier is not None and written < self.length:
-            raise _Incomplete(f"the body ended after {written} of {self.length} bytes")
+            # a complete answer (its framing ended cleanly) that is too short: the file is
+            # not the signed one. A broken transfer raises a transport error instead,
+            # which is retried and resumed.
+            raise BadLength(f"{self.url}: the file ended after {written} of {self.length} bytes")
         return True
 
     def complete(self) -> None:

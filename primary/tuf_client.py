@@ -41,8 +41,10 @@ from uptane.verify import ImageVerifier
 
 PROG = "uptane-tuf-client"
 REPOSITORY = "image"
-#: suffix of an unfinished download in the target directory; "#" never appears in an
-#: encoded name (encode_name writes it as %23), so no target can collide with it
+#: an unfinished download in the target directory is ``.<encoded name>#part``: hidden
+#: (a dot file) so it is never taken for a downloaded artifact, and "#" never appears in
+#: an encoded name (encode_name writes it as %23), so no target can collide with it
+PART_PREFIX = "."
 PART_SUFFIX = "#part"
 
 
@@ -75,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # --- the metadata directory ---------------------------------------------------------------
+
+
+def part_name(path: str) -> str:
+    """The file name of the unfinished download of target ``path``."""
+    return PART_PREFIX + encode_name(path) + PART_SUFFIX
 
 
 def role_file(role: str) -> str:
@@ -241,7 +248,7 @@ class TufClient:
                 dest,
                 target.length,
                 ImageVerifier(target, self.limits),
-                part_path=out / (encode_name(name) + PART_SUFFIX),
+                part_path=out / part_name(name),
             )
 
     def url_for(self, target: TargetFile, base_url: str) -> str:

@@ -468,12 +468,15 @@ def test_image_content_length_over_its_length_is_refused_before_the_body(
 
 
 def test_image_shorter_than_its_length_is_bad_length(static_server: Server, tmp_path: Path) -> None:
+    """A complete answer that is too short is the wrong file: refused at once, not retried,
+    and no part kept (an interrupted transfer is what keeps a part)."""
     from uptane.errors import BadLength
 
     (static_server.root / "img").write_bytes(IMAGE[:-10])
-    with fast_fetcher(retries=1) as f, pytest.raises(BadLength):
+    with fast_fetcher(retries=3) as f, pytest.raises(BadLength):
         f.download_to(static_server.url + "/img", tmp_path / "img", len(IMAGE), verifier_for(IMAGE))
-    assert not (tmp_path / "img").exists()
+    assert static_server.requests == ["/img"]
+    assert list(tmp_path.iterdir()) == [static_server.root]
 
 
 def test_image_404_is_a_fetch_error(static_server: Server, tmp_path: Path) -> None:

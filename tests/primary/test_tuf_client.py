@@ -19,7 +19,7 @@ import pytest
 from conftest import Server
 from tuf.api.metadata import Metadata as TufMetadata
 
-from primary.tuf_client import PART_SUFFIX, main
+from primary.tuf_client import main, part_name
 from uptane.keys import ECDSA, ED25519, RSA_PSS, PrivateKey
 from uptane.metadata import JSON, DelegatedRole, Metadata, TargetFile
 from uptane.paths import encode_name
@@ -318,6 +318,32 @@ def test_longer_artifact_is_endless_data(repo: StaticRepo, dirs) -> None:
     assert list(tdir.iterdir()) == []
 
 
+def test_shorter_artifact_is_refused_and_nothing_kept(repo: StaticRepo, dirs) -> None:
+    mdir, tdir = dirs
+    repo.add("a.bin", b"the real image")
+    repo.publish()
+    repo.target_file("a.bin").write_bytes(b"short")
+    assert run_init(repo, mdir) == 0
+    assert run_download(repo, mdir, tdir, "a.bin") == 1
+    assert list(tdir.iterdir()) == []
+
+
+def test_substituted_artifact_leaves_the_verified_copy(repo: StaticRepo, dirs) -> None:
+    """A repository that swaps the bytes of an already downloaded artifact: the client keeps
+    its verified copy (cached, or refused on download) and stores nothing malicious."""
+    mdir, tdir = dirs
+    repo.add("a.bin", b"good contents")
+    repo.add("b.bin", b"good")
+    repo.publish()
+    assert run_init(repo, mdir) == 0
+    assert run_download(repo, mdir, tdir, "a.bin") == 0
+    repo.target_file("a.bin").write_bytes(b"malicious data, longer than the signed length")
+    repo.target_file("b.bin").write_bytes(b"malicious data, longer than the signed length")
+    assert run_download(repo, mdir, tdir, "a.bin") == 0  # the cached copy still verifies
+    assert run_download(repo, mdir, tdir, "b.bin") == 1
+    assert {p.name: p.read_bytes() for p in tdir.iterdir()} == {"a.bin": b"good contents"}
+
+
 def test_tampered_metadata_is_refused(repo: StaticRepo, dirs) -> None:
     mdir, _ = dirs
     assert run_init(repo, mdir) == 0
@@ -530,7 +556,7 @@ def test_interrupted_download_leaves_a_part_that_is_resumed(repo: StaticRepo, di
     repo.add("big.bin", data)
     repo.publish()
     tdir.mkdir(parents=True)
-    (tdir / ("big.bin" + PART_SUFFIX)).write_bytes(data[:10_000])  # left by a power cut
+    (tdir / part_name("big.bin")).write_bytes(data[:10_000])  # left by a power cut
     assert run_init(repo, mdir) == 0
     assert run_download(repo, mdir, tdir, "big.bin") == 0
     assert (tdir / "big.bin").read_bytes() == data
