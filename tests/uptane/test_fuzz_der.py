@@ -1,0 +1,277 @@
+"""Fuzzing the DER decoders: random bytes, byte-level mutations and structure-aware
+mutations of valid encodings (metadata of every role, ECU version reports, vehicle version
+manifests). Only :class:`uptane.errors.UptaneError` may escape, and whatever decodes must
+re-encode to exactly the input (one encoding per value)."""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import UTC, datetime
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from uptane.encoding import der
+from uptane.errors import UptaneError
+from uptane.keys import ECDSA, ED25519, PrivateKey
+from uptane.limits import CONSTRAINED, PRIMARY
+from uptane.manifest import EcuVersionReport, InstalledImage, SignedManifest, build_vehicle_manifest
+from uptane.metadata import (
+    DER,
+    DelegatedRole,
+    Delegations,
+    EncryptedImage,
+    Metadata,
+    MetaFile,
+    RoleRef,
+    Root,
+    Snapshot,
+    TargetFile,
+    Targets,
+    Timestamp,
+)
+
+EXPIRES = datetime(2031, 1, 2, 3, 4, 5, tzinfo=UTC)
+FUZZ = settings(
+    max_examples=300,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+def _corpus() -> dict[str, list[bytes]]:
+    k1 = PrivateKey.generate(ED25519)
+    k2 = PrivateKey.generate(ECDSA)
+    root = Root(expires=EXPIRES, keys={}, roles={})
+    for role in ("root", "timestamp", "snapshot", "targets"):
+        root.add_key(k1.key, role)
+    root.add_key(k2.key, "root")
+    image = TargetFile.from_data(
+        "a/fw.bin",
+        b"x" * 50,
+        ("sha256", "sha512"),
+        hardware_ids=["hw"],
+        release_counter=2,
+        shall_match={"v": [1, "x"]},
+        custom_extra={"e": None},
+    )
+    director = TargetFile.from_data(
+        "a/fw.bin",
+        b"x" * 50,
+        ("sha256",),
+        hardware_ids=["hw"],
+        ecu_ids={"E1": "hw", "E2": "hw2"},
+        encrypted=EncryptedImage("e", 3, {"sha256": "00" * 32}, b"k" * 16, "aes"),
+        url="https://d/x",
+    )
+    delegations = Delegations(
+        {k1.keyid: k1.key},
+        [
+            DelegatedRole("r1", [k1.keyid], 1, True, paths=["a/*"], hardware_ids=["hw"]),
+            DelegatedRole(
+                "r2",
+                [],
+                1,
+                path_hash_prefixes=["0"],
+                multi_roles=[RoleRef("m1", [k1.keyid], 1), RoleRef("m2", [k1.keyid], 1)],
+                min_roles_in_agreement=1,
+            ),
+        ],
+    )
+    signed = [
+        root,
+        Timestamp(expires=EXPIRES, snapshot_meta=MetaFile(3, 10, {"sha256": "11" * 32})),
+        Snapshot(expires=EXPIRES, meta={"targets.json": MetaFile(2), "r1.json": MetaFile(1)}),
+        Targets(expires=EXPIRES, targets={image.path: image}, delegations=delegations),
+        Targets(expires=EXPIRES, targets={director.path: director}, vehicle_id="VIN"),
+        Targets(expires=EXPIRES, vehicle_id="VIN", unrecognized={"x": {"y": [1]}}),
+    ]
+    metadata = []
+    for s in signed:
+        md = Metadata(s, encoding=DER)
+        md.sign(k1)
+        metadata.append(md.to_bytes())
+    img = InstalledImage("a/fw.bin", 50, {"sha256": "22" * 32})
+    reports = []
+    for i, (ecu, kw) in enumerate(
+        [("E1", {"nonce": b"\x01" * 8}), ("E2", {"counter": 7, "attack": "rollback: x"})]
+    ):
+        r = SignedManifest(
+            EcuVersionReport(ecu, img, EXPIRES, release_counter=i, **kw), encoding=DER
+        )
+        r.sign(k2 if i else k1)
+        reports.append(r)
+    vvm = build_vehicle_manifest("VIN", "E1", reports, k1, encoding=DER, attack="freeze: y")
+    return {
+        "metadata": metadata,
+        "manifests": [r.to_bytes() for r in reports] + [vvm.to_bytes()],
+    }
+
+
+CORPUS = _corpus()
+ALL = CORPUS["metadata"] + CORPUS["manifests"]
+
+
+def _decode_all(data: bytes) -> None:
+    """Feed ``data`` to every DER decoder; only UptaneError may escape, and anything that
+    decodes must write back to the same bytes."""
+    for limits in (PRIMARY, CONSTRAINED):
+        try:
+            md = der.decode_metadata(data, limits)
+        except UptaneError:
+            pass
+        else:
+            assert md.to_bytes() == data
+            assert md.signed_bytes == der.encode_signed(md.signed)
+        try:
+            sm = SignedManifest.from_bytes(data, limits, DER)
+        except UptaneError:
+            pass
+        else:
+            assert sm.to_bytes() == data
+    for kind in ("ecu_version_report", "vehicle_version_manifest"):
+        with contextlib.suppress(UptaneError):
+            der.decode_manifest(data, PRIMARY, kind=kind)
+
+
+# --- a tiny TLV tree, for mutations that keep lengths consistent ---------------------------
+
+
+def _tree(data: bytes) -> list[Any]:
+    out: list[Any] = []
+    pos = 0
+    while pos < len(data):
+        ident, first = data[pos], data[pos + 1]
+        if first < 0x80:
+            length, start = first, pos + 2
+        else:
+            k = first & 0x7F
+            length, start = int.from_bytes(data[pos + 2 : pos + 2 + k], "big"), pos + 2 + k
+        body = data[start : start + length]
+        out.append([ident, _tree(body) if ident & 0x20 else body])
+        pos = start + length
+    return out
+
+
+def _dump(nodes: list[Any]) -> bytes:
+    out = b""
+    for ident, body in nodes:
+        content = _dump(body) if isinstance(body, list) else body
+        n = len(content)
+        length = (
+            bytes([n])
+            if n < 0x80
+            else bytes([0x80 | ((n.bit_length() + 7) // 8)])
+            + n.to_bytes((n.bit_length() + 7) // 8, "big")
+        )
+        out += bytes([ident]) + length + content
+    return out
+
+
+def _nodes(tree: list[Any]) -> list[tuple[list[Any], int]]:
+    """Every (parent list, index) in the tree, iteratively."""
+    out = []
+    stack = [tree]
+    while stack:
+        lst = stack.pop()
+        for i, node in enumerate(lst):
+            out.append((lst, i))
+            if isinstance(node[1], list):
+                stack.append(node[1])
+    return out
+
+
+MUTATIONS = ("flip", "insert", "delete", "truncate", "splice")
+TREE_OPS = ("content", "tag", "duplicate", "remove", "swap", "wrap", "empty")
+
+
+@FUZZ
+@given(st.binary(max_size=400))
+def test_fuzz_random_bytes(data):
+    _decode_all(data)
+
+
+@FUZZ
+@given(st.binary(max_size=300).map(lambda b: b"\x30" + bytes([min(len(b), 127)]) + b))
+def test_fuzz_random_sequences(data):
+    _decode_all(data)
+
+
+@FUZZ
+@given(
+    st.sampled_from(range(len(ALL))),
+    st.lists(
+        st.tuples(st.sampled_from(MUTATIONS), st.integers(0, 1 << 16), st.binary(max_size=8)),
+        min_size=1,
+        max_size=4,
+    ),
+)
+def test_fuzz_byte_mutations_of_valid_der(index, ops):
+    data = bytearray(ALL[index])
+    for op, pos, blob in ops:
+        if not data:
+            break
+        at = pos % len(data)
+        if op == "flip":
+            data[at] ^= (blob[0] if blob else 0xFF) or 1
+        elif op == "insert":
+            data[at:at] = blob
+        elif op == "delete":
+            del data[at : at + 1 + len(blob)]
+        elif op == "truncate":
+            del data[at:]
+        else:
+            other = ALL[pos % len(ALL)]
+            data[at:] = other[at % len(other) :]
+    _decode_all(bytes(data))
+
+
+@FUZZ
+@given(
+    st.sampled_from(range(len(ALL))),
+    st.lists(
+        st.tuples(st.sampled_from(TREE_OPS), st.integers(0, 1 << 16), st.binary(max_size=40)),
+        min_size=1,
+        max_size=3,
+    ),
+)
+def test_fuzz_structure_mutations_of_valid_der(index, ops):
+    tree = _tree(ALL[index])
+    for op, pos, blob in ops:
+        nodes = _nodes(tree)
+        parent, i = nodes[pos % len(nodes)]
+        node = parent[i]
+        if op == "content":
+            if isinstance(node[1], list):
+                node[1] = blob
+                node[0] &= ~0x20
+            else:
+                node[1] = blob
+        elif op == "tag":
+            node[0] = (blob[0] if blob else 0x04) & ~0x1F | (pos % 31)
+            if node[0] & 0x20 and not isinstance(node[1], list):
+                node[0] &= ~0x20
+            elif not node[0] & 0x20 and isinstance(node[1], list):
+                node[0] |= 0x20
+        elif op == "duplicate":
+            parent.insert(i, [node[0], node[1]])
+        elif op == "remove" and len(parent) > 1:
+            del parent[i]
+        elif op == "swap" and len(parent) > 1:
+            j = (i + 1) % len(parent)
+            parent[i], parent[j] = parent[j], parent[i]
+        elif op == "wrap":
+            parent[i] = [0x30, [node]]
+        elif op == "empty" and isinstance(node[1], list):
+            node[1] = []
+    _decode_all(_dump(tree))
+
+
+def test_fuzz_corpus_is_valid():
+    """The mutation seeds themselves decode, so the fuzzing starts from real encodings."""
+    for data in CORPUS["metadata"]:
+        assert der.decode_metadata(data, PRIMARY).to_bytes() == data
+    for data in CORPUS["manifests"]:
+        assert SignedManifest.from_bytes(data, PRIMARY, DER).to_bytes() == data
