@@ -209,3 +209,21 @@ def test_5_4_4_1_persisted_expired_targets_still_block_rollback():
         loaded.verify(old, much_later)
     with pytest.raises(ExpiredMetadata):  # the trusted file itself is stale by now
         loaded.verify(loaded.raw["targets"], much_later)
+
+
+def test_5_4_4_1_partial_verification_over_der():
+    from uptane.metadata import DER
+
+    repo = make_repo(
+        "director",
+        vehicle_id=VIN,
+        targets=[director_entry(b"img", "fw/a.bin", ECU, HW, release_counter=3)],
+        encodings=(JSON, DER),
+    )
+    pv = PartialVerifier(repo.builder.trusted_root(DER), ECU, HW, CONSTRAINED, vehicle_id=VIN)
+    files = repo.builder.files[DER]
+    entry = pv.verify(files["targets"], NOW, root_updates=[files["root"]])
+    assert entry is not None and entry.release_counter == 3
+    with pytest.raises(MalformedInput):
+        pv.verify(repo.builder.files[JSON]["targets"], NOW)
+    assert pv.raw["targets"] == files["targets"]

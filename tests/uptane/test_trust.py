@@ -30,6 +30,7 @@ from uptane.errors import (
 from uptane.keys import PrivateKey
 from uptane.limits import PRIMARY
 from uptane.metadata import (
+    JSON,
     DelegatedRole,
     Metadata,
     MetaFile,
@@ -648,3 +649,22 @@ def test_5_4_4_3_targets_signed_by_rotated_away_keys_is_not_reused():
     result = trust.refresh(repo.source, LATER)
     assert result.targets_changed
     assert trust.find_target("fw/a.bin", repo.source, LATER).length == 1
+
+
+def test_5_4_4_2_der_repository_refreshes_and_refuses_a_rollback():
+    from uptane.metadata import DER
+
+    repo = make_repo(targets=[TargetFile.from_data("fw/a.bin", b"a")], encodings=(JSON, DER))
+    source = repo.builder.source(DER)
+    trust = RepositoryTrust("image", repo.builder.trusted_root(DER), PRIMARY, encoding=DER)
+    trust.refresh(source, NOW)
+    assert source.requests == ["2.root.der", "timestamp.der", "2.snapshot.der", "2.targets.der"]
+    assert trust.find_target("fw/a.bin", source, NOW).length == 1
+    old = repo.builder.files[DER]["timestamp"]
+    repo.publish(LATER)
+    trust.refresh(source, LATER)
+    with pytest.raises(RollbackAttack):
+        trust.update_timestamp(old, LATER)
+    # a JSON file handed to a DER client is malformed input, not a crash
+    with pytest.raises(MalformedInput):
+        trust.update_timestamp(repo.builder.files[JSON]["timestamp"], LATER)

@@ -63,6 +63,7 @@ def make_repo(
     consistent_snapshot: bool = True,
     expiry: dict[str, timedelta] | None = None,
     targets: list[TargetFile] | None = None,
+    encodings: tuple[str, ...] = (JSON,),
 ) -> Repo:
     """A repository signed with fresh ed25519 keys (``keys_per_role`` per role)."""
     keys = {r: [PrivateKey.generate() for _ in range(keys_per_role)] for r in ROLES}
@@ -74,13 +75,13 @@ def make_repo(
         expiry=expiry,
         consistent_snapshot=consistent_snapshot,
         vehicle_id=vehicle_id,
-        encodings=(JSON,),
+        encodings=encodings,
     )
     for t in targets or []:
         b.add_target(t)
     if targets:
         b.publish(now)
-    return Repo(name, b, keys, b.source(JSON))
+    return Repo(name, b, keys, b.source(encodings[0]))
 
 
 def director_entry(data: bytes, path: str, ecu_id: str, hardware_id: str, **kw: Any) -> TargetFile:
