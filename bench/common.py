@@ -1,0 +1,161 @@
+"""What every benchmark shares: the result entry, timing helpers, the static server and
+the profiling hook used to explain a missed goal.
+
+A benchmark module exposes ``run(smoke: bool = False) -> list[Figure]``. ``smoke`` runs it at
+a tiny size (a few seconds at most) so that the harness cannot rot; the numbers of a smoke
+run mean nothing. Every figure is a ratio measured in one run against its reference, so
+that a noisy, shared machine moves both sides together.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import cProfile
+import io
+import os
+import pstats
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+NOT_YET = "not yet measurable"
+MEASURED = "measured"
+
+
+@dataclass
+class Figure:
+    """One named figure of ``bench/results.json``.
+
+    ``value`` and ``reference`` are in ``unit``; ``ratio`` is value / reference (or the
+    value itself where the goal has no reference); ``goal`` says the target in words and
+    ``met`` whether this run reached it. A figure that cannot be measured yet has
+    ``status == "not yet measurable"``, no numbers, ``met`` False and the reason in
+    ``notes``.
+    """
+
+    name: str
+    title: str
+    goal: str
+    value: float | None = None
+    reference: float | None = None
+    ratio: float | None = None
+    met: bool = False
+    unit: str = ""
+    reference_unit: str = ""
+    notes: str = ""
+    status: str = MEASURED
+    details: dict[str, Any] = field(default_factory=dict)
+    #: the measured operation, run under cProfile when the goal is missed (not saved)
+    profile_target: Callable[[], Any] | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("profile_target", None)
+        for k in ("value", "reference", "ratio"):
+            if isinstance(d[k], float):
+                d[k] = round(d[k], 6)
+        return d
+
+
+def not_yet(name: str, title: str, goal: str, reason: str) -> Figure:
+    """A figure whose component is not ready: the harness exists, the number does not."""
+    return Figure(name, title, goal, status=NOT_YET, notes=reason)
+
+
+def median(xs: list[float]) -> float:
+    return float(statistics.median(xs))
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    """Seconds one call of ``fn`` takes (perf_counter)."""
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def alternate(
+    a: Callable[[], Any],
+    b: Callable[[], Any],
+    runs: int,
+    *,
+    warmup: int = 1,
+) -> tuple[list[float], list[float]]:
+    """Run ``a`` and ``b`` alternately (``a b b a a b ...``, so neither always goes first)
+    ``runs`` times each after ``warmup`` untimed rounds; returns both lists of seconds."""
+    for _ in range(warmup):
+        a()
+        b()
+    ta: list[float] = []
+    tb: list[float] = []
+    for i in range(runs):
+        if i % 2 == 0:
+            ta.append(timed(a))
+            tb.append(timed(b))
+        else:
+            tb.append(timed(b))
+            ta.append(timed(a))
+    return ta, tb
+
+
+def profile_summary(fn: Callable[[], Any], *, top: int = 15, repeat: int = 1) -> str:
+    """Where the time of ``fn`` goes: the top functions by cumulative time (cProfile)."""
+    prof = cProfile.Profile()
+    prof.enable()
+    try:
+        for _ in range(repeat):
+            fn()
+    finally:
+        prof.disable()
+    out = io.StringIO()
+    stats = pstats.Stats(prof, stream=out)
+    stats.strip_dirs().sort_stats("cumulative").print_stats(top)
+    lines = [ln.rstrip() for ln in out.getvalue().splitlines()]
+    # keep the table, drop pstats' preamble of blank lines and the file list header
+    start = next((i for i, ln in enumerate(lines) if "ncalls" in ln), 0)
+    total = next((ln.strip() for ln in lines if "function calls" in ln), "")
+    return "\n".join([total, *lines[start:]]).strip()
+
+
+@contextlib.contextmanager
+def static_server(directory: Path) -> Iterator[str]:
+    """Serve ``directory`` over HTTP/1.1 (keep-alive) on 127.0.0.1 in a separate process,
+    so that the server never competes with the measured client for the GIL. Yields the
+    base URL (no trailing slash)."""
+    code = (
+        "import functools, http.server, sys\n"
+        "class H(http.server.SimpleHTTPRequestHandler):\n"
+        "    protocol_version = 'HTTP/1.1'\n"
+        "    disable_nagle_algorithm = True\n"
+        "    def log_message(self, *a): pass\n"
+        "h = functools.partial(H, directory=sys.argv[1])\n"
+        "s = http.server.ThreadingHTTPServer(('127.0.0.1', 0), h)\n"
+        "s.daemon_threads = True\n"
+        "print(s.server_address[1], flush=True)\n"
+        "s.serve_forever()\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(directory)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
