@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from trust_support import VIN, Repo, director_entry, make_repo
+from trust_support import VIN, Repo, director_entry, make_repo, make_two_repos
 
 from uptane.metadata import TargetFile
 
@@ -36,3 +36,10 @@ def two_repos(director_repo: Repo, image_repo: Repo) -> tuple[Repo, Repo]:
     """A Director (for vehicle ``VIN``, ECU ``ecu-1`` of hardware ``hw-1``) and an Image
     repository that both list ``fw/a.bin``."""
     return director_repo, image_repo
+
+
+@pytest.fixture
+def two_repo_factory() -> Callable[..., tuple[Repo, Repo]]:
+    """``two_repo_factory(images, assignments, vehicle_id=VIN, ...)``: a Director and an
+    Image repository in agreement (see :func:`trust_support.make_two_repos`)."""
+    return make_two_repos

@@ -668,3 +668,40 @@ def test_5_4_4_2_der_repository_refreshes_and_refuses_a_rollback():
     # a JSON file handed to a DER client is malformed input, not a crash
     with pytest.raises(MalformedInput):
         trust.update_timestamp(repo.builder.files[JSON]["timestamp"], LATER)
+
+
+def test_5_4_4_4_duplicate_signatures_do_not_meet_a_threshold_of_two():
+    repo = make_repo(thresholds={"timestamp": 2}, keys_per_role=2)
+    trust = repo.trust()
+    trust.refresh(repo.source, NOW)
+    ts = repo.current("timestamp")
+    ts.version += 1
+    md = Metadata(ts)
+    sig = md.sign(repo.keys["timestamp"][0])
+    md.signatures += [Signature(sig.keyid, sig.sig), Signature(sig.keyid, sig.sig)]
+    repo.source.overrides["timestamp.json"] = md.to_bytes()
+    with pytest.raises(ThresholdNotMet):
+        trust.refresh(repo.source, NOW)
+    md.sign(repo.keys["timestamp"][1])
+    repo.source.overrides["timestamp.json"] = md.to_bytes()
+    trust.refresh(repo.source, NOW)
+    assert trust.timestamp.signed.version == ts.version
+
+
+def test_two_repo_factory_gives_agreeing_repositories(two_repo_factory):
+    director, image = two_repo_factory(
+        {"fw/a.bin": b"a", "fw/b.bin": b"bb"},
+        {"ecu-1": ("fw/a.bin", "hw-1"), "ecu-2": ("fw/b.bin", "hw-2")},
+        release_counter=7,
+    )
+    d = director.trust(vehicle_id=VIN, ecu_ids={"ecu-1", "ecu-2"})
+    d.refresh(director.source, NOW)
+    i = image.trust()
+    i.refresh(image.source, NOW)
+    for path, entry in d.targets.signed.targets.items():
+        found = i.find_target(path, image.source, NOW, hardware_id=entry.hardware_ids[0])
+        assert (found.length, found.hashes, found.release_counter) == (
+            entry.length,
+            entry.hashes,
+            7,
+        )

@@ -6,12 +6,14 @@
     ``CryptoSigner`` keys (ed25519, ecdsa, rsa) refreshes and resolves targets through our
     :class:`uptane.trust.RepositoryTrust`.
 (c) Path matching and hash-bin naming agree with python-tuf's.
+(d) python-tuf's ngclient refreshes a RepositoryBuilder repository and resolves targets.
 """
 
 from __future__ import annotations
 
 import hashlib
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from urllib.parse import unquote
 
 import pytest
 import tuf.api.metadata as tuf
@@ -19,12 +21,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from securesystemslib.signer import CryptoSigner
 from trust_support import NOW, VIN, director_entry, make_repo
+from tuf.api.exceptions import DownloadHTTPError
 from tuf.api.serialization.json import JSONSerializer
+from tuf.ngclient import FetcherInterface, Updater
 
 from uptane.errors import EndlessDataAttack, TargetNotFound, ThresholdNotMet
 from uptane.keys import PrivateKey
 from uptane.limits import PRIMARY
-from uptane.metadata import DelegatedRole, Delegations, RoleRef, SuccinctRoles, TargetFile
+from uptane.metadata import JSON, DelegatedRole, Delegations, RoleRef, SuccinctRoles, TargetFile
 from uptane.trust import RepositoryTrust, is_delegated_path
 
 # --- (a) our metadata in python-tuf ----------------------------------------------------------
@@ -277,3 +281,41 @@ def test_hash_bins_are_named_like_python_tuf(bits, path):
     ours = SuccinctRoles([], 1, bits, "bins")
     theirs = tuf.SuccinctRoles([], 1, bits, "bins")
     assert ours.role_for_target(path) == theirs.get_role_for_target(path)
+
+
+# --- (d) python-tuf's ngclient reads our repositories -----------------------------------------
+
+
+class _BuilderFetcher(FetcherInterface):
+    """ngclient's transport, served from a RepositoryBuilder's files in memory."""
+
+    def __init__(self, repo) -> None:
+        self.repo = repo
+
+    def _fetch(self, url: str):
+        name = unquote(url.rsplit("/", 1)[-1])
+        data = self.repo.builder.versioned_files(JSON).get(name)
+        if data is None:
+            raise DownloadHTTPError(f"{name} not found", 404)
+        return iter([data])
+
+
+def test_python_tuf_ngclient_refreshes_our_repository_and_resolves_delegations(tmp_path):
+    # ngclient checks expiry against the wall clock, so this repository is signed "now"
+    now = datetime.now(UTC).replace(microsecond=0)
+    repo = make_repo("image", now, targets=[TargetFile.from_data("fw/a.bin", b"a")])
+    sup = PrivateKey.generate()
+    repo.builder.delegate("targets", DelegatedRole("sup", [], 1, paths=["sup/*"]), [sup])
+    repo.builder.add_target(TargetFile.from_data("sup/x.bin", b"xx"), role="sup")
+    repo.builder.rotate_keys("root", [PrivateKey.generate()], revoke=[repo.keys["root"][0].keyid])
+    repo.publish(now)
+    updater = Updater(
+        str(tmp_path),
+        "https://repo.invalid/metadata/",
+        fetcher=_BuilderFetcher(repo),
+        bootstrap=repo.builder.trusted_root(JSON),
+    )
+    updater.refresh()
+    assert updater.get_targetinfo("fw/a.bin").length == 1
+    assert updater.get_targetinfo("sup/x.bin").length == 2
+    assert updater.get_targetinfo("sup/none.bin") is None

@@ -89,3 +89,37 @@ def director_entry(data: bytes, path: str, ecu_id: str, hardware_id: str, **kw: 
     return TargetFile.from_data(
         path, data, ecu_ids={ecu_id: hardware_id}, hardware_ids=[hardware_id], **kw
     )
+
+
+def make_two_repos(
+    images: dict[str, bytes] | None = None,
+    assignments: dict[str, tuple[str, str]] | None = None,
+    *,
+    vehicle_id: str = VIN,
+    now: datetime = NOW,
+    release_counter: int | None = None,
+) -> tuple[Repo, Repo]:
+    """A Director for ``vehicle_id`` and an Image repository, in agreement.
+
+    ``images`` maps a path to image bytes (listed by the Image repository with the hardware
+    ids of the ECUs it is assigned to); ``assignments`` maps an ECU id to (path, hardware
+    id): the Director lists that image for that ECU. Default: one image ``fw/a.bin`` for
+    ``ecu-1`` of hardware ``hw-1``."""
+    images = {"fw/a.bin": b"image a"} if images is None else images
+    assignments = {"ecu-1": ("fw/a.bin", "hw-1")} if assignments is None else assignments
+    hw_by_path: dict[str, list[str]] = {}
+    for path, hw in assignments.values():
+        hw_by_path.setdefault(path, []).append(hw)
+    image_targets = [
+        TargetFile.from_data(
+            p, d, hardware_ids=sorted(set(hw_by_path.get(p, []))), release_counter=release_counter
+        )
+        for p, d in images.items()
+    ]
+    director_targets = [
+        director_entry(images[p], p, ecu, hw, release_counter=release_counter)
+        for ecu, (p, hw) in assignments.items()
+    ]
+    image = make_repo("image", now, targets=image_targets)
+    director = make_repo("director", now, vehicle_id=vehicle_id, targets=director_targets)
+    return director, image
