@@ -413,6 +413,8 @@ class SerialTransport:
     """Messages over a serial port through a :class:`ReliableLink`.
 
     ``port`` is a device path, a pyserial URL (``serial_for_url``), or an open port object.
+    A write that blocks longer than ``write_timeout`` (the peer stopped reading) raises
+    :class:`LinkTimeout` instead of hanging.
     ``ack_timeout`` defaults to a value that fits one maximal frame at ``baudrate`` (a pty
     ignores the baud rate). :meth:`send` returns once the peer acknowledged every fragment;
     :meth:`recv` waits at most ``timeout`` seconds for a message. One thread drives it.
@@ -428,14 +430,19 @@ class SerialTransport:
         retries: int = 16,
         limits: Limits = PRIMARY,
         read_timeout: float = 0.005,
+        write_timeout: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if isinstance(port, str):
             import serial  # pyserial, the optional "serial" extra
 
-            port = serial.serial_for_url(port, baudrate=baudrate, timeout=read_timeout)
+            port = serial.serial_for_url(
+                port, baudrate=baudrate, timeout=read_timeout, write_timeout=write_timeout
+            )
         else:
             port.timeout = read_timeout
+            if getattr(port, "write_timeout", 0) is None:
+                port.write_timeout = write_timeout  # a peer that stops reading must not hang us
         self.port = port
         if ack_timeout is None:
             wire_time = 2 * cobs_max_encoded(max_frame + OVERHEAD) * 10 / baudrate
@@ -499,6 +506,9 @@ class SerialTransport:
             try:
                 self.port.write(out)
             except OSError as e:
+                if type(e).__name__ == "SerialTimeoutException":  # pyserial's write timeout
+                    self.link.reset()
+                    raise LinkTimeout("serial port: the peer stopped reading") from None
                 raise LinkError(f"serial port: {e}") from None
 
     def close(self) -> None:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from hw_support import MemoryHandler
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hardware import messages as m
 from hardware.protocol import (
@@ -17,6 +21,7 @@ from uptane.errors import (
     LinkTimeout,
     ProtocolVersionMismatch,
     ProtocolViolation,
+    UptaneError,
 )
 from uptane.limits import CONSTRAINED, PRIMARY
 
@@ -272,3 +277,34 @@ def test_a_handler_bug_becomes_an_error_reply() -> None:
     reply = call(pri, sec, m.GetReport(nonce=b"n"))
     assert isinstance(reply, m.Error) and reply.code == 1
     assert isinstance(call(pri, sec, m.GetStatus()), m.Status)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=200), max_size=5))
+def test_fuzz_secondary_endpoint_always_answers_with_a_message(inputs: list[bytes]) -> None:
+    _, sec, pri = pair()
+    call(pri, sec, pri.hello())
+    for data in inputs:
+        env = m.decode(sec.receive(data), PRIMARY)  # never raises, always a valid reply
+        assert isinstance(env.message, m.Error)
+    assert isinstance(call(pri, sec, m.GetStatus()), m.Status)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(list(m.REPLY_TYPES)), st.binary(max_size=200))
+def test_fuzz_primary_endpoint_raises_only_uptane_errors(kind, data: bytes) -> None:
+    pri = PrimaryEndpoint(PRIMARY)
+    request = {
+        m.Hello: pri.hello(),
+        m.GetReport: m.GetReport(nonce=b"n"),
+        m.PutTime: m.PutTime(time=1),
+        m.PutMetadata: m.PutMetadata(
+            repository="d", role="targets", encoding="der", total=1, offset=0, chunk=b"x"
+        ),
+        m.PutImage: m.PutImage(filename="f", total=1, offset=0, chunk=b"x"),
+        m.Install: m.Install(),
+        m.GetStatus: m.GetStatus(),
+    }[kind]
+    pri.request(request, 0.0)
+    with contextlib.suppress(UptaneError):
+        pri.receive(data, 0.0)

@@ -265,3 +265,16 @@ def test_secondary_in_another_process(pty_link: PtyLink) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_peer_that_stops_reading_does_not_hang_the_writer(pty_link: PtyLink) -> None:
+    # nobody reads the master side: the pty buffer fills with retransmissions
+    transport = SerialTransport(
+        pty_link.path, max_frame=4096, ack_timeout=0.0, retries=100_000, write_timeout=0.2
+    )
+    try:
+        transport.negotiate(4096)
+        with pytest.raises(LinkTimeout):
+            transport.send(b"x" * 60_000, timeout=30)
+    finally:
+        transport.close()
