@@ -7,10 +7,13 @@ error, where it happened, and that the trusted state did not move.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from datetime import timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from trust_support import NOW, VIN, director_entry, make_repo
 
 from uptane.errors import (
@@ -25,6 +28,7 @@ from uptane.errors import (
     RepeatedEcuId,
     RollbackAttack,
     ThresholdNotMet,
+    UptaneError,
     VehicleMismatch,
 )
 from uptane.keys import PrivateKey
@@ -705,3 +709,71 @@ def test_two_repo_factory_gives_agreeing_repositories(two_repo_factory):
             entry.hashes,
             7,
         )
+
+
+# --- property: whatever a man in the middle replays, trust only moves forward ---------------
+
+
+@settings(max_examples=40, deadline=None, database=None)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(["publish", "new-target", "rotate-ts", "replay", "garbage", "drop"]),
+            st.integers(0, 50),
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_trusted_versions_never_decrease_and_honest_refresh_catches_up(steps):
+    repo = make_repo(targets=[TargetFile.from_data("fw/a.bin", b"a")])
+    trust = repo.trust()
+    trust.refresh(repo.source, NOW)
+    history: dict[str, list[bytes]] = {}
+
+    def remember():
+        for name, data in repo.builder.versioned_files(JSON).items():
+            history.setdefault(name, [])
+            if data not in history[name]:
+                history[name].append(data)
+
+    remember()
+    floor = trust.state()
+    for i, (action, n) in enumerate(steps):
+        when = NOW + timedelta(minutes=i + 1)
+        repo.source.overrides.clear()
+        if action == "publish":
+            repo.builder.mark("snapshot")
+            repo.publish(when)
+        elif action == "new-target":
+            repo.builder.add_target(TargetFile.from_data(f"fw/{i}.bin", b"x" * (n + 1)))
+            repo.publish(when)
+        elif action == "rotate-ts":
+            old = repo.builder.root.roles["timestamp"].keyids[0]
+            repo.builder.rotate_keys("timestamp", [PrivateKey.generate()], revoke=[old])
+            repo.publish(when)
+        remember()
+        if action in ("replay", "garbage", "drop"):
+            names = sorted(history)
+            name = names[n % len(names)]
+            if action == "replay":
+                repo.source.overrides[name] = history[name][n % len(history[name])]
+            else:
+                repo.source.overrides[name] = None if action == "drop" else b"\x00" * (n + 1)
+        with contextlib.suppress(UptaneError):
+            trust.refresh(repo.source, when)
+        state = trust.state()
+        for role in ("root", "timestamp", "snapshot", "targets"):
+            if state[role] is not None and floor[role] is not None:
+                assert state[role] >= floor[role], (role, state, floor)
+        floor = {k: (state[k] if state[k] is not None else floor[k]) for k in state}
+        # with the man in the middle gone, the client reaches the repository's state
+        repo.source.overrides.clear()
+        trust.refresh(repo.source, when)
+        b = repo.builder
+        assert (trust.timestamp.signed.version, trust.snapshot.signed.version) == (
+            b.timestamp.version,
+            b.snapshot.version,
+        )
+        assert trust.targets.signed.version == b.targets.version
+        floor = trust.state()
