@@ -122,7 +122,7 @@ class PartialVerifier:
             self.raw["root"] = bytes(data)
             accepted += 1
         if root_updates:
-            # §5.4.4.3 step 4: the latest root is not expired (freeze).
+            # §5.4.4.3 step 3: the latest root is not expired (freeze).
             check_not_expired(self.root.signed, now, role="root", repository=REPOSITORY)
         return accepted
 
@@ -139,8 +139,9 @@ class PartialVerifier:
         release counter of the image installed now (the floor for §5.4.3.4)."""
         # §5.4.4.1: the Director root first, when the Primary sent newer versions.
         self.update_roots(root_updates, now)
-        # §5.4.4.6 steps 1, 3, 4, 6 (step 2, the snapshot binding, is skipped for partial
-        # verification as the Standard allows), then the Director-only steps 7–8.
+        # §5.4.4.6 steps 1, 3, 4, 5 (step 2, the snapshot binding, is skipped for partial
+        # verification as the Standard allows), then the Director-only steps 6–7 (step 8
+        # is for a Primary, which knows the vehicle's ECUs).
         keys, entry = self.root.signed.role_keys("targets")
         new = verify_targets_bytes(
             targets_bytes,

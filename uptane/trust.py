@@ -18,17 +18,20 @@ Decisions the Standard leaves open, made here:
   byte-identical to the trusted one; a different file under the same version is refused as a
   :class:`~uptane.errors.RollbackAttack` (one version number must name one content, or a
   key holder could swap the snapshot it points to without the version moving).
-- **Fast-forward recovery** (§5.4.4.3 step 5) happens as soon as a verified root rotates the
+- **Fast-forward recovery** (§5.4.4.3 step 4) happens as soon as a verified root rotates the
   timestamp or snapshot keys (or their threshold), not after the expiry check, so an expired
   final root cannot leave a fast-forwarded timestamp in place for the next cycle.
-- **Terminating delegations** (§5.4.4.7) follow TUF: the terminating role's own
-  delegations are still searched, but nothing after it.
+- **Terminating delegations** (§5.4.4.7) follow TUF and python-tuf: the terminating role's
+  own delegations are still searched, but nothing after it. (Read literally, §5.4.4.7 step 3
+  would stop before the terminating role's sub-delegations, which would make delegating
+  from a terminating role pointless; both readings stop the search at that subtree.)
 - **Multi-role delegations** (§5.4.4.8): entries are grouped by identical length, hashes
-  *and* custom metadata (stricter than the Standard's non-custom-only grouping, since Uptane
-  relies on custom fields such as hardware ids and release counters). A sub-role that fails
-  to load counts as not agreeing. Without a group of ``minRolesInAgreement`` roles the
-  result is :class:`~uptane.errors.TargetNotFound`; with several, the group holding the
-  earliest listed role wins.
+  *and the whole* custom object (stricter than the Standard's non-custom plus "MUST match"
+  custom grouping: fields such as hardware ids and release counters must agree too; a
+  disagreement fails closed). A sub-role that fails to load counts as not agreeing.
+  Without a group of ``minRolesInAgreement`` roles the result is
+  :class:`~uptane.errors.TargetNotFound`; with several, the group holding the earliest
+  listed role wins.
 """
 
 from __future__ import annotations
@@ -112,8 +115,8 @@ class RefreshResult:
 def check_not_expired(
     signed: Signed, now: datetime, *, role: str, repository: str | None = None
 ) -> None:
-    """Freeze-attack check of §5.4.4.3 step 4, §5.4.4.4 step 4, §5.4.4.5 step 7 and
-    §5.4.4.6 step 6: the current time must be before the expiry."""
+    """Freeze-attack check of §5.4.4.3 step 3, §5.4.4.4 step 4, §5.4.4.5 step 7 and
+    §5.4.4.6 step 5: the current time must be before the expiry."""
     if signed.is_expired(now):
         raise ExpiredMetadata(
             f"{role} version {signed.version} expired at {signed.expires.isoformat()}",
@@ -190,7 +193,7 @@ def verify_root_update(
 ) -> Metadata[Root]:
     """One step of the root loop (§5.4.4.3 step 2): ``data`` must be root version N+1,
     signed by a threshold of unique keys of root N *and* of itself. Expiry is not checked
-    here (step 4 checks the final root after the loop)."""
+    here (step 3 checks the final root after the loop)."""
     try:
         new: Metadata[Root] = _decode(data, limits, encoding, "root", limits.bytes_for_role("root"))
         old_root = trusted.signed
@@ -270,9 +273,9 @@ def verify_targets_bytes(
     encoding: str = JSON,
     repository: str | None = None,
 ) -> Metadata[Targets]:
-    """§5.4.4.6 steps 1–6 for a top-level or delegated targets file. ``snapshot_meta`` is
+    """§5.4.4.6 steps 1–5 for a top-level or delegated targets file. ``snapshot_meta`` is
     the snapshot's entry for it, or None where the Standard lets the check be skipped
-    (partial verification: step 2). Director checks (steps 7–8) are
+    (partial verification: step 2). Director checks (steps 6–8) are
     :func:`check_director_targets`."""
     try:
         # §5.4.4.6 step 1: at most the listed length, or Z bytes.
@@ -295,7 +298,7 @@ def verify_targets_bytes(
             raise RollbackAttack(
                 f"{role} version {new.signed.version} is below the trusted {trusted.signed.version}"
             )
-        # §5.4.4.6 step 6: not expired (freeze).
+        # §5.4.4.6 step 5: not expired (freeze).
         check_not_expired(new.signed, now, role=role)
     except UptaneError as e:
         raise e.at(repository=repository, role=role) from None
@@ -309,21 +312,21 @@ def check_director_targets(
     ecu_ids: Collection[str] | None = None,
     repository: str = "director",
 ) -> None:
-    """The Director-only checks of §5.4.4.6 (steps 7 and 8) and §5.4.4.2, with §5.2.3.1:
+    """The Director-only checks of §5.4.4.6 (steps 6–8), with §5.2.3.1:
 
     - no delegations (:class:`DirectorDelegation`);
     - no ECU id named by more than one target (:class:`RepeatedEcuId`);
     - when the vehicle's ECUs are known (a Primary), every ECU id is one of them
-      (:class:`BadEcuId`, §5.4.4.2 'SHOULD');
+      (:class:`BadEcuId`, step 8);
     - when our vehicle id is known, the targets name this vehicle (:class:`VehicleMismatch`).
       Empty Director targets SHALL carry the vehicle id (§5.2.3.1); without it they could be
       replayed to any vehicle, so they are refused too.
     """
     where = {"repository": repository, "role": "targets"}
-    # §5.4.4.6 step 7: the Director does not delegate.
+    # §5.4.4.6 step 6: the Director does not delegate.
     if targets.delegations is not None:
         raise DirectorDelegation("Director targets metadata must not delegate", **where)
-    # §5.4.4.6 step 8: no ECU identifier is represented more than once.
+    # §5.4.4.6 step 7: no ECU identifier is represented more than once.
     seen: dict[str, str] = {}
     for path, target in targets.targets.items():
         for ecu in target.ecu_ids:
@@ -332,7 +335,7 @@ def check_director_targets(
                     f"ECU {ecu[:64]!r} is named by {seen[ecu][:64]!r} and {path[:64]!r}", **where
                 )
             seen[ecu] = path
-    # §5.4.4.2: ECU ids in the Director targets are a subset of the vehicle's ECUs.
+    # §5.4.4.6 step 8 (Primary): every ECU id listed is an ECU present in the vehicle.
     if ecu_ids is not None:
         known = set(ecu_ids)
         for ecu, path in seen.items():
@@ -556,7 +559,7 @@ class RepositoryTrust:
         self.root = new
         self.raw["root"] = bytes(data)
         self.last_rotated = rotated
-        # §5.4.4.3 step 5: timestamp and/or snapshot keys rotated -> forget the trusted
+        # §5.4.4.3 step 4: timestamp and/or snapshot keys rotated -> forget the trusted
         # timestamp and snapshot (recovery from fast-forward attacks). Done at once, so an
         # expiry failure after the loop cannot keep a fast-forwarded version around.
         if "timestamp" in rotated or "snapshot" in rotated:
@@ -570,7 +573,7 @@ class RepositoryTrust:
         """§5.4.4.3: after the loop the final root must not be expired (FreezeAttack).
         If the timestamp/snapshot keys rotated, forget trusted timestamp/snapshot
         (fast-forward recovery; :meth:`update_root` already did it when it happened)."""
-        # §5.4.4.3 step 4: the latest root is not expired (freeze).
+        # §5.4.4.3 step 3: the latest root is not expired (freeze).
         check_not_expired(self.root.signed, now, role="root", repository=self.name)
 
     def update_timestamp(self, data: bytes, now: datetime) -> Metadata[Timestamp]:
@@ -713,7 +716,7 @@ class RepositoryTrust:
                 encoding=self.encoding,
                 repository=self.name,
             )
-            # §5.4.4.6 steps 7–8 (Director only).
+            # §5.4.4.6 steps 6–8 (Director only).
             if self.is_director:
                 check_director_targets(
                     new.signed,
@@ -865,7 +868,7 @@ class RepositoryTrust:
             for r in self.last_rotated:
                 if r not in result.keys_rotated:
                     result.keys_rotated.append(r)
-        # §5.4.4.3 step 4 (and step 5 done in update_root).
+        # §5.4.4.3 step 3 (step 4 was done in update_root).
         self.check_root_fresh(now)
 
         # §5.4.4.4: timestamp, always unversioned.
@@ -1004,10 +1007,12 @@ class RepositoryTrust:
                 res = None if child_md is None else self._resolve(child_md, d.name, depth + 1, s)
             if res is not None:
                 return res
-            # step 3: a terminating delegation without the image ends the whole search.
+            # step 3 / 4.2: a terminating delegation that applies but did not yield the
+            # image ends the whole search (TUF semantics: its own delegations were searched).
             if d.terminating:
                 raise _Terminated
-        # step 4.4: back to the next-highest file on the stack.
+        # step 4.3: nothing below this file: the caller continues with its next delegation
+        # (step 5: at the top level, the image is not found).
         return None
 
     def _visit(
