@@ -1,0 +1,280 @@
+"""``uptane-flash``: the bench tool. It flashes one Secondary over its link, acting as a
+Primary for that ECU, and shows what the ECU runs.
+
+    uptane-flash --port /dev/ttyUSB0 info
+    uptane-flash --port /dev/ttyUSB0 install --metadata DIR --image FILE
+
+``install`` sends the current time, the Director-signed metadata found in ``DIR`` and the
+image (with a progress bar on stderr), asks the ECU to install it, and prints the ECU's new
+signed version report. The tool has no bypass: the ECU verifies the metadata, the image and
+every §5.4.3.4 check itself, and any refusal comes back as the error naming the attack.
+
+Metadata directory layouts (DER ``.der`` or JSON ``.json`` files):
+
+- partial verification: ``N.root.der`` (Director root versions, optional: sent in order,
+  for key rotation) or ``root.der``, and ``targets.der`` (the Director's targets);
+- full verification: ``director/`` and ``image/`` subdirectories holding each repository's
+  ``N.root``, ``timestamp``, ``snapshot`` and ``targets`` (and delegated roles), plus an
+  optional ``map.json``. The Director's targets is sent last: it starts verification.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import secrets
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from hardware.client import LinkClient
+from hardware.messages import HelloInfo, Status
+from uptane.errors import UptaneError
+from uptane.limits import PRIMARY, Limits
+from uptane.manifest import SignedManifest, decode_report
+from uptane.metadata import DER, JSON
+
+_VERSIONED = re.compile(r"^(\d+)\.([A-Za-z0-9_.-]+)\.(der|json)$")
+_PLAIN = re.compile(r"^([A-Za-z0-9_.-]+)\.(der|json)$")
+_ORDER = {"root": 0, "timestamp": 1, "snapshot": 2, "targets": 3}
+
+
+@dataclass(frozen=True)
+class MetadataFile:
+    """One file to send: which repository and role, its encoding and bytes."""
+
+    repository: str
+    role: str
+    encoding: str
+    data: bytes
+
+
+def _repo_files(directory: Path, repository: str, max_bytes: int) -> list[MetadataFile]:
+    """A repository's files in the order a Secondary applies them: every root version
+    ascending, then timestamp, snapshot, targets, then delegated roles."""
+    roots: list[tuple[int, MetadataFile]] = []
+    latest: dict[str, tuple[int, MetadataFile]] = {}
+    for p in sorted(directory.iterdir()):
+        if not p.is_file():
+            continue
+        m = _VERSIONED.match(p.name)
+        if m:
+            version, role, ext = int(m.group(1)), m.group(2), m.group(3)
+        else:
+            m = _PLAIN.match(p.name)
+            if not m or m.group(1) == "map":
+                continue
+            version, role, ext = -1, m.group(1), m.group(2)
+        if p.stat().st_size > max_bytes:
+            raise ValueError(f"{p} is larger than {max_bytes} bytes")
+        f = MetadataFile(repository, role, DER if ext == "der" else JSON, p.read_bytes())
+        if role == "root":
+            if version >= 0 or not roots:
+                roots.append((version, f))
+            continue
+        # the newest version of each other role (the unversioned file wins: it is current)
+        prev = latest.get(role)
+        if prev is None or version == -1 or (prev[0] != -1 and version > prev[0]):
+            latest[role] = (version, f)
+    if len(roots) > 1:
+        roots = [r for r in roots if r[0] >= 0]
+    out = [f for _, f in sorted(roots, key=lambda r: r[0])]
+    rest = sorted(latest.values(), key=lambda vf: (_ORDER.get(vf[1].role, 9), vf[1].role))
+    return out + [f for _, f in rest]
+
+
+def load_metadata(
+    directory: str | os.PathLike[str],
+    *,
+    director: str = "director",
+    image: str = "image",
+    max_bytes: int = PRIMARY.bytes_for_role("targets"),
+) -> list[MetadataFile]:
+    """The files of a metadata directory in sending order (see the module doc)."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise ValueError(f"{d} is not a directory")
+    if (d / "director").is_dir():
+        out: list[MetadataFile] = []
+        for name in ("map.json",):
+            if (d / name).is_file():
+                out.append(MetadataFile(director, "map", JSON, (d / name).read_bytes()))
+        if (d / "image").is_dir():
+            out += _repo_files(d / "image", image, max_bytes)
+        dfiles = _repo_files(d / "director", director, max_bytes)
+        out += [f for f in dfiles if f.role != "targets"]
+        out += [f for f in dfiles if f.role == "targets"]
+        return out
+    files = _repo_files(d, director, max_bytes)
+    if not any(f.role == "targets" for f in files):
+        raise ValueError(f"{d} holds no Director targets file (targets.der or targets.json)")
+    return [f for f in files if f.role in ("root", "targets")]
+
+
+# --- progress -----------------------------------------------------------------------------
+
+
+def human_bytes(n: float) -> str:
+    """``512 B``, ``12.0 KiB``, ``1.0 MiB`` ..."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"  # pragma: no cover
+
+
+def format_progress(done: int, total: int, elapsed: float, width: int = 20) -> str:
+    """One progress line: ``[#####.....] 512.0 KiB/1.0 MiB 85.0 KiB/s ETA 6s``."""
+    frac = 1.0 if total <= 0 else min(1.0, done / total)
+    filled = int(frac * width)
+    rate = done / elapsed if elapsed > 0 else 0.0
+    if done >= total:
+        eta = "done"
+    elif rate > 0:
+        eta = f"ETA {int((total - done) / rate + 0.999)}s"
+    else:
+        eta = "ETA ?"
+    return (
+        f"[{'#' * filled}{'.' * (width - filled)}] {human_bytes(done)}/{human_bytes(total)} "
+        f"{human_bytes(rate)}/s {eta}"
+    )
+
+
+class ProgressBar:
+    """Plain-text progress on a stream: redrawn in place on a terminal, otherwise one line
+    per tenth of the transfer (so logs stay short)."""
+
+    def __init__(
+        self,
+        label: str,
+        stream: TextIO | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.label = label
+        self.stream = stream or sys.stderr
+        self.clock = clock
+        self.start = clock()
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self._step = -1
+        self.lines: list[str] = []
+
+    def __call__(self, done: int, total: int) -> None:
+        line = f"{self.label} {format_progress(done, total, self.clock() - self.start)}"
+        step = 10 if total <= 0 else min(10, done * 10 // total)
+        if self.tty:
+            self.stream.write("\r" + line + ("\n" if done >= total else ""))
+        elif step != self._step:
+            self.stream.write(line + "\n")
+        else:
+            return
+        self._step = step
+        self.lines.append(line)
+        self.stream.flush()
+
+
+# --- operations ---------------------------------------------------------------------------
+
+
+def describe_report(data: bytes, limits: Limits = PRIMARY) -> dict[str, Any]:
+    """Decode a signed ECU version report (DER or JSON) into its JSON shape."""
+    encoding = DER if data[:1] == b"\x30" else JSON
+    report: SignedManifest[Any] = decode_report(data, limits, encoding)
+    return {"encoding": encoding, **report.to_dict()}
+
+
+def info(client: LinkClient) -> dict[str, Any]:
+    """What the ECU says about itself: HELLO, STATUS and a fresh signed report."""
+    hello: HelloInfo = client.hello()
+    st: Status = client.status()
+    report = client.get_report(secrets.token_bytes(16))
+    return {
+        "ecu_serial": hello.ecu_serial,
+        "hardware_id": hello.hardware_id,
+        "mode": hello.mode,
+        "slot_size": hello.slot_size,
+        "state": st.state,
+        "installed": st.installed,
+        "last_error_code": st.attack,
+        "report": describe_report(report),
+    }
+
+
+def install(
+    client: LinkClient,
+    metadata: list[MetadataFile],
+    image: str | os.PathLike[str],
+    *,
+    now: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    filename: str | None = None,
+) -> dict[str, Any]:
+    """Send the time, the metadata and the image, install it, return the new report.
+
+    ``filename`` is the image's name in the Director's targets (default: the file's name).
+    Every refusal raises the :mod:`uptane.errors` error the ECU named.
+    """
+    path = Path(image)
+    name = filename or path.name
+    client.hello()
+    client.put_time(int(time.time()) if now is None else now)
+    for f in metadata:
+        client.put_metadata(f.role, f.encoding, f.data, repository=f.repository)
+    length = path.stat().st_size
+    with open(path, "rb") as stream:
+        client.put_image(name, stream, length, progress=progress)
+    status = client.install(name)
+    report = client.get_report(secrets.token_bytes(16))
+    return {"status": status.state, "installed": status.installed, **describe_report(report)}
+
+
+# --- command line -------------------------------------------------------------------------
+
+
+def open_client(args: argparse.Namespace) -> LinkClient:
+    from hardware.serial_link import SerialTransport
+
+    transport = SerialTransport(args.port, baudrate=args.baudrate, max_frame=args.max_frame)
+    return LinkClient(transport, PRIMARY, timeout=args.timeout, retries=args.retries)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="uptane-flash", description="Flash and inspect one Uptane Secondary on the bench."
+    )
+    parser.add_argument("--port", required=True, help="serial port (device, pty or URL)")
+    parser.add_argument("--baudrate", type=int, default=115200)
+    parser.add_argument("--max-frame", type=int, default=1024)
+    parser.add_argument("--timeout", type=float, default=2.0, help="seconds per attempt")
+    parser.add_argument("--retries", type=int, default=3)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("info", help="show the ECU's identity, slot, image and version report")
+    i = sub.add_parser("install", help="send metadata and an image, install, show the report")
+    i.add_argument("--metadata", required=True, help="directory of Director-signed metadata")
+    i.add_argument("--image", required=True, help="the image file")
+    i.add_argument("--name", help="the image's file name in the targets (default: its name)")
+    args = parser.parse_args(argv)
+    try:
+        with open_client(args) as client:
+            if args.command == "info":
+                out = info(client)
+            else:
+                files = load_metadata(args.metadata)
+                bar = ProgressBar("image")
+                out = install(client, files, args.image, progress=bar, filename=args.name)
+    except UptaneError as e:
+        print(f"uptane-flash: refused: {e} (code {e.code}, attack {e.attack})", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as e:
+        print(f"uptane-flash: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(out, indent=2, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

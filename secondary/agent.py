@@ -1,0 +1,667 @@
+"""The Secondary agent: the Secondary side of the link (a
+:class:`hardware.protocol.SecondaryHandler`) over verification in :mod:`uptane`, A/B slots in
+:mod:`secondary.slots` and atomic state in :mod:`hardware.store`.
+
+What it does with each request (docs/secondary.md has the whole story):
+
+- ``PUT_TIME``: the latest time, which never goes backwards; every expiry is checked against
+  it (§5.4.4.1 step 1, §5.4.3.1).
+- ``PUT_METADATA``: partial verification (§5.4.4.1) runs when the Director's targets
+  arrives; Director root versions sent before it are applied first (key rotation). In
+  full-verification mode every role of both repositories and the map file are collected and
+  full verification (§5.4.4.2) runs for this ECU's image when the Director's targets
+  arrives. Files are bounded by the constrained :class:`~uptane.limits.Limits` (the
+  endpoint refuses an over-long file before buffering it).
+- ``PUT_IMAGE``: chunks stream straight into the inactive slot through
+  :class:`~uptane.verify.ImageVerifier` (bytes past the signed length are refused before
+  they are written); memory is one chunk buffer and the hash states. A transfer interrupted
+  by the link resumes at the acknowledged offset (not across a reboot: hash states live in
+  RAM).
+- ``INSTALL``: the §5.4.3.4 checks again (ECU id, hardware id, release counter against the
+  image that runs now), then :meth:`~secondary.slots.SlotManager.finish_install` (exact
+  length, every hash, read-back) switches to a trial boot; with ``reboot_after_install`` the
+  bootloader runs and, with auto-confirm, the new slot is confirmed once it booted.
+- ``GET_REPORT``: an ECU version report (:mod:`uptane.manifest`) signed with the ECU key,
+  carrying the nonce, the latest time, the image in the booted slot with its release
+  counter (from the boot record, so it always describes the bytes that boot), the attack
+  indicator of the last error and the last install result.
+
+New Director metadata that names a new image for this ECU becomes trusted *with* that
+image: if the image is refused, the previous targets stay trusted and the previous image
+stays installed. Metadata that names nothing new is trusted (and stored) at once. The
+trusted metadata is one atomic record in the store, so root and targets change together.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from hashlib import sha256
+from typing import Any
+
+from hardware.flash import Flash
+from hardware.messages import Status
+from hardware.protocol import EcuInfo, SecondaryEndpoint
+from hardware.store import AtomicStore
+from secondary.slots import InstallResult, SlotManager, SlotWriter
+from uptane.encoding import cbor
+from uptane.errors import (
+    BadLength,
+    EndlessDataAttack,
+    LinkError,
+    MalformedInput,
+    ProtocolViolation,
+    TargetNotFound,
+    UptaneError,
+)
+from uptane.keys import PrivateKey
+from uptane.limits import Limits
+from uptane.manifest import EcuVersionReport, InstalledImage, SignedManifest, attack_indicator
+from uptane.metadata import (
+    DER,
+    JSON,
+    MapFile,
+    Mapping,
+    Metadata,
+    TargetFile,
+    Targets,
+    decode,
+    parse_expires,
+)
+from uptane.partial import PartialVerifier
+from uptane.trust import RepositoryTrust, peek_version
+from uptane.verify import (
+    NO_NEW_TARGETS,
+    ImageVerifier,
+    VehicleContext,
+    check_target_for_ecu,
+    full_verification,
+)
+
+log = logging.getLogger(__name__)
+
+#: names of the agent's records in its AtomicStore
+TRUSTED = "trusted"  # CBOR {"director": {role: bytes}, "image": {role: bytes}, "map": bytes}
+TIME = "time"  # JSON {"latest": seconds since the epoch}
+LAST_ERROR = "last-error"  # JSON {"code", "attack", "indicator"} or {} after a success
+
+#: errors about the conversation itself, not about what was sent: not an attack indicator
+_NOT_ATTACKS = (ProtocolViolation, LinkError)
+
+#: the image a blank ECU reports: zero bytes
+_EMPTY = InstalledImage("", 0, {"sha256": sha256(b"").hexdigest()})
+
+
+@dataclass
+class _Transfer:
+    """An image being received into the inactive slot."""
+
+    filename: str
+    total: int
+    verifier: ImageVerifier
+    writer: SlotWriter
+
+    @property
+    def offset(self) -> int:
+        return self.writer.written
+
+
+@dataclass
+class _Pending:
+    """Verified metadata naming a new image for this ECU: trusted once the image installs."""
+
+    entry: TargetFile
+    trusted: dict[str, Any]
+
+
+class _MemorySource:
+    """The metadata files the Primary sent, served to :class:`RepositoryTrust.refresh`."""
+
+    def __init__(self, files: dict[str, bytes], roots: dict[int, bytes]) -> None:
+        self.files = files
+        self.roots = roots
+
+    def fetch_metadata(self, role: str, version: int | None, max_bytes: int) -> bytes | None:
+        data = self.roots.get(version) if role == "root" and version else self.files.get(role)
+        if data is not None and len(data) > max_bytes:
+            raise EndlessDataAttack(f"{role}: more than {max_bytes} bytes", role=role)
+        return data
+
+
+class SecondaryAgent:
+    """One Secondary ECU: its identity, trusted state, slots and the link handler methods.
+
+    Build it with :meth:`open` (from files) or directly; call :meth:`start` once (the
+    bootloader), then serve :meth:`endpoint` on a transport.
+    """
+
+    def __init__(
+        self,
+        *,
+        ecu_serial: str,
+        hardware_id: str,
+        key: PrivateKey,
+        store: AtomicStore,
+        flash: Flash,
+        mode: str = "partial",
+        vehicle_id: str | None = None,
+        encoding: str = DER,
+        limits: Limits | None = None,
+        director_name: str = "director",
+        image_repo_name: str = "image",
+        max_trial_boots: int = 3,
+        auto_confirm: bool = True,
+        reboot_after_install: bool = True,
+        verify_on_boot: bool = True,
+    ) -> None:
+        if mode not in ("partial", "full"):
+            raise ValueError(f"unknown verification mode {mode!r}")
+        if mode == "full" and vehicle_id is None:
+            raise ValueError("full verification needs the vehicle id")
+        self.ecu_serial = ecu_serial
+        self.hardware_id = hardware_id
+        self.key = key
+        self.store = store
+        self.flash = flash
+        self.mode = mode
+        self.vehicle_id = vehicle_id
+        self.encoding = encoding
+        self.limits = limits or Limits.constrained()
+        self.director_name = director_name
+        self.image_repo_name = image_repo_name
+        self.auto_confirm = auto_confirm
+        self.reboot_after_install = reboot_after_install
+        self.slots = SlotManager(
+            flash,
+            max_trial_boots=max_trial_boots,
+            limits=self.limits,
+            verify_on_boot=verify_on_boot,
+        )
+        self._xfer: _Transfer | None = None
+        self._pending: _Pending | None = None
+        self._received: dict[tuple[str, str], bytes] = {}
+        self._roots: dict[str, dict[int, bytes]] = {}
+        self._latest = self._load_time()
+        self._last_error: dict[str, Any] = self._load_json(LAST_ERROR) or {}
+        self._trusted = self._load_trusted()
+        self._partial: PartialVerifier | None = None
+        if mode == "partial":
+            self._partial = PartialVerifier.load(
+                self._trusted["director"],
+                ecu_serial,
+                hardware_id,
+                self.limits,
+                encoding=encoding,
+                vehicle_id=vehicle_id,
+            )
+
+    # --- opening from files ---------------------------------------------------------------
+
+    @classmethod
+    def from_config(cls, cfg: Any, *, fault: Any = None) -> SecondaryAgent:
+        """The agent a :class:`secondary.config.SecondaryConfig` describes (file-backed
+        flash and store; ``fault`` is a shared :class:`hardware.flash.PowerCut` for tests)."""
+        key = PrivateKey.from_pem(cfg.key_file.read_bytes())
+        return cls(
+            ecu_serial=cfg.ecu_serial,
+            hardware_id=cfg.hardware_id,
+            key=key,
+            store=AtomicStore(cfg.state_dir, fault=fault),
+            flash=Flash(cfg.flash_dir, cfg.slot_size, fault=fault),
+            mode=cfg.mode,
+            vehicle_id=cfg.vehicle_id,
+            encoding=cfg.encoding,
+            limits=cfg.limits,
+            director_name=cfg.director_name,
+            image_repo_name=cfg.image_repo_name,
+            max_trial_boots=cfg.max_trial_boots,
+            auto_confirm=cfg.auto_confirm,
+            reboot_after_install=cfg.reboot_after_install,
+        )
+
+    @staticmethod
+    def provision_state(
+        store: AtomicStore,
+        director_root: bytes,
+        *,
+        targets: bytes | None = None,
+        image_root: bytes | None = None,
+        map_file: bytes | None = None,
+        time: int | None = None,
+    ) -> None:
+        """Write the initial trusted state (§5.4.1): the Director root (and its initial
+        targets), for full verification the Image repository root and the map file, and
+        the provisioned time. The caller checks them first (see secondary.cli)."""
+        director = {"root": director_root}
+        if targets is not None:
+            director["targets"] = targets
+        record: dict[str, Any] = {"director": director}
+        if image_root is not None:
+            record["image"] = {"root": image_root}
+        if map_file is not None:
+            record["map"] = map_file
+        store.write(TRUSTED, cbor.dumps(record))
+        if time is not None:
+            store.write_json(TIME, {"latest": int(time)})
+
+    # --- persisted state ------------------------------------------------------------------
+
+    def _store_cap(self) -> int:
+        return 4 * sum(self.limits.role_bytes.values()) + 4 * self.limits.map_file_bytes
+
+    def _load_json(self, name: str) -> Any:
+        try:
+            return self.store.read_json(name, self.limits)
+        except UptaneError as e:
+            log.error("stored %s is unreadable (%s); ignored", name, e)
+            return None
+
+    def _load_time(self) -> int:
+        d = self._load_json(TIME)
+        latest = d.get("latest") if isinstance(d, dict) else None
+        return latest if isinstance(latest, int) and not isinstance(latest, bool) else 0
+
+    def _load_trusted(self) -> dict[str, Any]:
+        data = self.store.read(TRUSTED, max_bytes=self._store_cap())
+        if data is None:
+            raise MalformedInput("this ECU is not provisioned: no trusted Director root")
+        rec = cbor.loads(data, self.limits, cap=self._store_cap(), max_items=64, max_total=256)
+        if not isinstance(rec, dict) or not isinstance(rec.get("director"), dict):
+            raise MalformedInput("the trusted-metadata record is damaged")
+        return rec
+
+    def _save_trusted(self, rec: dict[str, Any]) -> None:
+        self.store.write(TRUSTED, cbor.dumps(rec))
+        self._trusted = rec
+
+    def _note_error(self, error: UptaneError) -> None:
+        """Remember ``error`` as the attack indicator of the next report (persisted)."""
+        if isinstance(error, _NOT_ATTACKS):
+            return
+        self._last_error = {
+            "code": error.code,
+            "attack": error.attack,
+            "indicator": attack_indicator(error)[: self.limits.max_string // 2],
+        }
+        try:
+            self.store.write_json(LAST_ERROR, self._last_error)
+        except UptaneError as e:  # pragma: no cover - the store refuses nothing this small
+            log.error("cannot store the last error: %s", e)
+
+    def _clear_error(self) -> None:
+        if self._last_error:
+            self._last_error = {}
+            self.store.write_json(LAST_ERROR, {})
+
+    @property
+    def latest_time(self) -> datetime:
+        """The latest time this ECU was given (or provisioned with)."""
+        return datetime.fromtimestamp(self._latest, UTC)
+
+    @property
+    def last_error(self) -> dict[str, Any]:
+        """``{"code", "attack", "indicator"}`` of the last refused request, or ``{}``."""
+        return dict(self._last_error)
+
+    @property
+    def trusted_targets(self) -> bytes | None:
+        """The bytes of the Director targets this ECU trusts now."""
+        return self._trusted["director"].get("targets")
+
+    # --- the bootloader -------------------------------------------------------------------
+
+    def start(self) -> str | None:
+        """Power-on: run the bootloader (trial boots, revert) and, with auto-confirm,
+        confirm a trial slot that booted. Returns the booted slot (None: blank)."""
+        booted = self.slots.boot()
+        st = self.slots.status()
+        if self.auto_confirm and st.trial is not None and booted == st.trial:
+            self.slots.confirm()
+        return booted
+
+    # --- SecondaryHandler -----------------------------------------------------------------
+
+    def hello_info(self) -> EcuInfo:
+        size = min(self.flash.slot_size, self.limits.image_bytes)
+        return EcuInfo(self.ecu_serial, self.hardware_id, self.mode, size)
+
+    def endpoint(self, *, max_frame: int = 1024) -> AgentEndpoint:
+        """A link endpoint that serves this agent."""
+        return AgentEndpoint(self, self.limits, max_frame=max_frame)
+
+    def report(self, nonce: bytes) -> bytes:
+        """§5.4.2.1.2: the signed ECU version report for ``nonce``."""
+        if not nonce:
+            raise MalformedInput("GET_REPORT needs a non-empty nonce")
+        st = self.slots.status()
+        installed = (
+            InstalledImage(st.installed.filename, st.installed.length, dict(st.installed.hashes))
+            if st.installed is not None
+            else _EMPTY
+        )
+        extra: dict[str, Any] = {"hardware_id": self.hardware_id}
+        last = st.last_result
+        if last is not None:
+            extra["install_result"] = {
+                "outcome": last.outcome,
+                "filename": last.filename or "",
+                "code": last.code,
+                "attack": last.attack,
+            }
+        body = EcuVersionReport(
+            ecu_id=self.ecu_serial,
+            installed=installed,
+            latest_time=self.latest_time,
+            nonce=bytes(nonce),
+            release_counter=st.release_counter,
+            attack=self._last_error.get("indicator") or None,
+            unrecognized=extra,
+        )
+        signed = SignedManifest(body, encoding=self.encoding)
+        signed.sign(self.key)
+        return signed.to_bytes()
+
+    def put_time(self, time: int | bytes, token: bytes | None) -> None:
+        """The Primary's time; kept only if it is later than the latest one (§5.4.2 step 5).
+        A signed time token is not checked yet (no time authority is configured)."""
+        if isinstance(time, bytes):
+            try:
+                seconds = int(parse_expires(time.decode("ascii")).timestamp())
+            except (UnicodeDecodeError, ValueError) as e:
+                raise MalformedInput(f"PUT_TIME: unreadable time: {e}") from None
+        else:
+            seconds = int(time)
+        if seconds > self._latest:
+            self.store.write_json(TIME, {"latest": seconds})
+            self._latest = seconds
+
+    def put_metadata(self, repository: str, role: str, encoding: str, data: bytes) -> None:
+        """One complete metadata file; the Director's targets triggers verification."""
+        if role == "map":
+            self._keep(("map", "map"), data)
+            return
+        if encoding != self.encoding:
+            raise MalformedInput(f"this ECU reads {self.encoding} metadata, not {encoding!r}")
+        if repository not in (self.director_name, self.image_repo_name):
+            raise MalformedInput(f"unknown repository {repository[:64]!r}")
+        if role == "root":
+            roots = self._roots.setdefault(repository, {})
+            if len(roots) >= self.limits.max_root_rotations:
+                raise EndlessDataAttack("too many root versions sent")
+            roots[peek_version(data, self.limits, encoding=self.encoding)] = bytes(data)
+            return
+        if self.mode == "partial":
+            if repository == self.director_name and role == "targets":
+                self._verify_partial(data)
+            # a partial-verification Secondary needs nothing else (§5.4.4.1)
+            return
+        self._keep((repository, role), data)
+        if repository == self.director_name and role == "targets":
+            self._verify_full()
+
+    def _keep(self, key: tuple[str, str], data: bytes) -> None:
+        if key not in self._received and len(self._received) >= 2 * self.limits.max_roles + 1:
+            raise EndlessDataAttack("too many metadata files sent")
+        self._received[key] = bytes(data)
+
+    # --- verification -----------------------------------------------------------------------
+
+    def _installed_counter(self) -> int | None:
+        return self.slots.status().release_counter
+
+    def _is_installed(self, entry: TargetFile) -> bool:
+        info = self.slots.status().installed
+        if info is None or info.filename != entry.path or info.length != entry.length:
+            return False
+        mine = {a: h.lower() for a, h in info.hashes.items()}
+        theirs = {a: h.lower() for a, h in entry.hashes.items()}
+        common = set(mine) & set(theirs)
+        return bool(common) and all(mine[a] == theirs[a] for a in common)
+
+    def _verify_partial(self, targets: bytes) -> None:
+        """§5.4.4.1 through :class:`PartialVerifier`; on failure nothing changes."""
+        pv = self._partial
+        assert pv is not None
+        roots = [r for _, r in sorted(self._roots.pop(self.director_name, {}).items())]
+        saved = (pv.root, pv.targets, dict(pv.raw))
+        self._abort_transfer("new Director metadata arrived")
+        try:
+            entry = pv.verify(
+                targets,
+                self.latest_time,
+                root_updates=roots,
+                installed_release_counter=self._installed_counter(),
+            )
+        except UptaneError:
+            pv.root, pv.targets, pv.raw = saved
+            self._pending = None
+            raise
+        new = dict(self._trusted, director=dict(pv.raw))
+        if entry is not None and not self._is_installed(entry):
+            # the new metadata is trusted together with the image it names
+            pv.root, pv.targets, pv.raw = saved
+            self._pending = _Pending(entry, new)
+        else:
+            self._pending = None
+            self._save_trusted(new)
+        self._clear_error()
+
+    def _verify_full(self) -> None:
+        """§5.4.4.2 for this ECU's image (``only_ecu``), from what the Primary sent."""
+        assert self.vehicle_id is not None
+        self._abort_transfer("new Director metadata arrived")
+        received, self._received = self._received, {}
+        roots = {name: self._roots.pop(name, {}) for name in (self.director_name,)}
+        roots[self.image_repo_name] = self._roots.pop(self.image_repo_name, {})
+        stored_map = self._trusted.get("map")
+        map_bytes = received.get(("map", "map"), stored_map)
+        if map_bytes is None:
+            # the Uptane default (§5.2.6): every image needs both repositories
+            both = [self.director_name, self.image_repo_name]
+            map_file = MapFile({n: [] for n in both}, [Mapping(["*"], both, 2, True)])
+        else:
+            self.limits.check_bytes("map file", len(map_bytes), self.limits.map_file_bytes)
+            map_file = MapFile.from_json(map_bytes, self.limits)
+        trusts = {}
+        for name, is_director in ((self.director_name, True), (self.image_repo_name, False)):
+            files = self._trusted.get("director" if is_director else "image")
+            if not files:
+                raise MalformedInput(f"no trusted root for repository {name!r}")
+            trusts[name] = RepositoryTrust.load(
+                name,
+                files,
+                self.limits,
+                encoding=self.encoding,
+                director=is_director,
+                vehicle_id=self.vehicle_id if is_director else None,
+            )
+        sources = {
+            name: _MemorySource(
+                {role: data for (repo, role), data in received.items() if repo == name},
+                roots[name],
+            )
+            for name in trusts
+        }
+        st = self.slots.status()
+        vehicle = VehicleContext(
+            self.vehicle_id,
+            "",
+            {self.ecu_serial: self.hardware_id},
+            {self.ecu_serial: st.release_counter} if st.release_counter is not None else {},
+            {self.ecu_serial: st.installed.to_target()} if st.installed is not None else {},
+        )
+        result = full_verification(
+            trusts[self.director_name],
+            trusts[self.image_repo_name],
+            map_file,
+            sources,
+            self.latest_time,
+            vehicle,
+            self.limits,
+            only_ecu=self.ecu_serial,
+        )
+        new = dict(self._trusted)
+        new["director"] = dict(trusts[self.director_name].raw)
+        new["image"] = dict(trusts[self.image_repo_name].raw)
+        if map_bytes is not None:
+            new["map"] = map_bytes
+        approved = result.for_ecu(self.ecu_serial)
+        if approved is not None and not self._is_installed(approved.director_target):
+            self._pending = _Pending(approved.director_target, new)
+        else:
+            self._pending = None
+            if result.stopped_early not in (None, NO_NEW_TARGETS) or approved is None:
+                log.info("full verification: %s", result.stopped_early or "nothing for this ECU")
+            self._save_trusted(new)
+        self._clear_error()
+
+    # --- image transfer and install ---------------------------------------------------------
+
+    def _verified_targets(self) -> dict[str, TargetFile]:
+        """The entries of the latest verified Director targets (pending or trusted)."""
+        raw = (
+            self._pending.trusted["director"].get("targets")
+            if self._pending is not None
+            else self.trusted_targets
+        )
+        if raw is None:
+            return {}
+        md: Metadata[Targets] = decode(
+            raw, self.limits, encoding=self.encoding, role_type="targets"
+        )
+        return dict(md.signed.targets)
+
+    def _abort_transfer(self, reason: str) -> None:
+        if self._xfer is not None:
+            self._xfer = None
+            self.slots.abort_install(reason)
+
+    def put_image_chunk(self, filename: str, total: int, offset: int, chunk: bytes) -> None:
+        """The next chunk, streamed into the inactive slot through the image verifier."""
+        if offset == 0:
+            self._abort_transfer("a new image transfer started")
+            self._begin(filename, total)
+        x = self._xfer
+        if x is None or x.filename != filename or x.total != total or x.offset != offset:
+            raise ProtocolViolation(f"image {filename[:64]!r}: no transfer at offset {offset}")
+        try:
+            # §4.3 endless data: the verifier refuses bytes past the signed length before
+            # they reach the slot
+            x.verifier.update(chunk)
+            x.writer.write(chunk)
+        except UptaneError:
+            self._abort_transfer("image chunk refused")
+            raise
+
+    def _begin(self, filename: str, total: int) -> None:
+        p = self._pending
+        if p is None or p.entry.path != filename:
+            listed = self._verified_targets().get(filename)
+            if listed is not None:
+                # §5.4.3.4: the Director lists it, but not for this ECU (or this hardware)
+                check_target_for_ecu(
+                    listed, self.ecu_serial, self.hardware_id, self._installed_counter()
+                )
+            raise TargetNotFound(
+                f"the Director's verified targets name no new image {filename[:64]!r} "
+                f"for ECU {self.ecu_serial!r}"
+            )
+        entry = p.entry
+        # §5.4.3.3: never take more than the signed length
+        if total > entry.length:
+            raise EndlessDataAttack(
+                f"image {filename[:64]!r} of {total} bytes, the signed length is {entry.length}"
+            )
+        if total < entry.length:
+            raise BadLength(
+                f"image {filename[:64]!r} of {total} bytes, the signed length is {entry.length}"
+            )
+        # §5.4.3.4 against the image that runs now
+        check_target_for_ecu(entry, self.ecu_serial, self.hardware_id, self._installed_counter())
+        verifier = ImageVerifier(entry, self.limits)
+        writer = self.slots.begin_install(total, entry)
+        self._xfer = _Transfer(filename, total, verifier, writer)
+
+    def install(self, filename: str | None) -> None:
+        """§5.4.3.4 then A/B install of the image received; trusted metadata moves with it."""
+        x = self._xfer
+        if x is None:
+            raise BadLength("no image was received to install")
+        if filename is not None and filename != x.filename:
+            raise ProtocolViolation(f"INSTALL of {filename[:64]!r}, received {x.filename!r}")
+        if x.offset != x.total:
+            raise BadLength(f"image {x.filename!r}: {x.offset} of {x.total} bytes received")
+        p = self._pending
+        assert p is not None and p.entry.path == x.filename
+        self._xfer = None
+        try:
+            # §5.4.3.4: ECU id, hardware id, release counter (again: the slot may have
+            # changed since the metadata was checked)
+            check_target_for_ecu(
+                p.entry, self.ecu_serial, self.hardware_id, self._installed_counter()
+            )
+        except UptaneError:
+            self._xfer = x
+            self._abort_transfer("the image no longer fits this ECU")
+            raise
+        # exact length, every hash, read-back, then the switch to a trial boot
+        self.slots.finish_install(x.writer, x.verifier)
+        self._pending = None
+        self._save_trusted(p.trusted)
+        if self._partial is not None:
+            director = p.trusted["director"]
+            self._partial = PartialVerifier.load(
+                director,
+                self.ecu_serial,
+                self.hardware_id,
+                self.limits,
+                encoding=self.encoding,
+                vehicle_id=self.vehicle_id,
+            )
+        self._clear_error()
+        if self.reboot_after_install:
+            self.start()
+
+    def status(self) -> Status:
+        st = self.slots.status()
+        x = self._xfer
+        if x is not None:
+            state = "ready" if x.offset == x.total else "receiving"
+        elif st.trial is not None:
+            state = "trial"
+        elif self._pending is not None:
+            state = "verified"
+        else:
+            state = "idle"
+        return Status(
+            state=state,
+            image_filename=x.filename if x else None,
+            image_total=x.total if x else None,
+            image_offset=x.offset if x else 0,
+            installed=st.installed.filename if st.installed else None,
+            attack=self._last_error.get("code"),
+        )
+
+    # --- for the bench tool and tests ----------------------------------------------------
+
+    def last_result(self) -> InstallResult | None:
+        return self.slots.status().last_result
+
+
+class AgentEndpoint(SecondaryEndpoint):
+    """The link endpoint for a :class:`SecondaryAgent`: every refused request, including
+    those the endpoint itself refuses (an over-long metadata file, a bad offset), is
+    remembered as the attack indicator of the next report."""
+
+    handler: SecondaryAgent
+
+    def handle(self, msg: Any) -> Any:
+        try:
+            return super().handle(msg)
+        except UptaneError as e:
+            self.handler._note_error(e)
+            raise
+
+
+__all__ = ["JSON", "AgentEndpoint", "SecondaryAgent"]

@@ -1,0 +1,279 @@
+"""``uptane-secondary``: provision a Secondary ECU, and run it on a serial port or CAN bus.
+
+    uptane-secondary provision --dir DIR --ecu-serial S --hardware-id H \\
+        --director-root FILE [--targets FILE] [--vehicle-id V] [--key-type ed25519] ...
+    uptane-secondary run --config DIR/secondary.toml
+
+See docs/secondary.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from hardware.flash import Flash
+from hardware.server import serve
+from hardware.store import AtomicStore
+from secondary.agent import SecondaryAgent
+from secondary.config import ConfigError, LinkConfig, SecondaryConfig
+from uptane.errors import UptaneError
+from uptane.keys import SCHEMES, PrivateKey
+from uptane.limits import Limits
+from uptane.metadata import DER, JSON, MapFile, decode
+from uptane.partial import PartialVerifier
+from uptane.trust import verify_trusted_root
+
+log = logging.getLogger("uptane-secondary")
+
+CONFIG_NAME = "secondary.toml"
+KEY_NAME = "ecu_key.pem"
+PUBLIC_NAME = "ecu_key.pub.json"
+
+
+def detect_encoding(data: bytes) -> str:
+    """DER metadata starts with a SEQUENCE tag; JSON with ``{``."""
+    return DER if data[:1] == b"\x30" else JSON
+
+
+def provision(
+    directory: Path,
+    *,
+    ecu_serial: str,
+    hardware_id: str,
+    director_root: bytes,
+    targets: bytes | None = None,
+    vehicle_id: str | None = None,
+    key_type: str = "ed25519",
+    slot_size: int = 1 << 20,
+    mode: str = "partial",
+    image_root: bytes | None = None,
+    map_file: bytes | None = None,
+    limits_profile: str = "constrained",
+    link: LinkConfig | None = None,
+    force: bool = False,
+    now: float | None = None,
+) -> dict[str, Any]:
+    """Write everything a Secondary needs (§5.4.1) into ``directory``; returns what to
+    register with the Director (ECU id, hardware id, public key)."""
+    directory = Path(directory)
+    cfg_path = directory / CONFIG_NAME
+    if cfg_path.exists() and not force:
+        raise ConfigError(f"{cfg_path} exists: this ECU is already provisioned (use --force)")
+    limits = Limits.named(limits_profile)
+    encoding = detect_encoding(director_root)
+    # check what will be trusted before writing anything: the root is signed by its own
+    # keys, the initial targets by the root's targets keys
+    pv = PartialVerifier(
+        director_root,
+        ecu_serial,
+        hardware_id,
+        limits,
+        encoding=encoding,
+        previous_targets=targets,
+        vehicle_id=vehicle_id,
+    )
+    if pv.dropped:
+        raise ConfigError("the initial targets are not signed by the Director root's keys")
+    if mode == "full":
+        if image_root is None or vehicle_id is None:
+            raise ConfigError("full verification needs --image-root and --vehicle-id")
+        verify_trusted_root(image_root, limits, encoding=encoding, repository="image")
+        if map_file is not None:
+            MapFile.from_json(map_file, limits)
+    if targets is not None:
+        decode(targets, limits, encoding=encoding, role_type="targets")
+    directory.mkdir(parents=True, exist_ok=True)
+    key = PrivateKey.generate(key_type)
+    _write_private(directory / KEY_NAME, key.to_pem())
+    public = {
+        "ecu_serial": ecu_serial,
+        "hardware_id": hardware_id,
+        "keyid": key.keyid,
+        "public_key": key.key.to_dict(),
+    }
+    (directory / PUBLIC_NAME).write_text(json.dumps(public, indent=2) + "\n")
+    cfg = SecondaryConfig(
+        ecu_serial=ecu_serial,
+        hardware_id=hardware_id,
+        key_file=directory / KEY_NAME,
+        state_dir=directory / "state",
+        flash_dir=directory / "flash",
+        slot_size=slot_size,
+        vehicle_id=vehicle_id,
+        mode=mode,
+        encoding=encoding,
+        limits_profile=limits_profile,
+        link=link or LinkConfig(),
+        path=cfg_path,
+    )
+    cfg.check()
+    store = AtomicStore(cfg.state_dir)
+    SecondaryAgent.provision_state(
+        store,
+        director_root,
+        targets=targets,
+        image_root=image_root,
+        map_file=map_file,
+        time=int(time.time() if now is None else now),
+    )
+    Flash(cfg.flash_dir, slot_size)
+    tmp = cfg_path.with_name(CONFIG_NAME + ".tmp")
+    tmp.write_text(cfg.to_toml(), encoding="utf-8")
+    os.replace(tmp, cfg_path)
+    return public
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def open_transport(cfg: SecondaryConfig) -> Any:
+    """The transport the ``[link]`` table describes."""
+    lk = cfg.link
+    if lk.type == "serial":
+        from hardware.serial_link import SerialTransport
+
+        if not lk.port:
+            raise ConfigError("link.port is required for a serial link")
+        return SerialTransport(
+            lk.port, baudrate=lk.baudrate, max_frame=lk.max_frame, limits=cfg.limits
+        )
+    try:
+        from hardware import can_link
+    except ImportError:  # pragma: no cover - depends on the optional module being there
+        raise ConfigError("this build has no CAN transport (hardware/can_link.py)") from None
+    return can_link.open_transport(  # type: ignore[attr-defined]
+        interface=lk.interface,
+        channel=lk.channel,
+        rxid=lk.rxid,
+        txid=lk.txid,
+        fd=lk.fd,
+        bitrate=lk.bitrate,
+        limits=cfg.limits,
+    )
+
+
+def run(cfg: SecondaryConfig, stop: threading.Event | None = None) -> int:
+    """Boot the ECU and serve its link until ``stop`` is set (SIGTERM/SIGINT in main)."""
+    stop = stop or threading.Event()
+    agent = SecondaryAgent.from_config(cfg)
+    booted = agent.start()
+    st = agent.slots.status()
+    log.info(
+        "ECU %s (%s) booted slot %s running %s",
+        cfg.ecu_serial,
+        cfg.hardware_id,
+        booted,
+        st.installed.filename if st.installed else "nothing",
+    )
+    transport = open_transport(cfg)
+    endpoint = agent.endpoint(max_frame=transport.max_frame)
+    print(f"ready {cfg.ecu_serial} slot={booted}", flush=True)
+    try:
+        serve(transport, endpoint, stop)
+    finally:
+        transport.close()
+    log.info("stopped")
+    return 0
+
+
+def _read(path: str | None) -> bytes | None:
+    return None if path is None else Path(path).read_bytes()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="uptane-secondary", description=__doc__.split("\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("provision", help="create the ECU key, trusted state and config")
+    p.add_argument("--dir", required=True, help="directory for the ECU's files")
+    p.add_argument("--ecu-serial", required=True)
+    p.add_argument("--hardware-id", required=True)
+    p.add_argument("--director-root", required=True, help="Director root metadata (DER/JSON)")
+    p.add_argument("--targets", help="initial Director targets metadata")
+    p.add_argument("--vehicle-id")
+    p.add_argument("--key-type", default="ed25519", choices=SCHEMES)
+    p.add_argument("--slot-size", type=int, default=1 << 20, help="bytes per A/B slot")
+    p.add_argument("--mode", default="partial", choices=("partial", "full"))
+    p.add_argument("--image-root", help="Image repository root (full verification)")
+    p.add_argument("--map", help="map file JSON (full verification; default: both repos)")
+    p.add_argument("--limits", default="constrained", choices=("constrained", "primary"))
+    p.add_argument("--port", default="", help="serial port for `run`")
+    p.add_argument("--baudrate", type=int, default=115200)
+    p.add_argument("--can-interface", help="serve on CAN with this python-can interface")
+    p.add_argument("--can-channel", default="vcan0")
+    p.add_argument("--can-rxid", type=lambda s: int(s, 0), default=0x7E0)
+    p.add_argument("--can-txid", type=lambda s: int(s, 0), default=0x7E8)
+    p.add_argument("--force", action="store_true", help="overwrite an existing provisioning")
+
+    r = sub.add_parser("run", help="serve the link")
+    r.add_argument("--config", required=True)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        if args.command == "provision":
+            link = LinkConfig(port=args.port, baudrate=args.baudrate)
+            if args.can_interface:
+                link = LinkConfig(
+                    type="can",
+                    interface=args.can_interface,
+                    channel=args.can_channel,
+                    rxid=args.can_rxid,
+                    txid=args.can_txid,
+                )
+            public = provision(
+                Path(args.dir),
+                ecu_serial=args.ecu_serial,
+                hardware_id=args.hardware_id,
+                director_root=Path(args.director_root).read_bytes(),
+                targets=_read(args.targets),
+                vehicle_id=args.vehicle_id,
+                key_type=args.key_type,
+                slot_size=args.slot_size,
+                mode=args.mode,
+                image_root=_read(args.image_root),
+                map_file=_read(args.map),
+                limits_profile=args.limits,
+                link=link,
+                force=args.force,
+            )
+            print(json.dumps(public, indent=2))
+            return 0
+        cfg = SecondaryConfig.load(args.config)
+        stop = threading.Event()
+
+        def on_signal(signum: int, frame: Any) -> None:
+            stop.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        return run(cfg, stop)
+    except (ConfigError, UptaneError, OSError) as e:
+        print(f"uptane-secondary: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,246 @@
+"""The Secondary's configuration file (TOML), as ``uptane-secondary provision`` writes it and
+``uptane-secondary run`` reads it. See docs/secondary.md for the reference.
+
+Relative paths in the file are resolved against the directory that holds the file, so a
+provisioned directory can be moved as a whole.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from uptane.limits import Limits
+from uptane.metadata import DER, ENCODINGS
+
+MODES = ("partial", "full")
+LINKS = ("serial", "can")
+CONFIRM_POLICIES = ("auto", "manual")
+
+
+class ConfigError(ValueError):
+    """The configuration file is missing something or has a bad value."""
+
+
+@dataclass
+class LinkConfig:
+    """How the Secondary is reached: a serial port, or a CAN bus with ISO-TP."""
+
+    type: str = "serial"
+    # serial
+    port: str = ""
+    baudrate: int = 115200
+    max_frame: int = 1024
+    # CAN (python-can + can-isotp)
+    interface: str = "virtual"
+    channel: str = "vcan0"
+    rxid: int = 0x7E0
+    txid: int = 0x7E8
+    fd: bool = False
+    bitrate: int | None = None
+
+
+@dataclass
+class SecondaryConfig:
+    """Everything ``uptane-secondary run`` needs (see docs/secondary.md)."""
+
+    ecu_serial: str
+    hardware_id: str
+    key_file: Path
+    state_dir: Path
+    flash_dir: Path
+    slot_size: int
+    vehicle_id: str | None = None
+    mode: str = "partial"
+    encoding: str = DER
+    limits_profile: str = "constrained"
+    director_name: str = "director"
+    image_repo_name: str = "image"
+    max_trial_boots: int = 3
+    confirm: str = "auto"
+    reboot_after_install: bool = True
+    link: LinkConfig = field(default_factory=LinkConfig)
+    path: Path | None = None
+
+    @property
+    def limits(self) -> Limits:
+        return Limits.named(self.limits_profile)
+
+    @property
+    def auto_confirm(self) -> bool:
+        return self.confirm == "auto"
+
+    # --- reading -------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: str | Path) -> SecondaryConfig:
+        """Read and check a configuration file; raises ConfigError."""
+        p = Path(path)
+        try:
+            doc = tomllib.loads(p.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"cannot read {p}: {e}") from None
+        return cls.from_dict(doc, base=p.resolve().parent, path=p)
+
+    @classmethod
+    def from_dict(
+        cls, doc: dict[str, Any], *, base: Path, path: Path | None = None
+    ) -> SecondaryConfig:
+        ecu = _table(doc, "ecu")
+        storage = _table(doc, "storage")
+        install = _table(doc, "install", required=False)
+        link = _table(doc, "link", required=False)
+
+        def resolve(value: str) -> Path:
+            q = Path(value)
+            return q if q.is_absolute() else base / q
+
+        cfg = cls(
+            ecu_serial=_get(ecu, "serial", str),
+            hardware_id=_get(ecu, "hardware_id", str),
+            key_file=resolve(_get(ecu, "key", str, "ecu_key.pem")),
+            vehicle_id=_get(ecu, "vehicle_id", str, None),
+            mode=_get(ecu, "mode", str, "partial"),
+            encoding=_get(ecu, "encoding", str, DER),
+            limits_profile=_get(ecu, "limits", str, "constrained"),
+            director_name=_get(ecu, "director_name", str, "director"),
+            image_repo_name=_get(ecu, "image_repo_name", str, "image"),
+            state_dir=resolve(_get(storage, "state_dir", str, "state")),
+            flash_dir=resolve(_get(storage, "flash_dir", str, "flash")),
+            slot_size=_get(storage, "slot_size", int),
+            max_trial_boots=_get(install, "max_trial_boots", int, 3),
+            confirm=_get(install, "confirm", str, "auto"),
+            reboot_after_install=_get(install, "reboot_after_install", bool, True),
+            link=LinkConfig(
+                type=_get(link, "type", str, "serial"),
+                port=_get(link, "port", str, ""),
+                baudrate=_get(link, "baudrate", int, 115200),
+                max_frame=_get(link, "max_frame", int, 1024),
+                interface=_get(link, "interface", str, "virtual"),
+                channel=_get(link, "channel", str, "vcan0"),
+                rxid=_get(link, "rxid", int, 0x7E0),
+                txid=_get(link, "txid", int, 0x7E8),
+                fd=_get(link, "fd", bool, False),
+                bitrate=_get(link, "bitrate", int, None),
+            ),
+            path=path,
+        )
+        cfg.check()
+        return cfg
+
+    def check(self) -> None:
+        """Refuse values the agent cannot run with."""
+        if not self.ecu_serial or not self.hardware_id:
+            raise ConfigError("ecu.serial and ecu.hardware_id must not be empty")
+        if self.mode not in MODES:
+            raise ConfigError(f"ecu.mode must be one of {MODES}, not {self.mode!r}")
+        if self.encoding not in ENCODINGS:
+            raise ConfigError(f"ecu.encoding must be one of {ENCODINGS}")
+        try:
+            Limits.named(self.limits_profile)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        if self.slot_size <= 0:
+            raise ConfigError("storage.slot_size must be positive")
+        if self.max_trial_boots < 1:
+            raise ConfigError("install.max_trial_boots must be at least 1")
+        if self.confirm not in CONFIRM_POLICIES:
+            raise ConfigError(f"install.confirm must be one of {CONFIRM_POLICIES}")
+        if self.link.type not in LINKS:
+            raise ConfigError(f"link.type must be one of {LINKS}")
+
+    # --- writing -------------------------------------------------------------------------
+
+    def to_toml(self) -> str:
+        """The file text (paths written relative to the file's directory when inside it)."""
+        base = self.path.resolve().parent if self.path is not None else None
+
+        def rel(p: Path) -> str:
+            if base is not None:
+                try:
+                    return str(p.resolve().relative_to(base))
+                except ValueError:
+                    pass
+            return str(p)
+
+        lk = self.link
+        lines = [
+            "# Uptane Secondary configuration (docs/secondary.md)",
+            "[ecu]",
+            f"serial = {_q(self.ecu_serial)}",
+            f"hardware_id = {_q(self.hardware_id)}",
+        ]
+        if self.vehicle_id is not None:
+            lines.append(f"vehicle_id = {_q(self.vehicle_id)}")
+        lines += [
+            f"key = {_q(rel(self.key_file))}",
+            f"mode = {_q(self.mode)}",
+            f"encoding = {_q(self.encoding)}",
+            f"limits = {_q(self.limits_profile)}",
+            f"director_name = {_q(self.director_name)}",
+            f"image_repo_name = {_q(self.image_repo_name)}",
+            "",
+            "[storage]",
+            f"state_dir = {_q(rel(self.state_dir))}",
+            f"flash_dir = {_q(rel(self.flash_dir))}",
+            f"slot_size = {self.slot_size}",
+            "",
+            "[install]",
+            f"max_trial_boots = {self.max_trial_boots}",
+            f"confirm = {_q(self.confirm)}",
+            f"reboot_after_install = {_b(self.reboot_after_install)}",
+            "",
+            "[link]",
+            f"type = {_q(lk.type)}",
+            f"port = {_q(lk.port)}",
+            f"baudrate = {lk.baudrate}",
+            f"max_frame = {lk.max_frame}",
+            f"interface = {_q(lk.interface)}",
+            f"channel = {_q(lk.channel)}",
+            f"rxid = {lk.rxid:#x}",
+            f"txid = {lk.txid:#x}",
+            f"fd = {_b(lk.fd)}",
+        ]
+        if lk.bitrate is not None:
+            lines.append(f"bitrate = {lk.bitrate}")
+        return "\n".join(lines) + "\n"
+
+
+def _q(s: str) -> str:
+    """A TOML basic string."""
+    out = s.replace("\\", "\\\\").replace('"', '\\"')
+    out = "".join(c if c >= " " else f"\\u{ord(c):04x}" for c in out)
+    return f'"{out}"'
+
+
+def _b(v: bool) -> str:
+    return "true" if v else "false"
+
+
+_MISSING: Any = object()
+
+
+def _table(doc: dict[str, Any], name: str, *, required: bool = True) -> dict[str, Any]:
+    t = doc.get(name)
+    if t is None:
+        if required:
+            raise ConfigError(f"missing [{name}] table")
+        return {}
+    if not isinstance(t, dict):
+        raise ConfigError(f"[{name}] must be a table")
+    return t
+
+
+def _get(t: dict[str, Any], key: str, kind: type, default: Any = _MISSING) -> Any:
+    if key not in t:
+        if default is _MISSING:
+            raise ConfigError(f"missing setting {key!r}")
+        return default
+    value = t[key]
+    if kind is int and isinstance(value, bool):
+        raise ConfigError(f"{key} must be an integer")
+    if not isinstance(value, kind):
+        raise ConfigError(f"{key} must be of type {kind.__name__}")
+    return value
