@@ -106,7 +106,12 @@ class PartialVerifier:
         the same per-step check as full verification; versions already trusted are skipped.
         When any were given, the final root must not be expired. Returns how many were
         accepted."""
-        self.limits.check_count("root updates", len(root_updates), self.limits.max_root_rotations)
+        try:
+            self.limits.check_count(
+                "root updates", len(root_updates), self.limits.max_root_rotations
+            )
+        except UptaneError as e:
+            raise e.at(repository=REPOSITORY, role="root") from None
         accepted = 0
         for data in root_updates:
             try:

@@ -227,3 +227,16 @@ def test_5_4_4_1_partial_verification_over_der():
     with pytest.raises(MalformedInput):
         pv.verify(repo.builder.files[JSON]["targets"], NOW)
     assert pv.raw["targets"] == files["targets"]
+
+
+def test_5_4_4_3_partial_root_updates_are_bounded():
+    from uptane.errors import LimitExceeded
+
+    repo = director()
+    pv = verifier(repo)
+    too_many = [repo.builder.trusted_root()] * (CONSTRAINED.max_root_rotations + 1)
+    with pytest.raises(LimitExceeded) as e:
+        pv.verify(targets_of(repo), NOW, root_updates=too_many)
+    assert (e.value.repository, e.value.role) == ("director", "root")
+    # versions already trusted are skipped, not errors
+    assert pv.verify(targets_of(repo), NOW, root_updates=[repo.builder.trusted_root()])
