@@ -1,0 +1,213 @@
+"""``uptane-primary``: provision, run and inspect the Primary agent.
+
+    uptane-primary provision --config F --director-root ROOT.json --image-root ROOT.json
+    uptane-primary run --config F [--once]
+    uptane-primary status --config F
+
+Exit status: 0 on success, 1 when a cycle (``--once``) ended with an error, 2 for a usage
+or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from primary.agent import Primary
+from primary.config import DIRECTOR, IMAGE, ConfigError, PrimaryConfig, load_config
+from primary.state import PrimaryState
+from uptane.errors import UptaneError
+from uptane.keys import ED25519, SCHEMES, PrivateKey
+from uptane.trust import RepositoryTrust
+
+PROG = "uptane-primary"
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description="The Uptane Primary ECU agent.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    prov = sub.add_parser("provision", help="write the trusted roots and the ECU key")
+    prov.add_argument("--config", required=True, type=Path)
+    prov.add_argument("--director-root", required=True, type=Path, help="Director root (JSON)")
+    prov.add_argument("--image-root", required=True, type=Path, help="Image repo root (JSON)")
+    prov.add_argument(
+        "--key-scheme", default=ED25519, choices=SCHEMES, help="scheme of a new ECU key"
+    )
+    prov.add_argument(
+        "--force", action="store_true", help="replace trusted metadata already provisioned"
+    )
+
+    run = sub.add_parser("run", help="run update cycles on the poll interval")
+    run.add_argument("--config", required=True, type=Path)
+    run.add_argument("--once", action="store_true", help="run one cycle and exit")
+    run.add_argument("--quiet", action="store_true", help="no step output")
+
+    st = sub.add_parser("status", help="trusted versions, installed images, pending work")
+    st.add_argument("--config", required=True, type=Path)
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    return p
+
+
+# --- provision -------------------------------------------------------------------------------
+
+
+def provision(
+    cfg: PrimaryConfig,
+    director_root: bytes,
+    image_root: bytes,
+    *,
+    key_scheme: str = ED25519,
+    force: bool = False,
+) -> PrivateKey:
+    """Write both repositories' initial trusted roots (each must be signed by a threshold
+    of its own keys) and, if the key file does not exist yet, a new ECU key. Returns the
+    ECU key; its public half is what the Director's inventory registers."""
+    limits = cfg.limits
+    state = PrimaryState(cfg.storage_dir, limits)
+    for name, data in ((DIRECTOR, director_root), (IMAGE, image_root)):
+        RepositoryTrust(name, data, limits)  # refuses a root that does not verify
+        if state.has_root(name) and not force:
+            raise ConfigError(f"{name} trust is already provisioned (use --force to replace)")
+    for name, data in ((DIRECTOR, director_root), (IMAGE, image_root)):
+        state.write_root(name, data)
+    if cfg.key_file.exists():
+        key = PrivateKey.from_pem(cfg.key_file.read_bytes())
+    else:
+        key = PrivateKey.generate(key_scheme)
+        cfg.key_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cfg.key_file.with_name(cfg.key_file.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, key.to_pem())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, cfg.key_file)
+    return key
+
+
+def cmd_provision(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    key = provision(
+        cfg,
+        args.director_root.read_bytes(),
+        args.image_root.read_bytes(),
+        key_scheme=args.key_scheme,
+        force=args.force,
+    )
+    _say(f"provisioned {cfg.ecu_serial} of {cfg.vin} in {cfg.storage_dir}")
+    _say(f"ECU key id {key.keyid}; public key (register it with the Director):")
+    _say(json.dumps(key.key.to_dict(), sort_keys=True))
+    return 0
+
+
+# --- run -------------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    say = (lambda m: None) if args.quiet else _say
+    primary = Primary(cfg, say=say)
+    while True:
+        say(f"--- update cycle for {cfg.vin} ---")
+        result = primary.run_cycle()
+        if result.error is not None:
+            say(f"cycle ended with an error: {result.error}")
+        if args.once:
+            return 0 if result.error is None else 1
+        time.sleep(cfg.poll_interval)
+
+
+# --- status ----------------------------------------------------------------------------------
+
+
+def status_dict(cfg: PrimaryConfig) -> dict[str, object]:
+    """What ``status`` prints: trusted versions per repository, installed image per ECU,
+    pending work, results and the last error."""
+    state = PrimaryState(cfg.storage_dir, cfg.limits)
+    repos: dict[str, object] = {}
+    for name in (DIRECTOR, IMAGE):
+        files = state.read_metadata(name)
+        if "root" not in files:
+            repos[name] = "not provisioned"
+            continue
+        try:
+            trust = RepositoryTrust.load(name, files, cfg.limits, director=name == DIRECTOR)
+            repos[name] = trust.state()
+        except UptaneError as e:
+            repos[name] = f"unusable: {e}"
+    record = state.load_cycle()
+    ecus = [cfg.ecu_serial, *(s.serial for s in cfg.secondaries)]
+    return {
+        "vin": cfg.vin,
+        "repositories": repos,
+        "installed": {
+            e: (record.installed[e].path if e in record.installed else None) for e in ecus
+        },
+        "pending": {
+            e: {"image": p.target.path, "step": p.step} for e, p in sorted(record.pending.items())
+        },
+        "results": record.results,
+        "attacks_to_report": record.attacks,
+        "last_cycle": record.last_cycle,
+        "cycles": record.cycles,
+        "last_error": record.last_error,
+    }
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    st = status_dict(cfg)
+    if args.json:
+        _say(json.dumps(st, indent=2, sort_keys=True))
+        return 0
+    _say(f"vehicle {st['vin']}, {st['cycles']} cycle(s), last {st['last_cycle'] or 'never'}")
+    for name, info in st["repositories"].items():  # type: ignore[attr-defined]
+        if isinstance(info, dict):
+            roles = ", ".join(
+                f"{r} v{info[r]}" for r in ("root", "timestamp", "snapshot", "targets")
+            )
+            _say(f"{name}: {roles}")
+        else:
+            _say(f"{name}: {info}")
+    for ecu, path in st["installed"].items():  # type: ignore[attr-defined]
+        _say(f"ECU {ecu}: {path or 'nothing installed by this Primary'}")
+    pending = st["pending"]
+    if pending:
+        for ecu, p in pending.items():  # type: ignore[attr-defined]
+            _say(f"pending: {ecu} <- {p['image']} ({p['step']})")
+    else:
+        _say("pending: none")
+    for a in st["attacks_to_report"]:  # type: ignore[attr-defined]
+        _say(f"attack seen, not yet reported: {a['attack']} at {a['where']}")
+    _say(f"last error: {st['last_error'] or 'none'}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "provision":
+            return cmd_provision(args)
+        if args.command == "run":
+            return cmd_run(args)
+        return cmd_status(args)
+    except (ConfigError, UptaneError, OSError) as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,418 @@
+"""The Primary's configuration: one TOML file (``uptane-primary --config FILE``).
+
+Relative paths in the file are taken relative to the file's own directory. See
+``docs/primary.md`` for the full reference; in short::
+
+    [vehicle]
+    vin = "VIN0001"
+
+    [primary]
+    ecu_serial = "primary-1"
+    hardware_id = "gateway-v1"
+    key_file = "keys/primary.pem"        # PKCS#8 PEM, written by `uptane-primary provision`
+    # flash_dir = "flash"                # the Primary's own A/B slots (optional)
+    # slot_size = 16777216
+
+    [director]
+    url = "http://127.0.0.1:8001"        # metadata: URL/vehicles/VIN/metadata/, manifest: POST
+    [image_repository]
+    url = "http://127.0.0.1:8002"        # metadata: URL/metadata/, images: URL/targets/
+
+    [storage]
+    dir = "state"
+    poll_interval = 300                  # seconds between cycles for `run`
+    limits = "primary"                   # Limits profile: "primary" or "constrained"
+    # map_file = "map.json"              # TAP 4 map file; default: Director AND Image repo
+
+    [[secondaries]]
+    serial = "ecu-brake"
+    hardware_id = "brake-v2"
+    public_key = "keys/ecu-brake.pub"    # PEM public key or TUF JSON key
+    mode = "partial"                     # or "full"
+    encoding = "der"                     # metadata encoding the Secondary reads
+    link = { type = "serial", port = "/dev/ttyUSB0", baudrate = 115200 }
+    # link = { type = "can", channel = "vcan0", interface = "socketcan",
+    #          tx_id = 0x7E0, rx_id = 0x7E8 }
+    # link = { type = "inprocess", name = "ecu-brake" }
+    timeout = 2.0                        # per link request, before its retries
+    retries = 2
+
+Nothing here verifies anything: values are checked for shape only.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+
+from uptane.errors import MalformedInput, UptaneError
+from uptane.keys import Key
+from uptane.limits import Limits
+from uptane.metadata import MapFile
+
+DIRECTOR = "director"
+IMAGE = "image"
+LINK_TYPES = ("serial", "can", "inprocess")
+MODES = ("partial", "full")
+_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+_MAX_CONFIG = 1024 * 1024
+
+
+class ConfigError(ValueError):
+    """The configuration file is missing, malformed, or names something unusable."""
+
+
+@dataclass(frozen=True)
+class LinkConfig:
+    """How to reach one Secondary: ``type`` is serial, can or inprocess."""
+
+    type: str
+    port: str | None = None
+    baudrate: int = 115200
+    channel: str | None = None
+    interface: str = "socketcan"
+    tx_id: int | None = None
+    rx_id: int | None = None
+    name: str | None = None
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> LinkConfig:
+        d = _table(d, where)
+        kind = _str(d, "type", where)
+        if kind not in LINK_TYPES:
+            raise ConfigError(f"{where}.type must be one of {', '.join(LINK_TYPES)}")
+        known = {"type", "port", "baudrate", "channel", "interface", "tx_id", "rx_id", "name"}
+        _no_unknown(d, known, where)
+        link = cls(
+            type=kind,
+            port=_opt_str(d, "port", where),
+            baudrate=_int(d, "baudrate", where, 115200, low=1),
+            channel=_opt_str(d, "channel", where),
+            interface=_opt_str(d, "interface", where) or "socketcan",
+            tx_id=_opt_int(d, "tx_id", where),
+            rx_id=_opt_int(d, "rx_id", where),
+            name=_opt_str(d, "name", where),
+        )
+        if kind == "serial" and not link.port:
+            raise ConfigError(f"{where}: a serial link needs 'port'")
+        if kind == "can" and (link.channel is None or link.tx_id is None or link.rx_id is None):
+            raise ConfigError(f"{where}: a CAN link needs 'channel', 'tx_id' and 'rx_id'")
+        if kind == "inprocess" and not link.name:
+            raise ConfigError(f"{where}: an in-process link needs 'name'")
+        return link
+
+    def describe(self) -> str:
+        if self.type == "serial":
+            return f"serial {self.port}"
+        if self.type == "can":
+            return f"CAN {self.channel} tx=0x{self.tx_id or 0:X} rx=0x{self.rx_id or 0:X}"
+        return f"in-process {self.name}"
+
+
+@dataclass(frozen=True)
+class SecondaryConfig:
+    """One Secondary ECU this Primary serves."""
+
+    serial: str
+    hardware_id: str
+    public_key: Key
+    link: LinkConfig
+    mode: str = "partial"
+    #: the metadata encoding the Secondary reads ("der" or "json")
+    encoding: str = "der"
+    timeout: float = 2.0
+    retries: int = 2
+
+
+@dataclass(frozen=True)
+class FetcherConfig:
+    """Transport settings for :class:`primary.fetcher.Fetcher`."""
+
+    connect_timeout: float = 10.0
+    read_timeout: float = 30.0
+    retries: int = 3
+    backoff: float = 0.5
+    min_bytes_per_second: float | None = None
+    speed_window: float | None = None
+
+
+@dataclass(frozen=True)
+class PrimaryConfig:
+    """Everything ``uptane-primary`` reads from its TOML file."""
+
+    path: Path
+    vin: str
+    ecu_serial: str
+    hardware_id: str
+    key_file: Path
+    director_url: str
+    director_metadata_url: str
+    manifest_url: str
+    image_metadata_url: str
+    image_targets_url: str
+    storage_dir: Path
+    poll_interval: float = 300.0
+    limits_profile: str = "primary"
+    map_file: Path | None = None
+    flash_dir: Path | None = None
+    slot_size: int = 16 * 1024 * 1024
+    secondaries: tuple[SecondaryConfig, ...] = field(default_factory=tuple)
+    fetcher: FetcherConfig = field(default_factory=FetcherConfig)
+
+    @property
+    def limits(self) -> Limits:
+        return Limits.named(self.limits_profile)
+
+    @property
+    def ecus(self) -> dict[str, str]:
+        """Every ECU of the vehicle (the Primary included) with its hardware id."""
+        out = {self.ecu_serial: self.hardware_id}
+        out.update({s.serial: s.hardware_id for s in self.secondaries})
+        return out
+
+    def secondary(self, serial: str) -> SecondaryConfig:
+        for s in self.secondaries:
+            if s.serial == serial:
+                return s
+        raise KeyError(serial)
+
+    def load_map_file(self) -> MapFile:
+        """The TAP 4 map file, or the Uptane default (every path needs both repositories)."""
+        if self.map_file is None:
+            return MapFile.default(self.director_metadata_url, self.image_metadata_url)
+        try:
+            data = _read_capped(self.map_file, self.limits.map_file_bytes)
+            return MapFile.from_json(data, self.limits)
+        except (OSError, UptaneError) as e:
+            raise ConfigError(f"map file {self.map_file}: {e}") from None
+
+
+def load_config(path: str | Path) -> PrimaryConfig:
+    """Read and check the TOML file at ``path``; raises ConfigError."""
+    p = Path(path)
+    try:
+        raw = _read_capped(p, _MAX_CONFIG)
+        doc = tomllib.loads(raw.decode("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"cannot read configuration {p}: {e}") from None
+    except UptaneError as e:
+        raise ConfigError(f"configuration {p}: {e}") from None
+    return parse_config(doc, p)
+
+
+def parse_config(doc: dict[str, Any], path: Path) -> PrimaryConfig:
+    """Build a :class:`PrimaryConfig` from a parsed TOML document found at ``path``."""
+    base = path.parent
+    _no_unknown(
+        doc,
+        {"vehicle", "primary", "director", "image_repository", "storage", "fetcher", "secondaries"},
+        "config",
+    )
+    vehicle = _table(doc.get("vehicle"), "vehicle")
+    vin = _ident(vehicle, "vin", "vehicle")
+    prim = _table(doc.get("primary"), "primary")
+    _no_unknown(
+        prim, {"ecu_serial", "hardware_id", "key_file", "flash_dir", "slot_size"}, "primary"
+    )
+    director = _table(doc.get("director"), "director")
+    _no_unknown(director, {"url", "metadata_url", "manifest_url"}, "director")
+    image = _table(doc.get("image_repository"), "image_repository")
+    _no_unknown(image, {"url", "metadata_url", "targets_url"}, "image_repository")
+    storage = _table(doc.get("storage", {}), "storage")
+    _no_unknown(storage, {"dir", "poll_interval", "limits", "map_file"}, "storage")
+    fetch = _table(doc.get("fetcher", {}), "fetcher")
+    _no_unknown(
+        fetch,
+        {
+            "connect_timeout",
+            "read_timeout",
+            "retries",
+            "backoff",
+            "min_bytes_per_second",
+            "speed_window",
+        },
+        "fetcher",
+    )
+
+    d_url = _url(director, "url", "director")
+    i_url = _url(image, "url", "image_repository")
+    limits_profile = _opt_str(storage, "limits", "storage") or "primary"
+    try:
+        limits = Limits.named(limits_profile)
+    except ValueError as e:
+        raise ConfigError(f"storage.limits: {e}") from None
+
+    secondaries = []
+    seen = {_ident(prim, "ecu_serial", "primary")}
+    entries = doc.get("secondaries", [])
+    if not isinstance(entries, list):
+        raise ConfigError("secondaries must be an array of tables ([[secondaries]])")
+    for i, entry in enumerate(entries):
+        where = f"secondaries[{i}]"
+        s = _table(entry, where)
+        _no_unknown(
+            s,
+            {
+                "serial",
+                "hardware_id",
+                "public_key",
+                "mode",
+                "encoding",
+                "link",
+                "timeout",
+                "retries",
+            },
+            where,
+        )
+        serial = _ident(s, "serial", where)
+        if serial in seen:
+            raise ConfigError(f"{where}: ECU serial {serial!r} is used twice")
+        seen.add(serial)
+        mode = _opt_str(s, "mode", where) or "partial"
+        if mode not in MODES:
+            raise ConfigError(f"{where}.mode must be 'partial' or 'full'")
+        encoding = _opt_str(s, "encoding", where) or "der"
+        if encoding not in ("der", "json"):
+            raise ConfigError(f"{where}.encoding must be 'der' or 'json'")
+        secondaries.append(
+            SecondaryConfig(
+                serial=serial,
+                hardware_id=_ident(s, "hardware_id", where),
+                public_key=load_public_key(base / _str(s, "public_key", where), limits),
+                link=LinkConfig.from_dict(s.get("link"), f"{where}.link"),
+                mode=mode,
+                encoding=encoding,
+                timeout=_float(s, "timeout", where, 2.0, low=0.001),
+                retries=_int(s, "retries", where, 2, low=0),
+            )
+        )
+
+    flash = _opt_str(prim, "flash_dir", "primary")
+    map_file = _opt_str(storage, "map_file", "storage")
+    return PrimaryConfig(
+        path=path,
+        vin=vin,
+        ecu_serial=_ident(prim, "ecu_serial", "primary"),
+        hardware_id=_ident(prim, "hardware_id", "primary"),
+        key_file=base / _str(prim, "key_file", "primary"),
+        director_url=d_url,
+        director_metadata_url=_opt_url(director, "metadata_url", "director")
+        or f"{d_url}/vehicles/{vin}/metadata",
+        manifest_url=_opt_url(director, "manifest_url", "director")
+        or f"{d_url}/vehicles/{vin}/manifest",
+        image_metadata_url=_opt_url(image, "metadata_url", "image_repository")
+        or f"{i_url}/metadata",
+        image_targets_url=_opt_url(image, "targets_url", "image_repository") or f"{i_url}/targets",
+        storage_dir=base / (_opt_str(storage, "dir", "storage") or "state"),
+        poll_interval=_float(storage, "poll_interval", "storage", 300.0, low=0.0),
+        limits_profile=limits_profile,
+        map_file=None if map_file is None else base / map_file,
+        flash_dir=None if flash is None else base / flash,
+        slot_size=_int(prim, "slot_size", "primary", 16 * 1024 * 1024, low=1),
+        secondaries=tuple(secondaries),
+        fetcher=FetcherConfig(
+            connect_timeout=_float(fetch, "connect_timeout", "fetcher", 10.0, low=0.001),
+            read_timeout=_float(fetch, "read_timeout", "fetcher", 30.0, low=0.001),
+            retries=_int(fetch, "retries", "fetcher", 3, low=0),
+            backoff=_float(fetch, "backoff", "fetcher", 0.5, low=0.0),
+            min_bytes_per_second=_opt_float(fetch, "min_bytes_per_second", "fetcher"),
+            speed_window=_opt_float(fetch, "speed_window", "fetcher"),
+        ),
+    )
+
+
+def load_public_key(path: Path, limits: Limits) -> Key:
+    """A Secondary's public key: a PEM SubjectPublicKeyInfo or a TUF JSON key."""
+    try:
+        data = _read_capped(path, 64 * 1024)
+    except (OSError, UptaneError) as e:
+        raise ConfigError(f"public key {path}: {e}") from None
+    try:
+        if data.lstrip().startswith(b"{"):
+            return Key.from_dict(json.loads(data), limits)
+        obj = serialization.load_pem_public_key(data)
+        return Key.from_public_object(obj)  # type: ignore[arg-type]
+    except (ValueError, TypeError, UptaneError) as e:
+        raise ConfigError(f"public key {path}: {e}") from None
+
+
+# --- small typed accessors ------------------------------------------------------------------
+
+
+def _read_capped(path: Path, cap: int) -> bytes:
+    with open(path, "rb") as f:
+        data = f.read(cap + 1)
+    if len(data) > cap:
+        raise MalformedInput(f"{path} is larger than {cap} bytes")
+    return data
+
+
+def _table(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        raise ConfigError(f"missing table [{where}]")
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a table")
+    return value
+
+
+def _no_unknown(d: dict[str, Any], known: set[str], where: str) -> None:
+    extra = sorted(set(d) - known)
+    if extra:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(extra)}")
+
+
+def _str(d: dict[str, Any], key: str, where: str) -> str:
+    v = d.get(key)
+    if not isinstance(v, str) or not v:
+        raise ConfigError(f"{where}.{key} must be a non-empty string")
+    return v
+
+
+def _opt_str(d: dict[str, Any], key: str, where: str) -> str | None:
+    return None if d.get(key) is None else _str(d, key, where)
+
+
+def _ident(d: dict[str, Any], key: str, where: str) -> str:
+    v = _str(d, key, where)
+    if not _ID.match(v):
+        raise ConfigError(f"{where}.{key} {v!r}: use letters, digits and _ . : - (at most 128)")
+    return v
+
+
+def _url(d: dict[str, Any], key: str, where: str) -> str:
+    v = _str(d, key, where)
+    if not v.startswith(("http://", "https://")):
+        raise ConfigError(f"{where}.{key} must be an http(s) URL")
+    return v.rstrip("/")
+
+
+def _opt_url(d: dict[str, Any], key: str, where: str) -> str | None:
+    return None if d.get(key) is None else _url(d, key, where)
+
+
+def _int(d: dict[str, Any], key: str, where: str, default: int, *, low: int) -> int:
+    v = d.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int) or v < low:
+        raise ConfigError(f"{where}.{key} must be an integer >= {low}")
+    return v
+
+
+def _opt_int(d: dict[str, Any], key: str, where: str) -> int | None:
+    return None if d.get(key) is None else _int(d, key, where, 0, low=0)
+
+
+def _float(d: dict[str, Any], key: str, where: str, default: float, *, low: float) -> float:
+    v = d.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < low:
+        raise ConfigError(f"{where}.{key} must be a number >= {low}")
+    return float(v)
+
+
+def _opt_float(d: dict[str, Any], key: str, where: str) -> float | None:
+    return None if d.get(key) is None else _float(d, key, where, 0.0, low=0.0)

@@ -1,0 +1,257 @@
+"""Fan-out from the Primary to its Secondaries, over serial, CAN or an in-process link.
+
+- :func:`open_link` turns a :class:`primary.config.SecondaryConfig` into a
+  :class:`hardware.client.LinkClient` whose every request is bounded by the Secondary's
+  ``timeout`` and ``retries`` (a silent Secondary costs at most
+  ``timeout * (1 + 2 + ... + 2**retries)`` seconds per request, then
+  :class:`~uptane.errors.LinkTimeout`).
+- :func:`loopback_pair` and :func:`register_inprocess`: an in-memory transport, for a
+  Secondary that runs in the Primary's process (tests, the demo, a simulated vehicle).
+- :class:`SecondaryPort`: the operations of one update cycle on one Secondary, made
+  idempotent: before resending an image it asks the Secondary what it already has.
+
+Nothing here verifies metadata or images: Secondaries do, with the core.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hardware.client import LinkClient
+from hardware.messages import Status
+from hardware.protocol import SecondaryEndpoint, SecondaryHandler
+from hardware.server import serve
+from hardware.transport import MessageTransport
+from primary.config import SecondaryConfig
+from uptane.errors import LinkError, LinkTimeout
+from uptane.limits import Limits
+
+Progress = Callable[[int, int], None]
+
+#: Status.state values that mean "the image was installed" (possibly awaiting a trial boot)
+INSTALLED_STATES = ("installed", "trial", "confirmed", "pending-reboot", "booted")
+
+
+# --- the in-process link ------------------------------------------------------------------
+
+
+class QueueTransport:
+    """One end of an in-memory link: whole messages through two queues."""
+
+    def __init__(self, inbox: queue.Queue[bytes], outbox: queue.Queue[bytes]) -> None:
+        self._in = inbox
+        self._out = outbox
+        self.closed = False
+        #: when set, messages sent from this end are silently dropped (a dead wire)
+        self.cut = False
+
+    @property
+    def max_frame(self) -> int:
+        return 1 << 16
+
+    def negotiate(self, frame_size: int) -> None:
+        pass
+
+    def send(self, message: bytes, timeout: float | None = None) -> None:
+        if self.closed:
+            raise LinkError("in-process link is closed")
+        if not self.cut:
+            self._out.put(bytes(message))
+
+    def recv(self, timeout: float) -> bytes | None:
+        try:
+            return self._in.get(timeout=max(0.0, timeout))
+        except queue.Empty:
+            return None
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def loopback_pair() -> tuple[QueueTransport, QueueTransport]:
+    """Two connected in-memory transports: (Primary end, Secondary end)."""
+    a: queue.Queue[bytes] = queue.Queue()
+    b: queue.Queue[bytes] = queue.Queue()
+    return QueueTransport(a, b), QueueTransport(b, a)
+
+
+_INPROCESS: dict[str, MessageTransport] = {}
+_INPROCESS_LOCK = threading.Lock()
+
+
+def register_inprocess(name: str, transport: MessageTransport) -> None:
+    """Make the Primary end of an in-process link reachable as ``link.name = name``."""
+    with _INPROCESS_LOCK:
+        _INPROCESS[name] = transport
+
+
+def unregister_inprocess(name: str) -> None:
+    with _INPROCESS_LOCK:
+        _INPROCESS.pop(name, None)
+
+
+@dataclass
+class InProcessSecondary:
+    """A Secondary handler served on an in-process link in a thread (tests, demo)."""
+
+    name: str
+    primary_end: QueueTransport
+    secondary_end: QueueTransport
+    stop: threading.Event
+    thread: threading.Thread
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)
+        unregister_inprocess(self.name)
+
+
+def serve_inprocess(
+    name: str, handler: SecondaryHandler, limits: Limits, *, register: bool = True
+) -> InProcessSecondary:
+    """Serve ``handler`` (e.g. a Secondary agent) on a new loopback link named ``name``."""
+    primary_end, secondary_end = loopback_pair()
+    endpoint = SecondaryEndpoint(handler, limits, max_frame=secondary_end.max_frame)
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=serve, args=(secondary_end, endpoint, stop), kwargs={"poll": 0.02}, daemon=True
+    )
+    thread.start()
+    if register:
+        register_inprocess(name, primary_end)
+    return InProcessSecondary(name, primary_end, secondary_end, stop, thread)
+
+
+# --- opening links ------------------------------------------------------------------------
+
+
+def open_transport(cfg: SecondaryConfig, limits: Limits) -> MessageTransport:
+    """The transport for ``cfg.link``; raises LinkError when it cannot be opened."""
+    link = cfg.link
+    try:
+        if link.type == "inprocess":
+            with _INPROCESS_LOCK:
+                t = _INPROCESS.get(link.name or "")
+            if t is None:
+                raise LinkError(f"no in-process Secondary named {link.name!r}")
+            return t
+        if link.type == "serial":
+            from hardware.serial_link import SerialTransport
+
+            return SerialTransport(link.port or "", baudrate=link.baudrate, limits=limits)
+        if link.type == "can":
+            import can  # python-can, the optional "can" extra
+
+            from hardware.can_link import CanTransport
+
+            bus = can.Bus(channel=link.channel, interface=link.interface)
+            assert link.tx_id is not None and link.rx_id is not None
+            return CanTransport(bus, txid=link.tx_id, rxid=link.rx_id, limits=limits)
+    except LinkError:
+        raise
+    except Exception as e:  # a missing port, bus or driver: the Secondary is unreachable
+        raise LinkError(f"cannot open {link.describe()}: {e}") from None
+    raise LinkError(f"unknown link type {link.type!r}")
+
+
+def open_link(cfg: SecondaryConfig, limits: Limits) -> LinkClient:
+    """A :class:`LinkClient` with the Secondary's bounded timeout and retries."""
+    transport = open_transport(cfg, limits)
+    return LinkClient(
+        transport, limits, timeout=cfg.timeout, retries=cfg.retries, send_timeout=cfg.timeout * 4
+    )
+
+
+# --- one Secondary, one cycle ---------------------------------------------------------------
+
+
+@dataclass
+class MetadataFile:
+    """One file to forward: repository, role, encoding and bytes."""
+
+    repository: str
+    role: str
+    encoding: str
+    data: bytes
+
+
+def status_has(status: Status, filename: str) -> bool:
+    """Whether the Secondary reports ``filename`` as installed (running or on trial)."""
+    if status.installed == filename:
+        return True
+    return status.image_filename == filename and status.state in INSTALLED_STATES
+
+
+class SecondaryPort:
+    """The cycle's operations on one Secondary, each a bounded link exchange.
+
+    The link is opened lazily and kept for the cycle; :meth:`close` releases it. In-process
+    links are shared, so closing one only forgets it.
+    """
+
+    def __init__(self, cfg: SecondaryConfig, limits: Limits) -> None:
+        self.cfg = cfg
+        self.limits = limits
+        self._client: LinkClient | None = None
+
+    @property
+    def serial(self) -> str:
+        return self.cfg.serial
+
+    def client(self) -> LinkClient:
+        if self._client is None:
+            self._client = open_link(self.cfg, self.limits)
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None and self.cfg.link.type != "inprocess":
+            with contextlib.suppress(Exception):  # best effort at the end of a cycle
+                self._client.close()
+        self._client = None
+
+    def report(self, nonce: bytes) -> bytes:
+        """The Secondary's signed version report for ``nonce``."""
+        return self.client().get_report(nonce)
+
+    def status(self) -> Status:
+        return self.client().status()
+
+    def put_time(self, now_seconds: int) -> None:
+        self.client().put_time(now_seconds)
+
+    def deliver(
+        self,
+        now_seconds: int,
+        metadata: Iterable[MetadataFile],
+        image: Path,
+        filename: str,
+        length: int,
+        *,
+        progress: Progress | None = None,
+        on_metadata: Callable[[MetadataFile], Any] | None = None,
+    ) -> int:
+        """§5.4.2 steps 5–7 for this Secondary: the time, then every metadata file, then the
+        image (resumed from what the Secondary acknowledged). Returns the offset the image
+        transfer started at (non-zero on a resume)."""
+        c = self.client()
+        c.put_time(now_seconds)
+        for m in metadata:
+            c.put_metadata(m.role, m.encoding, m.data, repository=m.repository)
+            if on_metadata is not None:
+                on_metadata(m)
+        with image.open("rb") as f:
+            return c.put_image(filename, f, length, progress=progress, resume=True)
+
+    def install(self, filename: str) -> Status:
+        return self.client().install(filename)
+
+
+def is_unreachable(error: BaseException) -> bool:
+    """A link failure that means "the Secondary did not answer" (not an attack it named)."""
+    return isinstance(error, (LinkTimeout, LinkError))

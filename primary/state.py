@@ -1,0 +1,219 @@
+"""The Primary's persistent state, every file replaced atomically (:class:`AtomicStore`).
+
+Layout of the storage directory::
+
+    metadata/director/   trusted Director metadata, one file per role (JSON, as verified)
+    metadata/image/      trusted Image-repository metadata, delegated roles included
+    forward/             Director files in DER for partial Secondaries (targets, root.N)
+    images/              downloaded images (``HASH.name``); ``*.part`` while downloading
+    state/cycle          the cycle record (canonical JSON, below)
+
+The cycle record holds what must survive a ``kill -9``:
+
+- ``installed``: per ECU, the Director entry it runs (what the Primary saw installed);
+- ``pending``: per ECU, the approved entry still to deliver, with its step
+  (``approved`` -> ``downloaded`` -> ``sent`` -> ``installed``) and the Director targets
+  version it came from;
+- ``results``: per ECU, the last outcome (installed / failed / unreachable, attack code);
+- ``attacks``: attacks the Primary itself saw since the last manifest was accepted
+  (verification failures, slow retrieval): the next manifest carries them;
+- ``last_error``, ``last_cycle``, ``cycles``.
+
+Every change is one :meth:`AtomicStore.write`: a power cut leaves the old record or the new.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hardware.store import AtomicStore
+from uptane.errors import UptaneError
+from uptane.limits import Limits
+from uptane.metadata import TargetFile
+from uptane.paths import encode_name
+
+STEPS = ("approved", "downloaded", "sent", "installed")
+_CYCLE = "cycle"
+
+
+def target_to_dict(t: TargetFile) -> dict[str, Any]:
+    return {"path": t.path, "entry": t.to_dict()}
+
+
+def target_from_dict(d: dict[str, Any], limits: Limits) -> TargetFile:
+    return TargetFile.from_dict(d["path"], dict(d["entry"]), limits)
+
+
+@dataclass
+class Pending:
+    """One image still to deliver to one ECU."""
+
+    ecu_id: str
+    target: TargetFile
+    step: str = "approved"
+    director_version: int = 0
+    attempts: int = 0
+    #: where to download the image (the Director's URL, or the Image repository's)
+    url: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ecu_id": self.ecu_id,
+            "target": target_to_dict(self.target),
+            "step": self.step,
+            "director_version": self.director_version,
+            "attempts": self.attempts,
+            "url": self.url,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], limits: Limits) -> Pending:
+        return cls(
+            d["ecu_id"],
+            target_from_dict(d["target"], limits),
+            d["step"],
+            d["director_version"],
+            d.get("attempts", 0),
+            d.get("url"),
+        )
+
+
+@dataclass
+class CycleRecord:
+    """The small, frequently rewritten part of the state (see the module doc)."""
+
+    installed: dict[str, TargetFile] = field(default_factory=dict)
+    pending: dict[str, Pending] = field(default_factory=dict)
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    attacks: list[dict[str, Any]] = field(default_factory=list)
+    last_error: str | None = None
+    last_cycle: str | None = None
+    cycles: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "installed": {e: target_to_dict(t) for e, t in self.installed.items()},
+            "pending": {e: p.to_dict() for e, p in self.pending.items()},
+            "results": self.results,
+            "attacks": self.attacks,
+            "last_error": self.last_error,
+            "last_cycle": self.last_cycle,
+            "cycles": self.cycles,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], limits: Limits) -> CycleRecord:
+        return cls(
+            {e: target_from_dict(t, limits) for e, t in d.get("installed", {}).items()},
+            {e: Pending.from_dict(p, limits) for e, p in d.get("pending", {}).items()},
+            dict(d.get("results", {})),
+            list(d.get("attacks", [])),
+            d.get("last_error"),
+            d.get("last_cycle"),
+            int(d.get("cycles", 0)),
+        )
+
+
+class PrimaryState:
+    """Read and write the Primary's state under ``directory`` (see the module doc)."""
+
+    def __init__(self, directory: str | Path, limits: Limits) -> None:
+        self.directory = Path(directory)
+        self.limits = limits
+        cap = max(limits.role_bytes.values()) + limits.delegated_targets_bytes
+        self._meta = {
+            repo: AtomicStore(self.directory / "metadata" / repo, max_bytes=cap)
+            for repo in ("director", "image")
+        }
+        self._forward = AtomicStore(self.directory / "forward", max_bytes=cap)
+        self._state = AtomicStore(self.directory / "state", max_bytes=limits.manifest_bytes * 4)
+        self.images_dir = self.directory / "images"
+        self.images_dir.mkdir(parents=True, exist_ok=True)
+
+    # --- trusted metadata ------------------------------------------------------------------
+
+    def has_root(self, repository: str) -> bool:
+        return self._meta[repository].read("root") is not None
+
+    def read_metadata(self, repository: str) -> dict[str, bytes]:
+        """Every trusted file of ``repository`` by role name (each capped by its role)."""
+        store = self._meta[repository]
+        out: dict[str, bytes] = {}
+        for enc in store.names():
+            role = _decode_name(enc)
+            data = store.read(role, self.limits.bytes_for_role(role))
+            if data is not None:
+                out[role] = data
+        return out
+
+    def write_metadata(self, repository: str, raw: dict[str, bytes]) -> None:
+        """Make the store hold exactly ``raw``: changed files replaced atomically, the root
+        last-but-first (a new root before the files it signs), dropped roles removed."""
+        store = self._meta[repository]
+        current = self.read_metadata(repository)
+        order = sorted(raw, key=lambda r: (r != "root", r))
+        for role in order:
+            if current.get(role) != raw[role]:
+                store.write(role, raw[role])
+        for role in current:
+            if role not in raw:
+                store.delete(role)
+
+    def write_root(self, repository: str, data: bytes) -> None:
+        """Provisioning: the initial trusted root (drops every other trusted file)."""
+        self.write_metadata(repository, {"root": data})
+
+    # --- files forwarded to Secondaries ---------------------------------------------------------
+
+    def read_forward(self, name: str) -> bytes | None:
+        return self._forward.read(name)
+
+    def write_forward(self, name: str, data: bytes) -> None:
+        if self._forward.read(name) != data:
+            self._forward.write(name, data)
+
+    # --- images -------------------------------------------------------------------------
+
+    def image_path(self, target: TargetFile) -> Path:
+        """Where the image for ``target`` lives: named by its hash, so two versions of the
+        same file name never share a file (and a resumed part belongs to one image)."""
+        alg = "sha256" if "sha256" in target.hashes else sorted(target.hashes)[0]
+        digest = target.hashes[alg].lower()[:64]
+        return self.images_dir / f"{digest}.{encode_name(target.path)}"[:240]
+
+    def prune_images(self, keep: list[TargetFile]) -> None:
+        """Delete downloaded images (and parts) no pending install needs."""
+        wanted = {self.image_path(t).name for t in keep}
+        wanted |= {n + ".part" for n in wanted}
+        for p in self.images_dir.iterdir():
+            if p.is_file() and p.name not in wanted:
+                p.unlink(missing_ok=True)
+
+    # --- the cycle record --------------------------------------------------------------------
+
+    def load_cycle(self) -> CycleRecord:
+        d = self._state.read_json(_CYCLE, self.limits)
+        if d is None:
+            return CycleRecord()
+        try:
+            return CycleRecord.from_dict(d, self.limits)
+        except (KeyError, TypeError, ValueError, UptaneError) as e:
+            raise UptaneError(f"the stored cycle record is unusable: {e}") from None
+
+    def save_cycle(self, record: CycleRecord) -> None:
+        self._state.write_json(_CYCLE, record.to_dict())
+
+    # --- the ECU key --------------------------------------------------------------------------
+
+    @staticmethod
+    def digest(data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()
+
+
+def _decode_name(encoded: str) -> str:
+    from urllib.parse import unquote
+
+    return unquote(encoded)
