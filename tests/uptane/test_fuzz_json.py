@@ -200,3 +200,29 @@ def test_update_snapshot_targets_and_delegated_raise_only_uptane_errors(data):
 @given(files=st.dictionaries(st.sampled_from(["root", "timestamp", "targets", "sup"]), any_bytes))
 def test_load_raises_only_uptane_errors(files):
     only_uptane_errors(RepositoryTrust.load, "image", files, PRIMARY)
+
+
+@functools.cache
+def director_sample():
+    from trust_support import VIN, director_entry
+
+    return make_repo(
+        "director",
+        vehicle_id=VIN,
+        targets=[director_entry(b"img", "fw/a.bin", "ecu-1", "hw-1", release_counter=1)],
+    )
+
+
+@FUZZ
+@given(
+    data=st.one_of(any_bytes, st.builds(lambda: director_sample().file("targets.json"))),
+    as_root=st.booleans(),
+)
+def test_partial_verification_raises_only_uptane_errors(data, as_root):
+    from uptane.partial import PartialVerifier
+
+    repo = director_sample()
+    pv = PartialVerifier(repo.builder.trusted_root(), "ecu-1", "hw-1", CONSTRAINED, encoding=JSON)
+    only_uptane_errors(pv.verify, data, NOW, root_updates=[data] if as_root else [])
+    if pv.targets is not None:  # only the genuine file is ever trusted
+        assert pv.raw["targets"] == repo.file("targets.json")
