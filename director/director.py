@@ -33,9 +33,17 @@ from director.fileio import atomic_write, read_json, write_json
 from director.imageview import ImageRepoView, source_for
 from director.keysource import FileKeySource, KeySource, generate
 from director.repostate import available_encodings
-from uptane.errors import BadEcuId, TargetNotFound, UptaneError
+from uptane.errors import BadEcuId, ReplayAttack, TargetNotFound, UptaneError
 from uptane.keys import ED25519, Key
 from uptane.limits import Limits
+from uptane.manifest import (
+    EcuVersionReport,
+    VehicleVersionManifest,
+    check_report,
+    check_report_freshness,
+    check_vehicle_manifest,
+    decode_vehicle_manifest,
+)
 from uptane.metadata import DER, JSON, TargetFile, Targets, decode
 from uptane.paths import check_target_path
 from uptane.repository import RepositoryBuilder
@@ -636,6 +644,198 @@ class Director:
                 tf.hardware_ids.append(r.hardware_id)
         return list(out.values())
 
+    # --- manifests (§5.3.2.1) ----------------------------------------------------------------
+
+    def process_manifest(self, vin: str, data: bytes, encoding: str = JSON) -> dict[str, Any]:
+        """Check a vehicle version manifest against the inventory and record it.
+
+        In order: the bytes decode (bounded); the vehicle is known; the Primary's signature
+        verifies with its registered key and the manifest names this vehicle and Primary;
+        every report is from a registered ECU of this vehicle, once, and every registered
+        ECU has a report; each report verifies with its ECU's key; no nonce is reused and
+        no counter goes back; each report's time is near now. Only then, in the same
+        transaction: the manifest, nonces/counters, installed images and reported attacks
+        are stored, and the bundle in flight advances. Any failure raises and changes
+        nothing."""
+        manifest = decode_vehicle_manifest(data, self.limits, encoding)
+        now = self.clock()
+        skew = timedelta(seconds=self.config.report_skew_seconds)
+        try:
+            with self.engine.begin() as conn:
+                vid = self._vehicle_id(conn, vin)
+                ecus = {e.serial: e for e in self.ecus_of(conn, vid)}
+                primary = next(e for e in ecus.values() if e.is_primary)
+                body = check_vehicle_manifest(
+                    manifest,
+                    self._ecu_key(primary),
+                    expected_vehicle_id=vin,
+                    expected_primary_id=primary.serial,
+                )
+                reports: dict[str, EcuVersionReport] = {}
+                for signed in body.reports:
+                    serial = signed.signed.ecu_id
+                    ecu = ecus.get(serial)
+                    if ecu is None:
+                        raise BadEcuId(f"ECU {serial[:64]!r} is not registered in vehicle {vin}")
+                    if serial in reports:
+                        raise BadEcuId(f"ECU {serial[:64]!r} reports twice")
+                    reports[serial] = check_report(
+                        signed, self._ecu_key(ecu), expected_ecu_id=serial
+                    )
+                missing = sorted(set(ecus) - set(reports))
+                if missing:
+                    raise BadEcuId(f"no report from registered ECU(s) {missing[:8]}")
+                for serial, report in reports.items():
+                    check_report_freshness(
+                        report, self._seen(conn, ecus[serial], report), now, skew
+                    )
+                return self._record_manifest(
+                    conn, vid, vin, ecus, body, reports, data, encoding, now
+                )
+        except sa.exc.IntegrityError:
+            # a concurrent manifest stored the same nonce first
+            raise ReplayAttack("a nonce in this manifest was just used") from None
+
+    def _ecu_key(self, ecu: Any) -> Key:
+        return Key.from_dict(json.loads(ecu.public_key), self.limits)
+
+    def _seen(
+        self, conn: Connection, ecu: Any, report: EcuVersionReport
+    ) -> set[bytes] | int | None:
+        """What :func:`check_report_freshness` compares with: this nonce if it was seen
+        (one indexed lookup), or the ECU's last counter."""
+        if report.nonce is not None:
+            hit = conn.execute(
+                sa.select(inv.nonces.c.id).where(
+                    inv.nonces.c.ecu_id == ecu.id, inv.nonces.c.nonce == report.nonce.hex()
+                )
+            ).first()
+            return {report.nonce} if hit is not None else set()
+        return None if ecu.last_counter is None else int(ecu.last_counter)
+
+    def _record_manifest(
+        self,
+        conn: Connection,
+        vid: int,
+        vin: str,
+        ecus: dict[str, Any],
+        body: VehicleVersionManifest,
+        reports: dict[str, EcuVersionReport],
+        raw: bytes,
+        encoding: str,
+        now: datetime,
+    ) -> dict[str, Any]:
+        t = _ts(now)
+        mid = conn.execute(
+            inv.manifests.insert().values(vehicle_id=vid, received_at=t, encoding=encoding, raw=raw)
+        ).inserted_primary_key[0]
+        conn.execute(
+            inv.vehicles.update().where(inv.vehicles.c.id == vid).values(last_manifest_at=t)
+        )
+        attacks: list[str] = []
+        if body.attack:
+            attacks.append(body.attack)
+            conn.execute(
+                inv.attacks.insert().values(
+                    vehicle_id=vid,
+                    ecu_id=ecus[body.primary_id].id,
+                    manifest_id=mid,
+                    attack=body.attack,
+                    reported_at=t,
+                )
+            )
+        for serial, r in reports.items():
+            ecu = ecus[serial]
+            values: dict[str, Any] = {
+                "installed_path": r.installed.filename,
+                "installed_length": r.installed.length,
+                "installed_hashes": json.dumps(r.installed.hashes, sort_keys=True),
+                "last_report_time": _ts(r.latest_time),
+                "last_attack": r.attack,
+            }
+            if r.nonce is not None:
+                conn.execute(
+                    inv.nonces.insert().values(ecu_id=ecu.id, nonce=r.nonce.hex(), seen_at=t)
+                )
+            else:
+                values["last_counter"] = r.counter
+            conn.execute(inv.ecus.update().where(inv.ecus.c.id == ecu.id).values(**values))
+            if r.attack:
+                attacks.append(f"{serial}: {r.attack}")
+                conn.execute(
+                    inv.attacks.insert().values(
+                        vehicle_id=vid,
+                        ecu_id=ecu.id,
+                        manifest_id=mid,
+                        attack=r.attack,
+                        reported_at=t,
+                    )
+                )
+        bundle = self._advance_bundle(conn, vid, vin, ecus, reports, now)
+        return {"accepted": True, "manifest": mid, "attacks": attacks, "bundle": bundle}
+
+    def _advance_bundle(
+        self,
+        conn: Connection,
+        vid: int,
+        vin: str,
+        ecus: dict[str, Any],
+        reports: dict[str, EcuVersionReport],
+        now: datetime,
+    ) -> dict[str, Any] | None:
+        """Move the bundle in flight on: an assignment is installed when its ECU reports
+        the assigned image (same name, length and every common hash), failed when the ECU
+        reports an attack instead. The bundle ends when every assignment did; then the next
+        bundle (or empty targets) goes out."""
+        b = conn.execute(
+            sa.select(inv.bundles).where(
+                inv.bundles.c.vehicle_id == vid, inv.bundles.c.state == inv.IN_FLIGHT
+            )
+        ).first()
+        if b is None:
+            return None
+        by_id = {e.id: s for s, e in ecus.items()}
+        rows = conn.execute(
+            sa.select(inv.assignments).where(inv.assignments.c.bundle_id == b.id)
+        ).all()
+        t = _ts(now)
+        states: list[str] = []
+        for a in rows:
+            state, reason = a.state, a.reason
+            r = reports.get(by_id.get(a.ecu_id, ""))
+            if a.state == inv.IN_FLIGHT and r is not None:
+                if _is_installed(r, a):
+                    state, reason = inv.INSTALLED, None
+                elif r.attack:
+                    state, reason = inv.FAILED, f"ECU reported: {r.attack}"[:1000]
+                if state != a.state:
+                    conn.execute(
+                        inv.assignments.update()
+                        .where(inv.assignments.c.id == a.id)
+                        .values(state=state, reason=reason, updated_at=t)
+                    )
+            states.append(state)
+        if inv.FAILED in states:
+            conn.execute(
+                inv.assignments.update()
+                .where(
+                    inv.assignments.c.bundle_id == b.id,
+                    inv.assignments.c.state == inv.IN_FLIGHT,
+                )
+                .values(state=inv.FAILED, reason="another image of the bundle failed", updated_at=t)
+            )
+            final = inv.FAILED
+        elif all(s == inv.INSTALLED for s in states):
+            final = inv.INSTALLED
+        else:
+            return {"id": b.id, "state": inv.IN_FLIGHT}
+        conn.execute(
+            inv.bundles.update().where(inv.bundles.c.id == b.id).values(state=final, finished_at=t)
+        )
+        if self._issue_bundle(conn, vid, vin, now) is None:
+            self._publish(conn, vid, vin, now, new_targets=[])
+        return {"id": b.id, "state": final}
+
     # --- per-vehicle metadata ---------------------------------------------------------------
 
     def _signers(self) -> dict[str, list[Any]]:
@@ -795,6 +995,17 @@ class Director:
             with self.engine.begin() as conn:
                 self._publish(conn, vid, vin, now)
         return len(due)
+
+
+def _is_installed(report: EcuVersionReport, assignment: Any) -> bool:
+    """The report names the assigned image: same name and length, and every hash the two
+    have in common agrees (at least one)."""
+    img = report.installed
+    if img.filename != assignment.target_path or img.length != assignment.length:
+        return False
+    want = json.loads(assignment.hashes)
+    common = set(want) & set(img.hashes)
+    return bool(common) and all(want[a].lower() == img.hashes[a].lower() for a in common)
 
 
 def key_from_json(d: Any, limits: Limits | None = None) -> Key:

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 
 from uptane.errors import (
     ArbitrarySoftwareAttack,
+    BadSignature,
     EndlessDataAttack,
     MalformedInput,
     ReplayAttack,
@@ -55,7 +56,7 @@ def error_status(e: Exception) -> int:
         return 413
     if isinstance(e, MalformedInput):
         return 400
-    if isinstance(e, ArbitrarySoftwareAttack):
+    if isinstance(e, (ArbitrarySoftwareAttack, BadSignature)):
         return 403
     if isinstance(e, (RollbackAttack, ReplayAttack)):
         return 409

@@ -16,7 +16,6 @@ offline commands only (``--offline-keys``; default ``DIR.offline-keys`` next to 
 from __future__ import annotations
 
 import copy
-import fnmatch
 import hashlib
 import secrets
 import shutil
@@ -41,6 +40,7 @@ from uptane.metadata import JSON, DelegatedRole, Metadata, TargetFile, Targets, 
 from uptane.paths import check_target_path
 from uptane.repository import RepositoryBuilder
 from uptane.signatures import check_threshold
+from uptane.trust import is_delegated_path
 
 NAME = "image"
 ADMIN = "admin"
@@ -59,11 +59,8 @@ def default_offline_dir(repo_dir: Path) -> Path:
 
 
 def path_matches(pattern: str, path: str) -> bool:
-    """TUF delegation path pattern: shell wildcards per '/'-separated segment, same depth."""
-    tp, pp = path.split("/"), pattern.split("/")
-    return len(tp) == len(pp) and all(
-        fnmatch.fnmatchcase(t, p) for t, p in zip(tp, pp, strict=True)
-    )
+    """TUF delegation path pattern, matched by the core's one implementation."""
+    return is_delegated_path(DelegatedRole("", [], 1, paths=[pattern]), path)
 
 
 def hash_token(token: str) -> str:

@@ -54,6 +54,8 @@ ecus = sa.Table(
     sa.Column("installed_hashes", sa.Text),
     sa.Column("last_report_time", sa.BigInteger),
     sa.Column("last_attack", sa.Text),
+    # the last accepted report counter, for ECUs that count rather than send nonces (0002)
+    sa.Column("last_counter", sa.BigInteger),
     sa.UniqueConstraint("vehicle_id", "serial", name="uq_ecus_vehicle_serial"),
 )
 

@@ -213,3 +213,33 @@ def db_url(request, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'inventory.db'}"
     return request.getfixturevalue("pg_cluster")["create"]()
+
+
+@pytest.fixture
+def env(tmp_path: Path, db_url: str, now, serve_app):
+    """An Image repository with images, a Director on ``db_url`` served over HTTP, and an
+    admin client."""
+    import httpx
+
+    from director.director_server import create_app
+
+    from .oem import Clock, make_director, make_image_repo
+
+    clock = Clock(now)
+    image_dir = make_image_repo(tmp_path, now)
+    director, token = make_director(tmp_path, image_dir, db_url, clock)
+    url = serve_app(create_app(director=director))
+    client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"})
+    state = {
+        "director": director,
+        "token": token,
+        "url": url,
+        "c": client,
+        "clock": clock,
+        "image_dir": image_dir,
+        "db_url": db_url,
+        "tmp": tmp_path,
+    }
+    yield state
+    client.close()
+    state["director"].dispose()

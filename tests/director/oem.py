@@ -3,6 +3,8 @@ database, vehicles with real ECU keys."""
 
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -10,6 +12,13 @@ from pathlib import Path
 from director.director import Director, EcuSpec
 from director.image_repo import ImageRepository, default_offline_dir
 from uptane.keys import PrivateKey
+from uptane.manifest import (
+    EcuVersionReport,
+    InstalledImage,
+    SignedManifest,
+    VehicleVersionManifest,
+)
+from uptane.metadata import JSON
 
 IMAGES = {
     "brakes/fw-1.0.bin": (b"brakes one" * 100, ["brk-v1"], 1),
@@ -90,3 +99,60 @@ def make_vehicle(vin: str, ecus: dict[str, str] | None = None) -> Vehicle:
         v.hardware[serial] = hw
     v.primary = next(iter(ecus))
     return v
+
+
+FACTORY = InstalledImage("factory.bin", 4, {"sha256": "ab" * 32})
+
+
+def image_of(path: str) -> InstalledImage:
+    """What an ECU reports after installing ``path`` from :data:`IMAGES`."""
+    data = IMAGES[path][0]
+    return InstalledImage(path, len(data), {"sha256": hashlib.sha256(data).hexdigest()})
+
+
+def report(
+    v: Vehicle,
+    serial: str,
+    now: datetime,
+    *,
+    installed: InstalledImage = FACTORY,
+    nonce: bytes | None = None,
+    counter: int | None = None,
+    attack: str | None = None,
+    encoding: str = JSON,
+    key: PrivateKey | None = None,
+) -> SignedManifest:
+    """A signed ECU version report (a fresh random nonce unless ``nonce``/``counter``)."""
+    if nonce is None and counter is None:
+        nonce = os.urandom(16)
+    body = EcuVersionReport(serial, installed, now, nonce, counter, None, attack)
+    signed = SignedManifest(body, encoding=encoding)
+    signed.sign(key or v.keys[serial])
+    return signed
+
+
+def manifest(
+    v: Vehicle,
+    now: datetime,
+    *,
+    installed: dict[str, InstalledImage] | None = None,
+    reports: list[SignedManifest] | None = None,
+    encoding: str = JSON,
+    key: PrivateKey | None = None,
+    vin: str | None = None,
+    primary: str | None = None,
+    attack: str | None = None,
+) -> bytes:
+    """A signed vehicle version manifest with a fresh report from every ECU."""
+    installed = installed or {}
+    if reports is None:
+        reports = [
+            report(v, s, now, installed=installed.get(s, FACTORY), encoding=encoding)
+            for s in v.keys
+        ]
+    vvm = SignedManifest(
+        VehicleVersionManifest(vin or v.vin, primary or v.primary, reports, attack),
+        encoding=encoding,
+    )
+    vvm.sign(key or v.keys[v.primary])
+    return vvm.to_bytes()

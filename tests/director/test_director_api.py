@@ -5,37 +5,15 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
-from pathlib import Path
 
 import httpx
-import pytest
 
-from director.director_server import create_app
 from director.imageview import HttpSource
 from uptane.limits import Limits
 from uptane.metadata import DER, decode
 from uptane.trust import RepositoryTrust
 
-from .oem import IMAGES, Clock, make_director, make_image_repo, make_vehicle
-
-
-@pytest.fixture
-def env(tmp_path: Path, db_url: str, now, serve_app):
-    clock = Clock(now)
-    image_dir = make_image_repo(tmp_path, now)
-    director, token = make_director(tmp_path, image_dir, db_url, clock)
-    url = serve_app(create_app(director=director))
-    client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"})
-    yield {
-        "director": director,
-        "token": token,
-        "url": url,
-        "c": client,
-        "clock": clock,
-        "image_dir": image_dir,
-    }
-    client.close()
-    director.dispose()
+from .oem import IMAGES, make_vehicle
 
 
 def _register(env, vin: str = "VIN0001", ecus=None):
