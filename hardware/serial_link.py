@@ -5,8 +5,8 @@ Layers, bottom up (all sans-I/O except :class:`SerialTransport`):
 
 - :func:`cobs_encode` / :func:`cobs_decode`: byte stuffing, so 0x00 only ever delimits.
 - :class:`Frame` / :func:`encode_frame` / :func:`decode_frame`: one frame is
-  ``ver|kind, flags, session(4), seq(2), payload, crc32(4)`` (big-endian), COBS-encoded and
-  terminated by 0x00.
+  ``ver|kind, flags, session(4), seq(2), payload, crc32(4)`` (big-endian), COBS-encoded,
+  between two 0x00 delimiters.
 - :class:`FrameCodec`: turns a byte stream into frames; corrupt, truncated or oversized
   frames are counted and dropped (the sender retransmits), never raised.
 - :class:`ReliableLink`: stop-and-wait ARQ per direction. Each DATA frame carries the
@@ -49,8 +49,10 @@ HEADER_SIZE = HEADER.size  # 8
 CRC_SIZE = 4
 OVERHEAD = HEADER_SIZE + CRC_SIZE
 
-MIN_FRAME = 32
-DEFAULT_FRAME = 256
+#: every end accepts frames of at least MIN_FRAME payload bytes, and until the HELLO
+#: exchange agrees on more, both send DEFAULT_FRAME-byte fragments
+MIN_FRAME = 64
+DEFAULT_FRAME = MIN_FRAME
 MAX_FRAME = 4096  # keeps one frame under a pty's buffer, so a write never blocks on it
 SEQ_MOD = 1 << 16
 
@@ -120,15 +122,17 @@ class Frame:
 
 
 def encode_frame(frame: Frame) -> bytes:
-    """The wire bytes of ``frame``: COBS(header, payload, CRC-32) and the 0x00 delimiter."""
+    """The wire bytes of ``frame``: COBS(header, payload, CRC-32) between two 0x00
+    delimiters; the leading one ends any truncated frame before it, so one damaged frame
+    never takes the next one with it."""
     body = HEADER.pack((VERSION << 4) | frame.kind, frame.flags, frame.session, frame.seq)
     body += frame.payload
     body += struct.pack(">I", zlib.crc32(body))
-    return cobs_encode(body) + b"\x00"
+    return b"\x00" + cobs_encode(body) + b"\x00"
 
 
 def decode_frame(raw: bytes | bytearray | memoryview, max_payload: int) -> Frame:
-    """Decode one frame (without its 0x00 delimiter); raises MalformedInput if it is
+    """Decode one frame (without its 0x00 delimiters); raises MalformedInput if it is
     corrupt, truncated, of an unknown kind or version, or longer than ``max_payload``."""
     if len(raw) > cobs_max_encoded(max_payload + OVERHEAD):
         raise MalformedInput("frame: longer than the frame size")
@@ -220,7 +224,7 @@ class ReliableLink:
         if not MIN_FRAME <= max_frame <= MAX_FRAME:
             raise ValueError(f"max_frame must be in {MIN_FRAME}..{MAX_FRAME}")
         self.max_frame = max_frame
-        self.frame_size = min(DEFAULT_FRAME, max_frame)
+        self.frame_size = DEFAULT_FRAME
         self.ack_timeout = ack_timeout
         self.retries = retries
         self.max_message = max_message

@@ -44,8 +44,8 @@ def test_cobs_block_boundaries(size: int) -> None:
 def test_frame_round_trip() -> None:
     f = Frame(KIND_DATA, 0xDEADBEEF, 65535, b"\x00payload\x00", FLAG_MORE)
     wire = encode_frame(f)
-    assert wire.endswith(b"\x00") and wire.count(0) == 1
-    assert decode_frame(wire[:-1], 64) == f
+    assert wire.startswith(b"\x00") and wire.endswith(b"\x00") and wire.count(0) == 2
+    assert decode_frame(wire[1:-1], 64) == f
     assert FrameCodec(64).feed(wire * 3) == [f, f, f]
 
 
@@ -60,20 +60,20 @@ def test_frame_round_trip() -> None:
     ],
 )
 def test_damaged_frames_are_refused(mutate) -> None:
-    wire = encode_frame(Frame(KIND_DATA, 7, 1, b"some payload bytes"))[:-1]
+    wire = encode_frame(Frame(KIND_DATA, 7, 1, b"some payload bytes"))[1:-1]
     with pytest.raises(MalformedInput):
         decode_frame(mutate(wire), 64)
 
 
 def test_refused_frame_shapes() -> None:
     with pytest.raises(MalformedInput):
-        decode_frame(encode_frame(Frame(KIND_DATA, 1, 1, b"x" * 65))[:-1], 64)
+        decode_frame(encode_frame(Frame(KIND_DATA, 1, 1, b"x" * 65))[1:-1], 64)
     with pytest.raises(MalformedInput):
-        decode_frame(encode_frame(Frame(KIND_ACK, 1, 1, b"x"))[:-1], 64)
+        decode_frame(encode_frame(Frame(KIND_ACK, 1, 1, b"x"))[1:-1], 64)
     with pytest.raises(MalformedInput):
-        decode_frame(encode_frame(Frame(5, 1, 1))[:-1], 64)
+        decode_frame(encode_frame(Frame(5, 1, 1))[1:-1], 64)
     with pytest.raises(MalformedInput):
-        decode_frame(encode_frame(Frame(KIND_DATA, 1, 1, b"", 0x80))[:-1], 64)
+        decode_frame(encode_frame(Frame(KIND_DATA, 1, 1, b"", 0x80))[1:-1], 64)
 
 
 def test_codec_drops_garbage_and_overlong_frames_with_bounded_buffer() -> None:
@@ -226,3 +226,26 @@ def test_over_long_message_is_endless_data_and_the_link_goes_on() -> None:
     assert drain(b) == [b"fine"]
     with pytest.raises(EndlessDataAttack):
         b.send(b"x" * 1001, 0.0)
+
+
+def test_lost_data_lost_ack_and_truncated_frame_are_each_recovered() -> None:
+    a, b = ReliableLink(ack_timeout=1.0), ReliableLink()
+    a.send(b"payload" * 20, 0.0)  # 140 bytes: three 64-byte fragments
+    a.outgoing()  # first DATA frame lost
+    a.poll(1.0)
+    b.receive(a.outgoing(), 1.0)  # retransmitted, arrives
+    b.outgoing()  # ... but its ACK is lost
+    a.poll(2.0)
+    b.receive(a.outgoing(), 2.0)  # the copy is re-acknowledged, not delivered twice
+    assert b.duplicates == 1
+    a.receive(b.outgoing(), 2.0)  # ACK arrives; the second fragment goes out
+    wire = a.outgoing()
+    b.receive(wire[: len(wire) // 2], 2.0)  # truncated: the rest never comes
+    a.poll(3.0)
+    b.receive(a.outgoing(), 3.0)  # its leading 0x00 ends the stub; the copy gets through
+    assert b.corrupt == 1
+    assert b.next_message() is None
+    a.receive(b.outgoing(), 3.0)
+    shuttle(a, b, random.Random(0), 0.0)
+    assert drain(b) == [b"payload" * 20]
+    assert a.retransmits == 3
