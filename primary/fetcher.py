@@ -28,6 +28,8 @@ import contextlib
 import os
 import re
 import shutil
+import socket
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +37,8 @@ from typing import Any
 from urllib.parse import quote
 
 import urllib3
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import NewConnectionError, ProtocolError, ReadTimeoutError, SSLError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
@@ -75,6 +79,82 @@ class _ServerBusy(Exception):
 
 class _Incomplete(Exception):
     """The server refused to resume a stale part (HTTP 416): worth a fresh attempt."""
+
+
+class _HeadersTooSlow(Exception):
+    """The response headers did not complete within the header deadline."""
+
+
+class _HeaderWatch:
+    """One request's header deadline, armed by :meth:`Fetcher._get` in the calling thread
+    and enforced by the connection while it reads the status line and headers."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.expired = False
+        self.done = False
+        self.lock = threading.Lock()
+
+
+_current = threading.local()
+
+
+def _getresponse_with_deadline(conn: Any, getresponse: Callable[[], Any]) -> Any:
+    """Read the headers, shutting the socket down if they take longer than the deadline.
+
+    A per-operation read timeout cannot stop a server that drips its headers a byte at a
+    time; this bounds the whole header phase. Past the deadline the fetcher raises
+    SlowRetrievalAttack.
+    """
+    watch: _HeaderWatch | None = getattr(_current, "watch", None)
+    if watch is None or watch.timeout <= 0:
+        return getresponse()
+    sock = conn.sock
+
+    def abort() -> None:
+        with watch.lock:
+            if watch.done:
+                return
+            watch.expired = True
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+    timer = threading.Timer(watch.timeout, abort)
+    timer.daemon = True
+    timer.start()
+    try:
+        resp = getresponse()
+    except Exception:
+        if watch.expired:
+            raise _HeadersTooSlow from None
+        raise
+    finally:
+        timer.cancel()
+        with watch.lock:
+            watch.done = True
+    if watch.expired:  # the cut may have ended the headers early rather than failing them
+        with contextlib.suppress(Exception):
+            resp.close()
+        raise _HeadersTooSlow
+    return resp
+
+
+class _DeadlineHTTPConnection(HTTPConnection):
+    def getresponse(self) -> Any:  # type: ignore[override]
+        return _getresponse_with_deadline(self, super().getresponse)
+
+
+class _DeadlineHTTPSConnection(HTTPSConnection):
+    def getresponse(self) -> Any:  # type: ignore[override]
+        return _getresponse_with_deadline(self, super().getresponse)
+
+
+class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _DeadlineHTTPConnection
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _DeadlineHTTPSConnection
 
 
 class SpeedMonitor:
@@ -125,7 +205,9 @@ class Fetcher:
 
     ``retries`` is the number of extra attempts after the first; the n-th retry waits
     ``min(backoff * 2**(n-1), backoff_max)`` seconds. ``min_bytes_per_second`` and
-    ``speed_window`` override the slow-retrieval floor of ``limits``.
+    ``speed_window`` override the slow-retrieval floor of ``limits``. The status line and
+    headers must arrive within ``header_timeout`` seconds in all (default: twice the read
+    timeout), so a server cannot stall a request by dripping its headers either.
     """
 
     def __init__(
@@ -140,6 +222,7 @@ class Fetcher:
         user_agent: str = DEFAULT_USER_AGENT,
         min_bytes_per_second: float | None = None,
         speed_window: float | None = None,
+        header_timeout: float | None = None,
     ) -> None:
         if retries < 0:
             raise ValueError("retries must be >= 0")
@@ -152,6 +235,8 @@ class Fetcher:
         )
         self.speed_window = limits.speed_window if speed_window is None else speed_window
         self.timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
+        #: the whole status line and headers must arrive within this many seconds
+        self.header_timeout = 2 * read_timeout if header_timeout is None else header_timeout
         self._pool = urllib3.PoolManager(
             num_pools=8,
             maxsize=4,
@@ -159,6 +244,7 @@ class Fetcher:
             timeout=self.timeout,
             retries=False,
         )
+        self._pool.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
         #: number of HTTP requests sent (for status displays and tests)
         self.requests = 0
 
@@ -276,15 +362,23 @@ class Fetcher:
 
     def _get(self, url: str, headers: dict[str, str]) -> Any:
         self.requests += 1
-        return self._pool.request(
-            "GET",
-            url,
-            headers=headers or None,
-            preload_content=False,
-            decode_content=False,
-            redirect=False,
-            retries=False,
-        )
+        _current.watch = _HeaderWatch(self.header_timeout)
+        try:
+            return self._pool.request(
+                "GET",
+                url,
+                headers=headers or None,
+                preload_content=False,
+                decode_content=False,
+                redirect=False,
+                retries=False,
+            )
+        except _HeadersTooSlow:
+            raise SlowRetrievalAttack(
+                f"{url}: the response headers took more than {self.header_timeout:g} s"
+            ) from None
+        finally:
+            _current.watch = None
 
     @staticmethod
     def _read(resp: Any, amount: int, monitor: SpeedMonitor) -> bytes:

@@ -41,6 +41,18 @@ class QuietHandler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+class _Httpd(ThreadingHTTPServer):
+    """A threading server that does not print the resets clients cause on purpose."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+
 class Server:
     """A running server: ``url`` (no trailing slash), ``requests`` (paths, in order)."""
 
@@ -58,8 +70,7 @@ class Server:
 def serve(handler: type[BaseHTTPRequestHandler], **attrs: object) -> Iterator[Server]:
     """Run ``handler`` on 127.0.0.1 in a thread; ``attrs`` become attributes of the server
     (handlers read them as ``self.server.NAME``)."""
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    httpd.daemon_threads = True
+    httpd = _Httpd(("127.0.0.1", 0), handler)
     httpd.requests = []  # type: ignore[attr-defined]
     httpd.lock = threading.Lock()  # type: ignore[attr-defined]
     for k, v in attrs.items():

@@ -125,6 +125,21 @@ class DripHandler(QuietHandler):
         self.close_connection = True
 
 
+class HeaderDripHandler(QuietHandler):
+    """Sends a valid status line, then one header byte every ``server.delay`` seconds."""
+
+    def do_GET(self) -> None:
+        self.record()
+        try:
+            self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+            for _ in range(10_000):
+                self.wfile.write(b"X")
+                time.sleep(self.server.delay)  # type: ignore[attr-defined]
+        except OSError:
+            pass
+        self.close_connection = True
+
+
 class SilentHandler(QuietHandler):
     """Reads the request, then says nothing (``server.headers``: after sending headers)."""
 
@@ -300,6 +315,29 @@ def test_5_4_slow_retrieval_silent_body_is_aborted() -> None:
                 f.fetch_bytes(srv.url + "/targets.json", 1000)
         finally:
             stop.set()
+
+
+def test_5_4_slow_retrieval_dripping_headers_is_aborted() -> None:
+    """A read timeout per socket operation cannot stop headers sent a byte at a time: the
+    header deadline does."""
+    with (
+        serve(HeaderDripHandler, delay=0.02) as srv,
+        fast_fetcher(read_timeout=1.0, header_timeout=0.4) as f,
+    ):
+        url = srv.url + "/timestamp.json"
+        with pytest.raises(SlowRetrievalAttack, match="headers") as exc:
+            f.fetch_bytes(url, 1000)
+        assert url in str(exc.value)
+        assert len(srv.requests) == 1
+
+
+def test_header_deadline_leaves_normal_requests_alone(static_server: Server) -> None:
+    (static_server.root / "a").write_bytes(b"x")
+    with fast_fetcher(header_timeout=0.5) as f:
+        for _ in range(3):  # the pooled connection survives its disarmed deadlines
+            assert f.fetch_bytes(static_server.url + "/a", 10) == b"x"
+        time.sleep(0.6)
+        assert f.fetch_bytes(static_server.url + "/a", 10) == b"x"
 
 
 def test_5_4_slow_retrieval_of_an_image_keeps_the_part(tmp_path: Path) -> None:
