@@ -13,10 +13,16 @@ Decoding is strict and bounded, in this order:
 2. an iterative walk over the raw TLV structure, before asn1crypto sees the bytes: no
    indefinite or non-minimal lengths, no lengths past the buffer, no trailing bytes, no
    high tag numbers, nesting at most ``limits.max_depth``, element counts capped;
-3. asn1crypto parse, then its own DER re-encoding must equal the input;
+3. asn1crypto parses the schema below (lazily, field by field);
 4. conversion to the JSON shape and the model's ``from_dict`` (limits, field checks);
-5. the model re-encoded with this module must give the input bytes again, so every value
-   has exactly one accepted encoding (sorted maps, chosen alternatives, omitted empties).
+5. the decoded value, re-encoded, must give the input bytes again: this refuses every
+   BER-only form (non-minimal INTEGER, BOOLEAN other than 0xFF, DEFAULT values spelled
+   out, unknown extra fields) and gives every value exactly one accepted encoding (maps
+   sorted by key, the compact alternative wherever it applies, empty things left out).
+
+Encoding walks the same asn1crypto schema classes but writes DER directly (:func:`_der`):
+asn1crypto's own object building and dumping costs time superlinear in the size of large
+targets metadata.
 
 Anything wrong raises :class:`~uptane.errors.MalformedInput` (or a subclass:
 :class:`~uptane.errors.NonCanonicalEncoding`, :class:`~uptane.errors.LimitExceeded`) or
@@ -379,12 +385,12 @@ def _bad(message: str) -> MalformedInput:
     return MalformedInput(f"DER: {message}")
 
 
-def _hex_to_asn(value: Any, what: str) -> HexString:
+def _hex_to_asn(value: Any, what: str) -> Any:
     if not isinstance(value, str):
         raise _bad(f"{what} must be a string")
     if _HEX.fullmatch(value):
-        return HexString(name="raw", value=bytes.fromhex(value))
-    return HexString(name="text", value=value)
+        return ("raw", bytes.fromhex(value))
+    return ("text", value)
 
 
 def _hex_from_asn(value: HexString) -> str:
@@ -411,15 +417,15 @@ def _pem_body(text: str) -> bytes | None:
     return body if _pem(body) == text else None
 
 
-def _public_to_asn(public: Any) -> PublicKeyValue:
+def _public_to_asn(public: Any) -> Any:
     if not isinstance(public, str):
         raise _bad("public key value must be a string")
     if len(public) == 64 and _HEX.fullmatch(public):
-        return PublicKeyValue(name="ed25519", value=bytes.fromhex(public))
+        return ("ed25519", bytes.fromhex(public))
     body = _pem_body(public)
     if body is not None:
-        return PublicKeyValue(name="spki", value=body)
-    return PublicKeyValue(name="text", value=public)
+        return ("spki", body)
+    return ("text", public)
 
 
 def _public_from_asn(value: PublicKeyValue) -> str:
@@ -448,7 +454,7 @@ def _time_from_int(value: int) -> str:
     return format_expires(datetime.fromtimestamp(value, UTC))
 
 
-def _json_to_asn(value: Any) -> bytes:
+def _json_to_asn(value: Any) -> Any:
     if not isinstance(value, dict):
         raise _bad("an embedded JSON field must be an object")
     return canonical(value)
@@ -495,7 +501,7 @@ def _need(d: dict[str, Any], key: str, what: str) -> Any:
     return d[key]
 
 
-def _set_unrec(asn: core.Sequence, rest: dict[str, Any]) -> None:
+def _set_unrec(asn: dict[str, Any], rest: dict[str, Any]) -> None:
     if rest:
         asn["unrecognized"] = canonical(rest)
 
@@ -514,7 +520,7 @@ def _strings(values: Any, what: str) -> list[str]:
 # --- JSON shape -> ASN.1 -------------------------------------------------------------------
 
 
-def _hashes_to_asn(hashes: Any, what: str) -> Hashes:
+def _hashes_to_asn(hashes: Any, what: str) -> Any:
     if not isinstance(hashes, dict):
         raise _bad(f"{what}: hashes must be an object")
     out = []
@@ -523,11 +529,11 @@ def _hashes_to_asn(hashes: Any, what: str) -> Hashes:
         if not isinstance(digest, str):
             raise _bad(f"{what}: a digest must be a string")
         if alg in _HASH_ALTERNATIVES and _HEX.fullmatch(digest):
-            out.append(HashValue(name=alg, value=bytes.fromhex(digest)))
+            out.append((alg, bytes.fromhex(digest)))
         else:
-            other = OtherHash({"function": alg, "digest": _hex_to_asn(digest, "digest")})
-            out.append(HashValue(name="other", value=other))
-    return Hashes(out)
+            other = {"function": alg, "digest": _hex_to_asn(digest, "digest")}
+            out.append(("other", other))
+    return out
 
 
 def _hashes_from_asn(asn: Hashes) -> dict[str, str]:
@@ -543,21 +549,19 @@ def _hashes_from_asn(asn: Hashes) -> dict[str, str]:
     return out
 
 
-def _sigs_to_asn(sigs: Any) -> Signatures:
+def _sigs_to_asn(sigs: Any) -> Any:
     if not isinstance(sigs, list):
         raise _bad("signatures must be a list")
     out = []
     for s in sigs:
         known, rest = _split(s, ("keyid", "sig"), "signature")
-        asn = SignatureAsn(
-            {
-                "keyid": _hex_to_asn(_need(known, "keyid", "signature"), "keyid"),
-                "value": _hex_to_asn(_need(known, "sig", "signature"), "sig"),
-            }
-        )
+        asn = {
+            "keyid": _hex_to_asn(_need(known, "keyid", "signature"), "keyid"),
+            "value": _hex_to_asn(_need(known, "sig", "signature"), "sig"),
+        }
         _set_unrec(asn, rest)
         out.append(asn)
-    return Signatures(out)
+    return out
 
 
 def _sigs_from_asn(asn: Signatures, limits: Limits) -> list[dict[str, Any]]:
@@ -572,7 +576,7 @@ def _sigs_from_asn(asn: Signatures, limits: Limits) -> list[dict[str, Any]]:
     ]
 
 
-def _keys_to_asn(keys: Any) -> PublicKeys:
+def _keys_to_asn(keys: Any) -> Any:
     if not isinstance(keys, dict):
         raise _bad("keys must be an object")
     out = []
@@ -581,17 +585,15 @@ def _keys_to_asn(keys: Any) -> PublicKeys:
         keyval = _need(known, "keyval", "key")
         if not isinstance(keyval, dict) or set(keyval) != {"public"}:
             raise _bad("a key's keyval must hold exactly 'public' to be encoded")
-        asn = PublicKey(
-            {
-                "keyid": _hex_to_asn(kid, "keyid"),
-                "keytype": _need(known, "keytype", "key"),
-                "scheme": _need(known, "scheme", "key"),
-                "public": _public_to_asn(keyval["public"]),
-            }
-        )
+        asn = {
+            "keyid": _hex_to_asn(kid, "keyid"),
+            "keytype": _need(known, "keytype", "key"),
+            "scheme": _need(known, "scheme", "key"),
+            "public": _public_to_asn(keyval["public"]),
+        }
         _set_unrec(asn, rest)
         out.append(asn)
-    return PublicKeys(out)
+    return out
 
 
 def _keys_from_asn(asn: PublicKeys, limits: Limits) -> dict[str, Any]:
@@ -610,7 +612,7 @@ def _keys_from_asn(asn: PublicKeys, limits: Limits) -> dict[str, Any]:
     return out
 
 
-def _metafile_to_asn(d: Any) -> MetaFile:
+def _metafile_to_asn(d: Any) -> Any:
     known, rest = _split(d, ("version", "length", "hashes"), "meta")
     v: dict[str, Any] = {"version": _int(_need(known, "version", "meta"))}
     if "length" in known:
@@ -619,7 +621,7 @@ def _metafile_to_asn(d: Any) -> MetaFile:
         v["hashes"] = _hashes_to_asn(known["hashes"], "meta")
     if rest:
         v["unrecognized"] = canonical(rest)
-    return MetaFile(v)
+    return v
 
 
 def _metafile_from_asn(asn: core.Sequence, limits: Limits) -> dict[str, Any]:
@@ -631,34 +633,28 @@ def _metafile_from_asn(asn: core.Sequence, limits: Limits) -> dict[str, Any]:
     return d
 
 
-def _root_to_asn(d: dict[str, Any]) -> RootMetadata:
+def _root_to_asn(d: dict[str, Any]) -> Any:
     roles = _need(d, "roles", "root")
     if not isinstance(roles, dict):
         raise _bad("root roles must be an object")
     role_list = []
     for name in sorted(roles):
         known, rest = _split(roles[name], ("keyids", "threshold"), "role")
-        asn = TopLevelRole(
-            {
-                "role": name,
-                "keyids": HexStrings(
-                    [_hex_to_asn(k, "keyid") for k in _need(known, "keyids", "role")]
-                ),
-                "threshold": _int(_need(known, "threshold", "role")),
-            }
-        )
+        asn = {
+            "role": name,
+            "keyids": [_hex_to_asn(k, "keyid") for k in _need(known, "keyids", "role")],
+            "threshold": _int(_need(known, "threshold", "role")),
+        }
         _set_unrec(asn, rest)
         role_list.append(asn)
     cs = _need(d, "consistent_snapshot", "root")
     if not isinstance(cs, bool):
         raise _bad("consistent_snapshot must be a boolean")
-    return RootMetadata(
-        {
-            "consistentSnapshot": cs,
-            "keys": _keys_to_asn(_need(d, "keys", "root")),
-            "roles": TopLevelRoles(role_list),
-        }
-    )
+    return {
+        "consistentSnapshot": cs,
+        "keys": _keys_to_asn(_need(d, "keys", "root")),
+        "roles": role_list,
+    }
 
 
 def _root_from_asn(asn: RootMetadata, limits: Limits) -> dict[str, Any]:
@@ -681,7 +677,7 @@ def _root_from_asn(asn: RootMetadata, limits: Limits) -> dict[str, Any]:
     }
 
 
-def _target_to_asn(path: str, d: Any) -> TargetAndCustom:
+def _target_to_asn(path: str, d: Any) -> Any:
     known, rest = _split(d, ("length", "hashes", "custom"), "target")
     v: dict[str, Any] = {
         "filename": path,
@@ -692,7 +688,7 @@ def _target_to_asn(path: str, d: Any) -> TargetAndCustom:
         v.update(_custom_to_asn(known["custom"]))
     if rest:
         v["unrecognized"] = canonical(rest)
-    return TargetAndCustom(v)
+    return v
 
 
 _CUSTOM_KEYS = (
@@ -705,7 +701,7 @@ _CUSTOM_KEYS = (
 )
 
 
-def _custom_to_asn(custom: Any) -> dict[str, Any]:
+def _custom_to_asn(custom: Any) -> Any:
     known, rest = _split(custom, _CUSTOM_KEYS, "custom")
     asn: dict[str, Any] = {}
     if "releaseCounter" in known:
@@ -713,7 +709,7 @@ def _custom_to_asn(custom: Any) -> dict[str, Any]:
     hwids: list[str] = []
     if "hardwareIds" in known:
         hwids = _strings(known["hardwareIds"], "hardwareIds")
-        asn["hardwareIdentifiers"] = Utf8Strings(hwids)
+        asn["hardwareIdentifiers"] = hwids
     if "ecuIdentifiers" in known:
         ecus = known["ecuIdentifiers"]
         if not isinstance(ecus, dict):
@@ -723,11 +719,11 @@ def _custom_to_asn(custom: Any) -> dict[str, Any]:
             info = ecus[ecu]
             if not isinstance(info, dict) or set(info) != {"hardwareId"}:
                 raise _bad("an ecuIdentifiers entry must hold exactly hardwareId")
-            entry = EcuHardware({"ecuIdentifier": ecu})
+            entry = {"ecuIdentifier": ecu}
             if not hwids or info["hardwareId"] != hwids[0]:
                 entry["hardwareIdentifier"] = info["hardwareId"]
             lst.append(entry)
-        asn["ecuIdentifiers"] = EcuHardwareList(lst)
+        asn["ecuIdentifiers"] = lst
     if "shallMatch" in known:
         asn["shallMatch"] = _json_to_asn(known["shallMatch"])
     if "encryptedImage" in known:
@@ -738,15 +734,13 @@ def _custom_to_asn(custom: Any) -> dict[str, Any]:
         )
         if extra:
             raise _bad("encryptedImage has fields DER cannot carry")
-        asn["encryptedImage"] = EncryptedImage(
-            {
-                "filename": _need(enc, "filename", "encryptedImage"),
-                "length": _int(_need(enc, "length", "encryptedImage")),
-                "hashes": _hashes_to_asn(_need(enc, "hashes", "encryptedImage"), "encrypted"),
-                "wrappedKey": _hex_to_asn(_need(enc, "wrappedKey", "encryptedImage"), "key"),
-                "method": _need(enc, "method", "encryptedImage"),
-            }
-        )
+        asn["encryptedImage"] = {
+            "filename": _need(enc, "filename", "encryptedImage"),
+            "length": _int(_need(enc, "length", "encryptedImage")),
+            "hashes": _hashes_to_asn(_need(enc, "hashes", "encryptedImage"), "encrypted"),
+            "wrappedKey": _hex_to_asn(_need(enc, "wrappedKey", "encryptedImage"), "key"),
+            "method": _need(enc, "method", "encryptedImage"),
+        }
     if "uri" in known:
         asn["url"] = known["uri"]
     if rest:
@@ -804,39 +798,37 @@ def _target_from_asn(asn: TargetAndCustom, limits: Limits) -> tuple[str, dict[st
     return asn["filename"].native, d
 
 
-def _keyids_to_asn(d: dict[str, Any], what: str) -> HexStrings:
-    return HexStrings([_hex_to_asn(k, "keyid") for k in _need(d, "keyids", what)])
+def _keyids_to_asn(d: dict[str, Any], what: str) -> Any:
+    return [_hex_to_asn(k, "keyid") for k in _need(d, "keyids", what)]
 
 
-def _delegations_to_asn(d: Any) -> TargetsDelegations:
+def _delegations_to_asn(d: Any) -> Any:
     known, rest = _split(d, ("keys", "roles", "succinct_roles"), "delegations")
-    asn = TargetsDelegations({"keys": _keys_to_asn(_need(known, "keys", "delegations"))})
+    asn = {"keys": _keys_to_asn(_need(known, "keys", "delegations"))}
     if "roles" in known:
         roles = known["roles"]
         if not isinstance(roles, list):
             raise _bad("delegated roles must be a list")
-        asn["roles"] = DelegatedRoles([_delegated_role_to_asn(r) for r in roles])
+        asn["roles"] = [_delegated_role_to_asn(r) for r in roles]
     if "succinct_roles" in known:
         sk, srest = _split(
             known["succinct_roles"],
             ("keyids", "threshold", "bit_length", "name_prefix"),
             "succinct_roles",
         )
-        s = SuccinctRoles(
-            {
-                "keyids": _keyids_to_asn(sk, "succinct_roles"),
-                "threshold": _int(_need(sk, "threshold", "succinct_roles")),
-                "bitLength": _int(_need(sk, "bit_length", "succinct_roles")),
-                "namePrefix": _need(sk, "name_prefix", "succinct_roles"),
-            }
-        )
+        s = {
+            "keyids": _keyids_to_asn(sk, "succinct_roles"),
+            "threshold": _int(_need(sk, "threshold", "succinct_roles")),
+            "bitLength": _int(_need(sk, "bit_length", "succinct_roles")),
+            "namePrefix": _need(sk, "name_prefix", "succinct_roles"),
+        }
         _set_unrec(s, srest)
         asn["succinctRoles"] = s
     _set_unrec(asn, rest)
     return asn
 
 
-def _delegated_role_to_asn(r: Any) -> DelegatedRole:
+def _delegated_role_to_asn(r: Any) -> Any:
     fields = (
         "name",
         "keyids",
@@ -851,22 +843,18 @@ def _delegated_role_to_asn(r: Any) -> DelegatedRole:
     term = _need(known, "terminating", "delegated role")
     if not isinstance(term, bool):
         raise _bad("terminating must be a boolean")
-    asn = DelegatedRole(
-        {
-            "rolename": _need(known, "name", "delegated role"),
-            "keyids": _keyids_to_asn(known, "delegated role"),
-            "threshold": _int(_need(known, "threshold", "delegated role")),
-            "terminating": term,
-        }
-    )
+    asn = {
+        "rolename": _need(known, "name", "delegated role"),
+        "keyids": _keyids_to_asn(known, "delegated role"),
+        "threshold": _int(_need(known, "threshold", "delegated role")),
+        "terminating": term,
+    }
     if "paths" in known:
-        asn["paths"] = Utf8Strings(_strings(known["paths"], "paths"))
+        asn["paths"] = _strings(known["paths"], "paths")
     if "path_hash_prefixes" in known:
-        asn["pathHashPrefixes"] = Utf8Strings(
-            _strings(known["path_hash_prefixes"], "path_hash_prefixes")
-        )
+        asn["pathHashPrefixes"] = _strings(known["path_hash_prefixes"], "path_hash_prefixes")
     if "hardwareIds" in known:
-        asn["hardwareIdentifiers"] = Utf8Strings(_strings(known["hardwareIds"], "hardwareIds"))
+        asn["hardwareIdentifiers"] = _strings(known["hardwareIds"], "hardwareIds")
     if "multiRole" in known:
         mk, mrest = _split(known["multiRole"], ("minRolesInAgreement", "roles"), "multiRole")
         refs = _need(mk, "roles", "multiRole")
@@ -878,20 +866,16 @@ def _delegated_role_to_asn(r: Any) -> DelegatedRole:
             if rrest:
                 raise _bad("a multi-role entry has fields DER cannot carry")
             ref_list.append(
-                RoleRef(
-                    {
-                        "rolename": _need(rk, "name", "multi-role entry"),
-                        "keyids": _keyids_to_asn(rk, "multi-role entry"),
-                        "threshold": _int(_need(rk, "threshold", "multi-role entry")),
-                    }
-                )
+                {
+                    "rolename": _need(rk, "name", "multi-role entry"),
+                    "keyids": _keyids_to_asn(rk, "multi-role entry"),
+                    "threshold": _int(_need(rk, "threshold", "multi-role entry")),
+                }
             )
-        asn["multiRole"] = MultiRole(
-            {
-                "minRolesInAgreement": _int(_need(mk, "minRolesInAgreement", "multiRole")),
-                "roles": RoleRefs(ref_list),
-            }
-        )
+        asn["multiRole"] = {
+            "minRolesInAgreement": _int(_need(mk, "minRolesInAgreement", "multiRole")),
+            "roles": ref_list,
+        }
     _set_unrec(asn, rest)
     return asn
 
@@ -943,12 +927,12 @@ def _delegations_from_asn(asn: TargetsDelegations, limits: Limits) -> dict[str, 
     return d
 
 
-def _targets_to_asn(d: dict[str, Any]) -> TargetsMetadata:
+def _targets_to_asn(d: dict[str, Any]) -> Any:
     targets = _need(d, "targets", "targets")
     if not isinstance(targets, dict):
         raise _bad("targets must be an object")
     lst = [_target_to_asn(path, targets[path]) for path in sorted(targets)]
-    asn = TargetsMetadata({"targets": TargetList(lst)})
+    asn: dict[str, Any] = {"targets": lst}
     if "delegations" in d:
         asn["delegations"] = _delegations_to_asn(d["delegations"])
     if "vehicleId" in d:
@@ -973,13 +957,11 @@ def _targets_from_asn(asn: TargetsMetadata, limits: Limits) -> dict[str, Any]:
     return d
 
 
-def _snapshot_to_asn(d: dict[str, Any]) -> SnapshotMetadata:
+def _snapshot_to_asn(d: dict[str, Any]) -> Any:
     meta = _need(d, "meta", "snapshot")
     if not isinstance(meta, dict):
         raise _bad("snapshot meta must be an object")
-    return SnapshotMetadata(
-        [SnapshotEntry({"filename": n, "meta": _metafile_to_asn(meta[n])}) for n in sorted(meta)]
-    )
+    return [{"filename": n, "meta": _metafile_to_asn(meta[n])} for n in sorted(meta)]
 
 
 def _snapshot_from_asn(asn: SnapshotMetadata, limits: Limits) -> dict[str, Any]:
@@ -993,7 +975,7 @@ def _snapshot_from_asn(asn: SnapshotMetadata, limits: Limits) -> dict[str, Any]:
     return {"meta": meta}
 
 
-def _timestamp_to_asn(d: dict[str, Any]) -> MetaFile:
+def _timestamp_to_asn(d: dict[str, Any]) -> Any:
     meta = _need(d, "meta", "timestamp")
     if not isinstance(meta, dict) or set(meta) != {"snapshot.json"}:
         raise _bad("timestamp meta must list exactly snapshot.json")
@@ -1009,7 +991,7 @@ _BODY_KEYS: dict[str, tuple[str, ...]] = {
 _COMMON_KEYS = ("_type", "version", "spec_version", "expires")
 
 
-def _signed_to_asn(d: Any) -> SignedAsn:
+def _signed_to_asn(d: Any) -> Any:
     if not isinstance(d, dict):
         raise _bad("signed must be an object")
     role = d.get("_type")
@@ -1017,21 +999,19 @@ def _signed_to_asn(d: Any) -> SignedAsn:
         raise _bad(f"cannot encode metadata of type {str(role)[:32]!r}")
     known, rest = _split(d, _COMMON_KEYS + _BODY_KEYS[role], role)
     if role == "root":
-        body = SignedBody(name="root", value=_root_to_asn(known))
+        body = ("root", _root_to_asn(known))
     elif role == "targets":
-        body = SignedBody(name="targets", value=_targets_to_asn(known))
+        body = ("targets", _targets_to_asn(known))
     elif role == "snapshot":
-        body = SignedBody(name="snapshot", value=_snapshot_to_asn(known))
+        body = ("snapshot", _snapshot_to_asn(known))
     else:
-        body = SignedBody(name="timestamp", value=_timestamp_to_asn(known))
-    asn = SignedAsn(
-        {
-            "expires": _time_to_int(_need(known, "expires", role)),
-            "version": _int(_need(known, "version", role)),
-            "specVersion": _need(known, "spec_version", role),
-            "body": body,
-        }
-    )
+        body = ("timestamp", _timestamp_to_asn(known))
+    asn = {
+        "expires": _time_to_int(_need(known, "expires", role)),
+        "version": _int(_need(known, "version", role)),
+        "specVersion": _need(known, "spec_version", role),
+        "body": body,
+    }
     _set_unrec(asn, rest)
     return asn
 
@@ -1058,14 +1038,12 @@ def _signed_from_asn(asn: SignedAsn, limits: Limits) -> dict[str, Any]:
     }
 
 
-def _metadata_to_asn(doc: Any) -> MetadataAsn:
+def _metadata_to_asn(doc: Any) -> Any:
     known, rest = _split(doc, ("signed", "signatures"), "metadata")
-    asn = MetadataAsn(
-        {
-            "signed": _signed_to_asn(_need(known, "signed", "metadata")),
-            "signatures": _sigs_to_asn(_need(known, "signatures", "metadata")),
-        }
-    )
+    asn = {
+        "signed": _signed_to_asn(_need(known, "signed", "metadata")),
+        "signatures": _sigs_to_asn(_need(known, "signatures", "metadata")),
+    }
     _set_unrec(asn, rest)
     return asn
 
@@ -1086,7 +1064,7 @@ _REPORT_KEYS = (
 _VVM_KEYS = ("_type", "vehicle_id", "primary_id", "ecu_version_reports", "attack")
 
 
-def _report_signed_to_asn(d: Any) -> EcuVersionReportSigned:
+def _report_signed_to_asn(d: Any) -> Any:
     known, rest = _split(d, _REPORT_KEYS, "ECU version report")
     if known.get("_type") != ECU_REPORT_TYPE:
         raise _bad("not an ECU version report")
@@ -1095,19 +1073,15 @@ def _report_signed_to_asn(d: Any) -> EcuVersionReportSigned:
     )
     if extra:
         raise _bad("installed_image has fields DER cannot carry")
-    asn = EcuVersionReportSigned(
-        {
-            "ecuIdentifier": _need(known, "ecu_id", "report"),
-            "latestTime": _time_to_int(_need(known, "latest_time", "report")),
-            "installedImage": InstalledImage(
-                {
-                    "filename": _need(img, "filename", "installed_image"),
-                    "length": _int(_need(img, "length", "installed_image")),
-                    "hashes": _hashes_to_asn(_need(img, "hashes", "installed_image"), "image"),
-                }
-            ),
-        }
-    )
+    asn = {
+        "ecuIdentifier": _need(known, "ecu_id", "report"),
+        "latestTime": _time_to_int(_need(known, "latest_time", "report")),
+        "installedImage": {
+            "filename": _need(img, "filename", "installed_image"),
+            "length": _int(_need(img, "length", "installed_image")),
+            "hashes": _hashes_to_asn(_need(img, "hashes", "installed_image"), "image"),
+        },
+    }
     if "previous_time" in known:
         asn["previousTime"] = _time_to_int(known["previous_time"])
     if "attack" in known:
@@ -1151,16 +1125,14 @@ def _report_signed_from_asn(asn: EcuVersionReportSigned, limits: Limits) -> dict
     return d
 
 
-def _report_to_asn(doc: Any) -> EcuVersionReport:
+def _report_to_asn(doc: Any) -> Any:
     known, rest = _split(doc, ("signed", "signatures"), "ECU version report")
     if rest:
         raise _bad("an ECU version report envelope has fields DER cannot carry")
-    return EcuVersionReport(
-        {
-            "signed": _report_signed_to_asn(_need(known, "signed", "report")),
-            "signatures": _sigs_to_asn(_need(known, "signatures", "report")),
-        }
-    )
+    return {
+        "signed": _report_signed_to_asn(_need(known, "signed", "report")),
+        "signatures": _sigs_to_asn(_need(known, "signatures", "report")),
+    }
 
 
 def _report_from_asn(asn: EcuVersionReport, limits: Limits) -> dict[str, Any]:
@@ -1170,20 +1142,18 @@ def _report_from_asn(asn: EcuVersionReport, limits: Limits) -> dict[str, Any]:
     }
 
 
-def _vvm_signed_to_asn(d: Any) -> VehicleVersionManifestSigned:
+def _vvm_signed_to_asn(d: Any) -> Any:
     known, rest = _split(d, _VVM_KEYS, "vehicle version manifest")
     if known.get("_type") != VVM_TYPE:
         raise _bad("not a vehicle version manifest")
     reports = _need(known, "ecu_version_reports", "manifest")
     if not isinstance(reports, list):
         raise _bad("ecu_version_reports must be a list")
-    asn = VehicleVersionManifestSigned(
-        {
-            "vehicleIdentifier": _need(known, "vehicle_id", "manifest"),
-            "primaryIdentifier": _need(known, "primary_id", "manifest"),
-            "ecuVersionReports": EcuVersionReports([_report_to_asn(r) for r in reports]),
-        }
-    )
+    asn = {
+        "vehicleIdentifier": _need(known, "vehicle_id", "manifest"),
+        "primaryIdentifier": _need(known, "primary_id", "manifest"),
+        "ecuVersionReports": [_report_to_asn(r) for r in reports],
+    }
     if "attack" in known:
         asn["securityAttack"] = known["attack"]
     _set_unrec(asn, rest)
@@ -1205,13 +1175,11 @@ def _vvm_signed_from_asn(asn: VehicleVersionManifestSigned, limits: Limits) -> d
     return d
 
 
-def _manifest_signed_to_asn(d: Any) -> core.Sequence:
+def _manifest_kind_of(d: Any) -> str:
     kind = d.get("_type") if isinstance(d, dict) else None
-    if kind == ECU_REPORT_TYPE:
-        return _report_signed_to_asn(d)
-    if kind == VVM_TYPE:
-        return _vvm_signed_to_asn(d)
-    raise _bad(f"unknown manifest type {str(kind)[:32]!r}")
+    if kind not in (ECU_REPORT_TYPE, VVM_TYPE):
+        raise _bad(f"unknown manifest type {str(kind)[:32]!r}")
+    return kind
 
 
 # --- bounded structure walk ----------------------------------------------------------------
@@ -1352,7 +1320,9 @@ def _manifest_kind(data: bytes) -> str:
 def _parse(
     data: Any, spec: type[core.Asn1Value], limits: Limits, cap: int, what: str
 ) -> tuple[bytes, Any]:
-    """Bounded, strict parse of ``data`` as ``spec``: steps 1 to 3 of the module docstring."""
+    """Bounded parse of ``data`` as ``spec``: steps 1 to 3 of the module docstring. The
+    DER check (the parsed value re-encodes to the input) is done on the decoded model by
+    the caller, which also catches whatever asn1crypto tolerates but the model drops."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise _bad(f"{what}: expected bytes")
     data = bytes(data)
@@ -1361,10 +1331,6 @@ def _parse(
     check_structure(data, limits, cap)
     try:
         asn = spec.load(data, strict=True)
-        if asn.dump(force=True) != data:
-            raise NonCanonicalEncoding(f"DER: {what} is not in its DER form")
-    except UptaneError:
-        raise
     except Exception as e:  # asn1crypto raises ValueError, TypeError, KeyError, ...
         raise _bad(f"{what}: {type(e).__name__}: {str(e)[:200]}") from None
     return data, asn
@@ -1380,9 +1346,85 @@ def _convert(fn: Callable[[], Any], what: str) -> Any:
         raise _bad(f"{what}: {type(e).__name__}: {str(e)[:200]}") from None
 
 
-def _encode(fn: Callable[[], core.Asn1Value], what: str) -> bytes:
+_CHOICES: dict[type, dict[str, tuple[type, dict[str, Any]]]] = {}
+
+
+def _alternative(spec: type[core.Choice], name: str) -> tuple[type, dict[str, Any]]:
+    table = _CHOICES.get(spec)
+    if table is None:
+        table = {a[0]: (a[1], a[2] if len(a) > 2 else {}) for a in spec._alternatives}
+        _CHOICES[spec] = table
+    if name not in table:
+        raise _bad(f"{spec.__name__} has no alternative {name!r}")
+    return table[name]
+
+
+def _length(n: int) -> bytes:
+    if n < 0x80:
+        return bytes([n])
+    raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(raw)]) + raw
+
+
+def _der(spec: type, value: Any, params: dict[str, Any] | None = None) -> bytes:
+    """DER of ``value`` as ``spec``, one of the schema classes above: a dict for a SEQUENCE
+    (absent key: absent OPTIONAL field; a value equal to its DEFAULT is left out), a list
+    for a SEQUENCE OF, ``(name, value)`` for a CHOICE, int/bool/bytes/str for primitives.
+
+    asn1crypto parses this schema; encoding walks the same classes directly, because
+    building asn1crypto objects and dumping them costs time superlinear in the size of
+    large targets metadata. The decoder's re-encoding check keeps the two in step.
+    """
+    if issubclass(spec, core.Choice):
+        name, inner = value
+        alt_spec, alt_params = _alternative(spec, name)
+        return _der(alt_spec, inner, alt_params)
+    if issubclass(spec, core.Sequence):
+        parts = []
+        for f in spec._fields:
+            name, fspec = f[0], f[1]
+            fparams = f[2] if len(f) > 2 else {}
+            if name not in value:
+                if "optional" not in fparams and "default" not in fparams:
+                    raise _bad(f"{spec.__name__}: field {name} is missing")
+                continue
+            v = value[name]
+            if "default" in fparams and v == fparams["default"]:
+                continue
+            parts.append(_der(fspec, v, fparams))
+        if len(value) > len(parts) and set(value) - {f[0] for f in spec._fields}:
+            raise _bad(f"{spec.__name__}: unknown fields")
+        content, tag = b"".join(parts), 0x30
+    elif issubclass(spec, core.SequenceOf):
+        content, tag = b"".join(_der(spec._child_spec, v) for v in value), 0x30
+    elif issubclass(spec, core.Boolean):
+        if not isinstance(value, bool):
+            raise _bad("expected a boolean")
+        content, tag = (b"\xff" if value else b"\x00"), 0x01
+    elif issubclass(spec, core.Integer):
+        v = _int(value)
+        content, tag = (
+            v.to_bytes(((v if v >= 0 else ~v).bit_length() + 8) // 8, "big", signed=True),
+            0x02,
+        )
+    elif issubclass(spec, core.OctetString):
+        if not isinstance(value, bytes):
+            raise _bad("expected bytes")
+        content, tag = value, 0x04
+    elif issubclass(spec, core.UTF8String):
+        if not isinstance(value, str):
+            raise _bad("expected a string")
+        content, tag = value.encode("utf-8"), 0x0C
+    else:  # pragma: no cover - the schema uses only the types above
+        raise TypeError(f"no DER encoder for {spec.__name__}")
+    if params and "implicit" in params:
+        tag = 0x80 | (tag & 0x20) | params["implicit"]
+    return bytes([tag]) + _length(len(content)) + content
+
+
+def _encode(spec: type, fn: Callable[[], Any], what: str) -> bytes:
     try:
-        return fn().dump(force=True)
+        return _der(spec, fn())
     except UptaneError:
         raise
     except Exception as e:
@@ -1400,12 +1442,12 @@ def require_same(data: bytes, again: bytes, what: str) -> None:
 
 def encode_signed_dict(signed: dict[str, Any]) -> bytes:
     """DER of the JSON shape of a signed part (``Signed.to_dict()``)."""
-    return _encode(lambda: _signed_to_asn(signed), "signed metadata")
+    return _encode(SignedAsn, lambda: _signed_to_asn(signed), "signed metadata")
 
 
 def encode_metadata_dict(doc: dict[str, Any]) -> bytes:
     """DER of the JSON shape of a metadata envelope (``Metadata.to_dict()``)."""
-    return _encode(lambda: _metadata_to_asn(doc), "metadata")
+    return _encode(MetadataAsn, lambda: _metadata_to_asn(doc), "metadata")
 
 
 def encode_signed(signed: Signed) -> bytes:
@@ -1464,23 +1506,27 @@ def decode_metadata(
 
 def encode_manifest_signed(signed: dict[str, Any]) -> bytes:
     """DER of the JSON shape of a manifest's signed part (ECU version report or VVM)."""
-    return _encode(lambda: _manifest_signed_to_asn(signed), "manifest")
+    if _manifest_kind_of(signed) == ECU_REPORT_TYPE:
+        return _encode(EcuVersionReportSigned, lambda: _report_signed_to_asn(signed), "report")
+    return _encode(VehicleVersionManifestSigned, lambda: _vvm_signed_to_asn(signed), "manifest")
 
 
 def encode_manifest(doc: dict[str, Any]) -> bytes:
     """DER of a manifest envelope {signed, signatures} in its JSON shape."""
+    signed = doc.get("signed") if isinstance(doc, dict) else None
+    if _manifest_kind_of(signed) == ECU_REPORT_TYPE:
+        return _encode(EcuVersionReport, lambda: _report_to_asn(doc), "report")
 
-    def build() -> core.Asn1Value:
+    def build() -> dict[str, Any]:
         known, rest = _split(doc, ("signed", "signatures"), "manifest")
         if rest:
             raise _bad("a manifest envelope has fields DER cannot carry")
-        signed = _manifest_signed_to_asn(_need(known, "signed", "manifest"))
-        sigs = _sigs_to_asn(_need(known, "signatures", "manifest"))
-        if isinstance(signed, EcuVersionReportSigned):
-            return EcuVersionReport({"signed": signed, "signatures": sigs})
-        return VehicleVersionManifest({"signed": signed, "signatures": sigs})
+        return {
+            "signed": _vvm_signed_to_asn(_need(known, "signed", "manifest")),
+            "signatures": _sigs_to_asn(_need(known, "signatures", "manifest")),
+        }
 
-    return _encode(build, "manifest")
+    return _encode(VehicleVersionManifest, build, "manifest")
 
 
 def decode_manifest(
