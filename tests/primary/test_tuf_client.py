@@ -9,6 +9,7 @@ as a real process), so the command-line protocol of issue 4 is what is tested.
 from __future__ import annotations
 
 import copy
+import shutil
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -563,6 +564,69 @@ def test_interrupted_download_leaves_a_part_that_is_resumed(repo: StaticRepo, di
     assert sorted(p.name for p in tdir.iterdir()) == ["big.bin"]
 
 
+@pytest.mark.parametrize("role", ["?", "#", "/delegatedrole", "../delegatedrole", "%2F"])
+def test_unusual_role_names_are_quoted_on_the_wire_and_on_disk(
+    static_server: Server, dirs, role: str
+) -> None:
+    mdir, tdir = dirs
+    repo = StaticRepo(static_server)
+    repo.builder.delegate(
+        "targets", DelegatedRole(role, [], 1, paths=["*"]), [PrivateKey.generate()]
+    )
+    repo.publish()
+    assert run_init(repo, mdir) == 0
+    assert run_download(repo, mdir, tdir, "nonexistent target") == 1
+    version = repo.builder.role(role).version
+    assert f"/metadata/{version}.{quote(role, safe='')}.json" in static_server.requests
+    assert sorted(p.name for p in mdir.iterdir()) == sorted(
+        [
+            "root.json",
+            "timestamp.json",
+            "snapshot.json",
+            "targets.json",
+            f"{encode_name(role)}.json",
+        ]
+    )
+    # nothing was written beside the metadata directory
+    assert sorted(p.name for p in mdir.parent.iterdir()) == [
+        "client-metadata",
+        "client-targets",
+        "trusted-root.json",
+        "www",
+    ]
+    assert_only_tuf_metadata(mdir)
+
+
+def test_timestamp_with_same_version_and_other_content_is_not_stored(
+    repo: StaticRepo, dirs
+) -> None:
+    mdir, _ = dirs
+    assert run_init(repo, mdir) == 0
+    assert run_refresh(repo, mdir) == 0
+    trusted = (mdir / "timestamp.json").read_bytes()
+    b = repo.builder
+    b.timestamp.snapshot_meta.version = 100  # same version, other content, validly signed
+    other = Metadata(copy.deepcopy(b.timestamp), encoding=JSON)
+    other.sign(repo.keys["timestamp"][0])
+    repo.meta("timestamp.json").write_bytes(other.to_bytes())
+    run_refresh(repo, mdir)
+    assert (mdir / "timestamp.json").read_bytes() == trusted
+
+
+def test_expired_delegated_role_is_refused(static_server: Server, dirs) -> None:
+    mdir, tdir = dirs
+    repo = StaticRepo(static_server)
+    b = repo.builder
+    b.delegate("targets", DelegatedRole("old", [], 1, paths=["*"]), [PrivateKey.generate()])
+    repo.add("a.bin", b"a", role="old")
+    b.expiry["delegated"] = timedelta(seconds=-60)
+    repo.publish()
+    assert run_init(repo, mdir) == 0
+    assert run_refresh(repo, mdir) == 0  # top-level metadata is fine
+    assert run_download(repo, mdir, tdir, "a.bin") == 1
+    assert list(tdir.iterdir()) == []
+
+
 # --- as a real process ------------------------------------------------------------------------
 
 
@@ -598,3 +662,23 @@ def test_console_protocol_in_a_subprocess(repo: StaticRepo, dirs) -> None:
     bad = run("--metadata-url", repo.server.url + "/nothing/", "refresh")
     assert bad.returncode == 1
     assert "uptane-tuf-client" in bad.stderr
+
+
+@pytest.mark.skipif(shutil.which("faketime") is None, reason="needs the faketime tool")
+def test_clock_is_shifted_by_libfaketime(repo: StaticRepo, dirs) -> None:
+    """The client reads time through the standard library, so libfaketime moves it: three
+    days on, the one-day timestamp has expired (a freeze the client must refuse)."""
+    mdir, _ = dirs
+    assert run_init(repo, mdir) == 0
+    cmd = [sys.executable, "-m", "primary.tuf_client", "--metadata-dir", str(mdir)]
+    cmd += ["--metadata-url", repo.metadata_url, "refresh"]
+
+    def run(*prefix: str) -> int:
+        done = subprocess.run(
+            [*prefix, *cmd], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
+        )
+        return done.returncode
+
+    assert run("faketime", "-f", "+3d") == 1
+    assert run() == 0
+    assert run("faketime", "-f", "+3d") == 1
