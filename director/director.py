@@ -884,10 +884,11 @@ class Director:
                 b.mark("targets")
             if datetime.fromtimestamp(row.snapshot_expires, UTC) - now <= self._margin("snapshot"):
                 b.mark("snapshot")
-        if new_targets is not None:
+        if new_targets is not None and (row is not None or new_targets):
             b.targets.targets = {tf.path: tf for tf in new_targets}
             b.mark("targets")
-        b.publish(now)
+        if row is not None or new_targets:
+            b.publish(now)  # a new vehicle with no images keeps the builder's version 1
         values: dict[str, Any] = {
             "vehicle_id": vid,
             "targets_version": b.targets.version,
