@@ -477,7 +477,9 @@ class _Download:
         if offset > self.length:
             offset = 0
         if offset == self.length and self.verifier is not None:
-            return  # complete from an earlier attempt or run: verified in complete()
+            # complete from an earlier attempt or run (or empty): verified in complete()
+            os.close(os.open(self.part, os.O_WRONLY | os.O_CREAT, 0o644))
+            return
         headers = {"Range": f"bytes={offset}-"} if offset else {}
         resp = self.f._get(self.url, headers)
         done = False

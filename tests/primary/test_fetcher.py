@@ -452,6 +452,13 @@ def test_complete_part_from_an_earlier_run_needs_no_request(tmp_path: Path) -> N
     assert dest.read_bytes() == IMAGE
 
 
+def test_empty_image_needs_no_request(static_server: Server, tmp_path: Path) -> None:
+    with fast_fetcher() as f:
+        f.download_to(static_server.url + "/empty", tmp_path / "empty", 0, verifier_for(b""))
+    assert (tmp_path / "empty").read_bytes() == b""
+    assert static_server.requests == []
+
+
 def test_part_longer_than_the_image_is_discarded(tmp_path: Path) -> None:
     dest = tmp_path / "img"
     (tmp_path / "img.part").write_bytes(IMAGE + b"junk")
