@@ -147,7 +147,6 @@ def test_lost_can_frames_byte_exact_or_clean_failure(can_pair: CanPair) -> None:
         pytest.fail(f"unexpected {e!r}")
     held = bytes(can_pair.handler.image)
     assert held == image[: len(held)]
-    print(f"done={done} held={len(held)} lost={can_pair.sec_bus.lost + can_pair.pri_bus.lost}")
     if done:
         assert held == image
     assert can_pair.sec_bus.lost + can_pair.pri_bus.lost > 0

@@ -183,7 +183,6 @@ def test_faulty_pty_transfer_is_byte_exact_or_fails_clean(pty_link: PtyLink, see
         link = client.transport.link
     held = bytes(sec.handler.image)
     assert held == image[: len(held)]
-    print(f"seed {seed}: done={done}, {len(held)} bytes held, retransmits {link.retransmits}")
     if done:
         assert held == image
         assert link.retransmits + sec.transport.link.retransmits > 0
