@@ -44,11 +44,9 @@ from primary.state import CycleRecord, Pending, PrimaryState
 from primary.timesource import SystemTime, TimeSource
 from uptane.errors import (
     DropRequestAttack,
-    EndlessDataAttack,
     FetchError,
     InsufficientSpace,
     MixAndMatchAttack,
-    SlowRetrievalAttack,
     UptaneError,
 )
 from uptane.keys import PrivateKey
@@ -143,10 +141,12 @@ class Primary:
             self._key = PrivateKey.from_pem(self.config.key_file.read_bytes())
         return self._key
 
-    def _progress(self, what: str) -> Callable[[int, int], None]:
+    def _progress(self, what: str, step: str) -> Callable[[int, int], None]:
         shown = [-1]
 
         def cb(done: int, total: int) -> None:
+            if 0 < done < total:
+                _crash_point(f"{step}-progress")
             pct = 100 if total == 0 else done * 100 // total
             mark = pct - pct % self.progress_step
             if mark > shown[0]:
@@ -421,6 +421,7 @@ class Primary:
         )
         # only now, with every check passed, does the new metadata become trusted state
         self.state.write_metadata(DIRECTOR, director.raw)
+        _crash_point("director-saved")
         self.state.write_metadata(IMAGE, image.raw)
         result.verified = True
         result.stopped_early = fv.stopped_early
@@ -486,11 +487,11 @@ class Primary:
                     dest,
                     p.target.length,
                     ImageVerifier(p.target, self.limits),
-                    progress=self._progress(f"download {p.target.path}"),
+                    progress=self._progress(f"download {p.target.path}", "download"),
                 )
             except UptaneError as e:
                 p.attempts += 1
-                if isinstance(e, (SlowRetrievalAttack, EndlessDataAttack)) or e.code >= 60:
+                if not isinstance(e, (FetchError, InsufficientSpace)):
                     self._record_attack(record, result, e, f"download of {p.target.path}")
                 result.error = result.error or e
                 self.say(f"download of {p.target.path} stopped: {e}")
@@ -672,7 +673,7 @@ class Primary:
                     self.state.image_path(p.target),
                     path,
                     p.target.length,
-                    progress=self._progress(f"send {path} to {ecu_id}"),
+                    progress=self._progress(f"send {path} to {ecu_id}", "send"),
                 )
                 if start:
                     self.say(f"{ecu_id}: resumed the image transfer at byte {start}")

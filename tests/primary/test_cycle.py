@@ -1,0 +1,202 @@
+"""The Primary's update cycle (§5.4.2) against the real Director and Image repository
+services on 127.0.0.1, with Secondary agents on in-process links: a full cycle, the next
+one with nothing new, an interrupted download that resumes, an unreachable Secondary,
+metadata that expired during a long offline period, slow retrieval."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from cycle_support import IMAGES, PRIMARY_ID, VIN, backend_and_vehicle, sha256
+
+from primary.cli import main as cli_main
+from primary.state import PrimaryState
+from uptane.errors import (
+    DropRequestAttack,
+    ExpiredMetadata,
+    FreezeAttack,
+    SlowRetrievalAttack,
+)
+from uptane.limits import Limits
+from uptane.manifest import decode_vehicle_manifest
+from uptane.metadata import DER, JSON
+
+BRAKES = "brakes/fw-2.bin"
+
+
+@pytest.fixture
+def now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def last_manifest(backend):
+    """The last vehicle version manifest the Primary posted, and the Director's status."""
+    path, status, body, _answer = backend.director_proxy.posts[-1]
+    assert path == f"/vehicles/{VIN}/manifest"
+    enc = JSON if body[:1] == b"{" else DER
+    return decode_vehicle_manifest(body, Limits.primary(), enc).signed, status
+
+
+def record(car):
+    return PrimaryState(car.config.storage_dir, car.config.limits).load_cycle()
+
+
+def test_5_4_2_full_cycle_two_secondaries_and_the_primary(tmp_path, now, capsys):
+    with backend_and_vehicle(tmp_path, now) as (backend, car):
+        backend.assign(
+            VIN,
+            [("brk-1", BRAKES), ("tcu-1", "tcu/tcu-5.bin"), (PRIMARY_ID, "gw/gw-2.bin")],
+        )
+        result = car.cycle()
+        assert result.error is None, result.error
+        assert result.manifest_sent
+        assert result.installed == {
+            "brk-1": BRAKES,
+            "tcu-1": "tcu/tcu-5.bin",
+            PRIMARY_ID: "gw/gw-2.bin",
+        }
+        # each Secondary runs the image, as its own boot record says, and it is exact
+        assert car.installed("brk-1") == BRAKES
+        assert car.installed("tcu-1") == "tcu/tcu-5.bin"
+        brk = car.ecus["brk-1"].agent.slots.status().installed
+        assert brk.hashes["sha256"] == sha256(IMAGES[BRAKES][0])
+        # the human-readable steps, in the Standard's order
+        text = "\n".join(car.lines)
+        order = [
+            "report received",
+            "manifest sent",
+            "Director metadata verified",
+            "Image repository metadata verified",
+            "downloaded brakes/fw-2.bin",
+            "brk-1: sending time",
+            "installing gw/gw-2.bin",
+            "brk-1: installed",
+        ]
+        positions = [text.index(s) for s in order]
+        assert positions == sorted(positions)
+        assert "send brakes/fw-2.bin to brk-1: 100%" in text
+
+        # §5.4.2 step 7: the next manifest carries every ECU's signed report of what it runs
+        car.lines.clear()
+        again = car.cycle()
+        assert again.error is None and again.installed == {} and again.downloaded == []
+        vvm, status = last_manifest(backend)
+        assert status == 200
+        runs = {r.signed.ecu_id: r.signed.installed.filename for r in vvm.reports}
+        assert runs == {"brk-1": BRAKES, "tcu-1": "tcu/tcu-5.bin", PRIMARY_ID: "gw/gw-2.bin"}
+        assert vvm.attack is None
+
+        # status: trusted versions per repository, installed image per ECU, nothing pending
+        assert cli_main(["status", "--config", str(car.config_path)]) == 0
+        out = capsys.readouterr().out
+        assert "director: root v1" in out and "image: root v1" in out
+        assert f"ECU brk-1: {BRAKES}" in out and "pending: none" in out
+        assert "last error: none" in out
+
+
+def test_5_4_2_interrupted_download_resumes_next_cycle(tmp_path, now):
+    with backend_and_vehicle(tmp_path, now, secondaries={"brk-1": "brk-v1"}) as (backend, car):
+        backend.assign(VIN, [("brk-1", BRAKES)])
+        # the connection drops after 70000 bytes, on every attempt of this cycle
+        backend.image_proxy.rules.cut["fw-2.bin"] = [70000, 2]
+        first = car.cycle()
+        assert isinstance(first.error, DropRequestAttack)
+        assert first.installed == {} and car.installed("brk-1") is None
+        rec = record(car)
+        assert rec.pending["brk-1"].step == "approved"
+        part = car.primary().state.image_path(rec.pending["brk-1"].target)
+        part = part.with_name(part.name + ".part")
+        assert part.stat().st_size >= 70000
+
+        second = car.cycle()
+        assert second.error is None, second.error
+        assert second.installed == {"brk-1": BRAKES}
+        ranges = [r for m, p, r in backend.image_proxy.requests if p.endswith("fw-2.bin") and r]
+        assert ranges and int(ranges[-1][6:-1]) >= 70000  # resumed, not restarted
+        assert car.installed("brk-1") == BRAKES
+
+
+def test_5_4_2_unreachable_secondary_is_reported_and_does_not_stall_the_others(tmp_path, now):
+    with backend_and_vehicle(tmp_path, now) as (backend, car):
+        backend.assign(VIN, [("brk-1", BRAKES), ("tcu-1", "tcu/tcu-5.bin")])
+        car.unplug("tcu-1")
+        result = car.cycle()
+        assert result.unreachable == ["tcu-1"]
+        assert result.installed == {"brk-1": BRAKES}
+        vvm, _ = last_manifest(backend)
+        assert "drop-request: ECU tcu-1 unreachable" in (vvm.attack or "")
+        assert {r.signed.ecu_id for r in vvm.reports} == {"brk-1", PRIMARY_ID}
+        rec = record(car)
+        assert rec.results["tcu-1"]["outcome"] == "unreachable"
+        assert "tcu-1" in rec.pending  # its update waits, downloaded already
+        assert rec.pending["tcu-1"].step == "downloaded"
+
+        car.boot("tcu-1")  # the Secondary is back
+        later = car.cycle()
+        assert later.unreachable == []
+        assert later.installed == {"tcu-1": "tcu/tcu-5.bin"}
+        assert car.installed("tcu-1") == "tcu/tcu-5.bin"
+
+
+def test_5_4_4_2_expired_metadata_after_months_offline_is_refreshed_never_trusted(tmp_path, now):
+    with backend_and_vehicle(tmp_path, now, secondaries={"brk-1": "brk-v1"}) as (backend, car):
+        assert car.cycle().error is None  # trusted, fresh metadata, nothing to install
+        # the vehicle was parked for 40 days; the repositories it meets first are stale
+        # (a man in the middle replays what was current when it parked)
+        car.time.advance(timedelta(days=40))
+        backend.assign(VIN, [("brk-1", BRAKES)])
+        frozen = car.cycle()
+        assert isinstance(frozen.error, FreezeAttack), frozen.error
+        assert frozen.installed == {} and car.installed("brk-1") is None
+        assert record(car).attacks and record(car).attacks[-1]["attack"] == "freeze"
+
+        # the backend's clock catches up: it re-signs, and the next cycle just works
+        backend.advance(timedelta(days=40))
+        fresh = car.cycle()
+        assert fresh.error is None, fresh.error
+        assert fresh.installed == {"brk-1": BRAKES}
+        # the freeze seen on the way is in the manifest that went out first
+        vvm, _ = backend_manifests_with_attack(backend)
+        assert "freeze" in vvm.attack
+
+
+def backend_manifests_with_attack(backend):
+    for _path, status, body, _ in reversed(backend.director_proxy.posts):
+        enc = JSON if body[:1] == b"{" else DER
+        vvm = decode_vehicle_manifest(body, Limits.primary(), enc).signed
+        if vvm.attack:
+            return vvm, status
+    raise AssertionError("no manifest carried an attack indicator")
+
+
+def test_5_4_2_expired_trusted_state_alone_is_not_used_for_an_install(tmp_path, now):
+    """Stored metadata that expired is kept only as the rollback floor."""
+    with backend_and_vehicle(tmp_path, now, secondaries={"brk-1": "brk-v1"}) as (backend, car):
+        assert car.cycle().error is None
+        car.time.advance(timedelta(days=400))  # past every role's expiry, roots included
+        backend.assign(VIN, [("brk-1", BRAKES)])
+        result = car.cycle()
+        assert isinstance(result.error, ExpiredMetadata)
+        assert car.installed("brk-1") is None and record(car).installed == {}
+
+
+def test_5_4_slow_retrieval_is_aborted_reported_and_resumed(tmp_path, now):
+    with backend_and_vehicle(
+        tmp_path, now, secondaries={"brk-1": "brk-v1"}, min_speed=20000.0, read_timeout=2.0
+    ) as (backend, car):
+        backend.assign(VIN, [("brk-1", BRAKES)])
+        backend.image_proxy.rules.drip["fw-2.bin"] = 4000.0
+        slow = car.cycle()
+        assert isinstance(slow.error, SlowRetrievalAttack), slow.error
+        assert slow.installed == {} and car.installed("brk-1") is None
+        assert record(car).attacks[-1]["attack"] == "slow-retrieval"
+
+        backend.image_proxy.reset()
+        done = car.cycle()
+        assert done.installed == {"brk-1": BRAKES}
+        # the manifest of that cycle told the Director about the slow retrieval
+        vvm, _ = backend_manifests_with_attack(backend)
+        assert "slow-retrieval" in vvm.attack
+        primary_report = next(r for r in vvm.reports if r.signed.ecu_id == PRIMARY_ID)
+        assert "slow-retrieval" in (primary_report.signed.attack or "")
