@@ -179,3 +179,35 @@ def test_can_transport_checks_its_arguments() -> None:
             t.close()
     finally:
         bus.shutdown()
+
+
+def test_shared_bus_through_a_notifier() -> None:
+    channel = f"uptane-hw-{next(_channels)}"
+    sec_bus = can.Bus(interface="virtual", channel=channel)
+    pri_bus = can.Bus(interface="virtual", channel=channel)
+    seen: list[can.Message] = []
+    notifier = can.Notifier(sec_bus, [seen.append])  # another listener on the same bus
+    sec = CanTransport(sec_bus, txid=SECONDARY_TX, rxid=PRIMARY_TX, notifier=notifier)
+    pri = CanTransport(pri_bus, txid=PRIMARY_TX, rxid=SECONDARY_TX)
+    handler = MemoryHandler()
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=serve,
+        args=(sec, SecondaryEndpoint(handler, PRIMARY, max_frame=sec.max_frame), stop),
+        daemon=True,
+    )
+    thread.start()
+    try:
+        client = LinkClient(pri, PRIMARY, timeout=1.0)
+        image = random.Random(4).randbytes(10_000)
+        client.put_image("shared.bin", image, len(image))
+        assert bytes(handler.image) == image
+        assert any(msg.arbitration_id == PRIMARY_TX for msg in seen)
+    finally:
+        stop.set()
+        thread.join(5)
+        sec.close()
+        pri.close()
+        notifier.stop()
+        sec_bus.shutdown()
+        pri_bus.shutdown()
