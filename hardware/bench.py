@@ -235,10 +235,75 @@ def install(
 # --- command line -------------------------------------------------------------------------
 
 
-def open_client(args: argparse.Namespace) -> LinkClient:
-    from hardware.serial_link import SerialTransport
+class CanLink:
+    """A :class:`hardware.can_link.CanTransport` that owns its python-can bus (closing it
+    shuts the bus down). Used by the bench tool and by ``uptane-secondary run``."""
 
-    transport = SerialTransport(args.port, baudrate=args.baudrate, max_frame=args.max_frame)
+    def __init__(self, bus: Any, transport: Any) -> None:
+        self.bus = bus
+        self.transport = transport
+
+    @property
+    def max_frame(self) -> int:
+        return int(self.transport.max_frame)
+
+    def negotiate(self, frame_size: int) -> None:
+        self.transport.negotiate(frame_size)
+
+    def send(self, message: bytes, timeout: float | None = None) -> None:
+        self.transport.send(message, timeout)
+
+    def recv(self, timeout: float) -> bytes | None:
+        data: bytes | None = self.transport.recv(timeout)
+        return data
+
+    def close(self) -> None:
+        try:
+            self.transport.close()
+        finally:
+            self.bus.shutdown()
+
+
+def open_can(
+    interface: str,
+    channel: str,
+    *,
+    txid: int,
+    rxid: int,
+    fd: bool = False,
+    bitrate: int | None = None,
+    limits: Limits = PRIMARY,
+) -> CanLink:
+    """Open a python-can bus and an ISO-TP transport on it (``txid`` is the id this end
+    sends on, ``rxid`` the one it listens to)."""
+    import can
+
+    from hardware.can_link import CanTransport
+
+    kwargs: dict[str, Any] = {"interface": interface, "channel": channel, "fd": fd}
+    if bitrate is not None:
+        kwargs["bitrate"] = bitrate
+    bus = can.Bus(**kwargs)
+    try:
+        transport = CanTransport(bus, txid=txid, rxid=rxid, fd=fd, limits=limits)
+    except Exception:
+        bus.shutdown()
+        raise
+    return CanLink(bus, transport)
+
+
+def open_client(args: argparse.Namespace) -> LinkClient:
+    """A client over serial (``--port`` is the device) or CAN (``--can-interface`` given:
+    ``--port`` is the python-can channel)."""
+    transport: Any
+    if args.can_interface:
+        transport = open_can(
+            args.can_interface, args.port, txid=args.txid, rxid=args.rxid, fd=args.fd
+        )
+    else:
+        from hardware.serial_link import SerialTransport
+
+        transport = SerialTransport(args.port, baudrate=args.baudrate, max_frame=args.max_frame)
     return LinkClient(transport, PRIMARY, timeout=args.timeout, retries=args.retries)
 
 
@@ -251,6 +316,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-frame", type=int, default=1024)
     parser.add_argument("--timeout", type=float, default=2.0, help="seconds per attempt")
     parser.add_argument("--retries", type=int, default=3)
+    parser.add_argument(
+        "--can-interface", help="use CAN: python-can interface; --port is the channel"
+    )
+    parser.add_argument("--txid", type=lambda v: int(v, 0), default=0x7E0, help="CAN id we send on")
+    parser.add_argument("--rxid", type=lambda v: int(v, 0), default=0x7E8, help="CAN id we read")
+    parser.add_argument("--fd", action="store_true", help="CAN FD frames")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="show the ECU's identity, slot, image and version report")
     i = sub.add_parser("install", help="send metadata and an image, install, show the report")

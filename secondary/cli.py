@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hardware.bench import open_can
 from hardware.flash import Flash
 from hardware.server import serve
 from hardware.store import AtomicStore
@@ -154,15 +155,11 @@ def open_transport(cfg: SecondaryConfig) -> Any:
         return SerialTransport(
             lk.port, baudrate=lk.baudrate, max_frame=lk.max_frame, limits=cfg.limits
         )
-    try:
-        from hardware import can_link
-    except ImportError:  # pragma: no cover - depends on the optional module being there
-        raise ConfigError("this build has no CAN transport (hardware/can_link.py)") from None
-    return can_link.open_transport(  # type: ignore[attr-defined]
-        interface=lk.interface,
-        channel=lk.channel,
-        rxid=lk.rxid,
+    return open_can(
+        lk.interface,
+        lk.channel,
         txid=lk.txid,
+        rxid=lk.rxid,
         fd=lk.fd,
         bitrate=lk.bitrate,
         limits=cfg.limits,
