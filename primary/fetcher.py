@@ -64,7 +64,6 @@ _TRANSIENT: tuple[type[Exception], ...] = (
     Urllib3Timeout,
     NewConnectionError,
     ProtocolError,
-    SSLError,
     ConnectionError,
 )
 
@@ -208,6 +207,10 @@ class Fetcher:
     ``speed_window`` override the slow-retrieval floor of ``limits``. The status line and
     headers must arrive within ``header_timeout`` seconds in all (default: twice the read
     timeout), so a server cannot stall a request by dripping its headers either.
+
+    HTTPS certificates are always verified: against ``ca_certs`` (a PEM bundle) when given,
+    else the system store. ``cert_file``/``key_file`` present a client certificate (mutual
+    TLS). A TLS failure raises FetchError and is not retried.
     """
 
     def __init__(
@@ -223,6 +226,9 @@ class Fetcher:
         min_bytes_per_second: float | None = None,
         speed_window: float | None = None,
         header_timeout: float | None = None,
+        ca_certs: str | os.PathLike[str] | None = None,
+        cert_file: str | os.PathLike[str] | None = None,
+        key_file: str | os.PathLike[str] | None = None,
     ) -> None:
         if retries < 0:
             raise ValueError("retries must be >= 0")
@@ -237,12 +243,20 @@ class Fetcher:
         self.timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
         #: the whole status line and headers must arrive within this many seconds
         self.header_timeout = 2 * read_timeout if header_timeout is None else header_timeout
+        tls: dict[str, Any] = {"cert_reqs": "CERT_REQUIRED"}
+        if ca_certs is not None:
+            tls["ca_certs"] = os.fspath(ca_certs)
+        if cert_file is not None:
+            tls["cert_file"] = os.fspath(cert_file)
+            if key_file is not None:
+                tls["key_file"] = os.fspath(key_file)
         self._pool = urllib3.PoolManager(
             num_pools=8,
             maxsize=4,
             headers={"User-Agent": user_agent, "Accept-Encoding": "identity"},
             timeout=self.timeout,
             retries=False,
+            **tls,
         )
         self._pool.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
         #: number of HTTP requests sent (for status displays and tests)
@@ -410,6 +424,8 @@ class Fetcher:
                 return attempt()
             except UptaneError:
                 raise
+            except SSLError as e:  # a certificate that does not verify is not transient
+                raise FetchError(f"{url}: TLS failure ({e})") from None
             except (_ServerBusy, _Incomplete, *_TRANSIENT) as e:
                 last = e
         tries = self.retries + 1

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -56,10 +57,10 @@ class _Httpd(ThreadingHTTPServer):
 class Server:
     """A running server: ``url`` (no trailing slash), ``requests`` (paths, in order)."""
 
-    def __init__(self, httpd: ThreadingHTTPServer) -> None:
+    def __init__(self, httpd: ThreadingHTTPServer, scheme: str = "http") -> None:
         self.httpd = httpd
         host, port = httpd.server_address[:2]
-        self.url = f"http://{host}:{port}"
+        self.url = f"{scheme}://{host}:{port}"
         self.requests: list[str] = httpd.requests  # type: ignore[attr-defined]
 
     def count(self, path: str) -> int:
@@ -67,10 +68,14 @@ class Server:
 
 
 @contextmanager
-def serve(handler: type[BaseHTTPRequestHandler], **attrs: object) -> Iterator[Server]:
-    """Run ``handler`` on 127.0.0.1 in a thread; ``attrs`` become attributes of the server
-    (handlers read them as ``self.server.NAME``)."""
+def serve(
+    handler: type[BaseHTTPRequestHandler], *, tls: ssl.SSLContext | None = None, **attrs: object
+) -> Iterator[Server]:
+    """Run ``handler`` on 127.0.0.1 in a thread (HTTPS with the server context ``tls``);
+    ``attrs`` become attributes of the server (handlers read them as ``self.server.NAME``)."""
     httpd = _Httpd(("127.0.0.1", 0), handler)
+    if tls is not None:
+        httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
     httpd.requests = []  # type: ignore[attr-defined]
     httpd.lock = threading.Lock()  # type: ignore[attr-defined]
     for k, v in attrs.items():
@@ -78,7 +83,7 @@ def serve(handler: type[BaseHTTPRequestHandler], **attrs: object) -> Iterator[Se
     t = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     t.start()
     try:
-        yield Server(httpd)
+        yield Server(httpd, "https" if tls is not None else "http")
     finally:
         httpd.shutdown()
         httpd.server_close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import socket
+import ssl
 import struct
 import time
 from contextlib import AbstractContextManager
@@ -589,3 +590,101 @@ def test_target_urls() -> None:
     assert target_url("http://h/t", "a/b.bin") == "http://h/t/a/b.bin"
     assert target_url("http://h/t/", "a/b.bin", h) == f"http://h/t/a/{h}.b.bin"
     assert target_url("http://h/t/", "file 1", None) == "http://h/t/file%201"
+
+
+# --- TLS ---------------------------------------------------------------------------------------
+
+
+def _tls_files(tmp_path: Path) -> dict[str, Path]:
+    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate."""
+    import ipaddress
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.now(UTC)
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name("test CA"))
+        .issuer_name(name("test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    out = {"ca": tmp_path / "ca.pem"}
+    out["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    for who, usage in (
+        ("server", ExtendedKeyUsageOID.SERVER_AUTH),
+        ("client", ExtendedKeyUsageOID.CLIENT_AUTH),
+    ):
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name(who))
+            .issuer_name(ca.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(days=1))
+            .add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False,
+            )
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        out[f"{who}_cert"] = tmp_path / f"{who}.pem"
+        out[f"{who}_key"] = tmp_path / f"{who}.key"
+        out[f"{who}_cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        out[f"{who}_key"].write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    return out
+
+
+def _server_context(files: dict[str, Path], *, client_auth: bool) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(files["server_cert"], files["server_key"])
+    if client_auth:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(files["ca"])
+    return ctx
+
+
+def test_https_with_a_private_ca(tmp_path: Path) -> None:
+    files = _tls_files(tmp_path)
+    with serve(
+        StatusHandler, tls=_server_context(files, client_auth=False), statuses=[], body=b"tls"
+    ) as srv:
+        assert srv.url.startswith("https://127.0.0.1:")
+        with fast_fetcher(ca_certs=files["ca"]) as f:
+            assert f.fetch_bytes(srv.url + "/x", 100) == b"tls"
+        with fast_fetcher(retries=3) as f, pytest.raises(FetchError, match="TLS"):
+            f.fetch_bytes(srv.url + "/x", 100)  # the system store does not know this CA
+        assert srv.requests == ["/x"]  # the unverified attempt never got to send a request
+
+
+def test_https_with_a_client_certificate(tmp_path: Path) -> None:
+    files = _tls_files(tmp_path)
+    ctx = _server_context(files, client_auth=True)
+    with serve(StatusHandler, tls=ctx, statuses=[], body=b"mutual") as srv:
+        f = fast_fetcher(
+            ca_certs=files["ca"], cert_file=files["client_cert"], key_file=files["client_key"]
+        )
+        with f:
+            assert f.fetch_bytes(srv.url + "/x", 100) == b"mutual"
