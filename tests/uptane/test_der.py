@@ -623,3 +623,14 @@ def test_der_embedded_json_keeps_control_characters(keys):
     t = Targets(expires=EXPIRES, unrecognized={"note": "line1\nline2\t\x00", "q": '"\\'})
     back = der.decode_metadata(_signed_md(t, keys[ED25519]).to_bytes(), PRIMARY)
     assert back.signed.to_dict() == t.to_dict()
+
+
+def test_der_every_string_is_capped_as_in_json(keys):
+    """Strings the model does not check itself (here a root role name) still meet
+    ``max_string``, as the JSON decoder's generic walk enforces."""
+    root = _root(keys)
+    root.roles["r" * (CONSTRAINED.max_string + 1)] = root.roles["root"]
+    data = _signed_md(root, keys[ED25519]).to_bytes()
+    assert der.decode_metadata(data, PRIMARY).signed.to_dict() == root.to_dict()
+    with pytest.raises(LimitExceeded):
+        der.decode_metadata(data, CONSTRAINED.replace(role_bytes={"root": 1 << 20}))

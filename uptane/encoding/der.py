@@ -14,7 +14,8 @@ Decoding is strict and bounded, in this order:
    indefinite or non-minimal lengths, no lengths past the buffer, no trailing bytes, no
    high tag numbers, nesting at most ``limits.max_depth``, element counts capped;
 3. asn1crypto parses the schema below (lazily, field by field);
-4. conversion to the JSON shape and the model's ``from_dict`` (limits, field checks);
+4. conversion to the JSON shape, the JSON path's generic checks on it (depth, every
+   string, item count) and the model's ``from_dict`` (field checks and count caps);
 5. the decoded value, re-encoded, must give the input bytes again: this refuses every
    BER-only form (non-minimal INTEGER, BOOLEAN other than 0xFF, DEFAULT values spelled
    out, unknown extra fields) and gives every value exactly one accepted encoding (maps
@@ -42,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from asn1crypto import core
 
-from uptane.encoding.json import canonical, loads
+from uptane.encoding.json import canonical, check_tree, loads
 from uptane.errors import (
     EndlessDataAttack,
     LimitExceeded,
@@ -1484,6 +1485,7 @@ def decode_metadata(
         }
 
     doc = _convert(to_doc, what)
+    check_tree(doc, limits)  # the JSON path's generic caps: depth, every string, item count
     signed_d = doc.pop("signed")
     sigs = doc.pop("signatures")
     t = signed_d["_type"]
@@ -1564,4 +1566,6 @@ def decode_manifest(
             "signatures": _sigs_from_asn(asn["signatures"], limits),
         }
 
-    return _convert(to_doc, what), _signed_span(data)
+    doc = _convert(to_doc, what)
+    check_tree(doc, limits)  # the JSON path's generic caps: depth, every string, item count
+    return doc, _signed_span(data)
