@@ -419,10 +419,6 @@ class Primary:
         fv = full_verification(
             director, image, cfg.load_map_file(), sources, now, vehicle, self.limits
         )
-        # only now, with every check passed, does the new metadata become trusted state
-        self.state.write_metadata(DIRECTOR, director.raw)
-        _crash_point("director-saved")
-        self.state.write_metadata(IMAGE, image.raw)
         result.verified = True
         result.stopped_early = fv.stopped_early
         dv = director.targets.signed.version if director.targets else 0
@@ -459,7 +455,14 @@ class Primary:
             # the Director's metadata did not change: pending work from the same targets
             # version stays valid (and was just found fresh by the refresh)
             record.pending = {e: p for e, p in record.pending.items() if p.director_version == dv}
+        # Only now, with every check passed, does the new metadata become trusted state. The
+        # work it approves is recorded first: a crash between the writes below leaves an
+        # early stop ("timestamp unchanged") next cycle, which keeps that work.
         self.state.save_cycle(record)
+        _crash_point("approved")
+        self.state.write_metadata(DIRECTOR, director.raw)
+        _crash_point("director-saved")
+        self.state.write_metadata(IMAGE, image.raw)
         return director, image
 
     def _image_url(self, d: TargetFile, i: TargetFile | None, consistent: bool) -> str:
@@ -681,6 +684,7 @@ class Primary:
                 self.state.save_cycle(record)
                 _crash_point("sent")
             port.install(path)
+            _crash_point("install-answered")
         except UptaneError as e:
             if is_unreachable(e):
                 result.unreachable.append(ecu_id)
