@@ -76,9 +76,11 @@ VEHICLE_MANIFEST = der.VVM_TYPE
 MAX_NONCE_BYTES = 64
 
 
-def attack_indicator(error: UptaneError) -> str:
-    """The attack indicator a report carries for ``error``: ``"<attack>: <message>"``."""
-    return f"{error.attack}: {error.message}"
+def attack_indicator(error: UptaneError, max_length: int = 1024) -> str:
+    """The attack indicator a report carries for ``error``: ``"<attack>: <message>"`` on one
+    line (whitespace runs, newlines included, become one space), at most ``max_length``
+    characters."""
+    return " ".join(f"{error.attack}: {error.message}".split())[:max_length]
 
 
 def _time(d: dict[str, Any], key: str, what: str, required: bool) -> datetime | None:

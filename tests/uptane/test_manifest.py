@@ -202,6 +202,8 @@ def test_5_4_2_1_2_report_carries_attack_indicator():
     assert report.attack == "rollback: counter 2 < 3"
     assert report.attack_name == "rollback"
     assert make_report("BRAKE-7").attack_name is None
+    multi_line = attack_indicator(MalformedInput("bad\n    while parsing\tX"), 20)
+    assert multi_line == "malformed-input: bad"
 
 
 def test_5_4_2_1_2_report_needs_exactly_one_of_nonce_and_counter():
@@ -330,3 +332,23 @@ def test_vehicle_manifest_dataclass_defaults():
     vvm = VehicleVersionManifest("VIN", "P")
     assert vvm.to_dict()["ecu_version_reports"] == []
     assert VehicleVersionManifest.from_dict(vvm.to_dict(), PRIMARY) == vvm
+
+
+@pytest.mark.parametrize(
+    "encoding",
+    [
+        pytest.param(
+            JSON,
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="uptane.encoding.json: canonical() writes control characters raw and "
+                "loads() refuses them, so a JSON report with a newline does not decode",
+            ),
+        ),
+        DER,
+    ],
+)
+def test_5_4_2_1_2_report_text_with_control_characters_roundtrips(ecu_keys, encoding):
+    report = make_report("BRAKE-7", attack="freeze: line one\nline two")
+    data = signed_report(report, ecu_keys["BRAKE-7"], encoding).to_bytes()
+    assert decode_report(data, PRIMARY, encoding).signed == report

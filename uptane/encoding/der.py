@@ -386,6 +386,11 @@ def _bad(message: str) -> MalformedInput:
     return MalformedInput(f"DER: {message}")
 
 
+def _why(e: Exception) -> str:
+    """A parser exception as one short line (its text may travel in an attack indicator)."""
+    return f"{type(e).__name__}: " + " ".join(str(e).split())[:200]
+
+
 def _hex_to_asn(value: Any, what: str) -> Any:
     if not isinstance(value, str):
         raise _bad(f"{what} must be a string")
@@ -1333,7 +1338,7 @@ def _parse(
     try:
         asn = spec.load(data, strict=True)
     except Exception as e:  # asn1crypto raises ValueError, TypeError, KeyError, ...
-        raise _bad(f"{what}: {type(e).__name__}: {str(e)[:200]}") from None
+        raise _bad(f"{what}: {_why(e)}") from None
     return data, asn
 
 
@@ -1344,7 +1349,7 @@ def _convert(fn: Callable[[], Any], what: str) -> Any:
     except UptaneError:
         raise
     except Exception as e:
-        raise _bad(f"{what}: {type(e).__name__}: {str(e)[:200]}") from None
+        raise _bad(f"{what}: {_why(e)}") from None
 
 
 _CHOICES: dict[type, dict[str, tuple[type, dict[str, Any]]]] = {}
@@ -1429,7 +1434,7 @@ def _encode(spec: type, fn: Callable[[], Any], what: str) -> bytes:
     except UptaneError:
         raise
     except Exception as e:
-        raise _bad(f"cannot encode {what}: {type(e).__name__}: {str(e)[:200]}") from None
+        raise _bad(f"cannot encode {what}: {_why(e)}") from None
 
 
 def require_same(data: bytes, again: bytes, what: str) -> None:
