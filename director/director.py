@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
@@ -65,6 +66,10 @@ class Conflict(Exception):
 
 class Invalid(Exception):
     """A well-formed request with values the Director refuses (HTTP 422)."""
+
+
+class Unavailable(Exception):
+    """A service the Director depends on cannot be reached (HTTP 503)."""
 
 
 def _utcnow() -> datetime:
@@ -451,6 +456,8 @@ class Director:
             raise Invalid(f"not in the Image repository: {e}") from None
         except UptaneError as e:
             raise Invalid(str(e)) from None
+        except (httpx.HTTPError, OSError) as e:
+            raise Unavailable(f"the Image repository cannot be read: {e}") from None
 
     def _insert_assignments(
         self, conn: Connection, vid: int, entries: list[tuple[Any, TargetFile]], now: datetime

@@ -14,6 +14,7 @@ from director.director import (
     EcuSpec,
     Invalid,
     NotFound,
+    Unavailable,
     default_offline_dir,
 )
 from uptane.errors import UptaneError
@@ -183,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         Conflict,
         Invalid,
         NotFound,
+        Unavailable,
         FileExistsError,
         FileNotFoundError,
         ValueError,

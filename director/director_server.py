@@ -26,7 +26,15 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
-from director.director import Conflict, Director, EcuSpec, Invalid, NotFound, key_from_json
+from director.director import (
+    Conflict,
+    Director,
+    EcuSpec,
+    Invalid,
+    NotFound,
+    Unavailable,
+    key_from_json,
+)
 from director.httpcommon import BodyCap, install_error_handlers, read_body
 from uptane.metadata import DER, JSON
 
@@ -95,7 +103,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.director = d
-    install_error_handlers(app, {NotFound: 404, Conflict: 409, Invalid: 422})
+    install_error_handlers(app, {NotFound: 404, Conflict: 409, Invalid: 422, Unavailable: 503})
 
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         errors = exc.errors() if isinstance(exc, RequestValidationError) else []

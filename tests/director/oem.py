@@ -156,3 +156,28 @@ def manifest(
     )
     vvm.sign(key or v.keys[v.primary])
     return vvm.to_bytes()
+
+
+SUPPLIER_IMAGE = ("acme/gateway-7.bin", b"acme gateway seven" * 40, ["acme-gw"], 7)
+
+
+def add_supplier(image_dir: Path, now: datetime) -> None:
+    """Delegate ``acme/*`` (hardware ``acme-gw``) to supplier ``acme``, who uploads one
+    image and its own signed metadata in every encoding."""
+    from uptane.metadata import Metadata, Targets
+
+    offline = ImageRepository(image_dir, now, offline_dir=default_offline_dir(image_dir))
+    offline.delegate("acme", ["acme/*"], ["acme-gw"], now)
+    key = PrivateKey.from_pem(
+        (default_offline_dir(image_dir) / "suppliers" / "acme.pem").read_bytes()
+    )
+    repo = ImageRepository(image_dir, now)
+    path, data, hw, rc = SUPPLIER_IMAGE
+    tf = repo.upload_image("acme", path, data)
+    tf.hardware_ids, tf.release_counter = hw, rc
+    t = Targets(version=repo.builder.role("acme").version + 1, expires=now + timedelta(days=30))
+    t.targets[path] = tf
+    for enc in repo.builder.encodings:
+        md = Metadata(t, encoding=enc)
+        md.sign(key)
+        repo.upload_metadata("acme", "acme", md.to_bytes(), enc, now)

@@ -207,3 +207,24 @@ def test_bad_input_400_413_and_traversal(env):
         )
         assert r.status_code == 400, bad
     assert c.get("/api/assignments").json() == []
+
+
+def test_5_4_4_7_director_finds_supplier_images_through_delegations(env):
+    from .oem import SUPPLIER_IMAGE, add_supplier
+
+    add_supplier(env["image_dir"], env["clock"]())
+    _register(env, "VIN0001", {"VIN0001-tcu": "tcu-v5", "VIN0001-gw": "acme-gw"})
+    env["director"].image_view.refresh(force=True)
+    path = SUPPLIER_IMAGE[0]
+    r = env["c"].post(
+        "/api/vehicles/VIN0001/assignments",
+        json={"assignments": [{"ecu": "VIN0001-tcu", "target": path}]},
+    )
+    assert r.status_code == 422  # the delegation is for acme-gw hardware only
+    r = env["c"].post(
+        "/api/vehicles/VIN0001/assignments",
+        json={"assignments": [{"ecu": "VIN0001-gw", "target": path}]},
+    )
+    assert r.status_code == 201, r.text
+    [a] = r.json()
+    assert a["release_counter"] == SUPPLIER_IMAGE[3] and a["length"] == len(SUPPLIER_IMAGE[1])

@@ -207,3 +207,37 @@ def test_timestamp_and_snapshot_are_resigned_before_expiry_and_offline_changes_p
         "brakes/fw-2.0.bin"
         in json.loads(service.metadata[f"{v}.targets.json"])["signed"]["targets"]
     )
+
+
+def test_5_3_1_oem_uploads_offline_signed_top_level_targets(repo, serve_app, now, tmp_path):
+    """The top-level targets key never reaches the server: the OEM signs offline and uploads
+    the signed metadata; the server checks it against root's targets keys."""
+    base = serve_app(create_app(repo["dir"]))
+    admin = _auth(repo["admin"])
+    targets_key = PrivateKey.from_pem(
+        (default_offline_dir(repo["dir"]) / "targets.pem").read_bytes()
+    )
+    with httpx.Client(base_url=base) as c:
+        data = b"brakes 3.0" * 77
+        r = c.put("/api/images/brakes/fw-3.0.bin", content=data, headers=admin)
+        assert r.status_code == 201
+        tf = TargetFile.from_dict("brakes/fw-3.0.bin", r.json(), Limits())
+        tf.hardware_ids, tf.release_counter = ["brk-v1"], 3
+        v = c.get("/api/status", headers=admin).json()["roles"]["targets"]
+        current = json.loads(c.get(f"/metadata/{v}.targets.json").content)["signed"]
+        model = Targets.from_dict(current, Limits())
+        model.version += 1
+        model.expires = now + timedelta(days=60)
+        model.targets[tf.path] = tf
+        statuses = []
+        for enc in (DER, JSON):
+            md = Metadata(model, encoding=enc)
+            md.sign(targets_key)
+            r = c.put(f"/api/metadata/targets.{enc}", content=md.to_bytes(), headers=admin)
+            statuses.append(r.status_code)
+        assert statuses == [202, 200]
+        listed = json.loads(c.get(f"/metadata/{v + 1}.targets.json").content)["signed"]["targets"]
+        assert "brakes/fw-3.0.bin" in listed and "brakes/fw-1.0.bin" in listed
+        # the supplier's token cannot do the same
+        r = c.put("/api/metadata/targets.json", content=md.to_bytes(), headers=_auth(repo["acme"]))
+        assert r.status_code == 403
