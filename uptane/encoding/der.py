@@ -648,7 +648,7 @@ def _root_to_asn(d: dict[str, Any]) -> Any:
         known, rest = _split(roles[name], ("keyids", "threshold"), "role")
         asn = {
             "role": name,
-            "keyids": [_hex_to_asn(k, "keyid") for k in _need(known, "keyids", "role")],
+            "keyids": _keyids_to_asn(known, "role"),
             "threshold": _int(_need(known, "threshold", "role")),
         }
         _set_unrec(asn, rest)
@@ -805,7 +805,7 @@ def _target_from_asn(asn: TargetAndCustom, limits: Limits) -> tuple[str, dict[st
 
 
 def _keyids_to_asn(d: dict[str, Any], what: str) -> Any:
-    return [_hex_to_asn(k, "keyid") for k in _need(d, "keyids", what)]
+    return [_hex_to_asn(k, "keyid") for k in _strings(_need(d, "keyids", what), "keyids")]
 
 
 def _delegations_to_asn(d: Any) -> Any:
