@@ -15,10 +15,12 @@ offline commands only (``--offline-keys``; default ``DIR.offline-keys`` next to 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import secrets
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -235,6 +237,17 @@ class ImageRepository:
 
     # --- offline operations ------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _mutation(self, now: datetime) -> Iterator[RepositoryBuilder]:
+        """Hold the directory lock and work on the repository as it is on disk now: another
+        process (the server, an offline command) may have changed it since this one loaded
+        it, and versions must never be issued twice."""
+        with dir_lock(self.paths.root):
+            self.builder = repostate.load(
+                NAME, self.paths.metadata, self._signers(), now, self.limits, expiry=self.expiry
+            )
+            yield self.builder
+
     def _need_offline(self, role: str) -> None:
         if self.offline is None or not self.offline.signers(role):
             raise PermissionError(f"the offline {role} key is needed (--offline-keys)")
@@ -242,7 +255,7 @@ class ImageRepository:
     def sign(self, now: datetime) -> int:
         """Sign staged targets with the offline targets key; returns the new targets version."""
         self._need_offline("targets")
-        with dir_lock(self.paths.root):
+        with self._mutation(now):
             staged = self.staged()
             for tf in staged:
                 self.builder.add_target(tf)
@@ -267,8 +280,6 @@ class ImageRepository:
         self._need_offline("targets")
         assert self.offline is not None
         repostate.check_role_name(role)
-        if role in self.builder.delegated:
-            raise Conflict(f"role {role!r} already exists")
         if not paths:
             raise MalformedInput("a delegation needs at least one path pattern")
         for p in paths:
@@ -277,8 +288,10 @@ class ImageRepository:
         key_path = self.offline.directory / "suppliers" / f"{role}.pem"
         from director.keysource import save_private_key
 
-        save_private_key(key_path, key)
-        with dir_lock(self.paths.root):
+        with self._mutation(now):
+            if role in self.builder.delegated:
+                raise Conflict(f"role {role!r} already exists")
+            save_private_key(key_path, key)
             deleg = DelegatedRole(
                 role,
                 [],
@@ -300,7 +313,7 @@ class ImageRepository:
         assert self.offline is not None
         old = self.offline.signers("root")
         new = generate(scheme)
-        with dir_lock(self.paths.root):
+        with self._mutation(now):
             self.builder.rotate_keys("root", [new], revoke=[s.key.keyid for s in old])
             self.builder.publish(now)
             repostate.save(self.builder, self.paths.metadata)
@@ -312,9 +325,8 @@ class ImageRepository:
     def refresh(self, now: datetime, *, margin: timedelta | None = None) -> bool:
         """Re-sign snapshot and timestamp when they expire within ``margin`` (default: half
         their lifetime). Returns True if anything was re-signed."""
-        b = self.builder
         changed = False
-        with dir_lock(self.paths.root):
+        with self._mutation(now) as b:
             snap_life = b.expiry["snapshot"]
             if b.snapshot.expires - now <= (margin or snap_life / 2):
                 b.mark("snapshot")
@@ -406,6 +418,12 @@ class ImageRepository:
         must grow. Returns the version and whether it is now published (it waits until it
         arrived in every encoding the repository publishes); raises and changes nothing
         otherwise."""
+        with self._mutation(now):
+            return self._upload_metadata(uploader, role, data, encoding, now)
+
+    def _upload_metadata(
+        self, uploader: str, role: str, data: bytes, encoding: str, now: datetime
+    ) -> tuple[int, bool]:
         if role == "targets":
             if uploader != ADMIN:
                 raise Forbidden("only the OEM admin may upload top-level targets")
@@ -478,8 +496,7 @@ class ImageRepository:
         if any(m.to_dict() != first for m, _ in pending.values()):
             del self.pending[role]
             raise Conflict(f"the {role} uploads differ between encodings")
-        with dir_lock(self.paths.root):
-            self._install_presigned(role, new, {e: v[1] for e, v in pending.items()}, now)
+        self._install_presigned(role, new, {e: v[1] for e, v in pending.items()}, now)
         del self.pending[role]
         return new.version, True
 

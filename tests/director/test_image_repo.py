@@ -230,3 +230,27 @@ def test_5_3_1_supplier_outside_its_paths_or_unsigned_is_forbidden(repo_dir: Pat
         )
     assert sorted(p.name for p in (repo_dir / "metadata").iterdir()) == before
     assert repo.builder.role("acme").version == v0
+
+
+def test_concurrent_writers_never_issue_a_version_twice(repo_dir: Path, tmp_path: Path, now):
+    """An offline command loaded before the server re-signed still continues from what is
+    on disk: each change happens under the directory lock on freshly loaded state."""
+    from datetime import timedelta
+
+    from director.imageview import DirectorySource
+    from uptane.trust import RepositoryTrust
+
+    stale_offline = ImageRepository(repo_dir, now, offline_dir=default_offline_dir(repo_dir))
+    server = ImageRepository(repo_dir, now)
+    later = now + timedelta(days=4)  # timestamp and snapshot both due
+    assert server.refresh(later)
+    ts_server = server.builder.timestamp.version
+    img = tmp_path / "fw.bin"
+    img.write_bytes(b"new firmware")
+    stale_offline.stage_target("brakes/fw-9.bin", img.read_bytes(), ["brk-v1"], 9)
+    stale_offline.sign(later)
+    assert stale_offline.builder.timestamp.version > ts_server
+    trust = RepositoryTrust("image", (repo_dir / "metadata" / "1.root.json").read_bytes(), Limits())
+    src = DirectorySource(repo_dir / "metadata")
+    trust.refresh(src, later)
+    assert trust.find_target("brakes/fw-9.bin", src, later).release_counter == 9
