@@ -154,6 +154,7 @@ class EcuVersionReport:
     unrecognized: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # §5.4.2.1.2: a nonce or a counter that changes every cycle, exactly one of them
         if (self.nonce is None) == (self.counter is None):
             raise MalformedInput("an ECU version report has exactly one of nonce and counter")
 
@@ -269,7 +270,7 @@ class VehicleVersionManifest:
         for doc in docs:
             report = SignedManifest.from_dict(doc, limits, kind=ECU_REPORT, encoding=encoding)
             ecu_id = report.signed.ecu_id
-            if ecu_id in seen:
+            if ecu_id in seen:  # §5.4.2.1.1: one report per ECU
                 raise MalformedInput(f"{what}: two reports for ECU {ecu_id[:64]!r}")
             seen.add(ecu_id)
             reports.append(report)
@@ -440,7 +441,7 @@ def check_report(
         raise MalformedInput("not an ECU version report")
     if body.ecu_id != expected_ecu_id:
         raise BadEcuId(f"report names ECU {body.ecu_id[:64]!r}, expected {expected_ecu_id!r}")
-    report.verify(key)
+    report.verify(key)  # §5.3.2.1: each report verifies with its ECU's key
     if expected_nonce is not None and body.nonce != expected_nonce:
         raise ReplayAttack(f"report of {expected_ecu_id!r} does not carry this cycle's nonce")
     return body
@@ -459,6 +460,7 @@ def check_vehicle_manifest(
     body = manifest.signed
     if not isinstance(body, VehicleVersionManifest):
         raise MalformedInput("not a vehicle version manifest")
+    # §5.3.2.1: the manifest names this vehicle and its Primary, and the Primary signed it
     if body.vehicle_id != expected_vehicle_id:
         raise VehicleMismatch(
             f"manifest names vehicle {body.vehicle_id[:64]!r}, expected {expected_vehicle_id!r}"
@@ -485,6 +487,7 @@ def check_report_freshness(
     :class:`~uptane.errors.ReplayAttack`; records nothing (the caller stores the nonce or
     counter once the whole manifest is accepted)."""
     who = report.ecu_id[:64]
+    # §5.3.2.1: a reused nonce or a counter that did not increase is a replay
     if report.nonce is not None:
         if isinstance(seen, int):
             raise ReplayAttack(f"ECU {who!r} sent a nonce where a counter was expected")
@@ -498,6 +501,7 @@ def check_report_freshness(
             raise ReplayAttack(
                 f"ECU {who!r} counter {report.counter} does not exceed the last one, {seen}"
             )
+    # §5.3.2.1 (2.1.0): the time in the report must be near now
     if not now - max_skew <= report.latest_time <= now + max_skew:
         raise ReplayAttack(
             f"ECU {who!r} report time {format_expires(report.latest_time)} is outside "
