@@ -2,10 +2,15 @@
 
 The schema follows the uptane/asn1 modules (CommonModule, MetadataModule, RootModule,
 TargetsModule, SnapshotModule, TimestampModule, ECUModule), extended for Standard 2.x so
-that it carries everything the metadata model carries. ASN.1 values are built and parsed
-with asn1crypto; this module converts between them and the *JSON shape* of a document
+that it carries everything the metadata model carries. The schema is written as asn1crypto
+classes, which parse; this module converts between DER and the *JSON shape* of a document
 (what ``to_dict()`` returns), so the model's ``from_dict`` does every field check and every
 :class:`~uptane.limits.Limits` cap exactly as on the JSON path.
+
+Public API: :func:`encode_signed` (the bytes DER signatures cover), :func:`encode_metadata`,
+:func:`decode_metadata` (used by ``uptane.metadata``); :func:`encode_manifest_signed`,
+:func:`encode_manifest`, :func:`decode_manifest` (used by ``uptane.manifest``);
+:func:`check_structure` (the pre-parse walk) and :func:`require_same`.
 
 Decoding is strict and bounded, in this order:
 
