@@ -270,3 +270,14 @@ def test_restart_mid_series_keeps_every_accepted_manifest_and_assignment(env, se
     after = env["c"].get(f"/api/vehicles/{v.vin}").json()["metadata"]
     assert after["targets"] > versions["targets"] and after["timestamp"] > versions["timestamp"]
     assert _state(env, v.vin)["manifests_accepted"] == 4
+
+
+def test_5_3_2_1_one_manifest_sent_concurrently_is_accepted_once(env):
+    from concurrent.futures import ThreadPoolExecutor
+
+    v = _register(env)
+    body = manifest(v, env["clock"]())
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        codes = sorted(pool.map(lambda _: _post(env, v.vin, body).status_code, range(6)))
+    assert codes == [200, 409, 409, 409, 409, 409]
+    assert _state(env, v.vin)["manifests_accepted"] == 1
