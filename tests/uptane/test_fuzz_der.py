@@ -275,3 +275,86 @@ def test_fuzz_corpus_is_valid():
         assert der.decode_metadata(data, PRIMARY).to_bytes() == data
     for data in CORPUS["manifests"]:
         assert SignedManifest.from_bytes(data, PRIMARY, DER).to_bytes() == data
+
+
+# --- round-trip property over generated models ------------------------------------------
+
+_JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+_EXTRA = st.dictionaries(st.text(max_size=6).map(lambda k: "x-" + k), _JSONISH, max_size=2)
+_DIGEST = st.binary(max_size=64).flatmap(
+    lambda b: st.sampled_from([b.hex(), b.hex().upper()]) if b else st.just("")
+)
+_HASHES = st.dictionaries(
+    st.sampled_from(["sha256", "sha512", "sha3_256", "whirlpool", "SHA-256"]),
+    _DIGEST,
+    min_size=1,
+    max_size=3,
+)
+_NAME = st.text(min_size=1, max_size=20)
+
+
+@st.composite
+def _target(draw: Any) -> TargetFile:
+    path = draw(_NAME)
+    hw = draw(st.lists(_NAME, max_size=3))
+    ecus = draw(
+        st.dictionaries(_NAME, _NAME if not hw else st.sampled_from(hw) | _NAME, max_size=3)
+    )
+    enc = draw(
+        st.none()
+        | st.builds(
+            EncryptedImage,
+            _NAME,
+            st.integers(0, 2**40),
+            _HASHES,
+            st.binary(max_size=40),
+            _NAME,
+        )
+    )
+    return TargetFile(
+        path,
+        draw(st.integers(0, 2**62)),
+        draw(_HASHES),
+        hardware_ids=hw,
+        release_counter=draw(st.none() | st.integers(0, 2**31)),
+        ecu_ids=ecus,
+        shall_match=draw(st.none() | st.dictionaries(st.text(max_size=6), _JSONISH, max_size=3)),
+        encrypted=enc,
+        url=draw(st.none() | st.text(max_size=30)),
+        custom_extra=draw(_EXTRA),
+        unrecognized=draw(_EXTRA),
+    )
+
+
+_SIGNER = PrivateKey.generate(ED25519)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(
+    st.lists(_target(), max_size=4),
+    st.none() | _NAME,
+    st.integers(1, 2**62),
+    st.integers(0, 253402300799),
+    _EXTRA,
+)
+def test_der_roundtrip_property_targets(targets, vehicle, version, expires, extra):
+    signed = Targets(
+        version=version,
+        expires=datetime.fromtimestamp(expires, UTC),
+        targets={t.path: t for t in targets},
+        vehicle_id=vehicle,
+        unrecognized=extra,
+    )
+    md = Metadata(signed, encoding=DER)
+    md.sign(_SIGNER)
+    data = md.to_bytes()
+    back = der.decode_metadata(data, PRIMARY)
+    assert back.signed.to_dict() == signed.to_dict()
+    assert back.to_bytes() == data
+    assert _SIGNER.key.verify(back.signatures[0].sig, back.signed_bytes)
