@@ -26,3 +26,9 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
+
+# Benchmarks (issue 8): ratios measured in one run -> bench/results.json, bench/README.md.
+# Not part of `make test`; tests/test_bench_smoke.py runs each one at a tiny size.
+.PHONY: bench
+bench: $(STAMP)
+	$(PY) -m bench
