@@ -19,7 +19,6 @@ import contextlib
 import copy
 import hashlib
 import secrets
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from director import repostate
-from director.fileio import atomic_write, dir_lock, read_json, write_json
+from director.fileio import atomic_copy, atomic_write, dir_lock, read_json, write_json
 from director.keysource import FileKeySource, generate
 from uptane.errors import (
     EndlessDataAttack,
@@ -357,12 +356,11 @@ class ImageRepository:
 
     def publish(self, out: Path) -> int:
         """Write a static TUF repository to ``out``: ``metadata/`` and ``targets/HASH.name``.
+        Images go first, then versioned metadata, the timestamp last, so a client reading
+        ``out`` meanwhile never finds metadata naming a file that is not there yet.
         Returns the number of image files written."""
         out = Path(out)
         b = self.builder
-        for enc in b.encodings:
-            for fname, data in b.versioned_files(enc).items():
-                atomic_write(out / "metadata" / fname, data)
         count = 0
         for role in ["targets", *b.delegated]:
             model = b.role(role)
@@ -375,11 +373,19 @@ class ImageRepository:
                 dirname, _, base = tpath.rpartition("/")
                 for digest in tf.hashes.values():
                     dest = out / "targets" / dirname / f"{digest}.{base}"
-                    dest.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = dest.with_name(f".{dest.name}.tmp")
-                    shutil.copyfile(src, tmp)
-                    tmp.replace(dest)
+                    if dest.exists() and dest.stat().st_size == tf.length:
+                        continue  # content-addressed: already there
+                    atomic_copy(src, dest)
                     count += 1
+        last: list[tuple[Path, bytes]] = []
+        for enc in b.encodings:
+            for fname, data in b.versioned_files(enc).items():
+                if fname.startswith("timestamp."):
+                    last.append((out / "metadata" / fname, data))
+                else:
+                    atomic_write(out / "metadata" / fname, data)
+        for path, data in last:
+            atomic_write(path, data)
         return count
 
     # --- uploads (§5.3.1: the uploader's delegation chain decides) ---------------------------
