@@ -580,30 +580,43 @@ class Primary:
             md = trust.delegated[role]
         version = md.signed.version
         consistent = trust.root.signed.consistent_snapshot and role != "timestamp"
-        data = self._fetch_forward(trust, role, version if consistent else None, encoding, version)
+        check = None
         if trust.is_director and role == "targets":
-            keys, entry = trust.root.signed.role_keys("targets")
-            der_md = verify_targets_bytes(
-                data,
-                role="targets",
-                keys=keys,
-                keyids=entry.keyids,
-                threshold=entry.threshold,
-                trusted=None,
-                snapshot_meta=None,
-                now=self.time.now(),
-                limits=self.limits,
-                encoding=encoding,
-                repository=trust.name,
-            )
-            if der_md.signed.version != version:
-                raise MixAndMatchAttack(
-                    f"Director targets in {encoding} is v{der_md.signed.version}, "
-                    f"the verified one is v{version}",
-                    repository=trust.name,
-                    role="targets",
-                )
+
+            def check(data: bytes) -> None:
+                self._check_director_targets(trust, data, encoding, version)
+
+        data = self._fetch_forward(
+            trust, role, version if consistent else None, encoding, version, check=check
+        )
         return MetadataFile(trust.name, role, encoding, data)
+
+    def _check_director_targets(
+        self, trust: RepositoryTrust, data: bytes, encoding: str, version: int
+    ) -> None:
+        """The Director's targets in another encoding is signed by the trusted targets keys
+        and has the verified version (a partial Secondary will check it again)."""
+        keys, entry = trust.root.signed.role_keys("targets")
+        other = verify_targets_bytes(
+            data,
+            role="targets",
+            keys=keys,
+            keyids=entry.keyids,
+            threshold=entry.threshold,
+            trusted=None,
+            snapshot_meta=None,
+            now=self.time.now(),
+            limits=self.limits,
+            encoding=encoding,
+            repository=trust.name,
+        )
+        if other.signed.version != version:
+            raise MixAndMatchAttack(
+                f"Director targets in {encoding} is v{other.signed.version}, "
+                f"the verified one is v{version}",
+                repository=trust.name,
+                role="targets",
+            )
 
     def _fetch_forward(
         self,
@@ -612,8 +625,11 @@ class Primary:
         version: int | None,
         encoding: str,
         label: int | None = None,
+        *,
+        check: Callable[[bytes], None] | None = None,
     ) -> bytes:
-        """A file to forward, from the forward store or fetched once (and stored)."""
+        """A file to forward, from the forward store or fetched once, checked by ``check``
+        and then stored."""
         name = f"{trust.name}.{role}.{version if version is not None else label}.{encoding}"
         data = self.state.read_forward(name)
         if data is not None:
@@ -631,6 +647,8 @@ class Primary:
                 repository=trust.name,
                 role=role,
             )
+        if check is not None:
+            check(data)
         if role != "timestamp":
             self.state.write_forward(name, data)
         return data

@@ -115,6 +115,8 @@ class ProxyRules:
     cut: dict[str, list[int]] = field(default_factory=dict)
     #: answer every request with 503 (the server is down)
     down: bool = False
+    #: substring -> replacement in the request path, before it goes upstream
+    rewrite: dict[str, str] = field(default_factory=dict)
 
 
 class _ProxyHandler(BaseHTTPRequestHandler):
@@ -130,9 +132,10 @@ class _ProxyHandler(BaseHTTPRequestHandler):
     def _forward(self, method: str, body: bytes | None) -> tuple[int, bytes, str]:
         srv: Any = self.server
         headers = {"Content-Type": self.headers.get("Content-Type", "application/octet-stream")}
-        r = srv.pool.request(
-            method, srv.upstream + self.path, body=body, headers=headers, retries=False
-        )
+        path = self.path
+        for old, new in srv.rules.rewrite.items():
+            path = path.replace(old, new)
+        r = srv.pool.request(method, srv.upstream + path, body=body, headers=headers, retries=False)
         return r.status, r.data, r.headers.get("Content-Type", "application/octet-stream")
 
     def do_POST(self) -> None:
