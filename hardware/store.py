@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from hardware.flash import PowerCut, PowerLoss
-from uptane.encoding.json import canonical, loads
+from uptane.encoding.json import dumps, loads
 from uptane.errors import EndlessDataAttack, MalformedInput
 from uptane.limits import Limits
 from uptane.paths import encode_name
@@ -153,8 +153,8 @@ class AtomicStore:
         )
 
     def write_json(self, name: str, value: Any) -> None:
-        """Store ``value`` as canonical JSON."""
-        self.write(name, canonical(value))
+        """Store ``value`` as compact sorted JSON."""
+        self.write(name, dumps(value))
 
     def read_json(self, name: str, limits: Limits | None = None) -> Any:
         """Decode the JSON stored under ``name`` with the bounded decoder, or None."""

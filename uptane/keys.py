@@ -43,13 +43,12 @@ class Key:
     # --- (de)serialisation -----------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        """The TUF JSON form of this key."""
-        return {
-            "keytype": self.keytype,
-            "scheme": self.scheme,
-            "keyval": {"public": self.public},
-            **self.unrecognized,
-        }
+        """The TUF JSON form of this key (extra ``keyval`` entries kept, ``public`` wins)."""
+        d = {k: v for k, v in self.unrecognized.items() if k != "keyval"}
+        extra = self.unrecognized.get("keyval")
+        keyval = dict(extra) if isinstance(extra, dict) else {}
+        keyval["public"] = self.public
+        return {"keytype": self.keytype, "scheme": self.scheme, "keyval": keyval, **d}
 
     @classmethod
     def from_dict(cls, d: Any, limits: Limits) -> Key:

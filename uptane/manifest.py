@@ -44,7 +44,7 @@ from datetime import datetime, timedelta
 from typing import Any, ClassVar, Generic, TypeVar
 
 from uptane.encoding import der
-from uptane.encoding.json import canonical, loads
+from uptane.encoding.json import canonical, dumps, loads
 from uptane.errors import (
     BadEcuId,
     MalformedInput,
@@ -324,7 +324,7 @@ class SignedManifest(Generic[M]):
         Signatures made in one encoding do not verify in the other."""
         enc = encoding or self.encoding
         if enc == JSON:
-            return canonical(self.to_dict())
+            return dumps(self.to_dict())
         if enc == DER:
             return der.encode_manifest(self.to_dict())
         raise MalformedInput(f"unknown encoding {enc!r}")

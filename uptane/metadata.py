@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Generic, TypeVar
 
-from uptane.encoding.json import canonical, loads
+from uptane.encoding.json import canonical, dumps, loads
 from uptane.errors import MalformedInput
 from uptane.keys import Key, Signer
 from uptane.limits import Limits
@@ -784,7 +784,7 @@ class Metadata(Generic[T]):
         """Encode the whole envelope (canonical JSON, or DER)."""
         enc = encoding or self.encoding
         if enc == JSON:
-            return canonical(self.to_dict())
+            return dumps(self.to_dict())
         from uptane.encoding import der
 
         return der.encode_metadata(self)
@@ -882,7 +882,7 @@ class MapFile:
         return {"repositories": self.repositories, "mapping": [m.to_dict() for m in self.mapping]}
 
     def to_json(self) -> bytes:
-        return canonical(self.to_dict())
+        return dumps(self.to_dict())
 
     @classmethod
     def from_json(cls, data: bytes, limits: Limits) -> MapFile:

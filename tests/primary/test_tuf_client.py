@@ -142,18 +142,9 @@ def assert_only_tuf_metadata(mdir: Path) -> None:
 # --- init / refresh / download ----------------------------------------------------------------
 
 
-#: ecdsa and rsa keys are PEM with newlines: canonical() writes them raw and loads()
-#: refuses raw control characters (the same core bug test_der.py marks); not strict, so
-#: these pass as soon as uptane/encoding/json.py accepts them
-PEM_NEWLINES = pytest.mark.xfail(
-    reason="uptane.encoding.json.loads refuses the raw PEM newlines canonical() writes",
-    strict=False,
-)
-
-
 @pytest.mark.parametrize(
     "scheme",
-    [ED25519, pytest.param(ECDSA, marks=PEM_NEWLINES), pytest.param(RSA_PSS, marks=PEM_NEWLINES)],
+    [ED25519, ECDSA, RSA_PSS],
 )
 def test_init_refresh_download_happy_path(static_server: Server, dirs, scheme: str) -> None:
     mdir, tdir = dirs

@@ -59,6 +59,22 @@ def canonical(obj: JSONValue) -> bytes:
     return "".join(out).encode("utf-8")
 
 
+def dumps(obj: JSONValue) -> bytes:
+    """Compact JSON with sorted keys for *files* (metadata, manifests, state).
+
+    Unlike :func:`canonical` it escapes control characters (PEM newlines), so any strict
+    JSON reader (python-tuf, browsers) accepts it. Signatures never cover these bytes: they
+    cover :func:`canonical` of the decoded ``signed`` value.
+    """
+    try:
+        text = json.dumps(
+            obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
+    except (TypeError, ValueError) as e:
+        raise MalformedInput(f"cannot encode as JSON: {e}") from None
+    return text.encode("utf-8")
+
+
 def _no_float(s: str) -> Any:
     raise MalformedInput(f"floating-point number {s[:32]!r} is not allowed in metadata")
 
@@ -110,7 +126,14 @@ def loads(data: bytes, limits: Limits, *, cap: int | None = None, what: str = "J
         raise MalformedInput(f"{what}: invalid UTF-8 ({e.reason})") from None
     try:
         value = json.loads(
-            text, parse_float=_no_float, parse_constant=_no_constant, object_pairs_hook=_pairs
+            text,
+            parse_float=_no_float,
+            parse_constant=_no_constant,
+            object_pairs_hook=_pairs,
+            # raw control characters inside strings are accepted: canonical JSON (OLPC, as
+            # securesystemslib writes it) leaves PEM newlines unescaped, and signatures are
+            # checked over the re-canonicalised value, never over these bytes
+            strict=False,
         )
     except RecursionError:
         raise LimitExceeded(f"{what}: nesting too deep") from None
