@@ -1,0 +1,804 @@
+"""The whole system as real processes, for `make demo` and the end-to-end tests.
+
+:class:`Stack` builds a fresh OEM setup and a vehicle in one directory and runs every part
+as it runs in production:
+
+- the Image repository and the Director: ``uptane-image-repo serve`` and
+  ``uptane-director serve`` (uvicorn on 127.0.0.1), each in its own process, the
+  Director's inventory in SQLite;
+- a Secondary on a serial link: ``uptane-secondary run`` in its own process, on one end of
+  a pty "wire" (:class:`PtyWire`) whose other end the Primary opens;
+- a Secondary on CAN (ISO-TP): across processes on python-can ``udp_multicast`` when this
+  process runs in a private network namespace (see :func:`enter_private_netns`), otherwise
+  on python-can's ``virtual`` bus inside the vehicle process (:mod:`demo.vehicle`);
+- the Primary: :mod:`demo.vehicle`, one update cycle per process run, reaching the Image
+  repository through :class:`Mitm`, a proxy the demo can turn hostile.
+
+Children start in their own process groups (with a parent-death signal), log to files in
+the work directory, and :meth:`Stack.close` stops every one of them. Nothing here verifies
+anything: the parts do, with :mod:`uptane`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import io
+import json
+import os
+import re
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import tty
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+VIN = "VIN-DEMO-0001"
+PRIMARY = ("gateway-1", "gateway-v1")
+#: ECU serial -> (hardware id, link)
+SERIAL_ECU = ("brake-1", "brake-v2")
+CAN_ECU = ("door-1", "door-v1")
+CAN_GROUP = "239.74.163.7"  # udp_multicast channel, only ever inside a private netns
+NETNS_ENV = "UPTANE_DEMO_NETNS"
+
+#: a step line from the Primary that reports transfer progress (``Primary._progress``)
+PROGRESS = re.compile(r"^\s*(download|send) (\S+)(?: to (\S+))?:\s*(\d+)% \((\d+)/(\d+) bytes\)")
+
+
+class StackError(RuntimeError):
+    """A part did not start or answer; the message names its log file."""
+
+
+# --- private network namespace (CAN across processes) ---------------------------------------
+
+
+def _run_quiet(argv: list[str]) -> bool:
+    try:
+        return subprocess.run(argv, capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def netns_command() -> list[str] | None:
+    """The ``unshare`` prefix that gives a private network namespace here, or None."""
+    try:
+        import msgpack  # noqa: F401  (python-can's udp_multicast needs it)
+    except ImportError:
+        return None
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        return None
+    for prefix in (["unshare", "-n"], ["unshare", "-rn"]):
+        if _run_quiet([*prefix, "true"]):
+            return prefix
+    return None
+
+
+def setup_netns_loopback() -> bool:
+    """Inside a fresh namespace: loopback up, with multicast routed on it."""
+    return all(
+        _run_quiet(c)
+        for c in (
+            ["ip", "link", "set", "lo", "up"],
+            ["ip", "link", "set", "lo", "multicast", "on"],
+            ["ip", "route", "add", "224.0.0.0/4", "dev", "lo"],
+        )
+    )
+
+
+def in_private_netns() -> bool:
+    """Whether this process was re-executed into its own network namespace."""
+    return os.environ.get(NETNS_ENV) == "1"
+
+
+def enter_private_netns(argv: list[str]) -> None:
+    """Re-execute ``argv`` in a private network namespace if the machine allows it
+    (``os.execvp``: does not return); returns when it does not, or already inside."""
+    if os.environ.get(NETNS_ENV) is not None:
+        return
+    prefix = netns_command()
+    if prefix is None:
+        os.environ[NETNS_ENV] = "0"
+        return
+    env = dict(os.environ, **{NETNS_ENV: "1"})
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execvpe(prefix[0], [*prefix, *argv], env)
+
+
+# --- processes ---------------------------------------------------------------------------
+
+
+def _parent_death_signal() -> None:
+    """In the child: be sent SIGTERM when the parent dies, and lead a process group."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+@dataclass
+class Child:
+    """A process this stack started."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+
+class Processes:
+    """Every child process, each in its own process group, logging to ``logdir/NAME.log``."""
+
+    def __init__(self, logdir: Path) -> None:
+        self.logdir = logdir
+        self.children: list[Child] = []
+        logdir.mkdir(parents=True, exist_ok=True)
+
+    def env(self) -> dict[str, str]:
+        path = os.environ.get("PYTHONPATH")
+        return dict(
+            os.environ,
+            PYTHONPATH=str(ROOT) + (os.pathsep + path if path else ""),
+            PYTHONUNBUFFERED="1",
+        )
+
+    def start(self, name: str, args: list[str], *, pipe: bool = False) -> Child:
+        """``python -m ARGS`` as ``name``; stdout to a pipe (``pipe``) or to the log."""
+        log = self.logdir / f"{name}.log"
+        with open(log, "ab") as f:
+            f.write(f"--- {' '.join(args)}\n".encode())
+            f.flush()
+            proc = subprocess.Popen(
+                [sys.executable, "-m", *args],
+                stdout=subprocess.PIPE if pipe else f,
+                stderr=f,
+                stdin=subprocess.DEVNULL,
+                cwd=ROOT,
+                env=self.env(),
+                start_new_session=True,
+                preexec_fn=_parent_death_signal,
+            )
+        child = Child(name, proc, log)
+        self.children.append(child)
+        return child
+
+    @staticmethod
+    def signal(child: Child, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(child.proc.pid, sig)
+
+    def stop(self, child: Child, timeout: float = 5.0) -> None:
+        """SIGTERM the child's group, then SIGKILL what is left after ``timeout``."""
+        if child.alive:
+            self.signal(child, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.proc.wait(timeout)
+        self.signal(child, signal.SIGKILL)  # also any grandchild left in the group
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.proc.wait(5)
+        if child.proc.stdout is not None:
+            child.proc.stdout.close()
+
+    def stop_all(self) -> None:
+        for child in reversed(self.children):
+            self.stop(child)
+        self.children.clear()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(what: str, ok: Callable[[], bool], child: Child | None, timeout: float) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if ok():
+            return
+        if child is not None and not child.alive:
+            raise StackError(f"{what}: the process exited (log: {child.log})")
+        time.sleep(0.05)
+    where = f" (log: {child.log})" if child is not None else ""
+    raise StackError(f"{what}: not ready after {timeout:.0f}s{where}")
+
+
+# --- the serial wire ------------------------------------------------------------------------
+
+
+class PtyWire:
+    """A serial cable made of two pty pairs: whatever one end's device receives goes out of
+    the other's (``socat pty pty`` in a thread). Each end is a path pyserial opens; the
+    wire outlives the processes at its ends, so a Primary can be killed and reopen it.
+    Bytes that a full end cannot take are dropped, as on a real line; the link protocol
+    retransmits."""
+
+    def __init__(self) -> None:
+        self._fds: list[int] = []
+        pairs = [os.openpty(), os.openpty()]
+        self.masters = [m for m, _ in pairs]
+        for m, s in pairs:
+            tty.setraw(s)
+            os.set_blocking(m, False)
+            self._fds += [m, s]  # the slaves stay open: a peer's close is no hang-up
+        self.ends = [os.ttyname(s) for _, s in pairs]
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._relay, name="pty-wire", daemon=True)
+        self.thread.start()
+
+    @property
+    def primary_end(self) -> str:
+        return self.ends[0]
+
+    @property
+    def secondary_end(self) -> str:
+        return self.ends[1]
+
+    def _relay(self) -> None:
+        a, b = self.masters
+        other = {a: b, b: a}
+        while not self._stop.is_set():
+            try:
+                ready, _, _ = select.select([a, b], [], [], 0.1)
+            except (OSError, ValueError):
+                return
+            for fd in ready:
+                try:
+                    data = os.read(fd, 65536)
+                except BlockingIOError:
+                    continue
+                except OSError as e:
+                    if e.errno == errno.EIO:
+                        time.sleep(0.01)
+                        continue
+                    return
+                with contextlib.suppress(BlockingIOError, OSError):
+                    os.write(other[fd], data)
+
+    def close(self) -> None:
+        self._stop.set()
+        self.thread.join(timeout=2)
+        for fd in self._fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+# --- the man in the middle ------------------------------------------------------------------
+
+
+class _MitmHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        srv: Any = self.server
+        headers = {k: v for k, v in self.headers.items() if k.lower() in ("range", "accept")}
+        req = urllib.request.Request(srv.upstream + self.path, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                status, body, rh = r.status, r.read(), r.headers
+        except urllib.error.HTTPError as e:
+            status, body, rh = e.code, e.read(), e.headers
+        except OSError:
+            self.send_response(502)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if status in (200, 206) and self.path.startswith("/targets/") and srv.swap_images:
+            # same length, other bytes: what a compromised mirror would serve
+            body = bytes(x ^ 0x5A for x in body)
+            srv.swapped.append(self.path)
+        self.send_response(status)
+        for k in ("Content-Type", "Content-Range", "Accept-Ranges"):
+            if rh.get(k):
+                self.send_header(k, rh[k])
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        with contextlib.suppress(OSError):
+            self.wfile.write(body)
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass
+
+
+class Mitm:
+    """An HTTP proxy on 127.0.0.1 in front of ``upstream``: faithful until ``swap_images``
+    is set, then every image it relays has other bytes of the same length."""
+
+    def __init__(self, upstream: str) -> None:
+        self.httpd = _QuietServer(("127.0.0.1", 0), _MitmHandler)
+        h: Any = self.httpd
+        h.upstream = upstream
+        h.swap_images = False
+        h.swapped = []
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    @property
+    def swap_images(self) -> bool:
+        return bool(self.httpd.swap_images)  # type: ignore[attr-defined]
+
+    @swap_images.setter
+    def swap_images(self, value: bool) -> None:
+        self.httpd.swap_images = value  # type: ignore[attr-defined]
+
+    @property
+    def swapped(self) -> list[str]:
+        return self.httpd.swapped  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)
+
+
+# --- HTTP helpers -----------------------------------------------------------------------------
+
+
+def http_json(
+    method: str, url: str, body: Any = None, token: str | None = None, timeout: float = 30
+) -> Any:
+    """One JSON request; raises StackError with the server's answer on a non-2xx."""
+    data = None if body is None else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        raise StackError(f"{method} {url}: HTTP {e.code} {e.read()[:300]!r}") from None
+
+
+def _healthy(url: str) -> Callable[[], bool]:
+    def ok() -> bool:
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=1) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    return ok
+
+
+def _call_cli(main: Callable[[list[str]], int], argv: list[str]) -> str:
+    """Run a console script's ``main`` in this process; its stdout, or StackError."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(argv)
+    if rc != 0:
+        raise StackError(f"{argv[0]}: exit {rc}: {err.getvalue().strip()}")
+    return out.getvalue()
+
+
+def firmware(name: str, version: str, size: int) -> bytes:
+    """Deterministic stand-in firmware: a header naming it, then pseudo-random bytes."""
+    import hashlib
+
+    head = f"{name} firmware {version}\n".encode()
+    out = bytearray(head)
+    block = hashlib.sha256(head).digest()
+    while len(out) < size:
+        block = hashlib.sha256(block).digest()
+        out += block
+    return bytes(out[:size])
+
+
+# --- the stack --------------------------------------------------------------------------------
+
+
+@dataclass
+class Image:
+    """A firmware image as released: target path, bytes, hardware id, release counter."""
+
+    path: str
+    data: bytes
+    hardware_id: str
+    release_counter: int
+
+
+@dataclass
+class Cycle:
+    """One run of the Primary process: its exit code and step lines."""
+
+    returncode: int | None
+    lines: list[str] = field(default_factory=list)
+    killed: bool = False
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+class Stack:
+    """A fresh OEM backend and vehicle in ``work``; see the module doc.
+
+    ``can`` is ``"udp"`` (the CAN Secondary in its own process: only inside a private
+    network namespace) or ``"virtual"`` (in the vehicle process), default by
+    :func:`in_private_netns`.
+    """
+
+    def __init__(self, work: Path, *, can: str | None = None) -> None:
+        self.work = work
+        self.can = can or ("udp" if in_private_netns() else "virtual")
+        if self.can not in ("udp", "virtual"):
+            raise ValueError("can must be 'udp' or 'virtual'")
+        self.procs = Processes(work / "logs")
+        self.image_dir = work / "oem" / "image-repo"
+        self.director_dir = work / "oem" / "director"
+        self.vehicle_dir = work / "vehicle"
+        self.image_url = ""
+        self.director_url = ""
+        self.image_token = ""
+        self.director_token = ""
+        self.wire: PtyWire | None = None
+        self.mitm: Mitm | None = None
+        self.image_server: Child | None = None
+        self.director_server: Child | None = None
+        self.secondaries: dict[str, Child] = {}
+        self.can_channel = CAN_GROUP if self.can == "udp" else f"uptane-demo-{os.getpid()}"
+        self.targets_version = 1
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def __enter__(self) -> Stack:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop every process and thread this stack started."""
+        try:
+            self.procs.stop_all()
+        finally:
+            if self.mitm is not None:
+                self.mitm.close()
+                self.mitm = None
+            if self.wire is not None:
+                self.wire.close()
+                self.wire = None
+
+    def logs(self) -> list[Path]:
+        return sorted(self.procs.logdir.glob("*.log"))
+
+    # --- the OEM backend ------------------------------------------------------------------
+
+    def create_image_repo(self) -> None:
+        """``uptane-image-repo init``: offline root and targets keys outside the served
+        directory, online snapshot and timestamp keys inside it."""
+        from director.image_cli import main
+
+        out = _call_cli(main, ["init", str(self.image_dir)])
+        self.image_token = out.strip().splitlines()[-1]
+
+    def start_image_repo(self) -> None:
+        """``uptane-image-repo serve`` on 127.0.0.1, in its own process."""
+        port = free_port()
+        self.image_server = self.procs.start(
+            "image-repo",
+            [
+                "director.image_cli",
+                "serve",
+                str(self.image_dir),
+                "--port",
+                str(port),
+                "--refresh-interval",
+                "0.3",
+            ],
+        )
+        self.image_url = f"http://127.0.0.1:{port}"
+        wait_until("Image repository", _healthy(self.image_url), self.image_server, 60)
+        self.mitm = Mitm(self.image_url)
+
+    def release(self, images: list[Image]) -> int:
+        """The release engineer's offline flow: ``add-target`` each image, then ``sign``
+        with the offline targets key; waits until the running service publishes it.
+        Returns the new targets version."""
+        from director.image_cli import main
+
+        staged = self.work / "oem" / "release"
+        staged.mkdir(parents=True, exist_ok=True)
+        for img in images:
+            f = staged / img.path.replace("/", "_")
+            f.write_bytes(img.data)
+            _call_cli(
+                main,
+                [
+                    "add-target",
+                    str(self.image_dir),
+                    str(f),
+                    "--path",
+                    img.path,
+                    "--hardware-id",
+                    img.hardware_id,
+                    "--release-counter",
+                    str(img.release_counter),
+                ],
+            )
+        out = _call_cli(main, ["sign", str(self.image_dir)])
+        version = int(re.search(r"version (\d+)", out).group(1))  # type: ignore[union-attr]
+
+        def published() -> bool:
+            st = http_json("GET", self.image_url + "/api/status", token=self.image_token)
+            return int(st["roles"]["targets"]) >= version
+
+        wait_until("the signed release", published, self.image_server, 30)
+        self.targets_version = version
+        return version
+
+    def create_director(self) -> None:
+        """``uptane-director init``: root key offline, online keys, SQLite inventory, and
+        the Image repository's root pinned."""
+        from director.director_cli import main
+
+        out = _call_cli(
+            main,
+            [
+                "init",
+                str(self.director_dir),
+                "--image-repo",
+                self.image_url,
+                "--image-root",
+                str(self.image_dir / "metadata" / "1.root.json"),
+            ],
+        )
+        self.director_token = out.strip().splitlines()[-1]
+
+    def start_director(self) -> None:
+        """``uptane-director serve`` on 127.0.0.1, in its own process."""
+        port = free_port()
+        self.director_server = self.procs.start(
+            "director",
+            [
+                "director.director_cli",
+                "serve",
+                str(self.director_dir),
+                "--port",
+                str(port),
+                "--refresh-interval",
+                "5",
+            ],
+        )
+        self.director_url = f"http://127.0.0.1:{port}"
+        wait_until("Director", _healthy(self.director_url), self.director_server, 60)
+
+    def admin(self, method: str, path: str, body: Any = None) -> Any:
+        """The Director's admin API, with the bearer token."""
+        return http_json(method, self.director_url + path, body, token=self.director_token)
+
+    # --- the vehicle --------------------------------------------------------------------------
+
+    def director_root(self, ext: str) -> Path:
+        return self.director_dir / "root" / f"1.root.{ext}"
+
+    def provision_vehicle(self) -> dict[str, Any]:
+        """Provision both Secondaries (``uptane-secondary provision``) and the Primary
+        (``uptane-primary provision``), then register the vehicle through the admin API.
+        Returns each ECU's registered public key."""
+        from primary.cli import provision as provision_primary
+        from primary.config import load_config
+        from secondary.cli import provision as provision_secondary
+        from secondary.config import LinkConfig
+
+        self.wire = PtyWire()
+        keys_dir = self.vehicle_dir / "primary" / "keys"
+        keys_dir.mkdir(parents=True, exist_ok=True)
+        links = {
+            SERIAL_ECU[0]: LinkConfig(type="serial", port=self.wire.secondary_end),
+            CAN_ECU[0]: LinkConfig(
+                type="can",
+                interface="udp_multicast" if self.can == "udp" else "virtual",
+                channel=self.can_channel,
+                rxid=0x7E0,
+                txid=0x7E8,
+            ),
+        }
+        keys: dict[str, Any] = {}
+        for serial, hw in (SERIAL_ECU, CAN_ECU):
+            public = provision_secondary(
+                self.ecu_dir(serial),
+                ecu_serial=serial,
+                hardware_id=hw,
+                director_root=self.director_root("der").read_bytes(),
+                vehicle_id=VIN,
+                slot_size=256 * 1024,
+                link=links[serial],
+                force=True,
+            )
+            keys[serial] = public["public_key"]
+            (keys_dir / f"{serial}.pub.json").write_text(json.dumps(public["public_key"]))
+        cfg_path = self.primary_config_path
+        cfg_path.write_text(self._primary_toml())
+        key = provision_primary(
+            load_config(cfg_path),
+            self.director_root("json").read_bytes(),
+            (self.image_dir / "metadata" / "1.root.json").read_bytes(),
+            force=True,
+        )
+        keys[PRIMARY[0]] = key.key.to_dict()
+        ecus = [
+            {"serial": PRIMARY[0], "hardware_id": PRIMARY[1], "public_key": keys[PRIMARY[0]]},
+        ]
+        ecus[0]["primary"] = True
+        for serial, hw in (SERIAL_ECU, CAN_ECU):
+            ecus.append(
+                {"serial": serial, "hardware_id": hw, "public_key": keys[serial], "primary": False}
+            )
+        self.admin("POST", "/api/vehicles", {"vin": VIN, "ecus": ecus})
+        return keys
+
+    def ecu_dir(self, serial: str) -> Path:
+        return self.vehicle_dir / "ecus" / serial
+
+    @property
+    def primary_config_path(self) -> Path:
+        return self.vehicle_dir / "primary" / "primary.toml"
+
+    def _primary_toml(self) -> str:
+        assert self.wire is not None and self.mitm is not None
+        can_if = "udp_multicast" if self.can == "udp" else "virtual"
+        return f"""# the demo vehicle's Primary (docs/primary.md)
+[vehicle]
+vin = "{VIN}"
+
+[primary]
+ecu_serial = "{PRIMARY[0]}"
+hardware_id = "{PRIMARY[1]}"
+key_file = "keys/primary.pem"
+
+[director]
+url = "{self.director_url}"
+
+[image_repository]
+url = "{self.mitm.url}"
+
+[storage]
+dir = "state"
+poll_interval = 1
+
+[fetcher]
+connect_timeout = 5.0
+read_timeout = 15.0
+retries = 2
+backoff = 0.2
+
+[[secondaries]]
+serial = "{SERIAL_ECU[0]}"
+hardware_id = "{SERIAL_ECU[1]}"
+public_key = "keys/{SERIAL_ECU[0]}.pub.json"
+mode = "partial"
+encoding = "der"
+link = {{ type = "serial", port = "{self.wire.primary_end}", baudrate = 115200 }}
+timeout = 2.0
+retries = 2
+
+[[secondaries]]
+serial = "{CAN_ECU[0]}"
+hardware_id = "{CAN_ECU[1]}"
+public_key = "keys/{CAN_ECU[0]}.pub.json"
+mode = "partial"
+encoding = "der"
+link = {{ type = "can", channel = "{self.can_channel}", interface = "{can_if}", \
+tx_id = 0x7E0, rx_id = 0x7E8 }}
+timeout = 2.0
+retries = 2
+"""
+
+    def start_secondaries(self) -> None:
+        """``uptane-secondary run`` for the serial ECU (and the CAN ECU on udp_multicast),
+        each in its own process; waits for each to say it is ready."""
+        ecus = [SERIAL_ECU[0]] + ([CAN_ECU[0]] if self.can == "udp" else [])
+        for serial in ecus:
+            self.start_secondary(serial)
+
+    def start_secondary(self, serial: str) -> Child:
+        child = self.procs.start(
+            f"secondary-{serial}",
+            ["secondary", "run", "--config", str(self.ecu_dir(serial) / "secondary.toml")],
+        )
+        self.secondaries[serial] = child
+
+        def ready() -> bool:
+            return f"ready {serial}" in child.log.read_text(errors="replace")
+
+        wait_until(f"Secondary {serial}", ready, child, 60)
+        return child
+
+    def assign(self, items: dict[str, str]) -> Any:
+        """One bundle through the admin API: ECU serial -> target path."""
+        body = {"assignments": [{"ecu": e, "target": t} for e, t in items.items()]}
+        return self.admin("POST", f"/api/vehicles/{VIN}/assignments", body)
+
+    def status(self) -> Any:
+        return self.admin("GET", f"/api/vehicles/{VIN}")
+
+    # --- running the Primary ---------------------------------------------------------------------
+
+    def primary_args(self) -> list[str]:
+        args = ["demo.vehicle", "--config", str(self.primary_config_path)]
+        if self.can == "virtual":
+            args += ["--can-secondary", str(self.ecu_dir(CAN_ECU[0]) / "secondary.toml")]
+        return args
+
+    def start_primary(self) -> Child:
+        return self.procs.start("primary", self.primary_args(), pipe=True)
+
+    def lines(self, child: Child, timeout: float) -> Iterator[str]:
+        """The Primary's step lines as they come; StackError after ``timeout``."""
+        assert child.proc.stdout is not None
+        out = child.proc.stdout
+        end = time.monotonic() + timeout
+        buf = b""
+        with open(child.log, "ab") as log:
+            while True:
+                left = end - time.monotonic()
+                if left <= 0:
+                    self.procs.stop(child)
+                    raise StackError(f"the Primary did not finish in {timeout:.0f}s ({child.log})")
+                ready, _, _ = select.select([out], [], [], min(left, 0.2))
+                if not ready:
+                    continue
+                chunk = os.read(out.fileno(), 65536)
+                if not chunk:
+                    if buf:
+                        yield buf.decode(errors="replace")
+                    return
+                log.write(chunk)
+                log.flush()
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    yield line.decode(errors="replace")
+
+    def run_primary(
+        self,
+        on_line: Callable[[str], None] | None = None,
+        *,
+        kill_when: Callable[[str], bool] | None = None,
+        timeout: float = 90,
+    ) -> Cycle:
+        """One update cycle in a new Primary process. With ``kill_when``, the process is
+        SIGKILLed at the first line for which it returns True."""
+        child = self.start_primary()
+        cycle = Cycle(None)
+        try:
+            for line in self.lines(child, timeout):
+                cycle.lines.append(line)
+                if on_line is not None:
+                    on_line(line)
+                if kill_when is not None and not cycle.killed and kill_when(line):
+                    self.procs.signal(child, signal.SIGKILL)
+                    cycle.killed = True
+            cycle.returncode = child.proc.wait(timeout=30)
+        finally:
+            self.procs.stop(child)
+            with contextlib.suppress(ValueError):
+                self.procs.children.remove(child)
+        return cycle
