@@ -98,8 +98,12 @@ class MetadataSource(Protocol):
 
 @dataclass
 class RefreshResult:
-    """What a top-level refresh changed. ``stopped_early`` names the early stop taken
-    (§5.4.4.2: 'timestamp unchanged' / 'no new targets'), if any."""
+    """What a top-level refresh changed. ``stopped_early`` names the early stop taken, if any:
+    only 'timestamp unchanged' (§5.4.4.2 step 4: the snapshot the timestamp names is the
+    trusted one, and so is the targets it names). A new snapshot that lists the trusted
+    targets version again is *not* an early stop: it shows as ``targets_changed=False``, and
+    deciding whether anything is left to install (§5.4.4.2 step 6, 'no new targets') is
+    full verification's job, which compares with what is installed."""
 
     root_rotations: int = 0
     timestamp_changed: bool = False
@@ -877,7 +881,8 @@ class RepositoryTrust:
         ts = self.update_timestamp(self._fetch(source, "timestamp", None, cap), now)
         result.timestamp_changed = ts is not before
 
-        # §5.4.4.2 early stop: the snapshot named is the one trusted (and what it names too).
+        # §5.4.4.2 step 4 (early stop): the snapshot named is the trusted one, and so is the
+        # targets it names; nothing new in this repository.
         if self._snapshot_current(now) and self._targets_current(now):
             result.stopped_early = "timestamp unchanged"
             return result
@@ -890,9 +895,8 @@ class RepositoryTrust:
             self.update_snapshot(data, now)
             result.snapshot_changed = True
 
-        # §5.4.4.2 (2.1.0, SHOULD): nothing new in targets -> stop.
+        # the targets file the snapshot names is the trusted one: nothing to download
         if self._targets_current(now):
-            result.stopped_early = "no new targets"
             return result
 
         # §5.4.4.6: top-level targets, up to the listed length or Z bytes.

@@ -541,13 +541,14 @@ def test_5_4_4_6_image_repository_may_delegate():
 # --- early stops, names and caps ----------------------------------------------------------
 
 
-def test_5_4_4_2_no_new_targets_stops_after_snapshot():
+def test_5_4_4_2_unchanged_targets_is_not_downloaded_again():
     repo, trust = fresh()
     repo.builder.mark("snapshot")
     repo.publish(LATER)
     result = trust.refresh(repo.source, LATER)
     assert result.snapshot_changed and not result.targets_changed
-    assert result.stopped_early == "no new targets"
+    # not an early stop: whether anything is left to install is full verification's call
+    assert result.stopped_early is None
     assert not any(r.endswith("targets.json") for r in repo.source.requests[-2:])
 
 
