@@ -55,6 +55,14 @@ def only_uptane_errors(fn, *args: Any, **kwargs: Any) -> None:
         fn(*args, **kwargs)
 
 
+def named_errors_only(repository: str, fn, *args: Any, **kwargs: Any) -> None:
+    """Like :func:`only_uptane_errors`, and the error says where it happened."""
+    try:
+        fn(*args, **kwargs)
+    except UptaneError as e:
+        assert e.repository == repository and e.role, (e, e.repository, e.role)
+
+
 # --- strategies -----------------------------------------------------------------------------
 
 json_scalars = st.one_of(
@@ -174,10 +182,10 @@ def refreshed_raw() -> dict[str, bytes]:
 @given(data=any_bytes)
 def test_update_root_and_timestamp_raise_only_uptane_errors(data):
     t = fresh_client()
-    only_uptane_errors(t.update_root, data)
+    named_errors_only("image", t.update_root, data)
     assert t.root.signed.version in (1, 2)
     t = fresh_client()
-    only_uptane_errors(t.update_timestamp, data, NOW)
+    named_errors_only("image", t.update_timestamp, data, NOW)
 
 
 @FUZZ
@@ -186,11 +194,11 @@ def test_update_snapshot_targets_and_delegated_raise_only_uptane_errors(data):
     raw = refreshed_raw()
     partial = {k: v for k, v in raw.items() if k in ("root", "timestamp")}
     t = RepositoryTrust.load("image", partial, PRIMARY)
-    only_uptane_errors(t.update_snapshot, data, NOW)
+    named_errors_only("image", t.update_snapshot, data, NOW)
     t = RepositoryTrust.load("image", raw, PRIMARY)
     before = t.state()
-    only_uptane_errors(t.update_targets, data, NOW)
-    only_uptane_errors(t.update_delegated, "sup", "targets", data, NOW)
+    named_errors_only("image", t.update_targets, data, NOW)
+    named_errors_only("image", t.update_delegated, "sup", "targets", data, NOW)
     # nothing hostile is trusted: a changed state means the *signed part* is genuine (fields
     # outside "signed" are not covered by signatures and are ignored, as in TUF)
     if t.state() != before:
@@ -228,7 +236,7 @@ def test_partial_verification_raises_only_uptane_errors(data, as_root):
 
     repo = director_sample()
     pv = PartialVerifier(repo.builder.trusted_root(), "ecu-1", "hw-1", CONSTRAINED, encoding=JSON)
-    only_uptane_errors(pv.verify, data, NOW, root_updates=[data] if as_root else [])
+    named_errors_only("director", pv.verify, data, NOW, root_updates=[data] if as_root else [])
     if pv.targets is not None:  # only the genuine signed part is ever trusted
         genuine = Metadata.from_json(repo.file("targets.json"), PRIMARY).signed_bytes
         assert pv.targets.signed_bytes == genuine
