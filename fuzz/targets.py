@@ -1,0 +1,337 @@
+"""Every decoder of untrusted bytes in the stack, as fuzz targets (issue 7).
+
+Each :class:`Target` takes one ``bytes`` input and must either return or raise an
+:class:`uptane.errors.UptaneError`; anything else escaping is a finding. The same registry
+drives the bounded hypothesis run in CI (``tests/security/test_fuzz_decoders.py``) and
+the coverage-guided atheris harnesses (``fuzz/run.py``, ``make fuzz``).
+
+``seeds()`` gives valid encodings built with the real builders (RepositoryBuilder, the
+manifest builder, the link message and frame encoders), so mutations start from inputs
+that reach deep into each decoder.
+
+This module imports only the stack (no hypothesis, no atheris); building the seeds
+generates a few keys and a provisioned Secondary in a temporary directory, once.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import functools
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from hardware import messages as m
+from hardware.protocol import PrimaryEndpoint
+from hardware.serial_link import (
+    KIND_ACK,
+    KIND_DATA,
+    MAX_FRAME,
+    Frame,
+    FrameCodec,
+    cobs_decode,
+    cobs_encode,
+    decode_frame,
+    encode_frame,
+)
+from uptane.encoding import cbor, der
+from uptane.errors import UptaneError
+from uptane.keys import ECDSA, ED25519, PrivateKey
+from uptane.limits import CONSTRAINED, PRIMARY
+from uptane.manifest import (
+    EcuVersionReport,
+    InstalledImage,
+    SignedManifest,
+    build_vehicle_manifest,
+    decode_report,
+    decode_vehicle_manifest,
+)
+from uptane.metadata import DER, JSON, DelegatedRole, MapFile, TargetFile, decode
+from uptane.partial import PartialVerifier
+from uptane.repository import RepositoryBuilder
+from uptane.trust import RepositoryTrust
+
+NOW = datetime(2026, 3, 1, tzinfo=UTC)
+VIN = "VIN-FUZZ-0001"
+ECU = "ecu-fuzz-1"
+HW = "hw-fuzz"
+
+
+@dataclass(frozen=True)
+class Target:
+    """One decoder: ``run(data)`` feeds it; ``seeds`` are valid inputs to mutate.
+    ``never_raises``: the decoder must not raise at all (it reports errors in-band)."""
+
+    name: str
+    run: Callable[[bytes], Any]
+    seeds: Callable[[], list[bytes]]
+    never_raises: bool = False
+
+
+# --- valid inputs -----------------------------------------------------------------------------
+
+
+@functools.cache
+def _repos() -> dict[str, RepositoryBuilder]:
+    def keys(scheme: str = ED25519) -> dict[str, list[Any]]:
+        return {r: [PrivateKey.generate(scheme)] for r in ("root", "targets", "snapshot")} | {
+            "timestamp": [PrivateKey.generate()]
+        }
+
+    image = RepositoryBuilder("image", keys(ECDSA), NOW)  # type: ignore[arg-type]
+    image.add_target(
+        TargetFile.from_data("fw/a.bin", b"a" * 40, ("sha256", "sha512"), hardware_ids=[HW])
+    )
+    image.delegate(
+        "targets",
+        DelegatedRole("supplier", [], 1, paths=["sup/*"], hardware_ids=[HW]),
+        [PrivateKey.generate()],
+    )
+    image.add_target(TargetFile.from_data("sup/x.bin", b"x", release_counter=3), "supplier")
+    image.publish(NOW)
+    director = RepositoryBuilder("director", keys(), NOW, vehicle_id=VIN)  # type: ignore[arg-type]
+    director.add_target(
+        TargetFile.from_data(
+            "fw/a.bin", b"a" * 40, ("sha256",), release_counter=2, ecu_ids={ECU: HW}
+        )
+    )
+    director.publish(NOW)
+    return {"image": image, "director": director}
+
+
+def _metadata(encoding: str) -> list[bytes]:
+    out = []
+    for b in _repos().values():
+        out += list(b.files[encoding].values())
+        out += [h[encoding] for h in b.root_history]
+    return out
+
+
+@functools.cache
+def _manifests() -> dict[str, list[bytes]]:
+    primary, brake = PrivateKey.generate(ED25519), PrivateKey.generate(ECDSA)
+    out: dict[str, list[bytes]] = {}
+    for enc in (JSON, DER):
+        tf = TargetFile.from_data("fw/a.bin", b"a" * 40, ("sha256", "sha512"))
+        reports = []
+        for ecu, key, kw in (
+            ("primary-1", primary, {"nonce": b"\x01" * 16, "release_counter": 2}),
+            (ECU, brake, {"counter": 9, "attack": "rollback: counter 1 < 2"}),
+        ):
+            r = SignedManifest(
+                EcuVersionReport(ecu, InstalledImage.from_target(tf), NOW, **kw), encoding=enc
+            )
+            r.sign(key)
+            reports.append(r)
+        vvm = build_vehicle_manifest(VIN, "primary-1", reports, primary, encoding=enc)
+        out[f"report_{enc}"] = [r.to_bytes(enc) for r in reports]
+        out[f"vvm_{enc}"] = [vvm.to_bytes(enc)]
+    return out
+
+
+MESSAGES: list[m.Message] = [
+    m.Hello(min_version=1, max_version=1, max_frame=1024, max_message=65536),
+    m.HelloInfo(
+        version=1,
+        ecu_serial=ECU,
+        hardware_id=HW,
+        mode="partial",
+        max_frame=512,
+        max_message=8192,
+        slot_size=1 << 16,
+    ),
+    m.GetReport(nonce=b"\x01" * 16),
+    m.Report(report=b"signed report bytes"),
+    m.PutTime(time=1_790_000_000),
+    m.PutMetadata(
+        repository="director", role="targets", encoding="der", total=10, offset=4, chunk=b"abc"
+    ),
+    m.PutImage(filename="fw/a.bin", total=40, offset=0, chunk=b"a" * 40),
+    m.Install(filename="fw/a.bin"),
+    m.GetStatus(),
+    m.Status(state="receiving", image_filename="fw/a.bin", image_total=40, image_offset=8),
+    m.Ack(offset=7),
+    m.Error(code=30, attack="rollback", message="version 3 < 4"),
+]
+
+
+def _link_messages() -> list[bytes]:
+    return [m.encode(msg, i + 1) for i, msg in enumerate(MESSAGES)]
+
+
+def _frame_bodies() -> list[bytes]:
+    frames = [Frame(KIND_DATA, 7, i, p, 0) for i, p in enumerate(_link_messages())]
+    frames += [Frame(KIND_ACK, 7, 3), Frame(KIND_DATA, 1, 2, b"x" * 300, 1)]
+    return [encode_frame(f)[1:-1] for f in frames]
+
+
+def _frame_streams() -> list[bytes]:
+    bodies = _frame_bodies()
+    return [b"\x00" + b"\x00".join(bodies[i : i + 3]) + b"\x00" for i in range(0, len(bodies), 3)]
+
+
+# --- the Secondary's link endpoint (what ISO-TP and serial deliver) ----------------------------
+
+
+@functools.cache
+def _secondary_endpoint() -> Any:
+    """A real provisioned Secondary agent (file-backed flash in a temp dir) and its
+    endpoint, in session after a HELLO, so fuzzed PDUs reach the handlers."""
+    from secondary.agent import SecondaryAgent
+    from secondary.cli import provision
+    from secondary.config import LinkConfig, SecondaryConfig
+
+    tmp = Path(tempfile.mkdtemp(prefix="uptane-fuzz-"))
+    atexit.register(shutil.rmtree, tmp, True)
+    director = _repos()["director"]
+    provision(
+        tmp / "ecu",
+        ecu_serial=ECU,
+        hardware_id=HW,
+        director_root=director.trusted_root(DER),
+        vehicle_id=VIN,
+        slot_size=1 << 16,
+        link=LinkConfig(port=""),
+        now=NOW.timestamp(),
+    )
+    agent = SecondaryAgent.from_config(SecondaryConfig.load(tmp / "ecu" / "secondary.toml"))
+    agent.start()
+    endpoint = agent.endpoint()
+    endpoint.receive(m.encode(MESSAGES[0], 1))
+    return endpoint
+
+
+def _secondary_pdu(data: bytes) -> None:
+    """One PDU into the Secondary endpoint: it must answer with a decodable reply, never
+    raise (a bad request is answered by an ERROR message)."""
+    endpoint = _secondary_endpoint()
+    reply = endpoint.receive(data)
+    m.decode(reply, PRIMARY)
+    if not endpoint.in_session:  # keep the session so later inputs reach the handlers
+        endpoint.receive(m.encode(MESSAGES[0], 1))
+
+
+def _secondary_seeds() -> list[bytes]:
+    director = _repos()["director"]
+    targets = director.files[DER]["targets"]
+    return [
+        *_link_messages(),
+        m.encode(
+            m.PutMetadata(
+                repository="director",
+                role="targets",
+                encoding="der",
+                total=len(targets),
+                offset=0,
+                chunk=targets[:1000],
+            ),
+            77,
+        ),
+    ]
+
+
+def _primary_pdu(data: bytes) -> None:
+    """A reply PDU arriving at the Primary's endpoint while a request is outstanding."""
+    ep = PrimaryEndpoint(PRIMARY, first_rid=0)
+    ep.request(m.GetStatus(), 0.0)
+    ep.receive(data, 0.0)
+
+
+def _primary_seeds() -> list[bytes]:
+    return [m.encode(msg, 1) for msg in MESSAGES]
+
+
+# --- the decoders ------------------------------------------------------------------------------
+
+
+def _trust_update(data: bytes) -> None:
+    image = _repos()["image"]
+    for enc in (JSON, DER):
+        t = RepositoryTrust("image", image.trusted_root(enc), PRIMARY, encoding=enc)
+        with contextlib.suppress(UptaneError):
+            t.update_root(data)
+        with contextlib.suppress(UptaneError):
+            t.update_timestamp(data, NOW)
+
+
+def _partial(data: bytes) -> None:
+    director = _repos()["director"]
+    pv = PartialVerifier(director.trusted_root(DER), ECU, HW, CONSTRAINED, encoding=DER)
+    with contextlib.suppress(UptaneError):
+        pv.verify(data, NOW)
+    pv.update_roots([data], NOW)
+
+
+def _frame_stream(data: bytes) -> None:
+    codec = FrameCodec(MAX_FRAME)
+    codec.feed(data)
+    assert len(codec._buf) <= codec.max_encoded
+
+
+TARGETS: dict[str, Target] = {
+    t.name: t
+    for t in [
+        Target(
+            "metadata_json", lambda d: decode(d, PRIMARY, encoding=JSON), lambda: _metadata(JSON)
+        ),
+        Target("metadata_der", lambda d: decode(d, PRIMARY, encoding=DER), lambda: _metadata(DER)),
+        Target(
+            "metadata_der_constrained",
+            lambda d: decode(d, CONSTRAINED, encoding=DER, role_type="targets"),
+            lambda: _metadata(DER),
+        ),
+        Target(
+            "map_file",
+            lambda d: MapFile.from_json(d, PRIMARY),
+            lambda: [MapFile.default("https://d", "https://i").to_json()],
+        ),
+        Target(
+            "report_json",
+            lambda d: decode_report(d, PRIMARY, JSON),
+            lambda: _manifests()["report_json"],
+        ),
+        Target(
+            "report_der",
+            lambda d: decode_report(d, PRIMARY, DER),
+            lambda: _manifests()["report_der"],
+        ),
+        Target(
+            "vvm_json",
+            lambda d: decode_vehicle_manifest(d, PRIMARY, JSON),
+            lambda: _manifests()["vvm_json"],
+        ),
+        Target(
+            "vvm_der",
+            lambda d: decode_vehicle_manifest(d, PRIMARY, DER),
+            lambda: _manifests()["vvm_der"],
+        ),
+        Target(
+            "manifest_der_any_kind",
+            lambda d: der.decode_manifest(d, PRIMARY),
+            lambda: _manifests()["vvm_der"] + _manifests()["report_der"],
+        ),
+        Target("cbor", lambda d: cbor.loads(d, CONSTRAINED), _link_messages),
+        Target("link_message", lambda d: m.decode(d, CONSTRAINED), _link_messages),
+        Target("cobs", cobs_decode, lambda: [cobs_encode(b) for b in _link_messages()]),
+        Target("serial_frame", lambda d: decode_frame(d, MAX_FRAME), _frame_bodies),
+        Target("serial_stream", _frame_stream, _frame_streams, never_raises=True),
+        Target("pdu_at_secondary", _secondary_pdu, _secondary_seeds, never_raises=True),
+        Target("pdu_at_primary", _primary_pdu, _primary_seeds),
+        Target("trust_root_timestamp", _trust_update, lambda: _metadata(JSON) + _metadata(DER)),
+        Target("partial_verification", _partial, lambda: _metadata(DER)),
+    ]
+}
+
+
+def check_one(target: Target, data: bytes) -> None:
+    """Run ``target`` on ``data``; re-raise anything that is not allowed to escape."""
+    if target.never_raises:
+        target.run(data)
+        return
+    with contextlib.suppress(UptaneError):
+        target.run(data)

@@ -1,0 +1,108 @@
+"""Bounded fuzzing of every decoder of untrusted bytes (issue 7), in CI.
+
+This file is the one list of the stack's decoders: :data:`EVERY_DECODER` names them and
+must equal the registry in ``fuzz/targets.py``, which the atheris harnesses (``make
+fuzz``) run for 10^6 inputs each. Each decoder gets random bytes and mutations of valid
+encodings (bit flips, interesting bytes, cuts, insertions, duplicated spans, spliced
+seeds); any exception other than :class:`uptane.errors.UptaneError` fails (for the
+stream and endpoint targets, any exception at all).
+
+Some decoders have deeper, structure-aware fuzz tests next to their module; this run adds
+the mutation fuzzing each was missing and is the single place that lists all of them:
+
+- JSON metadata, map file, trust updates: ``tests/uptane/test_fuzz_json.py``
+- DER metadata: ``tests/uptane/test_fuzz_der.py``
+- CBOR: ``tests/hardware/test_cbor.py``; link messages: ``tests/hardware/test_messages.py``
+- serial frames (single frame, random bytes): ``tests/hardware/test_serial_frames.py``
+"""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fuzz.targets import TARGETS, check_one
+
+EVERY_DECODER = {
+    # metadata from the repositories (Primary: JSON; Secondaries: DER)
+    "metadata_json": "uptane.metadata.decode(encoding=JSON)",
+    "metadata_der": "uptane.metadata.decode(encoding=DER) / der.decode_metadata",
+    "metadata_der_constrained": "DER targets under the Secondary's CONSTRAINED limits",
+    "map_file": "uptane.metadata.MapFile.from_json (TAP 4)",
+    "trust_root_timestamp": "RepositoryTrust.update_root / update_timestamp (JSON and DER)",
+    "partial_verification": "PartialVerifier.verify / update_roots (DER)",
+    # manifests (Director input, Secondary reports at the Primary)
+    "report_json": "uptane.manifest.decode_report(JSON)",
+    "report_der": "uptane.manifest.decode_report(DER)",
+    "vvm_json": "uptane.manifest.decode_vehicle_manifest(JSON)",
+    "vvm_der": "uptane.manifest.decode_vehicle_manifest(DER)",
+    "manifest_der_any_kind": "uptane.encoding.der.decode_manifest(kind=None)",
+    # the link: CBOR messages, serial framing, PDUs from ISO-TP (CAN) or serial
+    "cbor": "uptane.encoding.cbor.loads",
+    "link_message": "hardware.messages.decode",
+    "cobs": "hardware.serial_link.cobs_decode",
+    "serial_frame": "hardware.serial_link.decode_frame",
+    "serial_stream": "hardware.serial_link.FrameCodec.feed (never raises)",
+    "pdu_at_secondary": "SecondaryEndpoint.receive of a real agent (never raises)",
+    "pdu_at_primary": "PrimaryEndpoint.receive with a request outstanding",
+}
+
+FUZZ = settings(
+    max_examples=200,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+INTERESTING = [0x00, 0x01, 0x7F, 0x80, 0x81, 0xFF, 0x30, 0xA0, 0x5B, 0x7B, 0x22, 0x9F, 0xBF]
+
+
+@st.composite
+def mutated(draw: st.DrawFn, seeds: list[bytes]) -> bytes:
+    """A valid seed with 1 to 6 byte-level mutations."""
+    data = bytearray(draw(st.sampled_from(seeds)))
+    for _ in range(draw(st.integers(1, 6))):
+        op = draw(st.sampled_from(["flip", "set", "insert", "delete", "cut", "dup", "splice"]))
+        n = len(data)
+        i = draw(st.integers(0, max(n - 1, 0)))
+        if op == "flip" and n:
+            data[i] ^= 1 << draw(st.integers(0, 7))
+        elif op == "set" and n:
+            data[i] = draw(st.sampled_from(INTERESTING))
+        elif op == "insert":
+            data[i:i] = draw(st.binary(min_size=1, max_size=16))
+        elif op == "delete" and n:
+            del data[i : i + draw(st.integers(1, 16))]
+        elif op == "cut":
+            del data[i:]
+        elif op == "dup" and n:
+            span = data[i : i + draw(st.integers(1, 64))]
+            data[i:i] = span * draw(st.integers(1, 4))
+        elif op == "splice":
+            other = draw(st.sampled_from(seeds))
+            j = draw(st.integers(0, len(other)))
+            data[i:] = other[j:]
+    return bytes(data)
+
+
+def test_every_decoder_is_listed_and_has_valid_seeds():
+    assert set(EVERY_DECODER) == set(TARGETS)
+    for target in TARGETS.values():
+        assert target.seeds(), target.name
+
+
+def _fuzz(name: str):
+    target = TARGETS[name]
+    seeds = target.seeds()
+
+    @FUZZ
+    @given(data=st.one_of(st.binary(max_size=512), mutated(seeds)))
+    def run(data: bytes) -> None:
+        check_one(target, data)
+
+    return run
+
+
+# one test per decoder, so a failure names it (parametrize + given would share a budget)
+for _name in EVERY_DECODER:
+    globals()[f"test_fuzz_{_name}_raises_only_uptane_errors"] = _fuzz(_name)
