@@ -226,10 +226,15 @@ def install(
         client.put_metadata(f.role, f.encoding, f.data, repository=f.repository)
     length = path.stat().st_size
     with open(path, "rb") as stream:
-        client.put_image(name, stream, length, progress=progress)
+        started = client.put_image(name, stream, length, progress=progress)
     status = client.install(name)
     report = client.get_report(secrets.token_bytes(16))
-    return {"status": status.state, "installed": status.installed, **describe_report(report)}
+    return {
+        "status": status.state,
+        "installed": status.installed,
+        "resumed_from": started,
+        **describe_report(report),
+    }
 
 
 # --- command line -------------------------------------------------------------------------

@@ -115,6 +115,10 @@ class _Pending:
     trusted: dict[str, Any]
 
 
+def _same_image(a: TargetFile, b: TargetFile) -> bool:
+    return a.path == b.path and a.length == b.length and dict(a.hashes) == dict(b.hashes)
+
+
 class _MemorySource:
     """The metadata files the Primary sent, served to :class:`RepositoryTrust.refresh`."""
 
@@ -425,7 +429,6 @@ class SecondaryAgent:
         assert pv is not None
         roots = [r for _, r in sorted(self._roots.pop(self.director_name, {}).items())]
         saved = (pv.root, pv.targets, dict(pv.raw))
-        self._abort_transfer("new Director metadata arrived")
         try:
             entry = pv.verify(
                 targets,
@@ -435,22 +438,30 @@ class SecondaryAgent:
             )
         except UptaneError:
             pv.root, pv.targets, pv.raw = saved
-            self._pending = None
+            self._set_pending(None)
             raise
         new = dict(self._trusted, director=dict(pv.raw))
         if entry is not None and not self._is_installed(entry):
             # the new metadata is trusted together with the image it names
             pv.root, pv.targets, pv.raw = saved
-            self._pending = _Pending(entry, new)
+            self._set_pending(_Pending(entry, new))
         else:
-            self._pending = None
+            self._set_pending(None)
             self._save_trusted(new)
         self._clear_error()
+
+    def _set_pending(self, pending: _Pending | None) -> None:
+        """Replace the verified-but-not-installed metadata. A transfer in progress survives
+        only if the new metadata names the very same image (a Primary that retries its
+        cycle resumes the transfer instead of starting again)."""
+        x = self._xfer
+        if x is not None and (pending is None or not _same_image(pending.entry, x.verifier.target)):
+            self._abort_transfer("the Director's metadata no longer names this image")
+        self._pending = pending
 
     def _verify_full(self) -> None:
         """§5.4.4.2 for this ECU's image (``only_ecu``), from what the Primary sent."""
         assert self.vehicle_id is not None
-        self._abort_transfer("new Director metadata arrived")
         received, self._received = self._received, {}
         roots = {name: self._roots.pop(name, {}) for name in (self.director_name,)}
         roots[self.image_repo_name] = self._roots.pop(self.image_repo_name, {})
@@ -491,16 +502,20 @@ class SecondaryAgent:
             {self.ecu_serial: st.release_counter} if st.release_counter is not None else {},
             {self.ecu_serial: st.installed.to_target()} if st.installed is not None else {},
         )
-        result = full_verification(
-            trusts[self.director_name],
-            trusts[self.image_repo_name],
-            map_file,
-            sources,
-            self.latest_time,
-            vehicle,
-            self.limits,
-            only_ecu=self.ecu_serial,
-        )
+        try:
+            result = full_verification(
+                trusts[self.director_name],
+                trusts[self.image_repo_name],
+                map_file,
+                sources,
+                self.latest_time,
+                vehicle,
+                self.limits,
+                only_ecu=self.ecu_serial,
+            )
+        except UptaneError:
+            self._set_pending(None)
+            raise
         new = dict(self._trusted)
         new["director"] = dict(trusts[self.director_name].raw)
         new["image"] = dict(trusts[self.image_repo_name].raw)
@@ -508,9 +523,9 @@ class SecondaryAgent:
             new["map"] = map_bytes
         approved = result.for_ecu(self.ecu_serial)
         if approved is not None and not self._is_installed(approved.director_target):
-            self._pending = _Pending(approved.director_target, new)
+            self._set_pending(_Pending(approved.director_target, new))
         else:
-            self._pending = None
+            self._set_pending(None)
             if result.stopped_early not in (None, NO_NEW_TARGETS) or approved is None:
                 log.info("full verification: %s", result.stopped_early or "nothing for this ECU")
             self._save_trusted(new)
