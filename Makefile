@@ -32,3 +32,10 @@ clean:
 .PHONY: bench
 bench: $(STAMP)
 	$(PY) -m bench
+
+# Security (issue 7): long runs outside CI. `make fuzz` runs the atheris harness of every
+# decoder (FUZZ_RUNS inputs each, default 10^6; results in fuzz/out/results.json).
+.PHONY: fuzz
+fuzz: $(STAMP)
+	$(PY) -m pip install -q -e '.[fuzz]' || echo "atheris could not be installed here"
+	FUZZ_RUNS=$${FUZZ_RUNS:-1000000} $(PY) -m fuzz.run
