@@ -531,9 +531,11 @@ class Primary:
 
         - partial: the Director's root versions after the first (key rotation) and its
           targets;
-        - full: for both repositories the root versions after the first, timestamp,
-          snapshot, targets and every delegated role the Primary resolved, then the map
-          file.
+        - full: the map file, then for the Image repository and then the Director the
+          root versions after the first, timestamp, snapshot, every delegated role the
+          Primary resolved and targets.
+
+        The Director's targets comes last: its arrival starts the Secondary's verification.
 
         JSON files are the verified ones. DER files are fetched once at the versions the
         verified JSON names; the Director's DER targets is checked here (signatures of the
@@ -541,25 +543,26 @@ class Primary:
         verification Secondary itself."""
         key = (cfg.mode, cfg.encoding)
         if key not in cache:
-            repos = (DIRECTOR,) if cfg.mode == "partial" else (DIRECTOR, IMAGE)
+            # the Director's targets goes last: its arrival starts the Secondary's check
+            repos = (DIRECTOR,) if cfg.mode == "partial" else (IMAGE, DIRECTOR)
             files: list[MetadataFile] = []
+            if cfg.mode == "full":
+                files.append(
+                    MetadataFile("map", "map", JSON, self.config.load_map_file().to_json())
+                )
             for repo in repos:
                 trust = trusts[repo]
                 files += self._roots(trust, cfg.encoding)
                 roles = ["targets"] if cfg.mode == "partial" else self._roles(trust)
                 for role in roles:
                     files.append(self._role_file(trust, role, cfg.encoding))
-            if cfg.mode == "full":
-                files.append(
-                    MetadataFile("map", "map", JSON, self.config.load_map_file().to_json())
-                )
             cache[key] = files
         return cache[key]
 
     @staticmethod
     def _roles(trust: RepositoryTrust) -> list[str]:
-        top = [r for r in ("timestamp", "snapshot", "targets") if r in trust.raw]
-        return top + sorted(trust.delegated)
+        top = [r for r in ("timestamp", "snapshot") if r in trust.raw]
+        return top + sorted(trust.delegated) + ["targets"]
 
     def _roots(self, trust: RepositoryTrust, encoding: str) -> list[MetadataFile]:
         out = []

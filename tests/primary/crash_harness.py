@@ -18,7 +18,7 @@ from primary.config import load_config
 def main(car: Path) -> int:
     cfg = load_config(car / "primary.toml")
     for s in cfg.secondaries:
-        boot_agent(s.serial, s.hardware_id, car / "ecus" / s.serial)
+        boot_agent(s.serial, s.hardware_id, car / "ecus" / s.serial, s.mode)
     result = Primary(cfg, say=lambda m: print(m, flush=True)).run_cycle()
     return 0 if result.error is None else 1
 

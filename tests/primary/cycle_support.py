@@ -297,8 +297,8 @@ class Backend:
         self.image_proxy = Proxy(self.image_server.url)
         self.director_proxy = Proxy(self.director_server.url)
 
-    def image_root(self) -> bytes:
-        return (self.image_dir / "metadata" / "1.root.json").read_bytes()
+    def image_root(self, encoding: str = "json") -> bytes:
+        return (self.image_dir / "metadata" / f"1.root.{encoding}").read_bytes()
 
     def director_root(self, encoding: str = "json") -> bytes:
         return (self.director_dir / "root" / f"1.root.{encoding}").read_bytes()
@@ -332,6 +332,7 @@ class Ecu:
     directory: Path
     agent: SecondaryAgent | None = None
     served: InProcessSecondary | None = None
+    mode: str = "partial"
 
 
 CONFIG = """
@@ -368,7 +369,7 @@ SECONDARY = """
 serial = "{serial}"
 hardware_id = "{hw}"
 public_key = "keys/{serial}.pub"
-mode = "partial"
+mode = "{mode}"
 encoding = "der"
 link = {{ type = "inprocess", name = "{serial}" }}
 timeout = 0.25
@@ -388,6 +389,7 @@ class Vehicle:
         secondaries: dict[str, str] | None = None,
         read_timeout: float = 5.0,
         min_speed: float | None = None,
+        modes: dict[str, str] | None = None,
     ) -> None:
         self.root = root
         self.backend = backend
@@ -411,8 +413,9 @@ class Vehicle:
         for serial, hw in secondaries.items():
             key = PrivateKey.generate()
             (root / "keys" / f"{serial}.pub").write_text(json.dumps(key.key.to_dict()))
-            text += SECONDARY.format(serial=serial, hw=hw)
-            self.ecus[serial] = Ecu(serial, hw, key, root / "ecus" / serial)
+            mode = (modes or {}).get(serial, "partial")
+            text += SECONDARY.format(serial=serial, hw=hw, mode=mode)
+            self.ecus[serial] = Ecu(serial, hw, key, root / "ecus" / serial, mode=mode)
             (root / "ecus" / serial).mkdir(parents=True)
             (root / "ecus" / serial / "key.pem").write_bytes(key.to_pem())
         self.config_path = root / "primary.toml"
@@ -424,8 +427,12 @@ class Vehicle:
         backend.register(VIN, specs)
         for ecu in self.ecus.values():
             store = AtomicStore(ecu.directory / "state")
+            full = ecu.mode == "full"
             SecondaryAgent.provision_state(
-                store, backend.director_root(DER), time=int(now.timestamp())
+                store,
+                backend.director_root(DER),
+                image_root=backend.image_root(DER) if full else None,
+                time=int(now.timestamp()),
             )
             self.boot(ecu.serial)
 
@@ -434,7 +441,7 @@ class Vehicle:
         ecu = self.ecus[serial]
         if ecu.served is not None:
             ecu.served.close()
-        ecu.agent, ecu.served = boot_agent(serial, ecu.hardware_id, ecu.directory)
+        ecu.agent, ecu.served = boot_agent(serial, ecu.hardware_id, ecu.directory, ecu.mode)
         return ecu.agent
 
     def unplug(self, serial: str) -> None:
@@ -467,7 +474,7 @@ class Vehicle:
 
 
 def boot_agent(
-    serial: str, hardware_id: str, directory: Path
+    serial: str, hardware_id: str, directory: Path, mode: str = "partial"
 ) -> tuple[SecondaryAgent, InProcessSecondary]:
     """A Secondary agent rebuilt from ``directory`` (key, state, flash) and served on the
     in-process link named ``serial``."""
@@ -477,7 +484,7 @@ def boot_agent(
         key=PrivateKey.from_pem((directory / "key.pem").read_bytes()),
         store=AtomicStore(directory / "state"),
         flash=Flash(directory / "flash", 1 << 20),
-        mode="partial",
+        mode=mode,
         vehicle_id=VIN,
         encoding=DER,
     )

@@ -200,3 +200,23 @@ def test_5_4_slow_retrieval_is_aborted_reported_and_resumed(tmp_path, now):
         assert "slow-retrieval" in vvm.attack
         primary_report = next(r for r in vvm.reports if r.signed.ecu_id == PRIMARY_ID)
         assert "slow-retrieval" in (primary_report.signed.attack or "")
+
+
+def test_5_4_2_full_verification_secondary_gets_every_file_partial_gets_director_targets(
+    tmp_path, now
+):
+    """§5.4.2 step 6: a partial Secondary gets at least the Director targets, a full one
+    every role of both repositories (in the DER it reads) and the map file; both install."""
+    modes = {"brk-1": "partial", "tcu-1": "full"}
+    with backend_and_vehicle(tmp_path, now, modes=modes) as (backend, car):
+        backend.assign(VIN, [("brk-1", BRAKES), ("tcu-1", "tcu/tcu-5.bin")])
+        result = car.cycle()
+        assert result.error is None, result.error
+        assert result.installed == {"brk-1": BRAKES, "tcu-1": "tcu/tcu-5.bin"}, "\n".join(car.lines)
+        text = "\n".join(car.lines)
+        assert "brk-1: sending time and 1 metadata file(s)" in text
+        assert "tcu-1: sending time and 7 metadata file(s)" in text
+        # the full Secondary now trusts both repositories' metadata, verified by itself
+        trusted = car.ecus["tcu-1"].agent._trusted
+        assert set(trusted["image"]) >= {"root", "timestamp", "snapshot", "targets"}
+        assert car.installed("tcu-1") == "tcu/tcu-5.bin"
