@@ -53,6 +53,9 @@ VIN_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 ECU_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 HWID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
+ADMIN, VIEWER = "admin", "viewer"
+ROLES = (ADMIN, VIEWER)
+
 DEFAULT_EXPIRY_DAYS = {"targets": 30.0, "snapshot": 7.0, "timestamp": 1.0}
 
 
@@ -113,6 +116,8 @@ class Config:
     max_body_bytes: int = 1024 * 1024
     report_skew_seconds: int = 300
     cache_seconds: float = 2.0
+    #: further API tokens: SHA-256 -> role ("admin" or "viewer", read-only)
+    tokens: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> Config:
@@ -239,9 +244,28 @@ class Director:
         return self._image_view
 
     def check_admin_token(self, token: str) -> bool:
+        return self.token_role(token) == ADMIN
+
+    def token_role(self, token: str) -> str | None:
+        """The role of an API token (``admin`` or ``viewer``), or None if unknown."""
         import hmac
 
-        return hmac.compare_digest(hash_token(token), self.config.admin_token_sha256)
+        digest = hash_token(token)
+        if hmac.compare_digest(digest, self.config.admin_token_sha256):
+            return ADMIN
+        for known, role in self.config.tokens.items():
+            if hmac.compare_digest(digest, known):
+                return role
+        return None
+
+    def add_token(self, role: str) -> str:
+        """Create an API token for ``role``; returns it (only its hash is stored)."""
+        if role not in ROLES:
+            raise Invalid(f"role must be one of {ROLES}")
+        token = secrets.token_urlsafe(32)
+        self.config.tokens[hash_token(token)] = role
+        self.config.save(self.dir / "director.json")
+        return token
 
     def dispose(self) -> None:
         self.engine.dispose()

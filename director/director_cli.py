@@ -55,9 +55,21 @@ def cmd_init(args: argparse.Namespace) -> int:
         offline_dir=off,
         db_url=args.db,
         scheme=args.scheme,
+        expiry_days={
+            "targets": args.targets_days,
+            "snapshot": args.snapshot_days,
+            "timestamp": args.timestamp_days,
+        },
     )
     print(f"created Director in {args.dir}; root key in {off}")
     print("admin API token (shown once, store it safely):")
+    print(token)
+    return 0
+
+
+def cmd_token_add(args: argparse.Namespace) -> int:
+    token = _director(args).add_token(args.role)
+    print(f"{args.role} API token (shown once, store it safely):")
     print(token)
     return 0
 
@@ -144,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--db", help="database URL (default: sqlite file DIR/inventory.db)")
     sp.add_argument("--offline-keys", help="root key directory (default DIR.offline-keys)")
     sp.add_argument("--scheme", choices=SCHEMES, default="ed25519")
+    sp.add_argument("--targets-days", type=float, default=30.0, help="targets expiry policy")
+    sp.add_argument("--snapshot-days", type=float, default=7.0, help="snapshot expiry policy")
+    sp.add_argument("--timestamp-days", type=float, default=1.0, help="timestamp expiry policy")
     sp = add(sub, "serve", cmd_serve, "run the HTTP service")
     sp.add_argument("--host", default="127.0.0.1")
     sp.add_argument("--port", type=int, default=8000)
@@ -169,6 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add(sub, "campaign", cmd_campaign, "assign an image to every ECU of a hardware id")
     sp.add_argument("hardware_id")
     sp.add_argument("target")
+    token = sub.add_parser("token", help="API tokens").add_subparsers(
+        dest="token_command", required=True
+    )
+    sp = add(token, "add", cmd_token_add, "create an API token (admin, or read-only viewer)")
+    sp.add_argument("--role", choices=["admin", "viewer"], default="viewer")
+
     sp = add(sub, "status", cmd_status, "fleet or vehicle status")
     sp.add_argument("vin", nargs="?")
     sp.add_argument("--state", choices=["pending", "in_flight", "installed", "failed", "cancelled"])

@@ -27,6 +27,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from director.director import (
+    ADMIN,
     Conflict,
     Director,
     EcuSpec,
@@ -117,13 +118,19 @@ def create_app(
 
     security = HTTPBearer(auto_error=False)
 
-    def admin(creds: HTTPAuthorizationCredentials | None = Depends(security)) -> None:
+    def caller(creds: HTTPAuthorizationCredentials | None = Depends(security)) -> str:
         if creds is None:
             raise HTTPException(
                 401, "bearer token required", headers={"WWW-Authenticate": "Bearer"}
             )
-        if not d.check_admin_token(creds.credentials):
+        role = d.token_role(creds.credentials)
+        if role is None:
             raise HTTPException(401, "unknown bearer token", headers={"WWW-Authenticate": "Bearer"})
+        return role
+
+    def admin(role: str = Depends(caller)) -> None:
+        if role != ADMIN:
+            raise HTTPException(403, f"a {role} token may not change anything")
 
     # --- vehicle-facing ---------------------------------------------------------------------
 
@@ -145,18 +152,19 @@ def create_app(
 
     # --- admin ------------------------------------------------------------------------------
 
-    guard = [Depends(admin)]
+    guard = [Depends(admin)]  # changes: admin tokens only
+    read = [Depends(caller)]  # reads: admin or viewer tokens
 
     @app.post("/api/vehicles", status_code=201, dependencies=guard, tags=["admin"])
     def register_vehicle(body: VehicleIn) -> Any:
         """Register a vehicle and its ECUs (exactly one primary)."""
         return d.register_vehicle(body.vin, [_spec(e, d) for e in body.ecus])
 
-    @app.get("/api/vehicles", dependencies=guard, tags=["admin"])
+    @app.get("/api/vehicles", dependencies=read, tags=["admin"])
     def list_vehicles() -> Any:
         return d.list_vehicles()
 
-    @app.get("/api/vehicles/{vin}", dependencies=guard, tags=["admin"])
+    @app.get("/api/vehicles/{vin}", dependencies=read, tags=["admin"])
     def vehicle_status(vin: str) -> Any:
         """ECUs, installed images, metadata versions, bundles, assignments, attacks."""
         return d.vehicle_status(vin)
@@ -172,7 +180,7 @@ def create_app(
         """Assign images to ECUs of one vehicle; they go out as one bundle."""
         return d.assign(vin, [(a.ecu, a.target) for a in body.assignments])
 
-    @app.get("/api/assignments", dependencies=guard, tags=["admin"])
+    @app.get("/api/assignments", dependencies=read, tags=["admin"])
     def list_assignments(vin: str | None = None, state: str | None = None) -> Any:
         return d.list_assignments(vin=vin, state=state)
 
@@ -186,7 +194,7 @@ def create_app(
         """Assign one image to every ECU of a hardware id across the fleet."""
         return d.campaign(body.hardware_id, body.target)
 
-    @app.get("/api/attacks", dependencies=guard, tags=["admin"])
+    @app.get("/api/attacks", dependencies=read, tags=["admin"])
     def attacks(vin: str | None = None) -> Any:
         """Attacks that ECUs reported in their version reports."""
         return d.list_attacks(vin=vin)

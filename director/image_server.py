@@ -59,9 +59,15 @@ class ImageService:
         self.targets_index: dict[str, Path] = {}
         self.rebuild_cache()
 
+    def _versions(self) -> tuple[object, ...]:
+        b = self.repo.builder
+        roles = tuple((r, b.role(r).version) for r in ["targets", *b.delegated])
+        return (len(b.root_history), b.timestamp.version, b.snapshot.version, roles)
+
     def rebuild_cache(self) -> None:
         """Swap in new caches of every signed file and of the image URL index."""
         b = self.repo.builder
+        self._cached_versions = self._versions()
         meta: dict[str, bytes] = dict(self.metadata)
         for enc in b.encodings:
             meta.update(b.versioned_files(enc))
@@ -101,8 +107,11 @@ class ImageService:
             now = self.clock()
             changed = self.repo.reload_if_changed(now)
             changed = self.repo.refresh(now) or changed
-            if changed:
+            # refresh() re-reads the directory too: an offline `sign` that lands between
+            # the two calls is loaded there without being reported as a change
+            if changed or self._versions() != self._cached_versions:
                 self.rebuild_cache()
+                changed = True
             return changed
 
     def role_of(self, token: str) -> str:

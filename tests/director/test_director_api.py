@@ -228,3 +228,31 @@ def test_5_4_4_7_director_finds_supplier_images_through_delegations(env):
     assert r.status_code == 201, r.text
     [a] = r.json()
     assert a["release_counter"] == SUPPLIER_IMAGE[3] and a["length"] == len(SUPPLIER_IMAGE[1])
+
+
+def test_read_only_token_gets_403_on_every_change(env):
+    v = _register(env, "VIN0001")
+    viewer = httpx.Client(
+        base_url=env["url"],
+        headers={"Authorization": f"Bearer {env['director'].add_token('viewer')}"},
+    )
+    assert viewer.get("/api/vehicles").status_code == 200
+    assert viewer.get("/api/vehicles/VIN0001").status_code == 200
+    assert viewer.get("/api/attacks").status_code == 200
+    before = env["c"].get("/api/vehicles/VIN0001").json()
+    other = make_vehicle("VIN0002")
+    changes = [
+        viewer.post("/api/vehicles", json=other.api_body()),
+        viewer.post(
+            "/api/vehicles/VIN0001/assignments",
+            json={"assignments": [{"ecu": f"{v.vin}-brk", "target": "brakes/fw-1.0.bin"}]},
+        ),
+        viewer.post(
+            "/api/campaigns", json={"hardware_id": "brk-v1", "target": "brakes/fw-1.0.bin"}
+        ),
+        viewer.delete("/api/assignments/1"),
+    ]
+    assert [r.status_code for r in changes] == [403, 403, 403, 403]
+    assert env["c"].get("/api/vehicles/VIN0001").json() == before
+    assert [x["vin"] for x in env["c"].get("/api/vehicles").json()] == ["VIN0001"]
+    viewer.close()

@@ -80,10 +80,20 @@ def test_cli_init_vehicle_assign_status(tmp_path: Path, capsys, now):
         image_dir / "metadata",
         "--image-root",
         image_dir / "metadata" / "1.root.json",
+        "--timestamp-days",
+        "0.5",
     )
     token = out.strip().splitlines()[-1]
     cfg = json.loads((d / "director.json").read_text())
     assert token not in json.dumps(cfg) and cfg["admin_token_sha256"]
+    assert cfg["expiry_days"] == {"targets": 30.0, "snapshot": 7.0, "timestamp": 0.5}
+    viewer = _run(capsys, "token", "add", d, "--role", "viewer").strip().splitlines()[-1]
+    probe = Director(d)
+    try:
+        assert probe.token_role(viewer) == "viewer" and probe.token_role(token) == "admin"
+        assert viewer not in (d / "director.json").read_text()
+    finally:
+        probe.dispose()
     assert (tmp_path / "director.offline-keys" / "root.pem").exists()
     assert not (d / "online-keys" / "root.pem").exists()
     keys = {}
