@@ -89,6 +89,9 @@ LAST_ERROR = "last-error"  # JSON {"code", "attack", "indicator"} or {} after a 
 #: errors about the conversation itself, not about what was sent: not an attack indicator
 _NOT_ATTACKS = (ProtocolViolation, LinkError)
 
+#: 9999-12-31T23:59:59Z: the latest time a report can carry
+_MAX_TIME = 253_402_300_799
+
 #: the image a blank ECU reports: zero bytes
 _EMPTY = InstalledImage("", 0, {"sha256": sha256(b"").hexdigest()})
 
@@ -376,6 +379,8 @@ class SecondaryAgent:
                 raise MalformedInput(f"PUT_TIME: unreadable time: {e}") from None
         else:
             seconds = int(time)
+        if seconds > _MAX_TIME:
+            raise MalformedInput(f"PUT_TIME: {seconds} is past the year 9999")
         if seconds > self._latest:
             self.store.write_json(TIME, {"latest": seconds})
             self._latest = seconds

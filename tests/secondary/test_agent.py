@@ -27,7 +27,7 @@ from hardware import bench
 from hardware.messages import Ack, PutImage
 from secondary.cli import main as secondary_main
 from secondary.config import ConfigError, SecondaryConfig
-from uptane.errors import ProtocolViolation, TargetNotFound
+from uptane.errors import MalformedInput, ProtocolViolation, TargetNotFound
 from uptane.keys import Key
 from uptane.limits import PRIMARY
 from uptane.manifest import check_report, decode_report
@@ -159,6 +159,8 @@ def test_time_never_goes_backwards(tmp_path: Path) -> None:
     client.put_time(int(later(5).timestamp()))
     client.put_time(int(later(1).timestamp()))
     assert agent.latest_time == later(5)
+    with pytest.raises(MalformedInput):
+        client.put_time(2**62)  # would make every later expiry check fail forever
     client.put_time(b"2026-04-01T00:00:00Z")
     assert agent.latest_time.isoformat().startswith("2026-04-01")
     reopened = open_agent(SecondaryConfig.load(agent_cfg_path(tmp_path)))
@@ -271,3 +273,23 @@ def test_bench_install_and_info_through_the_loopback(tmp_path: Path) -> None:
 def test_progress_line_format() -> None:
     line = bench.format_progress(512 * 1024, 1024 * 1024, 6.0)
     assert line == "[##########..........] 512.0 KiB/1.0 MiB 85.3 KiB/s ETA 6s"
+
+
+def test_config_round_trip_and_refusals(tmp_path: Path) -> None:
+    cfg = provision_ecu(tmp_path, Director(), port="/dev/ttyUSB3")
+    text = cfg.path.read_text()
+    assert 'port = "/dev/ttyUSB3"' in text and 'state_dir = "state"' in text
+    again = SecondaryConfig.load(cfg.path)
+    assert again.state_dir == cfg.state_dir and again.link.port == "/dev/ttyUSB3"
+    assert again.limits == again.limits.constrained() and again.auto_confirm
+    for bad in ('mode = "half"', 'confirm = "sometimes"', 'limits = "huge"'):
+        key = bad.split(" ")[0]
+        broken = "\n".join(
+            bad if line.startswith(key + " ") else line for line in text.splitlines()
+        )
+        (tmp_path / "bad.toml").write_text(broken)
+        with pytest.raises(ConfigError):
+            SecondaryConfig.load(tmp_path / "bad.toml")
+    (tmp_path / "bad.toml").write_text("[ecu]\nserial = 3\n")
+    with pytest.raises(ConfigError):
+        SecondaryConfig.load(tmp_path / "bad.toml")
