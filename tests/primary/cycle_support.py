@@ -14,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
+import select
 import socket
 import threading
 import time
@@ -371,8 +373,8 @@ hardware_id = "{hw}"
 public_key = "keys/{serial}.pub"
 mode = "{mode}"
 encoding = "der"
-link = {{ type = "inprocess", name = "{serial}" }}
-timeout = 0.25
+link = {link}
+timeout = {timeout}
 retries = 1
 """
 
@@ -390,7 +392,10 @@ class Vehicle:
         read_timeout: float = 5.0,
         min_speed: float | None = None,
         modes: dict[str, str] | None = None,
+        links: dict[str, str] | None = None,
     ) -> None:
+        """``links`` maps a Secondary to the TOML of its link (default: in-process, booted
+        here); the test serves a Secondary it links otherwise."""
         self.root = root
         self.backend = backend
         self.time = FixedTime(now)
@@ -414,7 +419,14 @@ class Vehicle:
             key = PrivateKey.generate()
             (root / "keys" / f"{serial}.pub").write_text(json.dumps(key.key.to_dict()))
             mode = (modes or {}).get(serial, "partial")
-            text += SECONDARY.format(serial=serial, hw=hw, mode=mode)
+            link = (links or {}).get(serial)
+            text += SECONDARY.format(
+                serial=serial,
+                hw=hw,
+                mode=mode,
+                link=link or f'{{ type = "inprocess", name = "{serial}" }}',
+                timeout=0.25 if link is None else 2.0,
+            )
             self.ecus[serial] = Ecu(serial, hw, key, root / "ecus" / serial, mode=mode)
             (root / "ecus" / serial).mkdir(parents=True)
             (root / "ecus" / serial / "key.pem").write_bytes(key.to_pem())
@@ -434,7 +446,8 @@ class Vehicle:
                 image_root=backend.image_root(DER) if full else None,
                 time=int(now.timestamp()),
             )
-            self.boot(ecu.serial)
+            if ecu.serial not in (links or {}):
+                self.boot(ecu.serial)
 
     def boot(self, serial: str) -> SecondaryAgent:
         """(Re)start one Secondary from its files and serve it on its in-process link."""
@@ -460,6 +473,10 @@ class Vehicle:
     def cycle(self) -> Any:
         return self.primary().run_cycle()
 
+    def attach(self, serial: str, agent: SecondaryAgent) -> None:
+        """A Secondary the test serves on a link of its own."""
+        self.ecus[serial].agent = agent
+
     def installed(self, serial: str) -> str | None:
         """What the Secondary's boot record says it runs."""
         ecu = self.ecus[serial]
@@ -473,11 +490,10 @@ class Vehicle:
                 ecu.served.close()
 
 
-def boot_agent(
+def make_agent(
     serial: str, hardware_id: str, directory: Path, mode: str = "partial"
-) -> tuple[SecondaryAgent, InProcessSecondary]:
-    """A Secondary agent rebuilt from ``directory`` (key, state, flash) and served on the
-    in-process link named ``serial``."""
+) -> SecondaryAgent:
+    """A Secondary agent rebuilt from ``directory`` (key, state, flash), booted."""
     agent = SecondaryAgent(
         ecu_serial=serial,
         hardware_id=hardware_id,
@@ -489,7 +505,50 @@ def boot_agent(
         encoding=DER,
     )
     agent.start()
+    return agent
+
+
+def boot_agent(
+    serial: str, hardware_id: str, directory: Path, mode: str = "partial"
+) -> tuple[SecondaryAgent, InProcessSecondary]:
+    """:func:`make_agent`, served on the in-process link named ``serial``."""
+    agent = make_agent(serial, hardware_id, directory, mode)
     return agent, serve_inprocess(serial, agent, agent.limits)
+
+
+class FdPort:
+    """A pyserial-like port over a raw file descriptor (the master side of a pty)."""
+
+    def __init__(self, fd: int, timeout: float = 0.01) -> None:
+        import tty
+
+        tty.setraw(fd)
+        self.fd = fd
+        self.timeout = timeout
+
+    @property
+    def in_waiting(self) -> int:
+        r, _, _ = select.select([self.fd], [], [], 0)
+        return 1 if r else 0
+
+    def read(self, size: int = 1) -> bytes:
+        r, _, _ = select.select([self.fd], [], [], self.timeout)
+        if not r:
+            return b""
+        try:
+            return os.read(self.fd, max(size, 4096))
+        except OSError:
+            return b""
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view) :]
+        return len(data)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
 
 
 def sha256(data: bytes) -> str:
