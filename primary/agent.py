@@ -193,6 +193,12 @@ class Primary:
         ports = {s.serial: SecondaryPort(s, self.limits) for s in cfg.secondaries}
         try:
             self._cycle(record, result, ports)
+        except UptaneError as e:  # from storage or a peer, outside the steps' own handling
+            result.error = result.error or e
+            self.say(f"cycle stopped: {e}")
+        except Exception as e:  # an unattended agent keeps going; status shows the error
+            result.error = UptaneError(f"unexpected {type(e).__name__}: {e}")
+            self.say(f"cycle stopped by an unexpected error: {type(e).__name__}: {e}")
         finally:
             for p in ports.values():
                 p.close()

@@ -120,11 +120,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     primary = Primary(cfg, say=say)
     while True:
         say(f"--- update cycle for {cfg.vin} ---")
-        result = primary.run_cycle()
-        if result.error is not None:
-            say(f"cycle ended with an error: {result.error}")
-        if args.once:
-            return 0 if result.error is None else 1
+        try:
+            result = primary.run_cycle()
+        except Exception as e:  # e.g. the state directory became unwritable: try again later
+            if args.once:
+                raise
+            print(f"{PROG}: cycle failed: {e}", file=sys.stderr, flush=True)
+        else:
+            if result.error is not None:
+                say(f"cycle ended with an error: {result.error}")
+            else:
+                say("cycle complete")
+            if args.once:
+                return 0 if result.error is None else 1
         time.sleep(cfg.poll_interval)
 
 

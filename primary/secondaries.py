@@ -115,9 +115,16 @@ class InProcessSecondary:
 def serve_inprocess(
     name: str, handler: SecondaryHandler, limits: Limits, *, register: bool = True
 ) -> InProcessSecondary:
-    """Serve ``handler`` (e.g. a Secondary agent) on a new loopback link named ``name``."""
+    """Serve ``handler`` on a new loopback link named ``name``; a handler with an
+    ``endpoint(max_frame=...)`` method (a :class:`secondary.agent.SecondaryAgent`) serves
+    its own endpoint."""
     primary_end, secondary_end = loopback_pair()
-    endpoint = SecondaryEndpoint(handler, limits, max_frame=secondary_end.max_frame)
+    make = getattr(handler, "endpoint", None)
+    endpoint = (
+        make(max_frame=secondary_end.max_frame)
+        if callable(make)
+        else SecondaryEndpoint(handler, limits, max_frame=secondary_end.max_frame)
+    )
     stop = threading.Event()
     thread = threading.Thread(
         target=serve, args=(secondary_end, endpoint, stop), kwargs={"poll": 0.02}, daemon=True
@@ -152,12 +159,44 @@ def open_transport(cfg: SecondaryConfig, limits: Limits) -> MessageTransport:
 
             bus = can.Bus(channel=link.channel, interface=link.interface)
             assert link.tx_id is not None and link.rx_id is not None
-            return CanTransport(bus, txid=link.tx_id, rxid=link.rx_id, limits=limits)
+            try:
+                t = CanTransport(bus, txid=link.tx_id, rxid=link.rx_id, limits=limits)
+            except Exception:
+                bus.shutdown()
+                raise
+            return _BusOwner(t, bus)
     except LinkError:
         raise
     except Exception as e:  # a missing port, bus or driver: the Secondary is unreachable
         raise LinkError(f"cannot open {link.describe()}: {e}") from None
     raise LinkError(f"unknown link type {link.type!r}")
+
+
+class _BusOwner:
+    """A CAN transport together with the bus it was opened on: closing it closes both."""
+
+    def __init__(self, transport: MessageTransport, bus: Any) -> None:
+        self.transport = transport
+        self.bus = bus
+
+    @property
+    def max_frame(self) -> int:
+        return self.transport.max_frame
+
+    def negotiate(self, frame_size: int) -> None:
+        self.transport.negotiate(frame_size)
+
+    def send(self, message: bytes, timeout: float | None = None) -> None:
+        self.transport.send(message, timeout)
+
+    def recv(self, timeout: float) -> bytes | None:
+        return self.transport.recv(timeout)
+
+    def close(self) -> None:
+        try:
+            self.transport.close()
+        finally:
+            self.bus.shutdown()
 
 
 def open_link(cfg: SecondaryConfig, limits: Limits) -> LinkClient:
