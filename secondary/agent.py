@@ -312,6 +312,12 @@ class SecondaryAgent:
         return dict(self._last_error)
 
     @property
+    def trusted_root(self) -> bytes:
+        """The bytes of the Director root this ECU trusts now."""
+        root: bytes = self._trusted["director"]["root"]
+        return root
+
+    @property
     def trusted_targets(self) -> bytes | None:
         """The bytes of the Director targets this ECU trusts now."""
         return self._trusted["director"].get("targets")

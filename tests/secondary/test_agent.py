@@ -32,6 +32,7 @@ from uptane.keys import Key
 from uptane.limits import PRIMARY
 from uptane.manifest import check_report, decode_report
 from uptane.metadata import DER
+from uptane.trust import peek_version
 
 
 def public_key(cfg: SecondaryConfig) -> Key:
@@ -293,3 +294,30 @@ def test_config_round_trip_and_refusals(tmp_path: Path) -> None:
     (tmp_path / "bad.toml").write_text("[ecu]\nserial = 3\n")
     with pytest.raises(ConfigError):
         SecondaryConfig.load(tmp_path / "bad.toml")
+
+
+def test_5_4_4_1_director_root_rotation_is_applied_before_the_targets(tmp_path: Path) -> None:
+    from uptane.errors import ThresholdNotMet
+    from uptane.keys import PrivateKey
+
+    director = Director()
+    cfg = provision_ecu(tmp_path, director)
+    agent = open_agent(cfg)
+    new_key = PrivateKey.generate()
+    old = director.keys["targets"][0]
+    director.builder.rotate_keys("targets", [new_key], revoke=[old.keyid])
+    image = image_bytes("rotated", 5_000)
+    director.assign(image, "fw.bin", release_counter=1)
+    client = client_for(agent)
+    client.put_time(int(later(1).timestamp()))
+    # without the new root the new targets key is unknown: refused, nothing changes
+    with pytest.raises(ThresholdNotMet):
+        client.put_metadata("targets", DER, director.targets)
+    files = bench.load_metadata(director.write_dir(tmp_path / "meta"))
+    assert [(f.role, f.data[:0]) for f in files][:2] == [("root", b""), ("root", b"")]
+    (tmp_path / "fw.bin").write_bytes(image)
+    out = bench.install(client, files, tmp_path / "fw.bin", now=int(later(1).timestamp()))
+    assert out["installed"] == "fw.bin"
+    # the rotated root is what the ECU trusts now, also after a power cycle
+    again = open_agent(SecondaryConfig.load(cfg.path))
+    assert peek_version(again.trusted_root, PRIMARY, encoding=DER) == 2
