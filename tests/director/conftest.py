@@ -229,7 +229,7 @@ def env(tmp_path: Path, db_url: str, now, serve_app):
     image_dir = make_image_repo(tmp_path, now)
     director, token = make_director(tmp_path, image_dir, db_url, clock)
     url = serve_app(create_app(director=director))
-    client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"})
+    client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
     state = {
         "director": director,
         "token": token,

@@ -42,7 +42,9 @@ def test_5_4_4_2_vehicle_fully_verifies_what_the_director_assigns(
     token = Director.init(ddir, image_url, image_root, db_url=db_url, now=now)
     director = Director(ddir, clock=clock)
     director_url = serve_app(director_app(director=director))
-    admin = httpx.Client(base_url=director_url, headers={"Authorization": f"Bearer {token}"})
+    admin = httpx.Client(
+        base_url=director_url, headers={"Authorization": f"Bearer {token}"}, timeout=60
+    )
     v = make_vehicle("VIN0042")
     brk = f"{v.vin}-brk"
     assert admin.post("/api/vehicles", json=v.api_body()).status_code == 201

@@ -75,7 +75,7 @@ def test_5_3_1_supplier_upload_then_ngclient_downloads_from_the_service(
     repo, serve_app, tmp_path: Path, now
 ):
     base = serve_app(create_app(repo["dir"]))
-    with httpx.Client(base_url=base) as c:
+    with httpx.Client(base_url=base, timeout=60) as c:
         data = b"acme tcu 2.0" * 100
         r = c.put("/api/images/acme/tcu-2.0.bin", content=data, headers=_auth(repo["acme"]))
         assert r.status_code == 201, r.text
@@ -115,7 +115,7 @@ def _snapshot_state(c: httpx.Client, token: str) -> tuple[dict, bytes]:
 def test_5_3_1_uploads_outside_the_delegation_get_403_and_change_nothing(repo, serve_app, now):
     base = serve_app(create_app(repo["dir"]))
     key = repo["acme_key"]
-    with httpx.Client(base_url=base) as c:
+    with httpx.Client(base_url=base, timeout=60) as c:
         before = _snapshot_state(c, repo["admin"])
         v = before[0]["roles"]["acme"] + 1
         # image outside the delegated paths
@@ -151,7 +151,7 @@ def test_5_3_1_uploads_outside_the_delegation_get_403_and_change_nothing(repo, s
 
 def test_unauthenticated_writes_get_401(repo, serve_app):
     base = serve_app(create_app(repo["dir"]))
-    with httpx.Client(base_url=base) as c:
+    with httpx.Client(base_url=base, timeout=60) as c:
         assert c.put("/api/images/acme/x.bin", content=b"x").status_code == 401
         r = c.put("/api/images/acme/x.bin", content=b"x", headers=_auth("not-a-token"))
         assert r.status_code == 401
@@ -161,7 +161,7 @@ def test_unauthenticated_writes_get_401(repo, serve_app):
 
 def test_bad_input_gets_400_413_and_traversal_is_refused(repo, serve_app, now):
     base = serve_app(create_app(repo["dir"], max_image_upload=1024))
-    with httpx.Client(base_url=base) as c:
+    with httpx.Client(base_url=base, timeout=60) as c:
         h = _auth(repo["acme"])
         r = c.put("/api/metadata/acme.json", content=b"{not json", headers=h)
         assert r.status_code == 400 and "JSON" in r.json()["detail"]
@@ -217,7 +217,7 @@ def test_5_3_1_oem_uploads_offline_signed_top_level_targets(repo, serve_app, now
     targets_key = PrivateKey.from_pem(
         (default_offline_dir(repo["dir"]) / "targets.pem").read_bytes()
     )
-    with httpx.Client(base_url=base) as c:
+    with httpx.Client(base_url=base, timeout=60) as c:
         data = b"brakes 3.0" * 77
         r = c.put("/api/images/brakes/fw-3.0.bin", content=data, headers=admin)
         assert r.status_code == 201

@@ -31,6 +31,7 @@ def _post(env, vin: str, body: bytes, encoding: str = JSON) -> httpx.Response:
         f"{env['url']}/vehicles/{vin}/manifest",
         content=body,
         headers={"Content-Type": CT[encoding]},
+        timeout=60,
     )
 
 
@@ -256,7 +257,7 @@ def test_restart_mid_series_keeps_every_accepted_manifest_and_assignment(env, se
     env["director"] = d2
     env["url"] = serve_app(create_app(director=d2))
     env["c"] = httpx.Client(
-        base_url=env["url"], headers={"Authorization": f"Bearer {env['token']}"}
+        base_url=env["url"], headers={"Authorization": f"Bearer {env['token']}"}, timeout=60
     )
     assert _state(env, v.vin) == before
     assert before["manifests_accepted"] == 3

@@ -40,7 +40,7 @@ class Service:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while True:
             try:
                 if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
@@ -84,11 +84,17 @@ def test_director_killed_mid_series_keeps_everything_accepted(
     services.append(svc)
     v = make_vehicle("VIN0007")
     tcu, brk = f"{v.vin}-tcu", f"{v.vin}-brk"
-    assert httpx.post(f"{svc.url}/api/vehicles", json=v.api_body(), headers=auth).status_code == 201
+    assert (
+        httpx.post(
+            f"{svc.url}/api/vehicles", json=v.api_body(), headers=auth, timeout=60
+        ).status_code
+        == 201
+    )
     r = httpx.post(
         f"{svc.url}/api/vehicles/{v.vin}/assignments",
         json={"assignments": [{"ecu": brk, "target": "brakes/fw-1.0.bin"}]},
         headers=auth,
+        timeout=60,
     )
     assert r.status_code == 201
     nonces = [os.urandom(16) for _ in range(6)]
@@ -102,16 +108,17 @@ def test_director_killed_mid_series_keeps_everything_accepted(
             f"{url}/vehicles/{v.vin}/manifest",
             content=body,
             headers={"Content-Type": "application/json"},
+            timeout=60,
         )
 
     for i in range(3):
         assert send(svc.url, i).status_code == 200
-    before = httpx.get(f"{svc.url}/api/vehicles/{v.vin}", headers=auth).json()
+    before = httpx.get(f"{svc.url}/api/vehicles/{v.vin}", headers=auth, timeout=60).json()
     svc.kill()  # no shutdown: SIGKILL between two manifests of the series
 
     svc2 = Service(str(BIN / "uptane-director"), "serve", str(ddir))
     services.append(svc2)
-    after = httpx.get(f"{svc2.url}/api/vehicles/{v.vin}", headers=auth).json()
+    after = httpx.get(f"{svc2.url}/api/vehicles/{v.vin}", headers=auth, timeout=60).json()
     assert after["manifests_accepted"] == 3
     assert after["assignments"] == before["assignments"]
     assert after["ecus"] == before["ecus"]
@@ -119,7 +126,7 @@ def test_director_killed_mid_series_keeps_everything_accepted(
     assert send(svc2.url, 1).status_code == 409  # accepted before the kill: still a replay
     for i in range(3, 6):
         assert send(svc2.url, i).status_code == 200
-    final = httpx.get(f"{svc2.url}/api/vehicles/{v.vin}", headers=auth).json()
+    final = httpx.get(f"{svc2.url}/api/vehicles/{v.vin}", headers=auth, timeout=60).json()
     assert final["manifests_accepted"] == 6
 
 
