@@ -191,16 +191,17 @@ def info(client: LinkClient) -> dict[str, Any]:
     """What the ECU says about itself: HELLO, STATUS and a fresh signed report."""
     hello: HelloInfo = client.hello()
     st: Status = client.status()
-    report = client.get_report(secrets.token_bytes(16))
+    report = describe_report(client.get_report(secrets.token_bytes(16)))
     return {
         "ecu_serial": hello.ecu_serial,
         "hardware_id": hello.hardware_id,
         "mode": hello.mode,
         "slot_size": hello.slot_size,
+        "slot": report["signed"].get("slot"),
         "state": st.state,
         "installed": st.installed,
         "last_error_code": st.attack,
-        "report": describe_report(report),
+        "report": report,
     }
 
 

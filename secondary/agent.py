@@ -354,6 +354,11 @@ class SecondaryAgent:
             else _EMPTY
         )
         extra: dict[str, Any] = {"hardware_id": self.hardware_id}
+        booted = st.booted or (st.active if st.installed is not None else None)
+        if booted is not None:
+            extra["slot"] = booted
+        if st.trial is not None:
+            extra["trial_slot"] = st.trial
         last = st.last_result
         if last is not None:
             extra["install_result"] = {

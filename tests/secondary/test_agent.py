@@ -268,6 +268,7 @@ def test_bench_install_and_info_through_the_loopback(tmp_path: Path) -> None:
     assert lines[-1].startswith("[####################] 12.1 KiB/12.1 KiB")
     shown = bench.info(client_for(agent))
     assert shown["ecu_serial"] == ECU and shown["installed"] == "bench.bin"
+    assert shown["slot"] == "B" and shown["slot_size"] == 64 * 1024
     assert shown["report"]["signed"]["ecu_id"] == ECU
 
 
