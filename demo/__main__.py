@@ -1,8 +1,384 @@
-"""`make demo`: the in-process demonstration (see :mod:`demo.inprocess`)."""
+"""`make demo`: a real update across every part of the system, on this machine.
 
+In a temporary directory it creates an OEM setup (Image repository with offline and online
+keys, Director with an SQLite inventory), starts both as uvicorn services on 127.0.0.1 in
+their own processes, provisions a vehicle (a Primary, a Secondary on a serial pty in its own
+process, a Secondary on CAN), releases firmware the offline way, assigns it through the
+Director's admin API and runs the Primary's update cycles, then shows a man in the middle
+being refused. Every process it starts is stopped on the way out, also on Ctrl-C.
+
+    python -m demo [--keep]        # --keep: leave the work directory for a look around
+
+The no-network walkthrough of the core alone is ``python -m demo.inprocess``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import signal
 import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
 
-from demo.inprocess import main
+from demo.stack import (
+    CAN_ECU,
+    PRIMARY,
+    PROGRESS,
+    SERIAL_ECU,
+    VIN,
+    Cycle,
+    Image,
+    Stack,
+    StackError,
+    enter_private_netns,
+    firmware,
+    in_private_netns,
+    setup_netns_loopback,
+)
+
+BAR = 24
+#: the Primary's step lines shown during an update cycle, as (prefix in the line, label)
+KEEP = (
+    "report received",
+    "manifest sent",
+    "manifest refused",
+    "Director metadata verified",
+    "Image repository metadata verified",
+    "approved",
+    "downloaded",
+    "download of",
+    "sending time",
+    "resumed",
+    "installed",
+    "refused",
+    "unreachable",
+    "verification failed",
+    "report refused",
+)
+
+
+def kib(n: int) -> str:
+    return f"{n / 1024:.0f} KiB"
+
+
+@dataclass
+class Ecu:
+    """One row of the before/after table."""
+
+    serial: str
+    hardware_id: str
+    link: str
+    before: str = "-"
+    after: str = "-"
+    result: str = ""
+
+
+class Output:
+    """Short lines for people: numbered steps, ticks, progress bars drawn in place on a
+    terminal (one final bar per transfer otherwise)."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.tty = out.isatty()
+        self.n = 0
+        self._bar_open = False
+        self.t0 = time.monotonic()
+
+    def write(self, text: str) -> None:
+        if self._bar_open:
+            self.out.write("\n")
+            self._bar_open = False
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def step(self, title: str) -> None:
+        self.n += 1
+        self.write(f"\n{self.n}. {title}")
+
+    def ok(self, text: str) -> None:
+        self.write(f"   ✓ {text}")
+
+    def info(self, text: str) -> None:
+        self.write(f"     {text}")
+
+    def bad(self, text: str) -> None:
+        self.write(f"   ✗ {text}")
+
+    def bar(self, label: str, done: int, total: int) -> None:
+        frac = 1.0 if total <= 0 else min(1.0, done / total)
+        fill = int(frac * BAR)
+        line = (
+            f"     {label:<38} [{'#' * fill}{'.' * (BAR - fill)}] {frac * 100:3.0f}% "
+            f"{kib(done)}/{kib(total)}"
+        )
+        if self.tty:
+            self.out.write("\r" + line)
+            self._bar_open = done < total
+            if done >= total:
+                self.out.write("\n")
+        elif done >= total:
+            self.out.write(line + "\n")
+        self.out.flush()
+
+
+class Demo:
+    """One run: the steps below, in order, on a :class:`~demo.stack.Stack`."""
+
+    def __init__(self, stack: Stack, out: Output) -> None:
+        self.s = stack
+        self.o = out
+        self.keys: dict[str, Any] = {}
+        self.ecus = {
+            PRIMARY[0]: Ecu(PRIMARY[0], PRIMARY[1], "Primary"),
+            SERIAL_ECU[0]: Ecu(SERIAL_ECU[0], SERIAL_ECU[1], "serial"),
+            CAN_ECU[0]: Ecu(CAN_ECU[0], CAN_ECU[1], "CAN"),
+        }
+        self.images: dict[str, Image] = {}
+
+    # --- helpers ------------------------------------------------------------------------
+
+    def image(self, ecu: str, version: str, counter: int, size: int) -> Image:
+        short = ecu.split("-")[0]
+        hw = self.ecus[ecu].hardware_id
+        img = Image(
+            f"{short}/{short}-fw-{version}.bin", firmware(short, version, size), hw, counter
+        )
+        self.images[img.path] = img
+        return img
+
+    def show_line(self, line: str) -> None:
+        """One step line of the Primary, as people read it."""
+        m = PROGRESS.match(line)
+        if m:
+            kind, path, ecu, _pct, done, total = m.groups()
+            label = f"download {path}" if kind == "download" else f"send to {ecu} ({path})"
+            self.o.bar(label, int(done), int(total))
+            return
+        text = line.strip()
+        if not text or not any(k in text for k in KEEP):
+            return
+        if "refused" in text or "failed" in text or "stopped" in text:
+            self.o.bad(text)
+        elif "sending time" in text:
+            self.o.info(text.replace("sending time and", "sending the time and"))
+        else:
+            self.o.ok(text)
+
+    def cycle(self, title: str | None, *, quiet: bool = False) -> Cycle:
+        """One Primary run; step lines shown unless ``quiet``."""
+        if title:
+            self.o.step(title)
+        cycle = self.s.run_primary(None if quiet else self.show_line)
+        if cycle.returncode not in (0, 1):
+            raise StackError(f"the Primary exited with {cycle.returncode}:\n{cycle.text}")
+        return cycle
+
+    def runs(self) -> dict[str, str]:
+        """What each ECU runs, from its signed report in the last manifest (each report
+        checked with the key that ECU was registered with)."""
+        out = {}
+        for serial, body in self.s.checked_reports(self.keys).items():
+            name = body.installed.filename
+            rc = body.release_counter
+            out[serial] = "-" if not name else f"{name} (r{rc if rc is not None else 0})"
+        return out
+
+    # --- the steps ------------------------------------------------------------------------
+
+    def run(self) -> int:
+        o, s = self.o, self.s
+        where = (
+            "CAN frames cross processes on udp_multicast in a private network namespace"
+            if s.can == "udp"
+            else "no private network namespace here: the CAN Secondary runs on python-can's "
+            "virtual bus inside the vehicle process"
+        )
+        o.write("Uptane demo: a real OEM backend and a vehicle, all on 127.0.0.1")
+        o.write(f"work directory {s.work}")
+        o.write(where)
+
+        o.step("OEM setup")
+        s.create_image_repo()
+        o.ok(
+            "Image repository keys: root and targets offline "
+            f"({s.image_dir.name}.offline-keys), snapshot and timestamp online"
+        )
+        s.start_image_repo()
+        o.ok(f"uptane-image-repo serve: {s.image_url} (own process)")
+        s.create_director()
+        o.ok("Director keys: root offline; targets, snapshot, timestamp online")
+        s.start_director()
+        o.ok(f"uptane-director serve: {s.director_url} (own process, inventory in SQLite)")
+
+        o.step(f"Vehicle {VIN}")
+        self.keys = s.provision_vehicle()
+        s.start_secondaries()
+        assert s.wire is not None
+        o.ok(
+            f"{SERIAL_ECU[0]} ({SERIAL_ECU[1]}): Secondary on a serial line "
+            f"{s.wire.primary_end} <-> {s.wire.secondary_end}, own process"
+        )
+        can_where = "own process" if s.can == "udp" else "in the vehicle process"
+        o.ok(f"{CAN_ECU[0]} ({CAN_ECU[1]}): Secondary on CAN, ISO-TP, {can_where}")
+        o.ok(f"{PRIMARY[0]} ({PRIMARY[1]}): Primary, trusts both repositories' roots")
+        o.ok("vehicle and its 3 ECU keys registered: POST /api/vehicles")
+
+        o.step("Factory software (the first update cycle, quietly)")
+        factory = [
+            self.image(SERIAL_ECU[0], "1.0", 1, 128 * 1024),
+            self.image(CAN_ECU[0], "1.0", 1, 32 * 1024),
+        ]
+        s.release(factory)
+        s.assign({SERIAL_ECU[0]: factory[0].path, CAN_ECU[0]: factory[1].path})
+        first = self.cycle(None, quiet=True)
+        if first.returncode != 0:
+            raise StackError(f"the factory cycle failed:\n{first.text}")
+        for line in first.lines:
+            if ": installed " in line:
+                o.ok(line.strip())
+
+        o.step("Release 2.0, signed the offline way, assigned through the admin API")
+        update = [
+            self.image(SERIAL_ECU[0], "2.0", 2, 256 * 1024),
+            self.image(CAN_ECU[0], "2.0", 2, 64 * 1024),
+        ]
+        version = s.release(update)
+        for img in update:
+            o.ok(
+                f"uptane-image-repo add-target {img.path} ({kib(len(img.data))}, "
+                f"{img.hardware_id}, release counter {img.release_counter})"
+            )
+        o.ok(f"uptane-image-repo sign: targets v{version} with the offline key; published")
+        s.assign({SERIAL_ECU[0]: update[0].path, CAN_ECU[0]: update[1].path})
+        o.ok(f"POST /api/vehicles/{VIN}/assignments: {len(update)} assignments, one bundle")
+
+        # the manifest of this cycle reports 1.0 (the factory bundle is confirmed), the
+        # Director then signs the 2.0 bundle for the vehicle
+        cycle = self.cycle("Update cycle (the Primary, §5.4.2)")
+        before = self.runs()
+        if cycle.returncode != 0:
+            raise StackError(f"the update cycle failed:\n{cycle.text}")
+
+        o.step("Reports returned: the next manifest")
+        self.cycle(None, quiet=True)
+        after = self.runs()
+        for serial in self.s.checked_reports(self.keys):
+            o.ok(f"{serial}: signed report verifies with its registered key")
+        status = s.status()
+        for a in status["assignments"]:
+            if a["target"] in {i.path for i in update}:
+                o.ok(f"Director: {a['ecu']} <- {a['target']}: {a['state']}")
+                self.ecus[a["ecu"]].result = (
+                    "verified, installed, confirmed" if a["state"] == "installed" else a["state"]
+                )
+        self.ecus[PRIMARY[0]].result = "nothing assigned"
+        for serial, e in self.ecus.items():
+            e.before, e.after = before.get(serial, "-"), after.get(serial, "-")
+        self.table()
+
+        self.attack(after)
+        return 0
+
+    def table(self) -> None:
+        o = self.o
+        o.step("Before and after")
+        rows = [("ECU", "link", "before", "after", "result")]
+        rows += [(e.serial, e.link, e.before, e.after, e.result) for e in self.ecus.values()]
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        for i, r in enumerate(rows):
+            o.write("   " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+            if i == 0:
+                o.write("   " + "  ".join("-" * w for w in widths))
+
+    def attack(self, runs: dict[str, str]) -> None:
+        from primary.cli import status_dict
+        from primary.config import load_config
+        from uptane.errors import error_from_code
+
+        o, s = self.o, self.s
+        o.step("Attack: a man in the middle swaps an image")
+        img = self.image(CAN_ECU[0], "3.0", 3, 64 * 1024)
+        s.release([img])
+        s.assign({CAN_ECU[0]: img.path})
+        o.ok(f"release {img.path} (release counter 3), assigned to {CAN_ECU[0]}")
+        assert s.image_mitm is not None
+        s.image_mitm.swap_images = True
+        o.info("the vehicle's traffic to the Image repository now passes a hostile proxy:")
+        o.info("it serves every image with the same length and other bytes")
+        cycle = self.cycle(None, quiet=True)
+        state = status_dict(load_config(s.primary_config_path))
+        seen = state["attacks_to_report"]
+        if not seen or cycle.returncode == 0:
+            raise StackError(f"the swapped image was not refused:\n{cycle.text}")
+        a = seen[-1]
+        name = type(error_from_code(int(a["code"]))).__name__
+        o.bad(f"REFUSED by the Primary: {name} ({a['attack']}) at {a['where']}")
+        message = str(a["message"])
+        prefix = f"{a['attack']}: "
+        o.info(message[len(prefix) :] if message.startswith(prefix) else message)
+        # the next manifest tells the Director, with every ECU's report of what it runs
+        self.cycle(None, quiet=True)
+        now = self.runs()
+        o.ok(f"{CAN_ECU[0]} keeps {now[CAN_ECU[0]]} (its signed report)")
+        status = s.status()
+        if status.get("attacks"):
+            last = status["attacks"][-1]
+            kind = str(last["attack"]).split(":", 1)[0]
+            o.ok(f"the Director recorded it from {last['ecu']}'s manifest: {kind}")
+        for a in status["assignments"]:
+            if a["target"] == img.path:
+                o.ok(f"Director: {a['ecu']} <- {a['target']}: {a['state']} (not installed)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__)
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = parser.parse_args(argv)
+    # CAN across processes needs a private network namespace: re-run inside one when the
+    # machine allows it (does not return then); inside, loopback must carry multicast
+    enter_private_netns([sys.executable, "-m", "demo", *(argv or sys.argv[1:])])
+    if in_private_netns() and not setup_netns_loopback():
+        print("demo: no usable loopback in the network namespace", file=sys.stderr)
+        return 2
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="replace")
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    out = Output(sys.stdout)
+    work = Path(tempfile.mkdtemp(prefix="uptane-demo-"))
+    stack = Stack(work)
+    ok = False
+    try:
+        code = Demo(stack, out).run()
+        ok = code == 0
+    except KeyboardInterrupt:
+        out.write("\ninterrupted")
+        code = 130
+    except (StackError, OSError) as e:
+        out.write(f"\ndemo failed: {e}")
+        code = 1
+    finally:
+        stack.close()
+    if not ok and code != 130:
+        out.write("logs of the parts:")
+        for log in stack.logs():
+            out.write(f"  {log}")
+    elapsed = time.monotonic() - out.t0
+    if ok:
+        out.write(f"\nevery process stopped; done in {elapsed:.0f}s")
+    if ok and not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    elif ok:
+        out.write(f"work directory kept: {work}")
+    return code
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -319,3 +319,7 @@ def main(out: TextIO | None = None) -> int:
     except UptaneError as e:
         stream.write(f"\nunexpected refusal: {e}\n")
         return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -59,6 +59,10 @@ NETNS_ENV = "UPTANE_DEMO_NETNS"
 PROGRESS = re.compile(r"^\s*(download|send) (\S+)(?: to (\S+))?:\s*(\d+)% \((\d+)/(\d+) bytes\)")
 
 
+#: no proxy from the environment: every request here goes to 127.0.0.1
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 class StackError(RuntimeError):
     """A part did not start or answer; the message names its log file."""
 
@@ -288,12 +292,27 @@ class _MitmHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass
 
+    def do_POST(self) -> None:
+        srv: Any = self.server
+        n = int(self.headers.get("Content-Length", "0") or 0)
+        body = self.rfile.read(min(n, 16 << 20))
+        ctype = self.headers.get("Content-Type", "application/octet-stream")
+        self._relay(
+            urllib.request.Request(
+                srv.upstream + self.path, data=body, method="POST", headers={"Content-Type": ctype}
+            ),
+            posted=body,
+        )
+
     def do_GET(self) -> None:
         srv: Any = self.server
         headers = {k: v for k, v in self.headers.items() if k.lower() in ("range", "accept")}
-        req = urllib.request.Request(srv.upstream + self.path, headers=headers)
+        self._relay(urllib.request.Request(srv.upstream + self.path, headers=headers))
+
+    def _relay(self, req: urllib.request.Request, posted: bytes | None = None) -> None:
+        srv: Any = self.server
         try:
-            with urllib.request.urlopen(req, timeout=30) as r:
+            with _OPENER.open(req, timeout=30) as r:
                 status, body, rh = r.status, r.read(), r.headers
         except urllib.error.HTTPError as e:
             status, body, rh = e.code, e.read(), e.headers
@@ -302,6 +321,8 @@ class _MitmHandler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
+        if posted is not None:
+            srv.posts.append((self.path, status, posted))
         if status in (200, 206) and self.path.startswith("/targets/") and srv.swap_images:
             # same length, other bytes: what a compromised mirror would serve
             body = bytes(x ^ 0x5A for x in body)
@@ -325,7 +346,8 @@ class _QuietServer(ThreadingHTTPServer):
 
 class Mitm:
     """An HTTP proxy on 127.0.0.1 in front of ``upstream``: faithful until ``swap_images``
-    is set, then every image it relays has other bytes of the same length."""
+    is set, then every image it relays has other bytes of the same length. It keeps what
+    was POSTed through it (``posts``: path, status, body), e.g. vehicle version manifests."""
 
     def __init__(self, upstream: str) -> None:
         self.httpd = _QuietServer(("127.0.0.1", 0), _MitmHandler)
@@ -333,6 +355,7 @@ class Mitm:
         h.upstream = upstream
         h.swap_images = False
         h.swapped = []
+        h.posts = []
         self.thread = threading.Thread(
             target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
@@ -350,6 +373,10 @@ class Mitm:
     @property
     def swapped(self) -> list[str]:
         return self.httpd.swapped  # type: ignore[attr-defined]
+
+    @property
+    def posts(self) -> list[tuple[str, int, bytes]]:
+        return self.httpd.posts  # type: ignore[attr-defined]
 
     def close(self) -> None:
         self.httpd.shutdown()
@@ -370,7 +397,7 @@ def http_json(
         headers["Authorization"] = f"Bearer {token}"
     req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
+        with _OPENER.open(req, timeout=timeout) as r:
             return json.loads(r.read() or b"null")
     except urllib.error.HTTPError as e:
         raise StackError(f"{method} {url}: HTTP {e.code} {e.read()[:300]!r}") from None
@@ -379,7 +406,7 @@ def http_json(
 def _healthy(url: str) -> Callable[[], bool]:
     def ok() -> bool:
         try:
-            with urllib.request.urlopen(url + "/healthz", timeout=1) as r:
+            with _OPENER.open(url + "/healthz", timeout=1) as r:
                 return bool(r.status == 200)
         except OSError:
             return False
@@ -458,7 +485,8 @@ class Stack:
         self.image_token = ""
         self.director_token = ""
         self.wire: PtyWire | None = None
-        self.mitm: Mitm | None = None
+        self.image_mitm: Mitm | None = None
+        self.director_mitm: Mitm | None = None
         self.image_server: Child | None = None
         self.director_server: Child | None = None
         self.secondaries: dict[str, Child] = {}
@@ -478,9 +506,10 @@ class Stack:
         try:
             self.procs.stop_all()
         finally:
-            if self.mitm is not None:
-                self.mitm.close()
-                self.mitm = None
+            for m in (self.image_mitm, self.director_mitm):
+                if m is not None:
+                    m.close()
+            self.image_mitm = self.director_mitm = None
             if self.wire is not None:
                 self.wire.close()
                 self.wire = None
@@ -515,7 +544,7 @@ class Stack:
         )
         self.image_url = f"http://127.0.0.1:{port}"
         wait_until("Image repository", _healthy(self.image_url), self.image_server, 60)
-        self.mitm = Mitm(self.image_url)
+        self.image_mitm = Mitm(self.image_url)
 
     def release(self, images: list[Image]) -> int:
         """The release engineer's offline flow: ``add-target`` each image, then ``sign``
@@ -546,8 +575,13 @@ class Stack:
         version = int(re.search(r"version (\d+)", out).group(1))  # type: ignore[union-attr]
 
         def published() -> bool:
+            # what clients download: the served timestamp, once the service has re-read
+            # the repository (its status can show the new version a moment earlier)
             st = http_json("GET", self.image_url + "/api/status", token=self.image_token)
-            return int(st["roles"]["targets"]) >= version
+            ts = http_json("GET", self.image_url + "/metadata/timestamp.json")
+            return int(st["roles"]["targets"]) >= version and int(ts["signed"]["version"]) >= int(
+                st["timestamp"]
+            )
 
         wait_until("the signed release", published, self.image_server, 30)
         self.targets_version = version
@@ -588,6 +622,7 @@ class Stack:
         )
         self.director_url = f"http://127.0.0.1:{port}"
         wait_until("Director", _healthy(self.director_url), self.director_server, 60)
+        self.director_mitm = Mitm(self.director_url)
 
     def admin(self, method: str, path: str, body: Any = None) -> Any:
         """The Director's admin API, with the bearer token."""
@@ -662,7 +697,8 @@ class Stack:
         return self.vehicle_dir / "primary" / "primary.toml"
 
     def _primary_toml(self) -> str:
-        assert self.wire is not None and self.mitm is not None
+        assert self.wire is not None
+        assert self.image_mitm is not None and self.director_mitm is not None
         can_if = "udp_multicast" if self.can == "udp" else "virtual"
         return f"""# the demo vehicle's Primary (docs/primary.md)
 [vehicle]
@@ -674,10 +710,10 @@ hardware_id = "{PRIMARY[1]}"
 key_file = "keys/primary.pem"
 
 [director]
-url = "{self.director_url}"
+url = "{self.director_mitm.url}"
 
 [image_repository]
-url = "{self.mitm.url}"
+url = "{self.image_mitm.url}"
 
 [storage]
 dir = "state"
@@ -738,6 +774,37 @@ retries = 2
 
     def status(self) -> Any:
         return self.admin("GET", f"/api/vehicles/{VIN}")
+
+    def manifests(self) -> list[tuple[int, Any]]:
+        """Every vehicle version manifest the Primary posted (on its way to the Director):
+        the Director's HTTP status and the decoded signed manifest."""
+        from uptane.limits import Limits
+        from uptane.manifest import decode_vehicle_manifest
+        from uptane.metadata import DER, JSON
+
+        assert self.director_mitm is not None
+        out = []
+        for path, status, body in self.director_mitm.posts:
+            if path.endswith("/manifest"):
+                enc = JSON if body[:1] == b"{" else DER
+                out.append((status, decode_vehicle_manifest(body, Limits.primary(), enc)))
+        return out
+
+    def checked_reports(self, keys: dict[str, Any]) -> dict[str, Any]:
+        """The ECU version reports of the last manifest, each checked with the public key
+        that ECU was registered with (``keys``: serial -> TUF key dict); raises the core's
+        error naming the attack when one does not verify."""
+        from uptane.keys import Key
+        from uptane.limits import Limits
+        from uptane.manifest import check_report
+
+        _status, vvm = self.manifests()[-1]
+        out = {}
+        for report in vvm.signed.reports:
+            serial = report.signed.ecu_id
+            key = Key.from_dict(keys[serial], Limits.primary())
+            out[serial] = check_report(report, key, expected_ecu_id=serial)
+        return out
 
     # --- running the Primary ---------------------------------------------------------------------
 

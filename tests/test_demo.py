@@ -1,20 +1,89 @@
 """`make demo` runs `python -m demo`: it must exit 0, show the before/after table and show
-the man-in-the-middle attack being refused with its named error."""
+the man-in-the-middle attack being refused with its named error, and leave no process
+behind. `python -m demo.inprocess`, the no-network walkthrough, is checked the same way."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_demo_runs_and_shows_table_and_refused_attack():
+@pytest.mark.slow
+def test_make_demo_updates_both_secondaries_and_refuses_the_swapped_image():
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
         [sys.executable, "-m", "demo"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr
+    assert "Traceback" not in proc.stderr and not proc.stderr.strip(), proc.stderr
+    # each step of the cycle, in order
+    steps = [
+        "uptane-image-repo serve",
+        "uptane-director serve",
+        "vehicle and its 3 ECU keys registered",
+        "manifest sent",
+        "Director metadata verified",
+        "Image repository metadata verified",
+        "download brake/brake-fw-2.0.bin",
+        "send to brake-1",
+        "send to door-1",
+        "brake-1: installed brake/brake-fw-2.0.bin",
+        "signed report verifies",
+        "Before and after",
+        "REFUSED by the Primary: BadHash (arbitrary-software)",
+    ]
+    positions = [out.index(s) for s in steps]
+    assert positions == sorted(positions)
+    # the before/after table: both Secondaries moved from release 1 to release 2
+    for ecu, link, name in (("brake-1", "serial", "brake"), ("door-1", "CAN", "door")):
+        row = re.search(rf"^\s+{ecu}\s+{link}\s+(.*)$", out, re.M)
+        assert row, out
+        cells = re.split(r"\s{2,}", row.group(1).strip())
+        assert cells == [
+            f"{name}/{name}-fw-1.0.bin (r1)",
+            f"{name}/{name}-fw-2.0.bin (r2)",
+            "verified, installed, confirmed",
+        ], row.group(0)
+    assert out.count("<- ") >= 3 and ": installed" in out
+    # the attack changed nothing: the old image stays
+    assert "door-1 keeps door/door-fw-2.0.bin (r2)" in out
+    assert "every process stopped" in out
+    work = re.search(r"work directory (\S+)", out).group(1)
+    assert not Path(work).exists()  # removed after a successful run
+    assert not processes_naming(work), "the demo left processes running"
+
+
+def processes_naming(text: str) -> list[str]:
+    """Command lines of running processes that mention ``text``."""
+    found = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if text in cmd:
+                found.append(cmd)
+    return found
+
+
+def test_inprocess_demo_runs_and_shows_table_and_refused_attack():
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "demo.inprocess"],
         cwd=ROOT,
         env=env,
         capture_output=True,
