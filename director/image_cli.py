@@ -8,6 +8,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
+
 from director.image_repo import (
     Conflict,
     ImageRepository,
@@ -100,6 +102,27 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_supplier_release(args: argparse.Namespace) -> int:
+    from director.supplier import release
+    from uptane.keys import PrivateKey
+
+    token = Path(args.token_file).read_text().strip()
+    signer = PrivateKey.from_pem(Path(args.key).read_bytes())
+    result = release(
+        args.url,
+        token,
+        args.role,
+        signer,
+        args.path,
+        Path(args.file).read_bytes(),
+        args.hardware_id,
+        args.release_counter,
+        _now(),
+    )
+    print(f"{args.role} version {result['version']} lists {result['target']}")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -143,6 +166,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("rotate-root", cmd_rotate_root, "replace the root key", offline=True)
     sp.add_argument("--scheme", choices=SCHEMES, default="ed25519")
     add("status", cmd_status, "show versions and targets")
+    sp = sub.add_parser(
+        "supplier-release", help="(supplier) upload an image and sign the role's next version"
+    )
+    sp.add_argument("url", help="Image repository service base URL")
+    sp.add_argument("file")
+    sp.add_argument("--role", required=True)
+    sp.add_argument("--key", required=True, help="the role's private key (PEM)")
+    sp.add_argument("--token-file", required=True, help="file holding the role's upload token")
+    sp.add_argument("--path", required=True)
+    sp.add_argument("--hardware-id", action="append", required=True)
+    sp.add_argument("--release-counter", type=int, default=0)
+    sp.set_defaults(func=cmd_supplier_release)
     sp = add("serve", cmd_serve, "run the HTTP service")
     sp.add_argument("--host", default="127.0.0.1")
     sp.add_argument("--port", type=int, default=8001)
@@ -161,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         FileExistsError,
         FileNotFoundError,
         ValueError,
+        OSError,
+        httpx.HTTPError,
     ) as e:
         print(f"uptane-image-repo: {e}", file=sys.stderr)
         return 2

@@ -241,3 +241,26 @@ def test_5_3_1_oem_uploads_offline_signed_top_level_targets(repo, serve_app, now
         # the supplier's token cannot do the same
         r = c.put("/api/metadata/targets.json", content=md.to_bytes(), headers=_auth(repo["acme"]))
         assert r.status_code == 403
+
+
+def test_5_3_1_supplier_release_command_publishes_through_the_service(
+    repo, serve_app, tmp_path, now
+):
+    from director import image_cli
+
+    base = serve_app(create_app(repo["dir"]))
+    key_file = default_offline_dir(repo["dir"]) / "suppliers" / "acme.pem"
+    token_file = tmp_path / "acme.token"
+    token_file.write_text(repo["acme"])
+    fw = tmp_path / "gw.bin"
+    fw.write_bytes(b"acme gateway 8" * 64)
+    args = ["supplier-release", base, str(fw), "--role", "acme", "--key", str(key_file)]
+    args += ["--token-file", str(token_file), "--hardware-id", "acme-ecu"]
+    assert image_cli.main([*args, "--path", "acme/gw-8.bin", "--release-counter", "8"]) == 0
+    # outside the delegation: refused by the service, reported by the command
+    assert image_cli.main([*args, "--path", "brakes/gw-8.bin"]) == 2
+    with httpx.Client(base_url=base, timeout=60) as c:
+        v = c.get("/api/status", headers=_auth(repo["acme"])).json()["roles"]["acme"]
+        listed = json.loads(c.get(f"/metadata/{v}.acme.json").content)["signed"]["targets"]
+    assert list(listed) == ["acme/gw-8.bin"]
+    assert listed["acme/gw-8.bin"]["custom"]["releaseCounter"] == 8

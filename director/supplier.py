@@ -1,0 +1,78 @@
+"""The supplier's side of a delegation: upload an image to the Image repository service and
+sign the role's next targets metadata with the supplier's own key (§5.3.1).
+
+The supplier never needs the OEM's keys: it reads its role's current metadata from the
+public download, adds or replaces an entry, signs the next version in every encoding the
+repository publishes, and uploads each one with its role's token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+
+from uptane.keys import Signer
+from uptane.limits import Limits
+from uptane.metadata import DER, JSON, Metadata, TargetFile, Targets, decode
+from uptane.paths import check_target_path
+
+
+def release(
+    base_url: str,
+    token: str,
+    role: str,
+    signer: Signer,
+    path: str,
+    data: bytes,
+    hardware_ids: list[str],
+    release_counter: int,
+    now: datetime,
+    *,
+    expiry: timedelta = timedelta(days=90),
+    limits: Limits | None = None,
+    timeout: float = 60.0,
+) -> dict[str, Any]:
+    """Upload ``data`` as ``path`` and publish the next version of ``role`` listing it."""
+    check_target_path(path)
+    limits = limits or Limits.primary()
+    auth = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout) as c:
+        r = c.put(f"/api/images/{path}", content=data, headers=auth)
+        r.raise_for_status()
+        uploaded = r.json()
+        if uploaded["hashes"].get("sha256") != hashlib.sha256(data).hexdigest():
+            raise ValueError("the service stored different bytes")
+        ts = decode(c.get("/metadata/timestamp.json").content, limits, role_type="timestamp")
+        snap_v = ts.signed.snapshot_meta.version
+        snap = decode(
+            c.get(f"/metadata/{snap_v}.snapshot.json").content, limits, role_type="snapshot"
+        )
+        entry = snap.signed.role_meta(role)
+        if entry is None:
+            raise ValueError(f"the repository has no role {role!r}")
+        cur = decode(
+            c.get(f"/metadata/{entry.version}.{role}.json").content, limits, role_type="targets"
+        ).signed
+        assert isinstance(cur, Targets)
+        model = Targets(version=cur.version + 1, expires=(now + expiry).replace(microsecond=0))
+        model.targets = dict(cur.targets)
+        model.targets[path] = TargetFile(
+            path,
+            uploaded["length"],
+            uploaded["hashes"],
+            hardware_ids=list(hardware_ids),
+            release_counter=release_counter,
+        )
+        encodings = [DER, JSON] if c.get("/metadata/1.root.der").status_code == 200 else [JSON]
+        result: dict[str, Any] = {}
+        for enc in encodings:
+            md = Metadata(model, encoding=enc)
+            md.sign(signer)
+            r = c.put(f"/api/metadata/{role}.{enc}", content=md.to_bytes(), headers=auth)
+            if r.status_code >= 400:
+                raise ValueError(f"upload of {role}.{enc} refused: {r.status_code} {r.text}")
+            result = r.json()
+        return {**result, "target": path, "hashes": uploaded["hashes"]}
