@@ -15,7 +15,9 @@ then the Director/Image match for each ECU.
 
 Reference: the number of signature verifications the cycle performs (counted by wrapping
 :meth:`uptane.keys.Key.verify` in a separate pass) times the cost of one ed25519 verify of
-the Director's targets payload, both measured in this run. Goal: cycle ≤ 2 × that + 20 ms.
+the Director's targets payload, both measured in this run, interleaved. Goal: cycle ≤ 2 ×
+that + 20 ms. Both are CPU-bound with no I/O, so each counts its fastest sample (load
+from elsewhere only adds time); the medians are in the details.
 """
 
 from __future__ import annotations
@@ -158,8 +160,10 @@ def run(smoke: bool = False) -> list[Figure]:
         cycle = sc.prepared_cycle()
         cycles.append(timed(cycle))
         verify_costs.append(sc.one_verify_cost(3))
-    value = median(cycles)
-    one = median(verify_costs)
+    # CPU-bound and without I/O: load from the shared machine only adds time, so each side
+    # counts its least disturbed (fastest) sample; the medians are kept in the details
+    value = min(cycles)
+    one = min(verify_costs)
     reference = n_verify * one
     bound = 2 * reference + 0.020
     fig = Figure(
@@ -170,19 +174,22 @@ def run(smoke: bool = False) -> list[Figure]:
         reference=reference * 1e3,
         ratio=value / reference,
         met=value <= bound,
-        unit="ms per cycle (median)",
+        unit="ms per cycle (fastest)",
         reference_unit="ms = verifications × one ed25519 verify",
         notes=(
             f"{n_verify} signature verifications × {one * 1e6:.1f} µs; bound 2 × reference + "
             f"20 ms = {bound * 1e3:.2f} ms. Warm Primary, both repositories re-signed, "
             f"3 ECUs, Image repository of {n_targets} targets with 2 delegated roles; "
-            f"in-memory sources; {runs} cycles."
+            f"in-memory sources; {runs} cycles, fastest of each side (medians: cycle "
+            f"{median(cycles) * 1e3:.2f} ms, verify {median(verify_costs) * 1e6:.1f} µs)."
         ),
         details={
             "verifications": n_verify,
             "one_verify_us": round(one * 1e6, 2),
             "bound_ms": round(bound * 1e3, 3),
             "cycle_ms": [round(c * 1e3, 3) for c in cycles],
+            "median_cycle_ms": round(median(cycles) * 1e3, 3),
+            "median_one_verify_us": round(median(verify_costs) * 1e6, 2),
         },
     )
 
