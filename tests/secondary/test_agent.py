@@ -71,6 +71,11 @@ def test_5_4_1_provision_writes_key_root_state_and_config(tmp_path: Path, capsys
     agent = open_agent(cfg)
     assert agent.hello_info().ecu_serial == ECU
     assert agent.slots.status().installed is None
+    # a blank ECU reports, truly, that it runs nothing (an empty image), signed
+    report = decode_report(agent.report(b"first"), PRIMARY, DER)
+    body = check_report(report, public_key(cfg), expected_ecu_id=ECU, expected_nonce=b"first")
+    assert (body.installed.filename, body.installed.length) == ("", 0)
+    assert body.release_counter is None and body.attack is None
     # provisioning twice is refused unless forced
     args = ["provision", "--dir", str(tmp_path / "ecu"), "--ecu-serial", ECU, "--hardware-id"]
     again = secondary_main([*args, HW, "--director-root", str(tmp_path / "root.der")])
