@@ -327,3 +327,24 @@ def test_5_4_4_1_director_root_rotation_is_applied_before_the_targets(tmp_path: 
     # the rotated root is what the ECU trusts now, also after a power cycle
     again = open_agent(SecondaryConfig.load(cfg.path))
     assert peek_version(again.trusted_root, PRIMARY, encoding=DER) == 2
+
+
+def test_offline_for_months_recovers_on_the_next_cycle_without_a_manual_step(
+    tmp_path: Path,
+) -> None:
+    director = Director()
+    agent = open_agent(provision_ecu(tmp_path, director))
+    v1 = image_bytes("v1", 4_000)
+    director.assign(v1, "v1.bin", release_counter=1)
+    update(agent, director, v1, "v1.bin", now=later(1))
+    # 200 days offline: everything the ECU trusts has expired; the stale file is refused...
+    from uptane.errors import ExpiredMetadata
+
+    client = client_for(agent)
+    client.put_time(int(later(200).timestamp()))
+    with pytest.raises(ExpiredMetadata):
+        client.put_metadata("targets", DER, director.targets)
+    # ...and the Director's fresh metadata is taken on the next cycle
+    v2 = image_bytes("v2", 4_500)
+    director.assign(v2, "v2.bin", release_counter=2, now=later(199))
+    assert update(agent, director, v2, "v2.bin", now=later(200)).installed == "v2.bin"
