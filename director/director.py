@@ -14,6 +14,7 @@ by default, ``inventory.db``. The Director root key lives in ``DIR.offline-keys`
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import re
@@ -867,6 +868,68 @@ class Director:
             self._publish(conn, vid, vin, now, new_targets=[])
         return {"id": b.id, "state": final}
 
+    # --- keys ------------------------------------------------------------------------------
+
+    def rotate_key(
+        self, role: str, offline_dir: Path, now: datetime | None = None, *, scheme: str = ED25519
+    ) -> int:
+        """Replace the key of ``role`` (root, targets, snapshot or timestamp) with a new one
+        and sign the next Director root with the offline root key; for root, the new root is
+        signed by the old and the new root keys (§5.4.4.3). Every vehicle's metadata is then
+        re-signed with the current keys. Also the yearly way to renew the root's expiry.
+        Returns the new root version. Run it with the service stopped, or let the service
+        pick it up (:meth:`reload_keys`)."""
+        if role not in ("root", "targets", "snapshot", "timestamp"):
+            raise Invalid(f"unknown role {role!r}")
+        now = now or self.clock()
+        offline = FileKeySource(offline_dir)
+        old_root = offline.signers("root")
+        if not old_root:
+            raise PermissionError(f"the offline Director root key is needed ({offline_dir})")
+        current = decode(self.root_files[max(self.root_files)][JSON], self.limits, role_type="root")
+        signers: dict[str, list[Any]] = {"root": old_root, **self._signers()}
+        b = RepositoryBuilder("director", signers, now, encodings=self.encodings)
+        cur = current.signed
+        b.root.version = cur.version
+        b.root.keys = dict(cur.keys)
+        b.root.roles = {r: copy.deepcopy(e) for r, e in cur.roles.items()}
+        b.root.consistent_snapshot = cur.consistent_snapshot
+        new = generate(scheme)
+        b.rotate_keys(role, [new], revoke=list(cur.roles[role].keyids))
+        b.publish(now)
+        version = b.root.version
+        for enc, data in b.root_history[-1].items():
+            atomic_write(self.dir / "root" / f"{version}.root.{enc}", data)
+        if role == "root":
+            offline.replace("root", new)
+        else:
+            assert isinstance(self.keys, FileKeySource)
+            self.keys.replace(role, new)
+        self.reload_keys(force=True)
+        return version
+
+    def reload_keys(self, *, force: bool = False) -> bool:
+        """Pick up a root or key rotation made by another process; when one happened, every
+        vehicle's metadata is re-signed with the current keys."""
+        latest = max(
+            (int(p.name.split(".", 1)[0]) for p in (self.dir / "root").glob("*.root.json")),
+            default=0,
+        )
+        if not force and latest == max(self.root_files):
+            return False
+        self.root_files = self._load_root()
+        if isinstance(self.keys, FileKeySource):
+            self.keys = FileKeySource(self.keys.directory)
+        now = self.clock()
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(inv.vehicle_metadata.c.vin, inv.vehicle_metadata.c.vehicle_id)
+            ).all()
+        for vin, vid in rows:
+            with self.engine.begin() as conn:
+                self._publish(conn, vid, vin, now, resign_all=True)
+        return True
+
     # --- per-vehicle metadata ---------------------------------------------------------------
 
     def _signers(self) -> dict[str, list[Any]]:
@@ -883,10 +946,12 @@ class Director:
         now: datetime,
         *,
         new_targets: list[TargetFile] | None = None,
+        resign_all: bool = False,
     ) -> int:
         """Re-sign this vehicle's metadata in the current transaction: targets when
-        ``new_targets`` is given (or it nears expiry), snapshot when targets changed (or it
-        nears expiry), timestamp always. Versions continue from the stored ones."""
+        ``new_targets`` is given (or it nears expiry, or ``resign_all`` after a key
+        rotation), snapshot when targets changed (or it nears expiry), timestamp always.
+        Versions continue from the stored ones."""
         vm = inv.vehicle_metadata
         row = conn.execute(sa.select(vm).where(vm.c.vin == vin).with_for_update()).first()
         root = decode(self.root_files[max(self.root_files)][JSON], self.limits, role_type="root")
@@ -911,7 +976,9 @@ class Director:
             for enc in self.encodings:
                 b.files[enc]["targets"] = getattr(row, f"targets_{enc}")
                 b.files[enc]["snapshot"] = getattr(row, f"snapshot_{enc}")
-            if new_targets is None and stored.expires - now <= self._margin("targets"):
+            if new_targets is None and (
+                resign_all or stored.expires - now <= self._margin("targets")
+            ):
                 b.mark("targets")
             if datetime.fromtimestamp(row.snapshot_expires, UTC) - now <= self._margin("snapshot"):
                 b.mark("snapshot")

@@ -74,6 +74,13 @@ def cmd_token_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rotate_key(args: argparse.Namespace) -> int:
+    off = Path(args.offline_keys) if args.offline_keys else default_offline_dir(Path(args.dir))
+    version = _director(args).rotate_key(args.role, off, scheme=args.scheme)
+    print(f"Director root version {version}: new {args.role} key; vehicles re-signed")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -184,6 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add(sub, "campaign", cmd_campaign, "assign an image to every ECU of a hardware id")
     sp.add_argument("hardware_id")
     sp.add_argument("target")
+    sp = add(sub, "rotate-key", cmd_rotate_key, "new key for a role; next root signed offline")
+    sp.add_argument("role", choices=["root", "targets", "snapshot", "timestamp"])
+    sp.add_argument("--offline-keys", help="root key directory (default DIR.offline-keys)")
+    sp.add_argument("--scheme", choices=SCHEMES, default="ed25519")
+
     token = sub.add_parser("token", help="API tokens").add_subparsers(
         dest="token_command", required=True
     )
@@ -206,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         Invalid,
         NotFound,
         Unavailable,
+        PermissionError,
         FileExistsError,
         FileNotFoundError,
         ValueError,

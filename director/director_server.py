@@ -90,6 +90,8 @@ def create_app(
             while True:
                 await asyncio.sleep(refresh_interval)
                 with contextlib.suppress(Exception):
+                    await run_in_threadpool(d.reload_keys)
+                with contextlib.suppress(Exception):
                     await run_in_threadpool(d.refresh_expiring)
 
         task = asyncio.create_task(refresher())

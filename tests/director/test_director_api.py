@@ -256,3 +256,26 @@ def test_read_only_token_gets_403_on_every_change(env):
     assert env["c"].get("/api/vehicles/VIN0001").json() == before
     assert [x["vin"] for x in env["c"].get("/api/vehicles").json()] == ["VIN0001"]
     viewer.close()
+
+
+def test_5_4_4_3_director_key_rotation_is_followed_by_vehicles(env):
+    from director.director import default_offline_dir
+
+    v = _register(env, "VIN0001")
+    trust, src = _trust(env, "VIN0001")
+    trust.refresh(src, env["clock"]())
+    d = env["director"]
+    offline = default_offline_dir(d.dir)
+    assert d.rotate_key("root", offline) == 2
+    assert d.rotate_key("targets", offline) == 3
+    r = env["c"].post(
+        "/api/vehicles/VIN0001/assignments",
+        json={"assignments": [{"ecu": f"{v.vin}-brk", "target": "brakes/fw-1.0.bin"}]},
+    )
+    assert r.status_code == 201
+    result = trust.refresh(src, env["clock"]())
+    assert result.root_rotations == 2 and trust.root.signed.version == 3
+    assert "brakes/fw-1.0.bin" in trust.targets.signed.targets
+    new_targets_key = d.keys.signers("targets")[0].key.keyid
+    assert trust.root.signed.roles["targets"].keyids == [new_targets_key]
+    assert [s.keyid for s in trust.targets.signatures] == [new_targets_key]
