@@ -231,3 +231,24 @@ def test_an_attack_does_not_stop_a_later_genuine_update(ecu: Ecu) -> None:
     assert ecu.report_attack() is None
     assert ecu.agent.latest_time > NOW
     assert ecu.agent.ecu_serial == ECU
+
+
+def test_garbage_and_mutated_metadata_raise_only_named_errors(ecu: Ecu) -> None:
+    import random
+
+    rng = random.Random(5)
+    genuine = ecu.director.targets
+    before = snapshot(ecu.agent)
+    for i in range(60):
+        if i % 2:
+            data = bytearray(genuine)
+            for _ in range(rng.randrange(1, 4)):
+                data[rng.randrange(len(data))] = rng.randrange(256)
+            blob = bytes(data)
+        else:
+            blob = rng.randbytes(rng.randrange(1, 600))
+        if blob == genuine:
+            continue
+        with pytest.raises(UptaneError):
+            ecu.agent.put_metadata("director", "targets", DER, blob)
+        assert snapshot(ecu.agent) == before
