@@ -40,10 +40,11 @@ from datetime import UTC, datetime
 from hashlib import sha256
 from typing import Any
 
-from hardware.flash import Flash
+from hardware.flash import Flash, PowerCut
 from hardware.messages import Status
 from hardware.protocol import EcuInfo, SecondaryEndpoint
 from hardware.store import AtomicStore
+from secondary.config import SecondaryConfig
 from secondary.slots import InstallResult, SlotManager, SlotWriter
 from uptane.encoding import cbor
 from uptane.errors import (
@@ -139,7 +140,7 @@ class _MemorySource:
 class SecondaryAgent:
     """One Secondary ECU: its identity, trusted state, slots and the link handler methods.
 
-    Build it with :meth:`open` (from files) or directly; call :meth:`start` once (the
+    Build it with :meth:`from_config` (from files) or directly; call :meth:`start` once (the
     bootloader), then serve :meth:`endpoint` on a transport.
     """
 
@@ -206,7 +207,7 @@ class SecondaryAgent:
     # --- opening from files ---------------------------------------------------------------
 
     @classmethod
-    def from_config(cls, cfg: Any, *, fault: Any = None) -> SecondaryAgent:
+    def from_config(cls, cfg: SecondaryConfig, *, fault: PowerCut | None = None) -> SecondaryAgent:
         """The agent a :class:`secondary.config.SecondaryConfig` describes (file-backed
         flash and store; ``fault`` is a shared :class:`hardware.flash.PowerCut` for tests)."""
         key = PrivateKey.from_pem(cfg.key_file.read_bytes())
