@@ -124,3 +124,19 @@ def test_5_4_4_2_a_compromised_director_alone_cannot_install(tmp_path: Path, set
         send(tmp_path, director, image_repo, agent, evil, "fw/v1.bin")
     assert snapshot(agent) == before
     assert agent.last_error["attack"] == "arbitrary-software"
+
+
+def test_full_verification_state_survives_a_power_cycle(tmp_path: Path, setup) -> None:
+    director, image_repo, agent = setup
+    v1, v2 = image_bytes("full-v1", 10_000), image_bytes("full-v2", 12_000)
+    image_repo.add(v1, "fw/v1.bin", 1)
+    director.assign(v1, "fw/v1.bin", release_counter=1)
+    send(tmp_path, director, image_repo, agent, v1, "fw/v1.bin")
+    cfg = SecondaryConfig.load(tmp_path / "ecu" / "secondary.toml")
+    again = SecondaryAgent.from_config(cfg)
+    again.start()
+    assert again.trusted_targets == director.targets
+    image_repo.add(v2, "fw/v2.bin", 2)
+    director.assign(v2, "fw/v2.bin", release_counter=2)
+    out = send(tmp_path, director, image_repo, again, v2, "fw/v2.bin")
+    assert out["installed"] == "fw/v2.bin" and out["signed"]["release_counter"] == 2
