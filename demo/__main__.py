@@ -41,6 +41,8 @@ from demo.stack import (
 )
 
 BAR = 24
+#: the serial line's pace: about a 1 Mbit/s UART, so the transfer can be watched
+SERIAL_RATE = 100_000
 #: the Primary's step lines shown during an update cycle, as (prefix in the line, label)
 KEEP = (
     "report received",
@@ -112,7 +114,7 @@ class Output:
         frac = 1.0 if total <= 0 else min(1.0, done / total)
         fill = int(frac * BAR)
         line = (
-            f"     {label:<38} [{'#' * fill}{'.' * (BAR - fill)}] {frac * 100:3.0f}% "
+            f"     {label:<42} [{'#' * fill}{'.' * (BAR - fill)}] {frac * 100:3.0f}% "
             f"{kib(done)}/{kib(total)}"
         )
         if self.tty:
@@ -353,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_term)
     out = Output(sys.stdout)
     work = Path(tempfile.mkdtemp(prefix="uptane-demo-"))
-    stack = Stack(work)
+    stack = Stack(work, serial_rate=SERIAL_RATE)
     ok = False
     try:
         code = Demo(stack, out).run()

@@ -231,9 +231,11 @@ class PtyWire:
     the other's (``socat pty pty`` in a thread). Each end is a path pyserial opens; the
     wire outlives the processes at its ends, so a Primary can be killed and reopen it.
     Bytes that a full end cannot take are dropped, as on a real line; the link protocol
-    retransmits."""
+    retransmits. ``rate`` (bytes per second, both directions together) paces the wire
+    like a real line; None relays as fast as the ptys go."""
 
-    def __init__(self) -> None:
+    def __init__(self, rate: float | None = None) -> None:
+        self.rate = rate
         self._fds: list[int] = []
         pairs = [os.openpty(), os.openpty()]
         self.masters = [m for m, _ in pairs]
@@ -264,7 +266,7 @@ class PtyWire:
                 return
             for fd in ready:
                 try:
-                    data = os.read(fd, 65536)
+                    data = os.read(fd, 65536 if self.rate is None else 512)
                 except BlockingIOError:
                     continue
                 except OSError as e:
@@ -274,6 +276,8 @@ class PtyWire:
                     return
                 with contextlib.suppress(BlockingIOError, OSError):
                     os.write(other[fd], data)
+                if self.rate:
+                    time.sleep(len(data) / self.rate)
 
     def close(self) -> None:
         self._stop.set()
@@ -468,11 +472,14 @@ class Stack:
 
     ``can`` is ``"udp"`` (the CAN Secondary in its own process: only inside a private
     network namespace) or ``"virtual"`` (in the vehicle process), default by
-    :func:`in_private_netns`.
+    :func:`in_private_netns`. ``serial_rate`` paces the serial wire (bytes per second).
     """
 
-    def __init__(self, work: Path, *, can: str | None = None) -> None:
+    def __init__(
+        self, work: Path, *, can: str | None = None, serial_rate: float | None = None
+    ) -> None:
         self.work = work
+        self.serial_rate = serial_rate
         self.can = can or ("udp" if in_private_netns() else "virtual")
         if self.can not in ("udp", "virtual"):
             raise ValueError("can must be 'udp' or 'virtual'")
@@ -642,7 +649,7 @@ class Stack:
         from secondary.cli import provision as provision_secondary
         from secondary.config import LinkConfig
 
-        self.wire = PtyWire()
+        self.wire = PtyWire(self.serial_rate)
         keys_dir = self.vehicle_dir / "primary" / "keys"
         keys_dir.mkdir(parents=True, exist_ok=True)
         links = {
