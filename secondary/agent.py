@@ -399,6 +399,8 @@ class SecondaryAgent:
 
     def put_metadata(self, repository: str, role: str, encoding: str, data: bytes) -> None:
         """One complete metadata file; the Director's targets triggers verification."""
+        if self.mode == "partial" and (role == "map" or repository != self.director_name):
+            return  # a partial-verification Secondary needs only the Director's (§5.4.4.1)
         if role == "map":
             self._keep(("map", "map"), data)
             return
@@ -413,10 +415,9 @@ class SecondaryAgent:
             roots[peek_version(data, self.limits, encoding=self.encoding)] = bytes(data)
             return
         if self.mode == "partial":
-            if repository == self.director_name and role == "targets":
+            if role == "targets":
                 self._verify_partial(data)
-            # a partial-verification Secondary needs nothing else (§5.4.4.1)
-            return
+            return  # the Director's snapshot and timestamp: not needed (§5.4.4.1)
         self._keep((repository, role), data)
         if repository == self.director_name and role == "targets":
             self._verify_full()

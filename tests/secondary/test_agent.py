@@ -348,3 +348,18 @@ def test_offline_for_months_recovers_on_the_next_cycle_without_a_manual_step(
     v2 = image_bytes("v2", 4_500)
     director.assign(v2, "v2.bin", release_counter=2, now=later(199))
     assert update(agent, director, v2, "v2.bin", now=later(200)).installed == "v2.bin"
+
+
+def test_partial_secondary_ignores_what_partial_verification_does_not_use(
+    tmp_path: Path,
+) -> None:
+    director = Director()
+    agent = open_agent(provision_ecu(tmp_path, director))
+    client = client_for(agent)
+    before = agent.trusted_targets
+    files = director.builder.files[DER]
+    client.put_metadata("timestamp", DER, files["timestamp"])
+    client.put_metadata("snapshot", DER, files["snapshot"])
+    client.put_metadata("targets", DER, b"not even metadata", repository="image")
+    client.put_metadata("map", "json", b"{}", repository="director")
+    assert agent.trusted_targets == before and agent.last_error == {}
