@@ -375,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.monotonic() - out.t0
     if ok:
         out.write(f"\nevery process stopped; done in {elapsed:.0f}s")
-    if ok and not args.keep:
+    if (ok or code == 130) and not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     elif ok:
         out.write(f"work directory kept: {work}")
