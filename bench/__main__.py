@@ -124,6 +124,13 @@ def results_section(doc: dict[str, Any]) -> str:
     ]
     for f in figs:
         out.append(f"- `{f['name']}`: {f['notes']}")
+    broken = [(f, _breakdown(f)) for f in figs]
+    if any(lines for _, lines in broken):
+        out += ["", "### Breakdowns (generated)", ""]
+        for f, lines in broken:
+            if lines:
+                out.append(f"- `{f['name']}`:")
+                out += [f"  - {ln}" for ln in lines]
     profiled = [f for f in figs if f.get("details", {}).get("profile")]
     if profiled:
         out += ["", "### Profiles of the missed figures (generated)", ""]
@@ -131,6 +138,30 @@ def results_section(doc: dict[str, Any]) -> str:
             out += [f"`{f['name']}`:", "", "```", f["details"]["profile"], "```", ""]
     out.append(END)
     return "\n".join(out)
+
+
+#: ``details`` entries worth showing in the README (the rest stays in results.json)
+BREAKDOWNS = {
+    "ms_by_category_ours": "ms per run by category, ours (under cProfile)",
+    "ms_by_category_python_tuf": "ms per run by category, python-tuf (under cProfile)",
+    "fsyncs_per_run_ours": "fsync calls per run, ours",
+    "ratio_without_fsync": "ratio with os.fsync stubbed in ours (attribution only)",
+    "phase_peaks_kib": "peak KiB per phase",
+    "held_at_end": "largest blocks still traced at the end",
+    "ratio_by_chunk_bytes": "ratio by chunk size (bytes)",
+    "ms_per_manifest_by_category": "ms per manifest by category (under cProfile)",
+    "floor_requests_per_s": "requests/s with do-nothing handlers, same uvicorn and load",
+    "der_bytes_by_content": "DER bytes by what they carry",
+}
+
+
+def _breakdown(f: dict[str, Any]) -> list[str]:
+    d = f.get("details", {})
+    return [
+        f"{label}: {json.dumps(d[k], ensure_ascii=False)}"
+        for k, label in BREAKDOWNS.items()
+        if k in d
+    ]
 
 
 def update_readme(path: Path, section: str) -> None:
