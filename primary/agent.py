@@ -308,8 +308,22 @@ class Primary:
         if not _same_image(record.installed.get(serial), reported):
             record.installed[serial] = reported
 
+    def _own_slots(self) -> Any:
+        from hardware.flash import Flash
+        from secondary.slots import SlotManager
+
+        assert self.config.flash_dir is not None
+        return SlotManager(Flash(self.config.flash_dir, self.config.slot_size), limits=self.limits)
+
     def _own_report(self, record: CycleRecord, encoding: str) -> SignedManifest[EcuVersionReport]:
         cfg = self.config
+        if cfg.flash_dir is not None:
+            # what the Primary's own boot record says it runs is what it runs
+            info = self._own_slots().status().installed
+            if info is None:
+                record.installed.pop(cfg.ecu_serial, None)
+            elif not _same_image(record.installed.get(cfg.ecu_serial), info.to_target()):
+                record.installed[cfg.ecu_serial] = info.to_target()
         target = record.installed.get(cfg.ecu_serial)
         if target is not None:
             installed = InstalledImage.from_target(target)
@@ -418,7 +432,9 @@ class Primary:
             cfg.ecu_serial,
             cfg.ecus,
             installed_release_counters={
-                e: t.release_counter for e, t in record.installed.items() if t.release_counter
+                e: t.release_counter
+                for e, t in record.installed.items()
+                if t.release_counter is not None
             },
             installed_images=dict(record.installed),
         )
@@ -756,11 +772,8 @@ class Primary:
         if cfg.flash_dir is None:
             self._failed(record, result, p, UptaneError("this Primary has no slots configured"))
             return
-        from hardware.flash import Flash
-        from secondary.slots import SlotManager
-
         try:
-            slots = SlotManager(Flash(cfg.flash_dir, cfg.slot_size), limits=self.limits)
+            slots = self._own_slots()
             slots.boot()
             st = slots.status()
             if (

@@ -312,8 +312,10 @@ class Backend:
         self.director.assign(vin, items)
 
     def advance(self, delta: timedelta) -> None:
-        """Move the backend's clock; the services re-sign what expired when asked."""
+        """Move the backend's clock. The Director re-signs when asked; the Image repository
+        service re-signs on its refresher's tick, run here at once (no race with it)."""
         self.clock.advance(delta)
+        self.image_server.server.config.app.state.service.tick()
 
     def stop(self) -> None:
         for s in (self.image_proxy, self.director_proxy):
