@@ -20,6 +20,7 @@ error, and nothing here verifies anything.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import zlib
@@ -192,7 +193,7 @@ class Flash:
         # An orderly open: whatever the journals hold was either applied or undone by the
         # power loss that left them; a clean start treats the files as they are.
         for region in REGIONS:
-            self._journal_path(region).unlink(missing_ok=True)
+            _unlink(self._journal_path(region))
 
     # --- setup --------------------------------------------------------------------------
 
@@ -219,11 +220,21 @@ class Flash:
         """Simulate a reboot: a new device object that re-reads everything from the files."""
         return Flash(self.directory, fault=fault)
 
-    def _path(self, region: str) -> Path:
-        return self.directory / f"{region}.bin"
+    def _path(self, region: str) -> str:
+        # cached plain strings: building a Path per chunk made CPython's interned-string
+        # table grow with the image size (bench fig 3a)
+        cache = self.__dict__.setdefault("_path_cache", {})
+        p = cache.get(region)
+        if p is None:
+            p = cache[region] = os.fspath(self.directory / f"{region}.bin")
+        return p
 
-    def _journal_path(self, region: str) -> Path:
-        return self.directory / f"{region}.unsynced"
+    def _journal_path(self, region: str) -> str:
+        cache = self.__dict__.setdefault("_journal_cache", {})
+        p = cache.get(region)
+        if p is None:
+            p = cache[region] = os.fspath(self.directory / f"{region}.unsynced")
+        return p
 
     def size(self, region: str) -> int:
         """Size of a region in bytes."""
@@ -288,7 +299,7 @@ class Flash:
             self._power_loss()
         with open(self._path(region), "r+b") as f:
             os.fsync(f.fileno())
-        self._journal_path(region).unlink(missing_ok=True)
+        _unlink(self._journal_path(region))
 
     def _check_range(self, region: str, offset: int, length: int) -> None:
         self._check_region(region)
@@ -304,12 +315,12 @@ class Flash:
             for region in REGIONS:
                 self._undo_unsynced(region)
         for region in REGIONS:
-            self._journal_path(region).unlink(missing_ok=True)
+            _unlink(self._journal_path(region))
         raise PowerLoss(f"power cut at {self.fault.fired_at if self.fault else '?'}")
 
     def _undo_unsynced(self, region: str) -> None:
         jp = self._journal_path(region)
-        if not jp.exists():
+        if not os.path.exists(jp):
             return
         entries: list[tuple[int, int, int]] = []  # (offset, length, position in journal)
         with open(jp, "rb") as j:
@@ -379,6 +390,11 @@ class Flash:
         return BootRecord(
             record.active, record.trial, record.attempts, record.confirmed, record.data, seq
         )
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 def _fsync_dir(directory: Path) -> None:
