@@ -509,6 +509,10 @@ class Director:
                         hashes=json.dumps(tf.hashes, sort_keys=True),
                         hardware_id=ecu.hardware_id,
                         release_counter=tf.release_counter,
+                        image_custom=json.dumps(
+                            {"hardwareIds": tf.hardware_ids, "shallMatch": tf.shall_match},
+                            sort_keys=True,
+                        ),
                         state=inv.PENDING,
                         created_at=_ts(now),
                         updated_at=_ts(now),
@@ -663,12 +667,16 @@ class Director:
         for r in rows:
             tf = out.get(r.target_path)
             if tf is None:
+                # copied from the Image repository's entry: length, hashes, release counter,
+                # hardware ids and the SHALL-match section (§5.4.4.2 step 10.2)
+                custom = json.loads(r.image_custom or "{}")
                 tf = TargetFile(
                     r.target_path,
                     r.length,
                     json.loads(r.hashes),
-                    hardware_ids=[],
+                    hardware_ids=list(custom.get("hardwareIds") or []),
                     release_counter=r.release_counter,
+                    shall_match=custom.get("shallMatch"),
                 )
                 out[r.target_path] = tf
             tf.ecu_ids[r.serial] = r.hardware_id

@@ -205,6 +205,7 @@ class ImageRepository:
         release_counter: int | None,
         *,
         custom: dict[str, Any] | None = None,
+        shall_match: dict[str, Any] | None = None,
     ) -> TargetFile:
         """Store an image and stage its entry for the next offline ``sign``."""
         check_target_path(path)
@@ -220,6 +221,7 @@ class ImageRepository:
         )
         if custom:
             tf.custom_extra = dict(custom)
+        tf.shall_match = shall_match
         self.store_image(data)
         with dir_lock(self.paths.root):
             staged = read_json(self.paths.staged, [])

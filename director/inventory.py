@@ -113,6 +113,8 @@ assignments = sa.Table(
     sa.Column("hashes", sa.Text, nullable=False),
     sa.Column("hardware_id", sa.String(256), nullable=False),
     sa.Column("release_counter", sa.Integer),
+    # the Image repository's hardware ids and SHALL-match section, copied as they are (0003)
+    sa.Column("image_custom", sa.Text),
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("reason", sa.Text),
     sa.Column("created_at", sa.BigInteger, nullable=False),

@@ -28,6 +28,16 @@ IMAGES = {
 }
 
 
+#: an image for two kinds of hardware, with a SHALL-match section
+MULTI_HW_IMAGE = (
+    "gateway/gw-2.bin",
+    b"gateway two" * 50,
+    ["gw-a", "gw-b"],
+    2,
+    {"bootloader": "3.x"},
+)
+
+
 class Clock:
     """A settable clock the services read instead of the system time."""
 
@@ -47,6 +57,8 @@ def make_image_repo(root: Path, now: datetime) -> Path:
     repo = ImageRepository(d, now)
     for path, (data, hw, rc) in IMAGES.items():
         repo.stage_target(path, data, hw, rc)
+    path, data, hw, rc, shall = MULTI_HW_IMAGE
+    repo.stage_target(path, data, hw, rc, shall_match=shall)
     ImageRepository(d, now, offline_dir=default_offline_dir(d)).sign(now)
     return d
 

@@ -279,3 +279,25 @@ def test_5_4_4_3_director_key_rotation_is_followed_by_vehicles(env):
     new_targets_key = d.keys.signers("targets")[0].key.keyid
     assert trust.root.signed.roles["targets"].keyids == [new_targets_key]
     assert [s.keyid for s in trust.targets.signatures] == [new_targets_key]
+
+
+def test_5_4_4_2_director_entry_matches_the_image_entry_including_shall_match(env):
+    from uptane.verify import check_director_image_match
+
+    from .oem import MULTI_HW_IMAGE
+
+    _register(env, "VIN0001", {"VIN0001-tcu": "tcu-v5", "VIN0001-gw": "gw-b"})
+    path = MULTI_HW_IMAGE[0]
+    r = env["c"].post(
+        "/api/vehicles/VIN0001/assignments",
+        json={"assignments": [{"ecu": "VIN0001-gw", "target": path}]},
+    )
+    assert r.status_code == 201, r.text
+    trust, src = _trust(env, "VIN0001")
+    trust.refresh(src, env["clock"]())
+    director_tf = trust.targets.signed.targets[path]
+    image_tf = env["director"].image_view.lookup(path, "gw-b")
+    check_director_image_match(director_tf, image_tf)
+    assert director_tf.hardware_ids == ["gw-a", "gw-b"]
+    assert director_tf.shall_match == {"bootloader": "3.x"}
+    assert director_tf.ecu_ids == {"VIN0001-gw": "gw-b"}
