@@ -85,22 +85,24 @@ def netns_command() -> list[str] | None:
         return None
     if shutil.which("unshare") is None or shutil.which("ip") is None:
         return None
+    probe = " && ".join(" ".join(c) for c in _LOOPBACK)
     for prefix in (["unshare", "-n"], ["unshare", "-rn"]):
-        if _run_quiet([*prefix, "true"]):
+        if _run_quiet([*prefix, "sh", "-c", probe]):
             return prefix
     return None
 
 
+#: what makes a fresh namespace's loopback carry 127.0.0.1 and multicast
+_LOOPBACK = (
+    ["ip", "link", "set", "lo", "up"],
+    ["ip", "link", "set", "lo", "multicast", "on"],
+    ["ip", "route", "add", "224.0.0.0/4", "dev", "lo"],
+)
+
+
 def setup_netns_loopback() -> bool:
     """Inside a fresh namespace: loopback up, with multicast routed on it."""
-    return all(
-        _run_quiet(c)
-        for c in (
-            ["ip", "link", "set", "lo", "up"],
-            ["ip", "link", "set", "lo", "multicast", "on"],
-            ["ip", "route", "add", "224.0.0.0/4", "dev", "lo"],
-        )
-    )
+    return all(_run_quiet(c) for c in _LOOPBACK)
 
 
 def in_private_netns() -> bool:
