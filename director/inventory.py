@@ -166,12 +166,12 @@ def make_engine(url: str) -> Engine:
     return sa.create_engine(url, pool_pre_ping=True)
 
 
-def migrate(url: str) -> None:
-    """Create or upgrade the schema to the newest Alembic revision."""
+def migrate(url: str, revision: str = "head") -> None:
+    """Create or upgrade the schema to ``revision`` (the newest by default)."""
     from alembic import command
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    command.upgrade(cfg, "head")
+    command.upgrade(cfg, revision)

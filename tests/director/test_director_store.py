@@ -127,3 +127,18 @@ def test_cli_init_vehicle_assign_status(tmp_path: Path, capsys, now):
         assert svc.metadata_file("VIN42", "2.targets.json") is not None
     finally:
         svc.dispose()
+
+
+def test_upgrading_an_existing_database_keeps_its_rows(db_url: str):
+    inv.migrate(db_url, "0001")
+    engine = inv.make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(inv.vehicles.insert().values(vin="OLD1", created_at=1))
+        inv.migrate(db_url)
+        with engine.connect() as conn:
+            assert conn.execute(sa.select(inv.vehicles.c.vin)).scalars().all() == ["OLD1"]
+            cols = {c["name"] for c in sa.inspect(conn).get_columns("assignments")}
+        assert "image_custom" in cols
+    finally:
+        engine.dispose()
