@@ -9,6 +9,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-for folder in (ROOT, *(ROOT / "tests" / d for d in ("secondary", "uptane", "primary"))):
+for folder in (ROOT, *(ROOT / "tests" / d for d in ("secondary", "uptane", "primary", "hardware"))):
     if str(folder) not in sys.path:
         sys.path.append(str(folder))
