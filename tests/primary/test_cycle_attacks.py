@@ -13,7 +13,9 @@ from cycle_support import VIN, Vehicle, backend_and_vehicle
 
 from director.director import EcuSpec
 from director.image_repo import ImageRepository, default_offline_dir
+from hardware.protocol import SecondaryEndpoint
 from primary.config import load_config
+from primary.secondaries import serve_inprocess
 from primary.state import PrimaryState
 from uptane.errors import (
     ArbitrarySoftwareAttack,
@@ -198,3 +200,69 @@ def test_5_4_2_report_not_signed_by_the_configured_ecu_key_is_refused(tmp_path, 
         result = car.cycle()
         assert result.attacks and result.attacks[0]["attack"] == BadSignature.attack
         assert "report refused" in "\n".join(car.lines)
+
+
+def test_5_4_4_2_release_counter_rollback_is_refused(tmp_path, now):
+    """The Director (compromised, or wrong) assigns an older image with a lower release
+    counter than the one the ECU reports it runs: §5.4.4.2 step 10.2.3 refuses it."""
+    with backend_and_vehicle(tmp_path, now, secondaries=ONE) as (backend, car):
+        backend.assign(VIN, [("brk-1", "brakes/fw-3.bin")])
+        assert car.cycle().installed == {"brk-1": "brakes/fw-3.bin"}
+        car.cycle()  # the manifest closes the bundle
+        backend.assign(VIN, [("brk-1", BRAKES)])  # release counter 2 < 3
+        result = car.cycle()
+        assert isinstance(result.error, RollbackAttack), result.error
+        assert result.installed == {}
+        assert car.installed("brk-1") == "brakes/fw-3.bin"
+
+
+class ReplayingLink:
+    """A man in the middle on the Secondary's link that answers every report request with
+    the first report it saw (a replay: an old nonce)."""
+
+    def __init__(self, agent) -> None:
+        self.agent = agent
+        self.first: bytes | None = None
+
+    def __getattr__(self, name: str):
+        return getattr(self.agent, name)
+
+    def report(self, nonce: bytes) -> bytes:
+        data = self.agent.report(nonce)
+        if self.first is None:
+            self.first = data
+        return self.first
+
+
+def test_5_4_2_replayed_secondary_report_is_refused(tmp_path, now):
+
+    with backend_and_vehicle(tmp_path, now, secondaries=ONE) as (_backend, car):
+        ecu = car.ecus["brk-1"]
+        ecu.served.close()
+        proxy = ReplayingLink(ecu.agent)
+        endpoint = SecondaryEndpoint(proxy, ecu.agent.limits, max_frame=1 << 16)
+        proxy.endpoint = lambda max_frame: endpoint  # serve the man in the middle
+        ecu.served = serve_inprocess("brk-1", proxy, ecu.agent.limits)
+        assert car.cycle().attacks == []  # the first report is genuine
+        replayed = car.cycle()
+        assert [a["attack"] for a in replayed.attacks] == ["replay"]
+        assert "brk-1: report refused" in "\n".join(car.lines)
+
+
+def test_5_4_4_3_image_repository_root_rotation_is_followed(tmp_path, now):
+    """The Image repository rotates its root keys offline; the Primary walks the N+1 chain
+    (§5.4.4.3) with no manual step and goes on installing."""
+    with backend_and_vehicle(tmp_path, now, secondaries=ONE) as (backend, car):
+        assert car.cycle().error is None
+        d = backend.image_dir
+        ImageRepository(d, now, offline_dir=default_offline_dir(d)).rotate_root(now)
+        backend.image_server.server.config.app.state.service.tick()
+        backend.assign(VIN, [("brk-1", BRAKES)])
+        result = car.cycle()
+        assert result.error is None, result.error
+        assert result.installed == {"brk-1": BRAKES}
+        state = PrimaryState(car.config.storage_dir, car.config.limits)
+        from uptane.trust import RepositoryTrust
+
+        trust = RepositoryTrust.load("image", state.read_metadata("image"), car.config.limits)
+        assert trust.root.signed.version == 2
