@@ -63,6 +63,11 @@ KEEP = (
 )
 
 
+def last(cycle: Cycle) -> str:
+    """The Primary's last step line (its whole output is in its log file)."""
+    return cycle.lines[-1].strip() if cycle.lines else "no output"
+
+
 def kib(n: int) -> str:
     return f"{n / 1024:.0f} KiB"
 
@@ -176,7 +181,7 @@ class Demo:
             self.o.step(title)
         cycle = self.s.run_primary(None if quiet else self.show_line)
         if cycle.returncode not in (0, 1):
-            raise StackError(f"the Primary exited with {cycle.returncode}:\n{cycle.text}")
+            raise StackError(f"the Primary exited with {cycle.returncode}: {last(cycle)}")
         return cycle
 
     def runs(self) -> dict[str, str]:
@@ -238,7 +243,7 @@ class Demo:
         s.assign({SERIAL_ECU[0]: factory[0].path, CAN_ECU[0]: factory[1].path})
         first = self.cycle(None, quiet=True)
         if first.returncode != 0:
-            raise StackError(f"the factory cycle failed:\n{first.text}")
+            raise StackError(f"the factory cycle failed: {last(first)}")
         for line in first.lines:
             if ": installed " in line:
                 o.ok(line.strip())
@@ -263,7 +268,7 @@ class Demo:
         cycle = self.cycle("Update cycle (the Primary, §5.4.2)")
         before = self.runs()
         if cycle.returncode != 0:
-            raise StackError(f"the update cycle failed:\n{cycle.text}")
+            raise StackError(f"the update cycle failed: {last(cycle)}")
 
         o.step("Reports returned: the next manifest")
         self.cycle(None, quiet=True)
@@ -315,7 +320,7 @@ class Demo:
         state = status_dict(load_config(s.primary_config_path))
         seen = state["attacks_to_report"]
         if not seen or cycle.returncode == 0:
-            raise StackError(f"the swapped image was not refused:\n{cycle.text}")
+            raise StackError(f"the swapped image was not refused: {last(cycle)}")
         a = seen[-1]
         name = type(error_from_code(int(a["code"]))).__name__
         o.bad(f"REFUSED by the Primary: {name} ({a['attack']}) at {a['where']}")
@@ -328,9 +333,9 @@ class Demo:
         o.ok(f"{CAN_ECU[0]} keeps {now[CAN_ECU[0]]} (its signed report)")
         status = s.status()
         if status.get("attacks"):
-            last = status["attacks"][-1]
-            kind = str(last["attack"]).split(":", 1)[0]
-            o.ok(f"the Director recorded it from {last['ecu']}'s manifest: {kind}")
+            latest = status["attacks"][-1]
+            kind = str(latest["attack"]).split(":", 1)[0]
+            o.ok(f"the Director recorded it from {latest['ecu']}'s manifest: {kind}")
         for a in status["assignments"]:
             if a["target"] == img.path:
                 o.ok(f"Director: {a['ecu']} <- {a['target']}: {a['state']} (not installed)")
