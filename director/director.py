@@ -20,6 +20,7 @@ import json
 import re
 import secrets
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -117,6 +118,7 @@ class Config:
     max_body_bytes: int = 1024 * 1024
     report_skew_seconds: int = 300
     cache_seconds: float = 2.0
+    cache_vehicles: int = 10_000
     #: further API tokens: SHA-256 -> role ("admin" or "viewer", read-only)
     tokens: dict[str, str] = field(default_factory=dict)
 
@@ -167,7 +169,8 @@ class Director:
         self.engine: Engine = inv.make_engine(self.config.db_url)
         self.root_files = self._load_root()
         self._image_view = image_view
-        self._cache: dict[str, _Cached] = {}
+        #: signed bytes per VIN, least recently used first, at most ``cache_vehicles``
+        self._cache: OrderedDict[str, _Cached] = OrderedDict()
         self._cache_lock = threading.Lock()
 
     # --- setup ----------------------------------------------------------------------------
@@ -1027,6 +1030,8 @@ class Director:
         now = self.clock()
         with self._cache_lock:
             c = self._cache.get(vin)
+            if c is not None:
+                self._cache.move_to_end(vin)
         margin = _ts(now) + int(self._margin("timestamp").total_seconds())
         if (
             c is not None
@@ -1068,6 +1073,8 @@ class Director:
         )
         with self._cache_lock:
             self._cache[vin] = c
+            while len(self._cache) > self.config.cache_vehicles:
+                self._cache.popitem(last=False)
         return c
 
     def metadata_file(self, vin: str, name: str) -> bytes | None:

@@ -55,6 +55,12 @@ def test_unchanged_poll_costs_at_most_one_indexed_lookup(tmp_path: Path, db_url:
         director.config.cache_seconds = 0  # cache too old: one lookup by primary key
         assert director.metadata_file(v.vin, "timestamp.json") == first
         assert len(statements) == 1 and "vehicle_metadata" in statements[0]
+        # the cache is bounded: least recently used vehicles are dropped
+        director.config.cache_seconds, director.config.cache_vehicles = 2.0, 1
+        w = make_vehicle("VIN0002")
+        director.register_vehicle(w.vin, w.specs())
+        assert director.metadata_file(w.vin, "timestamp.json") is not None
+        assert list(director._cache) == ["VIN0002"]
     finally:
         director.dispose()
 
