@@ -116,6 +116,16 @@ def results_section(doc: dict[str, Any]) -> str:
         f"end. "
         f"{met} of {measured} measured figures meet their goal; "
         f"{len(figs) - measured} not measured.",
+    ]
+    if doc.get("previous_runs"):
+        rerun = ", ".join(f"`{m}`" for m in doc.get("module_seconds_run", {}))
+        last = doc["previous_runs"][-1]["generated"]
+        out += [
+            "",
+            f"This run re-measured only {rerun} (`--only`); the other figures keep their "
+            f"entries from the run of {last} or earlier (`previous_runs` in results.json).",
+        ]
+    out += [
         "",
         table(figs),
         "",
@@ -175,6 +185,40 @@ def update_readme(path: Path, section: str) -> None:
     path.write_text(text)
 
 
+def merge(out: Path, doc: dict[str, Any]) -> dict[str, Any]:
+    """A run of some modules (``--only``) keeps the other figures of ``out``: each figure
+    measured now replaces the entry of the same name, the rest stay as they were (their
+    run's time and load are in ``previous_runs``). A smoke run never merges into real
+    results, nor the other way round."""
+    try:
+        old = json.loads(out.read_text())
+    except (OSError, ValueError):
+        return doc
+    if not isinstance(old, dict) or old.get("smoke") != doc["smoke"]:
+        return doc
+    new = {f["name"]: f for f in doc["figures"]}
+    kept = [f for f in old.get("figures", []) if f.get("name") not in new]
+    if not kept:
+        return doc
+    figures = [new.pop(f["name"], f) for f in old["figures"] if f.get("name")]
+    figures += list(new.values())
+    previous = list(old.get("previous_runs", []))
+    previous.append(
+        {
+            "generated": old.get("generated"),
+            "load_average": old.get("load_average"),
+            "figures": [f["name"] for f in kept],
+        }
+    )
+    return {
+        **doc,
+        "figures": figures,
+        "module_seconds": {**old.get("module_seconds", {}), **doc["module_seconds"]},
+        "module_seconds_run": doc["module_seconds"],
+        "previous_runs": previous[-8:],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--smoke", action="store_true", help="tiny sizes; numbers mean nothing")
@@ -210,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         "module_seconds": timings,
         "figures": [f.to_dict() for f in figures],
     }
+    if args.only:
+        doc = merge(out, doc)
     out.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
     update_readme(readme, results_section(doc))
     print(f"bench: wrote {out} and {readme} in {doc['seconds']} s", file=sys.stderr)

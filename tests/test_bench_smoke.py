@@ -69,3 +69,22 @@ def test_runner_writes_results_and_keeps_the_hand_written_readme(tmp_path: Path)
 def test_smoke_run_refuses_to_overwrite_the_real_results() -> None:
     with pytest.raises(SystemExit):
         main(["--smoke", "--only", "fig9"])
+
+
+def test_a_partial_run_keeps_the_other_figures(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Benchmarks\n\n{BEGIN}\n{END}\n")
+    out = tmp_path / "results.json"
+    assert main(["--smoke", "--only", "fig9", "--out", str(out), "--readme", str(readme)]) == 0
+    doc = json.loads(out.read_text())
+    kept = {**doc["figures"][0], "name": "other_figure", "title": "kept from before"}
+    stale = {**doc["figures"][0], "notes": "stale"}
+    doc["figures"] = [kept, stale]
+    out.write_text(json.dumps(doc))
+    assert main(["--smoke", "--only", "fig9", "--out", str(out), "--readme", str(readme)]) == 0
+    again = json.loads(out.read_text())
+    assert [f["name"] for f in again["figures"]] == ["other_figure", "der_director_targets_size"]
+    assert again["figures"][0] == kept
+    assert again["figures"][1]["notes"] != "stale"
+    assert again["previous_runs"][-1]["figures"] == ["other_figure"]
+    assert "re-measured only `fig9_der_size`" in readme.read_text()
