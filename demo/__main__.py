@@ -15,6 +15,7 @@ The no-network walkthrough of the core alone is ``python -m demo.inprocess``.
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import signal
 import sys
@@ -38,6 +39,7 @@ from demo.stack import (
     firmware,
     in_private_netns,
     setup_netns_loopback,
+    swap,
 )
 
 BAR = 24
@@ -287,7 +289,7 @@ class Demo:
             e.before, e.after = before.get(serial, "-"), after.get(serial, "-")
         self.table()
 
-        self.attack(after)
+        self.attack()
         return 0
 
     def table(self) -> None:
@@ -301,44 +303,64 @@ class Demo:
             if i == 0:
                 o.write("   " + "  ".join("-" * w for w in widths))
 
-    def attack(self, runs: dict[str, str]) -> None:
+    def attack(self) -> None:
         from primary.cli import status_dict
         from primary.config import load_config
         from uptane.errors import error_from_code
 
         o, s = self.o, self.s
-        o.step("Attack: a man in the middle swaps an image")
-        img = self.image(CAN_ECU[0], "3.0", 3, 64 * 1024)
-        s.release([img])
-        s.assign({CAN_ECU[0]: img.path})
-        o.ok(f"release {img.path} (release counter 3), assigned to {CAN_ECU[0]}")
+        o.step("Attack: a man in the middle swaps the images")
+        release = {
+            SERIAL_ECU[0]: self.image(SERIAL_ECU[0], "3.0", 3, 64 * 1024),
+            CAN_ECU[0]: self.image(CAN_ECU[0], "3.0", 3, 32 * 1024),
+        }
+        s.release(list(release.values()))
+        s.assign({ecu: img.path for ecu, img in release.items()})
+        o.ok("release 3.0 for both Secondaries, signed and assigned as before")
         assert s.image_mitm is not None
         s.image_mitm.swap_images = True
         o.info("the vehicle's traffic to the Image repository now passes a hostile proxy:")
         o.info("it serves every image with the same length and other bytes")
         cycle = self.cycle(None, quiet=True)
         state = status_dict(load_config(s.primary_config_path))
-        seen = state["attacks_to_report"]
+        seen = [a for a in state["attacks_to_report"] if str(a["where"]).startswith("download")]
         if not seen or cycle.returncode == 0:
-            raise StackError(f"the swapped image was not refused: {last(cycle)}")
-        a = seen[-1]
-        name = type(error_from_code(int(a["code"]))).__name__
-        o.bad(f"REFUSED by the Primary: {name} ({a['attack']}) at {a['where']}")
-        message = str(a["message"])
-        prefix = f"{a['attack']}: "
+            raise StackError(f"the swapped images were not refused: {last(cycle)}")
+        for a in seen:
+            name = type(error_from_code(int(a["code"]))).__name__
+            o.bad(f"REFUSED by the Primary: {name} ({a['attack']}) at {a['where']}")
+        message, prefix = str(seen[0]["message"]), f"{seen[0]['attack']}: "
         o.info(message[len(prefix) :] if message.startswith(prefix) else message)
+
+        # a compromised Primary would forward it anyway: the Secondary checks for itself
+        brake = release[SERIAL_ECU[0]]
+        o.info(f"and if a compromised Primary forwarded the swapped image to {SERIAL_ECU[0]}?")
+        o.info("(played by uptane-flash on the serial line, with the Director's real targets)")
+        attacker = s.work / "attacker"
+        s.director_targets(attacker)
+        bad = attacker / "swapped.bin"
+        bad.write_bytes(swap(brake.data))
+        proc = s.flash_serial(
+            ["install", "--metadata", str(attacker), "--image", str(bad), "--name", brake.path]
+        )
+        m = re.search(r"\(code (\d+), attack ([\w-]+)\)", proc.stderr)
+        if proc.returncode != 1 or m is None:
+            raise StackError(f"{SERIAL_ECU[0]} did not refuse the swapped image")
+        name = type(error_from_code(int(m.group(1)))).__name__
+        o.bad(f"REFUSED by {SERIAL_ECU[0]} itself: {name} ({m.group(2)}), nothing installed")
+
         # the next manifest tells the Director, with every ECU's report of what it runs
         self.cycle(None, quiet=True)
         now = self.runs()
-        o.ok(f"{CAN_ECU[0]} keeps {now[CAN_ECU[0]]} (its signed report)")
+        for ecu in release:
+            o.ok(f"{ecu} keeps {now[ecu]} (its signed report)")
         status = s.status()
-        if status.get("attacks"):
-            latest = status["attacks"][-1]
-            kind = str(latest["attack"]).split(":", 1)[0]
-            o.ok(f"the Director recorded it from {latest['ecu']}'s manifest: {kind}")
+        who = sorted({str(a["ecu"]) for a in status.get("attacks", [])})
+        if who:
+            o.ok(f"the Director recorded the attacks reported by {', '.join(who)}")
         for a in status["assignments"]:
-            if a["target"] == img.path:
-                o.ok(f"Director: {a['ecu']} <- {a['target']}: {a['state']} (not installed)")
+            if a["target"] in {img.path for img in release.values()}:
+                o.ok(f"Director: {a['ecu']} <- {a['target']}: {a['state']}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -292,6 +292,11 @@ class PtyWire:
 # --- the man in the middle ------------------------------------------------------------------
 
 
+def swap(data: bytes) -> bytes:
+    """Same length, other bytes: what a compromised mirror serves instead of an image."""
+    return bytes(x ^ 0x5A for x in data)
+
+
 class _MitmHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -330,8 +335,7 @@ class _MitmHandler(BaseHTTPRequestHandler):
         if posted is not None:
             srv.posts.append((self.path, status, posted))
         if status in (200, 206) and self.path.startswith("/targets/") and srv.swap_images:
-            # same length, other bytes: what a compromised mirror would serve
-            body = bytes(x ^ 0x5A for x in body)
+            body = swap(body)
             srv.swapped.append(self.path)
         self.send_response(status)
         for k in ("Content-Type", "Content-Range", "Accept-Ranges"):
@@ -814,6 +818,42 @@ retries = 2
             key = Key.from_dict(keys[serial], Limits.primary())
             out[serial] = check_report(report, key, expected_ecu_id=serial)
         return out
+
+    def director_targets(self, dest: Path, encoding: str = "der") -> Path:
+        """Download this vehicle's current Director targets into ``dest`` (as
+        ``targets.<encoding>``), as a bench tester would."""
+        version = self.status()["metadata"]["targets"]
+        url = f"{self.director_url}/vehicles/{VIN}/metadata/{version}.targets.{encoding}"
+        with _OPENER.open(url, timeout=30) as r:
+            data = r.read()
+        dest.mkdir(parents=True, exist_ok=True)
+        out = dest / f"targets.{encoding}"
+        out.write_bytes(data)
+        return out
+
+    def flash_serial(
+        self, args: list[str], timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        """``uptane-flash --port <the Primary's end of the serial wire> ARGS``: the bench
+        tool, or anything else that speaks the link protocol in the Primary's place (only
+        while no Primary process runs)."""
+        assert self.wire is not None
+        log = self.procs.logdir / "uptane-flash.log"
+        argv = [sys.executable, "-m", "hardware.bench", "--port", self.wire.primary_end, *args]
+        with open(log, "a") as f:
+            f.write(f"--- {' '.join(argv)}\n")
+        proc = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=ROOT,
+            env=self.procs.env(),
+            stdin=subprocess.DEVNULL,
+        )
+        with open(log, "a") as f:
+            f.write(proc.stdout + proc.stderr)
+        return proc
 
     # --- running the Primary ---------------------------------------------------------------------
 

@@ -58,7 +58,10 @@ def test_make_demo_updates_both_secondaries_and_refuses_the_swapped_image():
             "verified, installed, confirmed",
         ], row.group(0)
     assert out.count("<- ") >= 3 and ": installed" in out
-    # the attack changed nothing: the old image stays
+    # the Secondary refuses the swapped image by itself too, and nothing changed: the old
+    # images stay, as the ECUs' signed reports say
+    assert "REFUSED by brake-1 itself: BadHash (arbitrary-software)" in out
+    assert "brake-1 keeps brake/brake-fw-2.0.bin (r2)" in out
     assert "door-1 keeps door/door-fw-2.0.bin (r2)" in out
     assert "every process stopped" in out
     work = re.search(r"work directory (\S+)", out).group(1)
