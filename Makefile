@@ -34,8 +34,13 @@ bench: $(STAMP)
 	$(PY) -m bench
 
 # Security (issue 7): long runs outside CI. `make fuzz` runs the atheris harness of every
-# decoder (FUZZ_RUNS inputs each, default 10^6; results in fuzz/out/results.json).
-.PHONY: fuzz
+# decoder (FUZZ_RUNS inputs each, default 10^6; results in fuzz/out/results.json);
+# `make load` runs 1,000 real Primaries against the services on SQLite and PostgreSQL
+# (LOAD_VEHICLES, LOAD_DB=sqlite|postgresql|both; results in load/out/load-DB.json).
+.PHONY: fuzz load
 fuzz: $(STAMP)
 	$(PY) -m pip install -q -e '.[fuzz]' || echo "atheris could not be installed here"
 	FUZZ_RUNS=$${FUZZ_RUNS:-1000000} $(PY) -m fuzz.run
+
+load: $(STAMP)
+	$(PY) -m load.loadgen --vehicles $${LOAD_VEHICLES:-1000} --db $${LOAD_DB:-both}
