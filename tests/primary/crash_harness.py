@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from cycle_support import boot_agent
+from ecu_support import boot_agent
 
 from primary.agent import Primary
 from primary.config import load_config
@@ -18,7 +18,7 @@ from primary.config import load_config
 def main(car: Path) -> int:
     cfg = load_config(car / "primary.toml")
     for s in cfg.secondaries:
-        boot_agent(s.serial, s.hardware_id, car / "ecus" / s.serial, s.mode)
+        boot_agent(s.serial, s.hardware_id, car / "ecus" / s.serial, s.mode, cfg.vin)
     result = Primary(cfg, say=lambda m: print(m, flush=True)).run_cycle()
     return 0 if result.error is None else 1
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
-import select
 import socket
 import threading
 import time
@@ -27,17 +25,17 @@ from pathlib import Path
 from typing import Any
 
 import urllib3
+from ecu_support import boot_agent
 
 from director.director import Director, EcuSpec
 from director.director_server import create_app as director_app
 from director.image_repo import ImageRepository, default_offline_dir
 from director.image_server import create_app as image_app
-from hardware.flash import Flash
 from hardware.store import AtomicStore
 from primary.agent import Primary
 from primary.cli import provision
 from primary.config import load_config
-from primary.secondaries import InProcessSecondary, serve_inprocess
+from primary.secondaries import InProcessSecondary
 from primary.timesource import FixedTime
 from secondary.agent import SecondaryAgent
 from uptane.keys import PrivateKey
@@ -456,7 +454,7 @@ class Vehicle:
         ecu = self.ecus[serial]
         if ecu.served is not None:
             ecu.served.close()
-        ecu.agent, ecu.served = boot_agent(serial, ecu.hardware_id, ecu.directory, ecu.mode)
+        ecu.agent, ecu.served = boot_agent(serial, ecu.hardware_id, ecu.directory, ecu.mode, VIN)
         return ecu.agent
 
     def unplug(self, serial: str) -> None:
@@ -490,67 +488,6 @@ class Vehicle:
         for ecu in self.ecus.values():
             if ecu.served is not None:
                 ecu.served.close()
-
-
-def make_agent(
-    serial: str, hardware_id: str, directory: Path, mode: str = "partial"
-) -> SecondaryAgent:
-    """A Secondary agent rebuilt from ``directory`` (key, state, flash), booted."""
-    agent = SecondaryAgent(
-        ecu_serial=serial,
-        hardware_id=hardware_id,
-        key=PrivateKey.from_pem((directory / "key.pem").read_bytes()),
-        store=AtomicStore(directory / "state"),
-        flash=Flash(directory / "flash", 1 << 20),
-        mode=mode,
-        vehicle_id=VIN,
-        encoding=DER,
-    )
-    agent.start()
-    return agent
-
-
-def boot_agent(
-    serial: str, hardware_id: str, directory: Path, mode: str = "partial"
-) -> tuple[SecondaryAgent, InProcessSecondary]:
-    """:func:`make_agent`, served on the in-process link named ``serial``."""
-    agent = make_agent(serial, hardware_id, directory, mode)
-    return agent, serve_inprocess(serial, agent, agent.limits)
-
-
-class FdPort:
-    """A pyserial-like port over a raw file descriptor (the master side of a pty)."""
-
-    def __init__(self, fd: int, timeout: float = 0.01) -> None:
-        import tty
-
-        tty.setraw(fd)
-        self.fd = fd
-        self.timeout = timeout
-
-    @property
-    def in_waiting(self) -> int:
-        r, _, _ = select.select([self.fd], [], [], 0)
-        return 1 if r else 0
-
-    def read(self, size: int = 1) -> bytes:
-        r, _, _ = select.select([self.fd], [], [], self.timeout)
-        if not r:
-            return b""
-        try:
-            return os.read(self.fd, max(size, 4096))
-        except OSError:
-            return b""
-
-    def write(self, data: bytes) -> int:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self.fd, view) :]
-        return len(data)
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
 
 
 def sha256(data: bytes) -> str:

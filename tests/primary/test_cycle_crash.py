@@ -12,7 +12,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from cycle_support import PRIMARY_ID, VIN, backend_and_vehicle, boot_agent
+from cycle_support import PRIMARY_ID, VIN, backend_and_vehicle
+from ecu_support import boot_agent
 
 from hardware.flash import Flash
 from primary.agent import CRASH_ENV

@@ -9,7 +9,8 @@ import threading
 from datetime import UTC, datetime
 
 import can
-from cycle_support import VIN, FdPort, backend_and_vehicle, make_agent
+from cycle_support import VIN, backend_and_vehicle
+from ecu_support import FdPort, make_agent
 
 from hardware.can_link import CanTransport
 from hardware.serial_link import SerialTransport
