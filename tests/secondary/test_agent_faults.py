@@ -12,6 +12,7 @@ import random
 import select
 import threading
 import tty
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -35,16 +36,22 @@ class NoisyPort:
     byte, a duplicated byte, or the rest of the write cut off (truncation)."""
 
     def __init__(
-        self, port, rate: float, seed: int, *, blackout_after: int = 0, blackout_writes: int = 0
+        self,
+        port,
+        rate: float,
+        seed: int,
+        *,
+        blackout_when: Callable[[], bool] | None = None,
+        blackout_writes: int = 0,
     ) -> None:
         self.port = port
         self.rate = rate
         self.rng = random.Random(seed)
         self.damaged = 0
-        self.written = 0
-        #: after ``blackout_after`` bytes, drop the next ``blackout_writes`` writes whole
-        self.blackout_after = blackout_after
+        #: once ``blackout_when()`` is true, drop the next ``blackout_writes`` writes whole
+        self.blackout_when = blackout_when
         self.blackout_writes = blackout_writes
+        self.blackout_on = False
 
     @property
     def timeout(self):
@@ -62,8 +69,9 @@ class NoisyPort:
         return self.port.read(size)
 
     def write(self, data: bytes) -> int:
-        self.written += len(data)
-        if self.blackout_writes and self.written > self.blackout_after:
+        if not self.blackout_on and self.blackout_when is not None and self.blackout_when():
+            self.blackout_on = True
+        if self.blackout_on and self.blackout_writes:
             self.blackout_writes -= 1
             self.damaged += len(data)
             return len(data)
@@ -155,10 +163,18 @@ def test_faulty_serial_link_update_completes_exactly_or_fails_clean(
     director.assign(image, "fw.bin", release_counter=1, now=now - timedelta(minutes=5))
     (tmp_path / "fw.bin").write_bytes(image)
     files = bench.load_metadata(director.write_dir(tmp_path / "meta"))
+
     # the blackout drops every write of the Primary for a while mid-image: the link gives
     # up (LinkTimeout), the cycle fails clean, and the next one resumes the transfer
+    def mid_image() -> bool:
+        return agent.status().image_offset >= 8_192
+
     pri_port = NoisyPort(
-        MasterPort(os.dup(master)), rate, seed, blackout_after=12_000, blackout_writes=blackout
+        MasterPort(os.dup(master)),
+        rate,
+        seed,
+        blackout_when=mid_image if blackout else None,
+        blackout_writes=blackout,
     )
     pri_link = SerialTransport(pri_port, max_frame=1024, ack_timeout=0.03, retries=20)
     errors: list[UptaneError] = []
