@@ -8,6 +8,8 @@ nothing was installed. ``docs/security.md`` maps every row to its tests."""
 
 from __future__ import annotations
 
+import copy
+import hashlib
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -16,14 +18,20 @@ from test_cycle_attacks import assert_refused, get
 
 from primary.secondaries import serve_inprocess
 from uptane.errors import (
+    DirectorDelegation,
     DropRequestAttack,
     EndlessDataAttack,
     ExpiredMetadata,
+    RepeatedEcuId,
     ReplayAttack,
     RollbackAttack,
+    TargetMismatch,
+    TargetNotFound,
+    ThresholdNotMet,
 )
+from uptane.keys import PrivateKey
 from uptane.manifest import decode_vehicle_manifest
-from uptane.metadata import DER, JSON
+from uptane.metadata import DER, JSON, DelegatedRole, Delegations, Metadata, MetaFile, TargetFile
 
 BRAKES = "brakes/fw-2.bin"
 ONE = {"brk-1": "brk-v1"}
@@ -145,3 +153,115 @@ def test_4_3_partial_bundle_one_image_dropped_installs_none(tmp_path, now):
         assert isinstance(result.error, DropRequestAttack), result.error
         assert result.installed == {}
         assert car.installed("brk-1") is None and car.installed("tcu-1") is None
+
+
+# --- a compromised Director (its online keys) against the Primary ---------------------------
+
+
+def compromised_director(backend, change, *, targets_key=None) -> None:
+    """The attacker holds the Director's online keys (targets, snapshot, timestamp, read
+    from the service's key directory): the proxy serves this vehicle's newest Director
+    metadata with its targets changed by ``change`` and re-signed (by ``targets_key`` if
+    given), the snapshot and timestamp re-bound to it, under the versions the Director
+    published (so the vehicle has not seen them yet)."""
+    keys = {
+        r: PrivateKey.from_pem((backend.director_dir / "online-keys" / f"{r}.pem").read_bytes())
+        for r in ("targets", "snapshot", "timestamp")
+    }
+    base = f"{backend.director_server.url}/vehicles/{VIN}/metadata"
+    ts = Metadata.from_json(get(f"{base}/timestamp.json"), LIMITS)
+    sv = ts.signed.snapshot_meta.version
+    snap = Metadata.from_json(get(f"{base}/{sv}.snapshot.json"), LIMITS)
+    tv = snap.signed.meta["targets.json"].version
+    targets = Metadata.from_json(get(f"{base}/{tv}.targets.json"), LIMITS)
+
+    def signed(model, key) -> bytes:
+        md = Metadata(copy.deepcopy(model), encoding=JSON)
+        md.sign(key)
+        return md.to_bytes()
+
+    def bind(meta: MetaFile, data: bytes) -> MetaFile:
+        return MetaFile(
+            meta.version,
+            len(data) if meta.length is not None else None,
+            {a: hashlib.new(a, data).hexdigest() for a in meta.hashes} if meta.hashes else None,
+        )
+
+    t = copy.deepcopy(targets.signed)
+    change(t)
+    t_bytes = signed(t, targets_key or keys["targets"])
+    s = copy.deepcopy(snap.signed)
+    s.meta["targets.json"] = bind(s.meta["targets.json"], t_bytes)
+    s_bytes = signed(s, keys["snapshot"])
+    stamp = copy.deepcopy(ts.signed)
+    stamp.snapshot_meta = bind(stamp.snapshot_meta, s_bytes)
+    ts_bytes = signed(stamp, keys["timestamp"])
+    rules = backend.director_proxy.rules
+    rules.tamper[f"/{tv}.targets.json"] = lambda _b: t_bytes
+    rules.tamper[f"/{sv}.snapshot.json"] = lambda _b: s_bytes
+    rules.tamper["/timestamp.json"] = lambda _b: ts_bytes
+
+
+def _entry_for(path: str, data: bytes, ecu: str = "brk-1", hw: str = "brk-v1", rc: int = 2):
+    return TargetFile.from_data(
+        path, data, ("sha256",), hardware_ids=[hw], release_counter=rc, ecu_ids={ecu: hw}
+    )
+
+
+def test_compromised_director_that_delegates_is_refused(tmp_path, now):
+    with backend_and_vehicle(tmp_path, now, secondaries=ONE) as (backend, car):
+        backend.assign(VIN, [("brk-1", BRAKES)])
+        k = PrivateKey.generate()
+
+        def delegate(t) -> None:
+            t.delegations = Delegations(
+                {k.key.keyid: k.key}, [DelegatedRole("evil", [k.key.keyid], 1, paths=["*"])]
+            )
+
+        compromised_director(backend, delegate)
+        assert_refused(car, car.cycle(), DirectorDelegation, "arbitrary-software")
+
+
+def test_compromised_director_naming_one_ecu_twice_is_refused(tmp_path, now):
+    with backend_and_vehicle(tmp_path, now, secondaries=ONE) as (backend, car):
+        backend.assign(VIN, [("brk-1", BRAKES)])
+
+        def twice(t) -> None:
+            data = b"brakes three" * 300  # brakes/fw-3.bin, genuine in the Image repository
+            t.targets["brakes/fw-3.bin"] = _entry_for("brakes/fw-3.bin", data, rc=3)
+
+        compromised_director(backend, twice)
+        assert_refused(car, car.cycle(), RepeatedEcuId, "arbitrary-software")
+
+
+def test_director_targets_under_threshold_are_refused(tmp_path, now):
+    """Director targets signed by a key that is not the Director's, bound into a snapshot
+    and timestamp by the real online keys: the targets role's threshold is not met."""
+    with backend_and_vehicle(tmp_path, now, secondaries=ONE) as (backend, car):
+        backend.assign(VIN, [("brk-1", BRAKES)])
+        compromised_director(backend, lambda t: None, targets_key=PrivateKey.generate())
+        assert_refused(car, car.cycle(), ThresholdNotMet, "arbitrary-software")
+
+
+@pytest.mark.parametrize(
+    "path,data,error",
+    [
+        ("brakes/evil.bin", b"malware " * 100, TargetNotFound),
+        (BRAKES, b"malware " * 100, TargetMismatch),
+    ],
+    ids=["image-not-in-image-repo", "director-image-mismatch"],
+)
+def test_key_director_online_keys_compromised_no_arbitrary_image_at_the_primary(
+    tmp_path, now, path, data, error
+):
+    """Every Director online key: the Director names malware (a new path, or the real
+    path with other hashes); the Image repository does not vouch for it."""
+    with backend_and_vehicle(tmp_path, now, secondaries=ONE) as (backend, car):
+        backend.assign(VIN, [("brk-1", BRAKES)])
+
+        def evil(t) -> None:
+            t.targets.clear()
+            t.targets[path] = _entry_for(path, data, rc=9)
+
+        compromised_director(backend, evil)
+        assert_refused(car, car.cycle(), error, "arbitrary-software")
