@@ -123,7 +123,7 @@ ip link set lo multicast on
 ip route add 224.0.0.0/4 dev lo
 {secondary} > {tmp_path}/secondary.out 2> {tmp_path}/secondary.err &
 SEC=$!
-for i in $(seq 100); do grep -q ready {tmp_path}/secondary.out && break; sleep 0.1; done
+for i in $(seq 300); do grep -q ready {tmp_path}/secondary.out && break; sleep 0.1; done
 rc=0
 {tool} install --metadata {meta} --image {tmp_path}/v1.bin --name udp/v1.bin \\
     > {tmp_path}/install.json || rc=$?

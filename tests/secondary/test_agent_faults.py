@@ -182,7 +182,7 @@ def test_faulty_serial_link_update_completes_exactly_or_fails_clean(
     resumed = 0
     try:
         with LinkClient(pri_link, PRIMARY, timeout=0.3, retries=2) as client:
-            for _ in range(4):  # a Primary retries a failed cycle; the transfer resumes
+            for _ in range(6):  # a Primary retries a failed cycle; the transfer resumes
                 try:
                     out = bench.install(client, files, tmp_path / "fw.bin")
                 except UptaneError as e:
