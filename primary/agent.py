@@ -39,7 +39,13 @@ import urllib3
 
 from primary.config import DIRECTOR, IMAGE, PrimaryConfig, SecondaryConfig
 from primary.fetcher import Fetcher, HttpMetadataSource, target_url
-from primary.secondaries import MetadataFile, SecondaryPort, is_unreachable, status_has
+from primary.secondaries import (
+    MetadataFile,
+    SecondaryPort,
+    is_unreachable,
+    status_has,
+    transfer_of,
+)
 from primary.state import CycleRecord, Pending, PrimaryState
 from primary.timesource import SystemTime, TimeSource
 from uptane.errors import (
@@ -707,15 +713,17 @@ class Primary:
                 self.say(f"{ecu_id}: already has {path}")
                 self._installed(record, result, p)
                 return
-            if (
-                p.step == "downloaded"
-                or status.image_filename != path
-                or (status.image_offset < p.target.length)
-            ):
+            held = transfer_of(status, path, p.target.length)
+            if held:
+                # the Secondary still holds the verified metadata and part of the image (a
+                # dropped link): resending metadata would restart it, so only continue
+                self.say(f"{ecu_id}: continuing the transfer at byte {held}")
+                port.put_time(int(now.timestamp()))
+            else:
                 self.say(f"{ecu_id}: sending time and {len(files)} metadata file(s)")
-                start = port.deliver(
-                    int(now.timestamp()),
-                    files,
+                port.send_metadata(int(now.timestamp()), files)
+            if held < p.target.length:
+                start = port.send_image(
                     self.state.image_path(p.target),
                     path,
                     p.target.length,
@@ -723,9 +731,9 @@ class Primary:
                 )
                 if start:
                     self.say(f"{ecu_id}: resumed the image transfer at byte {start}")
-                p.step = "sent"
-                self.state.save_cycle(record)
-                _crash_point("sent")
+            p.step = "sent"
+            self.state.save_cycle(record)
+            _crash_point("sent")
             port.install(path)
             _crash_point("install-answered")
         except UptaneError as e:

@@ -220,6 +220,14 @@ class MetadataFile:
     data: bytes
 
 
+def transfer_of(status: Status, filename: str, length: int) -> int:
+    """How many bytes of ``filename`` the Secondary holds in a transfer in progress (0: no
+    such transfer). A transfer in progress means its verified metadata is still there."""
+    if status.image_filename == filename and status.image_total == length:
+        return min(status.image_offset, length)
+    return 0
+
+
 def status_has(status: Status, filename: str) -> bool:
     """Whether the Secondary reports ``filename`` as installed (running or on trial)."""
     if status.installed == filename:
@@ -264,28 +272,20 @@ class SecondaryPort:
     def put_time(self, now_seconds: int) -> None:
         self.client().put_time(now_seconds)
 
-    def deliver(
-        self,
-        now_seconds: int,
-        metadata: Iterable[MetadataFile],
-        image: Path,
-        filename: str,
-        length: int,
-        *,
-        progress: Progress | None = None,
-        on_metadata: Callable[[MetadataFile], Any] | None = None,
-    ) -> int:
-        """§5.4.2 steps 5–7 for this Secondary: the time, then every metadata file, then the
-        image (resumed from what the Secondary acknowledged). Returns the offset the image
-        transfer started at (non-zero on a resume)."""
+    def send_metadata(self, now_seconds: int, metadata: Iterable[MetadataFile]) -> None:
+        """§5.4.2 steps 5–6 for this Secondary: the time, then every metadata file."""
         c = self.client()
         c.put_time(now_seconds)
         for m in metadata:
             c.put_metadata(m.role, m.encoding, m.data, repository=m.repository)
-            if on_metadata is not None:
-                on_metadata(m)
+
+    def send_image(
+        self, image: Path, filename: str, length: int, *, progress: Progress | None = None
+    ) -> int:
+        """§5.4.2 step 7: the image, resumed from the offset the Secondary acknowledged.
+        Returns the offset the transfer started at (non-zero on a resume)."""
         with image.open("rb") as f:
-            return c.put_image(filename, f, length, progress=progress, resume=True)
+            return self.client().put_image(filename, f, length, progress=progress, resume=True)
 
     def install(self, filename: str) -> Status:
         return self.client().install(filename)

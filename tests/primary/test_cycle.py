@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from cycle_support import IMAGES, PRIMARY_ID, VIN, backend_and_vehicle, sha256
 
+from primary.agent import Primary
 from primary.cli import main as cli_main
 from primary.state import PrimaryState
 from uptane.errors import (
@@ -220,3 +221,28 @@ def test_5_4_2_full_verification_secondary_gets_every_file_partial_gets_director
         trusted = car.ecus["tcu-1"].agent._trusted
         assert set(trusted["image"]) >= {"root", "timestamp", "snapshot", "targets"}
         assert car.installed("tcu-1") == "tcu/tcu-5.bin"
+
+
+def test_5_4_2_link_dropped_mid_transfer_resumes_at_the_acknowledged_offset(tmp_path, now):
+    with backend_and_vehicle(tmp_path, now, secondaries={"brk-1": "brk-v1"}) as (backend, car):
+        backend.assign(VIN, [("brk-1", BRAKES)])
+        link = car.ecus["brk-1"].served.primary_end
+
+        def say(line: str) -> None:
+            car.lines.append(line)
+            if "send brakes/fw-2.bin to brk-1" in line and "100%" not in line:
+                link.cut = True  # the wire goes dead after the first chunks
+
+        first = Primary(car.config, time_source=car.time, say=say).run_cycle()
+        assert first.unreachable == ["brk-1"] and first.installed == {}
+        assert car.installed("brk-1") is None
+
+        link.cut = False
+        car.lines.clear()
+        second = car.cycle()
+        assert second.installed == {"brk-1": BRAKES}, "\n".join(car.lines)
+        text = "\n".join(car.lines)
+        assert "brk-1: continuing the transfer at byte" in text
+        assert "resumed the image transfer at byte" in text
+        assert "sending time and" not in text  # the verified metadata was still there
+        assert car.installed("brk-1") == BRAKES
