@@ -46,7 +46,8 @@ CATEGORIES = [
     ("disk (write, fsync, rename)", ("posix.fsync", "posix.write", "posix.open", "posix.replace",
                                      "posix.rename", "tempfile.py", "shutil.py", "pathlib.py",
                                      "posix.unlink", "posix.mkdir", "posix.rmdir", "_io.open",
-                                     "tuf_client.py:atomic_write", "_io.BufferedWriter")),
+                                     "tuf_client.py:atomic_write", "tuf_client.py:_replace_synced",
+                                     "_io.BufferedWriter")),
     ("HTTP", ("urllib3", "http/client.py", "socket", "ssl.py", "email/", "fetcher.py")),
 ]  # fmt: skip
 NAME = "image_repo_refresh_download"

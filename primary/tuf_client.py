@@ -113,28 +113,41 @@ def read_metadata_dir(directory: Path, limits: Limits) -> dict[str, bytes]:
 
 def write_metadata_dir(directory: Path, raw: dict[str, bytes]) -> None:
     """Make ``directory`` hold exactly the trusted files in ``raw``: changed files are
-    replaced atomically, files of roles no longer trusted are removed."""
+    replaced atomically, files of roles no longer trusted are removed.
+
+    Files whose bytes did not change are not touched. Each changed file is written to a
+    temp file and fsynced before its rename (so a crash leaves the old or the new file,
+    never a torn one); the directory is fsynced once after all renames and removals of
+    the batch, instead of once per file."""
     directory.mkdir(parents=True, exist_ok=True)
     wanted = {role_file(role): data for role, data in raw.items()}
+    changed = False
     for name, data in wanted.items():
         path = directory / name
         with contextlib.suppress(FileNotFoundError):
             if path.stat().st_size == len(data) and path.read_bytes() == data:
                 continue
-        atomic_write(path, data)
-    removed = False
+        _replace_synced(path, data)
+        changed = True
     for p in directory.iterdir():
         if p.name.endswith(".json") and p.name not in wanted and p.is_file():
             role = unquote(p.name[: -len(".json")])
             if role_file(role) == p.name:  # only files this client would have written
                 p.unlink()
-                removed = True
-    if removed:
+                changed = True
+    if changed:
         _fsync_dir(directory)
 
 
 def atomic_write(path: Path, data: bytes) -> None:
     """Temp file in the same directory (not ``*.json``), fsync, rename, fsync the dir."""
+    _replace_synced(path, data)
+    _fsync_dir(path.parent)
+
+
+def _replace_synced(path: Path, data: bytes) -> None:
+    """Temp file in the same directory (not ``*.json``), fsync, rename over ``path``. The
+    caller fsyncs the directory (once per batch) to make the renames durable."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
     try:
         view = memoryview(data)
@@ -150,7 +163,6 @@ def atomic_write(path: Path, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
 
 
 # --- the client -----------------------------------------------------------------------------
@@ -235,9 +247,16 @@ class TufClient:
         failure. A verified copy already in ``target_dir`` is not downloaded again."""
         if not names:
             raise UsageError("download needs at least one --target-name")
-        self.refresh()
+        # the refresh is persisted with the first find's delegated roles, in one batch
+        # (one directory fsync); a failed refresh is persisted at once, as in refresh()
+        trust = self.load()
         out = Path(target_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            trust.refresh(self._source(), self.clock.now())
+            out.mkdir(parents=True, exist_ok=True)
+        except BaseException:
+            self.persist()
+            raise
         for name in names:
             target = self.find(name)
             dest = out / encode_name(name)

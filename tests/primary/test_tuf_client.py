@@ -222,6 +222,30 @@ def test_download_stops_at_the_first_failure(repo: StaticRepo, dirs) -> None:
     assert not tdir.exists() or list(tdir.iterdir()) == []
 
 
+def test_download_persists_its_refresh_even_when_the_target_is_missing(
+    repo: StaticRepo, dirs
+) -> None:
+    mdir, tdir = dirs
+    repo.add("a.bin", b"a")
+    repo.publish()
+    assert run_init(repo, mdir) == 0
+    assert run_download(repo, mdir, tdir, "nope.bin") == 1
+    assert trusted_version(mdir, "targets") == repo.builder.targets.version
+    assert trusted_version(mdir, "timestamp") == repo.builder.timestamp.version
+    assert_only_tuf_metadata(mdir)
+
+
+def test_unchanged_trusted_files_are_not_rewritten(repo: StaticRepo, dirs) -> None:
+    mdir, tdir = dirs
+    repo.add("a.bin", b"a")
+    repo.publish()
+    assert run_init(repo, mdir) == 0
+    assert run_download(repo, mdir, tdir, "a.bin") == 0
+    before = {p.name: p.stat().st_ino for p in mdir.iterdir()}
+    assert run_download(repo, mdir, tdir, "a.bin") == 0
+    assert {p.name: p.stat().st_ino for p in mdir.iterdir()} == before  # no temp file left
+
+
 # --- attacks ----------------------------------------------------------------------------------
 
 
