@@ -16,7 +16,6 @@ offline commands only (``--offline-keys``; default ``DIR.offline-keys`` next to 
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import secrets
 from collections.abc import Iterator
@@ -512,12 +511,7 @@ class ImageRepository:
         self, role: str, model: Targets, files: dict[str, bytes], now: datetime
     ) -> None:
         b = self.builder
-        state = b._roles[role]
-        state.signed = copy.deepcopy(model)
-        for enc, data in files.items():
-            b.files[enc][role] = data
-        b.mark("snapshot")
-        state.presigned = dict(files)
+        b.install_signed(role, model, files)
         b.publish(now)
         repostate.save(b, self.paths.metadata)
 

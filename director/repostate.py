@@ -19,7 +19,7 @@ from director.fileio import atomic_write, read_json, write_json
 from uptane.keys import Signer
 from uptane.limits import Limits
 from uptane.metadata import DER, JSON, Metadata, Targets, decode
-from uptane.repository import TOP, RepositoryBuilder, _RoleState
+from uptane.repository import TOP, RepositoryBuilder
 
 ROLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 CURRENT = "current.json"
@@ -83,8 +83,7 @@ def load(
     too for an offline command). Roles without a signer keep their stored signed bytes and
     are never re-signed here.
 
-    RepositoryBuilder has no public restore yet, so this is the one place that fills its
-    internals; it keeps the builder's invariants (models, files, root history, order).
+    The builder is restored with :meth:`RepositoryBuilder.restore`: nothing is re-signed.
     """
     cur = read_json(mdir / CURRENT)
     if cur is None:
@@ -105,22 +104,16 @@ def load(
         md: Metadata[Any] = decode(files[JSON][role], limits, role_type=rtype)
         models[role] = md.signed
 
-    b = RepositoryBuilder(name, signers, now, expiry=expiry, encodings=encs)
-    roles: dict[str, _RoleState] = {}
-    for role, model in models.items():
-        state = _RoleState(model, list(signers.get(role, [])))
-        if not state.signers:
-            state.presigned = {e: files[e][role] for e in encs}
-        roles[role] = state
-    b._roles = roles
-    b.delegated = list(cur["delegated"])
-    b.parents = dict(cur["parents"])
-    b.root_history = history
-    b.files = files
-    b._dirty = set()
-    b._published = True
-    b._old_root_signers = []
-    return b
+    return RepositoryBuilder.restore(
+        name,
+        signers,
+        models=models,
+        files=files,
+        root_history=history,
+        delegated=cur["delegated"],
+        parents=cur["parents"],
+        expiry=expiry,
+    )
 
 
 def delegations_of(builder: RepositoryBuilder, role: str) -> Any:

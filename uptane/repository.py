@@ -105,6 +105,49 @@ class RepositoryBuilder:
         self._old_root_signers: list[Signer] = []
         self.publish(now)
 
+    @classmethod
+    def restore(
+        cls,
+        name: str,
+        signers: dict[str, list[Signer]],
+        *,
+        models: dict[str, Signed],
+        files: dict[str, dict[str, bytes]],
+        root_history: list[dict[str, bytes]],
+        delegated: Iterable[str] = (),
+        parents: dict[str, str] | None = None,
+        expiry: dict[str, timedelta] | None = None,
+    ) -> RepositoryBuilder:
+        """Rebuild a builder from stored signed files without re-signing anything, so that
+        versions continue from what was published.
+
+        ``models`` are the decoded signed parts of the current files (by role), ``files``
+        their bytes by encoding then role, ``root_history`` every root version's bytes by
+        encoding. A role with no signer in ``signers`` keeps its stored bytes (it was signed
+        offline) until it is changed.
+        """
+        self = cls.__new__(cls)
+        self.name = name
+        self.expiry = {**DEFAULT_EXPIRY, **(expiry or {})}
+        self.encodings = tuple(files)
+        self._roles = {}
+        for role, model in models.items():
+            state = _RoleState(model, list(signers.get(role, [])))
+            if not state.signers:
+                state.presigned = {e: files[e][role] for e in self.encodings}
+            self._roles[role] = state
+        missing = [r for r in TOP if r not in self._roles]
+        if missing:
+            raise ValueError(f"restore needs every top-level role; missing {missing}")
+        self.delegated = list(delegated)
+        self.parents = dict(parents or {})
+        self.root_history = [dict(h) for h in root_history]
+        self.files = {e: dict(f) for e, f in files.items()}
+        self._dirty = set()
+        self._published = True
+        self._old_root_signers = []
+        return self
+
     # --- accessors ----------------------------------------------------------------------
 
     @property
@@ -214,6 +257,21 @@ class RepositoryBuilder:
     def put_signed(self, role: str, encoding: str, data: bytes) -> None:
         """Hand in ``role`` signed offline in ``encoding`` (its model must already match)."""
         self._roles[role].presigned[encoding] = data
+
+    def install_signed(self, role: str, model: Signed, files: dict[str, bytes]) -> None:
+        """Take ``role`` as signed elsewhere (an offline key, a supplier upload): its model
+        and its signed bytes in every encoding, at the version it was signed with. The next
+        :meth:`publish` lists it in snapshot without re-signing or re-versioning it."""
+        missing = [e for e in self.encodings if e not in files]
+        if missing:
+            raise ValueError(f"{role} signed bytes missing for {missing}")
+        state = self._roles[role]
+        state.signed = copy.deepcopy(model)
+        state.presigned = dict(files)
+        for enc, data in files.items():
+            if enc in self.files:
+                self.files[enc][role] = data
+        self._dirty.add("snapshot")
 
     # --- publishing -----------------------------------------------------------------------
 
