@@ -113,6 +113,7 @@ class PartialVerifier:
         except UptaneError as e:
             raise e.at(repository=REPOSITORY, role="root") from None
         accepted = 0
+        targets_keys = self._targets_keys()
         for data in root_updates:
             try:
                 if peek_version(data, self.limits, encoding=self.encoding) <= (
@@ -126,10 +127,21 @@ class PartialVerifier:
             )
             self.raw["root"] = bytes(data)
             accepted += 1
+        if accepted and self.targets is not None and self._targets_keys() != targets_keys:
+            # §5.4.4.3 fast-forward recovery, for the one role a partial ECU tracks: the
+            # targets keys were rotated, so targets signed by the old ones (a leaked key may
+            # have pushed the version far ahead) are forgotten; the installed image's release
+            # counter still bounds any rollback (§5.4.3.4).
+            self.targets = None
+            self.raw.pop("targets", None)
         if root_updates:
             # §5.4.4.3 step 3: the latest root is not expired (freeze).
             check_not_expired(self.root.signed, now, role="root", repository=REPOSITORY)
         return accepted
+
+    def _targets_keys(self) -> tuple[frozenset[str], int]:
+        entry = self.root.signed.roles["targets"]
+        return frozenset(entry.keyids), entry.threshold
 
     def verify(
         self,

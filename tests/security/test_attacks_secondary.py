@@ -190,25 +190,67 @@ def test_4_3_replayed_version_report_is_detected_by_its_nonce(ecu: Ecu) -> None:
 
 
 def test_4_3_fast_forward_recovery_after_director_key_rotation(ecu: Ecu) -> None:
-    """The Director's targets key leaked and was rotated (root v2). The ECU follows the
-    rotation sent over the link and installs; targets signed by the revoked key are then
-    refused, even with a higher version (no fast-forward lock-out, no comeback)."""
+    """The Director's targets key leaked: the attacker fast-forwards the ECU's trusted
+    targets to a huge version (validly signed, so accepted). The OEM rotates the key
+    (root v2); the ECU follows the rotation sent over the link, forgets the fast-forwarded
+    targets and installs the genuine update with its ordinary version; targets signed by
+    the revoked key are then refused."""
     leaked = ecu.director.keys["targets"][0]
+    ahead = copy.deepcopy(ecu.director.builder.targets)
+    ahead.version += 1_000_000
+    md: Metadata[Any] = Metadata(ahead, encoding=DER)
+    md.sign(leaked)
+    ecu.client.put_metadata("targets", DER, md.to_bytes())  # the fast-forward lands
+    assert ecu.agent.trusted_targets is not None
+
     fresh = PrivateKey.generate()
     ecu.director.builder.rotate_keys("targets", [fresh], revoke=[leaked.key.keyid])
     ecu.director.keys["targets"] = [fresh]
     ecu.director.assign(V2, "fw/v2.bin", release_counter=6)
     ecu.client.put_time(int(later(1).timestamp()))
     ecu.client.put_metadata("root", DER, ecu.director.builder.root_history[-1][DER])
-    ecu.client.put_metadata("targets", DER, ecu.director.targets)
+    ecu.client.put_metadata("targets", DER, ecu.director.targets)  # recovery
     ecu.client.put_image("fw/v2.bin", V2, len(V2))
     assert ecu.client.install("fw/v2.bin").installed == "fw/v2.bin"
 
     t = copy.deepcopy(ecu.director.builder.targets)
-    t.version += 100
+    t.version += 2_000_000
     t.targets = {"fw/v3.bin": entry("fw/v3.bin", V3, rc=99)}
-    md: Metadata[Any] = Metadata(t, encoding=DER)
+    md = Metadata(t, encoding=DER)
     md.sign(leaked)
     refused(ecu, ThresholdNotMet, lambda: ecu.client.put_metadata("targets", DER, md.to_bytes()))
     with pytest.raises(UptaneError):
         ecu.client.put_image("fw/v3.bin", V3, len(V3))
+
+
+def test_5_4_4_3_partial_verifier_forgets_targets_when_the_targets_keys_rotate() -> None:
+    """The core check behind the recovery above (uptane/partial.py): a root update that
+    changes the targets keys drops the trusted targets, so an ordinary version verifies
+    again; a root update that keeps them keeps the trusted targets (no rollback)."""
+    from datetime import timedelta
+
+    from test_agent_support import NOW, VIN
+
+    from uptane.limits import CONSTRAINED
+    from uptane.partial import PartialVerifier
+    from uptane.repository import RepositoryBuilder
+
+    keys = {r: [PrivateKey.generate()] for r in ("root", "targets", "snapshot", "timestamp")}
+    b = RepositoryBuilder("director", dict(keys), NOW, vehicle_id=VIN, encodings=(DER,))
+    pv = PartialVerifier(b.trusted_root(DER), ECU, HW, CONSTRAINED, encoding=DER, vehicle_id=VIN)
+    ahead = copy.deepcopy(b.targets)
+    ahead.version = 1_000_000
+    md: Metadata[Any] = Metadata(ahead, encoding=DER)
+    md.sign(keys["targets"][0])
+    pv.verify(md.to_bytes(), NOW)
+    # a root update that does not touch the targets keys: the fast-forward still holds
+    b.rotate_keys("snapshot", [PrivateKey.generate()], revoke=[keys["snapshot"][0].key.keyid])
+    b.publish(NOW)
+    with pytest.raises(UptaneError):
+        pv.verify(b.files[DER]["targets"], NOW, root_updates=[b.files[DER]["root"]])
+    assert pv.targets is not None and pv.targets.signed.version == 1_000_000
+    # the targets key rotated: recovered
+    b.rotate_keys("targets", [PrivateKey.generate()], revoke=[keys["targets"][0].key.keyid])
+    b.publish(NOW + timedelta(minutes=1))
+    pv.verify(b.files[DER]["targets"], NOW, root_updates=[b.files[DER]["root"]])
+    assert pv.targets is not None and pv.targets.signed.version < 1_000_000
