@@ -265,3 +265,38 @@ def test_key_director_online_keys_compromised_no_arbitrary_image_at_the_primary(
 
         compromised_director(backend, evil)
         assert_refused(car, car.cycle(), error, "arbitrary-software")
+
+
+def test_4_3_fast_forward_recovery_after_director_timestamp_key_rotation(tmp_path, now):
+    """The Director's timestamp key leaked: the attacker fast-forwards the vehicle's
+    trusted timestamp to version 10^6, which then refuses every genuine one (rollback).
+    The OEM rotates the key (``Director.rotate_key``, root v2): the Primary follows the
+    root, forgets the fast-forwarded timestamp and snapshot (§5.4.4.3) and installs."""
+    from director.director import default_offline_dir
+
+    with backend_and_vehicle(tmp_path, now, secondaries=ONE) as (backend, car):
+        assert car.cycle().error is None
+        leaked = PrivateKey.from_pem(
+            (backend.director_dir / "online-keys" / "timestamp.pem").read_bytes()
+        )
+        base = f"{backend.director_server.url}/vehicles/{VIN}/metadata"
+        ts = Metadata.from_json(get(f"{base}/timestamp.json"), LIMITS)
+        ts.signed.version = 1_000_000
+        ts.signatures = []
+        ts.refresh_payload()
+        ts.sign(leaked)
+        ahead = ts.to_bytes()
+        backend.director_proxy.rules.tamper["/timestamp.json"] = lambda _b: ahead
+        assert car.cycle().error is None  # validly signed: the fast-forward lands
+        director, _ = car.primary().load_trust()
+        assert director.timestamp is not None and director.timestamp.signed.version == 1_000_000
+        backend.director_proxy.reset()
+        backend.assign(VIN, [("brk-1", BRAKES)])
+        stuck = car.cycle()
+        assert isinstance(stuck.error, RollbackAttack), stuck.error
+        assert stuck.installed == {} and car.installed("brk-1") is None
+
+        backend.director.rotate_key("timestamp", default_offline_dir(backend.director_dir))
+        recovered = car.cycle()
+        assert recovered.error is None, recovered.error
+        assert recovered.installed == {"brk-1": BRAKES}
