@@ -540,23 +540,28 @@ class Stack:
         out = _call_cli(main, ["init", str(self.image_dir)])
         self.image_token = out.strip().splitlines()[-1]
 
+    def _serve(self, name: str, what: str, args: list[str]) -> tuple[Child, str]:
+        """Start an HTTP service on a free port and wait for its /healthz; a port taken by
+        someone else in the meantime (the service exits) is retried with another."""
+        for attempt in range(3):
+            port = free_port()
+            child = self.procs.start(name, [*args, "--port", str(port)])
+            url = f"http://127.0.0.1:{port}"
+            try:
+                wait_until(what, _healthy(url), child, 60)
+                time.sleep(0.2)  # a failed bind exits at once: the answer was not ours
+                if child.alive:
+                    return child, url
+            except StackError:
+                if child.alive or attempt == 2:
+                    raise
+            self.procs.stop(child)
+        raise StackError(f"{what}: no free port")
+
     def start_image_repo(self) -> None:
         """``uptane-image-repo serve`` on 127.0.0.1, in its own process."""
-        port = free_port()
-        self.image_server = self.procs.start(
-            "image-repo",
-            [
-                "director.image_cli",
-                "serve",
-                str(self.image_dir),
-                "--port",
-                str(port),
-                "--refresh-interval",
-                "0.3",
-            ],
-        )
-        self.image_url = f"http://127.0.0.1:{port}"
-        wait_until("Image repository", _healthy(self.image_url), self.image_server, 60)
+        args = ["director.image_cli", "serve", str(self.image_dir), "--refresh-interval", "0.3"]
+        self.image_server, self.image_url = self._serve("image-repo", "Image repository", args)
         self.image_mitm = Mitm(self.image_url)
 
     def release(self, images: list[Image]) -> int:
@@ -620,21 +625,8 @@ class Stack:
 
     def start_director(self) -> None:
         """``uptane-director serve`` on 127.0.0.1, in its own process."""
-        port = free_port()
-        self.director_server = self.procs.start(
-            "director",
-            [
-                "director.director_cli",
-                "serve",
-                str(self.director_dir),
-                "--port",
-                str(port),
-                "--refresh-interval",
-                "5",
-            ],
-        )
-        self.director_url = f"http://127.0.0.1:{port}"
-        wait_until("Director", _healthy(self.director_url), self.director_server, 60)
+        args = ["director.director_cli", "serve", str(self.director_dir), "--refresh-interval", "5"]
+        self.director_server, self.director_url = self._serve("director", "Director", args)
         self.director_mitm = Mitm(self.director_url)
 
     def admin(self, method: str, path: str, body: Any = None) -> Any:
