@@ -13,6 +13,9 @@ assigned through the admin API.
 from __future__ import annotations
 
 import hashlib
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -37,8 +40,19 @@ def states(stack, paths: set[str]) -> dict[str, str]:
 def check_installed(stack, keys, release) -> None:
     """The three checks of issue 6, once a manifest reported the installed images."""
     paths = {img.path for img in release.values()}
-    # 1. the Director's status: every assignment of the bundle installed
+    # 1. the Director's status: every assignment of the bundle installed, through the
+    # admin API and through `uptane-director status DIR VIN` on the inventory itself
     assert states(stack, paths) == dict.fromkeys(ECUS, "installed")
+    cli = subprocess.run(
+        [sys.executable, "-m", "director.director_cli", "status", str(stack.director_dir), VIN],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=stack.procs.env(),
+    )
+    assert cli.returncode == 0, cli.stderr
+    shown = {a["ecu"]: a["state"] for a in json.loads(cli.stdout)["assignments"]}
+    assert {e: shown[e] for e in ECUS} == dict.fromkeys(ECUS, "installed")
     status = stack.status()
     for ecu in status["ecus"]:
         if ecu["serial"] in release:
