@@ -10,11 +10,12 @@ a decode/encode round trip. Every ``from_dict`` takes a :class:`~uptane.limits.L
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Generic, TypeVar
 
-from uptane.encoding.json import canonical, dumps, loads
+from uptane.encoding.json import canonical, canonical_decoded, dumps, loads
 from uptane.errors import MalformedInput
 from uptane.keys import Key, Signer
 from uptane.limits import Limits
@@ -798,11 +799,23 @@ class Metadata(Generic[T]):
         if cap is None:
             cap = limits.bytes_for_role(role_type) if role_type else None
         doc = loads(data, limits, cap=cap, what=f"{role_type or 'metadata'} JSON")
-        return cls.from_dict(doc, limits, role_type=role_type)
+        # a tree from loads holds only JSON types, so its canonical form can be taken at
+        # C speed (canonical_decoded); from_dict takes any dict and uses canonical()
+        return cls._from_dict(doc, limits, role_type, canonical_decoded)
 
     @classmethod
     def from_dict(cls, doc: Any, limits: Limits, *, role_type: str | None = None) -> Metadata[Any]:
         """Build from a decoded JSON document; sets ``signed_bytes`` to its canonical form."""
+        return cls._from_dict(doc, limits, role_type, canonical)
+
+    @classmethod
+    def _from_dict(
+        cls,
+        doc: Any,
+        limits: Limits,
+        role_type: str | None,
+        canon: Callable[[Any], bytes],
+    ) -> Metadata[Any]:
         doc = _obj(doc, "metadata")
         sigs = _take(doc, "signatures", list, "metadata")
         limits.check_count("signatures", len(sigs), limits.max_signatures)
@@ -812,7 +825,7 @@ class Metadata(Generic[T]):
             raise MalformedInput(f"unknown metadata type {str(t)[:32]!r}")
         if role_type is not None and t != role_type:
             raise MalformedInput(f"expected {role_type} metadata, got {t}", role=role_type)
-        signed_bytes = canonical(signed_d)
+        signed_bytes = canon(signed_d)
         signed = ROLE_CLASSES[t].from_dict(signed_d, limits)
         return cls(
             signed,

@@ -56,7 +56,34 @@ def canonical(obj: JSONValue) -> bytes:
     """Encode ``obj`` as TUF canonical JSON (OLPC style: sorted keys, no spaces, ints only)."""
     out: list[str] = []
     _encode(obj, out)
-    return "".join(out).encode("utf-8")
+    return _utf8("".join(out))
+
+
+def canonical_decoded(value: JSONValue) -> bytes:
+    """:func:`canonical` of a tree that :func:`loads` returned (only dict with str keys,
+    list, str, int, bool and None; no floats), at C speed.
+
+    For such a tree the standard library's compact, sorted, non-ASCII-preserving encoding
+    differs from canonical JSON only in how it writes control characters inside strings
+    (escaped there, raw in canonical JSON), and it writes those with a backslash. So an
+    output with no backslash at all is the canonical form; anything else (PEM keys with
+    newlines, escaped quotes) goes through :func:`canonical`. Never call this on a value
+    that did not come from :func:`loads`: floats or non-string keys would not be refused.
+    """
+    try:
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError):
+        return canonical(value)
+    if "\\" in text:
+        return canonical(value)
+    return _utf8(text)
+
+
+def _utf8(text: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, which JSON's \ud800 escape can make
+        raise MalformedInput("canonical JSON cannot encode a lone surrogate") from None
 
 
 def dumps(obj: JSONValue) -> bytes:
@@ -91,45 +118,101 @@ def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def check_tree(value: JSONValue, limits: Limits) -> None:
-    """Walk a decoded JSON tree without recursion, enforcing depth, string and count caps."""
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    items = 0
-    while stack:
-        node, depth = stack.pop()
-        if depth > limits.max_depth:
-            raise LimitExceeded(f"JSON nesting deeper than {limits.max_depth}")
-        if isinstance(node, str):
-            limits.check_string("JSON string", node)
-        elif isinstance(node, dict):
-            items += len(node)
-            for k, v in node.items():
-                limits.check_string("JSON key", k)
-                stack.append((v, depth + 1))
-        elif isinstance(node, list):
-            items += len(node)
-            stack.extend((v, depth + 1) for v in node)
-        if items > 8 * limits.max_targets + 4096:
-            raise LimitExceeded("too many JSON values")
+    """Walk a decoded JSON tree, enforcing depth, string and count caps."""
+    _Walk(limits).run(value)
+
+
+class _Walk:
+    """One pass over a decoded JSON tree, level by level (no recursion): nesting depth,
+    every string's length (keys and values) and the total item count. It also counts the
+    strings, which is how :func:`loads` tells that no object lost a duplicate key."""
+
+    __slots__ = ("items", "max_depth", "max_items", "max_string", "strings")
+
+    def __init__(self, limits: Limits) -> None:
+        self.max_depth = limits.max_depth
+        self.max_string = limits.max_string
+        self.max_items = 8 * limits.max_targets + 4096
+        self.items = 0
+        self.strings = 0
+
+    def run(self, value: JSONValue) -> None:
+        max_depth, max_string, max_items = self.max_depth, self.max_string, self.max_items
+        items = strings = depth = 0
+        level = [value]
+        while level:
+            below: list[Any] = []
+            add = below.append
+            for node in level:
+                t = type(node)
+                if t is str or (t is not dict and t is not list and isinstance(node, str)):
+                    if len(node) > max_string:
+                        _too_long("JSON string", node, max_string)
+                    strings += 1
+                    continue
+                if t is dict or isinstance(node, dict):
+                    if node and max(map(len, node)) > max_string:
+                        for k in node:
+                            if len(k) > max_string:
+                                _too_long("JSON key", k, max_string)
+                    strings += len(node)
+                    values = node.values()
+                elif t is list or isinstance(node, list):
+                    values = node
+                else:
+                    continue
+                # the children of a value at depth d are at depth d + 1
+                if node and depth >= max_depth:
+                    raise LimitExceeded(f"JSON nesting deeper than {max_depth}")
+                items += len(node)
+                if items > max_items:
+                    raise LimitExceeded("too many JSON values")
+                for v in values:
+                    t = type(v)
+                    if t is str:
+                        if len(v) > max_string:
+                            _too_long("JSON string", v, max_string)
+                        strings += 1
+                    elif t is int or t is bool or v is None:
+                        pass
+                    else:  # containers, and subclasses of str (never from json.loads)
+                        add(v)
+            level = below
+            depth += 1
+        self.items, self.strings = items, strings
+
+
+def _too_long(what: str, value: str, cap: int) -> None:
+    raise LimitExceeded(f"{what}: length {len(value)} exceeds the cap of {cap}")
 
 
 def loads(data: bytes, limits: Limits, *, cap: int | None = None, what: str = "JSON") -> JSONValue:
     """Decode JSON bytes under ``limits``; ``cap`` bounds the byte length (default: the
-    largest role cap)."""
+    largest role cap).
+
+    Duplicate keys are found without a Python hook on every object when the input holds
+    no escaped quote (``\\"``): then every ``"`` byte delimits a string, so the input has
+    exactly two per string it spells out, and an object that kept only the last of two
+    equal keys has fewer strings in the tree than the input spelled out. Inputs with an
+    escaped quote take the hooked decoder, which refuses a duplicate in each object.
+    """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise MalformedInput(f"{what}: expected bytes")
     limit = cap if cap is not None else max(limits.role_bytes.values())
     if len(data) > limit:
         raise EndlessDataAttack(f"{what}: {len(data)} bytes exceeds the {limit}-byte cap")
+    raw = bytes(data)
     try:
-        text = bytes(data).decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise MalformedInput(f"{what}: invalid UTF-8 ({e.reason})") from None
+    hooked = b'\\"' in raw
     try:
         value = json.loads(
             text,
             parse_float=_no_float,
             parse_constant=_no_constant,
-            object_pairs_hook=_pairs,
+            object_pairs_hook=_pairs if hooked else None,
             # raw control characters inside strings are accepted: canonical JSON (OLPC, as
             # securesystemslib writes it) leaves PEM newlines unescaped, and signatures are
             # checked over the re-canonicalised value, never over these bytes
@@ -141,5 +224,8 @@ def loads(data: bytes, limits: Limits, *, cap: int | None = None, what: str = "J
         raise
     except (ValueError, TypeError) as e:  # JSONDecodeError, int digit cap
         raise MalformedInput(f"{what}: {e}") from None
-    check_tree(value, limits)
+    walk = _Walk(limits)
+    walk.run(value)
+    if not hooked and raw.count(b'"') != 2 * walk.strings:
+        raise MalformedInput(f"{what}: duplicate key in JSON object")
     return value
