@@ -78,6 +78,9 @@ EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855
 
 Say = Callable[[str], None]
 
+#: how many times one image is offered to an ECU that refuses it (its reports say why)
+MAX_REFUSALS = 3
+
 
 def _crash_point(step: str) -> None:
     if os.environ.get(CRASH_ENV) == step:
@@ -461,7 +464,8 @@ class Primary:
                 f"targets v{i_state['targets']})"
             )
 
-        if fv.stopped_early == NO_NEW_TARGETS:
+        if fv.director.stopped_early is None and fv.stopped_early == NO_NEW_TARGETS:
+            # every image the Director lists is installed already (§5.4.4.2 step 6)
             record.pending.clear()
         elif fv.stopped_early is None:
             consistent = image.root.signed.consistent_snapshot
@@ -474,14 +478,26 @@ class Primary:
                     continue
                 if _same_image(record.installed.get(a.ecu_id), a.director_target):
                     continue
+                refused = record.results.get(a.ecu_id, {})
+                if (
+                    refused.get("outcome") == "failed"
+                    and refused.get("image") == _image_key(a.director_target)
+                    and refused.get("refusals", 0) >= MAX_REFUSALS
+                ):
+                    self.say(
+                        f"{a.ecu_id}: refused {a.path} {refused['refusals']} times; "
+                        "waiting for the Director to change its assignment"
+                    )
+                    continue
                 p = Pending(a.ecu_id, a.director_target, "approved", dv)
                 p.url = self._image_url(a.director_target, a.image_target, consistent)
                 fresh[a.ecu_id] = p
                 self.say(f"{a.ecu_id}: {a.path} approved ({a.length} bytes)")
             record.pending = fresh
         else:
-            # the Director's metadata did not change: pending work from the same targets
-            # version stays valid (and was just found fresh by the refresh)
+            # the Director's targets did not change (its refresh stopped early: "timestamp
+            # unchanged" or "no new targets"): pending work from that same targets version
+            # stays valid, and was just found fresh by the refresh
             record.pending = {e: p for e, p in record.pending.items() if p.director_version == dv}
         # Only now, with every check passed, does the new metadata become trusted state. The
         # work it approves is recorded first: a crash between the writes below leaves an
@@ -758,11 +774,17 @@ class Primary:
 
     def _failed(self, record: CycleRecord, result: CycleResult, p: Pending, e: UptaneError) -> None:
         """A Secondary refused the image or its metadata: that is its verdict (its next
-        report carries the attack indicator); the update is dropped, not retried forever."""
+        report carries the attack indicator). The update is dropped; the same image is
+        offered again at most ``MAX_REFUSALS`` times in all, not on every cycle forever."""
         record.pending.pop(p.ecu_id, None)
+        key = _image_key(p.target)
+        before = record.results.get(p.ecu_id, {})
+        refusals = before.get("refusals", 0) if before.get("image") == key else 0
         record.results[p.ecu_id] = {
             "outcome": "failed",
             "filename": p.target.path,
+            "image": key,
+            "refusals": refusals + 1,
             "code": e.code,
             "attack": e.attack,
             "reason": str(e)[:200],
@@ -808,6 +830,12 @@ class Primary:
             self._failed(record, result, p, e)
             return
         self._installed(record, result, p)
+
+
+def _image_key(t: TargetFile) -> str:
+    """One string naming an image: its path, length and hashes."""
+    hashes = ",".join(f"{k}:{v.lower()}" for k, v in sorted(t.hashes.items()))
+    return f"{t.path}|{t.length}|{hashes}"
 
 
 def _same_image(a: TargetFile | None, b: TargetFile | None) -> bool:

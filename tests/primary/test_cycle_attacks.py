@@ -31,6 +31,7 @@ from uptane.errors import (
     VehicleMismatch,
 )
 from uptane.keys import PrivateKey
+from uptane.limits import Limits
 
 BRAKES = "brakes/fw-2.bin"
 ONE = {"brk-1": "brk-v1"}
@@ -266,3 +267,52 @@ def test_5_4_4_3_image_repository_root_rotation_is_followed(tmp_path, now):
 
         trust = RepositoryTrust.load("image", state.read_metadata("image"), car.config.limits)
         assert trust.root.signed.version == 2
+
+
+class TamperingLink(ReplayingLink):
+    """A man in the middle inside the vehicle that flips one bit of every image chunk on
+    its way to the Secondary."""
+
+    def report(self, nonce: bytes) -> bytes:
+        return self.agent.report(nonce)
+
+    def put_image_chunk(self, filename: str, total: int, offset: int, chunk: bytes) -> None:
+        self.agent.put_image_chunk(filename, total, offset, bytes([chunk[0] ^ 1]) + chunk[1:])
+
+
+def test_5_4_3_image_tampered_on_the_vehicle_link_is_refused_by_the_secondary(tmp_path, now):
+    with backend_and_vehicle(tmp_path, now, secondaries=ONE) as (backend, car):
+        ecu = car.ecus["brk-1"]
+        ecu.served.close()
+        mitm = TamperingLink(ecu.agent)
+        endpoint = ecu.agent.endpoint(max_frame=1 << 16)
+        endpoint.handler = mitm
+        mitm.endpoint = lambda max_frame: endpoint
+        ecu.served = serve_inprocess("brk-1", mitm, ecu.agent.limits)
+        backend.assign(VIN, [("brk-1", BRAKES)])
+
+        first = car.cycle()
+        assert first.error is None and first.installed == {}
+        assert "brk-1" in first.failed and "arbitrary-software" in first.failed["brk-1"]
+        assert car.installed("brk-1") is None
+        # the Secondary's own signed report names the attack in the next manifest
+        car.cycle()
+        vvm, _ = backend_manifests_with_attack(backend)
+        brk = next(r for r in vvm.reports if r.signed.ecu_id == "brk-1")
+        assert (brk.signed.attack or "").startswith("arbitrary-software")
+        # with the Director's metadata unchanged, it is not offered again
+        car.lines.clear()
+        assert car.cycle().failed == {} and "sending" not in "\n".join(car.lines)
+        assert car.installed("brk-1") is None
+
+
+def backend_manifests_with_attack(backend):
+    from uptane.manifest import decode_vehicle_manifest
+    from uptane.metadata import DER, JSON
+
+    for _path, status, body, _ in reversed(backend.director_proxy.posts):
+        enc = JSON if body[:1] == b"{" else DER
+        vvm = decode_vehicle_manifest(body, Limits.primary(), enc).signed
+        if any(r.signed.attack for r in vvm.reports):
+            return vvm, status
+    raise AssertionError("no manifest carried a Secondary's attack indicator")
