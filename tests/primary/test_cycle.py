@@ -246,3 +246,21 @@ def test_5_4_2_link_dropped_mid_transfer_resumes_at_the_acknowledged_offset(tmp_
         assert "resumed the image transfer at byte" in text
         assert "sending time and" not in text  # the verified metadata was still there
         assert car.installed("brk-1") == BRAKES
+
+
+def test_5_4_2_pending_update_survives_new_director_timestamp_and_snapshot(tmp_path, now):
+    with backend_and_vehicle(tmp_path, now) as (backend, car):
+        backend.assign(VIN, [("brk-1", BRAKES), ("tcu-1", "tcu/tcu-5.bin")])
+        car.unplug("tcu-1")
+        assert car.cycle().installed == {"brk-1": BRAKES}
+        # days pass: the Director re-signs its timestamp and snapshot, the ECU is still away
+        for _ in range(2):
+            backend.advance(timedelta(days=4))
+            car.time.advance(timedelta(days=4))
+            waiting = car.cycle()
+            assert waiting.error is None and waiting.unreachable == ["tcu-1"]
+            assert record(car).pending["tcu-1"].step == "downloaded"
+        car.boot("tcu-1")
+        done = car.cycle()
+        assert done.installed == {"tcu-1": "tcu/tcu-5.bin"}
+        assert done.downloaded == []  # the image downloaded days ago was kept
