@@ -197,8 +197,14 @@ class Primary:
         """One update cycle (§5.4.2); never raises for a network, link or attack failure:
         those are in the result and in the state's ``last_error`` and ``attacks``."""
         cfg = self.config
-        record = self.state.load_cycle()
         result = CycleResult()
+        try:
+            record = self.state.load_cycle()
+        except UptaneError as e:
+            # a damaged record (a disk fault: writes are atomic) must not stop the vehicle
+            # for good: start afresh; the ECUs' reports and the Director rebuild it
+            self.say(f"the stored cycle record is unusable, starting afresh: {e}")
+            record = CycleRecord(last_error=str(e)[:500])
         ports = {s.serial: SecondaryPort(s, self.limits) for s in cfg.secondaries}
         try:
             self._cycle(record, result, ports)

@@ -24,10 +24,10 @@ Every change is one :meth:`AtomicStore.write`: a power cut leaves the old record
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from hardware.store import AtomicStore
 from uptane.errors import UptaneError
@@ -150,8 +150,10 @@ class PrimaryState:
         return out
 
     def write_metadata(self, repository: str, raw: dict[str, bytes]) -> None:
-        """Make the store hold exactly ``raw``: changed files replaced atomically, the root
-        last-but-first (a new root before the files it signs), dropped roles removed."""
+        """Make the store hold exactly ``raw``: changed files replaced atomically, root first
+        (a new root before the files its keys sign), then roles dropped from trust removed.
+        A crash in between leaves files that :meth:`RepositoryTrust.load` re-verifies
+        against the stored root and drops if they no longer verify."""
         store = self._meta[repository]
         current = self.read_metadata(repository)
         order = sorted(raw, key=lambda r: (r != "root", r))
@@ -206,14 +208,6 @@ class PrimaryState:
     def save_cycle(self, record: CycleRecord) -> None:
         self._state.write_json(_CYCLE, record.to_dict())
 
-    # --- the ECU key --------------------------------------------------------------------------
-
-    @staticmethod
-    def digest(data: bytes) -> str:
-        return hashlib.sha256(data).hexdigest()
-
 
 def _decode_name(encoded: str) -> str:
-    from urllib.parse import unquote
-
     return unquote(encoded)
