@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 VIN = "VIN-DEMO-0001"
 PRIMARY = ("gateway-1", "gateway-v1")
-#: ECU serial -> (hardware id, link)
+#: the Secondaries: (ECU serial, hardware id), one on the serial wire, one on CAN
 SERIAL_ECU = ("brake-1", "brake-v2")
 CAN_ECU = ("door-1", "door-v1")
 CAN_GROUP = "239.74.163.7"  # udp_multicast channel, only ever inside a private netns
