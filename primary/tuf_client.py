@@ -25,9 +25,11 @@ import contextlib
 import os
 import sys
 import tempfile
+import threading
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 from primary.fetcher import Fetcher, HttpMetadataSource, target_url
@@ -117,18 +119,35 @@ def write_metadata_dir(directory: Path, raw: dict[str, bytes]) -> None:
 
     Files whose bytes did not change are not touched. Each changed file is written to a
     temp file and fsynced before its rename (so a crash leaves the old or the new file,
-    never a torn one); the directory is fsynced once after all renames and removals of
-    the batch, instead of once per file."""
+    never a torn one); the temp files of one batch are fsynced concurrently, and the
+    directory is fsynced once after all renames and removals of the batch."""
     directory.mkdir(parents=True, exist_ok=True)
     wanted = {role_file(role): data for role, data in raw.items()}
     changed = False
-    for name, data in wanted.items():
-        path = directory / name
-        with contextlib.suppress(FileNotFoundError):
-            if path.stat().st_size == len(data) and path.read_bytes() == data:
-                continue
-        _replace_synced(path, data)
-        changed = True
+    pending: list[list[Any]] = []  # [fd or -1, temp path, final path], until renamed
+    try:
+        for name, data in wanted.items():
+            path = directory / name
+            with contextlib.suppress(FileNotFoundError):
+                if path.stat().st_size == len(data) and path.read_bytes() == data:
+                    continue
+            fd, tmp = tempfile.mkstemp(dir=directory, prefix=".", suffix=".tmp")
+            pending.append([fd, tmp, path])
+            _write_all(fd, data)
+        _fsync_all([entry[0] for entry in pending])
+        while pending:
+            entry = pending[0]
+            fd, entry[0] = entry[0], -1
+            os.close(fd)
+            os.replace(entry[1], entry[2])
+            pending.pop(0)
+            changed = True
+    finally:
+        for fd, tmp, _ in pending:
+            if fd >= 0:
+                os.close(fd)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
     for p in directory.iterdir():
         if p.name.endswith(".json") and p.name not in wanted and p.is_file():
             role = unquote(p.name[: -len(".json")])
@@ -150,9 +169,7 @@ def _replace_synced(path: Path, data: bytes) -> None:
     caller fsyncs the directory (once per batch) to make the renames durable."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        _write_all(fd, data)
         os.fsync(fd)
         os.close(fd)
         fd = -1
@@ -163,6 +180,56 @@ def _replace_synced(path: Path, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _fsync_all(fds: list[int]) -> None:
+    """fsync every file in ``fds``, concurrently (the kernel can commit them together);
+    returns when all are on disk, raises the first failure."""
+    errors: list[BaseException] = []
+
+    def one(fd: int) -> None:
+        try:
+            os.fsync(fd)
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=one, args=(fd,), daemon=True) for fd in fds[1:]]
+    for t in threads:
+        t.start()
+    for fd in fds[:1]:
+        one(fd)
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+class _Persisting:
+    """One :func:`write_metadata_dir` run in a background thread, so its fsyncs overlap
+    the next network transfer; :meth:`wait` returns once the files are durable (or raises
+    what the write raised)."""
+
+    def __init__(self, directory: Path, raw: dict[str, bytes]) -> None:
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(directory, dict(raw)), daemon=True)
+        self.thread.start()
+
+    def _run(self, directory: Path, raw: dict[str, bytes]) -> None:
+        try:
+            write_metadata_dir(directory, raw)
+        except BaseException as e:
+            self.error = e
+
+    def wait(self) -> None:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
 
 
 # --- the client -----------------------------------------------------------------------------
@@ -257,18 +324,32 @@ class TufClient:
         except BaseException:
             self.persist()
             raise
-        for name in names:
-            target = self.find(name)
-            dest = out / encode_name(name)
-            if self.is_cached(target, dest):
-                continue
-            self.fetcher.download_to(
-                self.url_for(target, base_url),
-                dest,
-                target.length,
-                ImageVerifier(target, self.limits),
-                part_path=out / part_name(name),
-            )
+        # each find's trusted files are written in the background while the target
+        # downloads (the fsyncs overlap the transfer); the command returns only once they
+        # are durable, and a second batch waits for the first
+        persisting: _Persisting | None = None
+        try:
+            for name in names:
+                try:
+                    target = trust.find_target(name, self._source(), self.clock.now())
+                finally:
+                    previous, persisting = persisting, None
+                    if previous is not None:
+                        previous.wait()
+                    persisting = _Persisting(self.metadata_dir, trust.raw)
+                dest = out / encode_name(name)
+                if self.is_cached(target, dest):
+                    continue
+                self.fetcher.download_to(
+                    self.url_for(target, base_url),
+                    dest,
+                    target.length,
+                    ImageVerifier(target, self.limits),
+                    part_path=out / part_name(name),
+                )
+        finally:
+            if persisting is not None:
+                persisting.wait()
 
     def url_for(self, target: TargetFile, base_url: str) -> str:
         """``base/path``, or ``base/dir/HASH.name`` with consistent snapshots (the first
