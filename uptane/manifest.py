@@ -349,7 +349,7 @@ class SignedManifest(Generic[M]):
             raise MalformedInput(f"manifest envelope: unknown fields {sorted(doc)[:4]}")
         limits.check_count("signatures", len(sigs), limits.max_signatures)
         t = signed_d.get("_type")
-        if t not in _KINDS or (kind is not None and t != kind):
+        if not isinstance(t, str) or t not in _KINDS or (kind is not None and t != kind):
             raise MalformedInput(f"expected a {kind or 'manifest'}, got {str(t)[:40]!r}")
         received = canonical(signed_d) if encoding == JSON else None
         if t == VEHICLE_MANIFEST:

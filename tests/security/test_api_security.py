@@ -143,6 +143,7 @@ def test_malformed_and_oversize_manifests_are_refused(world):
     for body, ctype in (
         (b"{not json", "application/json"),
         (b'{"signed": {}, "signatures": []}', "application/json"),
+        (b'{"signatures": [], "signed": {"_type": []}}', "application/json"),  # fuzz finding
         (b"\x30\x82\xff\xff" + os.urandom(64), "application/octet-stream"),
         (os.urandom(300), "application/octet-stream"),
         (b"[" * 10_000, "application/json"),

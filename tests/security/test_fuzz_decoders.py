@@ -18,10 +18,12 @@ the mutation fuzzing each was missing and is the single place that lists all of 
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fuzz.targets import TARGETS, check_one
+from uptane.errors import UptaneError
 
 EVERY_DECODER = {
     # metadata from the repositories (Primary: JSON; Secondaries: DER)
@@ -106,3 +108,23 @@ def _fuzz(name: str):
 # one test per decoder, so a failure names it (parametrize + given would share a budget)
 for _name in EVERY_DECODER:
     globals()[f"test_fuzz_{_name}_raises_only_uptane_errors"] = _fuzz(_name)
+
+
+# --- inputs the long runs found (make fuzz), kept as regressions -----------------------------
+
+FOUND = [
+    # report_json, atheris run 2: a "_type" that is a list made the manifest decoder raise
+    # TypeError (unhashable) instead of MalformedInput (fixed in uptane/manifest.py)
+    (
+        "report_json",
+        b'{"signatures":[{"keyid":"bc26e4e4074a00"}],"signed":{"_type":[{"keyid"'
+        b':"40"}],"\x00\x00\x00\x00\x00ter":2}}',
+    ),
+    ("vvm_json", b'{"signatures":[],"signed":{"_type":{"a":1}}}'),
+]
+
+
+@pytest.mark.parametrize("name,data", FOUND, ids=[f"{n}-{i}" for i, (n, _) in enumerate(FOUND)])
+def test_inputs_found_by_the_long_runs_raise_only_uptane_errors(name: str, data: bytes) -> None:
+    with pytest.raises(UptaneError):
+        TARGETS[name].run(data)
