@@ -52,6 +52,7 @@ from uptane.errors import (
     DropRequestAttack,
     FetchError,
     InsufficientSpace,
+    LinkTimeout,
     MixAndMatchAttack,
     UptaneError,
 )
@@ -240,7 +241,7 @@ class Primary:
             director, image = self._verify(record, result, now)
         except UptaneError as e:
             result.error = e
-            if not isinstance(e, (FetchError, InsufficientSpace)):
+            if not _transport_failure(e):
                 self._record_attack(record, result, e, "full verification")
             self.say(f"verification failed: {e}")
             self.state.save_cycle(record)
@@ -250,6 +251,13 @@ class Primary:
         # §5.4.2 step 4: images
         self._download(record, result)
         _crash_point("downloaded")
+        missing = sorted(p.target.path for p in record.pending.values() if p.step == "approved")
+        if missing:
+            # §4.3 partial bundle: no ECU gets its image until every image of the bundle
+            # is here (the next cycle resumes the rest)
+            self.say(f"bundle incomplete, nothing sent: waiting for {', '.join(missing)}")
+            self.state.save_cycle(record)
+            return
 
         # §5.4.2 steps 5–6: Secondaries, then the Primary itself
         trusts = {DIRECTOR: director, IMAGE: image}
@@ -544,7 +552,7 @@ class Primary:
                 )
             except UptaneError as e:
                 p.attempts += 1
-                if not isinstance(e, (FetchError, InsufficientSpace)):
+                if not _transport_failure(e):
                     self._record_attack(record, result, e, f"download of {p.target.path}")
                 result.error = result.error or e
                 self.say(f"download of {p.target.path} stopped: {e}")
@@ -724,7 +732,7 @@ class Primary:
         except UptaneError as e:
             # the repository did not give what the Secondary needs: retry next cycle
             result.error = result.error or e
-            if not isinstance(e, (FetchError, DropRequestAttack)):
+            if not _transport_failure(e):
                 self._record_attack(record, result, e, f"metadata for {ecu_id}")
             self.say(f"{ecu_id}: metadata to forward unavailable: {e}")
             return
@@ -836,6 +844,16 @@ class Primary:
             self._failed(record, result, p, e)
             return
         self._installed(record, result, p)
+
+
+def _transport_failure(e: UptaneError) -> bool:
+    """A repository that could not be reached or answered unusably (an outage looks the
+    same as a drop-request attack): kept as the last error and retried, but not reported
+    as an attack, so that a backend outage does not fail the vehicle's updates. Slow
+    retrieval is reported (§5.4)."""
+    return isinstance(e, (FetchError, InsufficientSpace, DropRequestAttack)) and not isinstance(
+        e, LinkTimeout
+    )
 
 
 def _image_key(t: TargetFile) -> str:

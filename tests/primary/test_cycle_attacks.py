@@ -152,11 +152,36 @@ def test_5_2_3_1_freeze_director_metadata_of_another_vehicle_replayed(tmp_path, 
 
 
 def test_4_3_drop_request_director_never_answers(tmp_path, now):
+    """Nothing answers: the cycle stops with the named error and nothing is installed. An
+    outage looks the same, so it is kept as the last error, not reported as an attack
+    (a backend restart must not fail the vehicle's updates, docs/security.md)."""
     with backend_and_vehicle(tmp_path, now, secondaries=ONE) as (backend, car):
         backend.assign(VIN, [("brk-1", BRAKES)])
         backend.director_proxy.rules.cut["timestamp.json"] = [0, 100]
         result = car.cycle()
-        assert_refused(car, result, DropRequestAttack, "drop-request")
+        assert isinstance(result.error, DropRequestAttack), result.error
+        assert result.installed == {} and car.installed("brk-1") is None
+        rec = PrimaryState(car.config.storage_dir, car.config.limits).load_cycle()
+        assert rec.attacks == [] and "drop-request" in (rec.last_error or "")
+        backend.director_proxy.reset()
+        assert car.cycle().installed == {"brk-1": BRAKES}
+
+
+def test_4_3_partial_bundle_one_image_dropped_installs_none(tmp_path, now):
+    """A man in the middle keeps cutting one image of a two-ECU bundle: no ECU gets its
+    image until the whole bundle is downloaded."""
+    with backend_and_vehicle(tmp_path, now) as (backend, car):
+        backend.assign(VIN, [("brk-1", BRAKES), ("tcu-1", "tcu/tcu-5.bin")])
+        backend.image_proxy.rules.cut["tcu-5.bin"] = [10, 100]
+        result = car.cycle()
+        assert isinstance(result.error, DropRequestAttack), result.error
+        assert result.installed == {}
+        assert car.installed("brk-1") is None and car.installed("tcu-1") is None
+        assert "bundle incomplete, nothing sent" in "\n".join(car.lines)
+        backend.image_proxy.reset()
+        done = car.cycle()
+        assert done.installed == {"brk-1": BRAKES, "tcu-1": "tcu/tcu-5.bin"}
+        assert done.downloaded == ["tcu/tcu-5.bin"]  # brk's image was kept
 
 
 def test_5_4_4_2_image_repository_compromised_alone_cannot_change_an_image(tmp_path, now):
