@@ -125,7 +125,8 @@ class AtomicStore:
         cap = self.max_bytes if max_bytes is None else max_bytes
         try:
             with open(self.path(name), "rb") as f:
-                data = f.read(cap + 1)
+                # read what the file holds, not cap + 1: a read of n bytes allocates n first
+                data = f.read(min(os.fstat(f.fileno()).st_size, cap) + 1)
         except FileNotFoundError:
             return None
         if len(data) > cap:
