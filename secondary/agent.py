@@ -15,8 +15,10 @@ What it does with each request (docs/secondary.md has the whole story):
 - ``PUT_IMAGE``: chunks stream straight into the inactive slot through
   :class:`~uptane.verify.ImageVerifier` (bytes past the signed length are refused before
   they are written); memory is one chunk buffer and the hash states. A transfer interrupted
-  by the link resumes at the acknowledged offset (not across a reboot: hash states live in
-  RAM).
+  by the link resumes at the acknowledged offset. Every ``checkpoint_bytes`` the slot is
+  committed and the transfer's identity and durable offset are stored, so after a reboot
+  the metadata is verified again, the hash states are rebuilt from the slot, and the
+  transfer resumes at that offset.
 - ``INSTALL``: the §5.4.3.4 checks again (ECU id, hardware id, release counter against the
   image that runs now), then :meth:`~secondary.slots.SlotManager.finish_install` (exact
   length, every hash, read-back) switches to a trial boot; with ``reboot_after_install`` the
@@ -35,7 +37,8 @@ trusted metadata is one atomic record in the store, so root and targets change t
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import secrets
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from hashlib import sha256
 from typing import Any
@@ -86,6 +89,13 @@ log = logging.getLogger(__name__)
 TRUSTED = "trusted"  # CBOR {"director": {role: bytes}, "image": {role: bytes}, "map": bytes}
 TIME = "time"  # JSON {"latest": seconds since the epoch}
 LAST_ERROR = "last-error"  # JSON {"code", "attack", "indicator"} or {} after a success
+#: an image transfer to resume after a reboot: TRANSFER (CBOR) is written at its first
+#: checkpoint: {"id", "filename", "total", "slot", "hashes", "files", "roots"}, where files
+#: [[repository, role, bytes]] and roots [[repository, version, bytes]] are the metadata
+#: it was verified from; TRANSFER_AT (JSON {"id", "offset"}) at every checkpoint. Only
+#: matching ids count, so a cut between the two writes leaves nothing to resume.
+TRANSFER = "transfer"
+TRANSFER_AT = "transfer-at"
 
 #: errors about the conversation itself, not about what was sent: not an attack indicator
 _NOT_ATTACKS = (ProtocolViolation, LinkError)
@@ -105,6 +115,8 @@ class _Transfer:
     total: int
     verifier: ImageVerifier
     writer: SlotWriter
+    id: str = field(default_factory=lambda: secrets.token_hex(8))
+    saved: int = 0  # the offset of the last checkpoint (0: none stored)
 
     @property
     def offset(self) -> int:
@@ -117,6 +129,8 @@ class _Pending:
 
     entry: TargetFile
     trusted: dict[str, Any]
+    #: what it was verified from, to verify again after a reboot (see TRANSFER)
+    source: dict[str, list[Any]] = field(default_factory=dict)
 
 
 def _same_image(a: TargetFile, b: TargetFile) -> bool:
@@ -162,6 +176,7 @@ class SecondaryAgent:
         auto_confirm: bool = True,
         reboot_after_install: bool = True,
         verify_on_boot: bool = True,
+        checkpoint_bytes: int | None = None,
     ) -> None:
         if mode not in ("partial", "full"):
             raise ValueError(f"unknown verification mode {mode!r}")
@@ -180,6 +195,8 @@ class SecondaryAgent:
         self.image_repo_name = image_repo_name
         self.auto_confirm = auto_confirm
         self.reboot_after_install = reboot_after_install
+        #: commit the slot and store the transfer's offset every this many image bytes
+        self.checkpoint_bytes = checkpoint_bytes or 16 * self.limits.chunk_size
         self.slots = SlotManager(
             flash,
             max_trial_boots=max_trial_boots,
@@ -332,6 +349,7 @@ class SecondaryAgent:
         st = self.slots.status()
         if self.auto_confirm and st.trial is not None and booted == st.trial:
             self.slots.confirm()
+        self._resume_transfer()
         return booted
 
     # --- SecondaryHandler -----------------------------------------------------------------
@@ -462,7 +480,11 @@ class SecondaryAgent:
         if entry is not None and not self._is_installed(entry):
             # the new metadata is trusted together with the image it names
             pv.root, pv.targets, pv.raw = saved
-            self._set_pending(_Pending(entry, new))
+            source = {
+                "files": [[self.director_name, "targets", bytes(targets)]],
+                "roots": [[self.director_name, i, r] for i, r in enumerate(roots)],
+            }
+            self._set_pending(_Pending(entry, new, source))
         else:
             self._set_pending(None)
             self._save_trusted(new)
@@ -541,7 +563,11 @@ class SecondaryAgent:
             new["map"] = map_bytes
         approved = result.for_ecu(self.ecu_serial)
         if approved is not None and not self._is_installed(approved.director_target):
-            self._set_pending(_Pending(approved.director_target, new))
+            source = {
+                "files": [[repo, role, data] for (repo, role), data in received.items()],
+                "roots": [[n, v, d] for n, vs in roots.items() for v, d in vs.items()],
+            }
+            self._set_pending(_Pending(approved.director_target, new, source))
         else:
             self._set_pending(None)
             if result.stopped_early not in (None, NO_NEW_TARGETS) or approved is None:
@@ -566,9 +592,124 @@ class SecondaryAgent:
         return dict(md.signed.targets)
 
     def _abort_transfer(self, reason: str) -> None:
-        if self._xfer is not None:
+        x = self._xfer
+        if x is not None:
             self._xfer = None
+            self._forget_transfer(x)
             self.slots.abort_install(reason)
+
+    def _forget_transfer(self, x: _Transfer) -> None:
+        """Drop the stored checkpoint of ``x`` (before its slot is reused or installed)."""
+        if x.saved:
+            self.store.delete(TRANSFER_AT)
+
+    def _checkpoint(self, x: _Transfer, p: _Pending) -> None:
+        """Make the bytes received so far durable and record where to resume: the slot is
+        committed before the record that claims its bytes is written."""
+        durable = x.writer.sync()
+        if not x.saved:
+            rec = {
+                "id": x.id,
+                "filename": x.filename,
+                "total": x.total,
+                "slot": x.writer.slot,
+                "hashes": dict(p.entry.hashes),
+                **p.source,
+            }
+            self.store.write(TRANSFER, cbor.dumps(rec))
+        self.store.write_json(TRANSFER_AT, {"id": x.id, "offset": durable})
+        x.saved = durable
+
+    def _transfer_cap(self) -> tuple[int, int]:
+        """Byte and item caps of the TRANSFER record: every metadata file and root sent."""
+        lim = self.limits
+        files = 2 * lim.max_roles + 2
+        roots = 2 * lim.max_root_rotations
+        biggest = max(lim.delegated_targets_bytes, *lim.role_bytes.values())
+        size = files * biggest + roots * lim.bytes_for_role("root") + lim.map_file_bytes
+        return size + 4096, files + roots + 16
+
+    def _resume_transfer(self) -> None:
+        """After a reboot: continue the transfer a checkpoint recorded, if its metadata
+        still verifies (§5.4.4.1 or §5.4.4.2 again, now, against the trusted state and the
+        image that runs) and the inactive slot still holds its partial image. The hash
+        states are rebuilt by streaming the slot's first ``offset`` bytes through a new
+        ImageVerifier; anything else discards the partial (the next transfer starts at 0)."""
+        if self._xfer is not None:
+            return
+        at = self._load_json(TRANSFER_AT)
+        if at is None:
+            return
+        kept_error = self._last_error
+        try:
+            size, items = self._transfer_cap()
+            data = self.store.read(TRANSFER, max_bytes=size)
+            if data is None:
+                raise MalformedInput("no transfer record")
+            rec = cbor.loads(data, self.limits, cap=size, max_items=items, max_total=4 * items)
+            if not isinstance(rec, dict) or not isinstance(at, dict):
+                raise MalformedInput("the transfer record is damaged")
+            if not isinstance(rec.get("id"), str) or at.get("id") != rec["id"]:
+                raise MalformedInput("the transfer records do not match")
+            x = self._restore(rec, at.get("offset"))
+        except UptaneError as e:
+            log.warning("the partial image transfer is discarded: %s", e)
+            self._pending = None
+            self._roots.clear()
+            self._received = {}
+            self.store.delete(TRANSFER_AT)
+            self.store.delete(TRANSFER)
+            return
+        finally:
+            if kept_error and self._last_error != kept_error:
+                # verifying again is no new verdict: keep the last refusal's indicator
+                self._last_error = kept_error
+                self.store.write_json(LAST_ERROR, kept_error)
+        self._xfer = x
+        log.info("resuming the transfer of %r at byte %d", x.filename, x.offset)
+
+    def _restore(self, rec: dict[str, Any], offset: Any) -> _Transfer:
+        filename, total, slot = rec.get("filename"), rec.get("total"), rec.get("slot")
+        files, roots = rec.get("files"), rec.get("roots")
+        if (
+            not isinstance(filename, str)
+            or not isinstance(total, int)
+            or not isinstance(offset, int)
+            or isinstance(offset, bool)
+            or not 0 < offset <= total
+            or not isinstance(files, list)
+            or not isinstance(roots, list)
+        ):
+            raise MalformedInput("the transfer record is damaged")
+        if slot != self.slots.inactive_slot():
+            raise ProtocolViolation(f"the partial image is in slot {slot}, not the inactive one")
+        try:
+            received = {(str(r), str(role)): bytes(body) for r, role, body in files}
+            for r, version, root in roots:
+                self._roots.setdefault(str(r), {})[int(version)] = bytes(root)
+        except (TypeError, ValueError):
+            raise MalformedInput("the transfer record is damaged") from None
+        # the same verification as when the metadata arrived, at the latest time
+        if self.mode == "partial":
+            targets = received.get((self.director_name, "targets"))
+            if targets is None:
+                raise MalformedInput("the transfer record has no Director targets")
+            self._verify_partial(targets)
+        else:
+            self._received = received
+            self._verify_full()
+        p = self._pending
+        if p is None or p.entry.path != filename or p.entry.length != total:
+            raise TargetNotFound(f"the verified metadata no longer names {filename[:64]!r}")
+        if dict(p.entry.hashes) != rec.get("hashes"):
+            raise TargetNotFound(f"the verified metadata names another {filename[:64]!r}")
+        # rebuild the hash states from the bytes the slot holds, one chunk at a time
+        verifier = ImageVerifier(p.entry, self.limits)
+        step = self.limits.chunk_size
+        for off in range(0, offset, step):
+            verifier.update(self.flash.read(slot, off, min(step, offset - off)))
+        writer = self.slots.resume_install(p.entry, offset)
+        return _Transfer(filename, total, verifier, writer, id=str(rec["id"]), saved=offset)
 
     def put_image_chunk(self, filename: str, total: int, offset: int, chunk: bytes) -> None:
         """The next chunk, streamed into the inactive slot through the image verifier."""
@@ -586,6 +727,9 @@ class SecondaryAgent:
         except UptaneError:
             self._abort_transfer("image chunk refused")
             raise
+        p = self._pending
+        if x.writer.flushed - x.saved >= self.checkpoint_bytes and x.offset < x.total and p:
+            self._checkpoint(x, p)
 
     def _begin(self, filename: str, total: int) -> None:
         p = self._pending
@@ -639,7 +783,10 @@ class SecondaryAgent:
             self._abort_transfer("the image no longer fits this ECU")
             raise
         # exact length, every hash, read-back, then the switch to a trial boot
-        self.slots.finish_install(x.writer, x.verifier)
+        try:
+            self.slots.finish_install(x.writer, x.verifier)
+        finally:
+            self._forget_transfer(x)  # installed or rejected: never resumed
         self._pending = None
         self._save_trusted(p.trusted)
         if self._partial is not None:

@@ -145,13 +145,15 @@ class SlotWriter:
     announced length. Memory stays at one buffer whatever the image size.
     """
 
-    def __init__(self, flash: Flash, slot: str, info: ImageInfo, chunk_size: int) -> None:
+    def __init__(
+        self, flash: Flash, slot: str, info: ImageInfo, chunk_size: int, start: int = 0
+    ) -> None:
         self.flash = flash
         self.slot = slot
         self.info = info
         self._buf = bytearray(chunk_size)
         self._fill = 0
-        self._flushed = 0
+        self._flushed = start  # a resumed install continues after the bytes already held
         self.closed = False
 
     @property
@@ -162,6 +164,20 @@ class SlotWriter:
     @property
     def remaining(self) -> int:
         return self.info.length - self.written
+
+    @property
+    def flushed(self) -> int:
+        """Bytes handed to the flash so far (``written`` minus the buffered tail)."""
+        return self._flushed
+
+    def sync(self) -> int:
+        """Commit the slot (one write point) and return how many bytes are now durable:
+        the checkpoint of a transfer that may resume after a reboot. The buffered tail is
+        not written, so the slot's writes stay whole buffers."""
+        if self.closed:
+            raise InstallFailed("the install was finished or aborted")
+        self.flash.commit(self.slot)
+        return self._flushed
 
     def write(self, chunk: bytes | bytearray | memoryview) -> None:
         """Accept the next chunk of the image."""
@@ -306,6 +322,35 @@ class SlotManager:
             # write point: the slot stops claiming its old image before a byte of it changes
             self._write(images={slot: None})
         self._writer = SlotWriter(self.flash, slot, info, self.limits.chunk_size)
+        return self._writer
+
+    def resume_install(self, metadata: ImageInfo | TargetFile, offset: int) -> SlotWriter:
+        """Continue an install interrupted by a reboot: a writer for ``metadata`` that
+        already holds the first ``offset`` bytes of the inactive slot.
+
+        Refused (:class:`PartialBundleAttack`) unless the slot can still hold that partial
+        image: no install or trial is pending and the boot record claims no image for the
+        inactive slot (``begin_install`` cleared it and nothing was installed there since).
+        The bytes themselves are the caller's to re-hash; :meth:`finish_install` verifies
+        the whole slot again in any case.
+        """
+        info = ImageInfo.from_target(metadata) if isinstance(metadata, TargetFile) else metadata
+        if self._writer is not None:
+            raise PartialBundleAttack("an install is already in progress")
+        if self._record.trial is not None:
+            raise PartialBundleAttack(f"slot {self._record.trial} is still on trial")
+        slot = self.inactive_slot()
+        if self._image(slot) is not None:
+            raise PartialBundleAttack(f"slot {slot} holds an installed image, not a partial one")
+        cap = min(self.flash.slot_size, self.limits.image_bytes)
+        if info.length > cap:
+            raise EndlessDataAttack(
+                f"image of {info.length} bytes does not fit the {cap}-byte slot"
+            )
+        if not 0 <= offset <= info.length:
+            raise BadLength(f"resume at byte {offset} of a {info.length}-byte image")
+        self._check_record_fits(slot, info)
+        self._writer = SlotWriter(self.flash, slot, info, self.limits.chunk_size, start=offset)
         return self._writer
 
     def _check_record_fits(self, slot: str, info: ImageInfo) -> None:
