@@ -20,6 +20,7 @@ import json
 import re
 import secrets
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -1024,21 +1025,12 @@ class Director:
     def _cached(self, vin: str) -> _Cached | None:
         """The vehicle's signed files: from memory, or one indexed lookup; re-signs the
         timestamp (and what else nears expiry) first when needed."""
-        import time
-
+        c = self._fresh(vin)
+        if c is not None:
+            return c
         mono = time.monotonic()
         now = self.clock()
-        with self._cache_lock:
-            c = self._cache.get(vin)
-            if c is not None:
-                self._cache.move_to_end(vin)
         margin = _ts(now) + int(self._margin("timestamp").total_seconds())
-        if (
-            c is not None
-            and mono - c.fetched < self.config.cache_seconds
-            and c.timestamp_expires > margin
-        ):
-            return c
         vm = inv.vehicle_metadata
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(vm).where(vm.c.vin == vin)).first()
@@ -1076,6 +1068,33 @@ class Director:
             while len(self._cache) > self.config.cache_vehicles:
                 self._cache.popitem(last=False)
         return c
+
+    def _fresh(self, vin: str) -> _Cached | None:
+        """The vehicle's cache entry if it may be served as it is: younger than
+        ``cache_seconds`` and its timestamp not near expiry. Memory only."""
+        with self._cache_lock:
+            c = self._cache.get(vin)
+            if c is None:
+                return None
+            self._cache.move_to_end(vin)
+        if time.monotonic() - c.fetched >= self.config.cache_seconds:
+            return None
+        margin = _ts(self.clock()) + int(self._margin("timestamp").total_seconds())
+        return c if c.timestamp_expires > margin else None
+
+    def cached_file(self, vin: str, name: str) -> bytes | None:
+        """What :meth:`metadata_file` answers, when the answer is a fresh cache hit; None
+        otherwise (ask :meth:`metadata_file`). Never touches the database or a key, so the
+        HTTP service may call it on its event loop."""
+        c = self._fresh(vin)
+        if c is None:
+            return None
+        parts = name.split(".")
+        if len(parts) == 3 and parts[1] == "root" and parts[0].isdigit():
+            return self.root_files.get(int(parts[0]), {}).get(parts[2])
+        if len(parts) == 2 and parts[0] == "root":
+            return self.root_files[max(self.root_files)].get(parts[1])
+        return c.files.get(name)
 
     def metadata_file(self, vin: str, name: str) -> bytes | None:
         """A per-vehicle metadata file by name (``N.root.json``, ``timestamp.der``, ...)."""

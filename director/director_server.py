@@ -68,6 +68,43 @@ class CampaignIn(BaseModel):
     target: str = Field(max_length=4096)
 
 
+class MetadataFastPath:
+    """ASGI middleware, outermost of the app's own: answers ``GET
+    /vehicles/{vin}/metadata/{name}`` from the Director's in-memory cache of signed bytes
+    (:meth:`Director.cached_file`) on the event loop, with the same status, headers and
+    body as the route, without the framework or a worker thread. Everything else, a
+    request with a body, and every cache miss go to the app unchanged (a miss is served by
+    the route, which does the indexed lookup and fills the cache)."""
+
+    def __init__(self, app: Any, director: Director) -> None:
+        self.app = app
+        self.director = director
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET" and not scope.get("root_path"):
+            parts = scope["path"].split("/")
+            if (
+                len(parts) == 5
+                and parts[1] == "vehicles"
+                and parts[3] == "metadata"
+                and parts[2]
+                and parts[4]
+                and not any(k in _BODY_HEADERS for k, _ in scope["headers"])
+            ):
+                data = self.director.cached_file(parts[2], parts[4])
+                if data is not None:
+                    media = _MEDIA_BYTES[DER if parts[4].endswith(".der") else JSON]
+                    headers = [(b"content-length", b"%d" % len(data)), (b"content-type", media)]
+                    await send({"type": "http.response.start", "status": 200, "headers": headers})
+                    await send({"type": "http.response.body", "body": data})
+                    return
+        await self.app(scope, receive, send)
+
+
+_BODY_HEADERS = (b"content-length", b"transfer-encoding")
+_MEDIA_BYTES = {k: v.encode() for k, v in MEDIA.items()}
+
+
 def _spec(e: EcuIn, director: Director) -> EcuSpec:
     return EcuSpec(e.serial, e.hardware_id, key_from_json(e.public_key, director.limits), e.primary)
 
@@ -117,6 +154,7 @@ def create_app(
 
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_middleware(BodyCap, cap=d.config.max_body_bytes)
+    app.add_middleware(MetadataFastPath, director=d)  # added last: runs first
 
     security = HTTPBearer(auto_error=False)
 

@@ -301,3 +301,41 @@ def test_5_4_4_2_director_entry_matches_the_image_entry_including_shall_match(en
     assert director_tf.hardware_ids == ["gw-a", "gw-b"]
     assert director_tf.shall_match == {"bootloader": "3.x"}
     assert director_tf.ecu_ids == {"VIN0001-gw": "gw-b"}
+
+
+def test_5_3_2_cached_poll_answers_exactly_as_the_route_and_never_stale(env):
+    """A cache hit is answered before the framework (MetadataFastPath): same status,
+    headers and bytes as the route that filled the cache; an assignment changes what the
+    next poll gets at once; unknown names and vehicles still get the route's 404."""
+    _register(env, "VIN0001")
+    raw = httpx.Client(base_url=env["url"])
+    d = env["director"]
+    for name in ("timestamp.json", "timestamp.der", "targets.json", "1.root.json", "root.der"):
+        d.invalidate("VIN0001")
+        miss = raw.get(f"/vehicles/VIN0001/metadata/{name}")  # the route, from the database
+        assert d.cached_file("VIN0001", name) == miss.content  # now a hit
+        hit = raw.get(f"/vehicles/VIN0001/metadata/{name}")
+        assert (
+            (hit.status_code, hit.content) == (miss.status_code, miss.content) == (200, hit.content)
+        )
+        same = ("content-type", "content-length")
+        assert {k: hit.headers[k] for k in same} == {k: miss.headers[k] for k in same}
+        assert [k for k in hit.headers if k not in ("date", "server")] == [
+            k for k in miss.headers if k not in ("date", "server")
+        ]
+    for path in ("VIN0001/metadata/9.root.json", "VIN0001/metadata/nope.json", "NOPE/metadata/x"):
+        r = raw.get(f"/vehicles/{path}")
+        assert r.status_code == 404 and r.json() == {"detail": "no such metadata file"}
+    before = raw.get("/vehicles/VIN0001/metadata/targets.json").content
+    assert d.cached_file("VIN0001", "targets.json") == before
+    r = env["c"].post(
+        "/api/vehicles/VIN0001/assignments",
+        json={"assignments": [{"ecu": "VIN0001-brk", "target": "brakes/fw-2.0.bin"}]},
+    )
+    assert r.status_code == 201, r.text
+    after = raw.get("/vehicles/VIN0001/metadata/targets.json").content
+    assert after != before and b"brakes/fw-2.0.bin" in after
+    # a GET with a body over the cap is still refused by the body cap, hit or not
+    big = b"x" * (d.config.max_body_bytes + 1)
+    r = raw.request("GET", "/vehicles/VIN0001/metadata/timestamp.json", content=big)
+    assert r.status_code == 413
