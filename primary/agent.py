@@ -9,10 +9,12 @@
 3. full verification of the Director and the Image repository
    (:func:`uptane.verify.full_verification` over :class:`~primary.fetcher.HttpMetadataSource`);
 4. download every approved image (free-space check, at most its length, every hash, a
-   ``.part`` file resumed next cycle);
+   ``.part`` file resumed next cycle); nothing goes to any ECU until every image of the
+   bundle is here (§4.3 partial bundle);
 5. for each Secondary: the time, the metadata it needs (partial: Director root updates and
    targets in DER; full: everything), then the image, resumed from what it acknowledged;
-6. install the Primary's own image through :class:`secondary.slots.SlotManager`;
+6. install the Primary's own image through :class:`secondary.slots.SlotManager`, the
+   same slot interface as the Secondaries (imported lazily, only when there is one);
 7. collect the results: the next manifest carries them, and the attacks seen here.
 
 Every step that changes something is recorded in :class:`~primary.state.PrimaryState`
@@ -31,7 +33,7 @@ import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -868,10 +870,6 @@ def _same_image(a: TargetFile | None, b: TargetFile | None) -> bool:
     ha = {k: v.lower() for k, v in a.hashes.items()}
     hb = {k: v.lower() for k, v in b.hashes.items()}
     return a.path == b.path and a.length == b.length and ha == hb
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
 
 
 __all__ = ["CRASH_ENV", "CycleResult", "Primary"]
