@@ -627,3 +627,52 @@ def test_der_every_string_is_capped_as_in_json(keys):
     assert der.decode_metadata(data, PRIMARY).signed.to_dict() == root.to_dict()
     with pytest.raises(LimitExceeded):
         der.decode_metadata(data, CONSTRAINED.replace(role_bytes={"root": 1 << 20}))
+
+
+def test_der_reader_refuses_missing_misplaced_and_malformed_fields(root_der):
+    """The TLV reader (no asn1crypto parse tree): a required field left out, two fields
+    swapped, primitive contents no DER value has."""
+    tree = parse_tree(root_der)
+    del tree[0][1][0][1][1]  # version
+    with pytest.raises(MalformedInput, match="version"):
+        der.decode_metadata(dump_tree(tree), PRIMARY)
+    tree = parse_tree(root_der)
+    signed = tree[0][1][0][1]
+    signed[1], signed[2] = signed[2], signed[1]  # the body before the version
+    with pytest.raises(MalformedInput):
+        der.decode_metadata(dump_tree(tree), PRIMARY)
+    for pick, content, err in [
+        (lambda t: t[0][1][0][1][2][1][0], b"\xff\xff", MalformedInput),  # 2-byte BOOLEAN
+        (lambda t: t[0][1][0][1][1], b"", MalformedInput),  # an empty INTEGER
+        (lambda t: t[0][1][0][1][1], b"\x01" * 10, LimitExceeded),  # past 64 bits
+    ]:
+        tree = parse_tree(root_der)
+        node = pick(tree)
+        assert node[0] in (0x01, 0x02)
+        node[1] = content
+        with pytest.raises(err):
+            der.decode_metadata(dump_tree(tree), PRIMARY)
+    tree = parse_tree(root_der)
+    keytype = tree[0][1][0][1][2][1][1][1][0][1][1]  # the first key's keytype
+    assert keytype[0] == 0x0C
+    keytype[1] = b"\xff\xfe"
+    with pytest.raises(MalformedInput, match="UTF-8"):
+        der.decode_metadata(dump_tree(tree), PRIMARY)
+
+
+def test_der_every_accepted_mutation_is_the_encoding_of_what_was_decoded():
+    """The re-encoding check compares piece by piece: whatever one-byte change it lets
+    through must be the one DER encoding of the decoded value."""
+    data = _signed_md(_timestamp(), PrivateKey.generate()).to_bytes()
+    accepted = 0
+    for i in range(len(data)):
+        for flip in (0x01, 0x80, 0xFF):
+            bad = bytearray(data)
+            bad[i] ^= flip
+            try:
+                md = der.decode_metadata(bytes(bad), PRIMARY)
+            except UptaneError:
+                continue
+            accepted += 1
+            assert der.encode_metadata(md) == bytes(bad)
+    assert accepted  # flips inside digests and signatures are values, not forms

@@ -3,25 +3,29 @@
 The schema follows the uptane/asn1 modules (CommonModule, MetadataModule, RootModule,
 TargetsModule, SnapshotModule, TimestampModule, ECUModule), extended for Standard 2.x so
 that it carries everything the metadata model carries. The schema is written as asn1crypto
-classes, which parse; this module converts between DER and the *JSON shape* of a document
-(what ``to_dict()`` returns), so the model's ``from_dict`` does every field check and every
-:class:`~uptane.limits.Limits` cap exactly as on the JSON path.
+classes; this module reads and writes DER by them itself and converts between DER and the
+*JSON shape* of a document (what ``to_dict()`` returns), so the model's ``from_dict`` does
+every field check and every :class:`~uptane.limits.Limits` cap exactly as on the JSON path.
 
 Public API: :func:`encode_signed` (the bytes DER signatures cover), :func:`encode_metadata`,
 :func:`decode_metadata` (used by ``uptane.metadata``); :func:`encode_manifest_signed`,
 :func:`encode_manifest`, :func:`decode_manifest` (used by ``uptane.manifest``);
-:func:`check_structure` (the pre-parse walk) and :func:`require_same`.
+:func:`check_structure` (the pre-parse walk), :func:`require_same` and
+:func:`require_encodes_to`.
 
 Decoding is strict and bounded, in this order:
 
 1. the byte cap (:class:`~uptane.errors.EndlessDataAttack`);
-2. an iterative walk over the raw TLV structure, before asn1crypto sees the bytes: no
+2. an iterative walk over the raw TLV structure, before anything is built: no
    indefinite or non-minimal lengths, no lengths past the buffer, no trailing bytes, no
    high tag numbers, nesting at most ``limits.max_depth``, element counts capped;
-3. asn1crypto parses the schema below (lazily, field by field);
+3. a reader walks the TLVs by the schema below (its asn1crypto classes describe it) into
+   plain values: dicts, lists, ints, bytes, strings; no asn1crypto parse tree, which kept
+   an object and a copy of the contents per value (see :func:`_read`);
 4. conversion to the JSON shape, the JSON path's generic checks on it (depth, every
    string, item count) and the model's ``from_dict`` (field checks and count caps);
-5. the decoded value, re-encoded, must give the input bytes again: this refuses every
+5. the decoded value, re-encoded, must give the input bytes again (for metadata compared
+   piece by piece against the input, :func:`require_encodes_to`): this refuses every
    BER-only form (non-minimal INTEGER, BOOLEAN other than 0xFF, DEFAULT values spelled
    out, unknown extra fields) and gives every value exactly one accepted encoding (maps
    sorted by key, the compact alternative wherever it applies, empty things left out).
@@ -41,6 +45,7 @@ from __future__ import annotations
 import base64
 import binascii
 import calendar
+import functools
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -404,10 +409,11 @@ def _hex_to_asn(value: Any, what: str) -> Any:
     return ("text", value)
 
 
-def _hex_from_asn(value: HexString) -> str:
-    if value.name == "raw":
-        return bytes(value.chosen.native).hex()
-    return str(value.chosen.native)
+def _hex_from_asn(value: tuple[str, Any]) -> str:
+    name, inner = value
+    if name == "raw":
+        return inner.hex()
+    return inner
 
 
 def _pem(body: bytes) -> str:
@@ -439,15 +445,15 @@ def _public_to_asn(public: Any) -> Any:
     return ("text", public)
 
 
-def _public_from_asn(value: PublicKeyValue) -> str:
-    raw = value.chosen.native
-    if value.name == "ed25519":
+def _public_from_asn(value: tuple[str, Any]) -> str:
+    name, raw = value
+    if name == "ed25519":
         if len(raw) != 32:
             raise _bad("an ed25519 public key is 32 bytes")
-        return bytes(raw).hex()
-    if value.name == "spki":
-        return _pem(bytes(raw))
-    return str(raw)
+        return raw.hex()
+    if name == "spki":
+        return _pem(raw)
+    return raw
 
 
 def _time_to_int(value: Any) -> int:
@@ -495,10 +501,6 @@ def _int(value: Any) -> int:
     return value
 
 
-def _present(value: core.Asn1Value) -> bool:
-    return not isinstance(value, core.Void)
-
-
 def _split(d: Any, known: tuple[str, ...], what: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Split a JSON-shape object into its known fields and the rest (unrecognized)."""
     if not isinstance(d, dict):
@@ -517,9 +519,9 @@ def _set_unrec(asn: dict[str, Any], rest: dict[str, Any]) -> None:
         asn["unrecognized"] = canonical(rest)
 
 
-def _get_unrec(asn: core.Sequence, limits: Limits) -> dict[str, Any]:
-    value = asn["unrecognized"]
-    return _json_from_asn(value.native, limits) if _present(value) else {}
+def _get_unrec(asn: dict[str, Any], limits: Limits) -> dict[str, Any]:
+    value = asn.get("unrecognized")
+    return {} if value is None else _json_from_asn(value, limits)
 
 
 def _strings(values: Any, what: str) -> list[str]:
@@ -547,13 +549,13 @@ def _hashes_to_asn(hashes: Any, what: str) -> Any:
     return out
 
 
-def _hashes_from_asn(asn: Hashes) -> dict[str, str]:
+def _hashes_from_asn(asn: list[tuple[str, Any]]) -> dict[str, str]:
     out: dict[str, str] = {}
-    for h in asn:
-        if h.name == "other":
-            alg, digest = str(h.chosen["function"].native), _hex_from_asn(h.chosen["digest"])
+    for name, inner in asn:
+        if name == "other":
+            alg, digest = inner["function"], _hex_from_asn(inner["digest"])
         else:
-            alg, digest = h.name, bytes(h.chosen.native).hex()
+            alg, digest = name, inner.hex()
         if alg in out:
             raise _bad("a hash algorithm appears twice")
         out[alg] = digest
@@ -575,7 +577,7 @@ def _sigs_to_asn(sigs: Any) -> Any:
     return out
 
 
-def _sigs_from_asn(asn: Signatures, limits: Limits) -> list[dict[str, Any]]:
+def _sigs_from_asn(asn: list[dict[str, Any]], limits: Limits) -> list[dict[str, Any]]:
     limits.check_count("signatures", len(asn), limits.max_signatures)
     return [
         {
@@ -607,7 +609,7 @@ def _keys_to_asn(keys: Any) -> Any:
     return out
 
 
-def _keys_from_asn(asn: PublicKeys, limits: Limits) -> dict[str, Any]:
+def _keys_from_asn(asn: list[dict[str, Any]], limits: Limits) -> dict[str, Any]:
     limits.check_count("keys", len(asn), limits.max_keys)
     out: dict[str, Any] = {}
     for k in asn:
@@ -616,8 +618,8 @@ def _keys_from_asn(asn: PublicKeys, limits: Limits) -> dict[str, Any]:
             raise _bad("a key id appears twice")
         out[kid] = {
             **_get_unrec(k, limits),
-            "keytype": k["keytype"].native,
-            "scheme": k["scheme"].native,
+            "keytype": k["keytype"],
+            "scheme": k["scheme"],
             "keyval": {"public": _public_from_asn(k["public"])},
         }
     return out
@@ -635,11 +637,11 @@ def _metafile_to_asn(d: Any) -> Any:
     return v
 
 
-def _metafile_from_asn(asn: core.Sequence, limits: Limits) -> dict[str, Any]:
-    d: dict[str, Any] = {**_get_unrec(asn, limits), "version": _int(asn["version"].native)}
-    if _present(asn["length"]):
-        d["length"] = _int(asn["length"].native)
-    if _present(asn["hashes"]):
+def _metafile_from_asn(asn: dict[str, Any], limits: Limits) -> dict[str, Any]:
+    d: dict[str, Any] = {**_get_unrec(asn, limits), "version": _int(asn["version"])}
+    if "length" in asn:
+        d["length"] = _int(asn["length"])
+    if "hashes" in asn:
         d["hashes"] = _hashes_from_asn(asn["hashes"])
     return d
 
@@ -668,21 +670,21 @@ def _root_to_asn(d: dict[str, Any]) -> Any:
     }
 
 
-def _root_from_asn(asn: RootMetadata, limits: Limits) -> dict[str, Any]:
+def _root_from_asn(asn: dict[str, Any], limits: Limits) -> dict[str, Any]:
     roles_asn = asn["roles"]
     limits.check_count("root roles", len(roles_asn), limits.max_roles)
     roles: dict[str, Any] = {}
     for r in roles_asn:
-        name = r["role"].native
+        name = r["role"]
         if name in roles:
             raise _bad("a role appears twice")
         roles[name] = {
             **_get_unrec(r, limits),
             "keyids": [_hex_from_asn(k) for k in r["keyids"]],
-            "threshold": _int(r["threshold"].native),
+            "threshold": _int(r["threshold"]),
         }
     return {
-        "consistent_snapshot": bool(asn["consistentSnapshot"].native),
+        "consistent_snapshot": asn["consistentSnapshot"],
         "keys": _keys_from_asn(asn["keys"], limits),
         "roles": roles,
     }
@@ -759,54 +761,54 @@ def _custom_to_asn(custom: Any) -> Any:
     return asn
 
 
-def _target_from_asn(asn: TargetAndCustom, limits: Limits) -> tuple[str, dict[str, Any]]:
+def _target_from_asn(asn: dict[str, Any], limits: Limits) -> tuple[str, dict[str, Any]]:
     d: dict[str, Any] = {
         **_get_unrec(asn, limits),
-        "length": _int(asn["length"].native),
+        "length": _int(asn["length"]),
         "hashes": _hashes_from_asn(asn["hashes"]),
     }
-    if not any(_present(asn[f]) for f in _CUSTOM_FIELDS):
-        return asn["filename"].native, d
+    if not any(f in asn for f in _CUSTOM_FIELDS):
+        return asn["filename"], d
     custom: dict[str, Any] = {}
-    if _present(asn["customExtra"]):
-        custom.update(_json_from_asn(asn["customExtra"].native, limits))
-    if _present(asn["releaseCounter"]):
-        custom["releaseCounter"] = _int(asn["releaseCounter"].native)
+    if "customExtra" in asn:
+        custom.update(_json_from_asn(asn["customExtra"], limits))
+    if "releaseCounter" in asn:
+        custom["releaseCounter"] = _int(asn["releaseCounter"])
     hwids: list[str] = []
-    if _present(asn["hardwareIdentifiers"]):
-        hwids = list(asn["hardwareIdentifiers"].native)
+    if "hardwareIdentifiers" in asn:
+        hwids = asn["hardwareIdentifiers"]
         custom["hardwareIds"] = hwids
-    if _present(asn["ecuIdentifiers"]):
+    if "ecuIdentifiers" in asn:
         lst = asn["ecuIdentifiers"]
         limits.check_count("ecuIdentifiers", len(lst), limits.max_ecus)
         ecus: dict[str, Any] = {}
         for e in lst:
-            ecu = e["ecuIdentifier"].native
+            ecu = e["ecuIdentifier"]
             if ecu in ecus:
                 raise _bad("an ECU id appears twice in ecuIdentifiers")
-            if _present(e["hardwareIdentifier"]):
-                hwid = e["hardwareIdentifier"].native
+            if "hardwareIdentifier" in e:
+                hwid = e["hardwareIdentifier"]
             elif hwids:
                 hwid = hwids[0]
             else:
                 raise _bad("an ECU's hardware id is left out but the target lists none")
             ecus[ecu] = {"hardwareId": hwid}
         custom["ecuIdentifiers"] = ecus
-    if _present(asn["shallMatch"]):
-        custom["shallMatch"] = _json_from_asn(asn["shallMatch"].native, limits)
-    if _present(asn["encryptedImage"]):
+    if "shallMatch" in asn:
+        custom["shallMatch"] = _json_from_asn(asn["shallMatch"], limits)
+    if "encryptedImage" in asn:
         e = asn["encryptedImage"]
         custom["encryptedImage"] = {
-            "filename": e["filename"].native,
-            "length": _int(e["length"].native),
+            "filename": e["filename"],
+            "length": _int(e["length"]),
             "hashes": _hashes_from_asn(e["hashes"]),
             "wrappedKey": _hex_from_asn(e["wrappedKey"]),
-            "method": e["method"].native,
+            "method": e["method"],
         }
-    if _present(asn["url"]):
-        custom["uri"] = asn["url"].native
+    if "url" in asn:
+        custom["uri"] = asn["url"]
     d["custom"] = custom
-    return asn["filename"].native, d
+    return asn["filename"], d
 
 
 def _keyids_to_asn(d: dict[str, Any], what: str) -> Any:
@@ -891,49 +893,49 @@ def _delegated_role_to_asn(r: Any) -> Any:
     return asn
 
 
-def _delegations_from_asn(asn: TargetsDelegations, limits: Limits) -> dict[str, Any]:
+def _delegations_from_asn(asn: dict[str, Any], limits: Limits) -> dict[str, Any]:
     d: dict[str, Any] = {**_get_unrec(asn, limits), "keys": _keys_from_asn(asn["keys"], limits)}
-    if _present(asn["roles"]):
+    if "roles" in asn:
         roles = asn["roles"]
         limits.check_count("delegated roles", len(roles), limits.max_delegations)
         out = []
         for r in roles:
             rd: dict[str, Any] = {
                 **_get_unrec(r, limits),
-                "name": r["rolename"].native,
+                "name": r["rolename"],
                 "keyids": [_hex_from_asn(k) for k in r["keyids"]],
-                "threshold": _int(r["threshold"].native),
-                "terminating": bool(r["terminating"].native),
+                "threshold": _int(r["threshold"]),
+                "terminating": r["terminating"],
             }
-            if _present(r["paths"]):
-                rd["paths"] = list(r["paths"].native)
-            if _present(r["pathHashPrefixes"]):
-                rd["path_hash_prefixes"] = list(r["pathHashPrefixes"].native)
-            if _present(r["hardwareIdentifiers"]):
-                rd["hardwareIds"] = list(r["hardwareIdentifiers"].native)
-            if _present(r["multiRole"]):
+            if "paths" in r:
+                rd["paths"] = r["paths"]
+            if "pathHashPrefixes" in r:
+                rd["path_hash_prefixes"] = r["pathHashPrefixes"]
+            if "hardwareIdentifiers" in r:
+                rd["hardwareIds"] = r["hardwareIdentifiers"]
+            if "multiRole" in r:
                 m = r["multiRole"]
                 rd["multiRole"] = {
-                    "minRolesInAgreement": _int(m["minRolesInAgreement"].native),
+                    "minRolesInAgreement": _int(m["minRolesInAgreement"]),
                     "roles": [
                         {
-                            "name": ref["rolename"].native,
+                            "name": ref["rolename"],
                             "keyids": [_hex_from_asn(k) for k in ref["keyids"]],
-                            "threshold": _int(ref["threshold"].native),
+                            "threshold": _int(ref["threshold"]),
                         }
                         for ref in m["roles"]
                     ],
                 }
             out.append(rd)
         d["roles"] = out
-    if _present(asn["succinctRoles"]):
+    if "succinctRoles" in asn:
         s = asn["succinctRoles"]
         d["succinct_roles"] = {
             **_get_unrec(s, limits),
             "keyids": [_hex_from_asn(k) for k in s["keyids"]],
-            "threshold": _int(s["threshold"].native),
-            "bit_length": _int(s["bitLength"].native),
-            "name_prefix": s["namePrefix"].native,
+            "threshold": _int(s["threshold"]),
+            "bit_length": _int(s["bitLength"]),
+            "name_prefix": s["namePrefix"],
         }
     return d
 
@@ -951,7 +953,7 @@ def _targets_to_asn(d: dict[str, Any]) -> Any:
     return asn
 
 
-def _targets_from_asn(asn: TargetsMetadata, limits: Limits) -> dict[str, Any]:
+def _targets_from_asn(asn: dict[str, Any], limits: Limits) -> dict[str, Any]:
     lst = asn["targets"]
     limits.check_count("targets", len(lst), limits.max_targets)
     targets: dict[str, Any] = {}
@@ -961,10 +963,10 @@ def _targets_from_asn(asn: TargetsMetadata, limits: Limits) -> dict[str, Any]:
             raise _bad("a target path appears twice")
         targets[path] = td
     d: dict[str, Any] = {"targets": targets}
-    if _present(asn["delegations"]):
+    if "delegations" in asn:
         d["delegations"] = _delegations_from_asn(asn["delegations"], limits)
-    if _present(asn["vehicleIdentifier"]):
-        d["vehicleId"] = asn["vehicleIdentifier"].native
+    if "vehicleIdentifier" in asn:
+        d["vehicleId"] = asn["vehicleIdentifier"]
     return d
 
 
@@ -975,11 +977,11 @@ def _snapshot_to_asn(d: dict[str, Any]) -> Any:
     return [{"filename": n, "meta": _metafile_to_asn(meta[n])} for n in sorted(meta)]
 
 
-def _snapshot_from_asn(asn: SnapshotMetadata, limits: Limits) -> dict[str, Any]:
+def _snapshot_from_asn(asn: list[dict[str, Any]], limits: Limits) -> dict[str, Any]:
     limits.check_count("snapshot entries", len(asn), limits.max_snapshot_entries)
     meta: dict[str, Any] = {}
     for e in asn:
-        name = e["filename"].native
+        name = e["filename"]
         if name in meta:
             raise _bad("a snapshot entry appears twice")
         meta[name] = _metafile_from_asn(e["meta"], limits)
@@ -1027,10 +1029,8 @@ def _signed_to_asn(d: Any) -> Any:
     return asn
 
 
-def _signed_from_asn(asn: SignedAsn, limits: Limits) -> dict[str, Any]:
-    body = asn["body"]
-    role = body.name
-    value = body.chosen
+def _signed_from_asn(asn: dict[str, Any], limits: Limits) -> dict[str, Any]:
+    role, value = asn["body"]
     if role == "root":
         fields = _root_from_asn(value, limits)
     elif role == "targets":
@@ -1043,9 +1043,9 @@ def _signed_from_asn(asn: SignedAsn, limits: Limits) -> dict[str, Any]:
         **_get_unrec(asn, limits),
         **fields,
         "_type": role,
-        "version": _int(asn["version"].native),
-        "spec_version": asn["specVersion"].native,
-        "expires": _time_from_int(_int(asn["expires"].native)),
+        "version": _int(asn["version"]),
+        "spec_version": asn.get("specVersion", DEFAULT_SPEC_VERSION),
+        "expires": _time_from_int(_int(asn["expires"])),
     }
 
 
@@ -1110,29 +1110,29 @@ def _report_signed_to_asn(d: Any) -> Any:
     return asn
 
 
-def _report_signed_from_asn(asn: EcuVersionReportSigned, limits: Limits) -> dict[str, Any]:
+def _report_signed_from_asn(asn: dict[str, Any], limits: Limits) -> dict[str, Any]:
     img = asn["installedImage"]
     d: dict[str, Any] = {
         **_get_unrec(asn, limits),
         "_type": ECU_REPORT_TYPE,
-        "ecu_id": asn["ecuIdentifier"].native,
-        "latest_time": _time_from_int(_int(asn["latestTime"].native)),
+        "ecu_id": asn["ecuIdentifier"],
+        "latest_time": _time_from_int(_int(asn["latestTime"])),
         "installed_image": {
-            "filename": img["filename"].native,
-            "length": _int(img["length"].native),
+            "filename": img["filename"],
+            "length": _int(img["length"]),
             "hashes": _hashes_from_asn(img["hashes"]),
         },
     }
-    if _present(asn["previousTime"]):
-        d["previous_time"] = _time_from_int(_int(asn["previousTime"].native))
-    if _present(asn["securityAttack"]):
-        d["attack"] = asn["securityAttack"].native
-    if _present(asn["releaseCounter"]):
-        d["release_counter"] = _int(asn["releaseCounter"].native)
-    if _present(asn["nonce"]):
-        d["nonce"] = bytes(asn["nonce"].native).hex()
-    if _present(asn["counter"]):
-        d["counter"] = _int(asn["counter"].native)
+    if "previousTime" in asn:
+        d["previous_time"] = _time_from_int(_int(asn["previousTime"]))
+    if "securityAttack" in asn:
+        d["attack"] = asn["securityAttack"]
+    if "releaseCounter" in asn:
+        d["release_counter"] = _int(asn["releaseCounter"])
+    if "nonce" in asn:
+        d["nonce"] = asn["nonce"].hex()
+    if "counter" in asn:
+        d["counter"] = _int(asn["counter"])
     return d
 
 
@@ -1146,7 +1146,7 @@ def _report_to_asn(doc: Any) -> Any:
     }
 
 
-def _report_from_asn(asn: EcuVersionReport, limits: Limits) -> dict[str, Any]:
+def _report_from_asn(asn: dict[str, Any], limits: Limits) -> dict[str, Any]:
     return {
         "signed": _report_signed_from_asn(asn["signed"], limits),
         "signatures": _sigs_from_asn(asn["signatures"], limits),
@@ -1171,18 +1171,18 @@ def _vvm_signed_to_asn(d: Any) -> Any:
     return asn
 
 
-def _vvm_signed_from_asn(asn: VehicleVersionManifestSigned, limits: Limits) -> dict[str, Any]:
+def _vvm_signed_from_asn(asn: dict[str, Any], limits: Limits) -> dict[str, Any]:
     reports = asn["ecuVersionReports"]
     limits.check_count("ECU version reports", len(reports), limits.max_ecus)
     d: dict[str, Any] = {
         **_get_unrec(asn, limits),
         "_type": VVM_TYPE,
-        "vehicle_id": asn["vehicleIdentifier"].native,
-        "primary_id": asn["primaryIdentifier"].native,
+        "vehicle_id": asn["vehicleIdentifier"],
+        "primary_id": asn["primaryIdentifier"],
         "ecu_version_reports": [_report_from_asn(r, limits) for r in reports],
     }
-    if _present(asn["securityAttack"]):
-        d["attack"] = asn["securityAttack"].native
+    if "securityAttack" in asn:
+        d["attack"] = asn["securityAttack"]
     return d
 
 
@@ -1333,18 +1333,150 @@ def _parse(
 ) -> tuple[bytes, Any]:
     """Bounded parse of ``data`` as ``spec``: steps 1 to 3 of the module docstring. The
     DER check (the parsed value re-encodes to the input) is done on the decoded model by
-    the caller, which also catches whatever asn1crypto tolerates but the model drops."""
+    the caller, which also catches whatever this reader tolerates but the model drops."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise _bad(f"{what}: expected bytes")
     data = bytes(data)
     if len(data) > cap:
         raise EndlessDataAttack(f"{what}: {len(data)} bytes exceeds the {cap}-byte cap")
     check_structure(data, limits, cap)
-    try:
-        asn = spec.load(data, strict=True)
-    except Exception as e:  # asn1crypto raises ValueError, TypeError, KeyError, ...
-        raise _bad(f"{what}: {_why(e)}") from None
-    return data, asn
+    return data, _convert(lambda: _read_top(spec, data), what)
+
+
+# --- the reader: checked DER -> plain values, by the schema classes above ---------------------
+#
+# asn1crypto's parse tree keeps a Python object and a copy of the contents for every value
+# (hundreds of KiB for a 16 KiB targets file); this reader walks the TLVs once and builds
+# only the plain values the conversion needs: a dict of the present fields for a SEQUENCE
+# (a DEFAULT field left out is absent), a list for a SEQUENCE OF, ``(name, value)`` for a
+# CHOICE, and int, bool, bytes or str for the primitives. It runs after check_structure, so
+# every header it reads is well formed and inside its container; the caller's re-encoding
+# check refuses every other form that is not the one DER encoding of its value.
+
+#: universal tags of the primitive and constructed types the schema uses
+_UNIVERSAL: tuple[tuple[type, int], ...] = (
+    (core.Sequence, 0x30),
+    (core.SequenceOf, 0x30),
+    (core.Boolean, 0x01),
+    (core.Integer, 0x02),
+    (core.OctetString, 0x04),
+    (core.UTF8String, 0x0C),
+)
+_FIELDS: dict[type, tuple[tuple[str, type, frozenset[int], bool], ...]] = {}
+_ALTERNATIVES: dict[type, dict[int, tuple[str, type]]] = {}
+
+
+def _universal(spec: type) -> int:
+    for base, tag in _UNIVERSAL:
+        if issubclass(spec, base):
+            return tag
+    raise TypeError(f"no DER tag for {spec.__name__}")  # pragma: no cover - schema bug
+
+
+def _tags(spec: type, params: dict[str, Any]) -> frozenset[int]:
+    """The identifier octets a value of ``spec`` (with ``params``) may start with."""
+    if "implicit" in params:
+        if issubclass(spec, core.Choice):  # pragma: no cover - the schema has none
+            raise TypeError("an implicitly tagged CHOICE is not DER-decodable")
+        return frozenset({0x80 | (_universal(spec) & 0x20) | params["implicit"]})
+    if issubclass(spec, core.Choice):
+        return frozenset(_alternatives(spec))
+    return frozenset({_universal(spec)})
+
+
+def _alternatives(spec: type) -> dict[int, tuple[str, type]]:
+    table = _ALTERNATIVES.get(spec)
+    if table is None:
+        table = {}
+        for a in spec._alternatives:
+            for tag in _tags(a[1], a[2] if len(a) > 2 else {}):
+                table[tag] = (a[0], a[1])
+        _ALTERNATIVES[spec] = table
+    return table
+
+
+def _fields(spec: type) -> tuple[tuple[str, type, frozenset[int], bool], ...]:
+    table = _FIELDS.get(spec)
+    if table is None:
+        out = []
+        for f in spec._fields:
+            params = f[2] if len(f) > 2 else {}
+            required = "optional" not in params and "default" not in params
+            out.append((f[0], f[1], _tags(f[1], params), required))
+        table = tuple(out)
+        _FIELDS[spec] = table
+    return table
+
+
+def _read_top(spec: type, data: bytes) -> Any:
+    start, length = _header(data, 0)
+    return _read(spec, data, start, start + length)
+
+
+def _read(spec: type, data: bytes, start: int, end: int) -> Any:
+    """The value of ``spec`` whose contents are ``data[start:end]`` (its tag matched)."""
+    if issubclass(spec, core.Sequence):
+        out: dict[str, Any] = {}
+        fields = _fields(spec)
+        i, n = 0, len(fields)
+        pos = start
+        while pos < end:
+            tag = data[pos]
+            cstart, clen = _header(data, pos)
+            while i < n and tag not in fields[i][2]:
+                if fields[i][3]:
+                    raise _bad(f"{spec.__name__}: field {fields[i][0]} is missing")
+                i += 1
+            if i == n:
+                raise _bad(f"{spec.__name__}: unexpected element (tag 0x{tag:02x})")
+            name, fspec = fields[i][0], fields[i][1]
+            out[name] = _read_tagged(fspec, tag, data, cstart, cstart + clen)
+            i += 1
+            pos = cstart + clen
+        for name, _, _, required in fields[i:]:
+            if required:
+                raise _bad(f"{spec.__name__}: field {name} is missing")
+        return out
+    if issubclass(spec, core.SequenceOf):
+        child = spec._child_spec
+        tags = _tags(child, {})
+        items = []
+        pos = start
+        while pos < end:
+            tag = data[pos]
+            if tag not in tags:
+                raise _bad(f"{spec.__name__}: unexpected element (tag 0x{tag:02x})")
+            cstart, clen = _header(data, pos)
+            items.append(_read_tagged(child, tag, data, cstart, cstart + clen))
+            pos = cstart + clen
+        return items
+    content = data[start:end]
+    if issubclass(spec, core.Boolean):
+        if len(content) != 1:
+            raise _bad("a BOOLEAN is one byte")
+        return content != b"\x00"
+    if issubclass(spec, core.Integer):
+        if not content:
+            raise _bad("an INTEGER has at least one byte")
+        if len(content) > MAX_INTEGER_BYTES:
+            raise LimitExceeded("DER: integer out of range")
+        return int.from_bytes(content, "big", signed=True)
+    if issubclass(spec, core.OctetString):
+        return content
+    if issubclass(spec, core.UTF8String):
+        try:
+            return content.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _bad("a UTF8String is not valid UTF-8") from None
+    raise TypeError(f"no DER reader for {spec.__name__}")  # pragma: no cover - schema bug
+
+
+def _read_tagged(spec: type, tag: int, data: bytes, start: int, end: int) -> Any:
+    """Like :func:`_read`; a CHOICE becomes ``(alternative name, value)`` by ``tag``."""
+    if issubclass(spec, core.Choice):
+        name, alt = _alternatives(spec)[tag]
+        return (name, _read_tagged(alt, tag, data, start, end))
+    return _read(spec, data, start, end)
 
 
 def _convert(fn: Callable[[], Any], what: str) -> Any:
@@ -1433,6 +1565,75 @@ def _der(spec: type, value: Any, params: dict[str, Any] | None = None) -> bytes:
     return bytes([tag]) + _length(len(content)) + content
 
 
+def _matches(spec: type, value: Any, data: bytes, pos: int, params: dict[str, Any] | None) -> int:
+    """Whether ``_der(spec, value, params)`` equals the bytes of ``data`` from ``pos``,
+    checked piece by piece without building the encoding; returns the end of the match.
+
+    ``data`` has passed :func:`check_structure`, so its headers use minimal lengths: a
+    constructed value matches when its tag is right and its children, matched one after
+    another, end exactly where its length says. Any difference raises NonCanonicalEncoding.
+    """
+    if issubclass(spec, core.Choice):
+        name, inner = value
+        alt_spec, alt_params = _alternative(spec, name)
+        return _matches(alt_spec, inner, data, pos, alt_params)
+    constructed = issubclass(spec, (core.Sequence, core.SequenceOf))
+    if not constructed:
+        enc = _der(spec, value, params)
+        if not data.startswith(enc, pos):
+            raise _differs()
+        return pos + len(enc)
+    tag = 0x30
+    if params and "implicit" in params:
+        tag = 0xA0 | params["implicit"]
+    if pos >= len(data) or data[pos] != tag:
+        raise _differs()
+    start, length = _header(data, pos)
+    end, at = start + length, start
+    if issubclass(spec, core.Sequence):
+        seen = 0
+        for f in spec._fields:
+            name, fspec = f[0], f[1]
+            fparams = f[2] if len(f) > 2 else {}
+            if name not in value:
+                if "optional" not in fparams and "default" not in fparams:
+                    raise _bad(f"{spec.__name__}: field {name} is missing")
+                continue
+            seen += 1
+            v = value[name]
+            if "default" in fparams and v == fparams["default"]:
+                continue
+            at = _matches(fspec, v, data, at, fparams)
+        if len(value) > seen:
+            raise _bad(f"{spec.__name__}: unknown fields")
+    else:
+        for v in value:
+            at = _matches(spec._child_spec, v, data, at, None)
+    if at != end:
+        raise _differs()
+    return end
+
+
+def _differs() -> NonCanonicalEncoding:
+    return NonCanonicalEncoding("DER: the input is not in the canonical form of its value")
+
+
+def require_encodes_to(spec: type, value: Any, data: bytes, what: str) -> None:
+    """Refuse ``data`` (checked by :func:`check_structure`) unless it is exactly the DER of
+    ``value`` as ``spec``: :func:`require_same` without building the re-encoding."""
+    try:
+        if _matches(spec, value, data, 0, None) != len(data):
+            raise _differs()
+    except NonCanonicalEncoding:
+        raise NonCanonicalEncoding(
+            f"DER: {what} is not in the canonical form of its value"
+        ) from None
+    except UptaneError:
+        raise
+    except Exception as e:
+        raise _bad(f"cannot encode {what}: {_why(e)}") from None
+
+
 def _encode(spec: type, fn: Callable[[], Any], what: str) -> bytes:
     try:
         return _der(spec, fn())
@@ -1487,14 +1688,15 @@ def decode_metadata(
     what = f"{role_type or 'metadata'} DER"
     data, asn = _parse(data, MetadataAsn, limits, cap, what)
 
-    def to_doc() -> dict[str, Any]:
+    def to_doc(asn: dict[str, Any]) -> dict[str, Any]:
         return {
             **_get_unrec(asn, limits),
             "signed": _signed_from_asn(asn["signed"], limits),
             "signatures": _sigs_from_asn(asn["signatures"], limits),
         }
 
-    doc = _convert(to_doc, what)
+    doc = _convert(functools.partial(to_doc, asn), what)
+    del asn  # each stage's tree is dropped once the next is built: peak memory, not speed
     check_tree(doc, limits)  # the JSON path's generic caps: depth, every string, item count
     signed_d = doc.pop("signed")
     sigs = doc.pop("signatures")
@@ -1502,6 +1704,7 @@ def decode_metadata(
     if role_type is not None and t != role_type:
         raise MalformedInput(f"expected {role_type} metadata, got {t}", role=role_type)
     signed = ROLE_CLASSES[t].from_dict(signed_d, limits)
+    del signed_d
     md = Metadata(
         signed,
         [Signature.from_dict(s, limits) for s in sigs],
@@ -1509,7 +1712,8 @@ def decode_metadata(
         _signed_span(data),
         doc,
     )
-    require_same(data, encode_metadata(md), what)
+    # the model, encoded again, must give the input bytes (compared piece by piece)
+    require_encodes_to(MetadataAsn, _metadata_to_asn(md.to_dict()), data, what)
     return md
 
 
