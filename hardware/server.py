@@ -1,5 +1,10 @@
 """The Secondary's side of a link: a loop that feeds a transport's messages to a
-:class:`hardware.protocol.SecondaryEndpoint` and sends back its replies."""
+:class:`hardware.protocol.SecondaryEndpoint` and sends back its replies.
+
+A port that fails (a :class:`~uptane.errors.LinkError`: an OS error such as EIO from an
+unplugged USB-serial adapter or a pty whose other end closed) is retried with a growing
+delay; one that keeps failing makes :func:`serve` give up with a LinkError instead of
+spinning and logging in a tight loop."""
 
 from __future__ import annotations
 
@@ -8,9 +13,43 @@ import threading
 
 from hardware.protocol import SecondaryEndpoint
 from hardware.transport import MessageTransport
-from uptane.errors import UptaneError
+from uptane.errors import LinkError, UptaneError
 
 log = logging.getLogger(__name__)
+
+
+def _exchange(
+    transport: MessageTransport,
+    endpoint: SecondaryEndpoint,
+    timeout: float,
+    send_timeout: float | None,
+) -> bool:
+    """Wait up to ``timeout`` for one request and answer it; returns whether one came.
+
+    A failure of the port itself (:class:`LinkError`) is raised; any other link error (a
+    peer that stopped acknowledging, an over-long message) is logged: the Primary retries.
+    """
+    try:
+        request = transport.recv(timeout)
+    except LinkError:
+        raise
+    except UptaneError as e:
+        log.warning("link receive failed: %s", e)
+        return False
+    if request is None:
+        return False
+    before = endpoint.frame_size
+    reply = endpoint.receive(request)
+    try:
+        transport.send(reply, send_timeout)
+    except LinkError:
+        raise
+    except UptaneError as e:
+        log.warning("link send failed: %s", e)
+    finally:
+        if endpoint.frame_size is not None and endpoint.frame_size != before:
+            transport.negotiate(endpoint.frame_size)
+    return True
 
 
 def serve_one(
@@ -25,21 +64,10 @@ def serve_one(
     Link errors are logged and swallowed: the Primary retries, the Secondary keeps serving.
     """
     try:
-        request = transport.recv(timeout)
-    except UptaneError as e:
-        log.warning("link receive failed: %s", e)
+        return _exchange(transport, endpoint, timeout, send_timeout)
+    except LinkError as e:
+        log.warning("link failed: %s", e)
         return False
-    if request is None:
-        return False
-    before = endpoint.frame_size
-    reply = endpoint.receive(request)
-    try:
-        transport.send(reply, send_timeout)
-    except UptaneError as e:
-        log.warning("link send failed: %s", e)
-    if endpoint.frame_size is not None and endpoint.frame_size != before:
-        transport.negotiate(endpoint.frame_size)
-    return True
 
 
 def serve(
@@ -49,12 +77,44 @@ def serve(
     *,
     poll: float = 0.1,
     max_requests: int | None = None,
+    max_failures: int = 8,
+    retry_delay: float = 0.1,
+    max_retry_delay: float = 5.0,
 ) -> int:
     """Answer requests until ``stop`` is set (or ``max_requests`` were answered); returns
-    how many were answered. ``poll`` bounds how long a stop request waits."""
+    how many were answered. ``poll`` bounds how long a stop request waits.
+
+    When the port fails (:class:`LinkError`), the next attempt waits ``retry_delay``
+    seconds, doubling up to ``max_retry_delay``, and the failure is logged once per
+    attempt; any good receive resets this. After ``max_failures`` failures in a row the
+    port is taken as gone for good: :class:`LinkError` is raised, naming the last error.
+    """
+    if max_failures < 0 or retry_delay < 0 or max_retry_delay < retry_delay:
+        raise ValueError("bad retry settings")
+    stop = stop or threading.Event()
     served = 0
-    while stop is None or not stop.is_set():
-        if serve_one(transport, endpoint, timeout=poll):
+    failures = 0
+    delay = retry_delay
+    while not stop.is_set():
+        try:
+            answered = _exchange(transport, endpoint, poll, 10.0)
+        except LinkError as e:
+            failures += 1
+            if failures > max_failures:
+                raise LinkError(
+                    f"the link failed {failures} times in a row, giving up: {e.message}"
+                ) from e
+            log.warning(
+                "link failed (%d of %d): %s; retrying in %.2f s", failures, max_failures, e, delay
+            )
+            stop.wait(delay)
+            delay = min(2 * delay, max_retry_delay)
+            continue
+        if failures:
+            log.info("link recovered after %d failure(s)", failures)
+            failures = 0
+            delay = retry_delay
+        if answered:
             served += 1
             if max_requests is not None and served >= max_requests:
                 break
