@@ -7,6 +7,7 @@ SHA-256 of the key's canonical JSON (keytype, scheme, keyval).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -29,6 +30,31 @@ _KEYTYPES = {ED25519: ("ed25519",), ECDSA: ("ecdsa", "ecdsa-sha2-nistp256"), RSA
 
 PublicKeyObject = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey | rsa.RSAPublicKey
 PrivateKeyObject = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+
+
+@functools.lru_cache(maxsize=256)
+def _load_public(scheme: str, public: str) -> PublicKeyObject:
+    """Parse a public key value for ``scheme`` (hex or PEM); MalformedInput if it is bad.
+
+    Cached by value: every signature check of a role loads the same few keys again, and
+    the parsed objects are immutable. Only keys that parsed are cached (an exception is
+    never remembered); the cache holds at most 256 of them."""
+    try:
+        if scheme == ED25519:
+            raw = bytes.fromhex(public)
+            if len(raw) != 32:
+                raise ValueError("ed25519 public key must be 32 bytes")
+            return ed25519.Ed25519PublicKey.from_public_bytes(raw)
+        obj = serialization.load_pem_public_key(public.encode("ascii"))
+    except (ValueError, TypeError, UnicodeEncodeError) as e:
+        raise MalformedInput(f"bad {scheme} public key: {e}") from None
+    if scheme == ECDSA and not (
+        isinstance(obj, ec.EllipticCurvePublicKey) and isinstance(obj.curve, ec.SECP256R1)
+    ):
+        raise MalformedInput("ecdsa-sha2-nistp256 key is not a P-256 key")
+    if scheme == RSA_PSS and not isinstance(obj, rsa.RSAPublicKey):
+        raise MalformedInput("rsassa-pss-sha256 key is not an RSA key")
+    return obj  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -104,22 +130,7 @@ class Key:
     def load(self) -> PublicKeyObject:
         """The ``cryptography`` public key object; MalformedInput if the value is bad."""
         self._check_type()
-        try:
-            if self.scheme == ED25519:
-                raw = bytes.fromhex(self.public)
-                if len(raw) != 32:
-                    raise ValueError("ed25519 public key must be 32 bytes")
-                return ed25519.Ed25519PublicKey.from_public_bytes(raw)
-            obj = serialization.load_pem_public_key(self.public.encode("ascii"))
-        except (ValueError, TypeError, UnicodeEncodeError) as e:
-            raise MalformedInput(f"bad {self.scheme} public key: {e}") from None
-        if self.scheme == ECDSA and not (
-            isinstance(obj, ec.EllipticCurvePublicKey) and isinstance(obj.curve, ec.SECP256R1)
-        ):
-            raise MalformedInput("ecdsa-sha2-nistp256 key is not a P-256 key")
-        if self.scheme == RSA_PSS and not isinstance(obj, rsa.RSAPublicKey):
-            raise MalformedInput("rsassa-pss-sha256 key is not an RSA key")
-        return obj  # type: ignore[return-value]
+        return _load_public(self.scheme, self.public)
 
     def verify(self, signature: bytes, data: bytes) -> bool:
         """True if ``signature`` over ``data`` verifies with this key; never raises for a

@@ -60,3 +60,19 @@ def test_keytype_ecdsa_alias_accepted():
     d = k.key.to_dict()
     d["keytype"] = "ecdsa-sha2-nistp256"
     assert Key.from_dict(d, PRIMARY).verify(k.sign(b"m"), b"m")
+
+
+def test_parsed_keys_are_cached_by_value_and_bad_ones_refused_every_time():
+    k = PrivateKey.generate(ED25519)
+    again = Key.from_dict(k.key.to_dict(), PRIMARY)
+    assert again.load() is k.key.load()  # one parse for every check with this key
+    sig = k.sign(b"payload")
+    assert again.verify(sig, b"payload") and not again.verify(sig, b"other")
+    bad = Key("ed25519", ED25519, "00" * 31)
+    for _ in range(2):
+        with pytest.raises(MalformedInput):
+            bad.load()
+    ecdsa_as_rsa = Key("rsa", RSA_PSS, PrivateKey.generate(ECDSA).key.public)
+    for _ in range(2):
+        with pytest.raises(MalformedInput):
+            ecdsa_as_rsa.load()
