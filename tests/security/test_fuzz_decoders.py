@@ -18,9 +18,12 @@ the mutation fuzzing each was missing and is the single place that lists all of 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_fuzz_json import _paths, json_values
 
 from fuzz.targets import TARGETS, check_one
 from uptane.errors import UptaneError
@@ -87,6 +90,33 @@ def mutated(draw: st.DrawFn, seeds: list[bytes]) -> bytes:
     return bytes(data)
 
 
+@st.composite
+def json_structure_mutated(draw: st.DrawFn, seeds: list[bytes]) -> bytes:
+    """A valid JSON seed with one or two fields replaced by any JSON value, removed or
+    added, re-encoded (what found the manifest ``_type`` bug in the long runs)."""
+    doc = json.loads(draw(st.sampled_from(seeds)))
+    for _ in range(draw(st.integers(1, 2))):
+        path = draw(st.sampled_from(_paths(doc)))
+        value = draw(json_values)
+        if not path:
+            doc = value
+            continue
+        parent = doc
+        for p in path[:-1]:
+            parent = parent[p]
+        action = draw(st.sampled_from(["replace", "delete", "add"]))
+        if action == "delete" and isinstance(parent, dict):
+            parent.pop(path[-1], None)
+        elif action == "add" and isinstance(parent, dict):
+            parent[draw(st.text(max_size=8))] = value
+        else:
+            parent[path[-1]] = value
+    return json.dumps(doc).encode()
+
+
+JSON_TARGETS = {"metadata_json", "map_file", "report_json", "vvm_json"}
+
+
 def test_every_decoder_is_listed_and_has_valid_seeds():
     assert set(EVERY_DECODER) == set(TARGETS)
     for target in TARGETS.values():
@@ -97,8 +127,12 @@ def _fuzz(name: str):
     target = TARGETS[name]
     seeds = target.seeds()
 
+    inputs = [st.binary(max_size=512), mutated(seeds)]
+    if name in JSON_TARGETS:
+        inputs.append(json_structure_mutated(seeds))
+
     @FUZZ
-    @given(data=st.one_of(st.binary(max_size=512), mutated(seeds)))
+    @given(data=st.one_of(*inputs))
     def run(data: bytes) -> None:
         check_one(target, data)
 
