@@ -258,10 +258,10 @@ class Demo:
         version = s.release(update)
         for img in update:
             o.ok(
-                f"uptane-image-repo add-target {img.path} ({kib(len(img.data))}, "
-                f"{img.hardware_id}, release counter {img.release_counter})"
+                f"uploaded {img.path} ({kib(len(img.data))}, {img.hardware_id}, "
+                f"release counter {img.release_counter}): PUT /api/images"
             )
-        o.ok(f"uptane-image-repo sign: targets v{version} with the offline key; published")
+        o.ok(f"targets v{version} signed with the offline key, uploaded: PUT /api/metadata")
         s.assign({SERIAL_ECU[0]: update[0].path, CAN_ECU[0]: update[1].path})
         o.ok(f"POST /api/vehicles/{VIN}/assignments: {len(update)} assignments, one bundle")
 

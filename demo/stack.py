@@ -564,10 +564,64 @@ class Stack:
         self.image_server, self.image_url = self._serve("image-repo", "Image repository", args)
         self.image_mitm = Mitm(self.image_url)
 
-    def release(self, images: list[Image]) -> int:
-        """The release engineer's offline flow: ``add-target`` each image, then ``sign``
-        with the offline targets key; waits until the running service publishes it.
-        Returns the new targets version."""
+    def release(self, images: list[Image], *, how: str = "upload") -> int:
+        """Release ``images``, their targets signed with the offline targets key, which
+        never reaches the service. Returns the new targets version, once served.
+
+        - ``upload``: ``uptane-image-repo supplier-release`` for the top-level targets
+          role: each image goes up to the running service (``PUT /api/images``), then the
+          next targets version, signed on the release engineer's side in JSON and DER, is
+          uploaded (``PUT /api/metadata/targets.*``) with the admin token;
+        - ``offline-dir``: ``add-target`` each image into the repository directory, then
+          ``sign`` (the documented offline flow); the service picks it up on its refresh.
+        """
+        if how == "upload":
+            return self._release_upload(images)
+        if how != "offline-dir":
+            raise ValueError("how must be 'upload' or 'offline-dir'")
+        return self._release_offline_dir(images)
+
+    @property
+    def offline_keys(self) -> Path:
+        return self.image_dir.with_name(self.image_dir.name + ".offline-keys")
+
+    def _release_upload(self, images: list[Image]) -> int:
+        from director.image_cli import main
+
+        staged = self.work / "oem" / "release"
+        staged.mkdir(parents=True, exist_ok=True)
+        token = staged / "upload-token"
+        token.write_text(self.image_token)
+        token.chmod(0o600)
+        version = 0
+        for img in images:
+            f = staged / img.path.replace("/", "_")
+            f.write_bytes(img.data)
+            out = _call_cli(
+                main,
+                [
+                    "supplier-release",
+                    self.image_url,
+                    str(f),
+                    "--role",
+                    "targets",
+                    "--key",
+                    str(self.offline_keys / "targets.pem"),
+                    "--token-file",
+                    str(token),
+                    "--path",
+                    img.path,
+                    "--hardware-id",
+                    img.hardware_id,
+                    "--release-counter",
+                    str(img.release_counter),
+                ],
+            )
+            version = int(re.search(r"version (\d+)", out).group(1))  # type: ignore[union-attr]
+        self._wait_published(version)
+        return version
+
+    def _release_offline_dir(self, images: list[Image]) -> int:
         from director.image_cli import main
 
         staged = self.work / "oem" / "release"
@@ -591,10 +645,14 @@ class Stack:
             )
         out = _call_cli(main, ["sign", str(self.image_dir)])
         version = int(re.search(r"version (\d+)", out).group(1))  # type: ignore[union-attr]
+        self._wait_published(version)
+        return version
+
+    def _wait_published(self, version: int) -> None:
+        """Until clients download targets ``version``: the served timestamp, once the
+        service has re-read the repository (its status can show it a moment earlier)."""
 
         def published() -> bool:
-            # what clients download: the served timestamp, once the service has re-read
-            # the repository (its status can show the new version a moment earlier)
             st = http_json("GET", self.image_url + "/api/status", token=self.image_token)
             ts = http_json("GET", self.image_url + "/metadata/timestamp.json")
             return int(st["roles"]["targets"]) >= version and int(ts["signed"]["version"]) >= int(
@@ -603,7 +661,6 @@ class Stack:
 
         wait_until("the signed release", published, self.image_server, 30)
         self.targets_version = version
-        return version
 
     def create_director(self) -> None:
         """``uptane-director init``: root key offline, online keys, SQLite inventory, and

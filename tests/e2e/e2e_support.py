@@ -54,13 +54,24 @@ def running_stack(work: Path, *, serial_rate: float | None = None) -> Iterator[V
     """Both services up, the vehicle provisioned and registered, the serial Secondary's
     process running; everything stopped on the way out."""
     with bounded(), Stack(work, can="virtual", serial_rate=serial_rate) as stack:
-        stack.create_image_repo()
-        stack.start_image_repo()
-        stack.create_director()
-        stack.start_director()
-        keys = stack.provision_vehicle()
-        stack.start_secondaries()
-        yield Vehicle(stack, keys)
+        try:
+            stack.create_image_repo()
+            stack.start_image_repo()
+            stack.create_director()
+            stack.start_director()
+            keys = stack.provision_vehicle()
+            stack.start_secondaries()
+            yield Vehicle(stack, keys)
+        except BaseException:
+            show_logs(stack)  # captured by pytest, shown with the failure
+            raise
+
+
+def show_logs(stack: Stack, lines: int = 40) -> None:
+    """The end of every part's log file."""
+    for log in stack.logs():
+        tail = log.read_text(errors="replace").splitlines()[-lines:]
+        print(f"===== {log}\n" + "\n".join(tail))
 
 
 def images(version: str, counter: int, brake_size: int, door_size: int) -> dict[str, Image]:

@@ -42,7 +42,7 @@ def check_installed(stack, keys, release) -> None:
     paths = {img.path for img in release.values()}
     # 1. the Director's status: every assignment of the bundle installed, through the
     # admin API and through `uptane-director status DIR VIN` on the inventory itself
-    assert states(stack, paths) == dict.fromkeys(ECUS, "installed")
+    assert states(stack, paths) == dict.fromkeys(ECUS, "installed"), stack.status()
     cli = subprocess.run(
         [sys.executable, "-m", "director.director_cli", "status", str(stack.director_dir), VIN],
         capture_output=True,
@@ -66,7 +66,7 @@ def check_installed(stack, keys, release) -> None:
         assert data == img.data
     # 3. the last manifest: the Primary's signature, and each ECU's report with its key
     http_status, vvm = stack.manifests()[-1]
-    assert http_status == 200
+    assert http_status == 200, stack.director_mitm.posts[-1]
     limits = Limits.primary()
     check_vehicle_manifest(
         vvm,
@@ -89,7 +89,8 @@ def test_update_of_both_secondaries_completes_end_to_end(tmp_path: Path) -> None
     with running_stack(tmp_path) as car:
         stack = car.stack
         release = images("2.0", 2, 200 * 1024, 48 * 1024)
-        stack.release(list(release.values()))
+        # uploaded to the service, targets signed with the offline key on this side
+        stack.release(list(release.values()), how="upload")
         stack.assign({serial: img.path for serial, img in release.items()})
         assert states(stack, {i.path for i in release.values()}) == dict.fromkeys(ECUS, "in_flight")
 
@@ -110,7 +111,9 @@ def test_primary_killed_mid_transfer_then_restarted_completes_the_update(
     with running_stack(tmp_path, serial_rate=60_000) as car:
         stack = car.stack
         release = images("3.0", 3, 240 * 1024, 32 * 1024)
-        stack.release(list(release.values()))
+        # this time the documented offline flow: add-target and sign on the directory,
+        # picked up by the running service
+        stack.release(list(release.values()), how="offline-dir")
         stack.assign({serial: img.path for serial, img in release.items()})
         brake = release[SERIAL_ECU[0]]
         seen: list[tuple[int, int]] = []
