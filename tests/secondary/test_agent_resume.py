@@ -35,7 +35,7 @@ from uptane.metadata import DER
 V1 = image_bytes("resume-v1", 9_000)
 V2 = image_bytes("resume-v2", 40_000)
 V3 = image_bytes("resume-v3", 40_000)
-CHECKPOINT = 8192  # two constrained chunks
+CHECKPOINT = 8192  # a few slot buffers at most: checkpoints come often
 
 
 def boot(directory: Path, *, fault: PowerCut | None = None) -> SecondaryAgent:
