@@ -14,8 +14,12 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+from test_agent_full import ImageRepo, write_repo
 from test_agent_support import (
     ECU,
+    HW,
+    NOW,
+    VIN,
     Director,
     client_for,
     image_bytes,
@@ -24,8 +28,10 @@ from test_agent_support import (
     snapshot,
 )
 
+from hardware import bench
 from hardware.flash import PowerCut, PowerLoss, WritePointCounter
 from secondary.agent import TRANSFER_AT, SecondaryAgent
+from secondary.cli import provision
 from secondary.config import SecondaryConfig
 from uptane.errors import BadHash, UptaneError
 from uptane.limits import PRIMARY
@@ -277,3 +283,42 @@ def test_resume_rebuilds_the_hashes_in_bounded_memory(tmp_path: Path) -> None:
         assert link.put_image("fw/big.bin", big, size) == st.image_offset
         link.install("fw/big.bin")
     assert running(boot(directory)) == big
+
+
+def test_full_verification_transfer_resumes_after_reboot(tmp_path: Path) -> None:
+    """In full-verification mode the stored metadata is every file of both repositories;
+    after the reboot §5.4.4.2 runs on them again and the transfer continues."""
+    director, image_repo = Director(), ImageRepo()
+    directory = tmp_path / "ecu"
+    provision(
+        directory,
+        ecu_serial=ECU,
+        hardware_id=HW,
+        director_root=director.root,
+        vehicle_id=VIN,
+        mode="full",
+        image_root=image_repo.builder.trusted_root(DER),
+        slot_size=64 * 1024,
+        now=NOW.timestamp(),
+    )
+    image_repo.add(V2, "fw/v2.bin", 2)
+    director.assign(V2, "fw/v2.bin", release_counter=2)
+    write_repo(director.builder, tmp_path / "meta" / "director")
+    write_repo(image_repo.builder, tmp_path / "meta" / "image")
+    files = bench.load_metadata(tmp_path / "meta")
+    fault = PowerCut(1 << 30, lose_unsynced=True)
+    agent = boot(directory, fault=fault)
+    with client_for(agent) as link:
+        link.put_time(int(NOW.timestamp()) + 3600)  # the timestamp lasts a day
+        for f in files:
+            link.put_metadata(f.role, f.encoding, f.data, repository=f.repository)
+        fault.at_write = fault.count + 13
+        with pytest.raises(UptaneError):
+            link.put_image("fw/v2.bin", V2, len(V2))
+    agent = boot(directory)
+    held = agent.status().image_offset
+    assert 0 < held < len(V2)
+    with client_for(agent) as link:
+        assert link.put_image("fw/v2.bin", V2, len(V2)) == held
+        link.install("fw/v2.bin")
+    assert running(boot(directory)) == V2
