@@ -25,6 +25,7 @@ hash), so a small response cannot expand into a large one.
 from __future__ import annotations
 
 import contextlib
+import heapq
 import os
 import re
 import shutil
@@ -98,6 +99,65 @@ class _HeaderWatch:
 _current = threading.local()
 
 
+class _Watchdog:
+    """One daemon thread that runs the header-deadline aborts of every request in the
+    process, instead of a ``threading.Timer`` (a new thread) per request. Arming is a
+    heap push under a lock; the thread is woken only when the new deadline is earlier
+    than the one it sleeps until, and disarmed entries are dropped when they come up (or
+    when a new entry is armed)."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.heap: list[tuple[float, int, list[Any]]] = []
+        self.seq = 0
+        self.thread: threading.Thread | None = None
+        self.wake_at = float("inf")  # when the thread wakes up next (under cond)
+
+    def arm(self, timeout: float, fn: Callable[[], None]) -> list[Any]:
+        entry: list[Any] = [fn]  # [fn], or [None] once disarmed
+        with self.cond:
+            while self.heap and self.heap[0][2][0] is None:  # disarmed: drop it now
+                heapq.heappop(self.heap)
+            self.seq += 1
+            item = (time.monotonic() + timeout, self.seq, entry)
+            heapq.heappush(self.heap, item)
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(
+                    target=self._run, name="fetcher-header-deadlines", daemon=True
+                )
+                self.thread.start()
+            elif item[0] < self.wake_at:
+                self.cond.notify()
+        return entry
+
+    @staticmethod
+    def disarm(entry: list[Any]) -> None:
+        entry[0] = None
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                while True:
+                    while self.heap and self.heap[0][2][0] is None:
+                        heapq.heappop(self.heap)
+                    if not self.heap:
+                        self.wake_at = float("inf")
+                        self.cond.wait()
+                        continue
+                    wait = self.heap[0][0] - time.monotonic()
+                    if wait <= 0:
+                        fn = heapq.heappop(self.heap)[2][0]
+                        break
+                    self.wake_at = self.heap[0][0]
+                    self.cond.wait(wait)
+            if fn is not None:
+                with contextlib.suppress(Exception):
+                    fn()
+
+
+_watchdog = _Watchdog()
+
+
 def _getresponse_with_deadline(conn: Any, getresponse: Callable[[], Any]) -> Any:
     """Read the headers, shutting the socket down if they take longer than the deadline.
 
@@ -118,9 +178,7 @@ def _getresponse_with_deadline(conn: Any, getresponse: Callable[[], Any]) -> Any
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
 
-    timer = threading.Timer(watch.timeout, abort)
-    timer.daemon = True
-    timer.start()
+    armed = _watchdog.arm(watch.timeout, abort)
     try:
         resp = getresponse()
     except Exception:
@@ -128,7 +186,7 @@ def _getresponse_with_deadline(conn: Any, getresponse: Callable[[], Any]) -> Any
             raise _HeadersTooSlow from None
         raise
     finally:
-        timer.cancel()
+        _watchdog.disarm(armed)
         with watch.lock:
             watch.done = True
     if watch.expired:  # the cut may have ended the headers early rather than failing them

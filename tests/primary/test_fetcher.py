@@ -8,6 +8,7 @@ import shutil
 import socket
 import ssl
 import struct
+import threading
 import time
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import QuietHandler, Server, serve
 
-from primary.fetcher import Fetcher, HttpMetadataSource, SpeedMonitor, target_url
+from primary.fetcher import Fetcher, HttpMetadataSource, SpeedMonitor, _Watchdog, target_url
 from uptane.errors import (
     BadHash,
     DropRequestAttack,
@@ -688,3 +689,21 @@ def test_https_with_a_client_certificate(tmp_path: Path) -> None:
         )
         with f:
             assert f.fetch_bytes(srv.url + "/x", 100) == b"mutual"
+
+
+def test_header_deadlines_share_one_thread_and_disarmed_ones_never_fire() -> None:
+    """The header deadline of every request runs on one watchdog thread (no thread per
+    request): an armed abort fires after its timeout, a disarmed one never does, and
+    disarmed entries do not pile up."""
+    dog = _Watchdog()
+    fired: list[str] = []
+    for _ in range(1000):
+        dog.disarm(dog.arm(0.05, lambda: fired.append("disarmed")))
+    assert len(dog.heap) == 1
+    done = threading.Event()
+    dog.arm(0.05, lambda: (fired.append("armed"), done.set()))
+    assert done.wait(5)
+    threads = [t for t in threading.enumerate() if t.name == "fetcher-header-deadlines"]
+    time.sleep(0.1)
+    assert fired == ["armed"]
+    assert dog.thread in threads
