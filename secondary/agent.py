@@ -243,6 +243,7 @@ class SecondaryAgent:
             max_trial_boots=cfg.max_trial_boots,
             auto_confirm=cfg.auto_confirm,
             reboot_after_install=cfg.reboot_after_install,
+            checkpoint_bytes=cfg.checkpoint_bytes,
         )
 
     @staticmethod

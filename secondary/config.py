@@ -61,6 +61,7 @@ class SecondaryConfig:
     max_trial_boots: int = 3
     confirm: str = "auto"
     reboot_after_install: bool = True
+    checkpoint_bytes: int | None = None  # image bytes between resume checkpoints
     link: LinkConfig = field(default_factory=LinkConfig)
     path: Path | None = None
 
@@ -113,6 +114,7 @@ class SecondaryConfig:
             max_trial_boots=_get(install, "max_trial_boots", int, 3),
             confirm=_get(install, "confirm", str, "auto"),
             reboot_after_install=_get(install, "reboot_after_install", bool, True),
+            checkpoint_bytes=_get(install, "checkpoint_bytes", int, None),
             link=LinkConfig(
                 type=_get(link, "type", str, "serial"),
                 port=_get(link, "port", str, ""),
@@ -146,6 +148,8 @@ class SecondaryConfig:
             raise ConfigError("storage.slot_size must be positive")
         if self.max_trial_boots < 1:
             raise ConfigError("install.max_trial_boots must be at least 1")
+        if self.checkpoint_bytes is not None and self.checkpoint_bytes <= 0:
+            raise ConfigError("install.checkpoint_bytes must be positive")
         if self.confirm not in CONFIRM_POLICIES:
             raise ConfigError(f"install.confirm must be one of {CONFIRM_POLICIES}")
         if self.link.type not in LINKS:
@@ -191,6 +195,10 @@ class SecondaryConfig:
             f"max_trial_boots = {self.max_trial_boots}",
             f"confirm = {_q(self.confirm)}",
             f"reboot_after_install = {_b(self.reboot_after_install)}",
+        ]
+        if self.checkpoint_bytes is not None:
+            lines.append(f"checkpoint_bytes = {self.checkpoint_bytes}")
+        lines += [
             "",
             "[link]",
             f"type = {_q(lk.type)}",

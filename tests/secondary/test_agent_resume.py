@@ -32,7 +32,7 @@ from hardware import bench
 from hardware.flash import PowerCut, PowerLoss, WritePointCounter
 from secondary.agent import TRANSFER_AT, SecondaryAgent
 from secondary.cli import provision
-from secondary.config import SecondaryConfig
+from secondary.config import ConfigError, SecondaryConfig
 from uptane.errors import BadHash, UptaneError
 from uptane.limits import PRIMARY
 from uptane.manifest import decode_report
@@ -322,3 +322,16 @@ def test_full_verification_transfer_resumes_after_reboot(tmp_path: Path) -> None
         assert link.put_image("fw/v2.bin", V2, len(V2)) == held
         link.install("fw/v2.bin")
     assert running(boot(directory)) == V2
+
+
+def test_checkpoint_interval_comes_from_the_config(tmp_path: Path) -> None:
+    cfg = provision_ecu(tmp_path, Director())
+    assert SecondaryAgent.from_config(cfg).checkpoint_bytes == 16 * cfg.limits.chunk_size
+    cfg.checkpoint_bytes = 12_288
+    cfg.path.write_text(cfg.to_toml())
+    again = SecondaryConfig.load(cfg.path)
+    assert again.checkpoint_bytes == 12_288
+    assert SecondaryAgent.from_config(again).checkpoint_bytes == 12_288
+    cfg.path.write_text(cfg.to_toml().replace("12288", "0"))
+    with pytest.raises(ConfigError):
+        SecondaryConfig.load(cfg.path)
