@@ -61,6 +61,45 @@ ROLES = (ADMIN, VIEWER)
 
 DEFAULT_EXPIRY_DAYS = {"targets": 30.0, "snapshot": 7.0, "timestamp": 1.0}
 
+# Statements of manifest processing, built once (SQLAlchemy then reuses their compiled
+# form): a manifest costs three reads and writes besides the inserts of its rows.
+_IN_FLIGHT = (
+    sa.select(inv.bundles.c.id)
+    .where(inv.bundles.c.vehicle_id == inv.vehicles.c.id, inv.bundles.c.state == inv.IN_FLIGHT)
+    .limit(1)
+    .scalar_subquery()
+)
+#: the vehicle (``vid``), its ECUs in order and its bundle in flight (``in_flight``)
+_VEHICLE_ECUS = (
+    sa.select(inv.ecus, inv.vehicles.c.id.label("vid"), _IN_FLIGHT.label("in_flight"))
+    .select_from(inv.vehicles.outerjoin(inv.ecus, inv.ecus.c.vehicle_id == inv.vehicles.c.id))
+    .where(inv.vehicles.c.vin == sa.bindparam("b_vin"))
+    .order_by(inv.ecus.c.id)
+)
+_SEEN_NONCES = sa.select(inv.nonces.c.ecu_id, inv.nonces.c.nonce).where(
+    inv.nonces.c.ecu_id.in_(sa.bindparam("b_ecus", expanding=True)),
+    inv.nonces.c.nonce.in_(sa.bindparam("b_nonces", expanding=True)),
+)
+_MANIFEST_SEEN = (
+    inv.vehicles.update()
+    .where(inv.vehicles.c.id == sa.bindparam("b_vid"))
+    .values(last_manifest_at=sa.bindparam("b_t"))
+)
+_ECU_REPORTED = (
+    inv.ecus.update()
+    .where(inv.ecus.c.id == sa.bindparam("b_id"))
+    .values(
+        installed_path=sa.bindparam("b_path"),
+        installed_length=sa.bindparam("b_length"),
+        installed_hashes=sa.bindparam("b_hashes"),
+        last_report_time=sa.bindparam("b_time"),
+        last_attack=sa.bindparam("b_attack"),
+        last_counter=sa.func.coalesce(
+            sa.bindparam("b_counter", type_=sa.BigInteger), inv.ecus.c.last_counter
+        ),
+    )
+)
+
 
 class NotFound(Exception):
     """A vehicle, ECU or assignment that does not exist (HTTP 404)."""
@@ -173,6 +212,8 @@ class Director:
         #: signed bytes per VIN, least recently used first, at most ``cache_vehicles``
         self._cache: OrderedDict[str, _Cached] = OrderedDict()
         self._cache_lock = threading.Lock()
+        #: parsed ECU keys by their stored JSON text (the text is the key: no staleness)
+        self._keys: dict[str, Key] = {}
 
     # --- setup ----------------------------------------------------------------------------
 
@@ -706,8 +747,12 @@ class Director:
         skew = timedelta(seconds=self.config.report_skew_seconds)
         try:
             with self.engine.begin() as conn:
-                vid = self._vehicle_id(conn, vin)
-                ecus = {e.serial: e for e in self.ecus_of(conn, vid)}
+                # the vehicle, its ECUs and its bundle in flight: one indexed query
+                rows = conn.execute(_VEHICLE_ECUS, {"b_vin": vin}).all()
+                if not rows:
+                    raise NotFound(f"unknown vehicle {vin[:64]!r}")
+                vid, in_flight = int(rows[0].vid), rows[0].in_flight
+                ecus = {e.serial: e for e in rows if e.id is not None}
                 primary = next(e for e in ecus.values() if e.is_primary)
                 body = check_vehicle_manifest(
                     manifest,
@@ -729,32 +774,51 @@ class Director:
                 missing = sorted(set(ecus) - set(reports))
                 if missing:
                     raise BadEcuId(f"no report from registered ECU(s) {missing[:8]}")
+                seen = self._seen_nonces(conn, ecus, reports)
                 for serial, report in reports.items():
                     check_report_freshness(
-                        report, self._seen(conn, ecus[serial], report), now, skew
+                        report, self._seen(seen, ecus[serial], report), now, skew
                     )
                 return self._record_manifest(
-                    conn, vid, vin, ecus, body, reports, data, encoding, now
+                    conn, vid, vin, ecus, body, reports, data, encoding, now, in_flight
                 )
         except sa.exc.IntegrityError:
             # a concurrent manifest stored the same nonce first
             raise ReplayAttack("a nonce in this manifest was just used") from None
 
     def _ecu_key(self, ecu: Any) -> Key:
-        return Key.from_dict(json.loads(ecu.public_key), self.limits)
+        """The ECU's registered key, parsed once per stored text (bounded memo)."""
+        key = self._keys.get(ecu.public_key)
+        if key is None:
+            key = Key.from_dict(json.loads(ecu.public_key), self.limits)
+            if len(self._keys) >= 4096:
+                self._keys.clear()
+            self._keys[ecu.public_key] = key
+        return key
 
+    @staticmethod
+    def _seen_nonces(
+        conn: Connection, ecus: dict[str, Any], reports: dict[str, EcuVersionReport]
+    ) -> set[tuple[int, str]]:
+        """Which of the reports' (ECU, nonce) pairs were stored before: one query over the
+        unique (ecu_id, nonce) index for the whole manifest."""
+        pairs = {(ecus[s].id, r.nonce.hex()) for s, r in reports.items() if r.nonce is not None}
+        if not pairs:
+            return set()
+        params = {
+            "b_ecus": sorted({e for e, _ in pairs}),
+            "b_nonces": sorted({n for _, n in pairs}),
+        }
+        return {(int(e), n) for e, n in conn.execute(_SEEN_NONCES, params)} & pairs
+
+    @staticmethod
     def _seen(
-        self, conn: Connection, ecu: Any, report: EcuVersionReport
+        seen: set[tuple[int, str]], ecu: Any, report: EcuVersionReport
     ) -> set[bytes] | int | None:
         """What :func:`check_report_freshness` compares with: this nonce if it was seen
-        (one indexed lookup), or the ECU's last counter."""
+        (from :meth:`_seen_nonces`), or the ECU's last counter."""
         if report.nonce is not None:
-            hit = conn.execute(
-                sa.select(inv.nonces.c.id).where(
-                    inv.nonces.c.ecu_id == ecu.id, inv.nonces.c.nonce == report.nonce.hex()
-                )
-            ).first()
-            return {report.nonce} if hit is not None else set()
+            return {report.nonce} if (ecu.id, report.nonce.hex()) in seen else set()
         return None if ecu.last_counter is None else int(ecu.last_counter)
 
     def _record_manifest(
@@ -768,59 +832,64 @@ class Director:
         raw: bytes,
         encoding: str,
         now: datetime,
+        in_flight: int | None,
     ) -> dict[str, Any]:
+        """Store an accepted manifest in the caller's transaction: the manifest, the
+        vehicle's time, every nonce (one executemany), every ECU's installed image and
+        counter (one executemany), the attacks reported; then advance the bundle in flight
+        (``in_flight``, read with the ECUs)."""
         t = _ts(now)
         mid = conn.execute(
-            inv.manifests.insert().values(vehicle_id=vid, received_at=t, encoding=encoding, raw=raw)
+            inv.manifests.insert(),
+            {"vehicle_id": vid, "received_at": t, "encoding": encoding, "raw": raw},
         ).inserted_primary_key[0]
-        conn.execute(
-            inv.vehicles.update().where(inv.vehicles.c.id == vid).values(last_manifest_at=t)
-        )
+        conn.execute(_MANIFEST_SEEN, {"b_vid": vid, "b_t": t})
         attacks: list[str] = []
+        attack_rows: list[dict[str, Any]] = []
         if body.attack:
             attacks.append(body.attack)
-            conn.execute(
-                inv.attacks.insert().values(
-                    vehicle_id=vid,
-                    ecu_id=ecus[body.primary_id].id,
-                    manifest_id=mid,
-                    attack=body.attack,
-                    reported_at=t,
-                )
-            )
+            attack_rows.append({"ecu_id": ecus[body.primary_id].id, "attack": body.attack})
+        nonce_rows: list[dict[str, Any]] = []
+        ecu_rows: list[dict[str, Any]] = []
         for serial, r in reports.items():
             ecu = ecus[serial]
-            values: dict[str, Any] = {
-                "installed_path": r.installed.filename,
-                "installed_length": r.installed.length,
-                "installed_hashes": json.dumps(r.installed.hashes, sort_keys=True),
-                "last_report_time": _ts(r.latest_time),
-                "last_attack": r.attack,
-            }
+            ecu_rows.append(
+                {
+                    "b_id": ecu.id,
+                    "b_path": r.installed.filename,
+                    "b_length": r.installed.length,
+                    "b_hashes": json.dumps(r.installed.hashes, sort_keys=True),
+                    "b_time": _ts(r.latest_time),
+                    "b_attack": r.attack,
+                    # a nonce report leaves the ECU's counter as it is (COALESCE)
+                    "b_counter": None if r.nonce is not None else r.counter,
+                }
+            )
             if r.nonce is not None:
-                conn.execute(
-                    inv.nonces.insert().values(ecu_id=ecu.id, nonce=r.nonce.hex(), seen_at=t)
-                )
-            else:
-                values["last_counter"] = r.counter
-            conn.execute(inv.ecus.update().where(inv.ecus.c.id == ecu.id).values(**values))
+                nonce_rows.append({"ecu_id": ecu.id, "nonce": r.nonce.hex(), "seen_at": t})
             if r.attack:
                 attacks.append(f"{serial}: {r.attack}")
-                conn.execute(
-                    inv.attacks.insert().values(
-                        vehicle_id=vid,
-                        ecu_id=ecu.id,
-                        manifest_id=mid,
-                        attack=r.attack,
-                        reported_at=t,
-                    )
-                )
-        bundle = self._advance_bundle(conn, vid, vin, ecus, reports, now)
+                attack_rows.append({"ecu_id": ecu.id, "attack": r.attack})
+        if nonce_rows:
+            conn.execute(inv.nonces.insert(), nonce_rows)
+        conn.execute(_ECU_REPORTED, ecu_rows)
+        if attack_rows:
+            conn.execute(
+                inv.attacks.insert(),
+                [
+                    {**a, "vehicle_id": vid, "manifest_id": mid, "reported_at": t}
+                    for a in attack_rows
+                ],
+            )
+        bundle = None
+        if in_flight is not None:
+            bundle = self._advance_bundle(conn, int(in_flight), vid, vin, ecus, reports, now)
         return {"accepted": True, "manifest": mid, "attacks": attacks, "bundle": bundle}
 
     def _advance_bundle(
         self,
         conn: Connection,
+        bundle_id: int,
         vid: int,
         vin: str,
         ecus: dict[str, Any],
@@ -831,16 +900,9 @@ class Director:
         the assigned image (same name, length and every common hash), failed when the ECU
         reports an attack instead. The bundle ends when every assignment did; then the next
         bundle (or empty targets) goes out."""
-        b = conn.execute(
-            sa.select(inv.bundles).where(
-                inv.bundles.c.vehicle_id == vid, inv.bundles.c.state == inv.IN_FLIGHT
-            )
-        ).first()
-        if b is None:
-            return None
         by_id = {e.id: s for s, e in ecus.items()}
         rows = conn.execute(
-            sa.select(inv.assignments).where(inv.assignments.c.bundle_id == b.id)
+            sa.select(inv.assignments).where(inv.assignments.c.bundle_id == bundle_id)
         ).all()
         t = _ts(now)
         states: list[str] = []
@@ -863,7 +925,7 @@ class Director:
             conn.execute(
                 inv.assignments.update()
                 .where(
-                    inv.assignments.c.bundle_id == b.id,
+                    inv.assignments.c.bundle_id == bundle_id,
                     inv.assignments.c.state == inv.IN_FLIGHT,
                 )
                 .values(state=inv.FAILED, reason="another image of the bundle failed", updated_at=t)
@@ -872,13 +934,15 @@ class Director:
         elif all(s == inv.INSTALLED for s in states):
             final = inv.INSTALLED
         else:
-            return {"id": b.id, "state": inv.IN_FLIGHT}
+            return {"id": bundle_id, "state": inv.IN_FLIGHT}
         conn.execute(
-            inv.bundles.update().where(inv.bundles.c.id == b.id).values(state=final, finished_at=t)
+            inv.bundles.update()
+            .where(inv.bundles.c.id == bundle_id)
+            .values(state=final, finished_at=t)
         )
         if self._issue_bundle(conn, vid, vin, now) is None:
             self._publish(conn, vid, vin, now, new_targets=[])
-        return {"id": b.id, "state": final}
+        return {"id": bundle_id, "state": final}
 
     # --- keys ------------------------------------------------------------------------------
 
