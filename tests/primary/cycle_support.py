@@ -40,7 +40,7 @@ from primary.timesource import FixedTime
 from secondary.agent import SecondaryAgent
 from uptane.keys import PrivateKey
 from uptane.limits import Limits
-from uptane.metadata import DER
+from uptane.metadata import DER, Metadata, Targets
 
 VIN = "VIN-PRIMARY-1"
 PRIMARY_ID = "gw-1"
@@ -55,6 +55,11 @@ IMAGES: dict[str, tuple[bytes, list[str], int]] = {
 }
 
 SECONDARIES = {"brk-1": "brk-v1", "tcu-1": "tcu-v5"}
+
+#: a supplier's image, signed by its delegated role in the Image repository
+SUPPLIER = "acme"
+SUPPLIED_PATH = "acme/tcu-6.bin"
+SUPPLIED: tuple[bytes, list[str], int] = (b"acme telematics six " * 150, ["tcu-v5"], 6)
 
 
 class Clock:
@@ -277,9 +282,26 @@ class Backend:
         repo = ImageRepository(self.image_dir, now)
         for path, (data, hw, rc) in IMAGES.items():
             repo.stage_target(path, data, hw, rc)
-        ImageRepository(self.image_dir, now, offline_dir=default_offline_dir(self.image_dir)).sign(
-            now
+        offline = default_offline_dir(self.image_dir)
+        ImageRepository(self.image_dir, now, offline_dir=offline).sign(now)
+        # a supplier with a delegation (§5.3.1): "acme/*" for the TCU's hardware, its own key
+        ImageRepository(self.image_dir, now, offline_dir=offline).delegate(
+            SUPPLIER, ["acme/*"], ["tcu-v5"], now
         )
+        repo = ImageRepository(self.image_dir, now)
+        key = PrivateKey.from_pem((offline / "suppliers" / f"{SUPPLIER}.pem").read_bytes())
+        data, hw, rc = SUPPLIED
+        tf = repo.upload_image(SUPPLIER, SUPPLIED_PATH, data)
+        tf.hardware_ids, tf.release_counter = hw, rc
+        signed = Targets(
+            version=repo.builder.role(SUPPLIER).version + 1,
+            expires=repo.builder.targets.expires,
+        )
+        signed.targets[tf.path] = tf
+        for enc in repo.builder.encodings:
+            md = Metadata(signed, encoding=enc)
+            md.sign(key)
+            repo.upload_metadata(SUPPLIER, SUPPLIER, md.to_bytes(), enc, now)
         self.image_server = Uvicorn(
             image_app(self.image_dir, clock=self.clock, refresh_interval=0.2)
         )
@@ -425,7 +447,7 @@ class Vehicle:
                 hw=hw,
                 mode=mode,
                 link=link or f'{{ type = "inprocess", name = "{serial}" }}',
-                timeout=0.25 if link is None else 2.0,
+                timeout=1.0 if link is None else 2.0,
             )
             self.ecus[serial] = Ecu(serial, hw, key, root / "ecus" / serial, mode=mode)
             (root / "ecus" / serial).mkdir(parents=True)

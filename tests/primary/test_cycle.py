@@ -8,7 +8,15 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from cycle_support import IMAGES, PRIMARY_ID, VIN, backend_and_vehicle, sha256
+from cycle_support import (
+    IMAGES,
+    PRIMARY_ID,
+    SUPPLIED_PATH,
+    SUPPLIER,
+    VIN,
+    backend_and_vehicle,
+    sha256,
+)
 
 from primary.agent import Primary
 from primary.cli import main as cli_main
@@ -207,20 +215,24 @@ def test_5_4_2_full_verification_secondary_gets_every_file_partial_gets_director
     tmp_path, now
 ):
     """§5.4.2 step 6: a partial Secondary gets at least the Director targets, a full one
-    every role of both repositories (in the DER it reads) and the map file; both install."""
+    every role of both repositories (in the DER it reads), the delegated role that lists
+    its image included, and the map file; both install."""
     modes = {"brk-1": "partial", "tcu-1": "full"}
     with backend_and_vehicle(tmp_path, now, modes=modes) as (backend, car):
-        backend.assign(VIN, [("brk-1", BRAKES), ("tcu-1", "tcu/tcu-5.bin")])
+        backend.assign(VIN, [("brk-1", BRAKES), ("tcu-1", SUPPLIED_PATH)])
         result = car.cycle()
         assert result.error is None, result.error
-        assert result.installed == {"brk-1": BRAKES, "tcu-1": "tcu/tcu-5.bin"}, "\n".join(car.lines)
+        assert result.installed == {"brk-1": BRAKES, "tcu-1": SUPPLIED_PATH}, "\n".join(car.lines)
         text = "\n".join(car.lines)
         assert "brk-1: sending time and 1 metadata file(s)" in text
-        assert "tcu-1: sending time and 7 metadata file(s)" in text
-        # the full Secondary now trusts both repositories' metadata, verified by itself
+        # the map; the Image repository's timestamp, snapshot, the supplier's delegated
+        # role and targets; the Director's timestamp, snapshot and targets
+        assert "tcu-1: sending time and 8 metadata file(s)" in text
+        # the full Secondary now trusts both repositories' metadata, which it verified
+        # itself, down to the supplier's delegation that lists its image
         trusted = car.ecus["tcu-1"].agent._trusted
-        assert set(trusted["image"]) >= {"root", "timestamp", "snapshot", "targets"}
-        assert car.installed("tcu-1") == "tcu/tcu-5.bin"
+        assert set(trusted["image"]) >= {"root", "timestamp", "snapshot", "targets", SUPPLIER}
+        assert car.installed("tcu-1") == SUPPLIED_PATH
 
 
 def test_5_4_2_link_dropped_mid_transfer_resumes_at_the_acknowledged_offset(tmp_path, now):
