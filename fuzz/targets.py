@@ -211,7 +211,10 @@ def _secondary_pdu(data: bytes) -> None:
     raise (a bad request is answered by an ERROR message)."""
     endpoint = _secondary_endpoint()
     reply = endpoint.receive(data)
-    m.decode(reply, PRIMARY)
+    try:
+        m.decode(reply, PRIMARY)
+    except UptaneError as e:  # the Primary could not read the Secondary's answer
+        raise AssertionError(f"undecodable reply {reply[:120]!r} to {data[:120]!r}: {e}") from e
     if not endpoint.in_session:  # keep the session so later inputs reach the handlers
         endpoint.receive(m.encode(MESSAGES[0], 1))
 
