@@ -158,6 +158,7 @@ def run(smoke: bool = False) -> list[Figure]:
                 for app in ("raw_asgi", "fastapi_async", "fastapi_sync")
             }
     rate = m["rate"]
+    m["uvicorn"] = _uvicorn_stack()
     return [
         Figure(
             NAME,
@@ -170,7 +171,8 @@ def run(smoke: bool = False) -> list[Figure]:
             unit="requests/s",
             reference_unit="requests/s (the goal; no peer reference)",
             notes=(
-                f"uptane-director serve (uvicorn, one process) on {cpu_count()} cores shared "
+                f"uptane-director serve (uvicorn, one process, {m['uvicorn']}) on "
+                f"{cpu_count()} cores shared "
                 f"with the load: {clients} client processes, one keep-alive connection each, "
                 f"{duration:g} s, {vehicles} vehicles' timestamp.json round-robin; "
                 f"{m['requests']} requests, {m['errors']} errors."
@@ -185,6 +187,15 @@ def run(smoke: bool = False) -> list[Figure]:
             details=m,
         )
     ]
+
+
+def _uvicorn_stack() -> str:
+    """The HTTP parser and event loop uvicorn picks here ("auto": the C ones if installed)."""
+    import importlib.util
+
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    return f"{http} + {loop}"
 
 
 def server_profile(path: Path, top: int = 25) -> str | None:
