@@ -137,12 +137,6 @@ def test_4_3_replayed_version_report_never_reaches_the_director(tmp_path, now):
         assert vvm.signed.report_for("brk-1") is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FINDING (docs/security.md): one image of a bundle dropped, the Primary still "
-    "installs the others (primary/agent.py _download then _distribute); fixing it makes "
-    "this test pass, and strict xfail then asks for this marker to go",
-)
 def test_4_3_partial_bundle_one_image_dropped_installs_none(tmp_path, now):
     """A man in the middle keeps cutting the download of one image of a two-ECU bundle:
     the Primary names the drop-request and must install no part of the bundle."""
