@@ -194,3 +194,66 @@ def test_http_fault_cycle_fails_clean_or_recovers_then_completes(tmp_path: Path,
             again = car.cycle()
             assert again.error is None, (fault, again.error)
         assert car.installed("brk-1") == BRAKES
+
+
+# --- CAN frame loss through the real agent --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fd,loss,size", [(False, 0.001, 12_000), (True, 0.005, 40_000)], ids=["classic", "fd"]
+)
+def test_can_frame_loss_update_completes_exactly_or_fails_clean(tmp_path: Path, fd, loss, size):
+    """A whole update of the real agent over ISO-TP on a virtual CAN bus that loses
+    frames both ways (``LossyBus`` of the CAN link tests): the exact image is installed, or
+    every failed attempt leaves a verified image running and a true report."""
+    import threading
+
+    from test_can_link import PRIMARY_TX, SECONDARY_TX, LossyBus
+
+    from hardware.can_link import CanTransport
+    from hardware.server import serve
+    from uptane.limits import CONSTRAINED
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    director = Director(now - timedelta(hours=1))
+    agent = SecondaryAgent.from_config(provision_ecu(tmp_path, director, now=now))
+    agent.start()
+    image = image_bytes(f"can-{fd}", size)
+    director.assign(image, "fw.bin", release_counter=1, now=now - timedelta(minutes=5))
+    (tmp_path / "fw.bin").write_bytes(image)
+    files = bench.load_metadata(director.write_dir(tmp_path / "meta"))
+    channel = f"uptane-sec-{fd}-{os.getpid()}"
+    sec_bus, pri_bus = LossyBus(channel, loss, 21, fd), LossyBus(channel, loss, 22, fd)
+    timeouts = {"fc_timeout": 0.3, "cf_timeout": 0.3}
+    sec = CanTransport(
+        sec_bus, txid=SECONDARY_TX, rxid=PRIMARY_TX, fd=fd, limits=CONSTRAINED, **timeouts
+    )
+    pri = CanTransport(pri_bus, txid=PRIMARY_TX, rxid=SECONDARY_TX, fd=fd, **timeouts)
+    stop = threading.Event()
+    server = threading.Thread(
+        target=serve, args=(sec, agent.endpoint(max_frame=sec.max_frame), stop), daemon=True
+    )
+    server.start()
+    errors: list[UptaneError] = []
+    try:
+        client = LinkClient(pri, PRIMARY, timeout=0.5, retries=6, backoff=1.0)
+        for _ in range(6):  # a Primary retries a failed cycle
+            try:
+                bench.install(client, files, tmp_path / "fw.bin", now=int(now.timestamp()))
+                break
+            except UptaneError as e:
+                errors.append(e)
+                assert runs_verified_image(agent, {"fw.bin": image}) is None
+        assert runs_verified_image(agent, {"fw.bin": image}) == "fw.bin", errors
+        assert sec_bus.lost + pri_bus.lost > 0
+        print(
+            f"CAN fd={fd} loss={loss}: {sec_bus.lost + pri_bus.lost} frames lost, "
+            f"{len(errors)} failed attempts"
+        )
+    finally:
+        stop.set()
+        server.join(5)
+        sec.close()
+        pri.close()
+        sec_bus.shutdown()
+        pri_bus.shutdown()
