@@ -196,6 +196,10 @@ def cmd_status(args: argparse.Namespace) -> int:
             _say(f"pending: {ecu} <- {p['image']} ({p['step']})")
     else:
         _say("pending: none")
+    for ecu, r in st["results"].items():  # type: ignore[attr-defined]
+        if r.get("outcome") != "installed":
+            why = f": {r['reason']}" if r.get("reason") else ""
+            _say(f"last result: {ecu} {r.get('outcome')}{why}")
     for a in st["attacks_to_report"]:  # type: ignore[attr-defined]
         _say(f"attack seen, not yet reported: {a['attack']} at {a['where']}")
     _say(f"last error: {st['last_error'] or 'none'}")

@@ -126,7 +126,9 @@ def test_5_4_2_interrupted_download_resumes_next_cycle(tmp_path, now):
         assert car.installed("brk-1") == BRAKES
 
 
-def test_5_4_2_unreachable_secondary_is_reported_and_does_not_stall_the_others(tmp_path, now):
+def test_5_4_2_unreachable_secondary_is_reported_and_does_not_stall_the_others(
+    tmp_path, now, capsys
+):
     with backend_and_vehicle(tmp_path, now) as (backend, car):
         backend.assign(VIN, [("brk-1", BRAKES), ("tcu-1", "tcu/tcu-5.bin")])
         car.unplug("tcu-1")
@@ -140,6 +142,10 @@ def test_5_4_2_unreachable_secondary_is_reported_and_does_not_stall_the_others(t
         assert rec.results["tcu-1"]["outcome"] == "unreachable"
         assert "tcu-1" in rec.pending  # its update waits, downloaded already
         assert rec.pending["tcu-1"].step == "downloaded"
+        assert cli_main(["status", "--config", str(car.config_path)]) == 0
+        out = capsys.readouterr().out
+        assert "pending: tcu-1 <- tcu/tcu-5.bin (downloaded)" in out
+        assert "last result: tcu-1 unreachable" in out
 
         car.boot("tcu-1")  # the Secondary is back
         later = car.cycle()
