@@ -278,10 +278,40 @@ class Primary:
         # §5.4.2 step 7: results; keep only the images still needed
         self.state.prune_images([p.target for p in record.pending.values()])
         self.state.save_cycle(record)
+        self._results(record, result, ports)
         for ecu_id, path in sorted(result.installed.items()):
             self.say(f"{ecu_id}: installed {path}")
         if not record.pending:
             self.say("nothing pending")
+
+    def _results(
+        self, record: CycleRecord, result: CycleResult, ports: dict[str, SecondaryPort]
+    ) -> None:
+        """Each Secondary that installed or refused an image this cycle returns a signed
+        report of what it runs now (checked like the manifest's); the next manifest asks
+        again with its own nonce."""
+        for ecu_id in sorted(set(result.installed) | set(result.failed)):
+            port = ports.get(ecu_id)
+            if port is None:
+                continue
+            nonce = secrets.token_bytes(16)
+            try:
+                raw = port.report(nonce)
+                signed = decode_report(raw, self.limits, JSON if raw[:1] == b"{" else DER)
+                body = check_report(
+                    signed, port.cfg.public_key, expected_ecu_id=ecu_id, expected_nonce=nonce
+                )
+            except UptaneError as e:
+                self.say(f"{ecu_id}: no report returned ({e})")
+                continue
+            self._note_installed(record, ecu_id, body)
+            record.results.setdefault(ecu_id, {})["reported"] = body.installed.filename
+            self.say(
+                f"{ecu_id}: report returned (runs {body.installed.filename or 'nothing'}"
+                + (f"; attack indicator: {body.attack}" if body.attack else "")
+                + ")"
+            )
+        self.state.save_cycle(record)
 
     # --- step 1 -----------------------------------------------------------------------------
 

@@ -82,6 +82,7 @@ def test_5_4_2_full_cycle_two_secondaries_and_the_primary(tmp_path, now, capsys)
             "installing gw/gw-2.bin",
             "brk-1: installed",
         ]
+        assert "brk-1: report returned (runs brakes/fw-2.bin)" in text
         positions = [text.index(s) for s in order]
         assert positions == sorted(positions)
         assert "send brakes/fw-2.bin to brk-1: 100%" in text
