@@ -26,8 +26,10 @@ def _exchange(
 ) -> bool:
     """Wait up to ``timeout`` for one request and answer it; returns whether one came.
 
-    A failure of the port itself (:class:`LinkError`) is raised; any other link error (a
-    peer that stopped acknowledging, an over-long message) is logged: the Primary retries.
+    A port that fails to receive (:class:`LinkError`) raises: the port is read on every
+    poll, so a port that is gone shows there. Any other receive error (an over-long
+    message) and every send error are logged: the Primary retries. A send error may be
+    the peer's doing (an ISO-TP flow control it botched), so it never stops the loop.
     """
     try:
         request = transport.recv(timeout)
@@ -42,13 +44,10 @@ def _exchange(
     reply = endpoint.receive(request)
     try:
         transport.send(reply, send_timeout)
-    except LinkError:
-        raise
     except UptaneError as e:
         log.warning("link send failed: %s", e)
-    finally:
-        if endpoint.frame_size is not None and endpoint.frame_size != before:
-            transport.negotiate(endpoint.frame_size)
+    if endpoint.frame_size is not None and endpoint.frame_size != before:
+        transport.negotiate(endpoint.frame_size)
     return True
 
 
@@ -84,10 +83,11 @@ def serve(
     """Answer requests until ``stop`` is set (or ``max_requests`` were answered); returns
     how many were answered. ``poll`` bounds how long a stop request waits.
 
-    When the port fails (:class:`LinkError`), the next attempt waits ``retry_delay``
-    seconds, doubling up to ``max_retry_delay``, and the failure is logged once per
-    attempt; any good receive resets this. After ``max_failures`` failures in a row the
-    port is taken as gone for good: :class:`LinkError` is raised, naming the last error.
+    When the port fails to receive (:class:`LinkError`), the next attempt waits
+    ``retry_delay`` seconds, doubling up to ``max_retry_delay``, and the failure is logged
+    once per attempt; any good receive resets this. After ``max_failures`` failures in a
+    row the port is taken as gone for good: :class:`LinkError` is raised, naming the last
+    error.
     """
     if max_failures < 0 or retry_delay < 0 or max_retry_delay < retry_delay:
         raise ValueError("bad retry settings")
