@@ -25,10 +25,9 @@ errors by kind, and the checks:
   another vehicle's ECU;
 - ``not_installed``: assigned vehicles that do not run their image after the last round
   (with a restart, each vehicle runs a third cycle, so one that fell in the gap catches
-  up), and ``not_installed_unexplained``: those of them whose assignment the Director did
-  not mark failed (``failed_assignments``; a vehicle reporting the drop-request it saw
-  during the restart has its bundle failed by the Director, a finding in
-  ``docs/security.md``).
+  up); ``failed_assignments``: assignments the Director marked failed (a backend outage
+  used to fail bundles, finding 3 of ``docs/security.md``); ``not_installed_unexplained``:
+  vehicles not running their image whose assignment did not fail.
 
 ``tests/security/test_load.py`` runs a 10-vehicle variant (with a restart) in CI.
 """
@@ -438,8 +437,7 @@ def run(
             "assignments": len(listing),
             "foreign_metadata": sum(1 for c in checks if c["foreign"]),
             "not_installed": len(missing),
-            # assignments the Director marked failed (see docs/security.md: a drop-request
-            # reported after the Director's own outage fails the vehicle's bundle)
+            # assignments the Director marked failed (docs/security.md, finding 3)
             "failed_assignments": len(failed),
             "failed_reasons": sorted({r.split(" [", 1)[0][:100] for r in failed.values()}),
             "not_installed_unexplained": sum(1 for vin in missing if vin not in failed),
@@ -478,9 +476,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result, indent=2), flush=True)
         bad = result["lost_manifests"] or result["duplicated_assignments"]
         bad = bad or result["foreign_metadata"]
-        if args.restart_after is None:
-            bad = bad or result["not_installed"] or result["errors"]
-        bad = bad or result["not_installed_unexplained"]
+        bad = bad or result["not_installed"] or result["failed_assignments"]
+        bad = bad or (args.restart_after is None and result["errors"])
         failed |= bool(bad)
     return 1 if failed else 0
 

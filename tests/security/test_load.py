@@ -18,9 +18,11 @@ def _check(result: dict, *, restarted: bool) -> None:
     assert result["duplicated_assignments"] == 0
     assert result["assignments"] == result["vehicles"] // 2
     assert result["foreign_metadata"] == 0
-    assert result["not_installed_unexplained"] == 0
+    # every assigned vehicle runs its image at the end, a restart notwithstanding (cycles
+    # that fell in the gap catch up; an outage no longer fails bundles: finding 3)
+    assert result["not_installed"] == 0 and result["failed_assignments"] == 0
     if not restarted:
-        assert result["errors"] == {} and result["not_installed"] == 0
+        assert result["errors"] == {}
         assert result["manifests_accepted"] == result["cycles"]
     else:
         assert result["director_restarts"] == 1
