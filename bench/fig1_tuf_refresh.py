@@ -36,7 +36,7 @@ from bench.repos import image_repository, write_static
 #: where a client's time goes, by the code that spends it (own time under cProfile)
 CATEGORIES = [
     ("canonical JSON encode", ("encoding/json.py:_encode", "encoding/json.py:_escape",
-                               "encoding/json.py:canonical", "formats.py:")),
+                               "encoding/json.py:canonical", "formats.py:", "json/encoder.py")),
     ("JSON decode + bounds", ("json/decoder.py", "json/__init__.py", "encoding/json.py",
                               "<built-in method _json", "limits.py")),
     ("metadata model", ("uptane/metadata.py", "tuf/api/", "uptane/trust.py",
