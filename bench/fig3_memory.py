@@ -2,7 +2,7 @@
 
 The real Secondary path: a :class:`secondary.agent.SecondaryAgent` in partial-verification
 mode (constrained :class:`~uptane.limits.Limits`, DER metadata) with file-backed A/B flash
-(:class:`hardware.flash.Flash`, :class:`secondary.slots.SlotManager`) and an
+(:class:`hardware.flash.Flash`, :class:`hardware.slots.SlotManager`) and an
 :class:`hardware.store.AtomicStore`. Inside one ``tracemalloc`` window it receives the
 Director's targets (DER, padded to just under the constrained 16 KiB cap with entries for
 other ECUs) and runs §5.4.4.1, then receives the image in chunks of the constrained chunk

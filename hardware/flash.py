@@ -107,7 +107,7 @@ class BootRecord:
 
     ``active`` is the confirmed slot, ``trial`` the slot to try next (or None),
     ``attempts`` how often the trial slot has been booted, ``confirmed`` whether the last
-    install was confirmed. ``data`` is opaque to the flash (secondary/slots.py keeps the
+    install was confirmed. ``data`` is opaque to the flash (hardware/slots.py keeps the
     image info of each slot and the last install result there). ``sequence`` is assigned by
     :meth:`Flash.write_boot`.
     """

@@ -13,7 +13,7 @@
    bundle is here (§4.3 partial bundle);
 5. for each Secondary: the time, the metadata it needs (partial: Director root updates and
    targets in DER; full: everything), then the image, resumed from what it acknowledged;
-6. install the Primary's own image through :class:`secondary.slots.SlotManager`, the
+6. install the Primary's own image through :class:`hardware.slots.SlotManager`, the
    same slot interface as the Secondaries (imported lazily, only when there is one);
 7. collect the results: the next manifest carries them, and the attacks seen here.
 
@@ -365,7 +365,7 @@ class Primary:
 
     def _own_slots(self) -> Any:
         from hardware.flash import Flash
-        from secondary.slots import SlotManager
+        from hardware.slots import SlotManager
 
         assert self.config.flash_dir is not None
         return SlotManager(Flash(self.config.flash_dir, self.config.slot_size), limits=self.limits)

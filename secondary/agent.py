@@ -1,6 +1,6 @@
 """The Secondary agent: the Secondary side of the link (a
 :class:`hardware.protocol.SecondaryHandler`) over verification in :mod:`uptane`, A/B slots in
-:mod:`secondary.slots` and atomic state in :mod:`hardware.store`.
+:mod:`hardware.slots` and atomic state in :mod:`hardware.store`.
 
 What it does with each request (docs/secondary.md has the whole story):
 
@@ -20,7 +20,7 @@ What it does with each request (docs/secondary.md has the whole story):
   the metadata is verified again, the hash states are rebuilt from the slot, and the
   transfer resumes at that offset.
 - ``INSTALL``: the §5.4.3.4 checks again (ECU id, hardware id, release counter against the
-  image that runs now), then :meth:`~secondary.slots.SlotManager.finish_install` (exact
+  image that runs now), then :meth:`~hardware.slots.SlotManager.finish_install` (exact
   length, every hash, read-back) switches to a trial boot; with ``reboot_after_install`` the
   bootloader runs and, with auto-confirm, the new slot is confirmed once it booted.
 - ``GET_REPORT``: an ECU version report (:mod:`uptane.manifest`) signed with the ECU key,
@@ -46,9 +46,9 @@ from typing import Any
 from hardware.flash import Flash, PowerCut
 from hardware.messages import Status
 from hardware.protocol import EcuInfo, SecondaryEndpoint
+from hardware.slots import InstallResult, SlotManager, SlotWriter
 from hardware.store import AtomicStore
 from secondary.config import SecondaryConfig
-from secondary.slots import InstallResult, SlotManager, SlotWriter
 from uptane.encoding import cbor
 from uptane.errors import (
     BadLength,

@@ -266,7 +266,7 @@ class SessionRequired(ProtocolViolation):
     code = 114
 
 
-# --- installing into A/B slots on a Secondary (secondary/slots.py) ----------------------
+# --- installing into A/B slots on a Secondary (hardware/slots.py) ----------------------
 
 
 class InstallFailed(UptaneError):

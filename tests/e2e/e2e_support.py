@@ -14,8 +14,8 @@ from typing import Any
 
 from demo.stack import CAN_ECU, SERIAL_ECU, Image, Stack, firmware
 from hardware.flash import Flash
+from hardware.slots import SlotManager
 from secondary.config import SecondaryConfig
-from secondary.slots import SlotManager
 
 #: seconds one end-to-end test may take before it is stopped (and its processes with it)
 BOUND = 150

@@ -16,9 +16,9 @@ from cycle_support import PRIMARY_ID, VIN, backend_and_vehicle
 from ecu_support import boot_agent
 
 from hardware.flash import Flash
+from hardware.slots import SlotManager
 from primary.agent import CRASH_ENV
 from primary.state import PrimaryState
-from secondary.slots import SlotManager
 
 HARNESS = Path(__file__).with_name("crash_harness.py")
 ASSIGNED = {"brk-1": "brakes/fw-2.bin", "tcu-1": "tcu/tcu-5.bin", PRIMARY_ID: "gw/gw-2.bin"}

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hardware.flash import Flash, PowerCut, PowerLoss, WritePointCounter
-from secondary.slots import (
+from hardware.slots import (
     ABORTED,
     CONFIRMED,
     REJECTED,
