@@ -48,6 +48,7 @@ SERIAL_RATE = 100_000
 #: the Primary's step lines shown during an update cycle, as (prefix in the line, label)
 KEEP = (
     "report received",
+    "report returned",
     "manifest sent",
     "manifest refused",
     "Director metadata verified",
@@ -272,7 +273,7 @@ class Demo:
         if cycle.returncode != 0:
             raise StackError(f"the update cycle failed: {last(cycle)}")
 
-        o.step("Reports returned: the next manifest")
+        o.step("Confirmed: the next manifest carries the signed reports")
         self.cycle(None, quiet=True)
         after = self.runs()
         for serial in self.s.checked_reports(self.keys):

@@ -40,6 +40,7 @@ def test_make_demo_updates_both_secondaries_and_refuses_the_swapped_image():
         "download brake/brake-fw-2.0.bin",
         "send to brake-1",
         "send to door-1",
+        "brake-1: report returned (runs brake/brake-fw-2.0.bin)",
         "brake-1: installed brake/brake-fw-2.0.bin",
         "signed report verifies",
         "Before and after",
