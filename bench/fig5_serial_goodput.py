@@ -18,18 +18,16 @@ over the time ``put_image`` takes, divided by the line rate (≥ 0.95).
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing as mp
 import os
 import random
-import select
 import threading
 import time
-import tty
 from collections import deque
 from typing import Any
 
 from bench.common import Figure
+from hardware.fdport import FdPort
 
 #: SerialTransport's default ``max_frame``
 DEFAULT_MAX_FRAME = 1024
@@ -37,14 +35,12 @@ TITLE = "Serial goodput over a software-paced pty at {baud:,} baud vs the line r
 GOAL = "goodput / line rate ≥ 0.95"
 
 
-class PacedPort:
-    """A pyserial-like port over a raw fd whose writes leave at ``baud / 10`` bytes/s."""
+class PacedPort(FdPort):
+    """A :class:`hardware.fdport.FdPort` whose writes leave at ``baud / 10`` bytes/s."""
 
     def __init__(self, fd: int, baud: int, timeout: float = 0.005) -> None:
-        tty.setraw(fd)
-        self.fd = fd
+        super().__init__(fd, timeout)
         self.rate = baud / 10.0
-        self.timeout = timeout
         self.slice = max(1, int(self.rate / 1000))  # about a millisecond of line time
         self._queue: deque[bytes] = deque()
         self._cv = threading.Condition()
@@ -52,20 +48,6 @@ class PacedPort:
         self.sent = 0
         self._thread = threading.Thread(target=self._drain, daemon=True)
         self._thread.start()
-
-    @property
-    def in_waiting(self) -> int:
-        r, _, _ = select.select([self.fd], [], [], 0)
-        return 1 if r else 0
-
-    def read(self, size: int = 1) -> bytes:
-        r, _, _ = select.select([self.fd], [], [], self.timeout)
-        if not r:
-            return b""
-        try:
-            return os.read(self.fd, max(size, 4096))
-        except OSError:
-            return b""
 
     def write(self, data: bytes) -> int:
         with self._cv:
@@ -97,16 +79,12 @@ class PacedPort:
                 self.sent += len(piece)
                 due += len(piece) / self.rate  # the last bit of this piece leaves here
 
-    def flush(self) -> None:
-        pass
-
     def close(self) -> None:
         with self._cv:
             self._closed = True
             self._cv.notify()
         self._thread.join(2)
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
+        super().close()
 
 
 def _secondary(fd: int, baud: int, frame: int, stop: Any, ready: Any) -> None:

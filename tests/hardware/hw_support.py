@@ -1,15 +1,15 @@
-"""Test-only helpers for the link layer: an in-memory Secondary handler and pty ports."""
+"""Test-only helpers for the link layer: an in-memory Secondary handler (and, re-exported,
+:class:`hardware.fdport.FdPort` for pty ports)."""
 
 from __future__ import annotations
 
-import os
-import select
-import tty
-
+from hardware.fdport import FdPort
 from hardware.messages import Status
 from hardware.protocol import EcuInfo
 from uptane.errors import BadLength, EndlessDataAttack, ProtocolViolation
 from uptane.limits import Limits
+
+__all__ = ["FdPort", "MemoryHandler"]
 
 
 class MemoryHandler:
@@ -74,42 +74,3 @@ class MemoryHandler:
             image_offset=len(self.image),
             installed=self.installed,
         )
-
-
-class FdPort:
-    """A pyserial-like port over a raw file descriptor (the master side of a pty)."""
-
-    def __init__(self, fd: int, timeout: float = 0.01) -> None:
-        tty.setraw(fd)
-        self.fd = fd
-        self.timeout = timeout
-        self.is_open = True
-
-    @property
-    def in_waiting(self) -> int:
-        r, _, _ = select.select([self.fd], [], [], 0)
-        return 1 if r else 0
-
-    def read(self, size: int = 1) -> bytes:
-        r, _, _ = select.select([self.fd], [], [], self.timeout)
-        if not r:
-            return b""
-        try:
-            return os.read(self.fd, max(size, 4096))
-        except OSError:
-            return b""
-
-    def write(self, data: bytes) -> int:
-        view = memoryview(data)
-        while view:
-            n = os.write(self.fd, view)
-            view = view[n:]
-        return len(data)
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        if self.is_open:
-            self.is_open = False
-            os.close(self.fd)

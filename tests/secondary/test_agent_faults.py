@@ -9,9 +9,7 @@ import contextlib
 import hashlib
 import os
 import random
-import select
 import threading
-import tty
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,6 +20,7 @@ from test_agent_support import Director, image_bytes, provision_ecu
 
 from hardware import bench
 from hardware.client import LinkClient
+from hardware.fdport import FdPort
 from hardware.serial_link import SerialTransport
 from hardware.server import serve
 from secondary.agent import SecondaryAgent
@@ -95,35 +94,6 @@ class NoisyPort:
         self.port.close()
 
 
-class MasterPort:
-    def __init__(self, fd: int) -> None:
-        tty.setraw(fd)
-        self.fd = fd
-        self.timeout: float | None = 0.01
-
-    @property
-    def in_waiting(self) -> int:
-        return 1 if select.select([self.fd], [], [], 0)[0] else 0
-
-    def read(self, size: int = 1) -> bytes:
-        if not select.select([self.fd], [], [], self.timeout or 0)[0]:
-            return b""
-        try:
-            return os.read(self.fd, max(size, 4096))
-        except OSError:
-            return b""
-
-    def write(self, data: bytes) -> int:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self.fd, view) :]
-        return len(data)
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
-
-
 def check_true_report(agent: SecondaryAgent) -> None:
     """The booted slot holds exactly the image the boot record and the report name."""
     st = agent.slots.status()
@@ -170,7 +140,7 @@ def test_faulty_serial_link_update_completes_exactly_or_fails_clean(
         return agent.status().image_offset >= 8_192
 
     pri_port = NoisyPort(
-        MasterPort(os.dup(master)),
+        FdPort(os.dup(master)),
         rate,
         seed,
         blackout_when=mid_image if blackout else None,

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-import tty
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,6 +24,7 @@ from test_agent_support import ECU, HW, Director, image_bytes, provision_ecu
 
 from hardware import bench
 from hardware.client import LinkClient
+from hardware.fdport import FdPort
 from hardware.flash import Flash
 from hardware.serial_link import SerialTransport
 from hardware.server import serve
@@ -38,39 +38,6 @@ from uptane.metadata import DER
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = dict(os.environ, PYTHONPATH=str(ROOT))
-
-
-class FdPort:
-    """A pyserial-like port over the master side of a pty."""
-
-    def __init__(self, fd: int) -> None:
-        tty.setraw(fd)
-        self.fd = fd
-        self.timeout: float | None = 0.01
-        self.open = True
-
-    @property
-    def in_waiting(self) -> int:
-        return 1 if select.select([self.fd], [], [], 0)[0] else 0
-
-    def read(self, size: int = 1) -> bytes:
-        if not select.select([self.fd], [], [], self.timeout or 0)[0]:
-            return b""
-        try:
-            return os.read(self.fd, max(size, 4096))
-        except OSError:
-            return b""
-
-    def write(self, data: bytes) -> int:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self.fd, view) :]
-        return len(data)
-
-    def close(self) -> None:
-        if self.open:
-            self.open = False
-            os.close(self.fd)
 
 
 @pytest.fixture
