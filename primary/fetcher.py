@@ -8,7 +8,9 @@ threat model (§4.3):
   is refused before the body is read (:class:`~uptane.errors.EndlessDataAttack`);
 - **slow retrieval** (§5.4, SHALL): the average speed over each window of
   ``speed_window`` seconds must reach ``min_bytes_per_second``, or the transfer is
-  aborted (:class:`~uptane.errors.SlowRetrievalAttack`, naming the URL; not retried);
+  aborted (:class:`~uptane.errors.SlowRetrievalAttack`, naming the URL; not retried).
+  The check is :class:`uptane.speed.SpeedMonitor`; this module feeds it the bytes and
+  ``time.monotonic()``;
 - **drop request**: connect/read timeouts and broken connections are retried with
   exponential backoff; when every attempt failed the fetch raises
   :class:`~uptane.errors.DropRequestAttack`;
@@ -43,6 +45,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import NewConnectionError, ProtocolError, ReadTimeoutError, SSLError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
+from hardware.store import fsync_dir, write_all
 from uptane.errors import (
     BadLength,
     DropRequestAttack,
@@ -56,6 +59,7 @@ from uptane.limits import PRIMARY, Limits
 from uptane.metadata import JSON
 from uptane.paths import encode_name
 from uptane.repository import metadata_filename
+from uptane.speed import SpeedMonitor as CoreSpeedMonitor
 from uptane.verify import ImageVerifier
 
 DEFAULT_USER_AGENT = "uptane-stack/0.1"
@@ -215,11 +219,12 @@ class _HTTPSPool(HTTPSConnectionPool):
 
 
 class SpeedMonitor:
-    """Slow-retrieval detection (§5.4): consecutive windows of ``window`` seconds, each of
-    which must average at least ``min_bytes_per_second``.
+    """The fetcher's side of slow-retrieval detection (§5.4): the check itself is
+    :class:`uptane.speed.SpeedMonitor`; this adapter only reads the clock for it.
 
     :meth:`add` is called with every chunk, :meth:`check` when a read timed out with no
-    data. A zero floor or window turns the check off.
+    data. A zero floor or window turns the check off. Every second since the start counts
+    (no idle allowance: a silent server is what the check is for).
     """
 
     def __init__(
@@ -230,31 +235,14 @@ class SpeedMonitor:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.url = url
-        self.floor = min_bytes_per_second
-        self.window = window
         self.clock = clock
-        self.window_start = clock()
-        self.window_bytes = 0
+        self.core = CoreSpeedMonitor(min_bytes_per_second, window, what=url, start=clock())
 
     def add(self, n: int) -> None:
-        self.window_bytes += n
-        self.check()
+        self.core.update(n, self.clock())
 
     def check(self) -> None:
-        if self.floor <= 0 or self.window <= 0:
-            return
-        now = self.clock()
-        elapsed = now - self.window_start
-        if elapsed < self.window:
-            return
-        rate = self.window_bytes / elapsed
-        if rate < self.floor:
-            raise SlowRetrievalAttack(
-                f"{self.url}: {rate:.0f} B/s over the last {elapsed:.1f} s, "
-                f"below the minimum of {self.floor:.0f} B/s"
-            )
-        self.window_start = now
-        self.window_bytes = 0
+        self.core.check(self.clock())
 
 
 class Fetcher:
@@ -424,7 +412,7 @@ class Fetcher:
             raise
         job.complete()
         os.replace(part, dest)
-        _fsync_dir(dest.parent)
+        fsync_dir(dest.parent)
         return dest
 
     # --- internals ------------------------------------------------------------------------
@@ -597,7 +585,7 @@ class _Download:
                     raise EndlessDataAttack(f"{self.url}: more than the {self.length} bytes")
                 if self.verifier is not None:
                     self.verifier.update(chunk)
-                _write_all(fd, chunk)
+                write_all(fd, chunk)
                 written += len(chunk)
                 if self.progress is not None:
                     self.progress(written, self.length)
@@ -707,18 +695,3 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except FileNotFoundError:
         return 0
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
