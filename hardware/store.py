@@ -12,12 +12,17 @@ Each step is one write point of the optional ``fault`` hook (a
 :class:`hardware.flash.PowerCut`), so tests can cut the power at every one. Names are
 encoded with :func:`uptane.paths.encode_name`, so no name can leave the directory. The
 store is used by Secondaries and is reusable by the Primary.
+
+The module's primitives are the one copy of this logic for the agents' other files:
+:func:`write_all`, :func:`fsync_dir` and :func:`atomic_write` (one file, no fault hook).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +101,7 @@ class AtomicStore:
                 assert self.fault is not None
                 os.write(fd, memoryview(data)[: int(len(data) * self.fault.torn)])
                 self._die()
-            _write_all(fd, data)
+            write_all(fd, data)
             if self._point(f"store fsync {name}"):
                 self._die()
             os.fsync(fd)
@@ -116,7 +121,7 @@ class AtomicStore:
                 else:
                     target.unlink(missing_ok=True)
             self._die()
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         old.unlink(missing_ok=True)
 
     def read(self, name: str, max_bytes: int | None = None) -> bytes | None:
@@ -142,7 +147,7 @@ class AtomicStore:
         target.unlink(missing_ok=True)
         if self._point(f"store fsync-dir {name}"):
             self._die()
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
 
     def names(self) -> list[str]:
         """The encoded names present (sorted)."""
@@ -166,16 +171,38 @@ class AtomicStore:
         return loads(data, limits, cap=self.max_bytes, what=f"stored {name[:64]!r}")
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd`` (``os.write`` may write less than it is given)."""
     view = memoryview(data)
     while view:
         n = os.write(fd, view)
         view = view[n:]
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """fsync ``directory`` itself, so the renames and unlinks done in it are durable."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Replace one file outside a store atomically: a temp file in the same directory
+    (``.NAME.*.tmp``), fsync, ``mode``, rename, fsync the directory."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        try:
+            write_all(fd, data)
+            os.fsync(fd)
+            os.fchmod(fd, mode)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+from hardware.store import fsync_dir, write_all
 from primary.fetcher import Fetcher, HttpMetadataSource, target_url
 from primary.timesource import SystemTime, TimeSource
 from uptane.errors import EndlessDataAttack, MalformedInput, UptaneError
@@ -133,7 +134,7 @@ def write_metadata_dir(directory: Path, raw: dict[str, bytes]) -> None:
                     continue
             fd, tmp = tempfile.mkstemp(dir=directory, prefix=".", suffix=".tmp")
             pending.append([fd, tmp, path])
-            _write_all(fd, data)
+            write_all(fd, data)
         _fsync_all([entry[0] for entry in pending])
         while pending:
             entry = pending[0]
@@ -155,13 +156,13 @@ def write_metadata_dir(directory: Path, raw: dict[str, bytes]) -> None:
                 p.unlink()
                 changed = True
     if changed:
-        _fsync_dir(directory)
+        fsync_dir(directory)
 
 
 def atomic_write(path: Path, data: bytes) -> None:
     """Temp file in the same directory (not ``*.json``), fsync, rename, fsync the dir."""
     _replace_synced(path, data)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _replace_synced(path: Path, data: bytes) -> None:
@@ -169,7 +170,7 @@ def _replace_synced(path: Path, data: bytes) -> None:
     caller fsyncs the directory (once per batch) to make the renames durable."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
     try:
-        _write_all(fd, data)
+        write_all(fd, data)
         os.fsync(fd)
         os.close(fd)
         fd = -1
@@ -180,12 +181,6 @@ def _replace_synced(path: Path, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def _fsync_all(fds: list[int]) -> None:
@@ -416,14 +411,6 @@ def _read_capped(path: Path, cap: int) -> bytes:
     if len(data) > cap:
         raise EndlessDataAttack(f"{path}: more than the {cap}-byte cap")
     return data
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 if __name__ == "__main__":
