@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from hardware.store import atomic_write
 from primary.agent import Primary
 from primary.config import DIRECTOR, IMAGE, ConfigError, PrimaryConfig, load_config
 from primary.state import PrimaryState
@@ -84,15 +84,7 @@ def provision(
         key = PrivateKey.from_pem(cfg.key_file.read_bytes())
     else:
         key = PrivateKey.generate(key_scheme)
-        cfg.key_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cfg.key_file.with_name(cfg.key_file.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, key.to_pem())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, cfg.key_file)
+        atomic_write(cfg.key_file, key.to_pem(), 0o600)
     return key
 
 

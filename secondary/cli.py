@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import signal
 import sys
 import threading
@@ -23,7 +22,7 @@ from typing import Any
 from hardware.bench import open_can
 from hardware.flash import Flash
 from hardware.server import serve
-from hardware.store import AtomicStore
+from hardware.store import AtomicStore, atomic_write
 from secondary.agent import SecondaryAgent
 from secondary.config import ConfigError, LinkConfig, SecondaryConfig
 from uptane.errors import UptaneError
@@ -94,7 +93,7 @@ def provision(
         decode(targets, limits, encoding=encoding, role_type="targets")
     directory.mkdir(parents=True, exist_ok=True)
     key = PrivateKey.generate(key_type)
-    _write_private(directory / KEY_NAME, key.to_pem())
+    atomic_write(directory / KEY_NAME, key.to_pem(), 0o600)
     public = {
         "ecu_serial": ecu_serial,
         "hardware_id": hardware_id,
@@ -127,21 +126,8 @@ def provision(
         time=int(time.time() if now is None else now),
     )
     Flash(cfg.flash_dir, slot_size)
-    tmp = cfg_path.with_name(CONFIG_NAME + ".tmp")
-    tmp.write_text(cfg.to_toml(), encoding="utf-8")
-    os.replace(tmp, cfg_path)
+    atomic_write(cfg_path, cfg.to_toml().encode("utf-8"), 0o644)
     return public
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 def open_transport(cfg: SecondaryConfig) -> Any:

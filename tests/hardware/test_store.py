@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from hardware.flash import Flash, PowerCut, PowerLoss, WritePointCounter
-from hardware.store import AtomicStore
+from hardware.store import AtomicStore, atomic_write
 from uptane.errors import EndlessDataAttack, MalformedInput
 
 
@@ -24,6 +24,24 @@ def test_round_trip_and_missing_names(tmp_path: Path) -> None:
     s.delete("root")
     assert s.read("root") is None
     assert s.names() == ["state"]
+
+
+def test_atomic_write_replaces_one_file_with_its_mode_and_leaves_no_temp(tmp_path: Path) -> None:
+    key = tmp_path / "keys" / "ecu.pem"
+    atomic_write(key, b"old", 0o600)
+    atomic_write(key, b"new", 0o600)
+    assert key.read_bytes() == b"new"
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in key.parent.iterdir()] == ["ecu.pem"]
+
+
+def test_atomic_write_that_fails_keeps_the_old_file(tmp_path: Path) -> None:
+    path = tmp_path / "cfg.toml"
+    atomic_write(path, b"old", 0o644)
+    with pytest.raises(TypeError):
+        atomic_write(path, "not bytes", 0o644)  # type: ignore[arg-type]
+    assert path.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["cfg.toml"]
 
 
 def test_names_never_leave_the_directory(tmp_path: Path) -> None:
