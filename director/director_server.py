@@ -13,9 +13,6 @@ ECUs, assignments, campaigns by hardware id, reported attacks.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +33,7 @@ from director.director import (
     Unavailable,
     key_from_json,
 )
-from director.httpcommon import BodyCap, install_error_handlers, read_body
+from director.httpcommon import BodyCap, install_error_handlers, read_body, refresher_lifespan
 from uptane.metadata import DER, JSON
 
 MEDIA = {JSON: "application/json", DER: "application/octet-stream"}
@@ -121,26 +118,10 @@ def create_app(
         director = Director(Path(directory))
     d = director
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async def refresher() -> None:
-            while True:
-                await asyncio.sleep(refresh_interval)
-                with contextlib.suppress(Exception):
-                    await run_in_threadpool(d.reload_keys)
-                with contextlib.suppress(Exception):
-                    await run_in_threadpool(d.refresh_expiring)
-
-        task = asyncio.create_task(refresher())
-        try:
-            yield
-        finally:
-            task.cancel()
-
     app = FastAPI(
         title="Uptane Director",
         description="Per-vehicle Director metadata, manifest upload, and the OEM admin API.",
-        lifespan=lifespan,
+        lifespan=refresher_lifespan(refresh_interval, d.reload_keys, d.refresh_expiring),
     )
     app.state.director = d
     install_error_handlers(app, {NotFound: 404, Conflict: 409, Invalid: 422, Unavailable: 503})

@@ -1,12 +1,16 @@
-"""HTTP pieces both services share: capped body reading, bearer tokens, and the mapping of
-the core's errors to status codes with a clear reason."""
+"""HTTP pieces both services share: capped body reading, bearer tokens, the mapping of
+the core's errors to status codes with a clear reason, and the background refresher."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from fastapi import HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from uptane.errors import (
@@ -86,6 +90,31 @@ def install_error_handlers(app, extra: dict[type[Exception], int] | None = None)
     app.add_exception_handler(UptaneError, handler_for(None))
     for cls, status in (extra or {}).items():
         app.add_exception_handler(cls, handler_for(status))
+
+
+def refresher_lifespan(
+    interval: float, *jobs: Callable[[], object]
+) -> Callable[[Any], contextlib.AbstractAsyncContextManager[None]]:
+    """A FastAPI lifespan that runs each of ``jobs`` in the threadpool every ``interval``
+    seconds while the app is up (re-signing before expiry, picking up offline changes).
+    A job that fails is tried again next round; it never stops the others or the app."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        async def refresher() -> None:
+            while True:
+                await asyncio.sleep(interval)
+                for job in jobs:
+                    with contextlib.suppress(Exception):
+                        await run_in_threadpool(job)
+
+        task = asyncio.create_task(refresher())
+        try:
+            yield
+        finally:
+            task.cancel()
+
+    return lifespan
 
 
 class _TooLarge(Exception):

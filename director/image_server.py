@@ -12,10 +12,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,7 @@ from typing import Any
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from director.httpcommon import bearer, install_error_handlers, read_body
+from director.httpcommon import bearer, install_error_handlers, read_body, refresher_lifespan
 from director.image_repo import ADMIN, Conflict, Forbidden, ImageRepository
 from uptane.limits import Limits
 from uptane.metadata import DER, JSON, Targets
@@ -132,24 +130,10 @@ def create_app(
     """The FastAPI app serving the Image repository in ``repo_dir``."""
     service = ImageService(repo_dir, clock=clock, limits=limits, max_image_upload=max_image_upload)
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async def refresher() -> None:
-            while True:
-                await asyncio.sleep(refresh_interval)
-                with contextlib.suppress(Exception):
-                    await run_in_threadpool(service.tick)
-
-        task = asyncio.create_task(refresher())
-        try:
-            yield
-        finally:
-            task.cancel()
-
     app = FastAPI(
         title="Uptane Image repository",
         description="Public download of metadata and images; authorised upload (§5.3.1).",
-        lifespan=lifespan,
+        lifespan=refresher_lifespan(refresh_interval, service.tick),
     )
     app.state.service = service
     install_error_handlers(app, {Forbidden: 403, Conflict: 409})
