@@ -19,6 +19,16 @@ What it does with each request (docs/secondary.md has the whole story):
   committed and the transfer's identity and durable offset are stored, so after a reboot
   the metadata is verified again, the hash states are rebuilt from the slot, and the
   transfer resumes at that offset.
+- Slow retrieval (§5.4, every ECU SHALL monitor its download speed): the chunks of an
+  image transfer go through :class:`uptane.speed.SpeedMonitor` with the agent's
+  monotonic clock. Once a window of ``speed_window`` seconds averages less than
+  ``min_bytes_per_second`` (the Limits profile, overridable in the TOML ``[link]``
+  table), the chunk is refused with :class:`~uptane.errors.SlowRetrievalAttack` (the
+  ERROR over the link names ``slow-retrieval``, and so does the next report). Nothing is
+  installed; the bytes already received stay as a partial the next cycle resumes. Only
+  an active transfer is measured: a pause longer than ``speed_window`` with no chunk (the
+  Primary between two cycles, a link that dropped) starts a fresh window at the next
+  chunk (a stall is the link timeouts' business, not a slow transfer).
 - ``INSTALL``: the §5.4.3.4 checks again (ECU id, hardware id, release counter against the
   image that runs now), then :meth:`~hardware.slots.SlotManager.finish_install` (exact
   length, every hash, read-back) switches to a trial boot; with ``reboot_after_install`` the
@@ -38,6 +48,8 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from hashlib import sha256
@@ -56,6 +68,7 @@ from uptane.errors import (
     LinkError,
     MalformedInput,
     ProtocolViolation,
+    SlowRetrievalAttack,
     TargetNotFound,
     UptaneError,
 )
@@ -74,6 +87,7 @@ from uptane.metadata import (
     parse_expires,
 )
 from uptane.partial import PartialVerifier
+from uptane.speed import SpeedMonitor
 from uptane.trust import RepositoryTrust, peek_version
 from uptane.verify import (
     NO_NEW_TARGETS,
@@ -115,6 +129,8 @@ class _Transfer:
     total: int
     verifier: ImageVerifier
     writer: SlotWriter
+    #: §5.4 slow retrieval: the speed of this transfer's chunks over the link
+    speed: SpeedMonitor
     id: str = field(default_factory=lambda: secrets.token_hex(8))
     saved: int = 0  # the offset of the last checkpoint (0: none stored)
 
@@ -181,6 +197,7 @@ class SecondaryAgent:
         reboot_after_install: bool = True,
         verify_on_boot: bool = True,
         checkpoint_bytes: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if mode not in ("partial", "full"):
             raise ValueError(f"unknown verification mode {mode!r}")
@@ -201,6 +218,8 @@ class SecondaryAgent:
         self.reboot_after_install = reboot_after_install
         #: commit the slot and store the transfer's offset every this many image bytes
         self.checkpoint_bytes = checkpoint_bytes or 16 * self.limits.chunk_size
+        #: a monotonic clock in seconds, read for the slow-retrieval check only
+        self.clock = clock
         self.slots = SlotManager(
             flash,
             max_trial_boots=max_trial_boots,
@@ -715,7 +734,27 @@ class SecondaryAgent:
         for off in range(0, offset, step):
             verifier.update(self.flash.read(slot, off, min(step, offset - off)))
         writer = self.slots.resume_install(p.entry, offset)
-        return _Transfer(filename, total, verifier, writer, id=str(rec["id"]), saved=offset)
+        return _Transfer(
+            filename,
+            total,
+            verifier,
+            writer,
+            self._speed_monitor(filename),
+            id=str(rec["id"]),
+            saved=offset,
+        )
+
+    def _speed_monitor(self, filename: str) -> SpeedMonitor:
+        """§5.4 slow retrieval for one image transfer over the link. The window starts at
+        the first chunk; a pause of more than a window with no chunk is not measured (the
+        Primary between cycles, a dropped link: see the module doc)."""
+        lim = self.limits
+        return SpeedMonitor(
+            lim.min_bytes_per_second,
+            lim.speed_window,
+            what=f"image {filename[:64]!r} over the link",
+            idle=lim.speed_window,
+        )
 
     def put_image_chunk(self, filename: str, total: int, offset: int, chunk: bytes) -> None:
         """The next chunk, streamed into the inactive slot through the image verifier."""
@@ -725,6 +764,13 @@ class SecondaryAgent:
         x = self._xfer
         if x is None or x.filename != filename or x.total != total or x.offset != offset:
             raise ProtocolViolation(f"image {filename[:64]!r}: no transfer at offset {offset}")
+        try:
+            # §5.4 slow retrieval: a chunk that ends a window below the floor is refused;
+            # the partial is kept, so a later (faster) transfer resumes it
+            x.speed.update(len(chunk), self.clock())
+        except SlowRetrievalAttack as e:
+            log.warning("image transfer refused: %s", e)
+            raise
         try:
             # §4.3 endless data: the verifier refuses bytes past the signed length before
             # they reach the slot
@@ -764,7 +810,7 @@ class SecondaryAgent:
         check_target_for_ecu(entry, self.ecu_serial, self.hardware_id, self._installed_counter())
         verifier = ImageVerifier(entry, self.limits)
         writer = self.slots.begin_install(total, entry)
-        self._xfer = _Transfer(filename, total, verifier, writer)
+        self._xfer = _Transfer(filename, total, verifier, writer, self._speed_monitor(filename))
 
     def install(self, filename: str | None) -> None:
         """§5.4.3.4 then A/B install of the image received; trusted metadata moves with it."""

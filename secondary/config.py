@@ -40,6 +40,9 @@ class LinkConfig:
     txid: int = 0x7E8
     fd: bool = False
     bitrate: int | None = None
+    # §5.4 slow retrieval of images over this link (None: the Limits profile's)
+    min_bytes_per_second: float | None = None
+    speed_window: float | None = None
 
 
 @dataclass
@@ -67,7 +70,14 @@ class SecondaryConfig:
 
     @property
     def limits(self) -> Limits:
-        return Limits.named(self.limits_profile)
+        """The Limits profile, with the link's slow-retrieval floor and window if set."""
+        lim = Limits.named(self.limits_profile)
+        changes: dict[str, object] = {}
+        if self.link.min_bytes_per_second is not None:
+            changes["min_bytes_per_second"] = self.link.min_bytes_per_second
+        if self.link.speed_window is not None:
+            changes["speed_window"] = self.link.speed_window
+        return lim.replace(**changes) if changes else lim
 
     @property
     def auto_confirm(self) -> bool:
@@ -126,6 +136,8 @@ class SecondaryConfig:
                 txid=_get(link, "txid", int, 0x7E8),
                 fd=_get(link, "fd", bool, False),
                 bitrate=_get(link, "bitrate", int, None),
+                min_bytes_per_second=_number(link, "min_bytes_per_second"),
+                speed_window=_number(link, "speed_window"),
             ),
             path=path,
         )
@@ -154,6 +166,10 @@ class SecondaryConfig:
             raise ConfigError(f"install.confirm must be one of {CONFIRM_POLICIES}")
         if self.link.type not in LINKS:
             raise ConfigError(f"link.type must be one of {LINKS}")
+        for key in ("min_bytes_per_second", "speed_window"):
+            value = getattr(self.link, key)
+            if value is not None and value < 0:
+                raise ConfigError(f"link.{key} must be >= 0 (0 turns the check off)")
 
     # --- writing -------------------------------------------------------------------------
 
@@ -213,6 +229,10 @@ class SecondaryConfig:
         ]
         if lk.bitrate is not None:
             lines.append(f"bitrate = {lk.bitrate}")
+        if lk.min_bytes_per_second is not None:
+            lines.append(f"min_bytes_per_second = {lk.min_bytes_per_second!r}")
+        if lk.speed_window is not None:
+            lines.append(f"speed_window = {lk.speed_window!r}")
         return "\n".join(lines) + "\n"
 
 
@@ -239,6 +259,16 @@ def _table(doc: dict[str, Any], name: str, *, required: bool = True) -> dict[str
     if not isinstance(t, dict):
         raise ConfigError(f"[{name}] must be a table")
     return t
+
+
+def _number(t: dict[str, Any], key: str) -> float | None:
+    """An optional number (integer or float) setting."""
+    value = t.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{key} must be a number")
+    return float(value)
 
 
 def _get(t: dict[str, Any], key: str, kind: type, default: Any = _MISSING) -> Any:
