@@ -18,7 +18,7 @@ from director.director import (
     default_offline_dir,
 )
 from uptane.errors import UptaneError
-from uptane.keys import SCHEMES, Key, PrivateKey
+from uptane.keys import MAX_KEY_FILE, SCHEMES, Key, PrivateKey
 from uptane.limits import Limits
 
 
@@ -28,14 +28,11 @@ def _print(value: Any) -> None:
 
 def load_public_key(path: Path) -> Key:
     """A public key file: TUF JSON (keytype/scheme/keyval), or PEM (public or private)."""
-    data = path.read_bytes()
-    if data.lstrip().startswith(b"{"):
-        return Key.from_dict(json.loads(data), Limits.primary())
-    if b"PRIVATE KEY" in data:
+    with open(path, "rb") as f:
+        data = f.read(MAX_KEY_FILE + 1)
+    if b"PRIVATE KEY" in data[:MAX_KEY_FILE]:
         return PrivateKey.from_pem(data).key
-    from cryptography.hazmat.primitives import serialization
-
-    return Key.from_public_object(serialization.load_pem_public_key(data))  # type: ignore[arg-type]
+    return Key.from_bytes(data, Limits.primary())
 
 
 def parse_ecu(spec: str) -> EcuSpec:

@@ -42,17 +42,14 @@ Nothing here verifies anything: values are checked for shape only.
 
 from __future__ import annotations
 
-import json
 import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-
 from uptane.errors import MalformedInput, UptaneError
-from uptane.keys import Key
+from uptane.keys import MAX_KEY_FILE, Key
 from uptane.limits import Limits
 from uptane.metadata import MapFile
 
@@ -330,15 +327,8 @@ def parse_config(doc: dict[str, Any], path: Path) -> PrimaryConfig:
 def load_public_key(path: Path, limits: Limits) -> Key:
     """A Secondary's public key: a PEM SubjectPublicKeyInfo or a TUF JSON key."""
     try:
-        data = _read_capped(path, 64 * 1024)
+        return Key.from_bytes(_read_capped(path, MAX_KEY_FILE), limits)
     except (OSError, UptaneError) as e:
-        raise ConfigError(f"public key {path}: {e}") from None
-    try:
-        if data.lstrip().startswith(b"{"):
-            return Key.from_dict(json.loads(data), limits)
-        obj = serialization.load_pem_public_key(data)
-        return Key.from_public_object(obj)  # type: ignore[arg-type]
-    except (ValueError, TypeError, UptaneError) as e:
         raise ConfigError(f"public key {path}: {e}") from None
 
 

@@ -16,8 +16,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
-from uptane.encoding.json import canonical
-from uptane.errors import MalformedInput, UnsupportedAlgorithm
+from uptane.encoding.json import canonical, loads
+from uptane.errors import EndlessDataAttack, MalformedInput, UnsupportedAlgorithm
 from uptane.limits import Limits
 
 ED25519 = "ed25519"
@@ -27,6 +27,9 @@ SCHEMES = (ED25519, ECDSA, RSA_PSS)
 
 #: keytype names accepted on input for each scheme; the first is what we write
 _KEYTYPES = {ED25519: ("ed25519",), ECDSA: ("ecdsa", "ecdsa-sha2-nistp256"), RSA_PSS: ("rsa",)}
+
+#: the most bytes a public key file may hold (an RSA-4096 PEM is under 1 KiB)
+MAX_KEY_FILE = 64 * 1024
 
 PublicKeyObject = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey | rsa.RSAPublicKey
 PrivateKeyObject = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
@@ -151,6 +154,25 @@ class Key:
         except (InvalidSignature, ValueError):
             return False
         return True
+
+    @classmethod
+    def from_bytes(cls, data: bytes, limits: Limits) -> Key:
+        """A public key file's bytes: TUF JSON (keytype/scheme/keyval), decoded with the
+        bounded decoder, or a PEM SubjectPublicKeyInfo. MalformedInput for anything else,
+        EndlessDataAttack past :data:`MAX_KEY_FILE` bytes."""
+        if len(data) > MAX_KEY_FILE:
+            raise EndlessDataAttack(f"a key file of more than {MAX_KEY_FILE} bytes")
+        if data.lstrip().startswith(b"{"):
+            return cls.from_dict(loads(data, limits, cap=MAX_KEY_FILE, what="key file"), limits)
+        try:
+            obj = serialization.load_pem_public_key(data)
+        except (ValueError, TypeError) as e:
+            raise MalformedInput(f"bad public key: {e}") from None
+        if not isinstance(
+            obj, (ed25519.Ed25519PublicKey, ec.EllipticCurvePublicKey, rsa.RSAPublicKey)
+        ):
+            raise UnsupportedAlgorithm(f"unsupported public key {type(obj).__name__}")
+        return cls.from_public_object(obj)
 
     @classmethod
     def from_public_object(cls, obj: PublicKeyObject) -> Key:

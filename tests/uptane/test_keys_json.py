@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.serialization import PublicFormat as _PF
 from securesystemslib.formats import encode_canonical
 
 from uptane.encoding.json import canonical, loads
 from uptane.errors import EndlessDataAttack, LimitExceeded, MalformedInput
-from uptane.keys import ECDSA, ED25519, RSA_PSS, Key, PrivateKey
+from uptane.keys import ECDSA, ED25519, MAX_KEY_FILE, RSA_PSS, Key, PrivateKey
 from uptane.limits import PRIMARY
+
+SPKI = _PF.SubjectPublicKeyInfo
 
 DOCS = [
     {"b": 1, "a": [True, False, None, 'x"y\\z', "é"], "c": {"z": -3, "y": ""}},
@@ -76,3 +80,21 @@ def test_parsed_keys_are_cached_by_value_and_bad_ones_refused_every_time():
     for _ in range(2):
         with pytest.raises(MalformedInput):
             ecdsa_as_rsa.load()
+
+
+@pytest.mark.parametrize("scheme", [ED25519, ECDSA, RSA_PSS])
+def test_key_file_bytes_read_as_tuf_json_or_pem(scheme):
+    key = PrivateKey.generate(scheme).key
+    assert Key.from_bytes(canonical(key.to_dict()), PRIMARY) == key
+    assert Key.from_bytes(key.load().public_bytes(Encoding.PEM, SPKI), PRIMARY) == key
+
+
+def test_hostile_key_file_bytes_are_refused_with_named_errors():
+    with pytest.raises(LimitExceeded):  # never a RecursionError
+        Key.from_bytes(b'{"a":' + b"[" * 5000 + b"]" * 5000 + b"}", PRIMARY)
+    with pytest.raises(EndlessDataAttack):
+        Key.from_bytes(b"{" + b" " * (MAX_KEY_FILE + 1) + b"}", PRIMARY)
+    with pytest.raises(MalformedInput):
+        Key.from_bytes(b"-----BEGIN PUBLIC KEY-----\nnot a key\n", PRIMARY)
+    with pytest.raises(MalformedInput):
+        Key.from_bytes(b'{"keytype": "ed25519"}', PRIMARY)
