@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from der_tree import dump_tree, parse_tree, tlv
 
 from uptane.encoding import der
 from uptane.errors import (
@@ -40,44 +41,7 @@ from uptane.signatures import check_threshold
 
 EXPIRES = datetime(2031, 5, 6, 7, 8, 9, tzinfo=UTC)
 
-# --- a tiny independent TLV tool, to build hostile and non-canonical inputs ---------------
-
-Node = list[Any]  # [identifier byte, bytes (primitive) | list[Node] (constructed)]
-
-
-def _len(n: int) -> bytes:
-    if n < 0x80:
-        return bytes([n])
-    raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes([0x80 | len(raw)]) + raw
-
-
-def tlv(ident: int, content: bytes) -> bytes:
-    return bytes([ident]) + _len(len(content)) + content
-
-
-def parse_tree(data: bytes) -> list[Node]:
-    out: list[Node] = []
-    pos = 0
-    while pos < len(data):
-        ident = data[pos]
-        first = data[pos + 1]
-        if first < 0x80:
-            length, start = first, pos + 2
-        else:
-            k = first & 0x7F
-            length, start = int.from_bytes(data[pos + 2 : pos + 2 + k], "big"), pos + 2 + k
-        body = data[start : start + length]
-        out.append([ident, parse_tree(body) if ident & 0x20 else body])
-        pos = start + length
-    return out
-
-
-def dump_tree(nodes: list[Node]) -> bytes:
-    return b"".join(
-        tlv(ident, dump_tree(body) if isinstance(body, list) else body) for ident, body in nodes
-    )
-
+# hostile and non-canonical inputs are built with der_tree's tiny independent TLV tool
 
 # --- fixtures -----------------------------------------------------------------------------
 

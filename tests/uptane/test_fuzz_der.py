@@ -9,6 +9,7 @@ import contextlib
 from datetime import UTC, datetime
 from typing import Any
 
+from der_tree import dump_tree, parse_tree
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -136,38 +137,7 @@ def _decode_all(data: bytes) -> None:
             der.decode_manifest(data, PRIMARY, kind=kind)
 
 
-# --- a tiny TLV tree, for mutations that keep lengths consistent ---------------------------
-
-
-def _tree(data: bytes) -> list[Any]:
-    out: list[Any] = []
-    pos = 0
-    while pos < len(data):
-        ident, first = data[pos], data[pos + 1]
-        if first < 0x80:
-            length, start = first, pos + 2
-        else:
-            k = first & 0x7F
-            length, start = int.from_bytes(data[pos + 2 : pos + 2 + k], "big"), pos + 2 + k
-        body = data[start : start + length]
-        out.append([ident, _tree(body) if ident & 0x20 else body])
-        pos = start + length
-    return out
-
-
-def _dump(nodes: list[Any]) -> bytes:
-    out = b""
-    for ident, body in nodes:
-        content = _dump(body) if isinstance(body, list) else body
-        n = len(content)
-        length = (
-            bytes([n])
-            if n < 0x80
-            else bytes([0x80 | ((n.bit_length() + 7) // 8)])
-            + n.to_bytes((n.bit_length() + 7) // 8, "big")
-        )
-        out += bytes([ident]) + length + content
-    return out
+# --- mutations of the TLV tree (der_tree.py) that keep lengths consistent ------------------
 
 
 def _nodes(tree: list[Any]) -> list[tuple[list[Any], int]]:
@@ -238,7 +208,7 @@ def test_fuzz_byte_mutations_of_valid_der(index, ops):
     ),
 )
 def test_fuzz_structure_mutations_of_valid_der(index, ops):
-    tree = _tree(ALL[index])
+    tree = parse_tree(ALL[index])
     for op, pos, blob in ops:
         nodes = _nodes(tree)
         parent, i = nodes[pos % len(nodes)]
@@ -266,7 +236,7 @@ def test_fuzz_structure_mutations_of_valid_der(index, ops):
             parent[i] = [0x30, [node]]
         elif op == "empty" and isinstance(node[1], list):
             node[1] = []
-    _decode_all(_dump(tree))
+    _decode_all(dump_tree(tree))
 
 
 def test_fuzz_corpus_is_valid():
