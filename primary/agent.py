@@ -335,7 +335,11 @@ class Primary:
             except UptaneError as e:
                 if is_unreachable(e):
                     result.unreachable.append(serial)
-                    record.results[serial] = {"outcome": "unreachable", "reason": str(e)[:200]}
+                    record.results[serial] = {
+                        "outcome": "unreachable",
+                        "reason": str(e)[:200],
+                        **self._sending_entry(record, serial),
+                    }
                     self.say(f"{serial}: unreachable ({e.message})")
                 else:
                     self._record_attack(record, result, e, f"report of {serial}")
@@ -776,6 +780,14 @@ class Primary:
                 self._installed(record, result, p)
                 return
             held = transfer_of(status, path, p.target.length)
+            resume = self._sending(record, ecu_id) == _image_key(p.target)
+            if held and not resume:
+                # STATUS names only the file and its length: a partial of another image
+                # under the same name (the Director changed the content, or this Primary
+                # has no record of sending it) is not continued: the metadata goes again
+                # and the image restarts at byte 0
+                self.say(f"{ecu_id}: its partial {path} is of another image: starting again")
+                held = 0
             if held:
                 # the Secondary still holds the verified metadata and part of the image (a
                 # dropped link): resending metadata would restart it, so only continue
@@ -785,11 +797,15 @@ class Primary:
                 self.say(f"{ecu_id}: sending time and {len(files)} metadata file(s)")
                 port.send_metadata(int(now.timestamp()), files)
             if held < p.target.length:
+                # remember which image this transfer is before any byte of it goes, so that
+                # a later cycle resumes only this very image (path, length and hashes)
+                self._set_sending(record, ecu_id, _image_key(p.target))
                 start = port.send_image(
                     self.state.image_path(p.target),
                     path,
                     p.target.length,
                     progress=self._progress(f"send {path} to {ecu_id}", "send"),
+                    resume=resume,
                 )
                 if start:
                     self.say(f"{ecu_id}: resumed the image transfer at byte {start}")
@@ -801,7 +817,11 @@ class Primary:
         except UptaneError as e:
             if is_unreachable(e):
                 result.unreachable.append(ecu_id)
-                record.results[ecu_id] = {"outcome": "unreachable", "reason": str(e)[:200]}
+                record.results[ecu_id] = {
+                    "outcome": "unreachable",
+                    "reason": str(e)[:200],
+                    **self._sending_entry(record, ecu_id),
+                }
                 self.say(f"{ecu_id}: unreachable ({e.message}); will retry next cycle")
                 self.state.save_cycle(record)
                 return
@@ -809,6 +829,24 @@ class Primary:
             return
         # INSTALL answered without an error: the image is in the Secondary's new slot
         self._installed(record, result, p)
+
+    @staticmethod
+    def _sending(record: CycleRecord, ecu_id: str) -> str | None:
+        """The image key (:func:`_image_key`) of the last image transfer this Primary
+        started to ``ecu_id`` (kept in the cycle record's ``results``), or None."""
+        key = record.results.get(ecu_id, {}).get("sending")
+        return key if isinstance(key, str) else None
+
+    def _sending_entry(self, record: CycleRecord, ecu_id: str) -> dict[str, str]:
+        key = self._sending(record, ecu_id)
+        return {"sending": key} if key is not None else {}
+
+    def _set_sending(self, record: CycleRecord, ecu_id: str, key: str) -> None:
+        entry = record.results.setdefault(ecu_id, {})
+        entry.setdefault("outcome", "sending")
+        if entry.get("sending") != key:
+            entry["sending"] = key
+            self.state.save_cycle(record)
 
     def _installed(self, record: CycleRecord, result: CycleResult, p: Pending) -> None:
         record.installed[p.ecu_id] = p.target
@@ -834,6 +872,9 @@ class Primary:
             "code": e.code,
             "attack": e.attack,
             "reason": str(e)[:200],
+            # a refused transfer may stay resumable (a slow-retrieval refusal keeps the
+            # partial): what it was is still known
+            **self._sending_entry(record, p.ecu_id),
         }
         result.failed[p.ecu_id] = str(e)
         self.state.save_cycle(record)

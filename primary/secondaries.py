@@ -222,7 +222,10 @@ class MetadataFile:
 
 def transfer_of(status: Status, filename: str, length: int) -> int:
     """How many bytes of ``filename`` the Secondary holds in a transfer in progress (0: no
-    such transfer). A transfer in progress means its verified metadata is still there."""
+    such transfer). A transfer in progress means its verified metadata is still there.
+    STATUS names only the file and its length, not its hashes: whether that partial is of
+    the image the caller means is for the caller to know (the Primary records the image
+    it started sending)."""
     if status.image_filename == filename and status.image_total == length:
         return min(status.image_offset, length)
     return 0
@@ -280,12 +283,20 @@ class SecondaryPort:
             c.put_metadata(m.role, m.encoding, m.data, repository=m.repository)
 
     def send_image(
-        self, image: Path, filename: str, length: int, *, progress: Progress | None = None
+        self,
+        image: Path,
+        filename: str,
+        length: int,
+        *,
+        progress: Progress | None = None,
+        resume: bool = True,
     ) -> int:
-        """§5.4.2 step 7: the image, resumed from the offset the Secondary acknowledged.
-        Returns the offset the transfer started at (non-zero on a resume)."""
+        """§5.4.2 step 7: the image, resumed from the offset the Secondary acknowledged
+        (``resume``; only when the caller knows the Secondary's partial is this very image:
+        STATUS names just the file and length), else from byte 0. Returns the offset the
+        transfer started at (non-zero on a resume)."""
         with image.open("rb") as f:
-            return self.client().put_image(filename, f, length, progress=progress, resume=True)
+            return self.client().put_image(filename, f, length, progress=progress, resume=resume)
 
     def install(self, filename: str) -> Status:
         return self.client().install(filename)

@@ -5,11 +5,13 @@ sending the metadata again, and the image installs byte-exact (§5.4.2 step 7)."
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from cycle_support import IMAGES, VIN, backend_and_vehicle
 
+from director.image_repo import ImageRepository, default_offline_dir
 from primary.agent import Primary
 from secondary.agent import TRANSFER_AT
 
@@ -55,3 +57,61 @@ def test_5_4_2_secondary_rebooted_mid_transfer_resumes_at_its_checkpoint(tmp_pat
         assert st.installed is not None and st.installed.filename == BRAKES
         image = car.ecus["brk-1"].agent.flash.read(st.booted, 0, st.installed.length)
         assert image == IMAGES[BRAKES][0]
+
+
+def test_5_4_slow_secondary_keeps_its_partial_and_a_new_image_of_the_same_name_is_not_resumed(
+    tmp_path, now
+):
+    """§5.4 at a Secondary, through the whole cycle: the ECU finds the link too slow and
+    refuses the transfer (slow-retrieval), keeping its partial; its report names the attack
+    and the Director fails the assignment. The OEM then publishes different content under
+    the same file name and length and assigns it again. STATUS names only the file and its
+    length, so the Primary must not continue the stale partial (that would end in BadHash):
+    it sends the metadata again and the new image from byte 0, which installs exactly."""
+    with backend_and_vehicle(tmp_path, now, secondaries={"brk-1": "brk-v1"}) as (backend, car):
+        old, hw, counter = IMAGES[BRAKES]
+        new = bytes(reversed(old))
+        assert len(new) == len(old) and new != old
+        backend.assign(VIN, [("brk-1", BRAKES)])
+        ecu = car.ecus["brk-1"]
+        assert ecu.agent is not None
+        # the ECU's monotonic clock: 9 s between two chunks of about 7 KiB, under its
+        # constrained floor of 1 KiB/s over 10 s (the test steps the clock, no sleeping)
+        ticks = [0.0]
+
+        def slow_link() -> float:
+            ticks[0] += 9.0
+            return ticks[0]
+
+        ecu.agent.clock = slow_link
+        first = car.cycle()
+        assert "slow-retrieval" in first.failed.get("brk-1", ""), "\n".join(car.lines)
+        held = ecu.agent.status().image_offset
+        assert 0 < held < len(old)  # the partial is kept
+        ecu.agent.clock = time.monotonic
+
+        # meanwhile the same name and length, other content, is released and assigned;
+        # it goes out once the Director has ended the first bundle
+        when = backend.clock()
+        ImageRepository(backend.image_dir, when).stage_target(BRAKES, new, hw, counter)
+        offline = default_offline_dir(backend.image_dir)
+        ImageRepository(backend.image_dir, when, offline_dir=offline).sign(when)
+        backend.advance(timedelta(seconds=1))
+        backend.director.image_view.refresh(force=True)
+        backend.assign(VIN, [("brk-1", BRAKES)])
+
+        car.lines.clear()
+        second = car.cycle()
+        text = "\n".join(car.lines)
+        # the next manifest carried the ECU's attack indicator: the Director failed the
+        # first assignment, and its next bundle names the new image
+        states = {a["id"]: a for a in backend.director.list_assignments(vin=VIN)}
+        assert states[1]["state"] == "failed", states
+        assert "slow-retrieval" in (states[1]["reason"] or "")
+        assert second.failed == {} and second.installed == {"brk-1": BRAKES}, text
+        assert f"brk-1: its partial {BRAKES} is of another image: starting again" in text
+        assert "brk-1: sending time and" in text
+        assert "resumed the image transfer" not in text
+        st = ecu.agent.slots.status()
+        assert st.installed is not None and st.installed.filename == BRAKES
+        assert ecu.agent.flash.read(st.booted, 0, st.installed.length) == new
