@@ -13,40 +13,34 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Replace ``path`` with ``data`` atomically: temp file, fsync, rename, fsync dir."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    _replace(path, mode, lambda f: f.write(data))
 
 
 def atomic_copy(src: Path, dest: Path, mode: int = 0o644) -> None:
     """Copy ``src`` to ``dest`` atomically, streaming (images are not held in memory)."""
+
+    def fill(f: BinaryIO) -> None:
+        with src.open("rb") as r:
+            shutil.copyfileobj(r, f, 1024 * 1024)
+
+    _replace(dest, mode, fill)
+
+
+def _replace(dest: Path, mode: int, fill: Callable[[BinaryIO], object]) -> None:
+    """A temp file in ``dest``'s directory, written by ``fill``, fsynced, given ``mode``,
+    renamed over ``dest``; then the directory is fsynced so the rename is durable."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     try:
-        with os.fdopen(fd, "wb") as f, src.open("rb") as r:
-            shutil.copyfileobj(r, f, 1024 * 1024)
+        with os.fdopen(fd, "wb") as f:
+            fill(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, mode)
