@@ -16,11 +16,12 @@ from pathlib import Path
 
 import httpx
 
-from uptane.errors import BadHardwareId, EndlessDataAttack, TargetNotFound
+from uptane.errors import EndlessDataAttack, TargetNotFound
 from uptane.limits import Limits
 from uptane.metadata import JSON, TargetFile
 from uptane.repository import metadata_filename
 from uptane.trust import MetadataSource, RepositoryTrust
+from uptane.verify import check_hardware_id
 
 
 class DirectorySource:
@@ -121,9 +122,5 @@ class ImageRepoView:
                 tf = self.trust.find_target(
                     path, self.source, self.clock(), hardware_id=hardware_id
                 )
-        if tf.hardware_ids and hardware_id not in tf.hardware_ids:
-            raise BadHardwareId(
-                f"image {path[:128]!r} is for hardware {tf.hardware_ids}, not {hardware_id!r}",
-                repository="image",
-            )
+        check_hardware_id(tf, hardware_id, repository="image")  # the core's one check
         return tf

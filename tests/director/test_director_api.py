@@ -82,16 +82,16 @@ def test_5_3_2_assignment_copies_the_image_repository_entry_with_ecu_ids(env):
 def test_5_3_2_refuses_images_missing_from_the_image_repository_or_for_other_hardware(env):
     v = _register(env, "VIN0001")
     before = env["c"].get("/api/vehicles/VIN0001").json()["metadata"]
-    for target, ecu in (
-        ("brakes/fw-9.9.bin", f"{v.vin}-brk"),  # not in the Image repository
-        ("tcu/tcu-5.bin", f"{v.vin}-brk"),  # a telematics image for a brake ECU
+    for target, ecu, why in (
+        ("brakes/fw-9.9.bin", f"{v.vin}-brk", "not in the Image repository"),
+        ("tcu/tcu-5.bin", f"{v.vin}-brk", "is for hardware"),  # a telematics image, brake ECU
     ):
         r = env["c"].post(
             "/api/vehicles/VIN0001/assignments",
             json={"assignments": [{"ecu": ecu, "target": target}]},
         )
         assert r.status_code == 422, r.text
-        assert r.json()["detail"]
+        assert why in r.json()["detail"]
     r = env["c"].post(
         "/api/vehicles/VIN0001/assignments",
         json={"assignments": [{"ecu": "no-such-ecu", "target": "tcu/tcu-5.bin"}]},
