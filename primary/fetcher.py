@@ -72,7 +72,8 @@ _TRANSIENT: tuple[type[Exception], ...] = (
     ConnectionError,
 )
 
-_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+#: at most 20 digits a number, as for Content-Length: int() of a hostile header stays bounded
+_CONTENT_RANGE = re.compile(r"^bytes (\d{1,20})-(\d{1,20})/(\d{1,20}|\*)$")
 
 Progress = Callable[[int, int], None]
 

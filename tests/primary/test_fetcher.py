@@ -707,3 +707,27 @@ def test_header_deadlines_share_one_thread_and_disarmed_ones_never_fire() -> Non
     time.sleep(0.1)
     assert fired == ["armed"]
     assert dog.thread in threads
+
+
+class HugeRangeHandler(QuietHandler):
+    """Answers a Range request with 206 and a Content-Range whose numbers run to
+    thousands of digits (past Python's int-from-str limit)."""
+
+    def do_GET(self) -> None:
+        self.record()
+        self.send_response(206)
+        self.send_header("Content-Range", f"bytes {'1' * 5000}-{'2' * 5000}/*")
+        self.send_header("Content-Length", "10")
+        self.end_headers()
+        self.wfile.write(b"\0" * 10)
+
+
+def test_content_range_with_endless_digits_is_a_fetch_error(tmp_path: Path) -> None:
+    (tmp_path / "img.part").write_bytes(IMAGE[:10_000])
+    with (
+        serve(HugeRangeHandler) as srv,
+        fast_fetcher(retries=0) as f,
+        pytest.raises(FetchError, match="Content-Range"),  # never a bare ValueError
+    ):
+        f.download_to(srv.url + "/img", tmp_path / "img", len(IMAGE), verifier_for(IMAGE))
+    assert not (tmp_path / "img").exists()
