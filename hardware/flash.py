@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from uptane.encoding.json import canonical, loads
-from uptane.errors import UptaneError
+from uptane.errors import MalformedInput, UptaneError
 from uptane.limits import Limits
 
 SLOTS = ("A", "B")
@@ -42,6 +42,7 @@ _BOOT_HEADER = struct.Struct(">4sIQI")  # magic, format, sequence, payload lengt
 _CRC = struct.Struct(">I")
 _JOURNAL_ENTRY = struct.Struct(">QI")  # offset, length of the old bytes that follow
 _GEOMETRY = "geometry.json"
+_GEOMETRY_KEYS = ("slot_size", "boot_copy_size")
 
 
 class PowerLoss(Exception):
@@ -177,10 +178,12 @@ class Flash:
         geo_path = self.directory / _GEOMETRY
         if geo_path.exists():
             geo = loads(geo_path.read_bytes(), Limits.primary(), cap=4096, what="flash geometry")
-            if slot_size is not None and slot_size != geo["slot_size"]:
-                raise ValueError(f"flash in {directory} has slot size {geo['slot_size']}")
-            self.slot_size = int(geo["slot_size"])
-            self.boot_copy_size = int(geo["boot_copy_size"])
+            sizes = [geo.get(k) if isinstance(geo, dict) else None for k in _GEOMETRY_KEYS]
+            if not all(type(v) is int and v > 0 for v in sizes):
+                raise MalformedInput(f"flash geometry in {directory} is malformed")
+            if slot_size is not None and slot_size != sizes[0]:
+                raise ValueError(f"flash in {directory} has slot size {sizes[0]}")
+            self.slot_size, self.boot_copy_size = sizes
         else:
             if slot_size is None or slot_size <= 0:
                 raise ValueError("a new flash needs a positive slot_size")

@@ -26,6 +26,7 @@ from uptane.errors import (
     EndlessDataAttack,
     InstallFailed,
     LimitExceeded,
+    MalformedInput,
     NoBootableImage,
     PartialBundleAttack,
     TrialNotConfirmed,
@@ -396,3 +397,14 @@ def test_after_the_confirm_point_the_new_image_is_permanent(tmp_path: Path) -> N
         assert EXPECTED[digest].filename == "fw-v2.bin"
         assert sm.status().trial is None
         flash = flash.reopen()
+
+
+@pytest.mark.parametrize(
+    "geometry",
+    [b"[]", b"{}", b'{"slot_size": "big", "boot_copy_size": 4096}', b'{"slot_size": 0}'],
+)
+def test_a_damaged_flash_geometry_file_is_a_named_error(tmp_path: Path, geometry: bytes) -> None:
+    Flash(tmp_path, 1 << 16)
+    (tmp_path / "geometry.json").write_bytes(geometry)
+    with pytest.raises(MalformedInput, match="geometry"):  # never a KeyError or TypeError
+        Flash(tmp_path)
