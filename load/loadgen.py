@@ -37,11 +37,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import shutil
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -54,6 +52,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from load import pgcluster
 
 IMAGE_PATH = "gw/gw-2.bin"
 HW = "gw-v1"
@@ -121,99 +121,12 @@ class Server:
 # --- PostgreSQL -------------------------------------------------------------------------------
 
 
-def _pg_bin() -> Path | None:
-    for d in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
-        if (d / "initdb").exists():
-            return d
-    found = shutil.which("initdb")
-    return Path(found).parent if found else None
-
-
 @contextlib.contextmanager
 def postgres() -> Iterator[str]:
-    """A private PostgreSQL cluster (initdb, pg_ctl; as an unprivileged user when run as
-    root) on 127.0.0.1, fsync off; yields the URL of a fresh database."""
-    import pwd
-
-    bindir = _pg_bin()
-    if bindir is None:
-        raise RuntimeError("PostgreSQL binaries (initdb, pg_ctl) are not installed")
-    as_user: list[str] = []
-    if os.geteuid() == 0:
-        user = "uptanepg"
-        try:
-            pwd.getpwnam(user)
-        except KeyError:
-            subprocess.run(
-                ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", user],
-                check=True,
-            )
-        as_user = ["runuser", "-u", user, "--"]
-    base = Path(tempfile.mkdtemp(prefix="uptane-load-pg-"))
-    os.chmod(base, 0o755)
-    data, sockdir = base / "data", base / "sock"
-    sockdir.mkdir()
-    if as_user:
-        shutil.chown(base, "uptanepg")
-        shutil.chown(sockdir, "uptanepg")
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    env = {**os.environ, "LC_ALL": "C"}
-    run = {"check": True, "capture_output": True, "env": env}
-    subprocess.run(
-        [
-            *as_user,
-            str(bindir / "initdb"),
-            "-D",
-            str(data),
-            "-A",
-            "trust",
-            "-U",
-            "postgres",
-            "-E",
-            "UTF8",
-            "--no-sync",
-        ],
-        **run,
-    )
-    opts = (
-        f"-p {port} -k {sockdir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
-    )
-    subprocess.run(
-        [
-            *as_user,
-            str(bindir / "pg_ctl"),
-            "-D",
-            str(data),
-            "-o",
-            opts,
-            "-l",
-            str(base / "log"),
-            "-w",
-            "start",
-        ],
-        **run,
-    )
-    try:
-        import sqlalchemy as sa
-
-        admin = sa.create_engine(
-            f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres",
-            isolation_level="AUTOCOMMIT",
-        )
-        with admin.connect() as conn:
-            conn.exec_driver_sql("CREATE DATABASE director_load")
-        admin.dispose()
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/director_load"
-    finally:
-        subprocess.run(
-            [*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
-            capture_output=True,
-            env=env,
-        )
-        shutil.rmtree(base, ignore_errors=True)
+    """A private PostgreSQL cluster (:mod:`load.pgcluster`, room for the fleet's
+    connections); yields the URL of a fresh database."""
+    with pgcluster.cluster("uptane-load-pg-", max_connections=200) as pg:
+        yield pg.create_database("director_load")
 
 
 # --- the fleet --------------------------------------------------------------------------------

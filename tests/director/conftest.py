@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -81,130 +82,24 @@ def serve_app() -> Iterator[callable]:
 
 # --- PostgreSQL: a private cluster started by the test session ----------------------------
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
-PG_USER = "uptanepg"
-
-
-def _pg_bin() -> Path | None:
-    import shutil
-
-    if (PG_BIN / "initdb").exists():
-        return PG_BIN
-    found = shutil.which("initdb")
-    return Path(found).parent if found else None
+ROOT = str(Path(__file__).resolve().parents[2])
 
 
 @pytest.fixture(scope="session")
-def pg_cluster(tmp_path_factory) -> Iterator[dict]:
-    """initdb + pg_ctl under a temporary directory, as a non-root user, on a private port on
-    127.0.0.1. Yields ``{"port": ..., "create": callable}``; stopped at the end."""
-    import os
-    import pwd
-    import shutil
-    import socket
-    import subprocess
+def pg_cluster() -> Iterator[dict]:
+    """A private cluster (load/pgcluster.py) for the session. Yields
+    ``{"port": ..., "create": callable}``; ``create()`` makes a fresh database."""
+    if ROOT not in sys.path:  # load/ is a tool beside the packages, not installed
+        sys.path.insert(0, ROOT)
+    from load import pgcluster
 
-    bindir = _pg_bin()
-    if bindir is None:
+    if pgcluster.pg_bin() is None:
         pytest.skip("PostgreSQL binaries (initdb, pg_ctl) are not installed")
-    as_user: list[str] = []
-    if os.geteuid() == 0:
-        try:
-            pwd.getpwnam(PG_USER)
-        except KeyError:
-            subprocess.run(
-                [
-                    "useradd",
-                    "--system",
-                    "--no-create-home",
-                    "--shell",
-                    "/usr/sbin/nologin",
-                    PG_USER,
-                ],
-                check=True,
-            )
-        as_user = ["runuser", "-u", PG_USER, "--"]
-    base = Path(tempfile_mkdtemp(prefix="uptane-pg-"))
-    data, sockdir = base / "data", base / "sock"
-    sockdir.mkdir()
-    if as_user:
-        shutil.chown(base, PG_USER)
-        shutil.chown(sockdir, PG_USER)
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    env = {**os.environ, "LC_ALL": "C"}
-    subprocess.run(
-        [
-            *as_user,
-            str(bindir / "initdb"),
-            "-D",
-            str(data),
-            "-A",
-            "trust",
-            "-U",
-            "postgres",
-            "-E",
-            "UTF8",
-            "--no-sync",
-        ],
-        check=True,
-        capture_output=True,
-        env=env,
-    )
-    opts = f"-p {port} -k {sockdir} -c listen_addresses=127.0.0.1 -c fsync=off"
-    subprocess.run(
-        [
-            *as_user,
-            str(bindir / "pg_ctl"),
-            "-D",
-            str(data),
-            "-o",
-            opts,
-            "-l",
-            str(base / "log"),
-            "-w",
-            "start",
-        ],
-        check=True,
-        capture_output=True,
-        env=env,
-    )
-    counter = [0]
-
-    def create() -> str:
-        import sqlalchemy as sa
-
-        counter[0] += 1
-        name = f"director_{counter[0]}"
-        admin = sa.create_engine(
-            f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres",
-            isolation_level="AUTOCOMMIT",
-        )
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"CREATE DATABASE {name}")
-        admin.dispose()
-        return f"postgresql+psycopg2://postgres@127.0.0.1:{port}/{name}"
-
-    try:
-        yield {"port": port, "create": create}
-    finally:
-        subprocess.run(
-            [*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
-            capture_output=True,
-            env=env,
-        )
-        shutil.rmtree(base, ignore_errors=True)
-
-
-def tempfile_mkdtemp(prefix: str) -> str:
-    import os
-    import tempfile
-
-    d = tempfile.mkdtemp(prefix=prefix)
-    os.chmod(d, 0o755)
-    return d
+    with pgcluster.cluster() as pg:
+        yield {
+            "port": pg.port,
+            "create": lambda: pg.create_database(f"director_{len(pg.created) + 1}"),
+        }
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
