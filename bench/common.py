@@ -105,8 +105,8 @@ def alternate(
     return ta, tb
 
 
-def profile_summary(fn: Callable[[], Any], *, top: int = 15, repeat: int = 1) -> str:
-    """Where the time of ``fn`` goes: the top functions by cumulative time (cProfile)."""
+def _profiled(fn: Callable[[], Any], repeat: int) -> cProfile.Profile:
+    """``fn`` run ``repeat`` times under cProfile."""
     prof = cProfile.Profile()
     prof.enable()
     try:
@@ -114,6 +114,12 @@ def profile_summary(fn: Callable[[], Any], *, top: int = 15, repeat: int = 1) ->
             fn()
     finally:
         prof.disable()
+    return prof
+
+
+def profile_summary(fn: Callable[[], Any], *, top: int = 15, repeat: int = 1) -> str:
+    """Where the time of ``fn`` goes: the top functions by cumulative time (cProfile)."""
+    prof = _profiled(fn, repeat)
     out = io.StringIO()
     stats = pstats.Stats(prof, stream=out)
     stats.strip_dirs().sort_stats("cumulative").print_stats(top)
@@ -134,14 +140,7 @@ def time_by_category(
     function counts once). ``rules`` are ``(category, substrings)``, tried in order against
     ``"file:function"``; the rest is "other". Profiling inflates the total; the split is
     what matters."""
-    prof = cProfile.Profile()
-    prof.enable()
-    try:
-        for _ in range(repeat):
-            fn()
-    finally:
-        prof.disable()
-    stats = pstats.Stats(prof)
+    stats = pstats.Stats(_profiled(fn, repeat))
     out: dict[str, float] = {name: 0.0 for name, _ in rules}
     out["other"] = 0.0
     for (filename, _line, func), row in stats.stats.items():  # type: ignore[attr-defined]
