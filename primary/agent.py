@@ -55,7 +55,6 @@ from uptane.errors import (
     FetchError,
     InsufficientSpace,
     LinkTimeout,
-    MixAndMatchAttack,
     UptaneError,
 )
 from uptane.keys import PrivateKey
@@ -69,7 +68,7 @@ from uptane.manifest import (
     decode_report,
 )
 from uptane.metadata import DER, JSON, TargetFile
-from uptane.trust import RepositoryTrust, verify_targets_bytes
+from uptane.trust import RepositoryTrust
 from uptane.verify import NO_NEW_TARGETS, ImageVerifier, VehicleContext, full_verification
 
 #: environment variable naming a step at which the process kills itself with SIGKILL
@@ -681,39 +680,14 @@ class Primary:
         if trust.is_director and role == "targets":
 
             def check(data: bytes) -> None:
-                self._check_director_targets(trust, data, encoding, version)
+                # the forwarded encoding must be the verified targets (a partial
+                # Secondary checks it again)
+                trust.verify_targets_encoding(data, encoding, self.time.now())
 
         data = self._fetch_forward(
             trust, role, version if consistent else None, encoding, version, check=check
         )
         return MetadataFile(trust.name, role, encoding, data)
-
-    def _check_director_targets(
-        self, trust: RepositoryTrust, data: bytes, encoding: str, version: int
-    ) -> None:
-        """The Director's targets in another encoding is signed by the trusted targets keys
-        and has the verified version (a partial Secondary will check it again)."""
-        keys, entry = trust.root.signed.role_keys("targets")
-        other = verify_targets_bytes(
-            data,
-            role="targets",
-            keys=keys,
-            keyids=entry.keyids,
-            threshold=entry.threshold,
-            trusted=None,
-            snapshot_meta=None,
-            now=self.time.now(),
-            limits=self.limits,
-            encoding=encoding,
-            repository=trust.name,
-        )
-        if other.signed.version != version:
-            raise MixAndMatchAttack(
-                f"Director targets in {encoding} is v{other.signed.version}, "
-                f"the verified one is v{version}",
-                repository=trust.name,
-                role="targets",
-            )
 
     def _fetch_forward(
         self,

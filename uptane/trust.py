@@ -1102,6 +1102,40 @@ class RepositoryTrust:
             )
         return res
 
+    def verify_targets_encoding(
+        self, data: bytes, encoding: str, now: datetime
+    ) -> Metadata[Targets]:
+        """The trusted top-level targets as published in another encoding (a Primary
+        forwards the Director's DER targets to Secondaries): §5.4.4.6 steps 1, 3 and 5
+        against the trusted root's targets keys, and exactly the verified version — any
+        other version is a mix-and-match attack."""
+        if self.targets is None:
+            raise MixAndMatchAttack(
+                "no verified targets to compare with", repository=self.name, role="targets"
+            )
+        keys, entry = self.root.signed.role_keys("targets")
+        other = verify_targets_bytes(
+            data,
+            role="targets",
+            keys=keys,
+            keyids=entry.keyids,
+            threshold=entry.threshold,
+            trusted=None,
+            snapshot_meta=None,
+            now=now,
+            limits=self.limits,
+            encoding=encoding,
+            repository=self.name,
+        )
+        version = self.targets.signed.version
+        if other.signed.version != version:
+            raise MixAndMatchAttack(
+                f"targets in {encoding} is v{other.signed.version}, the verified one is v{version}",
+                repository=self.name,
+                role="targets",
+            )
+        return other
+
     def state(self) -> dict[str, Any]:
         """Versions of every trusted file, for status displays."""
         out: dict[str, Any] = {"repository": self.name, "root": self.root.signed.version}

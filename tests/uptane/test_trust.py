@@ -34,6 +34,7 @@ from uptane.errors import (
 from uptane.keys import PrivateKey
 from uptane.limits import PRIMARY
 from uptane.metadata import (
+    DER,
     JSON,
     DelegatedRole,
     Metadata,
@@ -778,3 +779,28 @@ def test_trusted_versions_never_decrease_and_honest_refresh_catches_up(steps):
         )
         assert trust.targets.signed.version == b.targets.version
         floor = trust.state()
+
+
+# --- §5.4.4.6 the verified targets in another encoding ---------------------------------
+
+
+def test_5_4_4_6_targets_in_another_encoding_must_be_the_verified_version():
+    repo = make_repo(targets=[TargetFile.from_data("fw/a.bin", b"a")], encodings=(JSON, DER))
+    trust = repo.trust()
+    trust.refresh(repo.source, NOW)
+    der_now = repo.builder.files[DER]["targets"]
+    assert trust.verify_targets_encoding(der_now, DER, NOW).signed.version == 2
+    older = repo.builder.versioned_files(DER)["2.targets.der"]
+    repo.builder.add_target(TargetFile.from_data("fw/b.bin", b"b"))
+    repo.publish(LATER)
+    # the DER of another version than the verified one: mix-and-match
+    newer = repo.builder.files[DER]["targets"]
+    with pytest.raises(MixAndMatchAttack) as e:
+        trust.verify_targets_encoding(newer, DER, LATER)
+    assert (e.value.repository, e.value.role) == ("image", "targets")
+    assert trust.verify_targets_encoding(older, DER, LATER).signed.version == 2
+    # signed by a key the trusted root does not name
+    forged = Metadata(copy.deepcopy(trust.targets.signed), encoding=DER)
+    forged.sign(PrivateKey.generate())
+    with pytest.raises(ThresholdNotMet):
+        trust.verify_targets_encoding(forged.to_bytes(), DER, NOW)
