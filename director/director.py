@@ -69,9 +69,15 @@ _IN_FLIGHT = (
     .limit(1)
     .scalar_subquery()
 )
-#: the vehicle (``vid``), its ECUs in order and its bundle in flight (``in_flight``)
+#: the vehicle (``vid``), the Primary's last manifest-level indicator (``vehicle_attack``),
+#: its ECUs in order and its bundle in flight (``in_flight``)
 _VEHICLE_ECUS = (
-    sa.select(inv.ecus, inv.vehicles.c.id.label("vid"), _IN_FLIGHT.label("in_flight"))
+    sa.select(
+        inv.ecus,
+        inv.vehicles.c.id.label("vid"),
+        inv.vehicles.c.last_attack.label("vehicle_attack"),
+        _IN_FLIGHT.label("in_flight"),
+    )
     .select_from(inv.vehicles.outerjoin(inv.ecus, inv.ecus.c.vehicle_id == inv.vehicles.c.id))
     .where(inv.vehicles.c.vin == sa.bindparam("b_vin"))
     .order_by(inv.ecus.c.id)
@@ -83,7 +89,7 @@ _SEEN_NONCES = sa.select(inv.nonces.c.ecu_id, inv.nonces.c.nonce).where(
 _MANIFEST_SEEN = (
     inv.vehicles.update()
     .where(inv.vehicles.c.id == sa.bindparam("b_vid"))
-    .values(last_manifest_at=sa.bindparam("b_t"))
+    .values(last_manifest_at=sa.bindparam("b_t"), last_attack=sa.bindparam("b_attack"))
 )
 _ECU_REPORTED = (
     inv.ecus.update()
@@ -693,7 +699,15 @@ class Director:
         conn.execute(
             inv.assignments.update()
             .where(inv.assignments.c.id.in_([p.id for p in pending]))
-            .values(bundle_id=bid, state=inv.IN_FLIGHT, updated_at=_ts(now))
+            .values(
+                bundle_id=bid,
+                state=inv.IN_FLIGHT,
+                updated_at=_ts(now),
+                # the indicator the ECU carries as the bundle goes out is not news to it
+                stale_attack=sa.select(inv.ecus.c.last_attack)
+                .where(inv.ecus.c.id == inv.assignments.c.ecu_id)
+                .scalar_subquery(),
+            )
         )
         version = self._publish(conn, vid, vin, now, new_targets=self._bundle_targets(conn, bid))
         conn.execute(
@@ -780,7 +794,17 @@ class Director:
                         report, self._seen(seen, ecus[serial], report), now, skew
                     )
                 return self._record_manifest(
-                    conn, vid, vin, ecus, body, reports, data, encoding, now, in_flight
+                    conn,
+                    vid,
+                    vin,
+                    ecus,
+                    body,
+                    reports,
+                    data,
+                    encoding,
+                    now,
+                    in_flight,
+                    rows[0].vehicle_attack,
                 )
         except sa.exc.IntegrityError:
             # a concurrent manifest stored the same nonce first
@@ -833,22 +857,30 @@ class Director:
         encoding: str,
         now: datetime,
         in_flight: int | None,
+        vehicle_attack: str | None,
     ) -> dict[str, Any]:
         """Store an accepted manifest in the caller's transaction: the manifest, the
         vehicle's time, every nonce (one executemany), every ECU's installed image and
         counter (one executemany), the attacks reported; then advance the bundle in flight
-        (``in_flight``, read with the ECUs)."""
+        (``in_flight``, read with the ECUs).
+
+        Every indicator the manifest carries is answered in ``attacks``, but an attack row
+        is stored only where an indicator first appears: when it differs from the one its
+        source (that ECU's report, or the Primary's manifest-level indicator,
+        ``vehicle_attack``) carried in the previous accepted manifest. A Secondary repeats
+        its last indicator until something succeeds; that is one attack, not one a cycle."""
         t = _ts(now)
         mid = conn.execute(
             inv.manifests.insert(),
             {"vehicle_id": vid, "received_at": t, "encoding": encoding, "raw": raw},
         ).inserted_primary_key[0]
-        conn.execute(_MANIFEST_SEEN, {"b_vid": vid, "b_t": t})
+        conn.execute(_MANIFEST_SEEN, {"b_vid": vid, "b_t": t, "b_attack": body.attack})
         attacks: list[str] = []
         attack_rows: list[dict[str, Any]] = []
         if body.attack:
             attacks.append(body.attack)
-            attack_rows.append({"ecu_id": ecus[body.primary_id].id, "attack": body.attack})
+            if body.attack != vehicle_attack:
+                attack_rows.append({"ecu_id": ecus[body.primary_id].id, "attack": body.attack})
         nonce_rows: list[dict[str, Any]] = []
         ecu_rows: list[dict[str, Any]] = []
         for serial, r in reports.items():
@@ -869,7 +901,8 @@ class Director:
                 nonce_rows.append({"ecu_id": ecu.id, "nonce": r.nonce.hex(), "seen_at": t})
             if r.attack:
                 attacks.append(f"{serial}: {r.attack}")
-                attack_rows.append({"ecu_id": ecu.id, "attack": r.attack})
+                if r.attack != ecu.last_attack:
+                    attack_rows.append({"ecu_id": ecu.id, "attack": r.attack})
         if nonce_rows:
             conn.execute(inv.nonces.insert(), nonce_rows)
         conn.execute(_ECU_REPORTED, ecu_rows)
@@ -898,8 +931,14 @@ class Director:
     ) -> dict[str, Any] | None:
         """Move the bundle in flight on: an assignment is installed when its ECU reports
         the assigned image (same name, length and every common hash), failed when the ECU
-        reports an attack instead. The bundle ends when every assignment did; then the next
-        bundle (or empty targets) goes out."""
+        reports an attack indicator that is new to it instead. The bundle ends when every
+        assignment did; then the next bundle (or empty targets) goes out.
+
+        An indicator is new to an assignment unless it is the assignment's
+        ``stale_attack``: the one the ECU carried when the bundle went out, reported
+        unchanged since (a Secondary repeats its last indicator until something succeeds,
+        and that old one already failed, or predates, this bundle). A report with another
+        indicator, or with none, ends the staleness: from then on any indicator fails it."""
         by_id = {e.id: s for s, e in ecus.items()}
         rows = conn.execute(
             sa.select(inv.assignments).where(inv.assignments.c.bundle_id == bundle_id)
@@ -910,15 +949,18 @@ class Director:
             state, reason = a.state, a.reason
             r = reports.get(by_id.get(a.ecu_id, ""))
             if a.state == inv.IN_FLIGHT and r is not None:
+                stale = a.stale_attack
                 if _is_installed(r, a):
                     state, reason = inv.INSTALLED, None
-                elif r.attack:
+                elif r.attack and r.attack != stale:
                     state, reason = inv.FAILED, f"ECU reported: {r.attack}"[:1000]
-                if state != a.state:
+                elif stale is not None and r.attack != stale:
+                    stale = None  # the old indicator is gone: any later one is new
+                if state != a.state or stale != a.stale_attack:
                     conn.execute(
                         inv.assignments.update()
                         .where(inv.assignments.c.id == a.id)
-                        .values(state=state, reason=reason, updated_at=t)
+                        .values(state=state, reason=reason, updated_at=t, stale_attack=stale)
                     )
             states.append(state)
         if inv.FAILED in states:

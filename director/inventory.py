@@ -37,6 +37,9 @@ vehicles = sa.Table(
     sa.Column("vin", sa.String(64), nullable=False, unique=True),
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.Column("last_manifest_at", sa.BigInteger),
+    # the Primary's manifest-level attack indicator in the last accepted manifest (0004):
+    # an attack row is stored only when the indicator differs from it
+    sa.Column("last_attack", sa.Text),
 )
 
 ecus = sa.Table(
@@ -115,6 +118,9 @@ assignments = sa.Table(
     sa.Column("release_counter", sa.Integer),
     # the Image repository's hardware ids and SHALL-match section, copied as they are (0003)
     sa.Column("image_custom", sa.Text),
+    # the ECU's attack indicator when the bundle went out, while the ECU keeps reporting
+    # that very indicator: it is not new, so it does not fail this assignment (0004)
+    sa.Column("stale_attack", sa.Text),
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("reason", sa.Text),
     sa.Column("created_at", sa.BigInteger, nullable=False),

@@ -15,7 +15,7 @@ from director.director_server import create_app
 from uptane.keys import PrivateKey
 from uptane.metadata import DER, JSON
 
-from .oem import image_of, make_vehicle, manifest, report
+from .oem import FACTORY, IMAGES, image_of, make_vehicle, manifest, report
 
 CT = {JSON: "application/json", DER: "application/octet-stream"}
 
@@ -282,3 +282,244 @@ def test_5_3_2_1_one_manifest_sent_concurrently_is_accepted_once(env):
         codes = sorted(pool.map(lambda _: _post(env, v.vin, body).status_code, range(6)))
     assert codes == [200, 409, 409, 409, 409, 409]
     assert _state(env, v.vin)["manifests_accepted"] == 1
+
+
+# --- attack indicators that persist (a Secondary repeats its last one until a success) ---
+
+
+def _brk_report(v, now, attack: str | None, installed=None, encoding: str = JSON) -> bytes:
+    tcu, brk = f"{v.vin}-tcu", f"{v.vin}-brk"
+    return manifest(
+        v,
+        now,
+        reports=[
+            report(v, tcu, now, encoding=encoding),
+            report(v, brk, now, installed=installed or FACTORY, attack=attack, encoding=encoding),
+        ],
+        encoding=encoding,
+    )
+
+
+def _attack_rows(env, vin: str) -> list[str]:
+    return [a["attack"] for a in env["c"].get(f"/api/attacks?vin={vin}").json()]
+
+
+def _assignment(env, aid: int) -> dict:
+    return next(a for a in env["c"].get("/api/assignments").json() if a["id"] == aid)
+
+
+def test_4_3_an_old_attack_indicator_does_not_fail_a_bundle_sent_after_it(env):
+    v = _register(env)
+    now = env["clock"]()
+    brk = f"{v.vin}-brk"
+    old = "bad-hash: image brakes/fw-1.0.bin: sha256 mismatch"
+    [first] = _assign(env, v.vin, {brk: "brakes/fw-1.0.bin"})
+    r = _post(env, v.vin, _brk_report(v, now, old))
+    assert r.json()["bundle"] == {"id": first["bundle"], "state": "failed"}
+    # the OEM assigns again, after the Director acted on that indicator
+    [second] = _assign(env, v.vin, {brk: "brakes/fw-2.0.bin"})
+    assert second["state"] == "in_flight" and second["bundle"] != first["bundle"]
+    for _ in range(2):  # the Secondary still carries its old indicator: not news
+        r = _post(env, v.vin, _brk_report(v, now, old))
+        assert r.status_code == 200
+        assert r.json()["bundle"] == {"id": second["bundle"], "state": "in_flight"}
+        assert r.json()["attacks"] == [f"{brk}: {old}"]  # still answered, every time
+    assert _assignment(env, second["id"])["state"] == "in_flight"
+    assert _attack_rows(env, v.vin) == [old]  # stored once, where it first appeared
+    # a genuinely new indicator during the new bundle fails it
+    new = "bad-hash: image brakes/fw-2.0.bin: sha256 mismatch"
+    r = _post(env, v.vin, _brk_report(v, now, new))
+    assert r.json()["bundle"] == {"id": second["bundle"], "state": "failed"}
+    a = _assignment(env, second["id"])
+    assert a["state"] == "failed" and "fw-2.0" in a["reason"]
+    assert _attack_rows(env, v.vin) == [old, new]
+    assert _targets(env, v.vin)["targets"] == {}
+
+
+def test_4_3_a_bundle_sent_by_the_manifest_that_failed_the_last_one_is_not_failed_by_it(env):
+    """The pending assignment goes out in the very transaction that fails the bundle in
+    flight: the indicator of that manifest is already old to it."""
+    v = _register(env)
+    now = env["clock"]()
+    brk = f"{v.vin}-brk"
+    old = "bad-hash: image brakes/fw-1.0.bin: sha256 mismatch"
+    [first] = _assign(env, v.vin, {brk: "brakes/fw-1.0.bin"})
+    [waiting] = _assign(env, v.vin, {brk: "brakes/fw-2.0.bin"})
+    assert waiting["state"] == "pending"
+    r = _post(env, v.vin, _brk_report(v, now, old, encoding=DER), DER)
+    assert r.json()["bundle"] == {"id": first["bundle"], "state": "failed"}
+    assert _assignment(env, waiting["id"])["state"] == "in_flight"
+    r = _post(env, v.vin, _brk_report(v, now, old, encoding=DER), DER)
+    assert r.json()["bundle"]["state"] == "in_flight"
+    # the vehicle can be updated again: the ECU installs the new image
+    done = _brk_report(v, now, None, installed=image_of("brakes/fw-2.0.bin"))
+    assert _post(env, v.vin, done).json()["bundle"]["state"] == "installed"
+    assert _assignment(env, waiting["id"])["state"] == "installed"
+
+
+def test_4_3_an_old_indicator_that_comes_back_after_a_clean_report_is_new(env):
+    v = _register(env)
+    now = env["clock"]()
+    brk = f"{v.vin}-brk"
+    old = "freeze: targets expired"
+    assert _post(env, v.vin, _brk_report(v, now, old)).json()["bundle"] is None
+    [a] = _assign(env, v.vin, {brk: "brakes/fw-2.0.bin"})
+    assert _post(env, v.vin, _brk_report(v, now, old)).json()["bundle"]["state"] == "in_flight"
+    # the indicator is cleared, then the same one is seen again after the bundle went out
+    assert _post(env, v.vin, _brk_report(v, now, None)).json()["bundle"]["state"] == "in_flight"
+    r = _post(env, v.vin, _brk_report(v, now, old))
+    assert r.json()["bundle"] == {"id": a["bundle"], "state": "failed"}
+    assert _attack_rows(env, v.vin) == [old, old]  # it appeared twice
+
+
+def test_5_3_2_1_the_primarys_repeated_indicator_is_stored_once(env):
+    v = _register(env)
+    now = env["clock"]()
+    drop = f"drop-request: ECU {v.vin}-brk unreachable"
+    for attack in (drop, drop, "freeze: director timestamp", None, drop):
+        r = _post(env, v.vin, manifest(v, now, attack=attack))
+        assert r.status_code == 200 and r.json()["attacks"] == ([attack] if attack else [])
+    assert _attack_rows(env, v.vin) == [drop, "freeze: director timestamp", drop]
+
+
+class _Loopback:
+    """A link transport that hands each request to the Secondary's endpoint in-process."""
+
+    def __init__(self, endpoint) -> None:
+        self.endpoint, self.inbox = endpoint, []
+
+    max_frame = 1024
+
+    def negotiate(self, frame_size: int) -> None:
+        pass
+
+    def send(self, message: bytes, timeout: float | None = None) -> None:
+        self.inbox.append(self.endpoint.receive(message))
+
+    def recv(self, timeout: float) -> bytes | None:
+        return self.inbox.pop(0) if self.inbox else None
+
+    def close(self) -> None:
+        pass
+
+
+def test_4_3_a_real_secondary_refusing_the_next_image_with_the_same_attack_fails_it(env, tmp_path):
+    """Through the real Secondary agent: it refuses brakes/fw-1.0.bin (bad hash), keeps that
+    indicator in its reports, and refuses brakes/fw-2.0.bin with the same attack name.
+    Its message names the image, so the second indicator is new and fails the bundle; the
+    old one repeated does not; and once the genuine image installs, the bundle is done."""
+    from hardware.client import LinkClient
+    from secondary.agent import SecondaryAgent
+    from secondary.cli import provision
+    from secondary.config import SecondaryConfig
+    from uptane.errors import BadHash
+    from uptane.limits import PRIMARY
+    from uptane.manifest import decode_report
+
+    now = env["clock"]()
+    v = make_vehicle("VIN0001")
+    tcu, brk = f"{v.vin}-tcu", f"{v.vin}-brk"
+    director_root = (env["director"].dir / "root" / "1.root.der").read_bytes()
+    provision(
+        tmp_path / "ecu",
+        ecu_serial=brk,
+        hardware_id=v.hardware[brk],
+        director_root=director_root,
+        vehicle_id=v.vin,
+        slot_size=64 * 1024,
+        now=now.timestamp(),
+    )
+    agent = SecondaryAgent.from_config(SecondaryConfig.load(tmp_path / "ecu" / "secondary.toml"))
+    agent.start()
+    v.keys[brk] = agent.key
+    assert env["c"].post("/api/vehicles", json=v.api_body()).status_code == 201
+    client = LinkClient(_Loopback(agent.endpoint()), PRIMARY, timeout=0.5, retries=0)
+
+    def deliver(path: str, data: bytes) -> None:
+        client.put_time(int(now.timestamp()))
+        targets = env["c"].get(f"/vehicles/{v.vin}/metadata/targets.der").content
+        client.put_metadata("targets", DER, targets)
+        client.put_image(path, data, len(data))
+        client.install(path)
+
+    def refuse(path: str) -> str:
+        evil = bytearray(IMAGES[path][0])
+        evil[7] ^= 0x01
+        with pytest.raises(BadHash):
+            deliver(path, bytes(evil))
+        return agent_indicator()
+
+    def agent_indicator() -> str | None:
+        return decode_report(agent.report(os.urandom(16)), PRIMARY, DER).signed.attack
+
+    def post() -> dict:
+        theirs = decode_report(agent.report(os.urandom(16)), PRIMARY, DER)
+        body = manifest(v, now, reports=[report(v, tcu, now, encoding=DER), theirs], encoding=DER)
+        r = _post(env, v.vin, body, DER)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    [first] = _assign(env, v.vin, {brk: "brakes/fw-1.0.bin"})
+    old = refuse("brakes/fw-1.0.bin")
+    assert post()["bundle"] == {"id": first["bundle"], "state": "failed"}
+    [second] = _assign(env, v.vin, {brk: "brakes/fw-2.0.bin"})
+    assert agent_indicator() == old  # the Secondary still carries it
+    assert post()["bundle"] == {"id": second["bundle"], "state": "in_flight"}
+    new = refuse("brakes/fw-2.0.bin")
+    assert new != old and new.split(":")[0] == old.split(":")[0] == BadHash.attack
+    assert post()["bundle"] == {"id": second["bundle"], "state": "failed"}
+    assert _attack_rows(env, v.vin) == [old, new]
+    # assigned once more, the genuine image installs and the bundle is confirmed
+    [third] = _assign(env, v.vin, {brk: "brakes/fw-2.0.bin"})
+    deliver("brakes/fw-2.0.bin", IMAGES["brakes/fw-2.0.bin"][0])
+    assert agent_indicator() is None
+    assert post()["bundle"] == {"id": third["bundle"], "state": "installed"}
+
+
+def test_migration_0004_marks_the_indicator_an_assignment_in_flight_already_saw(db_url):
+    """Upgrading: an assignment in flight cannot have seen its ECU's last indicator arrive
+    after its bundle went out (that manifest would have failed it), so that indicator is
+    stale to it; a pending one gets its baseline when its bundle goes out."""
+    import sqlalchemy as sa
+
+    from director import inventory as inv
+
+    inv.migrate(db_url, "0003")
+    engine = inv.make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            vid = conn.execute(
+                inv.vehicles.insert().values(vin="OLD1", created_at=1)
+            ).inserted_primary_key[0]
+            ecu = dict(vehicle_id=vid, hardware_id="brk-v1", public_key="{}", key_id="k")
+            e1, e2 = (
+                conn.execute(
+                    inv.ecus.insert().values(
+                        **ecu, serial=s, is_primary=s == "a", last_attack=f"bad-hash: {s}"
+                    )
+                ).inserted_primary_key[0]
+                for s in ("a", "b")
+            )
+            bid = conn.execute(
+                inv.bundles.insert().values(vehicle_id=vid, state=inv.IN_FLIGHT, created_at=1)
+            ).inserted_primary_key[0]
+            common = dict(vehicle_id=vid, target_path="t", length=1, hashes="{}")
+            common.update(hardware_id="brk-v1", created_at=1, updated_at=1)
+            conn.execute(
+                inv.assignments.insert(),
+                [
+                    {**common, "ecu_id": e1, "bundle_id": bid, "state": inv.IN_FLIGHT},
+                    {**common, "ecu_id": e2, "bundle_id": None, "state": inv.PENDING},
+                ],
+            )
+        inv.migrate(db_url)
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(inv.assignments.c.state, inv.assignments.c.stale_attack).order_by(
+                    inv.assignments.c.id
+                )
+            ).all()
+            assert conn.execute(sa.select(inv.vehicles.c.last_attack)).scalar() is None
+        assert [tuple(r) for r in rows] == [(inv.IN_FLIGHT, "bad-hash: a"), (inv.PENDING, None)]
+    finally:
+        engine.dispose()
