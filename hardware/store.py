@@ -171,6 +171,21 @@ class AtomicStore:
         return loads(data, limits, cap=self.max_bytes, what=f"stored {name[:64]!r}")
 
 
+def read_capped(path: str | os.PathLike[str], cap: int) -> bytes:
+    """The bytes of a local file (a config, a key), refusing more than ``cap`` bytes
+    without reading past ``cap + 1`` (EndlessDataAttack)."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > cap:
+            raise EndlessDataAttack(f"{os.fspath(path)} is larger than {cap} bytes")
+        # read(n) allocates n bytes up front: ask for what the file holds (+1 notices a
+        # file that grew meanwhile), never for the cap
+        data = f.read(size + 1)
+    if len(data) > cap:
+        raise EndlessDataAttack(f"{os.fspath(path)} is larger than {cap} bytes")
+    return data
+
+
 def write_all(fd: int, data: bytes) -> None:
     """Write all of ``data`` to ``fd`` (``os.write`` may write less than it is given)."""
     view = memoryview(data)

@@ -48,7 +48,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from uptane.errors import MalformedInput, UptaneError
+from hardware.store import read_capped
+from uptane.errors import UptaneError
 from uptane.keys import MAX_KEY_FILE, Key
 from uptane.limits import Limits
 from uptane.metadata import MapFile
@@ -184,7 +185,7 @@ class PrimaryConfig:
         if self.map_file is None:
             return MapFile.default(self.director_metadata_url, self.image_metadata_url)
         try:
-            data = _read_capped(self.map_file, self.limits.map_file_bytes)
+            data = read_capped(self.map_file, self.limits.map_file_bytes)
             return MapFile.from_json(data, self.limits)
         except (OSError, UptaneError) as e:
             raise ConfigError(f"map file {self.map_file}: {e}") from None
@@ -194,7 +195,7 @@ def load_config(path: str | Path) -> PrimaryConfig:
     """Read and check the TOML file at ``path``; raises ConfigError."""
     p = Path(path)
     try:
-        raw = _read_capped(p, _MAX_CONFIG)
+        raw = read_capped(p, _MAX_CONFIG)
         doc = tomllib.loads(raw.decode("utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"cannot read configuration {p}: {e}") from None
@@ -327,20 +328,12 @@ def parse_config(doc: dict[str, Any], path: Path) -> PrimaryConfig:
 def load_public_key(path: Path, limits: Limits) -> Key:
     """A Secondary's public key: a PEM SubjectPublicKeyInfo or a TUF JSON key."""
     try:
-        return Key.from_bytes(_read_capped(path, MAX_KEY_FILE), limits)
+        return Key.from_bytes(read_capped(path, MAX_KEY_FILE), limits)
     except (OSError, UptaneError) as e:
         raise ConfigError(f"public key {path}: {e}") from None
 
 
 # --- small typed accessors ------------------------------------------------------------------
-
-
-def _read_capped(path: Path, cap: int) -> bytes:
-    with open(path, "rb") as f:
-        data = f.read(cap + 1)
-    if len(data) > cap:
-        raise MalformedInput(f"{path} is larger than {cap} bytes")
-    return data
 
 
 def _table(value: Any, where: str) -> dict[str, Any]:

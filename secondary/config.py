@@ -12,8 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hardware.store import read_capped
+from uptane.errors import UptaneError
 from uptane.limits import Limits
 from uptane.metadata import DER, ENCODINGS
+
+#: the largest configuration file read (a TOML file of a few KiB in practice)
+MAX_CONFIG_BYTES = 1024 * 1024
 
 MODES = ("partial", "full")
 LINKS = ("serial", "can")
@@ -90,8 +95,8 @@ class SecondaryConfig:
         """Read and check a configuration file; raises ConfigError."""
         p = Path(path)
         try:
-            doc = tomllib.loads(p.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            doc = tomllib.loads(read_capped(p, MAX_CONFIG_BYTES).decode("utf-8"))
+        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError, UptaneError) as e:
             raise ConfigError(f"cannot read {p}: {e}") from None
         return cls.from_dict(doc, base=p.resolve().parent, path=p)
 
