@@ -84,9 +84,9 @@ from uptane.metadata import (
     TargetFile,
     Targets,
     decode,
-    parse_expires,
 )
 from uptane.partial import PartialVerifier
+from uptane.securetime import next_latest_time
 from uptane.speed import SpeedMonitor
 from uptane.trust import RepositoryTrust, peek_version
 from uptane.verify import (
@@ -113,9 +113,6 @@ TRANSFER_AT = "transfer-at"
 
 #: errors about the conversation itself, not about what was sent: not an attack indicator
 _NOT_ATTACKS = (ProtocolViolation, LinkError)
-
-#: 9999-12-31T23:59:59Z: the latest time a report can carry
-_MAX_TIME = 253_402_300_799
 
 #: the image a blank ECU reports: zero bytes
 _EMPTY = InstalledImage("", 0, {"sha256": sha256(b"").hexdigest()})
@@ -426,18 +423,13 @@ class SecondaryAgent:
     def put_time(self, time: int | bytes, token: bytes | None) -> None:
         """The Primary's time; kept only if it is later than the latest one (§5.4.2 step 5).
         A signed time token is not checked yet (no time authority is configured)."""
-        if isinstance(time, bytes):
-            try:
-                seconds = int(parse_expires(time.decode("ascii")).timestamp())
-            except (UnicodeDecodeError, ValueError) as e:
-                raise MalformedInput(f"PUT_TIME: unreadable time: {e}") from None
-        else:
-            seconds = int(time)
-        if seconds > _MAX_TIME:
-            raise MalformedInput(f"PUT_TIME: {seconds} is past the year 9999")
-        if seconds > self._latest:
-            self.store.write_json(TIME, {"latest": seconds})
-            self._latest = seconds
+        try:
+            latest = next_latest_time(self._latest, time)
+        except MalformedInput as e:
+            raise MalformedInput(f"PUT_TIME: {e.message}") from None
+        if latest != self._latest:
+            self.store.write_json(TIME, {"latest": latest})
+            self._latest = latest
 
     def put_metadata(self, repository: str, role: str, encoding: str, data: bytes) -> None:
         """One complete metadata file; the Director's targets triggers verification."""
