@@ -40,7 +40,7 @@ from typing import Any
 import urllib3
 
 from primary.config import DIRECTOR, IMAGE, PrimaryConfig, SecondaryConfig
-from primary.fetcher import Fetcher, HttpMetadataSource, target_url
+from primary.fetcher import Fetcher, HttpMetadataSource, file_holds, target_url
 from primary.secondaries import (
     MetadataFile,
     SecondaryPort,
@@ -600,17 +600,7 @@ class Primary:
 
     def _have_image(self, target: TargetFile, path: Path) -> bool:
         """Whether ``path`` holds exactly ``target`` (a download finished before a crash)."""
-        try:
-            if path.stat().st_size != target.length:
-                return False
-            v = ImageVerifier(target, self.limits)
-            with path.open("rb") as f:
-                while chunk := f.read(self.limits.chunk_size):
-                    v.update(chunk)
-            v.finish()
-        except (OSError, UptaneError):
-            return False
-        return True
+        return file_holds(target, path, self.limits)
 
     # --- step 5 -----------------------------------------------------------------------------
 

@@ -56,7 +56,7 @@ from uptane.errors import (
     UptaneError,
 )
 from uptane.limits import PRIMARY, Limits
-from uptane.metadata import JSON
+from uptane.metadata import JSON, TargetFile
 from uptane.paths import encode_name
 from uptane.repository import metadata_filename
 from uptane.speed import SpeedMonitor as CoreSpeedMonitor
@@ -618,6 +618,22 @@ class _Download:
             raise
         finally:
             os.close(fd)
+
+
+def file_holds(target: TargetFile, path: Path, limits: Limits) -> bool:
+    """Whether ``path`` holds exactly ``target``: its length and every hash, checked by the
+    core's streaming verifier (a download finished before a crash, a cached artifact)."""
+    try:
+        if path.stat().st_size != target.length:
+            return False
+        verifier = ImageVerifier(target, limits)
+        with path.open("rb") as f:
+            while chunk := f.read(limits.chunk_size):
+                verifier.update(chunk)
+        verifier.finish()
+    except (OSError, UptaneError):
+        return False
+    return True
 
 
 class HttpMetadataSource:

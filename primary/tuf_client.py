@@ -33,7 +33,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from hardware.store import fsync_dir, write_all
-from primary.fetcher import Fetcher, HttpMetadataSource, target_url
+from primary.fetcher import Fetcher, HttpMetadataSource, file_holds, target_url
 from primary.timesource import SystemTime, TimeSource
 from uptane.errors import EndlessDataAttack, MalformedInput, UptaneError
 from uptane.limits import Limits
@@ -356,19 +356,8 @@ class TufClient:
         return target_url(base_url, target.path, prefix)
 
     def is_cached(self, target: TargetFile, dest: Path) -> bool:
-        """True when ``dest`` holds exactly the target: its length and every hash, checked
-        by the core's streaming verifier."""
-        try:
-            if dest.stat().st_size != target.length:
-                return False
-            verifier = ImageVerifier(target, self.limits)
-            with dest.open("rb") as f:
-                while chunk := f.read(self.limits.chunk_size):
-                    verifier.update(chunk)
-            verifier.finish()
-        except (OSError, UptaneError):
-            return False
-        return True
+        """True when ``dest`` holds exactly the target (length and every hash)."""
+        return file_holds(target, dest, self.limits)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
