@@ -39,6 +39,7 @@ from typing import Any
 
 import urllib3
 
+from hardware.flash import PowerCut, PowerLoss
 from primary.config import DIRECTOR, IMAGE, PrimaryConfig, SecondaryConfig
 from primary.fetcher import Fetcher, HttpMetadataSource, file_holds, target_url
 from primary.secondaries import (
@@ -121,8 +122,13 @@ class Primary:
         fetcher: Fetcher | None = None,
         say: Say | None = None,
         progress_step: int = 25,
+        fault: PowerCut | None = None,
     ) -> None:
+        """``fault`` (tests only) cuts the Primary's power at one write point: one
+        :class:`hardware.flash.PowerCut` shared by its state stores, image downloads and own
+        flash; :class:`hardware.flash.PowerLoss` then leaves :meth:`run_cycle`."""
         self.config = config
+        self.fault = fault
         self.limits: Limits = config.limits
         self.time = time_source or SystemTime()
         fc = config.fetcher
@@ -135,7 +141,7 @@ class Primary:
             min_bytes_per_second=fc.min_bytes_per_second,
             speed_window=fc.speed_window,
         )
-        self.state = PrimaryState(config.storage_dir, self.limits)
+        self.state = PrimaryState(config.storage_dir, self.limits, fault=fault)
         self.say: Say = say or (lambda msg: None)
         self.progress_step = progress_step
         self._http = urllib3.PoolManager(
@@ -210,6 +216,8 @@ class Primary:
         ports = {s.serial: SecondaryPort(s, self.limits) for s in cfg.secondaries}
         try:
             self._cycle(record, result, ports)
+        except PowerLoss:  # a test's power cut: the Primary is off, nothing more happens
+            raise
         except UptaneError as e:  # from storage or a peer, outside the steps' own handling
             result.error = result.error or e
             self.say(f"cycle stopped: {e}")
@@ -371,7 +379,8 @@ class Primary:
         from hardware.slots import SlotManager
 
         assert self.config.flash_dir is not None
-        return SlotManager(Flash(self.config.flash_dir, self.config.slot_size), limits=self.limits)
+        flash = Flash(self.config.flash_dir, self.config.slot_size, fault=self.fault)
+        return SlotManager(flash, limits=self.limits)
 
     def _own_report(self, record: CycleRecord, encoding: str) -> SignedManifest[EcuVersionReport]:
         cfg = self.config
@@ -584,6 +593,7 @@ class Primary:
                     p.target.length,
                     ImageVerifier(p.target, self.limits),
                     progress=self._progress(f"download {p.target.path}", "download"),
+                    fault=self.fault,
                 )
             except UptaneError as e:
                 p.attempts += 1

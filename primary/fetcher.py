@@ -45,6 +45,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import NewConnectionError, ProtocolError, ReadTimeoutError, SSLError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
+from hardware.flash import PowerCut, PowerLoss
 from hardware.store import fsync_dir, write_all
 from uptane.errors import (
     BadLength,
@@ -365,6 +366,7 @@ class Fetcher:
         progress: Progress | None = None,
         resume: bool = True,
         part_path: str | os.PathLike[str] | None = None,
+        fault: PowerCut | None = None,
     ) -> Path:
         """Stream ``url`` to ``path``, at most ``length`` bytes, and return ``path``.
 
@@ -381,6 +383,10 @@ class Fetcher:
         (InsufficientSpace). ``progress(done, length)`` is called after every chunk.
         If the server ignores ``Range`` the download restarts from zero, with a fresh
         verifier for the same target.
+
+        ``fault`` (tests only) is a :class:`hardware.flash.PowerCut`; its write points are
+        the part's first chunk of each transfer (torn), the part's fsync, the rename and the
+        directory's fsync.
         """
         dest = Path(path)
         part = Path(part_path) if part_path is not None else dest.with_name(dest.name + ".part")
@@ -402,7 +408,8 @@ class Fetcher:
             existing = 0
         self._check_space(part.parent, length - existing, url)
 
-        job = _Download(self, url, part, length, verifier, progress)
+        _power_check(fault)
+        job = _Download(self, url, part, length, verifier, progress, fault)
         try:
             self._retrying(url, job.attempt)
         except _Incomplete as e:  # retries exhausted on refused resumes
@@ -412,7 +419,9 @@ class Fetcher:
             part.unlink(missing_ok=True)
             raise
         job.complete()
+        _power_point(fault, f"download rename {dest.name}")
         os.replace(part, dest)
+        _power_point(fault, f"download fsync-dir {dest.name}")
         fsync_dir(dest.parent)
         return dest
 
@@ -506,6 +515,7 @@ class _Download:
         length: int,
         verifier: ImageVerifier | None,
         progress: Progress | None,
+        fault: PowerCut | None = None,
     ) -> None:
         self.f = fetcher
         self.url = url
@@ -513,6 +523,7 @@ class _Download:
         self.length = length
         self.verifier = verifier
         self.progress = progress
+        self.fault = fault
 
     def _fresh_verifier(self) -> None:
         if self.verifier is not None and self.verifier.received:
@@ -586,10 +597,19 @@ class _Download:
                     raise EndlessDataAttack(f"{self.url}: more than the {self.length} bytes")
                 if self.verifier is not None:
                     self.verifier.update(chunk)
+                fault = self.fault  # tests only: one write point per transfer, torn
+                if (
+                    fault is not None
+                    and written == start
+                    and fault.hit(f"download write {self.part.name}")
+                ):
+                    write_all(fd, chunk[: int(len(chunk) * fault.torn)])
+                    raise PowerLoss(f"power cut at {fault.fired_at}")
                 write_all(fd, chunk)
                 written += len(chunk)
                 if self.progress is not None:
                     self.progress(written, self.length)
+            _power_point(self.fault, f"download fsync {self.part.name}")
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -618,6 +638,18 @@ class _Download:
             raise
         finally:
             os.close(fd)
+
+
+def _power_check(fault: PowerCut | None) -> None:
+    """Raise PowerLoss when ``fault`` has already cut the power (tests only)."""
+    if fault is not None and fault.fired:
+        raise PowerLoss("the power is off")
+
+
+def _power_point(fault: PowerCut | None, what: str) -> None:
+    """One write point of ``fault`` (tests only): raise PowerLoss when the power dies here."""
+    if fault is not None and fault.hit(what):
+        raise PowerLoss(f"power cut at {fault.fired_at}")
 
 
 def file_holds(target: TargetFile, path: Path, limits: Limits) -> bool:

@@ -20,6 +20,8 @@ The cycle record holds what must survive a ``kill -9``:
 - ``last_error``, ``last_cycle``, ``cycles``.
 
 Every change is one :meth:`AtomicStore.write`: a power cut leaves the old record or the new.
+``fault`` (tests only) is one :class:`hardware.flash.PowerCut` shared by every store here
+and by the image downloads and prunes, so a test can cut the power at each write point.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+from hardware.flash import PowerCut, PowerLoss
 from hardware.store import AtomicStore
 from uptane.errors import UptaneError
 from uptane.limits import Limits
@@ -120,16 +123,21 @@ class CycleRecord:
 class PrimaryState:
     """Read and write the Primary's state under ``directory`` (see the module doc)."""
 
-    def __init__(self, directory: str | Path, limits: Limits) -> None:
+    def __init__(
+        self, directory: str | Path, limits: Limits, *, fault: PowerCut | None = None
+    ) -> None:
         self.directory = Path(directory)
         self.limits = limits
+        self.fault = fault
         cap = max(limits.role_bytes.values()) + limits.delegated_targets_bytes
         self._meta = {
-            repo: AtomicStore(self.directory / "metadata" / repo, max_bytes=cap)
+            repo: AtomicStore(self.directory / "metadata" / repo, max_bytes=cap, fault=fault)
             for repo in ("director", "image")
         }
-        self._forward = AtomicStore(self.directory / "forward", max_bytes=cap)
-        self._state = AtomicStore(self.directory / "state", max_bytes=limits.manifest_bytes * 4)
+        self._forward = AtomicStore(self.directory / "forward", max_bytes=cap, fault=fault)
+        self._state = AtomicStore(
+            self.directory / "state", max_bytes=limits.manifest_bytes * 4, fault=fault
+        )
         self.images_dir = self.directory / "images"
         self.images_dir.mkdir(parents=True, exist_ok=True)
 
@@ -190,8 +198,10 @@ class PrimaryState:
         """Delete downloaded images (and parts) no pending install needs."""
         wanted = {self.image_path(t).name for t in keep}
         wanted |= {n + ".part" for n in wanted}
-        for p in self.images_dir.iterdir():
+        for p in sorted(self.images_dir.iterdir()):  # one order: the same write points
             if p.is_file() and p.name not in wanted:
+                if self.fault is not None and self.fault.hit(f"images unlink {p.name}"):
+                    raise PowerLoss(f"power cut at {self.fault.fired_at}")
                 p.unlink(missing_ok=True)
 
     # --- the cycle record --------------------------------------------------------------------
