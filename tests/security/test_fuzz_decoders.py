@@ -23,7 +23,7 @@ import json
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_fuzz_json import _paths, json_values
+from test_fuzz_json import mutate_fields
 
 from fuzz.targets import TARGETS, check_one
 from uptane.errors import UptaneError
@@ -95,22 +95,7 @@ def json_structure_mutated(draw: st.DrawFn, seeds: list[bytes]) -> bytes:
     """A valid JSON seed with one or two fields replaced by any JSON value, removed or
     added, re-encoded (what found the manifest ``_type`` bug in the long runs)."""
     doc = json.loads(draw(st.sampled_from(seeds)))
-    for _ in range(draw(st.integers(1, 2))):
-        path = draw(st.sampled_from(_paths(doc)))
-        value = draw(json_values)
-        if not path:
-            doc = value
-            continue
-        parent = doc
-        for p in path[:-1]:
-            parent = parent[p]
-        action = draw(st.sampled_from(["replace", "delete", "add"]))
-        if action == "delete" and isinstance(parent, dict):
-            parent.pop(path[-1], None)
-        elif action == "add" and isinstance(parent, dict):
-            parent[draw(st.text(max_size=8))] = value
-        else:
-            parent[path[-1]] = value
+    doc = mutate_fields(draw, doc)
     return json.dumps(doc).encode()
 
 

@@ -109,12 +109,9 @@ def _paths(node: Any, prefix: tuple = ()) -> list[tuple]:
     return out
 
 
-@st.composite
-def structure_mutations(draw: st.DrawFn, name: str | None = None) -> bytes:
-    """A real file with one field replaced, removed or added (then re-encoded)."""
-    files = samples()
-    name = name or draw(st.sampled_from(sorted(files)))
-    doc = json.loads(files[name])
+def mutate_fields(draw: st.DrawFn, doc: Any) -> Any:
+    """One or two fields of a decoded JSON document replaced by any JSON value, removed or
+    added (shared with tests/security/test_fuzz_decoders.py)."""
     for _ in range(draw(st.integers(1, 2))):
         path = draw(st.sampled_from(_paths(doc)))
         value = draw(json_values)
@@ -131,6 +128,16 @@ def structure_mutations(draw: st.DrawFn, name: str | None = None) -> bytes:
             parent[draw(st.text(max_size=8))] = value
         else:
             parent[path[-1]] = value
+    return doc
+
+
+@st.composite
+def structure_mutations(draw: st.DrawFn, name: str | None = None) -> bytes:
+    """A real file with one field replaced, removed or added (then re-encoded)."""
+    files = samples()
+    name = name or draw(st.sampled_from(sorted(files)))
+    doc = json.loads(files[name])
+    doc = mutate_fields(draw, doc)
     try:
         return canonical(copy.deepcopy(doc))
     except UptaneError:
