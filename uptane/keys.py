@@ -113,9 +113,10 @@ class Key:
     def _id_dict(self) -> dict[str, Any]:
         return {"keytype": self.keytype, "scheme": self.scheme, "keyval": {"public": self.public}}
 
-    @property
+    @functools.cached_property
     def keyid(self) -> str:
-        """SHA-256 (hex) of the canonical JSON of keytype, scheme and keyval."""
+        """SHA-256 (hex) of the canonical JSON of keytype, scheme and keyval (computed once
+        per key: the fields are frozen)."""
         return hashlib.sha256(canonical(self._id_dict())).hexdigest()
 
     @property

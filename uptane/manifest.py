@@ -44,7 +44,7 @@ from datetime import datetime, timedelta
 from typing import Any, ClassVar, Generic, TypeVar
 
 from uptane.encoding import der
-from uptane.encoding.json import canonical, dumps, loads
+from uptane.encoding.json import canonical, canonical_decoded, dumps, loads
 from uptane.errors import (
     BadEcuId,
     MalformedInput,
@@ -67,6 +67,7 @@ from uptane.metadata import (
     _take,
     format_expires,
     parse_expires,
+    signature_keyid,
 )
 from uptane.signatures import check_single
 
@@ -308,7 +309,8 @@ class SignedManifest(Generic[M]):
     def sign(self, signer: Signer, *, append: bool = False) -> Signature:
         """Sign the signed part; replaces earlier signatures unless ``append``."""
         self.signed_bytes = self.payload()
-        sig = Signature(signer.key.keyid, signer.sign(self.signed_bytes))
+        keyid = signature_keyid(signer.key.keyid, self.encoding)
+        sig = Signature(keyid, signer.sign(self.signed_bytes))
         kept = [s for s in self.signatures if s.keyid != sig.keyid] if append else []
         self.signatures = [*kept, sig]
         return sig
@@ -351,13 +353,18 @@ class SignedManifest(Generic[M]):
         t = signed_d.get("_type")
         if not isinstance(t, str) or t not in _KINDS or (kind is not None and t != kind):
             raise MalformedInput(f"expected a {kind or 'manifest'}, got {str(t)[:40]!r}")
-        received = canonical(signed_d) if encoding == JSON else None
+        # both sides at C speed: the received tree came from the bounded decoder, and the
+        # model writes back only strings, ints and what it kept of that tree (never a
+        # float or a non-string key), so canonical_decoded is exactly canonical here
+        received = canonical_decoded(signed_d) if encoding == JSON else None
         if t == VEHICLE_MANIFEST:
             signed: Any = VehicleVersionManifest.from_dict(signed_d, limits, encoding=encoding)
         else:
             signed = EcuVersionReport.from_dict(signed_d, limits)
         out = cls(signed, [Signature.from_dict(s, limits) for s in sigs], encoding)
-        out.signed_bytes = out.payload()
+        out.signed_bytes = (
+            canonical_decoded(signed.to_dict()) if encoding == JSON else out.payload()
+        )
         if received is not None and received != out.signed_bytes:
             raise NonCanonicalEncoding(f"{t}: the signed part does not write back unchanged")
         return out
