@@ -15,6 +15,7 @@ by default, ``inventory.db``. The Director root key lives in ``DIR.offline-keys`
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import re
@@ -26,7 +27,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import sqlalchemy as sa
@@ -34,6 +35,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from director import inventory as inv
 from director.fileio import atomic_write, read_json, write_json
+from director.groupcommit import GroupCommit
 from director.imageview import ImageRepoView, source_for
 from director.keysource import FileKeySource, KeySource, generate
 from director.repostate import available_encodings
@@ -42,6 +44,7 @@ from uptane.keys import ED25519, Key
 from uptane.limits import Limits
 from uptane.manifest import (
     EcuVersionReport,
+    SignedManifest,
     VehicleVersionManifest,
     check_report,
     check_report_freshness,
@@ -61,50 +64,69 @@ ROLES = (ADMIN, VIEWER)
 
 DEFAULT_EXPIRY_DAYS = {"targets": 30.0, "snapshot": 7.0, "timestamp": 1.0}
 
-# Statements of manifest processing, built once (SQLAlchemy then reuses their compiled
-# form): a manifest costs three reads and writes besides the inserts of its rows.
-_IN_FLIGHT = (
-    sa.select(inv.bundles.c.id)
-    .where(inv.bundles.c.vehicle_id == inv.vehicles.c.id, inv.bundles.c.state == inv.IN_FLIGHT)
-    .limit(1)
-    .scalar_subquery()
-)
-#: the vehicle (``vid``), the Primary's last manifest-level indicator (``vehicle_attack``),
-#: its ECUs in order and its bundle in flight (``in_flight``)
+# Statements of manifest processing, as SQL text run on the DBAPI cursor of the group
+# commit's connection (the same on SQLite and PostgreSQL; ``:name`` parameters, rewritten
+# for psycopg2 by :func:`_sql`): SQLAlchemy's execution cost more than the statements.
+#: the vehicle, the Primary's last manifest-level indicator, its bundle in flight, and its
+#: ECUs in order (one row per ECU; ECU columns NULL for a vehicle without ECUs)
 _VEHICLE_ECUS = (
-    sa.select(
-        inv.ecus,
-        inv.vehicles.c.id.label("vid"),
-        inv.vehicles.c.last_attack.label("vehicle_attack"),
-        _IN_FLIGHT.label("in_flight"),
-    )
-    .select_from(inv.vehicles.outerjoin(inv.ecus, inv.ecus.c.vehicle_id == inv.vehicles.c.id))
-    .where(inv.vehicles.c.vin == sa.bindparam("b_vin"))
-    .order_by(inv.ecus.c.id)
+    "SELECT v.id, v.last_attack, (SELECT b.id FROM bundles b WHERE b.vehicle_id = v.id"
+    " AND b.state = :in_flight LIMIT 1), e.id, e.serial, e.public_key, e.is_primary,"
+    " e.last_counter, e.last_attack FROM vehicles v LEFT OUTER JOIN ecus e"
+    " ON e.vehicle_id = v.id WHERE v.vin = :vin ORDER BY e.id"
 )
-_SEEN_NONCES = sa.select(inv.nonces.c.ecu_id, inv.nonces.c.nonce).where(
-    inv.nonces.c.ecu_id.in_(sa.bindparam("b_ecus", expanding=True)),
-    inv.nonces.c.nonce.in_(sa.bindparam("b_nonces", expanding=True)),
+_INSERT_MANIFEST = (
+    "INSERT INTO manifests (vehicle_id, received_at, encoding, raw)"
+    " VALUES (:vid, :t, :enc, :raw) RETURNING id"
 )
-_MANIFEST_SEEN = (
-    inv.vehicles.update()
-    .where(inv.vehicles.c.id == sa.bindparam("b_vid"))
-    .values(last_manifest_at=sa.bindparam("b_t"), last_attack=sa.bindparam("b_attack"))
-)
+_MANIFEST_SEEN = "UPDATE vehicles SET last_manifest_at = :t, last_attack = :attack WHERE id = :vid"
+_INSERT_NONCE = "INSERT INTO nonces (ecu_id, nonce, seen_at) VALUES (:ecu_id, :nonce, :t)"
+#: a nonce report leaves the ECU's counter as it is (COALESCE)
 _ECU_REPORTED = (
-    inv.ecus.update()
-    .where(inv.ecus.c.id == sa.bindparam("b_id"))
-    .values(
-        installed_path=sa.bindparam("b_path"),
-        installed_length=sa.bindparam("b_length"),
-        installed_hashes=sa.bindparam("b_hashes"),
-        last_report_time=sa.bindparam("b_time"),
-        last_attack=sa.bindparam("b_attack"),
-        last_counter=sa.func.coalesce(
-            sa.bindparam("b_counter", type_=sa.BigInteger), inv.ecus.c.last_counter
-        ),
-    )
+    "UPDATE ecus SET installed_path = :path, installed_length = :length,"
+    " installed_hashes = :hashes, last_report_time = :time, last_attack = :attack,"
+    " last_counter = COALESCE(:counter, last_counter) WHERE id = :id"
 )
+
+
+@functools.cache
+def _sql(text: str, dialect: str) -> str:
+    """``text`` in the paramstyle of ``dialect``'s driver (sqlite3 takes ``:name``)."""
+    if dialect == "sqlite":
+        return text
+    return re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", text)
+
+
+@functools.cache
+def _seen_nonces_sql(n_ecus: int, n_nonces: int, dialect: str) -> str:
+    ecus = ", ".join(f":e{i}" for i in range(n_ecus))
+    nonces = ", ".join(f":n{i}" for i in range(n_nonces))
+    return _sql(
+        f"SELECT ecu_id, nonce FROM nonces WHERE ecu_id IN ({ecus}) AND nonce IN ({nonces})",
+        dialect,
+    )
+
+
+class _Ecu(NamedTuple):
+    """One ECU row as manifest processing reads it."""
+
+    id: int
+    serial: str
+    public_key: str
+    is_primary: bool
+    last_counter: int | None
+    last_attack: str | None
+
+
+@dataclass
+class _Prechecked:
+    """What a manifest's signatures and identities were checked against before it was
+    queued: the Primary's serial and every ECU's stored key text, as cached."""
+
+    primary: str
+    keys: dict[str, str]
+    body: VehicleVersionManifest
+    reports: dict[str, EcuVersionReport]
 
 
 class NotFound(Exception):
@@ -220,6 +242,12 @@ class Director:
         self._cache_lock = threading.Lock()
         #: parsed ECU keys by their stored JSON text (the text is the key: no staleness)
         self._keys: dict[str, Key] = {}
+        #: per VIN, the Primary's serial and every ECU's stored key text, as the writer last
+        #: read them: manifests are checked against it before they queue, and the writer
+        #: compares it with the rows it reads (a stale entry only costs a second check)
+        self._ecu_keys: dict[str, tuple[str, dict[str, str]]] = {}
+        #: manifests share transactions and durable commits (director/groupcommit.py)
+        self.writer = GroupCommit(self.engine)
 
     # --- setup ----------------------------------------------------------------------------
 
@@ -320,6 +348,8 @@ class Director:
         return token
 
     def dispose(self) -> None:
+        """Finish the manifests already queued, stop the writer, close the connections."""
+        self.writer.close()
         self.engine.dispose()
 
     # --- vehicles and ECUs ------------------------------------------------------------------
@@ -391,6 +421,7 @@ class Director:
             ).first():
                 raise Conflict(f"ECU {ecu.serial} is already registered")
             self._insert_ecu(conn, vid, ecu)
+        self._ecu_keys.pop(vin, None)
         return self.vehicle_status(vin)
 
     def _vehicle_id(self, conn: Connection, vin: str) -> int:
@@ -755,85 +786,150 @@ class Director:
         no counter goes back; each report's time is near now. Only then, in the same
         transaction: the manifest, nonces/counters, installed images and reported attacks
         are stored, and the bundle in flight advances. Any failure raises and changes
-        nothing."""
+        nothing.
+
+        Group commit (:mod:`director.groupcommit`): the decode, and the signature checks
+        against the keys the Director last read for this vehicle, run in the caller's
+        thread; the rest is one unit of the writer's next batch, in its own savepoint.
+        The unit reads the vehicle's ECUs and keys inside the transaction and repeats the
+        signature and identity checks unless those keys are exactly the ones checked
+        against. The answer comes only once the batch's commit is durable."""
         manifest = decode_vehicle_manifest(data, self.limits, encoding)
         now = self.clock()
-        skew = timedelta(seconds=self.config.report_skew_seconds)
+        pre = self._precheck(vin, manifest)
         try:
-            with self.engine.begin() as conn:
-                # the vehicle, its ECUs and its bundle in flight: one indexed query
-                rows = conn.execute(_VEHICLE_ECUS, {"b_vin": vin}).all()
-                if not rows:
-                    raise NotFound(f"unknown vehicle {vin[:64]!r}")
-                vid, in_flight = int(rows[0].vid), rows[0].in_flight
-                ecus = {e.serial: e for e in rows if e.id is not None}
-                primary = next(e for e in ecus.values() if e.is_primary)
-                body = check_vehicle_manifest(
-                    manifest,
-                    self._ecu_key(primary),
-                    expected_vehicle_id=vin,
-                    expected_primary_id=primary.serial,
-                )
-                reports: dict[str, EcuVersionReport] = {}
-                for signed in body.reports:
-                    serial = signed.signed.ecu_id
-                    ecu = ecus.get(serial)
-                    if ecu is None:
-                        raise BadEcuId(f"ECU {serial[:64]!r} is not registered in vehicle {vin}")
-                    if serial in reports:
-                        raise BadEcuId(f"ECU {serial[:64]!r} reports twice")
-                    reports[serial] = check_report(
-                        signed, self._ecu_key(ecu), expected_ecu_id=serial
-                    )
-                missing = sorted(set(ecus) - set(reports))
-                if missing:
-                    raise BadEcuId(f"no report from registered ECU(s) {missing[:8]}")
-                seen = self._seen_nonces(conn, ecus, reports)
-                for serial, report in reports.items():
-                    check_report_freshness(
-                        report, self._seen(seen, ecus[serial], report), now, skew
-                    )
-                return self._record_manifest(
-                    conn,
-                    vid,
-                    vin,
-                    ecus,
-                    body,
-                    reports,
-                    data,
-                    encoding,
-                    now,
-                    in_flight,
-                    rows[0].vehicle_attack,
-                )
+            result = self.writer.run(
+                lambda conn: self._manifest_unit(conn, vin, manifest, pre, data, encoding, now)
+            )
         except sa.exc.IntegrityError:
-            # a concurrent manifest stored the same nonce first
+            # a concurrent manifest (another process) stored the same nonce first
             raise ReplayAttack("a nonce in this manifest was just used") from None
+        if result["bundle"] is not None:
+            self.invalidate(vin)  # again, now that the new metadata is committed
+        return result
 
-    def _ecu_key(self, ecu: Any) -> Key:
-        """The ECU's registered key, parsed once per stored text (bounded memo)."""
-        key = self._keys.get(ecu.public_key)
+    def _check_signed(
+        self,
+        vin: str,
+        manifest: SignedManifest[VehicleVersionManifest],
+        primary: str,
+        keys: dict[str, str],
+    ) -> tuple[VehicleVersionManifest, dict[str, EcuVersionReport]]:
+        """The identity and signature checks of :meth:`process_manifest` against ``keys``
+        (serial -> stored key text) and the Primary ``primary``."""
+        body = check_vehicle_manifest(
+            manifest,
+            self._ecu_key(keys[primary]),
+            expected_vehicle_id=vin,
+            expected_primary_id=primary,
+        )
+        reports: dict[str, EcuVersionReport] = {}
+        for signed in body.reports:
+            serial = signed.signed.ecu_id
+            key = keys.get(serial)
+            if key is None:
+                raise BadEcuId(f"ECU {serial[:64]!r} is not registered in vehicle {vin}")
+            if serial in reports:
+                raise BadEcuId(f"ECU {serial[:64]!r} reports twice")
+            reports[serial] = check_report(signed, self._ecu_key(key), expected_ecu_id=serial)
+        missing = sorted(set(keys) - set(reports))
+        if missing:
+            raise BadEcuId(f"no report from registered ECU(s) {missing[:8]}")
+        return body, reports
+
+    def _precheck(
+        self, vin: str, manifest: SignedManifest[VehicleVersionManifest]
+    ) -> _Prechecked | None:
+        """The checks of :meth:`_check_signed` against the cached keys, outside the writer;
+        None when nothing is cached or a check fails (the writer then checks against the
+        database and raises the error)."""
+        cached = self._ecu_keys.get(vin)
+        if cached is None:
+            return None
+        primary, keys = cached
+        try:
+            body, reports = self._check_signed(vin, manifest, primary, keys)
+        except UptaneError:
+            return None
+        return _Prechecked(primary, keys, body, reports)
+
+    def _manifest_unit(
+        self,
+        conn: Connection,
+        vin: str,
+        manifest: SignedManifest[VehicleVersionManifest],
+        pre: _Prechecked | None,
+        raw: bytes,
+        encoding: str,
+        now: datetime,
+    ) -> dict[str, Any]:
+        """The part of :meth:`process_manifest` inside the writer's transaction."""
+        dialect = conn.dialect.name
+        cur = conn.connection.cursor()
+        try:
+            cur.execute(_sql(_VEHICLE_ECUS, dialect), {"vin": vin, "in_flight": inv.IN_FLIGHT})
+            rows = cur.fetchall()
+            if not rows:
+                raise NotFound(f"unknown vehicle {vin[:64]!r}")
+            vid, vehicle_attack, in_flight = int(rows[0][0]), rows[0][1], rows[0][2]
+            ecus = {r[4]: _Ecu(*r[3:]) for r in rows if r[3] is not None}
+            primary = next((e.serial for e in ecus.values() if e.is_primary), None)
+            if primary is None:
+                raise NotFound(f"vehicle {vin[:64]!r} has no primary ECU")
+            keys = {s: e.public_key for s, e in ecus.items()}
+            if pre is not None and pre.primary == primary and pre.keys == keys:
+                body, reports = pre.body, pre.reports  # checked against these very keys
+            else:
+                if len(self._ecu_keys) >= self.config.cache_vehicles:
+                    self._ecu_keys.clear()
+                self._ecu_keys[vin] = (primary, keys)
+                body, reports = self._check_signed(vin, manifest, primary, keys)
+            seen = self._seen_nonces(cur, dialect, ecus, reports)
+            skew = timedelta(seconds=self.config.report_skew_seconds)
+            for serial, report in reports.items():
+                check_report_freshness(report, self._seen(seen, ecus[serial], report), now, skew)
+            return self._record_manifest(
+                conn,
+                cur,
+                vid,
+                vin,
+                ecus,
+                body,
+                reports,
+                raw,
+                encoding,
+                now,
+                in_flight,
+                vehicle_attack,
+            )
+        finally:
+            cur.close()
+
+    def _ecu_key(self, text: str) -> Key:
+        """An ECU's registered key from its stored text, parsed once per text (bounded)."""
+        key = self._keys.get(text)
         if key is None:
-            key = Key.from_dict(json.loads(ecu.public_key), self.limits)
+            key = Key.from_dict(json.loads(text), self.limits)
             if len(self._keys) >= 4096:
                 self._keys.clear()
-            self._keys[ecu.public_key] = key
+            self._keys[text] = key
         return key
 
     @staticmethod
     def _seen_nonces(
-        conn: Connection, ecus: dict[str, Any], reports: dict[str, EcuVersionReport]
+        cur: Any, dialect: str, ecus: dict[str, _Ecu], reports: dict[str, EcuVersionReport]
     ) -> set[tuple[int, str]]:
         """Which of the reports' (ECU, nonce) pairs were stored before: one query over the
         unique (ecu_id, nonce) index for the whole manifest."""
         pairs = {(ecus[s].id, r.nonce.hex()) for s, r in reports.items() if r.nonce is not None}
         if not pairs:
             return set()
-        params = {
-            "b_ecus": sorted({e for e, _ in pairs}),
-            "b_nonces": sorted({n for _, n in pairs}),
-        }
-        return {(int(e), n) for e, n in conn.execute(_SEEN_NONCES, params)} & pairs
+        ecu_ids = sorted({e for e, _ in pairs})
+        nonces = sorted({n for _, n in pairs})
+        params: dict[str, Any] = {f"e{i}": e for i, e in enumerate(ecu_ids)}
+        params.update((f"n{i}", n) for i, n in enumerate(nonces))
+        cur.execute(_seen_nonces_sql(len(ecu_ids), len(nonces), dialect), params)
+        return {(int(e), n) for e, n in cur.fetchall()} & pairs
 
     @staticmethod
     def _seen(
@@ -848,9 +944,10 @@ class Director:
     def _record_manifest(
         self,
         conn: Connection,
+        cur: Any,
         vid: int,
         vin: str,
-        ecus: dict[str, Any],
+        ecus: dict[str, _Ecu],
         body: VehicleVersionManifest,
         reports: dict[str, EcuVersionReport],
         raw: bytes,
@@ -862,19 +959,20 @@ class Director:
         """Store an accepted manifest in the caller's transaction: the manifest, the
         vehicle's time, every nonce (one executemany), every ECU's installed image and
         counter (one executemany), the attacks reported; then advance the bundle in flight
-        (``in_flight``, read with the ECUs).
+        (``in_flight``, read with the ECUs). ``cur`` is a DBAPI cursor of ``conn``.
 
         Every indicator the manifest carries is answered in ``attacks``, but an attack row
         is stored only where an indicator first appears: when it differs from the one its
         source (that ECU's report, or the Primary's manifest-level indicator,
         ``vehicle_attack``) carried in the previous accepted manifest. A Secondary repeats
         its last indicator until something succeeds; that is one attack, not one a cycle."""
+        dialect = conn.dialect.name
         t = _ts(now)
-        mid = conn.execute(
-            inv.manifests.insert(),
-            {"vehicle_id": vid, "received_at": t, "encoding": encoding, "raw": raw},
-        ).inserted_primary_key[0]
-        conn.execute(_MANIFEST_SEEN, {"b_vid": vid, "b_t": t, "b_attack": body.attack})
+        cur.execute(
+            _sql(_INSERT_MANIFEST, dialect), {"vid": vid, "t": t, "enc": encoding, "raw": raw}
+        )
+        mid = int(cur.fetchone()[0])
+        cur.execute(_sql(_MANIFEST_SEEN, dialect), {"vid": vid, "t": t, "attack": body.attack})
         attacks: list[str] = []
         attack_rows: list[dict[str, Any]] = []
         if body.attack:
@@ -887,25 +985,25 @@ class Director:
             ecu = ecus[serial]
             ecu_rows.append(
                 {
-                    "b_id": ecu.id,
-                    "b_path": r.installed.filename,
-                    "b_length": r.installed.length,
-                    "b_hashes": json.dumps(r.installed.hashes, sort_keys=True),
-                    "b_time": _ts(r.latest_time),
-                    "b_attack": r.attack,
+                    "id": ecu.id,
+                    "path": r.installed.filename,
+                    "length": r.installed.length,
+                    "hashes": json.dumps(r.installed.hashes, sort_keys=True),
+                    "time": _ts(r.latest_time),
+                    "attack": r.attack,
                     # a nonce report leaves the ECU's counter as it is (COALESCE)
-                    "b_counter": None if r.nonce is not None else r.counter,
+                    "counter": None if r.nonce is not None else r.counter,
                 }
             )
             if r.nonce is not None:
-                nonce_rows.append({"ecu_id": ecu.id, "nonce": r.nonce.hex(), "seen_at": t})
+                nonce_rows.append({"ecu_id": ecu.id, "nonce": r.nonce.hex(), "t": t})
             if r.attack:
                 attacks.append(f"{serial}: {r.attack}")
                 if r.attack != ecu.last_attack:
                     attack_rows.append({"ecu_id": ecu.id, "attack": r.attack})
         if nonce_rows:
-            conn.execute(inv.nonces.insert(), nonce_rows)
-        conn.execute(_ECU_REPORTED, ecu_rows)
+            cur.executemany(_sql(_INSERT_NONCE, dialect), nonce_rows)
+        cur.executemany(_sql(_ECU_REPORTED, dialect), ecu_rows)
         if attack_rows:
             conn.execute(
                 inv.attacks.insert(),

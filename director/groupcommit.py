@@ -1,0 +1,135 @@
+"""Group commit: units of database work that arrive together share one transaction and one
+durable commit, each unit in its own savepoint.
+
+:class:`GroupCommit` owns one writer thread. :meth:`GroupCommit.run` hands it a unit (a
+function of the writer's :class:`~sqlalchemy.engine.Connection`) and waits. The writer
+takes every unit pending, up to ``max_batch``, in arrival order; opens one transaction
+(``BEGIN IMMEDIATE`` on SQLite); runs each unit between ``SAVEPOINT`` and ``RELEASE``, or
+``ROLLBACK TO`` when it raises, so a failing unit changes nothing and leaves the others
+alone; commits once; and only then answers every caller, with its unit's result or its
+unit's exception. If the commit itself fails (the disk, the connection), every caller of
+that batch gets the error and none of their changes are stored.
+
+Units run one after another on one connection, so a unit sees every earlier unit of its
+batch (the nonces of an earlier manifest of the same vehicle, for example), exactly as if
+each had been its own transaction committed in that order. A unit must not commit, and
+must do no work that outlives a rollback besides what it returns.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter, deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+from sqlalchemy.engine import Connection, Engine
+
+T = TypeVar("T")
+
+#: the most units one transaction takes: bounds a batch's latency and its lock time
+MAX_BATCH = 64
+
+
+class WriterStopped(RuntimeError):
+    """The writer thread ended before it answered (it is restarted by the next unit)."""
+
+
+class GroupCommit:
+    """One writer thread and its queue for ``engine``; see the module docstring."""
+
+    def __init__(self, engine: Engine, *, max_batch: int = MAX_BATCH) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self.engine = engine
+        self.max_batch = max_batch
+        self._pending: deque[tuple[Callable[[Connection], Any], Future[Any]]] = deque()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        #: batch size -> how many batches of that size were committed (for the bench)
+        self.batch_sizes: Counter[int] = Counter()
+
+    def run(self, unit: Callable[[Connection], T]) -> T:
+        """Run ``unit`` in the next batch; return its result, or raise its exception, once
+        the batch's commit is durable."""
+        fut: Future[Any] = Future()
+        with self._cond:
+            self._pending.append((unit, fut))
+            thread = self._thread
+            if thread is None or not thread.is_alive():
+                self._stopping = False
+                thread = self._thread = threading.Thread(
+                    target=self._loop, name="director-group-commit", daemon=True
+                )
+                thread.start()
+            self._cond.notify()
+        while True:
+            try:
+                return fut.result(timeout=1.0)
+            except TimeoutError:
+                # the writer answers every unit it takes, and stops only with nothing
+                # queued; this is for a thread torn down under it (interpreter exit)
+                if not fut.done() and not thread.is_alive():
+                    raise WriterStopped("the Director's writer thread ended") from None
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Finish the units already queued, then stop the writer (a later :meth:`run`
+        starts a new one)."""
+        with self._cond:
+            self._stopping = True
+            thread = self._thread
+            self._cond.notify_all()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def _take(self) -> list[tuple[Callable[[Connection], Any], Future[Any]]] | None:
+        with self._cond:
+            while not self._pending:
+                if self._stopping:
+                    self._thread = None
+                    return None
+                self._cond.wait()
+            n = min(len(self._pending), self.max_batch)
+            return [self._pending.popleft() for _ in range(n)]
+
+    def _loop(self) -> None:
+        while True:
+            batch = self._take()
+            if batch is None:
+                return
+            try:
+                self._commit(batch)
+            except BaseException as e:  # never leave a caller waiting
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(e)
+
+    def _commit(self, batch: list[tuple[Callable[[Connection], Any], Future[Any]]]) -> None:
+        outcomes: list[tuple[Future[Any], bool, Any]] = []
+        with self.engine.begin() as conn:
+            cur = conn.connection.cursor()  # savepoints on the DBAPI cursor: no overhead
+            try:
+                for unit, fut in batch:
+                    if not fut.set_running_or_notify_cancel():
+                        continue
+                    cur.execute("SAVEPOINT unit")
+                    try:
+                        result = unit(conn)
+                    except Exception as e:
+                        cur.execute("ROLLBACK TO SAVEPOINT unit")
+                        cur.execute("RELEASE SAVEPOINT unit")
+                        outcomes.append((fut, False, e))
+                    else:
+                        cur.execute("RELEASE SAVEPOINT unit")
+                        outcomes.append((fut, True, result))
+            finally:
+                cur.close()
+        # the commit returned: everything stored is durable; answer in arrival order
+        self.batch_sizes[len(outcomes)] += 1
+        for fut, ok, value in outcomes:
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
