@@ -7,10 +7,20 @@ against the given time, the Director-only checks and the vehicle id, and then th
 entry (ECU id, hardware id, release counter). Every check is the one in
 :mod:`uptane.trust` / :mod:`uptane.verify`; this module only sequences them.
 
+DER Director targets (the constrained path) are never decoded whole:
+:func:`uptane.encoding.der_targets.walk_targets` checks them as strictly as the full decoder
+but one entry at a time, keeping only this ECU's entry; the threshold is checked over the
+signed bytes in place, and the Director checks walk the entries again one at a time. JSON
+Director targets take the full decoder (:func:`uptane.trust.verify_targets_bytes`).
+
 State: ``root`` and ``targets`` (the latest verified Director files) and their exact bytes in
-``raw`` for the caller to persist. On any failure the previously trusted targets stay
-trusted. Root versions that verified before a later step failed are kept, as in the root
-loop of §5.4.4.3 (each one is signed by the previous root's keys).
+``raw`` for the caller to persist. For DER, ``targets`` is the *rollback floor* only: a
+``Metadata[Targets]`` holding the version, expiry, vehicle id and this ECU's entry, with no
+signatures and no signed bytes (:meth:`TargetsWalk.floor`); a caller that has persisted
+``raw["targets"]`` may drop it from ``raw``, nothing later needs it. On any failure the
+previously trusted targets stay trusted. Root versions that verified before a later step
+failed are kept, as in the root loop of §5.4.4.3 (each one is signed by the previous root's
+keys).
 """
 
 from __future__ import annotations
@@ -18,9 +28,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from uptane.errors import EndlessDataAttack, MalformedInput, UptaneError
+from uptane.encoding.der_targets import TargetsWalk, walk_targets
+from uptane.errors import EndlessDataAttack, MalformedInput, RollbackAttack, UptaneError
 from uptane.limits import Limits
 from uptane.metadata import DER, Metadata, Root, TargetFile, Targets, decode
+from uptane.signatures import check_threshold
 from uptane.trust import (
     check_director_targets,
     check_not_expired,
@@ -68,9 +80,24 @@ class PartialVerifier:
         self.dropped: list[str] = []
         if previous_targets is not None:
             try:
-                md: Metadata[Targets] = _decode_targets(previous_targets, limits, encoding)
                 keys, entry = self.root.signed.role_keys("targets")
-                verify_signed_by(md, keys, entry.keyids, entry.threshold, limits, role="targets")
+                if encoding == DER:
+                    walk = self._walk(previous_targets)
+                    check_threshold(
+                        walk.payload,
+                        walk.metadata.signatures,
+                        keys,
+                        entry.keyids,
+                        entry.threshold,
+                        limits,
+                        role="targets",
+                    )
+                    md = walk.floor()
+                else:
+                    md = _decode_targets(previous_targets, limits, encoding)
+                    verify_signed_by(
+                        md, keys, entry.keyids, entry.threshold, limits, role="targets"
+                    )
             except UptaneError:
                 self.dropped.append("targets")
             else:
@@ -160,23 +187,26 @@ class PartialVerifier:
         # verification as the Standard allows), then the Director-only steps 6–7 (step 8
         # is for a Primary, which knows the vehicle's ECUs).
         keys, entry = self.root.signed.role_keys("targets")
-        new = verify_targets_bytes(
-            targets_bytes,
-            role="targets",
-            keys=keys,
-            keyids=entry.keyids,
-            threshold=entry.threshold,
-            trusted=self.targets,
-            snapshot_meta=None,
-            now=now,
-            limits=self.limits,
-            encoding=self.encoding,
-            repository=REPOSITORY,
-        )
-        check_director_targets(new.signed, vehicle_id=self.vehicle_id, repository=REPOSITORY)
-        # §5.4.3.4: this ECU's entry (at most one: no ECU id repeats), its hardware id and
-        # its release counter.
-        mine = next((t for t in new.signed.targets.values() if self.ecu_id in t.ecu_ids), None)
+        if self.encoding == DER:
+            new, mine = self._verify_der(targets_bytes, keys, entry.keyids, entry.threshold, now)
+        else:
+            new = verify_targets_bytes(
+                targets_bytes,
+                role="targets",
+                keys=keys,
+                keyids=entry.keyids,
+                threshold=entry.threshold,
+                trusted=self.targets,
+                snapshot_meta=None,
+                now=now,
+                limits=self.limits,
+                encoding=self.encoding,
+                repository=REPOSITORY,
+            )
+            check_director_targets(new.signed, vehicle_id=self.vehicle_id, repository=REPOSITORY)
+            # at most one entry names this ECU: no ECU id repeats
+            mine = next((t for t in new.signed.targets.values() if self.ecu_id in t.ecu_ids), None)
+        # §5.4.3.4: this ECU's entry, its hardware id and its release counter.
         if mine is not None:
             check_target_for_ecu(
                 mine,
@@ -189,6 +219,52 @@ class PartialVerifier:
         self.targets = new
         self.raw["targets"] = bytes(targets_bytes)
         return mine
+
+    def _walk(self, data: bytes) -> TargetsWalk:
+        # §5.4.4.6 step 1: at most Z bytes (endless data), checked before anything is read.
+        cap = self.limits.bytes_for_role("targets")
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise MalformedInput("metadata must be bytes")
+        if len(data) > cap:
+            raise EndlessDataAttack(f"{len(data)} bytes exceeds the {cap}-byte cap")
+        return walk_targets(bytes(data), self.limits, self.ecu_id, cap=cap)
+
+    def _verify_der(
+        self,
+        data: bytes,
+        keys: Any,
+        keyids: list[str],
+        threshold: int,
+        now: datetime,
+    ) -> tuple[Metadata[Targets], TargetFile | None]:
+        """§5.4.4.6 steps 1, 3–7 over DER Director targets, in the order of
+        :func:`uptane.trust.verify_targets_bytes` and :func:`check_director_targets`, with
+        the entries walked one at a time (never the whole model). Returns the rollback
+        floor to keep and this ECU's entry."""
+        try:
+            walk = self._walk(data)
+            # §5.4.4.6 step 3: a threshold of the targets keys the Director root names,
+            # over the signed bytes as they are (a view into ``data``, not a copy).
+            check_threshold(
+                walk.payload, walk.metadata.signatures, keys, keyids, threshold, self.limits
+            )
+            version = walk.metadata.signed.version
+            # §5.4.4.6 step 4: the version must not decrease (rollback); an equal version
+            # is accepted, as for full verification.
+            if self.targets is not None and version < self.targets.signed.version:
+                raise RollbackAttack(
+                    f"targets version {version} is below the trusted {self.targets.signed.version}"
+                )
+            # §5.4.4.6 step 5: not expired (freeze).
+            check_not_expired(walk.metadata.signed, now, role="targets")
+        except UptaneError as e:
+            raise e.at(repository=REPOSITORY, role="targets") from None
+        # §5.4.4.6 steps 6–7 and §5.2.3.1 (no delegations, no repeated ECU id, this
+        # vehicle): the one check, iterating the entries again one at a time.
+        check_director_targets(
+            walk.metadata.signed, vehicle_id=self.vehicle_id, repository=REPOSITORY
+        )
+        return walk.floor(), walk.mine
 
     def state(self) -> dict[str, Any]:
         """Versions of the trusted Director files, for status displays."""
