@@ -42,6 +42,12 @@ New Director metadata that names a new image for this ECU becomes trusted *with*
 image: if the image is refused, the previous targets stay trusted and the previous image
 stays installed. Metadata that names nothing new is trusted (and stored) at once. The
 trusted metadata is one atomic record in the store, so root and targets change together.
+
+Memory in partial mode (bench figure 3b): DER Director targets are checked one entry at a
+time (:mod:`uptane.encoding.der_targets`) and RAM keeps only their rollback floor (version,
+expiry, this ECU's entry). Their bytes live in the store only: verified targets that name a
+new image are written to PENDING_TARGETS as soon as they verify, so the message is not held
+while the image streams, and move into the trusted record at install.
 """
 
 from __future__ import annotations
@@ -80,12 +86,9 @@ from uptane.metadata import (
     JSON,
     MapFile,
     Mapping,
-    Metadata,
     TargetFile,
-    Targets,
-    decode,
 )
-from uptane.partial import PartialVerifier
+from uptane.partial import PartialVerifier, listed_target
 from uptane.securetime import next_latest_time
 from uptane.speed import SpeedMonitor
 from uptane.trust import RepositoryTrust, peek_version
@@ -110,6 +113,11 @@ LAST_ERROR = "last-error"  # JSON {"code", "attack", "indicator"} or {} after a 
 #: matching ids count, so a cut between the two writes leaves nothing to resume.
 TRANSFER = "transfer"
 TRANSFER_AT = "transfer-at"
+#: partial verification: the exact bytes of verified Director targets that name a new image
+#: for this ECU, written when they verify, so that nothing holds the message while the image
+#: streams; they join TRUSTED when the image installs. A partial-mode TRANSFER record names
+#: no files: its resume verifies this record again.
+PENDING_TARGETS = "pending-targets"
 
 #: errors about the conversation itself, not about what was sent: not an attack indicator
 _NOT_ATTACKS = (ProtocolViolation, LinkError)
@@ -138,16 +146,21 @@ class _Transfer:
 
 @dataclass
 class _Pending:
-    """Verified metadata naming a new image for this ECU: trusted once the image installs."""
+    """Verified metadata naming a new image for this ECU: trusted once the image installs.
+    In partial mode ``trusted["director"]`` has no ``targets``: they are in the store
+    (PENDING_TARGETS) until the install."""
 
     entry: TargetFile
     trusted: dict[str, Any]
     #: what it was verified from, to verify again after a reboot (see TRANSFER)
     source: dict[str, list[Any]] = field(default_factory=dict)
-    #: the partial verifier's state after verifying (root, targets, raw), reused at install
-    #: instead of decoding the same Director targets again (bench fig 3b); None after a
-    #: reboot, when install rebuilds it from the trusted files
+    #: the partial verifier's state after verifying (root, rollback floor, raw root), reused
+    #: at install instead of verifying the same Director targets again (bench fig 3b); None
+    #: after a reboot, when install rebuilds it from the trusted files
     verified: tuple[Any, Any, dict[str, bytes]] | None = None
+    #: partial mode: SHA-256 of the PENDING_TARGETS bytes verified, checked again when they
+    #: are read back at install
+    targets_sha256: bytes | None = None
 
 
 def _same_image(a: TargetFile, b: TargetFile) -> bool:
@@ -230,6 +243,7 @@ class SecondaryAgent:
         self._latest = self._load_time()
         self._last_error: dict[str, Any] = self._load_json(LAST_ERROR) or {}
         self._trusted = self._load_trusted()
+        self._targets_stored = False
         self._partial: PartialVerifier | None = None
         if mode == "partial":
             self._partial = PartialVerifier.load(
@@ -240,6 +254,7 @@ class SecondaryAgent:
                 encoding=encoding,
                 vehicle_id=vehicle_id,
             )
+            self._trusted = self._in_ram(self._trusted)
 
     # --- opening from files ---------------------------------------------------------------
 
@@ -319,7 +334,19 @@ class SecondaryAgent:
 
     def _save_trusted(self, rec: dict[str, Any]) -> None:
         self.store.write(TRUSTED, cbor.dumps(rec))
-        self._trusted = rec
+        self._trusted = self._in_ram(rec)
+
+    def _in_ram(self, rec: dict[str, Any]) -> dict[str, Any]:
+        """What of the trusted record stays in RAM: in partial mode not the Director
+        targets (up to the role cap), which only the store keeps; the partial verifier
+        keeps their rollback floor and :attr:`trusted_targets` reads them back."""
+        self._targets_stored = self.mode == "partial" and "targets" in rec["director"]
+        if not self._targets_stored:
+            return rec
+        director = {k: v for k, v in rec["director"].items() if k != "targets"}
+        if self._partial is not None:
+            self._partial.raw.pop("targets", None)
+        return dict(rec, director=director)
 
     def _note_error(self, error: UptaneError) -> None:
         """Remember ``error`` as the attack indicator of the next report (persisted)."""
@@ -358,7 +385,11 @@ class SecondaryAgent:
 
     @property
     def trusted_targets(self) -> bytes | None:
-        """The bytes of the Director targets this ECU trusts now."""
+        """The bytes of the Director targets this ECU trusts now (in partial mode read
+        back from the store: RAM keeps only their rollback floor)."""
+        if self._targets_stored:
+            targets: bytes | None = self._load_trusted()["director"].get("targets")
+            return targets
         return self._trusted["director"].get("targets")
 
     # --- the bootloader -------------------------------------------------------------------
@@ -475,8 +506,10 @@ class SecondaryAgent:
         common = set(mine) & set(theirs)
         return bool(common) and all(mine[a] == theirs[a] for a in common)
 
-    def _verify_partial(self, targets: bytes) -> None:
-        """§5.4.4.1 through :class:`PartialVerifier`; on failure nothing changes."""
+    def _verify_partial(self, targets: bytes, *, stored: bool = False) -> None:
+        """§5.4.4.1 through :class:`PartialVerifier`; on failure nothing changes. Verified
+        targets that name a new image are written to PENDING_TARGETS at once (``stored``:
+        they are that record already, read back by a resume) and not kept in RAM."""
         pv = self._partial
         assert pv is not None
         roots = [r for _, r in sorted(self._roots.pop(self.director_name, {}).items())]
@@ -492,19 +525,31 @@ class SecondaryAgent:
             pv.root, pv.targets, pv.raw = saved
             self._set_pending(None)
             raise
-        new = dict(self._trusted, director=dict(pv.raw))
+        # the verifier keeps only the rollback floor; the bytes go to the store below
+        director = dict(pv.raw)
+        director.pop("targets", None)
+        pv.raw.pop("targets", None)
         if entry is not None and not self._is_installed(entry):
             # the new metadata is trusted together with the image it names
-            verified = (pv.root, pv.targets, dict(pv.raw))
+            if not stored:
+                self.store.write(PENDING_TARGETS, targets)
+            verified = (pv.root, pv.targets, dict(director))
             pv.root, pv.targets, pv.raw = saved
-            source = {
-                "files": [[self.director_name, "targets", bytes(targets)]],
+            source: dict[str, list[Any]] = {
+                "files": [],  # the Director targets are the PENDING_TARGETS record
                 "roots": [[self.director_name, i, r] for i, r in enumerate(roots)],
             }
-            self._set_pending(_Pending(entry, new, source, verified))
+            pending = _Pending(
+                entry,
+                dict(self._trusted, director=director),
+                source,
+                verified,
+                sha256(targets).digest(),
+            )
+            self._set_pending(pending)
         else:
             self._set_pending(None)
-            self._save_trusted(new)
+            self._save_trusted(dict(self._trusted, director=dict(director, targets=targets)))
         self._clear_error()
 
     def _set_pending(self, pending: _Pending | None) -> None:
@@ -594,19 +639,23 @@ class SecondaryAgent:
 
     # --- image transfer and install ---------------------------------------------------------
 
-    def _verified_targets(self) -> dict[str, TargetFile]:
-        """The entries of the latest verified Director targets (pending or trusted)."""
-        raw = (
-            self._pending.trusted["director"].get("targets")
-            if self._pending is not None
-            else self.trusted_targets
-        )
+    def _pending_targets(self) -> bytes | None:
+        """Partial mode: the verified Director targets waiting for their image (store)."""
+        return self.store.read(PENDING_TARGETS, max_bytes=self.limits.bytes_for_role("targets"))
+
+    def _listed(self, filename: str) -> TargetFile | None:
+        """The entry for ``filename`` in the latest verified Director targets (pending or
+        trusted), if they list it."""
+        p = self._pending
+        if p is None:
+            raw = self.trusted_targets
+        elif "targets" in p.trusted["director"]:
+            raw = p.trusted["director"]["targets"]
+        else:
+            raw = self._pending_targets()
         if raw is None:
-            return {}
-        md: Metadata[Targets] = decode(
-            raw, self.limits, encoding=self.encoding, role_type="targets"
-        )
-        return dict(md.signed.targets)
+            return None
+        return listed_target(raw, filename, self.limits, encoding=self.encoding)
 
     def _abort_transfer(self, reason: str) -> None:
         x = self._xfer
@@ -709,9 +758,13 @@ class SecondaryAgent:
         # the same verification as when the metadata arrived, at the latest time
         if self.mode == "partial":
             targets = received.get((self.director_name, "targets"))
+            stored = targets is None
+            if stored:
+                targets = self._pending_targets()
             if targets is None:
                 raise MalformedInput("the transfer record has no Director targets")
-            self._verify_partial(targets)
+            self._verify_partial(targets, stored=stored)
+            del targets
         else:
             self._received = received
             self._verify_full()
@@ -778,7 +831,7 @@ class SecondaryAgent:
     def _begin(self, filename: str, total: int) -> None:
         p = self._pending
         if p is None or p.entry.path != filename:
-            listed = self._verified_targets().get(filename)
+            listed = self._listed(filename)
             if listed is not None:
                 # §5.4.3.4: the Director lists it, but not for this ECU (or this hardware)
                 check_target_for_ecu(
@@ -822,6 +875,15 @@ class SecondaryAgent:
             check_target_for_ecu(
                 p.entry, self.ecu_serial, self.hardware_id, self._installed_counter()
             )
+            trusted = p.trusted
+            if "targets" not in trusted["director"] and self.mode == "partial":
+                # the verified Director targets, from the store (read before the slot
+                # switch: without them the install cannot become trusted)
+                targets = self._pending_targets()
+                if targets is None or sha256(targets).digest() != p.targets_sha256:
+                    raise MalformedInput("the verified Director targets are not in the store")
+                trusted = dict(trusted, director=dict(trusted["director"], targets=targets))
+                del targets
         except UptaneError:
             self._xfer = x
             self._abort_transfer("the image no longer fits this ECU")
@@ -832,19 +894,20 @@ class SecondaryAgent:
         finally:
             self._forget_transfer(x)  # installed or rejected: never resumed
         self._pending = None
-        self._save_trusted(p.trusted)
+        self._save_trusted(trusted)
         if self._partial is not None and p.verified is not None:
             self._partial.root, self._partial.targets, self._partial.raw = p.verified
         elif self._partial is not None:
-            director = p.trusted["director"]
             self._partial = PartialVerifier.load(
-                director,
+                trusted["director"],
                 self.ecu_serial,
                 self.hardware_id,
                 self.limits,
                 encoding=self.encoding,
                 vehicle_id=self.vehicle_id,
             )
+            self._partial.raw.pop("targets", None)  # in the store: RAM keeps the floor
+        del trusted
         self._clear_error()
         if self.reboot_after_install:
             self.start()
