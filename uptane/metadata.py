@@ -10,7 +10,8 @@ a decode/encode round trip. Every ``from_dict`` takes a :class:`~uptane.limits.L
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Mapping as AbcMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Generic, TypeVar
@@ -97,9 +98,29 @@ def format_expires(value: datetime) -> str:
 # --- envelope pieces ---------------------------------------------------------------------
 
 
+#: hex digits of the key-id hint a DER signature carries: the first 8 bytes of the key id
+#: (docs/der-profile.md, "Signature"); JSON signatures carry the whole key id
+KEYID_HINT_HEX = 16
+
+
+def signature_keyid(keyid: str, encoding: str) -> str:
+    """The key id a new signature in ``encoding`` names: the whole id in JSON, its first 8
+    bytes in DER. A verifier matches a hint against the role's authorized key ids only
+    (:func:`uptane.signatures.count_valid`), so the 24 bytes saved per signature cost at
+    most an extra verify when two authorized ids share the prefix."""
+    if encoding == DER and len(keyid) > KEYID_HINT_HEX and _is_hex(keyid):
+        return keyid[:KEYID_HINT_HEX]
+    return keyid
+
+
+def _is_hex(text: str) -> bool:
+    return len(text) % 2 == 0 and all(c in "0123456789abcdef" for c in text)
+
+
 @dataclass
 class Signature:
-    """One signature: the signing key's id and the raw signature bytes."""
+    """One signature: the signing key's id (or, in DER, its 8-byte hint) and the raw
+    signature bytes."""
 
     keyid: str
     sig: bytes
@@ -475,6 +496,113 @@ class TargetFile:
         return cls(path, len(data), hashes, **fields)
 
 
+#: the keys of a target entry's ``custom`` object that :func:`_plain_entry` checks itself
+_PLAIN_CUSTOM = frozenset(("hardwareIds", "releaseCounter"))
+
+
+def _plain_entry(td: Any, limits: Limits) -> bool:
+    """Whether :meth:`TargetFile.from_dict` accepts ``td``, for an entry of the common
+    shape (``length``, ``hashes``, and a ``custom`` holding at most ``hardwareIds`` and
+    ``releaseCounter``), decided by the same checks without building anything.
+
+    True means that ``from_dict`` succeeds on ``td`` (each check below is one it makes,
+    with the same caps), so the entry may be built later, on lookup. False means "not
+    decided here": the caller builds the entry at once, which either raises the precise
+    error or builds an entry of another shape.
+    """
+    if type(td) is not dict:
+        return False
+    length = td.get("length")
+    if type(length) is not int or length < 0:
+        return False
+    hashes = td.get("hashes")
+    if type(hashes) is not dict or not hashes or len(hashes) > limits.max_hashes:
+        return False
+    for digest in hashes.values():
+        if type(digest) is not str or len(digest) > 1024:
+            return False
+        try:
+            bytes.fromhex(digest)
+        except ValueError:
+            return False
+    if "custom" not in td:
+        return True
+    custom = td["custom"]
+    if type(custom) is not dict or len(custom) > limits.max_custom_items:
+        return False
+    if not _PLAIN_CUSTOM.issuperset(custom):
+        return False
+    if "hardwareIds" in custom:
+        hw = custom["hardwareIds"]
+        if type(hw) is not list or len(hw) > limits.max_hardware_ids:
+            return False
+        max_string = limits.max_string
+        for item in hw:
+            if type(item) is not str or len(item) > max_string:
+                return False
+    if "releaseCounter" in custom:
+        rc = custom["releaseCounter"]
+        if type(rc) is not int or rc < 0:
+            return False
+    return True
+
+
+class TargetMap(MutableMapping[str, TargetFile]):
+    """path -> :class:`TargetFile` of a targets role, in the order of the metadata.
+
+    A decoded role validates every entry when it is decoded (:meth:`Targets.from_dict`);
+    what waits is only building the ``TargetFile`` of an entry of the common shape: its
+    checked, decoded JSON object is kept and built on first lookup (a refresh of a
+    1,000-target repository looks up one entry). Every read goes through
+    :meth:`__getitem__`, so no caller ever sees an unbuilt entry. See docs/core.md,
+    "Target entries".
+    """
+
+    def __init__(
+        self,
+        entries: AbcMapping[str, TargetFile] | None = None,
+        limits: Limits | None = None,
+    ) -> None:
+        #: a TargetFile, or (not yet built) the entry's checked JSON object
+        self._entries: dict[str, TargetFile | dict[str, Any]] = dict(entries or {})
+        self._limits = limits
+
+    @classmethod
+    def _decoded(cls, entries: dict[str, TargetFile | dict[str, Any]], limits: Limits) -> TargetMap:
+        m = cls(None, limits)
+        m._entries = entries
+        return m
+
+    def __getitem__(self, path: str) -> TargetFile:
+        value = self._entries[path]
+        if type(value) is dict:
+            assert self._limits is not None
+            value = TargetFile.from_dict(path, value, self._limits)
+            self._entries[path] = value
+        return value  # type: ignore[return-value]
+
+    def __setitem__(self, path: str, target: TargetFile) -> None:
+        self._entries[path] = target
+
+    def __delitem__(self, path: str) -> None:
+        del self._entries[path]
+
+    def __contains__(self, path: object) -> bool:
+        return path in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({dict(self.items())!r})"
+
+
 @dataclass
 class RoleRef:
     """One role inside a TAP 3 multi-role delegation."""
@@ -686,7 +814,8 @@ class Targets(Signed):
     """Targets metadata (§5.2.3). On the Director it names the vehicle (§5.2.3.1)."""
 
     _type: ClassVar[str] = "targets"
-    targets: dict[str, TargetFile] = field(default_factory=dict)
+    #: a plain dict when built in code; a :class:`TargetMap` when decoded
+    targets: MutableMapping[str, TargetFile] = field(default_factory=dict)
     delegations: Delegations | None = None
     vehicle_id: str | None = None
 
@@ -707,10 +836,16 @@ class Targets(Signed):
         common = cls._common_from_dict(d, limits)
         targets_d = _obj(_take(d, "targets", dict, "targets"), "targets list")
         limits.check_count("targets", len(targets_d), limits.max_targets)
-        targets = {}
+        # every entry is checked now; an entry of the common shape is built on lookup
+        entries: dict[str, TargetFile | dict[str, Any]] = {}
+        max_string = limits.max_string
         for path, td in targets_d.items():
-            limits.check_string("target path", path)
-            targets[path] = TargetFile.from_dict(path, td, limits)
+            if len(path) > max_string:
+                limits.check_string("target path", path)
+            entries[path] = (
+                td if _plain_entry(td, limits) else TargetFile.from_dict(path, td, limits)
+            )
+        targets = TargetMap._decoded(entries, limits)
         dd = d.pop("delegations", None)
         vin = _opt(d, "vehicleId", str, "targets")
         if vin is not None:
@@ -763,7 +898,8 @@ class Metadata(Generic[T]):
     def sign(self, signer: Signer, *, append: bool = True) -> Signature:
         """Sign the signed part with ``signer``; replaces all signatures unless ``append``."""
         self.signed_bytes = self.payload()
-        sig = Signature(signer.key.keyid, signer.sign(self.signed_bytes))
+        keyid = signature_keyid(signer.key.keyid, self.encoding)
+        sig = Signature(keyid, signer.sign(self.signed_bytes))
         if not append:
             self.signatures = []
         self.signatures = [s for s in self.signatures if s.keyid != sig.keyid] + [sig]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from uptane.errors import BadSignature, ThresholdNotMet
@@ -59,3 +61,64 @@ def test_single_signature_check():
     check_single(PAYLOAD, [Signature(k.keyid, k.sign(PAYLOAD))], k.key, "report")
     with pytest.raises(BadSignature):
         check_single(b"other", [Signature(k.keyid, k.sign(PAYLOAD))], k.key, "report")
+
+
+# --- DER key-id hints (docs/der-profile.md, "Signature") ---------------------------------
+
+
+def test_5_4_4_3_der_signature_names_an_8_byte_key_id_hint():
+    from uptane.metadata import DER, JSON, KEYID_HINT_HEX, Metadata, Targets, decode
+
+    k = PrivateKey.generate()
+    md = Metadata(
+        Targets(version=1, expires=datetime(2030, 1, 1, tzinfo=UTC), targets={}), encoding=DER
+    )
+    sig = md.sign(k)
+    assert sig.keyid == k.keyid[:KEYID_HINT_HEX]
+    back = decode(md.to_bytes(), PRIMARY, encoding=DER, role_type="targets")
+    assert back.signatures[0].keyid == k.keyid[:KEYID_HINT_HEX]
+    check_threshold(back.signed_bytes, back.signatures, {k.keyid: k.key}, [k.keyid], 1, PRIMARY)
+    md.encoding = JSON
+    assert md.sign(k).keyid == k.keyid  # JSON keeps the whole id (TUF, python-tuf)
+
+
+def test_5_4_4_3_key_id_hint_only_reaches_keys_the_role_authorizes():
+    good, other = PrivateKey.generate(), PrivateKey.generate()
+    keys = {good.keyid: good.key, other.keyid: other.key}
+    hint = other.keyid[:16]
+    sigs = [Signature(hint, other.sign(PAYLOAD))]
+    assert count_valid(PAYLOAD, sigs, keys, [good.keyid]) == 0
+    assert count_valid(PAYLOAD, sigs, keys, [good.keyid, other.keyid]) == 1
+    # a hint that is not a prefix of any authorized id, or of the wrong length, is nothing
+    assert (
+        count_valid(PAYLOAD, [Signature(hint[:15], other.sign(PAYLOAD))], keys, [other.keyid]) == 0
+    )
+    assert (
+        count_valid(PAYLOAD, [Signature(good.keyid[:16], other.sign(PAYLOAD))], keys, list(keys))
+        == 0
+    )
+
+
+def test_5_4_4_3_key_id_hint_and_whole_id_of_one_key_count_once():
+    k = PrivateKey.generate()
+    keys = {k.keyid: k.key}
+    sigs = [Signature(k.keyid, k.sign(PAYLOAD)), Signature(k.keyid[:16], k.sign(PAYLOAD))]
+    assert count_valid(PAYLOAD, sigs, keys, [k.keyid]) == 1
+    with pytest.raises(ThresholdNotMet):
+        check_threshold(PAYLOAD, sigs, keys, [k.keyid], 2, PRIMARY)
+
+
+def test_5_4_4_3_authorized_ids_sharing_a_hint_are_each_tried():
+    a, b = PrivateKey.generate(), PrivateKey.generate()
+    # two authorized ids with one prefix (ids are names here; the key bytes differ)
+    ida, idb = "ab" * 8 + "0" * 48, "ab" * 8 + "1" * 48
+    keys = {ida: a.key, idb: b.key}
+    assert count_valid(PAYLOAD, [Signature("ab" * 8, b.sign(PAYLOAD))], keys, [ida, idb]) == 1
+
+
+def test_single_signature_check_accepts_the_der_hint():
+    k = PrivateKey.generate()
+    check_single(PAYLOAD, [Signature(k.keyid[:16], k.sign(PAYLOAD))], k.key, "report")
+    other = PrivateKey.generate()
+    with pytest.raises(BadSignature):
+        check_single(PAYLOAD, [Signature(other.keyid[:16], k.sign(PAYLOAD))], k.key, "report")
