@@ -38,9 +38,10 @@ JSON shapes (field names are this project's; DER uses the ASN.1 names)::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Generic, TypeVar
 
 from uptane.encoding import der
@@ -84,12 +85,38 @@ def attack_indicator(error: UptaneError, max_length: int = 1024) -> str:
     return " ".join(f"{error.attack}: {error.message}".split())[:max_length]
 
 
+_TIME = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})Z")
+
+
+def _parse_time(value: str) -> datetime:
+    """:func:`parse_expires` without strptime for the canonical form (a third of a
+    manifest's decode at the Director); anything else, and any error, goes through it."""
+    m = _TIME.fullmatch(value)
+    if m is not None:
+        try:
+            return datetime(*map(int, m.groups()), tzinfo=UTC)  # type: ignore[misc]
+        except ValueError:
+            pass
+    return parse_expires(value)
+
+
+def _format_time(value: datetime) -> str:
+    """:func:`format_expires`, without strftime for a UTC time (years from 1000: glibc's
+    strftime writes earlier years unpadded, and the canonical check relies on that)."""
+    if value.tzinfo is UTC and value.year >= 1000:
+        return (
+            f"{value.year:04d}-{value.month:02d}-{value.day:02d}T"
+            f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}Z"
+        )
+    return format_expires(value)
+
+
 def _time(d: dict[str, Any], key: str, what: str, required: bool) -> datetime | None:
     value = _take(d, key, str, what) if required else _opt(d, key, str, what)
     if value is None:
         return None
-    parsed = parse_expires(value)
-    if format_expires(parsed) != value:
+    parsed = _parse_time(value)
+    if _format_time(parsed) != value:
         raise NonCanonicalEncoding(f"{what}: {key} is not written as YYYY-MM-DDTHH:MM:SSZ")
     return parsed
 
@@ -174,10 +201,10 @@ class EcuVersionReport:
             "_type": self._type,
             "ecu_id": self.ecu_id,
             "installed_image": self.installed.to_dict(),
-            "latest_time": format_expires(self.latest_time),
+            "latest_time": _format_time(self.latest_time),
         }
         if self.previous_time is not None:
-            d["previous_time"] = format_expires(self.previous_time)
+            d["previous_time"] = _format_time(self.previous_time)
         if self.release_counter is not None:
             d["release_counter"] = self.release_counter
         if self.attack is not None:
