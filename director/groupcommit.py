@@ -21,7 +21,6 @@ from __future__ import annotations
 import threading
 from collections import Counter, deque
 from collections.abc import Callable
-from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from sqlalchemy.engine import Connection, Engine
@@ -36,6 +35,26 @@ class WriterStopped(RuntimeError):
     """The writer thread ended before it answered (it is restarted by the next unit)."""
 
 
+class _Unit:
+    """One queued unit and its answer; ``done`` is held until the answer is set (a bare
+    lock: cheaper than a Future's condition, and this is paid per manifest)."""
+
+    __slots__ = ("answered", "done", "fn", "ok", "value")
+
+    def __init__(self, fn: Callable[[Connection], Any]) -> None:
+        self.fn = fn
+        self.ok = self.answered = False
+        self.value: Any = None
+        self.done = threading.Lock()
+        self.done.acquire()
+
+    def answer(self, ok: bool, value: Any) -> None:
+        """Set the answer once (only the writer thread calls this) and wake the caller."""
+        if not self.answered:
+            self.ok, self.value, self.answered = ok, value, True
+            self.done.release()
+
+
 class GroupCommit:
     """One writer thread and its queue for ``engine``; see the module docstring."""
 
@@ -44,7 +63,7 @@ class GroupCommit:
             raise ValueError("max_batch must be at least 1")
         self.engine = engine
         self.max_batch = max_batch
-        self._pending: deque[tuple[Callable[[Connection], Any], Future[Any]]] = deque()
+        self._pending: deque[_Unit] = deque()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -54,9 +73,9 @@ class GroupCommit:
     def run(self, unit: Callable[[Connection], T]) -> T:
         """Run ``unit`` in the next batch; return its result, or raise its exception, once
         the batch's commit is durable."""
-        fut: Future[Any] = Future()
+        u = _Unit(unit)
         with self._cond:
-            self._pending.append((unit, fut))
+            self._pending.append(u)
             thread = self._thread
             if thread is None or not thread.is_alive():
                 self._stopping = False
@@ -65,14 +84,14 @@ class GroupCommit:
                 )
                 thread.start()
             self._cond.notify()
-        while True:
-            try:
-                return fut.result(timeout=1.0)
-            except TimeoutError:
-                # the writer answers every unit it takes, and stops only with nothing
-                # queued; this is for a thread torn down under it (interpreter exit)
-                if not fut.done() and not thread.is_alive():
-                    raise WriterStopped("the Director's writer thread ended") from None
+        # the writer answers every unit it takes, and stops only with nothing queued; the
+        # check is for a thread torn down under it (interpreter exit)
+        while not u.done.acquire(timeout=1.0):
+            if not thread.is_alive() and not u.answered:
+                raise WriterStopped("the Director's writer thread ended")
+        if u.ok:
+            return u.value  # type: ignore[no-any-return]
+        raise u.value
 
     def close(self, timeout: float = 30.0) -> None:
         """Finish the units already queued, then stop the writer (a later :meth:`run`
@@ -84,7 +103,7 @@ class GroupCommit:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
 
-    def _take(self) -> list[tuple[Callable[[Connection], Any], Future[Any]]] | None:
+    def _take(self) -> list[_Unit] | None:
         with self._cond:
             while not self._pending:
                 if self._stopping:
@@ -102,34 +121,28 @@ class GroupCommit:
             try:
                 self._commit(batch)
             except BaseException as e:  # never leave a caller waiting
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(e)
+                for u in batch:
+                    u.answer(False, e)
 
-    def _commit(self, batch: list[tuple[Callable[[Connection], Any], Future[Any]]]) -> None:
-        outcomes: list[tuple[Future[Any], bool, Any]] = []
+    def _commit(self, batch: list[_Unit]) -> None:
+        outcomes: list[tuple[_Unit, bool, Any]] = []
         with self.engine.begin() as conn:
             cur = conn.connection.cursor()  # savepoints on the DBAPI cursor: no overhead
             try:
-                for unit, fut in batch:
-                    if not fut.set_running_or_notify_cancel():
-                        continue
+                for u in batch:
                     cur.execute("SAVEPOINT unit")
                     try:
-                        result = unit(conn)
+                        result = u.fn(conn)
                     except Exception as e:
                         cur.execute("ROLLBACK TO SAVEPOINT unit")
                         cur.execute("RELEASE SAVEPOINT unit")
-                        outcomes.append((fut, False, e))
+                        outcomes.append((u, False, e))
                     else:
                         cur.execute("RELEASE SAVEPOINT unit")
-                        outcomes.append((fut, True, result))
+                        outcomes.append((u, True, result))
             finally:
                 cur.close()
         # the commit returned: everything stored is durable; answer in arrival order
         self.batch_sizes[len(outcomes)] += 1
-        for fut, ok, value in outcomes:
-            if ok:
-                fut.set_result(value)
-            else:
-                fut.set_exception(value)
+        for u, ok, value in outcomes:
+            u.answer(ok, value)
