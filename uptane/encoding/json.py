@@ -59,6 +59,11 @@ def canonical(obj: JSONValue) -> bytes:
     return _utf8("".join(out))
 
 
+#: json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False), with the
+#: encoder built once (dumps builds one per call with these options)
+_C_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+
 def canonical_decoded(value: JSONValue) -> bytes:
     """:func:`canonical` of a tree that :func:`loads` returned (only dict with str keys,
     list, str, int, bool and None; no floats), at C speed.
@@ -71,7 +76,7 @@ def canonical_decoded(value: JSONValue) -> bytes:
     that did not come from :func:`loads`: floats or non-string keys would not be refused.
     """
     try:
-        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        text = _C_CANONICAL(value)
     except (TypeError, ValueError):
         return canonical(value)
     if "\\" in text:
