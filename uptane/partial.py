@@ -280,3 +280,14 @@ def _decode_targets(data: bytes, limits: Limits, encoding: str) -> Metadata[Targ
     if len(data) > cap:
         raise EndlessDataAttack(f"{len(data)} bytes exceeds the {cap}-byte cap")
     return decode(data, limits, encoding=encoding, role_type="targets", cap=cap)
+
+
+def listed_target(
+    data: bytes, path: str, limits: Limits, *, encoding: str = DER
+) -> TargetFile | None:
+    """The entry for ``path`` in Director targets this ECU verified before (its own
+    persisted bytes; a lookup, no check), decoded one entry at a time for DER."""
+    if encoding == DER:
+        return walk_targets(bytes(data), limits, "").metadata.signed.targets.get(path)
+    md: Metadata[Targets] = _decode_targets(data, limits, encoding)
+    return md.signed.targets.get(path)
