@@ -89,6 +89,11 @@ _ECU_REPORTED = (
 )
 
 
+#: json.dumps(hashes, sort_keys=True) as the ECU rows store installed hashes, the encoder
+#: built once
+_HASHES_JSON = json.JSONEncoder(sort_keys=True).encode
+
+
 @functools.cache
 def _sql(text: str, dialect: str) -> str:
     """``text`` in the paramstyle of ``dialect``'s driver (sqlite3 takes ``:name``)."""
@@ -98,13 +103,10 @@ def _sql(text: str, dialect: str) -> str:
 
 
 @functools.cache
-def _seen_nonces_sql(n_ecus: int, n_nonces: int, dialect: str) -> str:
-    ecus = ", ".join(f":e{i}" for i in range(n_ecus))
-    nonces = ", ".join(f":n{i}" for i in range(n_nonces))
-    return _sql(
-        f"SELECT ecu_id, nonce FROM nonces WHERE ecu_id IN ({ecus}) AND nonce IN ({nonces})",
-        dialect,
-    )
+def _seen_nonces_sql(n: int, dialect: str) -> str:
+    """The stored ones among ``n`` (ECU, nonce) pairs: one probe of the unique index each."""
+    pairs = " OR ".join(f"(ecu_id = :e{i} AND nonce = :n{i})" for i in range(n))
+    return _sql(f"SELECT ecu_id, nonce FROM nonces WHERE {pairs}", dialect)
 
 
 class _Ecu(NamedTuple):
@@ -921,15 +923,15 @@ class Director:
     ) -> set[tuple[int, str]]:
         """Which of the reports' (ECU, nonce) pairs were stored before: one query over the
         unique (ecu_id, nonce) index for the whole manifest."""
-        pairs = {(ecus[s].id, r.nonce.hex()) for s, r in reports.items() if r.nonce is not None}
+        pairs = [(ecus[s].id, r.nonce.hex()) for s, r in reports.items() if r.nonce is not None]
         if not pairs:
             return set()
-        ecu_ids = sorted({e for e, _ in pairs})
-        nonces = sorted({n for _, n in pairs})
-        params: dict[str, Any] = {f"e{i}": e for i, e in enumerate(ecu_ids)}
-        params.update((f"n{i}", n) for i, n in enumerate(nonces))
-        cur.execute(_seen_nonces_sql(len(ecu_ids), len(nonces), dialect), params)
-        return {(int(e), n) for e, n in cur.fetchall()} & pairs
+        params: dict[str, Any] = {}
+        for i, (e, n) in enumerate(pairs):
+            params[f"e{i}"] = e
+            params[f"n{i}"] = n
+        cur.execute(_seen_nonces_sql(len(pairs), dialect), params)
+        return {(int(e), n) for e, n in cur.fetchall()}
 
     @staticmethod
     def _seen(
@@ -988,7 +990,7 @@ class Director:
                     "id": ecu.id,
                     "path": r.installed.filename,
                     "length": r.installed.length,
-                    "hashes": json.dumps(r.installed.hashes, sort_keys=True),
+                    "hashes": _HASHES_JSON(r.installed.hashes),
                     "time": _ts(r.latest_time),
                     "attack": r.attack,
                     # a nonce report leaves the ECU's counter as it is (COALESCE)
