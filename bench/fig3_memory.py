@@ -5,8 +5,10 @@ mode (constrained :class:`~uptane.limits.Limits`, DER metadata) with file-backed
 (:class:`hardware.flash.Flash`, :class:`hardware.slots.SlotManager`) and an
 :class:`hardware.store.AtomicStore`. Inside one ``tracemalloc`` window it receives the
 Director's targets (DER, padded to just under the constrained 16 KiB cap with entries for
-other ECUs) and runs §5.4.4.1, then receives the image in chunks of the constrained chunk
-size (each chunk is generated inside the window, so one chunk is counted), streams it
+other ECUs; the message buffer is made inside the window, as a link hands it over, so it is
+counted and whatever the agent keeps of it shows) and runs §5.4.4.1, then receives the
+image in chunks of the constrained chunk size (each chunk is generated inside the window,
+so one chunk is counted), streams it
 through :class:`~uptane.verify.ImageVerifier` into the inactive slot, installs it (exact
 length, every hash, read-back, boot-record switch) and reboots into it (the bootloader
 hashes the slot again). The handler methods are called directly, as the link endpoint
@@ -154,14 +156,19 @@ def measure(total: int, work: Path) -> dict[str, Any]:
     )
     agent.start()
     phases: dict[str, float] = {}
+    held: dict[str, float] = {}  # traced after each phase, above the window's start
 
     def image() -> None:
         for off, c in zip(range(0, total, chunk), _chunks(total, chunk), strict=True):
             agent.put_image_chunk(target.path, total, off, c)
 
+    def metadata() -> None:
+        # the message as the link endpoint hands it over: one fresh buffer (bench fig 3b)
+        agent.put_metadata("director", "targets", DER, bytes(memoryview(targets)))
+
     steps = (
         ("time", lambda: agent.put_time(t + 1, None)),
-        ("metadata", lambda: agent.put_metadata("director", "targets", DER, targets)),
+        ("metadata", metadata),
         ("image", image),
         ("install", lambda: agent.install(target.path)),
     )
@@ -173,25 +180,27 @@ def measure(total: int, work: Path) -> dict[str, Any]:
             before, _ = tracemalloc.get_traced_memory()
             tracemalloc.reset_peak()
             step()
-            _, peak = tracemalloc.get_traced_memory()
+            current, peak = tracemalloc.get_traced_memory()
             phases[name] = peak - before
+            held[name] = current - base
             overall = max(overall, peak)
-        held = _largest_blocks(tracemalloc.take_snapshot())
+        largest = _largest_blocks(tracemalloc.take_snapshot())
     finally:
         tracemalloc.stop()
     st = agent.slots.status()
     assert st.installed is not None and st.installed.filename == target.path, st
     return {
         "peak": overall - base,
-        "held_at_end": held,
+        "held_at_end": largest,
         "phases": phases,
+        "held": held,
         "targets_bytes": len(targets),
         "chunk": chunk,
     }
 
 
-def _kib(m: dict[str, Any]) -> dict[str, float]:
-    return {k: round(v / 1024, 1) for k, v in m["phases"].items()}
+def _kib(m: dict[str, Any], key: str = "phases") -> dict[str, float]:
+    return {k: round(v / 1024, 1) for k, v in m[key].items()}
 
 
 def run(smoke: bool = False) -> list[Figure]:
@@ -251,8 +260,12 @@ def run(smoke: bool = False) -> list[Figure]:
             unit=f"KiB peak, {big >> 20} MiB image",
             reference_unit="KiB = 64 KiB + one chunk",
             notes=common
-            + " Per-phase peaks (KiB) in details: the image stream alone is what grows "
-            "with the image.",
-            details={"phase_peaks_kib": _kib(b), "held_at_end": b["held_at_end"]},
+            + " Per-phase peaks and what stays traced after each phase (KiB) in details: "
+            "the overall peak is a phase's peak on top of what earlier phases left.",
+            details={
+                "phase_peaks_kib": _kib(b),
+                "held_after_phase_kib": _kib(b, "held"),
+                "held_at_end": b["held_at_end"],
+            },
         ),
     ]
