@@ -250,7 +250,10 @@ class SecondaryEndpoint:
         done = len(cur.data)
         if done == cur.total:
             self._meta = None
-            self.handler.put_metadata(cur.repository, cur.role, cur.encoding, bytes(cur.data))
+            repository, role, encoding = cur.repository, cur.role, cur.encoding
+            data = bytes(cur.data)
+            del cur  # the receive buffer is freed first: one copy while the handler verifies
+            self.handler.put_metadata(repository, role, encoding, data)
         return Ack(offset=done)
 
     def _put_image(self, msg: PutImage) -> Ack:
