@@ -93,6 +93,12 @@ class GroupCommit:
             return u.value  # type: ignore[no-any-return]
         raise u.value
 
+    @property
+    def pending(self) -> int:
+        """Units queued and not yet taken into a batch."""
+        with self._cond:
+            return len(self._pending)
+
     def close(self, timeout: float = 30.0) -> None:
         """Finish the units already queued, then stop the writer (a later :meth:`run`
         starts a new one)."""
