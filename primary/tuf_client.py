@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import queue
 import sys
 import tempfile
 import threading
@@ -122,6 +123,13 @@ def write_metadata_dir(directory: Path, raw: dict[str, bytes]) -> None:
     temp file and fsynced before its rename (so a crash leaves the old or the new file,
     never a torn one); the temp files of one batch are fsynced concurrently, and the
     directory is fsynced once after all renames and removals of the batch."""
+    if _update_files(directory, raw):
+        fsync_dir(directory)
+
+
+def _update_files(directory: Path, raw: dict[str, bytes]) -> bool:
+    """:func:`write_metadata_dir` but for the directory's fsync, which the caller owes
+    when this returns True (something was renamed or removed)."""
     directory.mkdir(parents=True, exist_ok=True)
     wanted = {role_file(role): data for role, data in raw.items()}
     changed = False
@@ -155,8 +163,7 @@ def write_metadata_dir(directory: Path, raw: dict[str, bytes]) -> None:
             if role_file(role) == p.name:  # only files this client would have written
                 p.unlink()
                 changed = True
-    if changed:
-        fsync_dir(directory)
+    return changed
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -206,22 +213,43 @@ def _fsync_all(fds: list[int]) -> None:
 
 
 class _Persisting:
-    """One :func:`write_metadata_dir` run in a background thread, so its fsyncs overlap
-    the next network transfer; :meth:`wait` returns once the files are durable (or raises
-    what the write raised)."""
+    """The trusted files of one command, written by a background thread while the
+    command goes on (its fsyncs overlap the next transfers).
 
-    def __init__(self, directory: Path, raw: dict[str, bytes]) -> None:
+    Each :meth:`put` hands over what the core trusts at that point; the thread brings
+    the directory to it (changed files through a fsynced temp file and a rename, as
+    :func:`write_metadata_dir`), one snapshot after the other, in order. The directory
+    is fsynced once, in :meth:`wait`, after the last snapshot's renames: that one fsync
+    makes every rename of the command durable. :meth:`wait` returns once the files are
+    durable, or raises what a write raised (the later snapshots are then not written)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
         self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, args=(directory, dict(raw)), daemon=True)
+        self.changed = False
+        self.queue: queue.SimpleQueue[dict[str, bytes] | None] = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
-    def _run(self, directory: Path, raw: dict[str, bytes]) -> None:
-        try:
-            write_metadata_dir(directory, raw)
-        except BaseException as e:
-            self.error = e
+    def put(self, raw: dict[str, bytes]) -> None:
+        self.queue.put(dict(raw))
+
+    def _run(self) -> None:
+        while (raw := self.queue.get()) is not None:
+            if self.error is not None:
+                continue
+            try:
+                self.changed |= _update_files(self.directory, raw)
+            except BaseException as e:
+                self.error = e
+        if self.changed and self.error is None:
+            try:
+                fsync_dir(self.directory)
+            except BaseException as e:
+                self.error = e
 
     def wait(self) -> None:
+        self.queue.put(None)
         self.thread.join()
         if self.error is not None:
             raise self.error
@@ -309,8 +337,10 @@ class TufClient:
         failure. A verified copy already in ``target_dir`` is not downloaded again."""
         if not names:
             raise UsageError("download needs at least one --target-name")
-        # the refresh is persisted with the first find's delegated roles, in one batch
-        # (one directory fsync); a failed refresh is persisted at once, as in refresh()
+        # what the refresh and each find trusted is written by a background thread while
+        # the next find and the targets download (the fsyncs overlap the transfers), with
+        # one directory fsync at the end; the command returns only once all is durable.
+        # A failed refresh is persisted at once, as in refresh().
         trust = self.load()
         out = Path(target_dir)
         try:
@@ -319,19 +349,14 @@ class TufClient:
         except BaseException:
             self.persist()
             raise
-        # each find's trusted files are written in the background while the target
-        # downloads (the fsyncs overlap the transfer); the command returns only once they
-        # are durable, and a second batch waits for the first
-        persisting: _Persisting | None = None
+        persisting = _Persisting(self.metadata_dir)
         try:
+            persisting.put(trust.raw)
             for name in names:
                 try:
                     target = trust.find_target(name, self._source(), self.clock.now())
                 finally:
-                    previous, persisting = persisting, None
-                    if previous is not None:
-                        previous.wait()
-                    persisting = _Persisting(self.metadata_dir, trust.raw)
+                    persisting.put(trust.raw)
                 dest = out / encode_name(name)
                 if self.is_cached(target, dest):
                     continue
@@ -343,8 +368,7 @@ class TufClient:
                     part_path=out / part_name(name),
                 )
         finally:
-            if persisting is not None:
-                persisting.wait()
+            persisting.wait()
 
     def url_for(self, target: TargetFile, base_url: str) -> str:
         """``base/path``, or ``base/dir/HASH.name`` with consistent snapshots (the first
