@@ -211,7 +211,7 @@ def _profile(d: Any, work: list[list[tuple[str, bytes]]]) -> tuple[str, dict[str
 def run(smoke: bool = False) -> list[Figure]:
     from director.director import Director
 
-    vehicles, per_vehicle, rounds = (8, 2, 1) if smoke else (VEHICLES, 20, 3)
+    vehicles, per_vehicle, rounds = (8, 2, 1) if smoke else (VEHICLES, 20, 5)
     serial_count = 10 if smoke else 200
     with tempfile.TemporaryDirectory(prefix="bench-director-") as tmp:
         ddir, fleet = make_director(Path(tmp), vehicles=vehicles)

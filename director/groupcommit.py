@@ -64,7 +64,7 @@ class GroupCommit:
         self.engine = engine
         self.max_batch = max_batch
         self._pending: deque[_Unit] = deque()
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.Lock())
         self._thread: threading.Thread | None = None
         self._stopping = False
         #: batch size -> how many batches of that size were committed (for the bench)
