@@ -29,13 +29,14 @@ from datetime import datetime
 from typing import Any
 
 from uptane.encoding.der_targets import TargetsWalk, walk_targets
-from uptane.errors import EndlessDataAttack, MalformedInput, RollbackAttack, UptaneError
+from uptane.errors import EndlessDataAttack, MalformedInput, UptaneError
 from uptane.limits import Limits
 from uptane.metadata import DER, Metadata, Root, TargetFile, Targets, decode
 from uptane.signatures import check_threshold
 from uptane.trust import (
     check_director_targets,
     check_not_expired,
+    check_targets_version,
     peek_version,
     verify_root_update,
     verify_signed_by,
@@ -248,13 +249,8 @@ class PartialVerifier:
             check_threshold(
                 walk.payload, walk.metadata.signatures, keys, keyids, threshold, self.limits
             )
-            version = walk.metadata.signed.version
-            # §5.4.4.6 step 4: the version must not decrease (rollback); an equal version
-            # is accepted, as for full verification.
-            if self.targets is not None and version < self.targets.signed.version:
-                raise RollbackAttack(
-                    f"targets version {version} is below the trusted {self.targets.signed.version}"
-                )
+            # §5.4.4.6 step 4: the version must not decrease (rollback).
+            check_targets_version(walk.metadata.signed.version, self.targets, role="targets")
             # §5.4.4.6 step 5: not expired (freeze).
             check_not_expired(walk.metadata.signed, now, role="targets")
         except UptaneError as e:

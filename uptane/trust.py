@@ -297,16 +297,22 @@ def verify_targets_bytes(
         # §5.4.4.6 step 3: a threshold of the keys the root (3.1) or the delegating
         # targets role (3.2) names.
         verify_signed_by(new, keys, keyids, threshold, limits, role=role)
-        # §5.4.4.6 step 4: the version must not decrease (rollback).
-        if trusted is not None and new.signed.version < trusted.signed.version:
-            raise RollbackAttack(
-                f"{role} version {new.signed.version} is below the trusted {trusted.signed.version}"
-            )
+        check_targets_version(new.signed.version, trusted, role=role)
         # §5.4.4.6 step 5: not expired (freeze).
         check_not_expired(new.signed, now, role=role)
     except UptaneError as e:
         raise e.at(repository=repository, role=role) from None
     return new
+
+
+def check_targets_version(version: int, trusted: Metadata[Targets] | None, *, role: str) -> None:
+    """§5.4.4.6 step 4: a targets version must not decrease (rollback); an equal version is
+    accepted. Shared by full verification and the Secondary's DER walk (uptane/partial.py)."""
+    # §5.4.4.6 step 4
+    if trusted is not None and version < trusted.signed.version:
+        raise RollbackAttack(
+            f"{role} version {version} is below the trusted {trusted.signed.version}"
+        )
 
 
 def check_director_targets(
