@@ -23,12 +23,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import queue
 import sys
 import tempfile
-import threading
 import traceback
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -190,35 +189,41 @@ def _replace_synced(path: Path, data: bytes) -> None:
         raise
 
 
+#: fsyncs run side by side (so the kernel can commit them together) and the trusted
+#: files written in the background, on threads started once per process and reused: a
+#: thread started per command made the command wait for it to be scheduled (up to a few
+#: milliseconds on a loaded machine). Jobs on _FSYNCS never wait for anything, and the
+#: one _WRITER thread only waits for _FSYNCS, so neither pool can deadlock.
+_FSYNCS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="tuf-client-fsync")
+_WRITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tuf-client-writer")
+
+
 def _fsync_all(fds: list[int]) -> None:
     """fsync every file in ``fds``, concurrently (the kernel can commit them together);
     returns when all are on disk, raises the first failure."""
-    errors: list[BaseException] = []
-
-    def one(fd: int) -> None:
-        try:
+    others = [_FSYNCS.submit(os.fsync, fd) for fd in fds[1:]]
+    error: BaseException | None = None
+    try:
+        for fd in fds[:1]:
             os.fsync(fd)
+    except BaseException as e:
+        error = e
+    for f in others:
+        try:
+            f.result()
         except BaseException as e:
-            errors.append(e)
-
-    threads = [threading.Thread(target=one, args=(fd,), daemon=True) for fd in fds[1:]]
-    for t in threads:
-        t.start()
-    for fd in fds[:1]:
-        one(fd)
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
+            error = error or e
+    if error is not None:
+        raise error
 
 
 class _Persisting:
-    """The trusted files of one command, written by a background thread while the
-    command goes on (its fsyncs overlap the next transfers).
+    """The trusted files of one command, written in the background while the command goes
+    on (their fsyncs overlap the next transfers).
 
-    Each :meth:`put` hands over what the core trusts at that point; the thread brings
-    the directory to it (changed files through a fsynced temp file and a rename, as
-    :func:`write_metadata_dir`), one snapshot after the other, in order. The directory
+    Each :meth:`put` hands over what the core trusts at that point; the writer thread
+    brings the directory to it (changed files through a fsynced temp file and a rename,
+    as :func:`write_metadata_dir`), one snapshot after the other, in order. The directory
     is fsynced once, in :meth:`wait`, after the last snapshot's renames: that one fsync
     makes every rename of the command durable. :meth:`wait` returns once the files are
     durable, or raises what a write raised (the later snapshots are then not written)."""
@@ -227,32 +232,26 @@ class _Persisting:
         self.directory = directory
         self.error: BaseException | None = None
         self.changed = False
-        self.queue: queue.SimpleQueue[dict[str, bytes] | None] = queue.SimpleQueue()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
+        self.jobs: list[Future[None]] = []
 
     def put(self, raw: dict[str, bytes]) -> None:
-        self.queue.put(dict(raw))
+        self.jobs.append(_WRITER.submit(self._write, dict(raw)))
 
-    def _run(self) -> None:
-        while (raw := self.queue.get()) is not None:
-            if self.error is not None:
-                continue
-            try:
-                self.changed |= _update_files(self.directory, raw)
-            except BaseException as e:
-                self.error = e
-        if self.changed and self.error is None:
-            try:
-                fsync_dir(self.directory)
-            except BaseException as e:
-                self.error = e
+    def _write(self, raw: dict[str, bytes]) -> None:
+        if self.error is not None:
+            return
+        try:
+            self.changed |= _update_files(self.directory, raw)
+        except BaseException as e:
+            self.error = e
 
     def wait(self) -> None:
-        self.queue.put(None)
-        self.thread.join()
+        for job in self.jobs:
+            job.result()
         if self.error is not None:
             raise self.error
+        if self.changed:
+            fsync_dir(self.directory)
 
 
 # --- the client -----------------------------------------------------------------------------
