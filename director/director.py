@@ -1,7 +1,8 @@
 """The Director (§5.3.2): inventory, assignments and bundles, per-vehicle metadata.
 
 :class:`Director` is the service layer that the HTTP app and the CLI share. Every change is
-one database transaction; per-vehicle metadata is built and signed with
+one database transaction (manifests arriving together share one, each in its own savepoint,
+and one durable commit: :mod:`director.groupcommit`); per-vehicle metadata is built and signed with
 :class:`uptane.repository.RepositoryBuilder` inside that transaction, so versions only
 grow and nothing half-written is visible. Signed bytes are cached in memory: an unchanged
 poll costs at most one indexed lookup.
@@ -104,7 +105,8 @@ def _sql(text: str, dialect: str) -> str:
 
 @functools.cache
 def _seen_nonces_sql(n: int, dialect: str) -> str:
-    """The stored ones among ``n`` (ECU, nonce) pairs: one probe of the unique index each."""
+    """The stored ones among ``n`` (ECU, nonce) pairs: one probe of the unique index each
+    (``n`` is at most ``Limits.max_ecus``, 256: within SQLite's expression depth of 1000)."""
     pairs = " OR ".join(f"(ecu_id = :e{i} AND nonce = :n{i})" for i in range(n))
     return _sql(f"SELECT ecu_id, nonce FROM nonces WHERE {pairs}", dialect)
 
