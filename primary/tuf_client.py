@@ -224,24 +224,28 @@ class _Persisting:
     Each :meth:`put` hands over what the core trusts at that point; the writer thread
     brings the directory to it (changed files through a fsynced temp file and a rename,
     as :func:`write_metadata_dir`), one snapshot after the other, in order. The directory
-    is fsynced once, in :meth:`wait`, after the last snapshot's renames: that one fsync
-    makes every rename of the command durable. :meth:`wait` returns once the files are
-    durable, or raises what a write raised (the later snapshots are then not written)."""
+    is fsynced once, after the renames of the snapshot put with ``last`` (in the
+    background too), or else in :meth:`wait`: that one fsync makes every rename of the
+    command durable. :meth:`wait` returns once everything is durable, or raises what a
+    write raised (the later snapshots are then not written)."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.error: BaseException | None = None
-        self.changed = False
+        self.changed = False  # a rename or removal not yet made durable
         self.jobs: list[Future[None]] = []
 
-    def put(self, raw: dict[str, bytes]) -> None:
-        self.jobs.append(_WRITER.submit(self._write, dict(raw)))
+    def put(self, raw: dict[str, bytes], *, last: bool = False) -> None:
+        self.jobs.append(_WRITER.submit(self._write, dict(raw), last))
 
-    def _write(self, raw: dict[str, bytes]) -> None:
+    def _write(self, raw: dict[str, bytes], last: bool) -> None:
         if self.error is not None:
             return
         try:
             self.changed |= _update_files(self.directory, raw)
+            if last and self.changed:
+                fsync_dir(self.directory)
+                self.changed = False
         except BaseException as e:
             self.error = e
 
@@ -252,6 +256,7 @@ class _Persisting:
             raise self.error
         if self.changed:
             fsync_dir(self.directory)
+            self.changed = False
 
 
 # --- the client -----------------------------------------------------------------------------
@@ -338,7 +343,8 @@ class TufClient:
             raise UsageError("download needs at least one --target-name")
         # what the refresh and each find trusted is written by a background thread while
         # the next find and the targets download (the fsyncs overlap the transfers), with
-        # one directory fsync at the end; the command returns only once all is durable.
+        # one directory fsync after the last find's files; the command returns only once
+        # all is durable.
         # A failed refresh is persisted at once, as in refresh().
         trust = self.load()
         out = Path(target_dir)
@@ -351,11 +357,11 @@ class TufClient:
         persisting = _Persisting(self.metadata_dir)
         try:
             persisting.put(trust.raw)
-            for name in names:
+            for i, name in enumerate(names):
                 try:
                     target = trust.find_target(name, self._source(), self.clock.now())
-                finally:
-                    persisting.put(trust.raw)
+                finally:  # after the last find, the directory's fsync goes with it
+                    persisting.put(trust.raw, last=i == len(names) - 1)
                 dest = out / encode_name(name)
                 if self.is_cached(target, dest):
                     continue
