@@ -380,20 +380,23 @@ class SignedManifest(Generic[M]):
         t = signed_d.get("_type")
         if not isinstance(t, str) or t not in _KINDS or (kind is not None and t != kind):
             raise MalformedInput(f"expected a {kind or 'manifest'}, got {str(t)[:40]!r}")
-        # both sides at C speed: the received tree came from the bounded decoder, and the
-        # model writes back only strings, ints and what it kept of that tree (never a
-        # float or a non-string key), so canonical_decoded is exactly canonical here
-        received = canonical_decoded(signed_d) if encoding == JSON else None
         if t == VEHICLE_MANIFEST:
             signed: Any = VehicleVersionManifest.from_dict(signed_d, limits, encoding=encoding)
         else:
             signed = EcuVersionReport.from_dict(signed_d, limits)
         out = cls(signed, [Signature.from_dict(s, limits) for s in sigs], encoding)
-        out.signed_bytes = (
-            canonical_decoded(signed.to_dict()) if encoding == JSON else out.payload()
-        )
-        if received is not None and received != out.signed_bytes:
+        if encoding != JSON:
+            out.signed_bytes = out.payload()
+            return out
+        # The model must write back exactly the signed part received. Comparing the trees
+        # is comparing their canonical forms: the received tree came from the bounded
+        # decoder (no floats, string keys only), and the model writes back str, non-bool
+        # int (the readers refuse a bool where an int goes) or the very objects it kept of
+        # that tree, so no two values are == without having one canonical form. Then the
+        # bytes signed are those of the received part, encoded once, at C speed.
+        if signed.to_dict() != signed_d:
             raise NonCanonicalEncoding(f"{t}: the signed part does not write back unchanged")
+        out.signed_bytes = canonical_decoded(signed_d)
         return out
 
     @classmethod
