@@ -345,3 +345,28 @@ def test_5_4_2_1_2_report_text_with_control_characters_roundtrips(ecu_keys, enco
     report = make_report("BRAKE-7", attack="freeze: line one\nline two")
     data = signed_report(report, ecu_keys["BRAKE-7"], encoding).to_bytes()
     assert decode_report(data, PRIMARY, encoding).signed == report
+
+
+def test_json_signed_part_is_compared_as_a_tree_and_signed_bytes_are_canonical(ecu_keys):
+    """The write-back check compares trees; it refuses exactly what a canonical-bytes
+    comparison refuses (upper-case hex, a bool where an int goes), keeps unknown fields,
+    and the bytes signed are the canonical JSON of the signed part received."""
+    import json
+
+    from uptane.encoding.json import canonical
+
+    s = signed_report(make_report("BRAKE-7"), ecu_keys["BRAKE-7"], JSON)
+    doc = json.loads(s.to_bytes())
+    nonce = doc["signed"]["nonce"]
+    doc["signed"]["nonce"] = nonce.upper()
+    with pytest.raises(NonCanonicalEncoding):
+        decode_report(json.dumps(doc).encode(), PRIMARY, JSON)
+    doc["signed"]["nonce"] = nonce
+    doc["signed"]["release_counter"] = True
+    with pytest.raises(MalformedInput):
+        decode_report(json.dumps(doc).encode(), PRIMARY, JSON)
+    del doc["signed"]["release_counter"]
+    doc["signed"]["x-oem"] = {"flag": True, "n": 1}
+    back = decode_report(json.dumps(doc).encode(), PRIMARY, JSON)
+    assert back.signed.unrecognized == {"x-oem": {"flag": True, "n": 1}}
+    assert back.signed_bytes == canonical(doc["signed"])
