@@ -355,7 +355,8 @@ def test_json_signed_part_is_compared_as_a_tree_and_signed_bytes_are_canonical(e
 
     from uptane.encoding.json import canonical
 
-    s = signed_report(make_report("BRAKE-7"), ecu_keys["BRAKE-7"], JSON)
+    report = make_report("BRAKE-7", nonce=b"\xab" * 16)
+    s = signed_report(report, ecu_keys["BRAKE-7"], JSON)
     doc = json.loads(s.to_bytes())
     nonce = doc["signed"]["nonce"]
     doc["signed"]["nonce"] = nonce.upper()
