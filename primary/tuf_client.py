@@ -25,6 +25,7 @@ import contextlib
 import os
 import sys
 import tempfile
+import threading
 import traceback
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -192,16 +193,38 @@ def _replace_synced(path: Path, data: bytes) -> None:
 #: fsyncs run side by side (so the kernel can commit them together) and the trusted
 #: files written in the background, on threads started once per process and reused: a
 #: thread started per command made the command wait for it to be scheduled (up to a few
-#: milliseconds on a loaded machine). Jobs on _FSYNCS never wait for anything, and the
-#: one _WRITER thread only waits for _FSYNCS, so neither pool can deadlock.
-_FSYNCS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="tuf-client-fsync")
-_WRITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tuf-client-writer")
+#: milliseconds on a loaded machine). Jobs on the fsync pool never wait for anything, and
+#: the one writer thread only waits for the fsync pool, so neither pool can deadlock.
+#: The pools are made on first use, and forgotten in a forked child (the parent's threads
+#: do not exist there).
+_pools: tuple[ThreadPoolExecutor, ThreadPoolExecutor] | None = None
+_pools_lock = threading.Lock()
+
+
+def _fsyncs_and_writer() -> tuple[ThreadPoolExecutor, ThreadPoolExecutor]:
+    global _pools
+    with _pools_lock:
+        if _pools is None:
+            _pools = (
+                ThreadPoolExecutor(max_workers=8, thread_name_prefix="tuf-client-fsync"),
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="tuf-client-writer"),
+            )
+        return _pools
+
+
+def _forget_pools() -> None:
+    global _pools, _pools_lock
+    _pools, _pools_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pools)
 
 
 def _fsync_all(fds: list[int]) -> None:
     """fsync every file in ``fds``, concurrently (the kernel can commit them together);
     returns when all are on disk, raises the first failure."""
-    others = [_FSYNCS.submit(os.fsync, fd) for fd in fds[1:]]
+    fsyncs, _ = _fsyncs_and_writer()
+    others = [fsyncs.submit(os.fsync, fd) for fd in fds[1:]]
     error: BaseException | None = None
     try:
         for fd in fds[:1]:
@@ -236,7 +259,8 @@ class _Persisting:
         self.jobs: list[Future[None]] = []
 
     def put(self, raw: dict[str, bytes], *, last: bool = False) -> None:
-        self.jobs.append(_WRITER.submit(self._write, dict(raw), last))
+        _, writer = _fsyncs_and_writer()
+        self.jobs.append(writer.submit(self._write, dict(raw), last))
 
     def _write(self, raw: dict[str, bytes], last: bool) -> None:
         if self.error is not None:
