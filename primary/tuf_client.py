@@ -366,10 +366,10 @@ class TufClient:
         if not names:
             raise UsageError("download needs at least one --target-name")
         # what the refresh and each find trusted is written by a background thread while
-        # the next find and the targets download (the fsyncs overlap the transfers), with
-        # one directory fsync after the last find's files; the command returns only once
-        # all is durable.
-        # A failed refresh is persisted at once, as in refresh().
+        # the next find and the target's download go on (the fsyncs overlap the
+        # transfers), with one directory fsync after the last find's files; the command
+        # returns only once all of it is durable. A failed refresh is persisted at once,
+        # as in refresh().
         trust = self.load()
         out = Path(target_dir)
         try:
