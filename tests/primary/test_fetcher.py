@@ -14,7 +14,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
-from conftest import QuietHandler, Server, serve
+from http_servers import QuietHandler, Server, serve
 
 from primary.fetcher import Fetcher, HttpMetadataSource, SpeedMonitor, _Watchdog, target_url
 from uptane.errors import (

@@ -17,7 +17,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from conftest import Server
+from http_servers import Server
 from tuf.api.metadata import Metadata as TufMetadata
 
 from primary.tuf_client import main, part_name

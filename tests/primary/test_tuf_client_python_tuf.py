@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import Server
+from http_servers import Server
 from securesystemslib.signer import CryptoSigner
 from tuf.api.metadata import (
     DelegatedRole,
