@@ -19,6 +19,7 @@ import copy
 import functools
 import hashlib
 import json
+import os
 import re
 import secrets
 import threading
@@ -73,7 +74,7 @@ DEFAULT_EXPIRY_DAYS = {"targets": 30.0, "snapshot": 7.0, "timestamp": 1.0}
 _VEHICLE_ECUS = (
     "SELECT v.id, v.last_attack, (SELECT b.id FROM bundles b WHERE b.vehicle_id = v.id"
     " AND b.state = :in_flight LIMIT 1), e.id, e.serial, e.public_key, e.is_primary,"
-    " e.last_counter, e.last_attack FROM vehicles v LEFT OUTER JOIN ecus e"
+    " e.last_counter, e.last_attack, {seen} FROM vehicles v LEFT OUTER JOIN ecus e"
     " ON e.vehicle_id = v.id WHERE v.vin = :vin ORDER BY e.id"
 )
 _INSERT_MANIFEST = (
@@ -81,7 +82,6 @@ _INSERT_MANIFEST = (
     " VALUES (:vid, :t, :enc, :raw) RETURNING id"
 )
 _MANIFEST_SEEN = "UPDATE vehicles SET last_manifest_at = :t, last_attack = :attack WHERE id = :vid"
-_INSERT_NONCE = "INSERT INTO nonces (ecu_id, nonce, seen_at) VALUES (:ecu_id, :nonce, :t)"
 #: a nonce report leaves the ECU's counter as it is (COALESCE)
 _ECU_REPORTED = (
     "UPDATE ecus SET installed_path = :path, installed_length = :length,"
@@ -104,11 +104,23 @@ def _sql(text: str, dialect: str) -> str:
 
 
 @functools.cache
-def _seen_nonces_sql(n: int, dialect: str) -> str:
-    """The stored ones among ``n`` (ECU, nonce) pairs: one probe of the unique index each
-    (``n`` is at most ``Limits.max_ecus``, 256: within SQLite's expression depth of 1000)."""
-    pairs = " OR ".join(f"(ecu_id = :e{i} AND nonce = :n{i})" for i in range(n))
-    return _sql(f"SELECT ecu_id, nonce FROM nonces WHERE {pairs}", dialect)
+def _vehicle_ecus_sql(n: int, dialect: str) -> str:
+    """The vehicle, its ECUs, its bundle in flight and, per ECU, whether the nonce its
+    report carries (``:s0``/``:n0`` … serial and nonce of ``n`` reports) was stored
+    before: one probe of the unique (ecu_id, nonce) index per ECU, in the same query
+    (``n`` is at most ``Limits.max_ecus``, 256)."""
+    if n == 0:
+        return _sql(_VEHICLE_ECUS.format(seen="NULL"), dialect)
+    when = " ".join(f"WHEN :s{i} THEN :n{i}" for i in range(n))
+    seen = f"(SELECT 1 FROM nonces n WHERE n.ecu_id = e.id AND n.nonce = CASE e.serial {when} END)"
+    return _sql(_VEHICLE_ECUS.format(seen=seen), dialect)
+
+
+#: a manifest's nonces, one multi-row INSERT (one statement, not one per report)
+@functools.cache
+def _insert_nonces_sql(n: int, dialect: str) -> str:
+    rows = ", ".join(f"(:e{i}, :n{i}, :t)" for i in range(n))
+    return _sql(f"INSERT INTO nonces (ecu_id, nonce, seen_at) VALUES {rows}", dialect)
 
 
 class _Ecu(NamedTuple):
@@ -252,6 +264,10 @@ class Director:
         self._ecu_keys: dict[str, tuple[str, dict[str, str]]] = {}
         #: manifests share transactions and durable commits (director/groupcommit.py)
         self.writer = GroupCommit(self.engine)
+        #: manifests decoded and signature-checked at once: one per core. More only queue
+        #: for Python's GIL, and the writer thread then waits behind all of them each time
+        #: a statement hands the GIL back (bench/README.md, figure 7).
+        self._cpu = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
 
     # --- setup ----------------------------------------------------------------------------
 
@@ -794,15 +810,17 @@ class Director:
 
         Group commit (:mod:`director.groupcommit`): the decode, and the signature checks
         against the keys the Director last read for this vehicle, run in the caller's
-        thread; the rest is one unit of the writer's next batch, in its own savepoint.
+        thread, at most one per core at a time; the rest is one checked unit of the
+        writer's next batch.
         The unit reads the vehicle's ECUs and keys inside the transaction and repeats the
         signature and identity checks unless those keys are exactly the ones checked
         against. The answer comes only once the batch's commit is durable."""
-        manifest = decode_vehicle_manifest(data, self.limits, encoding)
-        now = self.clock()
-        pre = self._precheck(vin, manifest)
+        with self._cpu:
+            manifest = decode_vehicle_manifest(data, self.limits, encoding)
+            now = self.clock()
+            pre = self._precheck(vin, manifest)
         try:
-            result = self.writer.run(
+            result = self.writer.run_checked(
                 lambda conn: self._manifest_unit(conn, vin, manifest, pre, data, encoding, now)
             )
         except sa.exc.IntegrityError:
@@ -866,17 +884,32 @@ class Director:
         raw: bytes,
         encoding: str,
         now: datetime,
-    ) -> dict[str, Any]:
-        """The part of :meth:`process_manifest` inside the writer's transaction."""
+    ) -> Callable[[Connection], dict[str, Any]]:
+        """The part of :meth:`process_manifest` inside the writer's transaction: every
+        check, reading only, then the write that records the manifest (a checked unit of
+        :meth:`director.groupcommit.GroupCommit.run_checked`)."""
         dialect = conn.dialect.name
+        # the nonce each report carries, by ECU serial (a serial reported twice is refused
+        # by the identity checks before these are used)
+        nonces = {
+            r.signed.ecu_id: r.signed.nonce.hex()
+            for r in manifest.signed.reports
+            if r.signed.nonce is not None
+        }
+        params: dict[str, Any] = {"vin": vin, "in_flight": inv.IN_FLIGHT}
+        for i, (serial, nonce) in enumerate(nonces.items()):
+            params[f"s{i}"] = serial
+            params[f"n{i}"] = nonce
         cur = conn.connection.cursor()
         try:
-            cur.execute(_sql(_VEHICLE_ECUS, dialect), {"vin": vin, "in_flight": inv.IN_FLIGHT})
+            cur.execute(_vehicle_ecus_sql(len(nonces), dialect), params)
             rows = cur.fetchall()
             if not rows:
                 raise NotFound(f"unknown vehicle {vin[:64]!r}")
             vid, vehicle_attack, in_flight = int(rows[0][0]), rows[0][1], rows[0][2]
-            ecus = {r[4]: _Ecu(*r[3:]) for r in rows if r[3] is not None}
+            ecus = {r[4]: _Ecu(*r[3:9]) for r in rows if r[3] is not None}
+            # (ECU id, nonce) pairs stored before, as the query found them
+            seen = {(int(r[3]), nonces[r[4]]) for r in rows if r[9] is not None}
             primary = next((e.serial for e in ecus.values() if e.is_primary), None)
             if primary is None:
                 raise NotFound(f"vehicle {vin[:64]!r} has no primary ECU")
@@ -888,26 +921,33 @@ class Director:
                     self._ecu_keys.clear()
                 self._ecu_keys[vin] = (primary, keys)
                 body, reports = self._check_signed(vin, manifest, primary, keys)
-            seen = self._seen_nonces(cur, dialect, ecus, reports)
             skew = timedelta(seconds=self.config.report_skew_seconds)
             for serial, report in reports.items():
                 check_report_freshness(report, self._seen(seen, ecus[serial], report), now, skew)
-            return self._record_manifest(
-                conn,
-                cur,
-                vid,
-                vin,
-                ecus,
-                body,
-                reports,
-                raw,
-                encoding,
-                now,
-                in_flight,
-                vehicle_attack,
-            )
         finally:
             cur.close()
+
+        def write(conn: Connection) -> dict[str, Any]:
+            wcur = conn.connection.cursor()
+            try:
+                return self._record_manifest(
+                    conn,
+                    wcur,
+                    vid,
+                    vin,
+                    ecus,
+                    body,
+                    reports,
+                    raw,
+                    encoding,
+                    now,
+                    in_flight,
+                    vehicle_attack,
+                )
+            finally:
+                wcur.close()
+
+        return write
 
     def _ecu_key(self, text: str) -> Key:
         """An ECU's registered key from its stored text, parsed once per text (bounded)."""
@@ -920,27 +960,11 @@ class Director:
         return key
 
     @staticmethod
-    def _seen_nonces(
-        cur: Any, dialect: str, ecus: dict[str, _Ecu], reports: dict[str, EcuVersionReport]
-    ) -> set[tuple[int, str]]:
-        """Which of the reports' (ECU, nonce) pairs were stored before: one query over the
-        unique (ecu_id, nonce) index for the whole manifest."""
-        pairs = [(ecus[s].id, r.nonce.hex()) for s, r in reports.items() if r.nonce is not None]
-        if not pairs:
-            return set()
-        params: dict[str, Any] = {}
-        for i, (e, n) in enumerate(pairs):
-            params[f"e{i}"] = e
-            params[f"n{i}"] = n
-        cur.execute(_seen_nonces_sql(len(pairs), dialect), params)
-        return {(int(e), n) for e, n in cur.fetchall()}
-
-    @staticmethod
     def _seen(
         seen: set[tuple[int, str]], ecu: Any, report: EcuVersionReport
     ) -> set[bytes] | int | None:
         """What :func:`check_report_freshness` compares with: this nonce if it was seen
-        (from :meth:`_seen_nonces`), or the ECU's last counter."""
+        (as the vehicle query found it), or the ECU's last counter."""
         if report.nonce is not None:
             return {report.nonce} if (ecu.id, report.nonce.hex()) in seen else set()
         return None if ecu.last_counter is None else int(ecu.last_counter)
@@ -983,7 +1007,7 @@ class Director:
             attacks.append(body.attack)
             if body.attack != vehicle_attack:
                 attack_rows.append({"ecu_id": ecus[body.primary_id].id, "attack": body.attack})
-        nonce_rows: list[dict[str, Any]] = []
+        nonce_params: dict[str, Any] = {"t": t}
         ecu_rows: list[dict[str, Any]] = []
         for serial, r in reports.items():
             ecu = ecus[serial]
@@ -1000,13 +1024,15 @@ class Director:
                 }
             )
             if r.nonce is not None:
-                nonce_rows.append({"ecu_id": ecu.id, "nonce": r.nonce.hex(), "t": t})
+                i = len(nonce_params) // 2
+                nonce_params[f"e{i}"], nonce_params[f"n{i}"] = ecu.id, r.nonce.hex()
             if r.attack:
                 attacks.append(f"{serial}: {r.attack}")
                 if r.attack != ecu.last_attack:
                     attack_rows.append({"ecu_id": ecu.id, "attack": r.attack})
-        if nonce_rows:
-            cur.executemany(_sql(_INSERT_NONCE, dialect), nonce_rows)
+        if len(nonce_params) > 1:
+            n = len(nonce_params) // 2
+            cur.execute(_insert_nonces_sql(n, dialect), nonce_params)
         cur.executemany(_sql(_ECU_REPORTED, dialect), ecu_rows)
         if attack_rows:
             conn.execute(

@@ -14,6 +14,16 @@ Units run one after another on one connection, so a unit sees every earlier unit
 batch (the nonces of an earlier manifest of the same vehicle, for example), exactly as if
 each had been its own transaction committed in that order. A unit must not commit, and
 must do no work that outlives a rollback besides what it returns.
+
+**Checked units** (:meth:`GroupCommit.run_checked`) come in two phases: a *check* that
+only reads and either raises or returns the *write*. Every statement a savepoint costs is
+a trip through the database driver, which gives up Python's GIL and must win it back
+from the threads decoding and verifying the next manifests; so a batch first runs
+without savepoints. A check that raises has written nothing, so its unit fails alone
+anyway. Only if a write raises (a unique index hit by another process, the disk) is the
+whole transaction rolled back and the batch run again with a savepoint per unit, which
+gives every unit exactly the outcome it would have had alone. Plain units
+(:meth:`GroupCommit.run`) are all write, so a failing one takes that second path too.
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
 T = TypeVar("T")
 
@@ -35,14 +46,19 @@ class WriterStopped(RuntimeError):
     """The writer thread ended before it answered (it is restarted by the next unit)."""
 
 
+class _WriteFailed(Exception):
+    """A unit's write raised in a batch run without savepoints: run it again with them."""
+
+
 class _Unit:
     """One queued unit and its answer; ``done`` is held until the answer is set (a bare
-    lock: cheaper than a Future's condition, and this is paid per manifest)."""
+    lock: cheaper than a Future's condition, and this is paid per manifest). ``check``
+    reads and returns the write (:meth:`GroupCommit.run_checked`)."""
 
-    __slots__ = ("answered", "done", "fn", "ok", "value")
+    __slots__ = ("answered", "check", "done", "ok", "value")
 
-    def __init__(self, fn: Callable[[Connection], Any]) -> None:
-        self.fn = fn
+    def __init__(self, check: Callable[[Connection], Callable[[Connection], Any]]) -> None:
+        self.check = check
         self.ok = self.answered = False
         self.value: Any = None
         self.done = threading.Lock()
@@ -73,7 +89,13 @@ class GroupCommit:
     def run(self, unit: Callable[[Connection], T]) -> T:
         """Run ``unit`` in the next batch; return its result, or raise its exception, once
         the batch's commit is durable."""
-        u = _Unit(unit)
+        return self.run_checked(lambda _conn: unit)
+
+    def run_checked(self, check: Callable[[Connection], Callable[[Connection], T]]) -> T:
+        """Run ``check`` in the next batch: it may only read, and raises or returns the
+        unit's write, whose result is returned (or exception raised) once the batch's
+        commit is durable."""
+        u = _Unit(check)
         with self._cond:
             self._pending.append(u)
             thread = self._thread
@@ -131,24 +153,53 @@ class GroupCommit:
                     u.answer(False, e)
 
     def _commit(self, batch: list[_Unit]) -> None:
-        outcomes: list[tuple[_Unit, bool, Any]] = []
-        with self.engine.begin() as conn:
-            cur = conn.connection.cursor()  # savepoints on the DBAPI cursor: no overhead
-            try:
-                for u in batch:
-                    cur.execute("SAVEPOINT unit")
-                    try:
-                        result = u.fn(conn)
-                    except Exception as e:
-                        cur.execute("ROLLBACK TO SAVEPOINT unit")
-                        cur.execute("RELEASE SAVEPOINT unit")
-                        outcomes.append((u, False, e))
-                    else:
-                        cur.execute("RELEASE SAVEPOINT unit")
-                        outcomes.append((u, True, result))
-            finally:
-                cur.close()
+        try:
+            outcomes = self._run(batch, savepoints=False)
+        except _WriteFailed:
+            # the transaction was rolled back: every unit again, each in a savepoint
+            outcomes = self._run(batch, savepoints=True)
         # the commit returned: everything stored is durable; answer in arrival order
         self.batch_sizes[len(outcomes)] += 1
         for u, ok, value in outcomes:
             u.answer(ok, value)
+
+    def _run(self, batch: list[_Unit], *, savepoints: bool) -> list[tuple[_Unit, bool, Any]]:
+        """One transaction over ``batch``, committed; the outcome of each unit. Without
+        ``savepoints`` a failing write raises :class:`_WriteFailed` (and rolls back)."""
+        outcomes: list[tuple[_Unit, bool, Any]] = []
+        db_errors = (DBAPIError, self.engine.dialect.loaded_dbapi.Error)
+        with self.engine.begin() as conn:
+            cur = conn.connection.cursor()  # savepoints on the DBAPI cursor: no overhead
+            try:
+                for u in batch:
+                    if savepoints:
+                        cur.execute("SAVEPOINT unit")
+                    try:
+                        try:
+                            write = u.check(conn)
+                        except db_errors as e:
+                            # the database failed, not the unit's check: on PostgreSQL the
+                            # transaction is now aborted, so only a savepoint recovers it
+                            if not savepoints:
+                                raise _WriteFailed from e
+                            raise
+                        try:
+                            result = write(conn)
+                        except Exception as e:
+                            if not savepoints:
+                                raise _WriteFailed from e
+                            raise
+                    except _WriteFailed:
+                        raise
+                    except Exception as e:
+                        if savepoints:
+                            cur.execute("ROLLBACK TO SAVEPOINT unit")
+                            cur.execute("RELEASE SAVEPOINT unit")
+                        outcomes.append((u, False, e))
+                    else:
+                        if savepoints:
+                            cur.execute("RELEASE SAVEPOINT unit")
+                        outcomes.append((u, True, result))
+            finally:
+                cur.close()
+        return outcomes

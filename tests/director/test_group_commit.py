@@ -203,6 +203,69 @@ def test_group_commit_a_unit_that_fails_after_writing_is_rolled_back_to_its_save
     assert _count(db_url, inv.manifests) == 2
 
 
+def test_group_commit_a_failing_check_needs_no_second_run(director, db_url):
+    """A checked unit's check reads only: when it raises, the batch commits the others in
+    its first run (no savepoints, each check run once)."""
+    d = director
+    a, b = _fleet(d, 2)
+    now = d.clock()
+    checks: list[str] = []
+
+    def check(conn: Any) -> Callable[[Any], str]:
+        checks.append("bad")
+        conn.execute(sa.select(sa.func.count()).select_from(inv.vehicles))
+        raise NotFound("refused by its check")
+
+    results = _together(
+        d,
+        [
+            lambda: d.process_manifest(a.vin, manifest(a, now), JSON),
+            lambda: d.writer.run_checked(check),
+            lambda: d.process_manifest(b.vin, manifest(b, now), JSON),
+        ],
+    )
+    assert isinstance(results[1], NotFound)
+    assert results[0]["accepted"] and results[2]["accepted"]
+    assert checks == ["bad"]
+    assert _count(db_url, inv.manifests) == 2
+
+
+def test_group_commit_a_failing_write_runs_the_batch_again_with_savepoints(director, db_url):
+    """A write that raises after writing rolls the first run back; the batch runs again,
+    each unit in a savepoint: the failing unit changes nothing, every other unit is stored
+    exactly once."""
+    d = director
+    a, b = _fleet(d, 2)
+    now = d.clock()
+    marker = 4_000_000_001
+    checks: list[str] = []
+
+    def check(conn: Any) -> Callable[[Any], None]:
+        checks.append("checked")
+
+        def write(conn: Any) -> None:
+            conn.execute(inv.vehicles.update().values(last_manifest_at=marker))
+            raise ValueError("fails after its writes")
+
+        return write
+
+    results = _together(
+        d,
+        [
+            lambda: d.process_manifest(a.vin, manifest(a, now), JSON),
+            lambda: d.writer.run_checked(check),
+            lambda: d.process_manifest(b.vin, manifest(b, now), JSON),
+        ],
+    )
+    assert isinstance(results[1], ValueError)
+    assert results[0]["accepted"] and results[2]["accepted"]
+    assert checks == ["checked", "checked"]  # the first run, then the one with savepoints
+    assert _count(db_url, inv.vehicles, last_manifest_at=marker) == 0
+    assert _count(db_url, inv.manifests) == 2
+    assert _count(db_url, inv.nonces) == 4  # two ECUs each, stored once
+    assert [d.vehicle_status(v.vin)["manifests_accepted"] for v in (a, b)] == [1, 1]
+
+
 def test_5_3_2_1_a_nonce_reused_within_one_batch_is_refused(director, db_url):
     """Two manifests of one vehicle in the same batch: the second sees the first's nonces
     (units run one after another in the transaction), so the replay is refused."""
