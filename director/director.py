@@ -1,9 +1,9 @@
 """The Director (§5.3.2): inventory, assignments and bundles, per-vehicle metadata.
 
 :class:`Director` is the service layer that the HTTP app and the CLI share. Every change is
-one database transaction (manifests arriving together share one, each in its own
-savepoint, and one durable commit: :mod:`director.groupcommit`); per-vehicle metadata is
-built and signed with :class:`uptane.repository.RepositoryBuilder` inside that
+one database transaction (manifests arriving together share one, and one durable commit,
+each with the outcome it would have had alone: :mod:`director.groupcommit`); per-vehicle
+metadata is built and signed with :class:`uptane.repository.RepositoryBuilder` inside that
 transaction, so versions only grow and nothing half-written is visible. Signed bytes are
 cached in memory: an unchanged poll costs at most one indexed lookup.
 

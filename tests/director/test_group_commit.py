@@ -1,7 +1,8 @@
 """Group commit at the Director (director/groupcommit.py), on SQLite and on PostgreSQL:
-manifests that arrive together share one transaction and one durable commit, each in its
-own savepoint. What arrives together is made deterministic by holding the writer inside
-a unit while the manifests queue behind it (no timing is asserted)."""
+manifests that arrive together share one transaction and one durable commit, each with
+the outcome it would have had alone. What arrives together is made deterministic by
+holding the writer inside a unit while the manifests queue behind it (no timing is
+asserted)."""
 
 from __future__ import annotations
 
