@@ -15,7 +15,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from uptane.encoding.json import canonical, canonical_decoded, check_tree, loads
+from uptane.encoding.json import (
+    _no_long_string,
+    _Walk,
+    canonical,
+    canonical_decoded,
+    check_tree,
+    loads,
+)
 from uptane.errors import LimitExceeded, MalformedInput, UptaneError
 from uptane.limits import PRIMARY, Limits
 from uptane.metadata import Metadata
@@ -180,3 +187,63 @@ def test_canonical_decoded_is_canonical(text: str) -> None:
     except UptaneError:
         return
     assert canonical_decoded(value) == canonical(value)
+
+
+# --- the string-length pre-check (no escaped quote: one regex over the input, no length
+# check per string in the walk) ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("doc", "ok"),
+    [
+        (b'{"abcd":"wxyz"}', True),  # at the cap
+        (b'{"abcde":1}', False),  # a key over it
+        (b'{"a":"vwxyz"}', False),  # a value over it
+        (b'["vwxyz"]', False),
+        (b'"vwxyz"', False),  # the whole document
+        (b'{"a":[1,{"b":["ok","vwxyz"]}]}', False),  # deep inside
+        ('{"a":"éééé"}'.encode(), True),  # 8 bytes, 4 characters: a "maybe" that passes
+        ('{"a":"ééééé"}'.encode(), False),
+        (b'{"a":"\\n\\n\\n\\n"}', True),  # escapes shrink: 8 bytes, 4 characters
+        (b'{"a":"\\u0041\\u0042\\u0043\\u0044"}', True),
+        (b'{"a":"\\u0041\\u0042\\u0043\\u0044\\u0045"}', False),
+        (b'{"a" :  12345678901234567890, "b":1}', True),  # a long run outside strings
+    ],
+)
+def test_string_cap_on_the_unhooked_path(doc: bytes, ok: bool) -> None:
+    limits = PRIMARY.replace(max_string=4)
+    assert b'\\"' not in doc
+    if ok:
+        assert loads(doc, limits) == json.loads(doc)
+    else:
+        with pytest.raises(LimitExceeded, match="exceeds the cap of 4"):
+            loads(doc, limits)
+
+
+def test_no_long_string_is_exact_on_bytes() -> None:
+    for cap in (1, 4, 4096):  # (the "]" after the closing quote is a run of 1)
+        for n in (0, cap, cap + 1):
+            doc = b'["' + b"x" * n + b'"]'
+            assert _no_long_string(doc, cap) is (n <= cap)
+
+
+@PROPS
+@given(text=json_texts)
+def test_both_walks_count_and_refuse_alike(text: str) -> None:
+    """Over trees with no string longer than the cap, the walk without length checks
+    counts the same and raises the same error as the full one."""
+    try:
+        value = json.loads(text, strict=False)
+    except ValueError:
+        return
+    for limits in (PRIMARY, SMALL, PRIMARY.replace(max_depth=1), PRIMARY.replace(max_depth=0)):
+        short = limits.replace(max_string=10**6)
+        full, fast = _Walk(short), _Walk(short)
+        outcome = []
+        for walk, run in ((full, full.run), (fast, fast.run_short_strings)):
+            try:
+                run(value)
+                outcome.append((walk.items, walk.strings))
+            except UptaneError as e:
+                outcome.append((type(e), str(e)))
+        assert outcome[0] == outcome[1]

@@ -9,6 +9,7 @@ duplicate object keys, over-long strings and invalid UTF-8.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from uptane.errors import EndlessDataAttack, LimitExceeded, MalformedInput
@@ -186,6 +187,62 @@ class _Walk:
             depth += 1
         self.items, self.strings = items, strings
 
+    def run_short_strings(self, value: JSONValue) -> None:
+        """:meth:`run` for a tree that ``json.loads`` made without hooks (only dict, list,
+        str, int, bool and None) from input shown to hold no string longer than
+        ``max_string`` (:func:`_no_long_string`): the same depth and item checks, in the
+        same order, and the same counts, without a length check per string."""
+        max_depth, max_items = self.max_depth, self.max_items
+        items = strings = depth = 0
+        t = type(value)
+        level = [value] if t is dict or t is list else []
+        if t is str:
+            strings = 1
+        while level:
+            below: list[Any] = []
+            add = below.append
+            for node in level:
+                if type(node) is dict:
+                    strings += len(node)
+                    values = node.values()
+                else:
+                    values = node
+                # the children of a value at depth d are at depth d + 1
+                if node and depth >= max_depth:
+                    raise LimitExceeded(f"JSON nesting deeper than {max_depth}")
+                items += len(node)
+                if items > max_items:
+                    raise LimitExceeded("too many JSON values")
+                for v in values:
+                    t = type(v)
+                    if t is str:
+                        strings += 1
+                    elif t is dict or t is list:
+                        add(v)
+            level = below
+            depth += 1
+        self.items, self.strings = items, strings
+
+
+#: by ``max_string``: a quote byte followed by more than ``max_string`` bytes that are not
+#: quotes (see :func:`_no_long_string`)
+_LONG_RUNS: dict[int, re.Pattern[bytes]] = {}
+
+
+def _no_long_string(raw: bytes, max_string: int) -> bool:
+    """True when no string in ``raw`` can be longer than ``max_string`` characters, for an
+    input with no escaped quote (``\\"``). There every ``"`` byte delimits a string, so a
+    string's content is the run of non-quote bytes after its opening quote, and it decodes
+    to at most as many characters as it has bytes (an escape or a multi-byte UTF-8
+    character only shrinks). So if no quote is followed by more than ``max_string``
+    non-quote bytes, no string is too long. False says only "maybe": walk with the checks."""
+    pattern = _LONG_RUNS.get(max_string)
+    if pattern is None:
+        if len(_LONG_RUNS) > 16:
+            _LONG_RUNS.clear()
+        pattern = _LONG_RUNS[max_string] = re.compile(b'"[^"]{%d}' % (max_string + 1))
+    return pattern.search(raw) is None
+
 
 def _too_long(what: str, value: str, cap: int) -> None:
     raise LimitExceeded(f"{what}: length {len(value)} exceeds the cap of {cap}")
@@ -200,6 +257,8 @@ def loads(data: bytes, limits: Limits, *, cap: int | None = None, what: str = "J
     exactly two per string it spells out, and an object that kept only the last of two
     equal keys has fewer strings in the tree than the input spelled out. Inputs with an
     escaped quote take the hooked decoder, which refuses a duplicate in each object.
+    The same property bounds every string's length by one regular-expression search over
+    the input (:func:`_no_long_string`); when it cannot, the walk checks each string.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise MalformedInput(f"{what}: expected bytes")
@@ -230,7 +289,10 @@ def loads(data: bytes, limits: Limits, *, cap: int | None = None, what: str = "J
     except (ValueError, TypeError) as e:  # JSONDecodeError, int digit cap
         raise MalformedInput(f"{what}: {e}") from None
     walk = _Walk(limits)
-    walk.run(value)
+    if not hooked and _no_long_string(raw, limits.max_string):
+        walk.run_short_strings(value)
+    else:
+        walk.run(value)
     if not hooked and raw.count(b'"') != 2 * walk.strings:
         raise MalformedInput(f"{what}: duplicate key in JSON object")
     return value
