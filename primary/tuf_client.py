@@ -304,16 +304,21 @@ class TufClient:
         self.fetcher = fetcher or Fetcher(self.limits, user_agent=f"{PROG}/0.1")
         self.clock = clock or SystemTime()
         self.trust: RepositoryTrust | None = None
+        #: what :meth:`init` built from the root it checked and wrote, for the next
+        #: :meth:`load` of this client to take if the directory holds exactly that root
+        self._initialised: RepositoryTrust | None = None
 
     # init ---------------------------------------------------------------------------------
 
     def init(self, trusted_root_file: str | os.PathLike[str]) -> None:
         """Install ``trusted_root_file`` as the trusted root, with no network. The core
         checks that it is root metadata signed by a threshold of its own keys."""
+        self._initialised = None
         data = _read_capped(Path(trusted_root_file), self.limits.bytes_for_role("root"))
-        RepositoryTrust(REPOSITORY, data, self.limits, encoding=JSON)
+        trust = RepositoryTrust(REPOSITORY, data, self.limits, encoding=JSON)
         self.metadata_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(self.metadata_dir / role_file("root"), data)
+        self._initialised = trust
 
     # refresh ------------------------------------------------------------------------------
 
@@ -323,14 +328,27 @@ class TufClient:
         return HttpMetadataSource(self.fetcher, self.metadata_url, JSON, repository=REPOSITORY)
 
     def load(self) -> RepositoryTrust:
+        """The core's state from the metadata directory, every file re-verified; except
+        that right after :meth:`init` on this client, a directory holding nothing but the
+        very root bytes ``init`` checked and wrote is taken as ``init`` left it (the same
+        state ``RepositoryTrust.load`` would rebuild from those bytes, without checking
+        them again). Any other content, a changed byte included, is verified in full."""
         files = read_metadata_dir(self.metadata_dir, self.limits)
+        initialised, self._initialised = self._initialised, None  # good for one load
         if "root" not in files:
             raise MalformedInput(
                 f"no trusted root in {self.metadata_dir}: run init first",
                 repository=REPOSITORY,
                 role="root",
             )
-        self.trust = RepositoryTrust.load(REPOSITORY, files, self.limits, encoding=JSON)
+        if (
+            initialised is not None
+            and initialised.limits is self.limits
+            and files == initialised.raw
+        ):
+            self.trust = initialised
+        else:
+            self.trust = RepositoryTrust.load(REPOSITORY, files, self.limits, encoding=JSON)
         return self.trust
 
     def persist(self) -> None:
