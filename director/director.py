@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import functools
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -121,6 +122,25 @@ def _vehicle_ecus_sql(n: int, dialect: str) -> str:
 def _insert_nonces_sql(n: int, dialect: str) -> str:
     rows = ", ".join(f"(:e{i}, :n{i}, :t)" for i in range(n))
     return _sql(f"INSERT INTO nonces (ecu_id, nonce, seen_at) VALUES {rows}", dialect)
+
+
+class _Slots:
+    """At most ``n`` holders at once, each holding one of ``n`` plain locks: a caller takes
+    a free one, or waits for one in turn. (A :class:`threading.Semaphore` is Python code
+    around a condition variable, and every manifest passes through here.)"""
+
+    def __init__(self, n: int) -> None:
+        self._locks = [threading.Lock() for _ in range(n)]
+        self._turn = itertools.count()
+
+    def acquire(self) -> threading.Lock:
+        """Hold a slot until the returned lock is released."""
+        for lock in self._locks:
+            if lock.acquire(blocking=False):
+                return lock
+        lock = self._locks[next(self._turn) % len(self._locks)]
+        lock.acquire()
+        return lock
 
 
 class _Ecu(NamedTuple):
@@ -267,7 +287,7 @@ class Director:
         #: manifests decoded and signature-checked at once: one per core. More only queue
         #: for Python's GIL, and the writer thread then waits behind all of them each time
         #: a statement hands the GIL back (bench/README.md, figure 7).
-        self._cpu = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
+        self._cpu = _Slots(max(1, os.cpu_count() or 1))
 
     # --- setup ----------------------------------------------------------------------------
 
@@ -815,10 +835,13 @@ class Director:
         The unit reads the vehicle's ECUs and keys inside the transaction and repeats the
         signature and identity checks unless those keys are exactly the ones checked
         against. The answer comes only once the batch's commit is durable."""
-        with self._cpu:
+        slot = self._cpu.acquire()
+        try:
             manifest = decode_vehicle_manifest(data, self.limits, encoding)
             now = self.clock()
             pre = self._precheck(vin, manifest)
+        finally:
+            slot.release()
         try:
             result = self.writer.run_checked(
                 lambda conn: self._manifest_unit(conn, vin, manifest, pre, data, encoding, now)

@@ -390,3 +390,31 @@ def test_group_commit_dispose_finishes_queued_manifests_and_a_later_one_restarts
     assert _count(db_url, inv.manifests) == len(fleet)
     # a disposed Director still answers: the next manifest starts a new writer
     assert d.process_manifest(fleet[0].vin, manifest(fleet[0], now), JSON)["accepted"]
+
+
+def test_group_commit_an_idle_writer_gives_its_connection_back_to_the_pool(director):
+    d = director
+    fleet = _fleet(d, 3)
+    now = d.clock()
+    held = Held(d)
+    out: list[Any] = []
+    threads = [
+        threading.Thread(
+            target=lambda v=v: out.append(d.process_manifest(v.vin, manifest(v, now), JSON)),
+            daemon=True,
+        )
+        for v in fleet
+    ]
+    for t in threads:
+        t.start()
+    held.release_when_queued(len(fleet))
+    for t in threads:
+        t.join(60)
+    assert len(out) == len(fleet) and all(r["accepted"] for r in out)
+    # nothing queued: the writer (on SQLite it keeps its connection from one batch to the
+    # next) holds no connection while it waits
+    deadline = time.monotonic() + 60
+    while d.engine.pool.checkedout():
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    assert d.process_manifest(fleet[0].vin, manifest(fleet[0], now), JSON)["accepted"]
