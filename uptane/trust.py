@@ -468,6 +468,9 @@ class RepositoryTrust:
         self.dropped: list[str] = []
         #: roles whose keys the last root update rotated (fast-forward recovery)
         self.last_rotated: list[str] = []
+        #: top-level role -> (root, file): the trusted file this object checked against
+        #: that root's keys for the role (see :meth:`_check_still_signed`)
+        self._signed_under: dict[str, tuple[Metadata[Root], Metadata[Any]]] = {}
 
     def _err(self, e: UptaneError, role: str) -> UptaneError:
         return e.at(repository=self.name, role=role)
@@ -520,6 +523,7 @@ class RepositoryTrust:
                 continue
             setattr(t, role, md)
             t.raw[role] = bytes(data)
+            t._signed_under[role] = (t.root, md)
         # bindings kept: a snapshot newer than the timestamp that names it cannot be ours
         if (
             t.timestamp is not None
@@ -690,6 +694,7 @@ class RepositoryTrust:
             raise self._err(e, role) from None
         self.snapshot = new
         self.raw[role] = bytes(data)
+        self._signed_under[role] = (self.root, new)
         return new
 
     def _snapshot_entry(self, role: str, now: datetime) -> MetaFile:
@@ -738,6 +743,7 @@ class RepositoryTrust:
             raise self._err(e, role) from None
         self.targets = new
         self.raw[role] = bytes(data)
+        self._signed_under[role] = (self.root, new)
         return new
 
     def _targets_of(self, role: str) -> Metadata[Targets] | None:
@@ -844,9 +850,18 @@ class RepositoryTrust:
 
     def _check_still_signed(self, md: Metadata[Any], role: str) -> None:
         """A file trusted earlier must still meet the *current* root's keys and threshold
-        before it is reused (a root may have rotated the role's keys since)."""
+        before it is reused (a root may have rotated the role's keys since).
+
+        Unless this object already checked this very file against this very root (the
+        same objects: no root update since, which replaces ``root``): the same keys and
+        threshold over the same signed bytes give the same answer, so a find right after
+        a refresh does not verify the targets signature a second time."""
+        checked = self._signed_under.get(role)
+        if checked is not None and checked[0] is self.root and checked[1] is md:
+            return
         keys, entry = self.root.signed.role_keys(role)
         verify_signed_by(md, keys, entry.keyids, entry.threshold, self.limits, role=role)
+        self._signed_under[role] = (self.root, md)
 
     def _targets_current(self, now: datetime) -> bool:
         """The trusted targets is the one the trusted snapshot names, and fresh."""
