@@ -92,6 +92,19 @@ def _together(d: Director, calls: list[Callable[[], Any]]) -> list[Any]:
     return out
 
 
+def _around(d: Director, a: Any, b: Any, now: Any, middle: Callable[[], Any]) -> list[Any]:
+    """One batch of vehicle ``a``'s manifest, ``middle`` (a unit of its own), then vehicle
+    ``b``'s manifest: the three outcomes, in order."""
+    return _together(
+        d,
+        [
+            lambda: d.process_manifest(a.vin, manifest(a, now), JSON),
+            middle,
+            lambda: d.process_manifest(b.vin, manifest(b, now), JSON),
+        ],
+    )
+
+
 def _count(db_url: str, table: sa.Table, **where: Any) -> int:
     """Rows in ``table`` as a fresh connection (not the Director's) sees them."""
     engine = inv.make_engine(db_url)
@@ -189,14 +202,7 @@ def test_group_commit_a_unit_that_fails_after_writing_is_rolled_back_to_its_save
         assert conn.execute(changed).scalar_one() == 2  # written, inside the transaction
         raise ValueError("fails after its writes")
 
-    results = _together(
-        d,
-        [
-            lambda: d.process_manifest(a.vin, manifest(a, now), JSON),
-            lambda: d.writer.run(writes_then_fails),
-            lambda: d.process_manifest(b.vin, manifest(b, now), JSON),
-        ],
-    )
+    results = _around(d, a, b, now, lambda: d.writer.run(writes_then_fails))
     assert isinstance(results[1], ValueError)
     assert results[0]["accepted"] and results[2]["accepted"]
     assert _count(db_url, inv.vehicles, last_manifest_at=marker) == 0
@@ -217,14 +223,7 @@ def test_group_commit_a_failing_check_needs_no_second_run(director, db_url):
         conn.execute(sa.select(sa.func.count()).select_from(inv.vehicles))
         raise NotFound("refused by its check")
 
-    results = _together(
-        d,
-        [
-            lambda: d.process_manifest(a.vin, manifest(a, now), JSON),
-            lambda: d.writer.run_checked(check),
-            lambda: d.process_manifest(b.vin, manifest(b, now), JSON),
-        ],
-    )
+    results = _around(d, a, b, now, lambda: d.writer.run_checked(check))
     assert isinstance(results[1], NotFound)
     assert results[0]["accepted"] and results[2]["accepted"]
     assert checks == ["bad"]
@@ -250,14 +249,7 @@ def test_group_commit_a_failing_write_runs_the_batch_again_with_savepoints(direc
 
         return write
 
-    results = _together(
-        d,
-        [
-            lambda: d.process_manifest(a.vin, manifest(a, now), JSON),
-            lambda: d.writer.run_checked(check),
-            lambda: d.process_manifest(b.vin, manifest(b, now), JSON),
-        ],
-    )
+    results = _around(d, a, b, now, lambda: d.writer.run_checked(check))
     assert isinstance(results[1], ValueError)
     assert results[0]["accepted"] and results[2]["accepted"]
     assert checks == ["checked", "checked"]  # the first run, then the one with savepoints
@@ -321,14 +313,7 @@ def test_group_commit_a_failing_batch_answers_every_caller_and_stores_nothing(di
     def crash(conn: Any) -> None:
         raise Crash("the writer's transaction cannot go on")
 
-    results = _together(
-        d,
-        [
-            lambda: d.process_manifest(a.vin, manifest(a, now), JSON),
-            lambda: d.writer.run(crash),
-            lambda: d.process_manifest(b.vin, manifest(b, now), JSON),
-        ],
-    )
+    results = _around(d, a, b, now, lambda: d.writer.run(crash))
     # nobody hangs, everybody gets the batch's error, and nothing of it was committed
     assert all(isinstance(r, Crash) for r in results), results
     assert _count(db_url, inv.manifests) == 0
@@ -345,14 +330,7 @@ def test_group_commit_a_lost_connection_fails_its_batch_and_the_next_one_commits
     def lose_connection(conn: Any) -> None:
         conn.connection.dbapi_connection.close()  # as if the database went away
 
-    results = _together(
-        d,
-        [
-            lambda: d.process_manifest(a.vin, manifest(a, now), JSON),
-            lambda: d.writer.run(lose_connection),
-            lambda: d.process_manifest(b.vin, manifest(b, now), JSON),
-        ],
-    )
+    results = _around(d, a, b, now, lambda: d.writer.run(lose_connection))
     assert all(isinstance(r, Exception) for r in results), results
     assert _count(db_url, inv.manifests) == 0
     assert d.process_manifest(b.vin, manifest(b, now), JSON)["accepted"]
