@@ -43,15 +43,15 @@ from director.imageview import ImageRepoView, source_for
 from director.keysource import FileKeySource, KeySource, generate
 from director.repostate import available_encodings
 from uptane.errors import BadEcuId, ReplayAttack, TargetNotFound, UptaneError
+from uptane.identity import ImageIdentity, same_image
 from uptane.keys import ED25519, Key
 from uptane.limits import Limits
 from uptane.manifest import (
     EcuVersionReport,
     SignedManifest,
     VehicleVersionManifest,
-    check_report,
+    check_manifest_against_inventory,
     check_report_freshness,
-    check_vehicle_manifest,
     decode_vehicle_manifest,
 )
 from uptane.metadata import DER, JSON, TargetFile, Targets, decode
@@ -862,25 +862,12 @@ class Director:
     ) -> tuple[VehicleVersionManifest, dict[str, EcuVersionReport]]:
         """The identity and signature checks of :meth:`process_manifest` against ``keys``
         (serial -> stored key text) and the Primary ``primary``."""
-        body = check_vehicle_manifest(
+        return check_manifest_against_inventory(
             manifest,
-            self._ecu_key(keys[primary]),
-            expected_vehicle_id=vin,
-            expected_primary_id=primary,
+            vehicle_id=vin,
+            primary_id=primary,
+            ecu_keys={serial: self._ecu_key(text) for serial, text in keys.items()},
         )
-        reports: dict[str, EcuVersionReport] = {}
-        for signed in body.reports:
-            serial = signed.signed.ecu_id
-            key = keys.get(serial)
-            if key is None:
-                raise BadEcuId(f"ECU {serial[:64]!r} is not registered in vehicle {vin}")
-            if serial in reports:
-                raise BadEcuId(f"ECU {serial[:64]!r} reports twice")
-            reports[serial] = check_report(signed, self._ecu_key(key), expected_ecu_id=serial)
-        missing = sorted(set(keys) - set(reports))
-        if missing:
-            raise BadEcuId(f"no report from registered ECU(s) {missing[:8]}")
-        return body, reports
 
     def _precheck(
         self, vin: str, manifest: SignedManifest[VehicleVersionManifest]
@@ -1101,7 +1088,7 @@ class Director:
             r = reports.get(by_id.get(a.ecu_id, ""))
             if a.state == inv.IN_FLIGHT and r is not None:
                 stale = a.stale_attack
-                if _is_installed(r, a):
+                if same_image(r.installed, _assigned_image(a)):
                     state, reason = inv.INSTALLED, None
                 elif r.attack and r.attack != stale:
                     state, reason = inv.FAILED, f"ECU reported: {r.attack}"[:1000]
@@ -1387,15 +1374,9 @@ class Director:
         return len(due)
 
 
-def _is_installed(report: EcuVersionReport, assignment: Any) -> bool:
-    """The report names the assigned image: same name and length, and every hash the two
-    have in common agrees (at least one)."""
-    img = report.installed
-    if img.filename != assignment.target_path or img.length != assignment.length:
-        return False
-    want = json.loads(assignment.hashes)
-    common = set(want) & set(img.hashes)
-    return bool(common) and all(want[a].lower() == img.hashes[a].lower() for a in common)
+def _assigned_image(assignment: Any) -> ImageIdentity:
+    """The image an assignment row names."""
+    return ImageIdentity(assignment.target_path, assignment.length, json.loads(assignment.hashes))
 
 
 def key_from_json(d: Any, limits: Limits | None = None) -> Key:

@@ -30,6 +30,7 @@ from uptane.errors import (
     TrialNotConfirmed,
     UptaneError,
 )
+from uptane.identity import ImageIdentity
 from uptane.limits import Limits
 from uptane.metadata import TargetFile
 from uptane.verify import ImageVerifier
@@ -47,6 +48,10 @@ class ImageInfo:
     @classmethod
     def from_target(cls, target: TargetFile) -> ImageInfo:
         return cls(target.path, target.length, dict(target.hashes), target.release_counter)
+
+    def identity(self) -> ImageIdentity:
+        """The image this slot holds (:mod:`uptane.identity`)."""
+        return ImageIdentity(self.filename, self.length, self.hashes)
 
     def to_target(self) -> TargetFile:
         return TargetFile(
@@ -382,7 +387,7 @@ class SlotManager:
             if verifier is not None:
                 verifier.finish()
                 vt = verifier.target
-                if vt.length != info.length or dict(vt.hashes) != dict(info.hashes):
+                if not vt.same_image(info):
                     raise InstallFailed("the verifier checked another image than was written")
             writer._flush()
             if writer.written != info.length:

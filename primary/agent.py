@@ -867,11 +867,7 @@ class Primary:
             slots = self._own_slots()
             slots.boot()
             st = slots.status()
-            if (
-                st.installed is not None
-                and st.installed.filename == p.target.path
-                and (dict(st.installed.hashes) == dict(p.target.hashes))
-            ):
+            if p.target.same_image(st.installed):
                 self._installed(record, result, p)
                 return
             self.say(

@@ -78,6 +78,7 @@ from uptane.errors import (
     TargetNotFound,
     UptaneError,
 )
+from uptane.identity import ImageIdentity
 from uptane.keys import PrivateKey
 from uptane.limits import Limits
 from uptane.manifest import EcuVersionReport, InstalledImage, SignedManifest, attack_indicator
@@ -161,10 +162,6 @@ class _Pending:
     #: partial mode: SHA-256 of the PENDING_TARGETS bytes verified, checked again when they
     #: are read back at install
     targets_sha256: bytes | None = None
-
-
-def _same_image(a: TargetFile, b: TargetFile) -> bool:
-    return a.path == b.path and a.length == b.length and dict(a.hashes) == dict(b.hashes)
 
 
 class _MemorySource:
@@ -498,13 +495,7 @@ class SecondaryAgent:
         return self.slots.status().release_counter
 
     def _is_installed(self, entry: TargetFile) -> bool:
-        info = self.slots.status().installed
-        if info is None or info.filename != entry.path or info.length != entry.length:
-            return False
-        mine = {a: h.lower() for a, h in info.hashes.items()}
-        theirs = {a: h.lower() for a, h in entry.hashes.items()}
-        common = set(mine) & set(theirs)
-        return bool(common) and all(mine[a] == theirs[a] for a in common)
+        return entry.same_image(self.slots.status().installed)
 
     def _verify_partial(self, targets: bytes, *, stored: bool = False) -> None:
         """§5.4.4.1 through :class:`PartialVerifier`; on failure nothing changes. Verified
@@ -557,7 +548,7 @@ class SecondaryAgent:
         only if the new metadata names the very same image (a Primary that retries its
         cycle resumes the transfer instead of starting again)."""
         x = self._xfer
-        if x is not None and (pending is None or not _same_image(pending.entry, x.verifier.target)):
+        if x is not None and (pending is None or not pending.entry.same_image(x.verifier.target)):
             self._abort_transfer("the Director's metadata no longer names this image")
         self._pending = pending
 
@@ -771,7 +762,10 @@ class SecondaryAgent:
         p = self._pending
         if p is None or p.entry.path != filename or p.entry.length != total:
             raise TargetNotFound(f"the verified metadata no longer names {filename[:64]!r}")
-        if dict(p.entry.hashes) != rec.get("hashes"):
+        hashes = rec.get("hashes")
+        if not isinstance(hashes, dict) or not p.entry.same_image(
+            ImageIdentity(filename, total, hashes)
+        ):
             raise TargetNotFound(f"the verified metadata names another {filename[:64]!r}")
         # rebuild the hash states from the bytes the slot holds, one chunk at a time
         verifier = ImageVerifier(p.entry, self.limits)

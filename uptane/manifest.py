@@ -39,7 +39,7 @@ JSON shapes (field names are this project's; DER uses the ASN.1 names)::
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Generic, TypeVar
@@ -54,6 +54,7 @@ from uptane.errors import (
     UptaneError,
     VehicleMismatch,
 )
+from uptane.identity import ImageIdentity
 from uptane.keys import Key, Signer
 from uptane.limits import Limits
 from uptane.metadata import (
@@ -159,6 +160,10 @@ class InstalledImage:
         if d:
             raise MalformedInput(f"installed_image: unknown fields {sorted(d)[:4]}")
         return cls(filename, length, hashes)
+
+    def identity(self) -> ImageIdentity:
+        """The image this report names (:mod:`uptane.identity`)."""
+        return ImageIdentity(self.filename, self.length, self.hashes)
 
     @classmethod
     def from_target(cls, target: TargetFile) -> InstalledImage:
@@ -508,6 +513,44 @@ def check_vehicle_manifest(
         )
     manifest.verify(primary_key)
     return body
+
+
+def check_manifest_against_inventory(
+    manifest: SignedManifest[VehicleVersionManifest],
+    *,
+    vehicle_id: str,
+    primary_id: str,
+    ecu_keys: Mapping[str, Key],
+) -> tuple[VehicleVersionManifest, dict[str, EcuVersionReport]]:
+    """§5.3.2.1: check a vehicle version manifest against the Director's inventory of the
+    vehicle, ``ecu_keys`` (every registered ECU serial -> its public key, the Primary's
+    included). The manifest must name this vehicle and its Primary and carry the
+    Primary's signature; every report must come from a registered ECU, once, signed by
+    that ECU's key; and every registered ECU must report. Returns the manifest body and
+    the checked reports by ECU serial; raises the error naming what failed."""
+    primary_key = ecu_keys.get(primary_id)
+    if primary_key is None:
+        raise BadEcuId(f"Primary {primary_id[:64]!r} is not registered in vehicle {vehicle_id}")
+    body = check_vehicle_manifest(
+        manifest, primary_key, expected_vehicle_id=vehicle_id, expected_primary_id=primary_id
+    )
+    reports: dict[str, EcuVersionReport] = {}
+    for signed in body.reports:
+        serial = signed.signed.ecu_id
+        key = ecu_keys.get(serial)
+        # §5.3.2.1: a report from an ECU the inventory does not list is refused
+        if key is None:
+            raise BadEcuId(f"ECU {serial[:64]!r} is not registered in vehicle {vehicle_id}")
+        # §5.3.2.1: each ECU reports exactly once
+        if serial in reports:
+            raise BadEcuId(f"ECU {serial[:64]!r} reports twice")
+        # §5.3.2.1: each report carries the signature of the ECU it names
+        reports[serial] = check_report(signed, key, expected_ecu_id=serial)
+    # §5.3.2.1: every ECU in the inventory is present
+    missing = sorted(set(ecu_keys) - set(reports))
+    if missing:
+        raise BadEcuId(f"no report from registered ECU(s) {missing[:8]}")
+    return body, reports
 
 
 def check_report_freshness(

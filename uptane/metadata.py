@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from uptane.encoding.json import canonical, canonical_decoded, dumps, loads
 from uptane.errors import MalformedInput
+from uptane.identity import HasIdentity, ImageIdentity, same_image
 from uptane.keys import Key, Signer
 from uptane.limits import Limits
 
@@ -436,6 +437,14 @@ class TargetFile:
         if self.url is not None:
             c["uri"] = self.url
         return c
+
+    def identity(self) -> ImageIdentity:
+        """The image this entry names (:mod:`uptane.identity`)."""
+        return ImageIdentity(self.path, self.length, self.hashes)
+
+    def same_image(self, other: HasIdentity | None) -> bool:
+        """True when ``other`` names the same image (:func:`uptane.identity.same_image`)."""
+        return same_image(self, other)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"length": self.length, "hashes": dict(self.hashes)}

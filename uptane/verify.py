@@ -305,15 +305,6 @@ def check_director_image_match(
         raise TargetMismatch(f"{d.path!r}: the SHALL-match sections differ", **where)
 
 
-def _already_installed(target: TargetFile, installed: TargetFile | None) -> bool:
-    if installed is None or installed.path != target.path or installed.length != target.length:
-        return False
-    common = set(target.hashes) & set(installed.hashes)
-    return bool(common) and all(
-        target.hashes[a].lower() == installed.hashes[a].lower() for a in common
-    )
-
-
 def _check_now(now: datetime) -> None:
     # §5.4.4.2 step 1: the current (or latest securely attested) time, supplied by the caller
     if not isinstance(now, datetime) or now.tzinfo is None:
@@ -366,7 +357,7 @@ def full_verification(
 
     # §5.4.4.2 step 6: nothing that is not already installed -> stop (SHOULD)
     if all(
-        _already_installed(t, vehicle.installed_images.get(ecu))
+        t.same_image(vehicle.installed_images.get(ecu))
         for t in targets.values()
         for ecu in t.ecu_ids
         if ours(ecu)

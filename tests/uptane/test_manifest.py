@@ -30,6 +30,7 @@ from uptane.manifest import (
     VehicleVersionManifest,
     attack_indicator,
     build_vehicle_manifest,
+    check_manifest_against_inventory,
     check_report,
     check_report_freshness,
     check_vehicle_manifest,
@@ -371,3 +372,44 @@ def test_json_signed_part_is_compared_as_a_tree_and_signed_bytes_are_canonical(e
     back = decode_report(json.dumps(doc).encode(), PRIMARY, JSON)
     assert back.signed.unrecognized == {"x-oem": {"flag": True, "n": 1}}
     assert back.signed_bytes == canonical(doc["signed"])
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_5_3_2_1_every_registered_ecu_reports_exactly_once_and_no_other(ecu_keys, encoding):
+    """The manifest-vs-inventory rule (uptane.manifest.check_manifest_against_inventory)."""
+    inventory = {serial: key.key for serial, key in ecu_keys.items()}
+    vvm = make_vvm(ecu_keys, encoding)
+    body, reports = check_manifest_against_inventory(
+        vvm, vehicle_id="VIN0001", primary_id="PRIMARY-1", ecu_keys=inventory
+    )
+    assert sorted(reports) == sorted(inventory) and body.vehicle_id == "VIN0001"
+    # an ECU registered but silent
+    extra = {**inventory, "TCU-9": PrivateKey.generate(ED25519).key}
+    with pytest.raises(BadEcuId, match="no report from registered ECU"):
+        check_manifest_against_inventory(
+            vvm, vehicle_id="VIN0001", primary_id="PRIMARY-1", ecu_keys=extra
+        )
+    # a report from an ECU the inventory does not list
+    fewer = {s: k for s, k in inventory.items() if s != "RADIO-3"}
+    with pytest.raises(BadEcuId, match="not registered"):
+        check_manifest_against_inventory(
+            vvm, vehicle_id="VIN0001", primary_id="PRIMARY-1", ecu_keys=fewer
+        )
+    # an ECU that reports twice
+    twice = make_vvm(ecu_keys, encoding)
+    twice.signed.reports.append(twice.signed.reports[1])
+    twice.sign(ecu_keys["PRIMARY-1"])
+    with pytest.raises(BadEcuId, match="twice"):
+        check_manifest_against_inventory(
+            twice, vehicle_id="VIN0001", primary_id="PRIMARY-1", ecu_keys=inventory
+        )
+    # a Primary the inventory does not know, and a report signed by the wrong key
+    with pytest.raises(BadEcuId):
+        check_manifest_against_inventory(
+            vvm, vehicle_id="VIN0001", primary_id="GW-2", ecu_keys=inventory
+        )
+    swapped = {**inventory, "BRAKE-7": inventory["RADIO-3"]}
+    with pytest.raises(BadSignature):
+        check_manifest_against_inventory(
+            vvm, vehicle_id="VIN0001", primary_id="PRIMARY-1", ecu_keys=swapped
+        )
