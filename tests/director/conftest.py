@@ -115,10 +115,9 @@ def env(tmp_path: Path, db_url: str, now, serve_app):
     """An Image repository with images, a Director on ``db_url`` served over HTTP, and an
     admin client."""
     import httpx
+    from oem import Clock, make_director, make_image_repo
 
     from director.director_server import create_app
-
-    from .oem import Clock, make_director, make_image_repo
 
     clock = Clock(now)
     image_dir = make_image_repo(tmp_path, now)

@@ -7,13 +7,12 @@ import json
 from datetime import timedelta
 
 import httpx
+from oem import IMAGES, make_vehicle
 
 from director.imageview import HttpSource
 from uptane.limits import Limits
 from uptane.metadata import DER, decode
 from uptane.trust import RepositoryTrust
-
-from .oem import IMAGES, make_vehicle
 
 
 def _register(env, vin: str = "VIN0001", ecus=None):
@@ -210,7 +209,7 @@ def test_bad_input_400_413_and_traversal(env):
 
 
 def test_5_4_4_7_director_finds_supplier_images_through_delegations(env):
-    from .oem import SUPPLIER_IMAGE, add_supplier
+    from oem import SUPPLIER_IMAGE, add_supplier
 
     add_supplier(env["image_dir"], env["clock"]())
     _register(env, "VIN0001", {"VIN0001-tcu": "tcu-v5", "VIN0001-gw": "acme-gw"})
@@ -282,9 +281,9 @@ def test_5_4_4_3_director_key_rotation_is_followed_by_vehicles(env):
 
 
 def test_5_4_4_2_director_entry_matches_the_image_entry_including_shall_match(env):
-    from uptane.verify import check_director_image_match
+    from oem import MULTI_HW_IMAGE
 
-    from .oem import MULTI_HW_IMAGE
+    from uptane.verify import check_director_image_match
 
     _register(env, "VIN0001", {"VIN0001-tcu": "tcu-v5", "VIN0001-gw": "gw-b"})
     path = MULTI_HW_IMAGE[0]

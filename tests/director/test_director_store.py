@@ -10,13 +10,12 @@ from pathlib import Path
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from oem import Clock, make_director, make_image_repo, make_vehicle
 
 from director import director_cli
 from director import inventory as inv
 from director.director import Director
 from uptane.keys import PrivateKey
-
-from .oem import Clock, make_director, make_image_repo, make_vehicle
 
 
 def test_5_3_2_2_migrations_build_the_schema_the_code_uses(tmp_path: Path, db_url: str, now):

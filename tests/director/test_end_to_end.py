@@ -9,6 +9,7 @@ import hashlib
 from pathlib import Path
 
 import httpx
+from oem import IMAGES, Clock, make_vehicle, manifest
 from tuf.ngclient import Updater
 
 from director.director import Director
@@ -21,8 +22,6 @@ from uptane.manifest import InstalledImage
 from uptane.metadata import MapFile
 from uptane.trust import RepositoryTrust
 from uptane.verify import VehicleContext, full_verification
-
-from .oem import IMAGES, Clock, make_vehicle, manifest
 
 
 def test_5_4_4_2_vehicle_fully_verifies_what_the_director_assigns(

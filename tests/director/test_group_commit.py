@@ -15,14 +15,13 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from oem import Clock, make_director, make_image_repo, make_vehicle, manifest, report
 
 from director import inventory as inv
 from director.director import Director, NotFound
 from uptane.errors import BadSignature, ReplayAttack
 from uptane.keys import PrivateKey
 from uptane.metadata import JSON
-
-from .oem import Clock, make_director, make_image_repo, make_vehicle, manifest, report
 
 
 @pytest.fixture

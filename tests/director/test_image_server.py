@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from test_image_repo import _cli
 from tuf.ngclient import Updater
 
 from director.image_repo import ImageRepository, default_offline_dir
@@ -16,8 +17,6 @@ from director.image_server import create_app
 from uptane.keys import PrivateKey
 from uptane.limits import Limits
 from uptane.metadata import DER, JSON, Metadata, TargetFile, Targets
-
-from .test_image_repo import _cli
 
 
 class Clock:

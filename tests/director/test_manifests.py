@@ -9,13 +9,12 @@ from datetime import timedelta
 
 import httpx
 import pytest
+from oem import FACTORY, IMAGES, image_of, make_vehicle, manifest, report
 
 from director.director import Director
 from director.director_server import create_app
 from uptane.keys import PrivateKey
 from uptane.metadata import DER, JSON
-
-from .oem import FACTORY, IMAGES, image_of, make_vehicle, manifest, report
 
 CT = {JSON: "application/json", DER: "application/octet-stream"}
 

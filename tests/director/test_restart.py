@@ -15,10 +15,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from oem import make_image_repo, make_vehicle, manifest, report
 
 from director.director import Director
-
-from .oem import make_image_repo, make_vehicle, manifest, report
 
 BIN = Path(sys.executable).parent
 
