@@ -41,6 +41,36 @@ def test_cobs_block_boundaries(size: int) -> None:
         assert cobs_decode(cobs_encode(data)) == data
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600))
+def test_cobs_fuzz_decoder_raises_only_malformed_input(data: bytes) -> None:
+    # the library's DecodeError never escapes: hostile frames get the project's error
+    with contextlib.suppress(MalformedInput):
+        cobs_decode(data)
+
+
+@pytest.mark.parametrize(
+    "wire", [b"\x02a\x00", b"\x05ab", b"\x00", b"\x03a\x00b"], ids=["zero", "short", "nul", "nul2"]
+)
+def test_cobs_malformed_is_malformed_input(wire: bytes) -> None:
+    with pytest.raises(MalformedInput, match="COBS"):
+        cobs_decode(wire)
+
+
+def test_cobs_takes_bytearray_and_memoryview() -> None:
+    data = b"a\x00b" * 100
+    enc = cobs_encode(memoryview(data))
+    assert cobs_decode(bytearray(enc)) == cobs_decode(memoryview(enc)) == data
+
+
+def test_cobs_decodes_the_previous_encoders_trailing_block() -> None:
+    # the hand-written encoder this package replaced ended a 254-byte run with an empty
+    # block (0x01); ECUs and Primaries still running it must stay readable
+    run = bytes(range(1, 255))
+    assert cobs_decode(b"\xff" + run + b"\x01") == run
+    assert cobs_decode(cobs_encode(run)) == run
+
+
 def test_frame_round_trip() -> None:
     f = Frame(KIND_DATA, 0xDEADBEEF, 65535, b"\x00payload\x00", FLAG_MORE)
     wire = encode_frame(f)
