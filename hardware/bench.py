@@ -5,7 +5,8 @@ Primary for that ECU, and shows what the ECU runs.
     uptane-flash --port /dev/ttyUSB0 install --metadata DIR --image FILE
 
 ``install`` sends the current time, the Director-signed metadata found in ``DIR`` and the
-image (with a progress bar on stderr), asks the ECU to install it, and prints the ECU's new
+image (with a progress bar on stderr: redrawn in place on a terminal, ten lines in a log,
+none with ``--quiet``), asks the ECU to install it, and prints the ECU's new
 signed version report. The tool has no bypass: the ECU verifies the metadata, the image and
 every §5.4.3.4 check itself, and any refusal comes back as the error naming the attack.
 
@@ -30,10 +31,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from hardware.client import LinkClient
 from hardware.messages import HelloInfo, Status
+from hardware.progress import progress_bar
 from uptane.errors import UptaneError
 from uptane.limits import PRIMARY, Limits
 from uptane.manifest import SignedManifest, decode_report
@@ -114,67 +116,6 @@ def load_metadata(
     if not any(f.role == "targets" for f in files):
         raise ValueError(f"{d} holds no Director targets file (targets.der or targets.json)")
     return [f for f in files if f.role in ("root", "targets")]
-
-
-# --- progress -----------------------------------------------------------------------------
-
-
-def human_bytes(n: float) -> str:
-    """``512 B``, ``12.0 KiB``, ``1.0 MiB`` ..."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"  # pragma: no cover
-
-
-def format_progress(done: int, total: int, elapsed: float, width: int = 20) -> str:
-    """One progress line: ``[#####.....] 512.0 KiB/1.0 MiB 85.0 KiB/s ETA 6s``."""
-    frac = 1.0 if total <= 0 else min(1.0, done / total)
-    filled = int(frac * width)
-    rate = done / elapsed if elapsed > 0 else 0.0
-    if done >= total:
-        eta = "done"
-    elif rate > 0:
-        eta = f"ETA {int((total - done) / rate + 0.999)}s"
-    else:
-        eta = "ETA ?"
-    return (
-        f"[{'#' * filled}{'.' * (width - filled)}] {human_bytes(done)}/{human_bytes(total)} "
-        f"{human_bytes(rate)}/s {eta}"
-    )
-
-
-class ProgressBar:
-    """Plain-text progress on a stream: redrawn in place on a terminal, otherwise one line
-    per tenth of the transfer (so logs stay short)."""
-
-    def __init__(
-        self,
-        label: str,
-        stream: TextIO | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.label = label
-        self.stream = stream or sys.stderr
-        self.clock = clock
-        self.start = clock()
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self._step = -1
-        self.lines: list[str] = []
-
-    def __call__(self, done: int, total: int) -> None:
-        line = f"{self.label} {format_progress(done, total, self.clock() - self.start)}"
-        step = 10 if total <= 0 else min(10, done * 10 // total)
-        if self.tty:
-            self.stream.write("\r" + line + ("\n" if done >= total else ""))
-        elif step != self._step:
-            self.stream.write(line + "\n")
-        else:
-            return
-        self._step = step
-        self.lines.append(line)
-        self.stream.flush()
 
 
 # --- operations ---------------------------------------------------------------------------
@@ -328,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--txid", type=lambda v: int(v, 0), default=0x7E0, help="CAN id we send on")
     parser.add_argument("--rxid", type=lambda v: int(v, 0), default=0x7E8, help="CAN id we read")
     parser.add_argument("--fd", action="store_true", help="CAN FD frames")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="show the ECU's identity, slot, image and version report")
     i = sub.add_parser("install", help="send metadata and an image, install, show the report")
@@ -341,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
                 out = info(client)
             else:
                 files = load_metadata(args.metadata)
-                bar = ProgressBar("image")
+                bar = progress_bar("image", quiet=args.quiet, log_steps=10)
                 out = install(client, files, args.image, progress=bar, filename=args.name)
     except UptaneError as e:
         print(f"uptane-flash: refused: {e} (code {e.code}, attack {e.attack})", file=sys.stderr)

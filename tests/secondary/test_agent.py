@@ -25,6 +25,7 @@ from test_agent_support import (
 
 from hardware import bench
 from hardware.messages import Ack, PutImage
+from hardware.progress import format_line
 from secondary.cli import main as secondary_main
 from secondary.config import ConfigError, SecondaryConfig
 from uptane.errors import MalformedInput, ProtocolViolation, TargetNotFound
@@ -265,21 +266,16 @@ def test_bench_install_and_info_through_the_loopback(tmp_path: Path) -> None:
         files,
         tmp_path / "bench.bin",
         now=int(later(1).timestamp()),
-        progress=lambda d, t: lines.append(bench.format_progress(d, t, 1.0)),
+        progress=lambda d, t: lines.append(format_line("image", d, t, 1.0)),
     )
     assert out["installed"] == "bench.bin"
     assert out["signed"]["installed_image"]["filename"] == "bench.bin"
     assert out["signed"]["release_counter"] == 3
-    assert lines[-1].startswith("[####################] 12.1 KiB/12.1 KiB")
+    assert lines[-1].startswith("image 100% [####################] 12.1kB/12.1kB")
     shown = bench.info(client_for(agent))
     assert shown["ecu_serial"] == ECU and shown["installed"] == "bench.bin"
     assert shown["slot"] == "B" and shown["slot_size"] == 64 * 1024
     assert shown["report"]["signed"]["ecu_id"] == ECU
-
-
-def test_progress_line_format() -> None:
-    line = bench.format_progress(512 * 1024, 1024 * 1024, 6.0)
-    assert line == "[##########..........] 512.0 KiB/1.0 MiB 85.3 KiB/s ETA 6s"
 
 
 def test_config_round_trip_and_refusals(tmp_path: Path) -> None:
