@@ -83,7 +83,7 @@ def test_write_points_of_an_agent_install_are_counted(
     # counter and the confirm: flash and store together
     assert any(p.startswith("store write time") for p in points)
     assert any(p.startswith("store write trusted") for p in points)
-    assert points.count("commit A") == 1 and points.count("commit boot") >= 3
+    assert points.count("fsync A") == 1 and points.count("fsync boot") >= 3
 
 
 @pytest.mark.parametrize(
@@ -106,8 +106,8 @@ def test_5_4_3_power_cut_at_every_write_point_of_an_agent_install(
     run_update(agent, targets, V2, "fw/v2.bin")
     points = counter.points[start_points:]
     # the switch is durable once the boot record written after the slot commit is committed
-    slot_commit = points.index("commit A")
-    switch = points.index("commit boot", slot_commit) + 1  # 1-based write point
+    slot_commit = points.index("fsync A")
+    switch = points.index("fsync boot", slot_commit) + 1  # 1-based write point
     assert len(points) > 10
     for n in range(1, len(points) + 1):
         work = tmp_path / f"cut-{n}"

@@ -6,15 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from hardware.flash import (
-    BOOT,
-    BootRecord,
-    Flash,
-    PowerCut,
-    PowerLoss,
-    WritePointCounter,
-    other_slot,
-)
+from hardware.flash import BOOT, BootRecord, Flash, other_slot
+from storage.faults import FaultyFileSystem, PowerCut, PowerLoss, WritePointCounter
 from uptane.errors import UptaneError
 
 SLOT = 4096
@@ -57,19 +50,19 @@ def test_power_loss_is_hardware_not_an_uptane_error() -> None:
 
 def test_every_write_and_commit_is_a_counted_write_point(tmp_path: Path) -> None:
     hook = WritePointCounter()
-    f = Flash(tmp_path, SLOT, fault=hook)
+    f = Flash(tmp_path, SLOT, fs=FaultyFileSystem(hook))
     f.write("A", 0, b"x")
     f.commit("A")
     f.write_boot(BootRecord())
     assert f.write_points == 4 == hook.count
-    assert [p.split()[0] for p in hook.points] == ["write", "commit", "write", "commit"]
+    assert hook.points == ["write A@0+1", "fsync A", "write boot@0+91", "fsync boot"]
 
 
 def test_torn_write_applies_a_prefix_and_kills_the_device(tmp_path: Path) -> None:
     f = Flash(tmp_path, SLOT)
     f.write("A", 0, b"\x00" * 100)
     f.commit("A")
-    f.fault = PowerCut(at_write=1, torn=0.5)
+    f = f.reopen(fs=FaultyFileSystem(PowerCut(at_write=1, torn=0.5)))
     with pytest.raises(PowerLoss):
         f.write("A", 0, b"\x11" * 100)
     assert not f.alive
@@ -80,8 +73,7 @@ def test_torn_write_applies_a_prefix_and_kills_the_device(tmp_path: Path) -> Non
 
 
 def test_lose_unsynced_drops_uncommitted_writes_only(tmp_path: Path) -> None:
-    f = Flash(tmp_path, SLOT)
-    f.fault = PowerCut(at_write=4, lose_unsynced=True)
+    f = Flash(tmp_path, SLOT, fs=FaultyFileSystem(PowerCut(at_write=4, lose_unsynced=True)))
     f.write("A", 0, b"committed")  # 1
     f.commit("A")  # 2
     f.write("A", 0, b"overwrite")  # 3: never committed
@@ -93,7 +85,7 @@ def test_lose_unsynced_drops_uncommitted_writes_only(tmp_path: Path) -> None:
 
 
 def test_cut_at_commit_keeps_programmed_data_on_raw_flash(tmp_path: Path) -> None:
-    f = Flash(tmp_path, SLOT, fault=PowerCut(at_write=2))
+    f = Flash(tmp_path, SLOT, fs=FaultyFileSystem(PowerCut(at_write=2)))
     f.write("A", 0, b"data")
     with pytest.raises(PowerLoss):
         f.commit("A")
@@ -143,7 +135,7 @@ def test_boot_control_is_never_torn(tmp_path: Path, torn: float, lose_unsynced: 
         f = Flash(d, SLOT)
         for v in range(3):  # both copies hold valid records
             f.write_boot(BootRecord(data={"v": v, "pad": "x" * 200}))
-        f.fault = PowerCut(at_write=at, torn=torn, lose_unsynced=lose_unsynced)
+        f = f.reopen(fs=FaultyFileSystem(PowerCut(at, torn=torn, lose_unsynced=lose_unsynced)))
         with pytest.raises(PowerLoss):
             f.write_boot(BootRecord(active="B", data={"v": 3, "pad": "y" * 10}))
         rec = f.reopen().read_boot()

@@ -1,4 +1,5 @@
-"""The atomic state store: round trips, safe names, and a power cut at every write point."""
+"""The storage layer's atomic store and atomic files: round trips, safe names, modes, and a
+power cut at every write point (through storage.faults.FaultyFileSystem)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from hardware.flash import Flash, PowerCut, PowerLoss, WritePointCounter
-from hardware.store import AtomicStore, atomic_write
+from hardware.flash import Flash
+from storage import AtomicStore, atomic_copy, atomic_write, read_capped, read_json, write_json
+from storage.faults import FaultyFileSystem, PowerCut, PowerLoss, WritePointCounter
 from uptane.errors import EndlessDataAttack, MalformedInput
 
 
@@ -28,8 +30,8 @@ def test_round_trip_and_missing_names(tmp_path: Path) -> None:
 
 def test_atomic_write_replaces_one_file_with_its_mode_and_leaves_no_temp(tmp_path: Path) -> None:
     key = tmp_path / "keys" / "ecu.pem"
-    atomic_write(key, b"old", 0o600)
-    atomic_write(key, b"new", 0o600)
+    atomic_write(key, b"old", mode=0o600)
+    atomic_write(key, b"new", mode=0o600)
     assert key.read_bytes() == b"new"
     assert key.stat().st_mode & 0o777 == 0o600
     assert [p.name for p in key.parent.iterdir()] == ["ecu.pem"]
@@ -37,9 +39,9 @@ def test_atomic_write_replaces_one_file_with_its_mode_and_leaves_no_temp(tmp_pat
 
 def test_atomic_write_that_fails_keeps_the_old_file(tmp_path: Path) -> None:
     path = tmp_path / "cfg.toml"
-    atomic_write(path, b"old", 0o644)
+    atomic_write(path, b"old", mode=0o644)
     with pytest.raises(TypeError):
-        atomic_write(path, "not bytes", 0o644)  # type: ignore[arg-type]
+        atomic_write(path, "not bytes", mode=0o644)  # type: ignore[arg-type]
     assert path.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["cfg.toml"]
 
@@ -75,8 +77,13 @@ def test_json_is_read_with_the_bounded_decoder(tmp_path: Path) -> None:
 
 def test_a_write_has_four_write_points(tmp_path: Path) -> None:
     hook = WritePointCounter()
-    AtomicStore(tmp_path, fault=hook).write("x", b"1")
-    assert [p.split()[1] for p in hook.points] == ["write", "fsync", "rename", "fsync-dir"]
+    AtomicStore(tmp_path / "st", fs=FaultyFileSystem(hook)).write("x", b"1")
+    assert hook.points == [
+        "write store x",
+        "fsync store x",
+        "rename st/x",
+        "fsync-dir st",
+    ]
 
 
 MODES = [
@@ -93,13 +100,13 @@ def test_power_cut_at_every_write_point_leaves_old_or_new(
 ) -> None:
     old, new = b"old-" + b"o" * 5000, b"new-" + b"n" * 7000
     hook = WritePointCounter()
-    AtomicStore(tmp_path / "count", fault=hook).write("state", new)
+    AtomicStore(tmp_path / "count", fs=FaultyFileSystem(hook)).write("state", new)
     seen = set()
     for n in range(1, hook.count + 1):
         d = tmp_path / f"cut{n}"
         if not first:
             AtomicStore(d).write("state", old)
-        s = AtomicStore(d, fault=PowerCut(at_write=n, torn=torn, lose_unsynced=lose))
+        s = AtomicStore(d, fs=FaultyFileSystem(PowerCut(n, torn=torn, lose_unsynced=lose)))
         with pytest.raises(PowerLoss):
             s.write("state", new)
         with pytest.raises(PowerLoss):
@@ -127,11 +134,11 @@ def test_walk_over_several_names_keeps_each_whole(tmp_path: Path) -> None:
                 store.write(name, versions[name][v])
 
     hook = WritePointCounter()
-    run(AtomicStore(tmp_path / "count", fault=hook))
+    run(AtomicStore(tmp_path / "count", fs=FaultyFileSystem(hook)))
     for n in range(1, hook.count + 1):
         d = tmp_path / f"cut{n}"
         with pytest.raises(PowerLoss):
-            run(AtomicStore(d, fault=PowerCut(at_write=n, lose_unsynced=n % 2 == 0)))
+            run(AtomicStore(d, fs=FaultyFileSystem(PowerCut(n, lose_unsynced=n % 2 == 0))))
         after = AtomicStore(d)
         for name in "abc":
             got = after.read(name)
@@ -139,10 +146,10 @@ def test_walk_over_several_names_keeps_each_whole(tmp_path: Path) -> None:
 
 
 def test_one_power_supply_for_flash_and_store(tmp_path: Path) -> None:
-    """A shared PowerCut counts across devices and kills both at once."""
-    cut = PowerCut(at_write=3)
-    flash = Flash(tmp_path / "flash", 4096, fault=cut)
-    store = AtomicStore(tmp_path / "store", fault=cut)
+    """One FaultyFileSystem counts across devices and kills both at once."""
+    fs = FaultyFileSystem(PowerCut(at_write=3))
+    flash = Flash(tmp_path / "flash", 4096, fs=fs)
+    store = AtomicStore(tmp_path / "store", fs=fs)
     flash.write("A", 0, b"x")  # 1
     flash.commit("A")  # 2
     with pytest.raises(PowerLoss):
@@ -150,3 +157,36 @@ def test_one_power_supply_for_flash_and_store(tmp_path: Path) -> None:
     with pytest.raises(PowerLoss):
         flash.read("A", 0, 1)
     assert AtomicStore(tmp_path / "store").read("k") is None
+
+
+def test_atomic_write_needs_a_mode_and_keeps_it_whatever_the_umask(tmp_path: Path) -> None:
+    import os
+
+    old = os.umask(0o077)
+    try:
+        atomic_write(tmp_path / "pub" / "root.json", b"{}", mode=0o644)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "pub" / "root.json").stat().st_mode & 0o777 == 0o644
+    with pytest.raises(TypeError):
+        atomic_write(tmp_path / "x", b"1")  # type: ignore[call-arg]
+
+
+def test_atomic_copy_streams_and_write_json_reads_back(tmp_path: Path) -> None:
+    src = tmp_path / "image.bin"
+    src.write_bytes(bytes(range(256)) * 9000)  # > 1 MiB: more than one chunk
+    atomic_copy(src, tmp_path / "out" / "image.bin", mode=0o644)
+    assert (tmp_path / "out" / "image.bin").read_bytes() == src.read_bytes()
+    write_json(tmp_path / "cfg.json", {"b": [1, 2], "a": "x"}, mode=0o600)
+    assert read_json(tmp_path / "cfg.json") == {"a": "x", "b": [1, 2]}
+    assert read_json(tmp_path / "missing.json", default={}) == {}
+    with pytest.raises(EndlessDataAttack):
+        read_json(tmp_path / "cfg.json", cap=4)
+
+
+def test_read_capped_refuses_past_the_cap(tmp_path: Path) -> None:
+    p = tmp_path / "key.pem"
+    p.write_bytes(b"k" * 100)
+    assert read_capped(p, 100) == b"k" * 100
+    with pytest.raises(EndlessDataAttack):
+        read_capped(p, 99)
