@@ -288,6 +288,14 @@ class NoBootableImage(InstallFailed):
     code = 122
 
 
+class IllegalSlotTransition(InstallFailed):
+    """A/B install: a move the slot lifecycle's table does not allow in the current state
+    (hardware/slot_lifecycle.py), such as a confirm with no trial slot booted; nothing
+    changed."""
+
+    code = 123
+
+
 # --- transport and storage on the Primary (primary/fetcher.py) ---------------------------
 
 
