@@ -37,11 +37,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from director import inventory as inv
-from director.fileio import atomic_write, read_json, write_json
 from director.groupcommit import GroupCommit
 from director.imageview import ImageRepoView, source_for
 from director.keysource import FileKeySource, KeySource, generate
 from director.repostate import available_encodings
+from storage import atomic_write, read_json, write_json
 from uptane.errors import BadEcuId, ReplayAttack, TargetNotFound, UptaneError
 from uptane.identity import ImageIdentity, same_image
 from uptane.keys import ED25519, Key
@@ -327,12 +327,12 @@ class Director:
             "director", signers, now or _utcnow(), encodings=available_encodings()
         )
         for enc, data in b.root_history[0].items():
-            atomic_write(directory / "root" / f"1.root.{enc}", data)
+            atomic_write(directory / "root" / f"1.root.{enc}", data, mode=0o644)
         # pin the Image repository's root after checking it is one (threshold-signed)
         from uptane.trust import RepositoryTrust
 
         RepositoryTrust("image", image_root, Limits.primary())
-        atomic_write(directory / "image-root.json", image_root)
+        atomic_write(directory / "image-root.json", image_root, mode=0o644)
         token = secrets.token_urlsafe(32)
         url = db_url or f"sqlite:///{(directory / 'inventory.db').resolve()}"
         cfg = Config(url, image_repo, hash_token(token))
@@ -1155,7 +1155,7 @@ class Director:
         b.publish(now)
         version = b.root.version
         for enc, data in b.root_history[-1].items():
-            atomic_write(self.dir / "root" / f"{version}.root.{enc}", data)
+            atomic_write(self.dir / "root" / f"{version}.root.{enc}", data, mode=0o644)
         if role == "root":
             offline.replace("root", new)
         else:

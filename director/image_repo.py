@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from director import repostate
-from director.fileio import atomic_copy, atomic_write, dir_lock, read_json, write_json
 from director.keysource import FileKeySource, generate
+from storage import atomic_copy, atomic_write, dir_lock, read_json, write_json
 from uptane.errors import (
     EndlessDataAttack,
     MalformedInput,
@@ -44,6 +44,12 @@ from uptane.trust import is_delegated_path
 
 NAME = "image"
 ADMIN = "admin"
+#: images and metadata, which any client may download
+PUBLIC_MODE = 0o644
+#: the staged entries, read by the offline commands and the server (not secret)
+STATE_MODE = 0o644
+#: upload tokens (their hashes)
+SECRET_MODE = 0o600
 
 
 class Forbidden(Exception):
@@ -161,9 +167,9 @@ class ImageRepository:
         )
         paths.images.mkdir(parents=True, exist_ok=True)
         repostate.save(builder, paths.metadata)
-        write_json(paths.staged, [])
+        write_json(paths.staged, [], mode=STATE_MODE)
         token = secrets.token_urlsafe(32)
-        write_json(paths.tokens, {hash_token(token): ADMIN}, mode=0o600)
+        write_json(paths.tokens, {hash_token(token): ADMIN}, mode=SECRET_MODE)
         return token
 
     # --- tokens -----------------------------------------------------------------------------
@@ -173,7 +179,7 @@ class ImageRepository:
         with dir_lock(self.paths.root):
             tokens = read_json(self.paths.tokens, {})
             tokens[hash_token(token)] = role
-            write_json(self.paths.tokens, tokens, mode=0o600)
+            write_json(self.paths.tokens, tokens, mode=SECRET_MODE)
         return token
 
     def role_for_token(self, token: str) -> str | None:
@@ -186,7 +192,7 @@ class ImageRepository:
         digest = hashlib.sha256(data).hexdigest()
         path = self.paths.images / digest
         if not path.exists():
-            atomic_write(path, data)
+            atomic_write(path, data, mode=PUBLIC_MODE)
         return digest
 
     def image_path(self, target: TargetFile) -> Path | None:
@@ -226,7 +232,7 @@ class ImageRepository:
             staged = read_json(self.paths.staged, [])
             staged = [s for s in staged if s["path"] != path]
             staged.append({"path": path, "entry": tf.to_dict()})
-            write_json(self.paths.staged, staged)
+            write_json(self.paths.staged, staged, mode=STATE_MODE)
         return tf
 
     def staged(self) -> list[TargetFile]:
@@ -262,7 +268,7 @@ class ImageRepository:
             self.builder.mark("targets")
             self.builder.publish(now)
             repostate.save(self.builder, self.paths.metadata)
-            write_json(self.paths.staged, [])
+            write_json(self.paths.staged, [], mode=STATE_MODE)
         return self.builder.targets.version
 
     def delegate(
@@ -376,7 +382,7 @@ class ImageRepository:
                     dest = out / "targets" / dirname / f"{digest}.{base}"
                     if dest.exists() and dest.stat().st_size == tf.length:
                         continue  # content-addressed: already there
-                    atomic_copy(src, dest)
+                    atomic_copy(src, dest, mode=PUBLIC_MODE)
                     count += 1
         last: list[tuple[Path, bytes]] = []
         for enc in b.encodings:
@@ -384,9 +390,9 @@ class ImageRepository:
                 if fname.startswith("timestamp."):
                     last.append((out / "metadata" / fname, data))
                 else:
-                    atomic_write(out / "metadata" / fname, data)
+                    atomic_write(out / "metadata" / fname, data, mode=PUBLIC_MODE)
         for path, data in last:
-            atomic_write(path, data)
+            atomic_write(path, data, mode=PUBLIC_MODE)
         return count
 
     # --- uploads (§5.3.1: the uploader's delegation chain decides) ---------------------------

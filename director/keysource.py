@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
-from director.fileio import atomic_write
+from storage import atomic_write
 from uptane.keys import ED25519, Key, PrivateKey, Signer
 
 

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from director.fileio import atomic_write, read_json, write_json
+from storage import atomic_write, read_json, write_json
 from uptane.keys import Signer
 from uptane.limits import Limits
 from uptane.metadata import DER, JSON, Metadata, Targets, decode
@@ -50,7 +50,7 @@ def save(builder: RepositoryBuilder, mdir: Path) -> None:
             versioned = fname.split(".", 1)[0].isdigit()
             if versioned and path.exists():
                 continue
-            atomic_write(path, data)
+            atomic_write(path, data, mode=0o644)  # served as it is
     roles = ["targets", "snapshot", "timestamp", *builder.delegated]
     write_json(
         mdir / CURRENT,
@@ -61,6 +61,7 @@ def save(builder: RepositoryBuilder, mdir: Path) -> None:
             "delegated": list(builder.delegated),
             "parents": dict(builder.parents),
         },
+        mode=0o644,
     )
 
 
