@@ -9,6 +9,10 @@ trial slot at most ``max_trial_boots`` times and, if nobody called
 :meth:`SlotManager.confirm`, reverts to the old slot and records why, so the next version
 report can say so.
 
+Which of these moves is allowed when is one table, :mod:`hardware.slot_lifecycle`
+(IDLE, INSTALLING, TRIAL, TRIAL_BOOTED); every public method here asks it first, and a
+move it refuses raises a named error with nothing changed.
+
 Invariant kept at every write point: every slot the boot-control record names an image for
 holds exactly that image's bytes, and the record never points a boot at any other slot.
 See docs/ab-install.md.
@@ -20,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hardware.flash import BootRecord, Flash, other_slot
+from hardware.slot_lifecycle import OUTCOMES, Outcome, SlotEvent, SlotState, next_state
 from uptane.errors import (
     BadLength,
     EndlessDataAttack,
@@ -71,13 +76,13 @@ class ImageInfo:
         return cls(d["filename"], d["length"], dict(d["hashes"]), d["releaseCounter"])
 
 
-#: outcomes of an install, as kept in ``InstallResult.outcome``
+#: outcomes of an install, as kept in ``InstallResult.outcome`` (the lifecycle's)
 TRIAL, CONFIRMED, REJECTED, ABORTED, REVERTED = (
-    "trial",
-    "confirmed",
-    "rejected",
-    "aborted",
-    "reverted",
+    Outcome.TRIAL,
+    Outcome.CONFIRMED,
+    Outcome.REJECTED,
+    Outcome.ABORTED,
+    Outcome.REVERTED,
 )
 
 
@@ -93,19 +98,23 @@ class InstallResult:
     (0 and "" on success), so a version report can carry them as its attack indicator.
     """
 
-    outcome: str
+    outcome: Outcome
     filename: str | None
     reason: str = ""
     code: int = 0
     attack: str = ""
 
+    def __post_init__(self) -> None:
+        # an outcome given as its string (as boot records keep it) becomes the Outcome
+        object.__setattr__(self, "outcome", Outcome(self.outcome))
+
     @property
     def ok(self) -> bool:
-        return self.outcome in (TRIAL, CONFIRMED)
+        return self.outcome.ok
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "outcome": self.outcome,
+            "outcome": self.outcome.value,
             "filename": self.filename,
             "reason": self.reason,
             "code": self.code,
@@ -114,11 +123,35 @@ class InstallResult:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> InstallResult:
-        return cls(d["outcome"], d["filename"], d["reason"], d["code"], d["attack"])
+        """The result a boot record keeps (the same fields since the first format);
+        raises ValueError when ``d`` is not one."""
+        try:
+            outcome, filename = Outcome(d["outcome"]), d["filename"]
+            reason, code, attack = d["reason"], d["code"], d["attack"]
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"not an install result: {e}") from None
+        if (
+            not (filename is None or isinstance(filename, str))
+            or not isinstance(reason, str)
+            or type(code) is not int
+            or not isinstance(attack, str)
+        ):
+            raise ValueError("not an install result: a field has the wrong type")
+        return cls(outcome, filename, reason, code, attack)
+
+    @classmethod
+    def of(
+        cls, event: SlotEvent, filename: str | None, reason: str, error: UptaneError | None = None
+    ) -> InstallResult:
+        """The result ``event`` records (:data:`hardware.slot_lifecycle.OUTCOMES`), with the
+        code and attack name of the ``error`` that caused it, if any."""
+        if error is None:
+            return cls(OUTCOMES[event], filename, reason[:MAX_REASON])
+        return cls(OUTCOMES[event], filename, reason[:MAX_REASON], error.code, error.attack)
 
     @classmethod
     def failure(cls, outcome: str, filename: str | None, error: UptaneError) -> InstallResult:
-        return cls(outcome, filename, error.message[:MAX_REASON], error.code, error.attack)
+        return cls(Outcome(outcome), filename, error.message[:MAX_REASON], error.code, error.attack)
 
 
 @dataclass(frozen=True)
@@ -126,7 +159,8 @@ class SlotStatus:
     """What the ECU is running and what is pending, for version reports and the bench tool.
 
     ``installed`` is the image in the booted slot (or in the active slot before the first
-    :meth:`SlotManager.boot`); ``release_counter`` is its release counter.
+    :meth:`SlotManager.boot`); ``release_counter`` is its release counter; ``state`` is
+    where the install stands in :mod:`hardware.slot_lifecycle`.
     """
 
     active: str
@@ -137,6 +171,7 @@ class SlotStatus:
     attempts: int
     installing: bool
     last_result: InstallResult | None
+    state: SlotState = SlotState.IDLE
 
     @property
     def release_counter(self) -> int | None:
@@ -235,6 +270,23 @@ class SlotManager:
         self._writer: SlotWriter | None = None
         self._record = flash.read_boot() or BootRecord()
 
+    # --- the lifecycle ----------------------------------------------------------------------
+
+    @property
+    def state(self) -> SlotState:
+        """Where the install stands (:mod:`hardware.slot_lifecycle`): the boot record's
+        trial field, the install in progress and the slot booted since the reset."""
+        if self._writer is not None:
+            return SlotState.INSTALLING
+        trial = self._record.trial
+        if trial is None:
+            return SlotState.IDLE
+        return SlotState.TRIAL_BOOTED if self.booted == trial else SlotState.TRIAL
+
+    def _move(self, event: SlotEvent) -> SlotState:
+        """The state ``event`` leads to; raises the lifecycle's error if it is not allowed."""
+        return next_state(self.state, event)
+
     # --- reading the record -----------------------------------------------------------------
 
     def _image(self, slot: str | None, record: BootRecord | None = None) -> ImageInfo | None:
@@ -246,7 +298,12 @@ class SlotManager:
 
     def _last(self) -> InstallResult | None:
         d = self._record.data.get("last")
-        return InstallResult.from_dict(d) if d else None
+        if not d:
+            return None
+        try:
+            return InstallResult.from_dict(d)
+        except ValueError:
+            return None  # a record this code cannot read reports no last result
 
     def _write(
         self,
@@ -296,9 +353,14 @@ class SlotManager:
             attempts=r.attempts,
             installing=self._writer is not None,
             last_result=self._last(),
+            state=self.state,
         )
 
     # --- install ----------------------------------------------------------------------------
+
+    def _image_cap(self) -> int:
+        """The largest image an install takes: the slot, or the Limits' image cap."""
+        return min(self.flash.slot_size, self.limits.image_bytes)
 
     def begin_install(self, length: int, metadata: ImageInfo | TargetFile) -> SlotWriter:
         """Start writing an image of ``length`` bytes into the inactive slot.
@@ -310,15 +372,10 @@ class SlotManager:
         :func:`uptane.verify.check_target_for_ecu`, before this is called.
         """
         info = ImageInfo.from_target(metadata) if isinstance(metadata, TargetFile) else metadata
-        if self._writer is not None:
-            raise PartialBundleAttack("an install is already in progress")
-        if self._record.trial is not None:
-            raise PartialBundleAttack(
-                f"slot {self._record.trial} is still on trial; confirm or revert it first"
-            )
+        self._move(SlotEvent.BEGIN)
         if length != info.length:
             raise BadLength(f"install of {length} bytes, but the metadata says {info.length}")
-        cap = min(self.flash.slot_size, self.limits.image_bytes)
+        cap = self._image_cap()
         if length > cap:
             raise EndlessDataAttack(f"image of {length} bytes does not fit the {cap}-byte slot")
         slot = self.inactive_slot()
@@ -340,14 +397,11 @@ class SlotManager:
         the whole slot again in any case.
         """
         info = ImageInfo.from_target(metadata) if isinstance(metadata, TargetFile) else metadata
-        if self._writer is not None:
-            raise PartialBundleAttack("an install is already in progress")
-        if self._record.trial is not None:
-            raise PartialBundleAttack(f"slot {self._record.trial} is still on trial")
+        self._move(SlotEvent.RESUME)
         slot = self.inactive_slot()
         if self._image(slot) is not None:
             raise PartialBundleAttack(f"slot {slot} holds an installed image, not a partial one")
-        cap = min(self.flash.slot_size, self.limits.image_bytes)
+        cap = self._image_cap()
         if info.length > cap:
             raise EndlessDataAttack(
                 f"image of {info.length} bytes does not fit the {cap}-byte slot"
@@ -380,6 +434,7 @@ class SlotManager:
         boot-control record. On any failure the result is recorded, the active slot stays,
         and the error is raised.
         """
+        self._move(SlotEvent.FINISH)
         if writer is not self._writer or writer.closed:
             raise InstallFailed("this writer is not the install in progress")
         info = writer.info
@@ -397,7 +452,7 @@ class SlotManager:
             self.flash.commit(writer.slot)
             self._verify_slot(writer.slot, info)
         except UptaneError as e:
-            self._end_install(InstallResult.failure(REJECTED, info.filename, e))
+            self._end_install(InstallResult.of(SlotEvent.REJECT, info.filename, e.message, e))
             raise
         writer.closed = True
         self._writer = None
@@ -405,16 +460,19 @@ class SlotManager:
             trial=writer.slot,
             attempts=0,
             images={writer.slot: info},
-            last=InstallResult(TRIAL, info.filename, "installed, waiting for a trial boot"),
+            last=InstallResult.of(
+                SlotEvent.FINISH, info.filename, "installed, waiting for a trial boot"
+            ),
         )
 
     def abort_install(self, reason: str = "install aborted") -> None:
         """Give up the install in progress; the active slot is untouched."""
-        filename = self._writer.info.filename if self._writer else None
-        result = InstallResult(
-            ABORTED, filename, reason[:MAX_REASON], InstallFailed.code, InstallFailed.attack
+        self._move(SlotEvent.ABORT)
+        assert self._writer is not None
+        error = InstallFailed(reason)
+        self._end_install(
+            InstallResult.of(SlotEvent.ABORT, self._writer.info.filename, reason, error)
         )
-        self._end_install(result)
 
     def _end_install(self, result: InstallResult) -> None:
         if self._writer is not None:
@@ -451,26 +509,12 @@ class SlotManager:
         boot record before it starts); the boot after that reverts to the active slot and
         records the failure. Raises NoBootableImage if the active slot's image is broken.
         """
+        self._move(SlotEvent.RESET)
         self._writer = None
         self.booted = None
         self._record = self.flash.read_boot() or BootRecord()
-        r = self._record
-        if r.trial is not None:
-            trial_info = self._image(r.trial)
-            name = trial_info.filename if trial_info else None
-            if r.attempts >= self.max_trial_boots:
-                err: UptaneError = TrialNotConfirmed(
-                    f"slot {r.trial} was booted {r.attempts} times without a confirm; "
-                    f"reverted to slot {r.active}"
-                )
-                self._write(trial=None, attempts=0, last=InstallResult.failure(REVERTED, name, err))
-            elif not self._slot_ok(r.trial):
-                err = NoBootableImage(f"slot {r.trial} does not match its image; reverted")
-                self._write(trial=None, attempts=0, last=InstallResult.failure(REVERTED, name, err))
-            else:
-                self._write(attempts=r.attempts + 1)
-                self.booted = r.trial
-                return self.booted
+        if self.state is SlotState.TRIAL and self._boot_trial():
+            return self.booted
         active = self._record.active
         if self._image(active) is None:
             return None  # a blank device: the bootloader waits for a first image
@@ -479,15 +523,40 @@ class SlotManager:
         self.booted = active
         return active
 
+    def _boot_trial(self) -> bool:
+        """TRIAL_BOOT (count the attempt, then run the trial slot) while attempts are left
+        and the slot still holds its image; else REVERT to the active slot. True when the
+        trial slot runs."""
+        r = self._record
+        assert r.trial is not None
+        trial_info = self._image(r.trial)
+        name = trial_info.filename if trial_info else None
+        error: UptaneError | None = None
+        if r.attempts >= self.max_trial_boots:
+            error = TrialNotConfirmed(
+                f"slot {r.trial} was booted {r.attempts} times without a confirm; "
+                f"reverted to slot {r.active}"
+            )
+        elif not self._slot_ok(r.trial):
+            error = NoBootableImage(f"slot {r.trial} does not match its image; reverted")
+        if error is not None:
+            self._move(SlotEvent.REVERT)
+            result = InstallResult.of(SlotEvent.REVERT, name, error.message, error)
+            self._write(trial=None, attempts=0, last=result)
+            return False
+        self._move(SlotEvent.TRIAL_BOOT)
+        self._write(attempts=r.attempts + 1)
+        self.booted = r.trial
+        return True
+
     def confirm(self) -> None:
         """Make the booted trial slot permanent (one boot-record write)."""
+        self._move(SlotEvent.CONFIRM)
         r = self._record
-        if r.trial is None or self.booted != r.trial:
-            raise InstallFailed("there is no booted trial slot to confirm")
         info = self._image(r.trial)
         self._write(
             active=r.trial,
             trial=None,
             attempts=0,
-            last=InstallResult(CONFIRMED, info.filename if info else None, "confirmed"),
+            last=InstallResult.of(SlotEvent.CONFIRM, info.filename if info else None, "confirmed"),
         )

@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import shutil
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from hardware.flash import Flash, PowerCut, PowerLoss, WritePointCounter
+from hardware.flash import BootRecord, Flash, PowerCut, PowerLoss, WritePointCounter
+from hardware.slot_lifecycle import (
+    OUTCOMES,
+    REFUSALS,
+    TRANSITIONS,
+    Outcome,
+    SlotEvent,
+    SlotState,
+    next_state,
+)
 from hardware.slots import (
     ABORTED,
     CONFIRMED,
@@ -19,17 +31,20 @@ from hardware.slots import (
     TRIAL,
     ImageInfo,
     SlotManager,
+    SlotWriter,
 )
 from uptane.errors import (
     BadHash,
     BadLength,
     EndlessDataAttack,
+    IllegalSlotTransition,
     InstallFailed,
     LimitExceeded,
     MalformedInput,
     NoBootableImage,
     PartialBundleAttack,
     TrialNotConfirmed,
+    UptaneError,
 )
 from uptane.limits import Limits, MiB
 from uptane.metadata import TargetFile
@@ -408,3 +423,172 @@ def test_a_damaged_flash_geometry_file_is_a_named_error(tmp_path: Path, geometry
     (tmp_path / "geometry.json").write_bytes(geometry)
     with pytest.raises(MalformedInput, match="geometry"):  # never a KeyError or TypeError
         Flash(tmp_path)
+
+
+# --- the slot trial lifecycle (hardware/slot_lifecycle.py) ----------------------------------
+
+#: a boot record exactly as the code before the lifecycle table wrote it (V1 confirmed in B,
+#: V2 installed in A and booted once on trial): a device in the field keeps its slots
+OLD_RECORD = (
+    '{"active":"B","attempts":1,"confirmed":false,"data":{"images":{"A":{"filename":"'
+    'fw-v2.bin","hashes":{"sha256":"6fec9c6b565800de989f134f3d6af4af2f86a178a6ac1b6f9'
+    'cb96c5820b16ddc","sha512":"97d0a86101f159ce31b227abd27e5920404735f94778e4415b1c3'
+    '05073e62a56495400433a1b8891c395d1150f82af26a4c0767b3ffa2b1c5272b250614737f8"},"l'
+    'ength":6100,"releaseCounter":3},"B":{"filename":"fw-v1.bin","hashes":{"sha256":"'
+    '70e29a00a32110769aabd072acc418bb746e4c7ed1254354e1292d69d50be37d","sha512":"b12e'
+    "059ee107eaade7944a4634e092c77750021614c2f9981cb31b509d1113f1214393d4af25a2aeb15c"
+    'e92a582c5d3e19c8ed303e012fea743a8ab571da5c99"},"length":5000,"releaseCounter":2}'
+    '},"last":{"attack":"","code":0,"filename":"fw-v2.bin","outcome":"trial","reason"'
+    ':"installed, waiting for a trial boot"}},"trial":"A"}'
+)
+
+
+def test_a_boot_record_written_by_the_old_code_still_loads(tmp_path: Path) -> None:
+    flash = Flash(tmp_path, SLOT)
+    for slot, data in (("A", V2), ("B", V1)):
+        flash.write(slot, 0, data)
+        flash.commit(slot)
+    old = BootRecord.from_payload(OLD_RECORD.encode(), 7)
+    flash.write_boot(old)
+    sm = SlotManager(flash.reopen(), max_trial_boots=2, limits=LIMITS)
+    st = sm.status()
+    assert sm.state is SlotState.TRIAL and st.trial == "A" and st.attempts == 1
+    assert st.installed == ImageInfo.from_target(T1) and st.trial_image == ImageInfo.from_target(T2)
+    last = st.last_result
+    assert last is not None and last.outcome is Outcome.TRIAL and last.outcome == "trial"
+    assert last.ok and last.to_dict() == old.data["last"]  # written back the same way
+    assert sm.boot() == "A" and sm.state is SlotState.TRIAL_BOOTED
+    sm.confirm()
+    record = sm.flash.read_boot()
+    assert record is not None and record.active == "A" and record.trial is None
+    assert record.data["last"]["outcome"] == "confirmed"  # the same strings as before
+    assert booted_bytes(sm) == V2
+
+
+def test_a_damaged_last_result_reports_none_instead_of_crashing(tmp_path: Path) -> None:
+    sm = provisioned(tmp_path)
+    data = json.loads(OLD_RECORD)["data"]
+    data["last"] = {"outcome": "exploded", "filename": 5}
+    sm.flash.write_boot(BootRecord("B", None, 0, True, data))
+    assert SlotManager(sm.flash.reopen(), limits=LIMITS).status().last_result is None
+
+
+def test_the_lifecycle_table_is_complete_and_every_state_reachable() -> None:
+    reached = {SlotState.IDLE}
+    frontier = [SlotState.IDLE]
+    while frontier:
+        for after in TRANSITIONS[frontier.pop()].values():
+            if after not in reached:
+                reached.add(after)
+                frontier.append(after)
+    assert reached == set(SlotState) == set(TRANSITIONS)
+    used = {e for moves in TRANSITIONS.values() for e in moves}
+    assert used == set(SlotEvent)
+    for event in OUTCOMES:  # every recorded outcome belongs to a move the table allows
+        assert any(event in moves for moves in TRANSITIONS.values())
+    for state in SlotState:
+        for event in SlotEvent:
+            if event in TRANSITIONS[state]:
+                assert next_state(state, event) is TRANSITIONS[state][event]
+            else:
+                error = REFUSALS.get(event, IllegalSlotTransition)
+                with pytest.raises(error):
+                    next_state(state, event)
+
+
+def _in_state(directory: Path, state: SlotState) -> tuple[SlotManager, Any]:
+    """A SlotManager in ``state``; the writer (for INSTALLING: all of V2 written) or None."""
+    sm = provisioned(directory)
+    writer = sm.begin_install(T2.length, T2)
+    if state is SlotState.IDLE:
+        sm.abort_install("to leave the inactive slot unclaimed")  # so RESUME can be tried
+        return sm, None
+    writer.write(V2)
+    if state is SlotState.INSTALLING:
+        return sm, writer
+    sm.finish_install(writer, None)
+    if state is SlotState.TRIAL_BOOTED:
+        assert sm.boot() == writer.slot
+    return sm, None
+
+
+def _bad_finish(sm: SlotManager, writer: Any) -> None:
+    """FINISH that fails its read-back: REJECT."""
+    if writer is not None:
+        writer._flush()
+        sm.flash.write(writer.slot, 0, b"\x00")
+    sm.finish_install(writer or SlotWriter(sm.flash, "A", ImageInfo.from_target(T2), 64))
+
+
+def _boot_into_a_broken_trial(sm: SlotManager, writer: Any) -> None:
+    """A reset with the trial slot no longer matching its image: RESET then REVERT (the
+    other REVERT, attempts used up, is test_trial_not_confirmed_within_n_boots...)."""
+    trial = sm.status().trial
+    if trial is not None:
+        sm.flash.write(trial, 0, b"\xde\xad")
+        sm.flash.commit(trial)
+    sm.boot()
+
+
+#: each way of driving a SlotManager, the lifecycle events it is, and how it is called
+ACTIONS: dict[str, tuple[tuple[SlotEvent, ...], Any]] = {
+    "begin": ((SlotEvent.BEGIN,), lambda sm, w: sm.begin_install(T0.length, T0)),
+    "resume": ((SlotEvent.RESUME,), lambda sm, w: sm.resume_install(T2, 0)),
+    "finish": (
+        (SlotEvent.FINISH,),
+        lambda sm, w: sm.finish_install(
+            w or SlotWriter(sm.flash, "A", ImageInfo.from_target(T2), 64)
+        ),
+    ),
+    "finish-bad": ((SlotEvent.FINISH, SlotEvent.REJECT), _bad_finish),
+    "abort": ((SlotEvent.ABORT,), lambda sm, w: sm.abort_install("stop")),
+    "boot": ((SlotEvent.RESET, SlotEvent.TRIAL_BOOT), lambda sm, w: sm.boot()),
+    "boot-bad-trial": ((SlotEvent.RESET, SlotEvent.REVERT), _boot_into_a_broken_trial),
+    "confirm": ((SlotEvent.CONFIRM,), lambda sm, w: sm.confirm()),
+}
+
+
+def _expected(
+    state: SlotState, events: tuple[SlotEvent, ...]
+) -> tuple[SlotState | type[Exception], Outcome | None]:
+    """The state the table says ``events`` lead to from ``state`` (or the error the first
+    refused one raises) and the outcome recorded last. RESET leads to the recorded state,
+    where the bootloader's TRIAL_BOOT or REVERT applies only if a trial is pending (else the
+    active slot just boots); a FINISH whose checks fail is a REJECT instead."""
+    first, *rest = events
+    try:
+        after = next_state(state, first)
+    except (IllegalSlotTransition, PartialBundleAttack) as e:
+        return type(e), None
+    if first is SlotEvent.RESET and after is SlotState.IDLE:
+        return after, None
+    if first is SlotEvent.FINISH and rest:
+        return next_state(state, rest[0]), OUTCOMES[rest[0]]
+    for event in rest:
+        after = next_state(after, event)
+    return after, OUTCOMES.get(events[-1])
+
+
+@pytest.mark.parametrize("action", list(ACTIONS))
+@pytest.mark.parametrize("state", list(SlotState), ids=lambda s: s.value)
+def test_every_slot_manager_move_follows_the_lifecycle_table(
+    tmp_path: Path, state: SlotState, action: str
+) -> None:
+    """Each state, driven each way: the state after and the outcome recorded are the
+    table's, and a move the table refuses raises its named error and writes nothing."""
+    sm, writer = _in_state(tmp_path, state)
+    assert sm.state is state and sm.status().state is state
+    events, call = ACTIONS[action]
+    expected, outcome = _expected(state, events)
+    before = sm.flash.read_boot()
+    if isinstance(expected, type):
+        with pytest.raises(expected):
+            call(sm, writer)
+        assert sm.flash.read_boot() == before and sm.state is state, "a refused move wrote"
+        return
+    with contextlib.suppress(UptaneError):  # a rejected finish raises its verdict
+        call(sm, writer)
+    assert sm.state is expected
+    if outcome is not None:
+        last = sm.status().last_result
+        assert last is not None and last.outcome is outcome
