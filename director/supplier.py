@@ -8,12 +8,12 @@ repository publishes, and uploads each one with its role's token.
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 
+from uptane.identity import ImageIdentity, same_image
 from uptane.keys import Signer
 from uptane.limits import Limits
 from uptane.metadata import DER, JSON, Metadata, TargetFile, Targets, decode
@@ -42,9 +42,16 @@ def release(
     with httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout) as c:
         r = c.put(f"/api/images/{path}", content=data, headers=auth)
         r.raise_for_status()
-        uploaded = r.json()
-        if uploaded["hashes"].get("sha256") != hashlib.sha256(data).hexdigest():
-            raise ValueError("the service stored different bytes")
+        mine = TargetFile.from_data(
+            path,
+            data,
+            ("sha256", "sha512"),
+            hardware_ids=list(hardware_ids),
+            release_counter=release_counter,
+        )
+        stored = ImageIdentity.from_dict(r.json())
+        if not same_image(stored, mine):
+            raise ValueError("the service stored different bytes; upload the image again")
         ts = decode(c.get("/metadata/timestamp.json").content, limits, role_type="timestamp")
         snap_v = ts.signed.snapshot_meta.version
         snap = decode(
@@ -59,13 +66,7 @@ def release(
         assert isinstance(cur, Targets)
         model = Targets(version=cur.version + 1, expires=(now + expiry).replace(microsecond=0))
         model.targets = dict(cur.targets)
-        model.targets[path] = TargetFile(
-            path,
-            uploaded["length"],
-            uploaded["hashes"],
-            hardware_ids=list(hardware_ids),
-            release_counter=release_counter,
-        )
+        model.targets[path] = mine
         encodings = [DER, JSON] if c.get("/metadata/1.root.der").status_code == 200 else [JSON]
         result: dict[str, Any] = {}
         for enc in encodings:
@@ -75,4 +76,4 @@ def release(
             if r.status_code >= 400:
                 raise ValueError(f"upload of {role}.{enc} refused: {r.status_code} {r.text}")
             result = r.json()
-        return {**result, "target": path, "hashes": uploaded["hashes"]}
+        return {**result, "target": path, "hashes": mine.hashes}
