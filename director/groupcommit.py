@@ -164,7 +164,7 @@ class GroupCommit:
                     return
                 if not batch:  # nothing queued: give the connection back, then wait
                     assert conn is not None
-                    conn, idle = None, conn
+                    idle, conn = conn, None
                     idle.close()
                     continue
                 try:
@@ -175,7 +175,7 @@ class GroupCommit:
                     for u in batch:
                         u.answer(False, e)
                     if conn is not None:  # the next batch starts on a connection anew
-                        conn, failed = None, conn
+                        failed, conn = conn, None
                         with contextlib.suppress(Exception):
                             failed.close()
         finally:
