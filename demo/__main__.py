@@ -41,8 +41,10 @@ from demo.stack import (
     setup_netns_loopback,
     swap,
 )
+from hardware.progress import Progress, progress_bar
 
-BAR = 24
+#: the width of a progress bar's label (the longest: "send to brake-1 (brake/...)")
+LABEL = 40
 #: the serial line's pace: about a 1 Mbit/s UART, so the transfer can be watched
 SERIAL_RATE = 100_000
 #: the Primary's step lines shown during an update cycle, as (prefix in the line, label)
@@ -88,20 +90,20 @@ class Ecu:
 
 
 class Output:
-    """Short lines for people: numbered steps, ticks, progress bars drawn in place on a
-    terminal (one final bar per transfer otherwise)."""
+    """Short lines for people: numbered steps, ticks, progress bars (hardware.progress)
+    drawn in place on a terminal (one final bar line per transfer otherwise)."""
 
     def __init__(self, out: TextIO) -> None:
         self.out = out
-        self.tty = out.isatty()
         self.n = 0
-        self._bar_open = False
+        self._bar: Progress | None = None
+        self._bar_label = ""
         self.t0 = time.monotonic()
 
     def write(self, text: str) -> None:
-        if self._bar_open:
-            self.out.write("\n")
-            self._bar_open = False
+        if self._bar is not None:
+            self._bar.close()  # a transfer that stopped short stays on screen where it was
+            self._bar = None
         self.out.write(text + "\n")
         self.out.flush()
 
@@ -119,20 +121,15 @@ class Output:
         self.write(f"   ✗ {text}")
 
     def bar(self, label: str, done: int, total: int) -> None:
-        frac = 1.0 if total <= 0 else min(1.0, done / total)
-        fill = int(frac * BAR)
-        line = (
-            f"     {label:<42} [{'#' * fill}{'.' * (BAR - fill)}] {frac * 100:3.0f}% "
-            f"{kib(done)}/{kib(total)}"
-        )
-        if self.tty:
-            self.out.write("\r" + line)
-            self._bar_open = done < total
-            if done >= total:
-                self.out.write("\n")
-        elif done >= total:
-            self.out.write(line + "\n")
-        self.out.flush()
+        """One progress step of a transfer; a new label (or a restart) is a new bar."""
+        bar = self._bar
+        if bar is None or label != self._bar_label or (bar.closed and done < total):
+            if bar is not None:
+                bar.close()
+            # the Primary's own lines drive it: their timing is their arrival's, so none shown
+            bar = self._bar = progress_bar(f"     {label:<{LABEL}}", stream=self.out, timing=False)
+            self._bar_label = label
+        bar(done, total)
 
 
 class Demo:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TextIO
 
+from hardware.progress import progress_bar
 from uptane.errors import UptaneError
 from uptane.keys import PrivateKey
 from uptane.limits import Limits
@@ -23,7 +24,6 @@ from uptane.verify import ApprovedImage, VehicleContext, full_verification
 
 VIN = "VIN-DEMO-0001"
 ROLES = ("root", "targets", "snapshot", "timestamp")
-BAR = 28
 
 
 @dataclass
@@ -51,7 +51,6 @@ class Demo:
         self.out = out
         self.now = now
         self.limits = Limits.primary()
-        self.tty = out.isatty()
         self.step_no = 0
 
     # --- printing ---------------------------------------------------------------------
@@ -62,10 +61,6 @@ class Demo:
 
     def line(self, text: str = "") -> None:
         self.out.write(f"    {text}\n" if text else "\n")
-
-    def bar(self, label: str, done: int, total: int, tail: str = "") -> str:
-        filled = BAR if total == 0 else BAR * done // total
-        return f"    {label:<11} [{'#' * filled}{'.' * (BAR - filled)}] {tail}"
 
     # --- the story --------------------------------------------------------------------
 
@@ -197,22 +192,20 @@ class Demo:
             data = data[: len(data) // 2] + b"\xcc" * (len(data) - len(data) // 2)
         verifier = approved.verifier(self.limits)
         chunk = self.limits.chunk_size // 8
-        label = approved.ecu_id
+        # drawn in place on a terminal; the final line only, with the hash verdict, otherwise
+        bar = progress_bar(
+            f"    {approved.ecu_id:<11}", stream=self.out, auto_close=False, timing=False
+        )
         try:
             for i in range(0, len(data), chunk):
                 verifier.update(data[i : i + chunk])
-                if self.tty:
-                    self.out.write(self.bar(label, verifier.received, approved.length) + "\r")
-                    self.out.flush()
+                bar(verifier.received, approved.length)
             verifier.finish()
         except UptaneError as e:
-            self.out.write(self.bar(label, verifier.received, approved.length, "REFUSED") + "\n")
+            bar.close("REFUSED")
             self.line(f"{'':<11} {type(e).__name__} ({e.attack}): {e.message}")
             return f"REFUSED: {type(e).__name__}"
-        kib = approved.length / 1024
-        algs = "+".join(sorted(approved.hashes))
-        self.out.write(self.bar(label, approved.length, approved.length, f"{kib:.1f} KiB"))
-        self.out.write(f"  {algs} ok\n")
+        bar.close("+".join(sorted(approved.hashes)) + " ok")
         ecu = self.ecus[approved.ecu_id]
         ecu.image = approved.path
         ecu.release_counter = approved.release_counter or 0

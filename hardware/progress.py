@@ -11,10 +11,14 @@ so a log stays short and readable (``log_steps=0``: silent off a terminal). ``qu
 shows nothing at all. A line reads::
 
     image  50% [##########..........] 512kB/1.00MB [00:06<00:06, 87.4kB/s]
+
+``timing=False`` leaves out the times and the rate (``image  50% [###...] 512kB/1.00MB``):
+for a bar fed by another process's reports, whose timing is that of their arrival.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -23,13 +27,17 @@ from typing import TextIO
 from tqdm import tqdm
 
 #: the layout of every bar, on a terminal and in a log (tqdm's fields; sizes in 1024s)
-BAR_FORMAT = (
-    "{desc} {percentage:3.0f}% [{bar:20}] {n_fmt}B/{total_fmt}B "
-    "[{elapsed}<{remaining}, {rate_fmt}{postfix}]"
-)
+BAR_FORMAT = "{desc} {percentage:3.0f}% [{bar:20}] {n_fmt}B/{total_fmt}B"
+TIMING = " [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
 
 
-def format_line(label: str, done: int, total: int, elapsed: float, note: str = "") -> str:
+def _bar_format(timing: bool) -> str:
+    return BAR_FORMAT + (TIMING if timing else "{postfix}")
+
+
+def format_line(
+    label: str, done: int, total: int, elapsed: float, note: str = "", *, timing: bool = True
+) -> str:
     """One plain-text bar line (the form written to a log), e.g.
     ``image  50% [##########..........] 512kB/1.00MB [00:06<00:06, 87.4kB/s]``."""
     return tqdm.format_meter(
@@ -38,7 +46,7 @@ def format_line(label: str, done: int, total: int, elapsed: float, note: str = "
         elapsed,
         prefix=label,
         ascii=".#",
-        bar_format=BAR_FORMAT,
+        bar_format=_bar_format(timing),
         postfix=note or None,
         unit="B",
         unit_scale=True,
@@ -48,7 +56,8 @@ def format_line(label: str, done: int, total: int, elapsed: float, note: str = "
 
 class Progress:
     """One transfer's bar: call it with ``(done, total)``; it closes itself when ``done``
-    reaches ``total``. :meth:`close` ends it early (a refused or broken transfer)."""
+    reaches ``total`` (unless ``auto_close`` is false: the caller then closes it, with a
+    note such as ``sha256 ok``). :meth:`close` also ends it early (a refused transfer)."""
 
     def __init__(
         self,
@@ -57,12 +66,16 @@ class Progress:
         *,
         quiet: bool = False,
         log_steps: int = 1,
+        auto_close: bool = True,
+        timing: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.label = label
         self.stream = stream
         self.quiet = quiet
         self.log_steps = max(0, log_steps)
+        self.auto_close = auto_close
+        self.timing = timing
         self.clock = clock
         self.tty = not quiet and _isatty(stream)
         self.closed = False
@@ -86,8 +99,8 @@ class Progress:
             step = done * self.log_steps // total
             if step != self._step:
                 self._step = step
-                self._log(format_line(self.label, done, total, self.clock() - self._start))
-        if finished:
+                self._log()
+        if finished and self.auto_close:
             self.close()
 
     def close(self, note: str = "") -> None:
@@ -98,33 +111,36 @@ class Progress:
         if self.quiet:
             return
         if self.tty:
-            if self._bar is None:
-                self._draw(self._done, self._total)
+            self._draw(self._done, self._total)
             assert self._bar is not None
             if note:
                 self._bar.set_postfix_str(note, refresh=False)
             self._bar.close()
         elif self.log_steps > 0:
-            elapsed = self.clock() - self._start
-            self._log(format_line(self.label, self._done, self._total, elapsed, note))
+            self._log(note)
 
     def _draw(self, done: int, total: int) -> None:
-        if self._bar is None:
-            self._bar = tqdm(
-                total=max(total, 0),
-                initial=done,
-                desc=self.label,
-                file=self.stream,
-                bar_format=BAR_FORMAT,
-                leave=True,
-                unit="B",
-                unit_scale=True,
-                unit_divisor=1024,
-            )
-        else:
+        if self._bar is not None:
             self._bar.update(done - self._bar.n)
+            return
+        cols, rows = _screen(self.stream)
+        self._bar = tqdm(
+            total=max(total, 0),
+            initial=done,
+            desc=self.label,
+            file=self.stream,
+            bar_format=_bar_format(self.timing),
+            leave=True,
+            ncols=cols,
+            nrows=rows,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+        )
 
-    def _log(self, line: str) -> None:
+    def _log(self, note: str = "") -> None:
+        elapsed = self.clock() - self._start
+        line = format_line(self.label, self._done, self._total, elapsed, note, timing=self.timing)
         self.lines.append(line)
         self.stream.write(line + "\n")
         self.stream.flush()
@@ -136,10 +152,32 @@ def progress_bar(
     stream: TextIO | None = None,
     quiet: bool = False,
     log_steps: int = 1,
+    auto_close: bool = True,
+    timing: bool = True,
 ) -> Progress:
     """A bar for one transfer on ``stream`` (default: standard error), as a
-    ``(done, total) -> None`` callback; see the module doc for ``quiet`` and ``log_steps``."""
-    return Progress(label, stream or sys.stderr, quiet=quiet, log_steps=log_steps)
+    ``(done, total) -> None`` callback; see the module doc for ``quiet``, ``log_steps``
+    and ``timing``, and :class:`Progress` for ``auto_close``."""
+    return Progress(
+        label,
+        stream or sys.stderr,
+        quiet=quiet,
+        log_steps=log_steps,
+        auto_close=auto_close,
+        timing=timing,
+    )
+
+
+def _screen(stream: TextIO) -> tuple[int, int]:
+    """The columns and rows tqdm may use: one column less than the terminal's (no wrap in
+    the last one), and no limit where the terminal does not say (a pty nobody sized
+    reports 0 x 0, which tqdm takes as "trim the bar to nothing" and "hide it")."""
+    try:
+        size = os.get_terminal_size(stream.fileno())
+        cols, rows = size.columns, size.lines
+    except (AttributeError, OSError, ValueError):
+        cols, rows = 0, 0
+    return (cols - 1 if cols > 1 else 1 << 16), (rows if rows > 0 else 1 << 16)
 
 
 def _isatty(stream: TextIO) -> bool:

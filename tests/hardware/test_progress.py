@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 
 from hardware.progress import format_line, progress_bar
 
@@ -60,12 +61,17 @@ def test_close_early_shows_where_it_stopped_and_the_note() -> None:
     assert "REFUSED]" in out.getvalue()
 
 
-def test_a_terminal_sees_the_bar_redrawn_in_place_and_left_on_screen() -> None:
+def test_a_terminal_sees_the_bar_redrawn_in_place_and_left_on_screen(monkeypatch) -> None:
+    # a fresh pty reports 0 x 0: tqdm alone would trim the bar to nothing and hide it
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.delenv("LINES", raising=False)
     master, slave = os.openpty()
     try:
         with open(slave, "w", encoding="utf-8", closefd=False) as tty:
             assert tty.isatty()
-            feed(progress_bar("image", stream=tty), 64 * KIB, step=4 * KIB)
+            with monkeypatch.context() as m:
+                m.setattr(sys, "stderr", tty)  # tqdm sizes only stdout and stderr
+                feed(progress_bar("image"), 64 * KIB, step=4 * KIB)
             quiet = progress_bar("other", stream=tty, quiet=True)
             feed(quiet, 64 * KIB)
         shown = os.read(master, 65536).decode("utf-8", "replace")
@@ -76,3 +82,19 @@ def test_a_terminal_sees_the_bar_redrawn_in_place_and_left_on_screen() -> None:
     final = shown.replace("\r\n", "\n").split("\r")[-1]
     assert final.startswith("image 100% [") and "64.0kB/64.0kB" in final
     assert final.endswith("\n")
+
+
+def test_without_auto_close_the_caller_ends_the_bar_with_its_verdict() -> None:
+    out = io.StringIO()
+    bar = progress_bar("ecu-brake", stream=out, auto_close=False)
+    feed(bar, 4 * KIB)
+    assert out.getvalue() == "" and not bar.closed
+    bar.close("sha256 ok")
+    assert out.getvalue().startswith("ecu-brake 100% [####################] 4.00kB/4.00kB")
+    assert out.getvalue().endswith(", sha256 ok]\n")
+
+
+def test_without_timing_a_line_shows_no_times_or_rate() -> None:
+    out = io.StringIO()
+    feed(progress_bar("send to brake-1", stream=out, timing=False), 2 * KIB)
+    assert out.getvalue() == "send to brake-1 100% [####################] 2.00kB/2.00kB\n"
