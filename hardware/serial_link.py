@@ -379,9 +379,11 @@ class ReliableLink:
 
 
 class SerialPort(Protocol):
-    """The part of ``serial.Serial`` the transport uses."""
+    """The part of ``serial.Serial`` the transport uses (``write_timeout`` is set only
+    where the port has it and it is ``None``)."""
 
     timeout: float | None
+    write_timeout: float | None
 
     @property
     def in_waiting(self) -> int: ...
