@@ -374,6 +374,9 @@ class PrimaryEndpoint:
             self.cancel()
             raise LinkTimeout(f"no reply to {name} after {self.retries + 1} attempts")
         self._attempt += 1
+        # exponential backoff by hand, not urllib3's Retry: this endpoint is sans-I/O and
+        # needs a deadline (not a sleep) for a link request, and Retry is an HTTP policy
+        # (methods, status codes, redirects) of which only this one product would be used
         self._deadline = now + self.timeout * self.backoff**self._attempt
         return self._pending_bytes
 

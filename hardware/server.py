@@ -107,6 +107,9 @@ def serve(
             log.warning(
                 "link failed (%d of %d): %s; retrying in %.2f s", failures, max_failures, e, delay
             )
+            # a capped doubling by hand, not urllib3's Retry: the wait is on ``stop`` (a
+            # stop request cuts it short), and the Secondary's link code does not depend
+            # on urllib3, an HTTP client
             stop.wait(delay)
             delay = min(2 * delay, max_retry_delay)
             continue
