@@ -44,8 +44,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Generic, TypeVar
 
-from uptane.encoding import der
-from uptane.encoding.json import canonical, canonical_decoded, dumps, loads
+from uptane.encoding.registry import JSON, codec_for
 from uptane.errors import (
     BadEcuId,
     MalformedInput,
@@ -58,8 +57,6 @@ from uptane.identity import ImageIdentity
 from uptane.keys import Key, Signer
 from uptane.limits import Limits
 from uptane.metadata import (
-    DER,
-    JSON,
     Signature,
     TargetFile,
     _hashes,
@@ -69,12 +66,12 @@ from uptane.metadata import (
     _take,
     format_expires,
     parse_expires,
-    signature_keyid,
 )
 from uptane.signatures import check_single
 
-ECU_REPORT = der.ECU_REPORT_TYPE
-VEHICLE_MANIFEST = der.VVM_TYPE
+#: the ``_type`` of an ECU version report's and of a vehicle version manifest's signed part
+ECU_REPORT = "ecu_version_report"
+VEHICLE_MANIFEST = "vehicle_version_manifest"
 #: the longest nonce accepted, in bytes
 MAX_NONCE_BYTES = 64
 
@@ -331,19 +328,16 @@ class SignedManifest(Generic[M]):
 
     def payload(self, encoding: str | None = None) -> bytes:
         """The bytes a signature covers in ``encoding`` (default: this envelope's)."""
-        enc = encoding or self.encoding
-        if enc == JSON:
-            return canonical(self.signed.to_dict())
-        if enc == DER:
-            return der.encode_manifest_signed(self.signed.to_dict())
-        raise MalformedInput(f"unknown encoding {enc!r}")
+        return codec_for(encoding or self.encoding).manifest_payload(self.signed)
 
     def sign(self, signer: Signer, *, append: bool = False) -> Signature:
         """Sign the signed part; replaces earlier signatures unless ``append``."""
-        self.signed_bytes = self.payload()
-        keyid = signature_keyid(signer.key.keyid, self.encoding)
-        sig = Signature(keyid, signer.sign(self.signed_bytes))
-        kept = [s for s in self.signatures if s.keyid != sig.keyid] if append else []
+        codec = codec_for(self.encoding)
+        self.signed_bytes = codec.manifest_payload(self.signed)
+        sig = Signature(codec.signature_keyid(signer.key.keyid), signer.sign(self.signed_bytes))
+        kept: list[Signature] = (
+            [s for s in self.signatures if s.keyid != sig.keyid] if append else []
+        )
         self.signatures = [*kept, sig]
         return sig
 
@@ -356,12 +350,7 @@ class SignedManifest(Generic[M]):
     def to_bytes(self, encoding: str | None = None) -> bytes:
         """The whole envelope in canonical JSON or DER (default: this envelope's encoding).
         Signatures made in one encoding do not verify in the other."""
-        enc = encoding or self.encoding
-        if enc == JSON:
-            return dumps(self.to_dict())
-        if enc == DER:
-            return der.encode_manifest(self.to_dict())
-        raise MalformedInput(f"unknown encoding {enc!r}")
+        return codec_for(encoding or self.encoding).encode_manifest(self)
 
     def verify(self, key: Key) -> None:
         """Raise :class:`~uptane.errors.BadSignature` unless ``key`` signed this."""
@@ -390,18 +379,7 @@ class SignedManifest(Generic[M]):
         else:
             signed = EcuVersionReport.from_dict(signed_d, limits)
         out = cls(signed, [Signature.from_dict(s, limits) for s in sigs], encoding)
-        if encoding != JSON:
-            out.signed_bytes = out.payload()
-            return out
-        # The model must write back exactly the signed part received. Comparing the trees
-        # is comparing their canonical forms: the received tree came from the bounded
-        # decoder (no floats, string keys only), and the model writes back str, non-bool
-        # int (the readers refuse a bool where an int goes) or the very objects it kept of
-        # that tree, so no two values are == without having one canonical form. Then the
-        # bytes signed are those of the received part, encoded once, at C speed.
-        if signed.to_dict() != signed_d:
-            raise NonCanonicalEncoding(f"{t}: the signed part does not write back unchanged")
-        out.signed_bytes = canonical_decoded(signed_d)
+        out.signed_bytes = codec_for(encoding).received_manifest_payload(signed, signed_d)
         return out
 
     @classmethod
@@ -417,16 +395,7 @@ class SignedManifest(Generic[M]):
         """Decode a report or manifest under ``limits`` (``cap`` defaults to
         ``limits.manifest_bytes``); ``kind`` pins ECU_REPORT or VEHICLE_MANIFEST."""
         cap = limits.manifest_bytes if cap is None else cap
-        if encoding == JSON:
-            doc = loads(data, limits, cap=cap, what=f"{kind or 'manifest'} JSON")
-            return cls.from_dict(doc, limits, kind=kind, encoding=JSON)
-        if encoding != DER:
-            raise MalformedInput(f"unknown encoding {encoding!r}")
-        doc, signed_span = der.decode_manifest(data, limits, kind=kind, cap=cap)
-        out = cls.from_dict(doc, limits, kind=kind, encoding=DER)
-        der.require_same(bytes(data), out.to_bytes(DER), f"{out.kind} DER")
-        out.signed_bytes = signed_span
-        return out
+        return codec_for(encoding).decode_manifest(data, limits, kind=kind, cap=cap)
 
 
 def decode_report(

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, Generic, TypeVar
 
 from uptane.encoding.json import canonical, canonical_decoded, dumps, loads
+from uptane.encoding.registry import DER, JSON, codec_for
 from uptane.errors import MalformedInput
 from uptane.identity import HasIdentity, ImageIdentity, same_image
 from uptane.keys import Key, Signer
@@ -24,8 +25,7 @@ from uptane.limits import Limits
 
 SPEC_VERSION = "1.0.31"
 EXPIRES_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
-JSON = "json"
-DER = "der"
+#: the encodings of metadata (each a codec in uptane.codec, looked up by this name)
 ENCODINGS = (JSON, DER)
 
 # --- small typed readers: every one raises MalformedInput, never KeyError/TypeError ----------
@@ -106,16 +106,8 @@ KEYID_HINT_HEX = 16
 
 def signature_keyid(keyid: str, encoding: str) -> str:
     """The key id a new signature in ``encoding`` names: the whole id in JSON, its first 8
-    bytes in DER. A verifier matches a hint against the role's authorized key ids only
-    (:func:`uptane.signatures.count_valid`), so the 24 bytes saved per signature cost at
-    most an extra verify when two authorized ids share the prefix."""
-    if encoding == DER and len(keyid) > KEYID_HINT_HEX and _is_hex(keyid):
-        return keyid[:KEYID_HINT_HEX]
-    return keyid
-
-
-def _is_hex(text: str) -> bool:
-    return len(text) % 2 == 0 and all(c in "0123456789abcdef" for c in text)
+    bytes in DER (the codec's rule, :meth:`uptane.codec.Codec.signature_keyid`)."""
+    return codec_for(encoding).signature_keyid(keyid)
 
 
 @dataclass
@@ -898,17 +890,13 @@ class Metadata(Generic[T]):
 
     def payload(self) -> bytes:
         """The bytes a signature covers, in this envelope's encoding."""
-        if self.encoding == JSON:
-            return canonical(self.signed.to_dict())
-        from uptane.encoding import der  # local: der imports this module
-
-        return der.encode_signed(self.signed)
+        return codec_for(self.encoding).metadata_payload(self.signed)
 
     def sign(self, signer: Signer, *, append: bool = True) -> Signature:
         """Sign the signed part with ``signer``; replaces all signatures unless ``append``."""
-        self.signed_bytes = self.payload()
-        keyid = signature_keyid(signer.key.keyid, self.encoding)
-        sig = Signature(keyid, signer.sign(self.signed_bytes))
+        codec = codec_for(self.encoding)
+        self.signed_bytes = codec.metadata_payload(self.signed)
+        sig = Signature(codec.signature_keyid(signer.key.keyid), signer.sign(self.signed_bytes))
         if not append:
             self.signatures = []
         self.signatures = [s for s in self.signatures if s.keyid != sig.keyid] + [sig]
@@ -927,13 +915,8 @@ class Metadata(Generic[T]):
         }
 
     def to_bytes(self, encoding: str | None = None) -> bytes:
-        """Encode the whole envelope (canonical JSON, or DER)."""
-        enc = encoding or self.encoding
-        if enc == JSON:
-            return dumps(self.to_dict())
-        from uptane.encoding import der
-
-        return der.encode_metadata(self)
+        """Encode the whole envelope in ``encoding`` (default: this envelope's)."""
+        return codec_for(encoding or self.encoding).encode_metadata(self)
 
     @classmethod
     def from_json(
@@ -989,14 +972,9 @@ def decode(
     role_type: str | None = None,
     cap: int | None = None,
 ) -> Metadata[Any]:
-    """Decode metadata in either encoding; the one entry point transports should use."""
-    if encoding == JSON:
-        return Metadata.from_json(data, limits, role_type=role_type, cap=cap)
-    if encoding == DER:
-        from uptane.encoding import der
-
-        return der.decode_metadata(data, limits, role_type=role_type, cap=cap)
-    raise MalformedInput(f"unknown encoding {encoding!r}")
+    """Decode metadata in ``encoding`` (:func:`uptane.codec.codec_for`); the one entry point
+    transports should use."""
+    return codec_for(encoding).decode_metadata(data, limits, role_type=role_type, cap=cap)
 
 
 # --- TAP 4 map file (§5.2.6) -----------------------------------------------------------

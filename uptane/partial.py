@@ -7,11 +7,12 @@ against the given time, the Director-only checks and the vehicle id, and then th
 entry (ECU id, hardware id, release counter). Every check is the one in
 :mod:`uptane.trust` / :mod:`uptane.verify`; this module only sequences them.
 
-DER Director targets (the constrained path) are never decoded whole:
-:func:`uptane.encoding.der_targets.walk_targets` checks them as strictly as the full decoder
-but one entry at a time, keeping only this ECU's entry; the threshold is checked over the
-signed bytes in place, and the Director checks walk the entries again one at a time. JSON
-Director targets take the full decoder (:func:`uptane.trust.verify_targets_bytes`).
+The codec reads the Director targets (:meth:`uptane.codec.Codec.read_targets`); both
+encodings then take the same steps. DER Director targets (the constrained path) are never
+decoded whole: :func:`uptane.encoding.der_targets.walk_targets` checks them as strictly as
+the full decoder but one entry at a time, keeping only this ECU's entry; the threshold is
+checked over the signed bytes in place, and the Director checks walk the entries again one
+at a time. JSON Director targets are decoded whole and kept whole.
 
 State: ``root`` and ``targets`` (the latest verified Director files) and their exact bytes in
 ``raw`` for the caller to persist. For DER, ``targets`` is the *rollback floor* only: a
@@ -25,13 +26,15 @@ keys).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from uptane.encoding.der_targets import TargetsWalk, walk_targets
+from uptane.codec import DER, TargetsView, codec_for
 from uptane.errors import EndlessDataAttack, MalformedInput, UptaneError
+from uptane.keys import Key
 from uptane.limits import Limits
-from uptane.metadata import DER, Metadata, Root, TargetFile, Targets, decode
+from uptane.metadata import Metadata, Root, TargetFile, Targets
 from uptane.signatures import check_threshold
 from uptane.trust import (
     check_director_targets,
@@ -39,8 +42,6 @@ from uptane.trust import (
     check_targets_version,
     peek_version,
     verify_root_update,
-    verify_signed_by,
-    verify_targets_bytes,
     verify_trusted_root,
 )
 from uptane.verify import check_target_for_ecu
@@ -72,6 +73,7 @@ class PartialVerifier:
         self.hardware_id = hardware_id
         self.limits = limits
         self.encoding = encoding
+        self.codec = codec_for(encoding)
         self.vehicle_id = vehicle_id
         self.root: Metadata[Root] = verify_trusted_root(
             director_root, limits, encoding=encoding, repository=REPOSITORY
@@ -82,23 +84,17 @@ class PartialVerifier:
         if previous_targets is not None:
             try:
                 keys, entry = self.root.signed.role_keys("targets")
-                if encoding == DER:
-                    walk = self._walk(previous_targets)
-                    check_threshold(
-                        walk.payload,
-                        walk.metadata.signatures,
-                        keys,
-                        entry.keyids,
-                        entry.threshold,
-                        limits,
-                        role="targets",
-                    )
-                    md = walk.floor()
-                else:
-                    md = _decode_targets(previous_targets, limits, encoding)
-                    verify_signed_by(
-                        md, keys, entry.keyids, entry.threshold, limits, role="targets"
-                    )
+                view = self._read(previous_targets)
+                check_threshold(
+                    view.payload,
+                    view.metadata.signatures,
+                    keys,
+                    entry.keyids,
+                    entry.threshold,
+                    limits,
+                    role="targets",
+                )
+                md = view.floor()
             except UptaneError:
                 self.dropped.append("targets")
             else:
@@ -188,25 +184,7 @@ class PartialVerifier:
         # verification as the Standard allows), then the Director-only steps 6–7 (step 8
         # is for a Primary, which knows the vehicle's ECUs).
         keys, entry = self.root.signed.role_keys("targets")
-        if self.encoding == DER:
-            new, mine = self._verify_der(targets_bytes, keys, entry.keyids, entry.threshold, now)
-        else:
-            new = verify_targets_bytes(
-                targets_bytes,
-                role="targets",
-                keys=keys,
-                keyids=entry.keyids,
-                threshold=entry.threshold,
-                trusted=self.targets,
-                snapshot_meta=None,
-                now=now,
-                limits=self.limits,
-                encoding=self.encoding,
-                repository=REPOSITORY,
-            )
-            check_director_targets(new.signed, vehicle_id=self.vehicle_id, repository=REPOSITORY)
-            # at most one entry names this ECU: no ECU id repeats
-            mine = next((t for t in new.signed.targets.values() if self.ecu_id in t.ecu_ids), None)
+        new, mine = self._verify_targets(targets_bytes, keys, entry.keyids, entry.threshold, now)
         # §5.4.3.4: this ECU's entry, its hardware id and its release counter.
         if mine is not None:
             check_target_for_ecu(
@@ -221,46 +199,47 @@ class PartialVerifier:
         self.raw["targets"] = bytes(targets_bytes)
         return mine
 
-    def _walk(self, data: bytes) -> TargetsWalk:
+    def _read(self, data: bytes) -> TargetsView:
         # §5.4.4.6 step 1: at most Z bytes (endless data), checked before anything is read.
         cap = self.limits.bytes_for_role("targets")
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise MalformedInput("metadata must be bytes")
         if len(data) > cap:
             raise EndlessDataAttack(f"{len(data)} bytes exceeds the {cap}-byte cap")
-        return walk_targets(bytes(data), self.limits, self.ecu_id, cap=cap)
+        return self.codec.read_targets(bytes(data), self.limits, self.ecu_id, cap=cap)
 
-    def _verify_der(
+    def _verify_targets(
         self,
         data: bytes,
-        keys: Any,
+        keys: Mapping[str, Key],
         keyids: list[str],
         threshold: int,
         now: datetime,
     ) -> tuple[Metadata[Targets], TargetFile | None]:
-        """§5.4.4.6 steps 1, 3–7 over DER Director targets, in the order of
-        :func:`uptane.trust.verify_targets_bytes` and :func:`check_director_targets`, with
-        the entries walked one at a time (never the whole model). Returns the rollback
-        floor to keep and this ECU's entry."""
+        """§5.4.4.6 steps 1, 3–7 over Director targets, in the order of
+        :func:`uptane.trust.verify_targets_bytes` and :func:`check_director_targets` (DER
+        entries walked one at a time, never the whole model). Returns the rollback floor
+        to keep and this ECU's entry."""
         try:
-            walk = self._walk(data)
+            view = self._read(data)
             # §5.4.4.6 step 3: a threshold of the targets keys the Director root names,
-            # over the signed bytes as they are (a view into ``data``, not a copy).
+            # over the signed bytes as they are (for DER a view into ``data``, not a copy).
             check_threshold(
-                walk.payload, walk.metadata.signatures, keys, keyids, threshold, self.limits
+                view.payload, view.metadata.signatures, keys, keyids, threshold, self.limits
             )
             # §5.4.4.6 step 4: the version must not decrease (rollback).
-            check_targets_version(walk.metadata.signed.version, self.targets, role="targets")
+            check_targets_version(view.metadata.signed.version, self.targets, role="targets")
             # §5.4.4.6 step 5: not expired (freeze).
-            check_not_expired(walk.metadata.signed, now, role="targets")
+            check_not_expired(view.metadata.signed, now, role="targets")
         except UptaneError as e:
             raise e.at(repository=REPOSITORY, role="targets") from None
         # §5.4.4.6 steps 6–7 and §5.2.3.1 (no delegations, no repeated ECU id, this
-        # vehicle): the one check, iterating the entries again one at a time.
+        # vehicle): the one check, iterating the entries again (DER: one at a time).
         check_director_targets(
-            walk.metadata.signed, vehicle_id=self.vehicle_id, repository=REPOSITORY
+            view.metadata.signed, vehicle_id=self.vehicle_id, repository=REPOSITORY
         )
-        return walk.floor(), walk.mine
+        # at most one entry names this ECU: no ECU id repeats
+        return view.floor(), view.mine
 
     def state(self) -> dict[str, Any]:
         """Versions of the trusted Director files, for status displays."""
@@ -271,19 +250,13 @@ class PartialVerifier:
         }
 
 
-def _decode_targets(data: bytes, limits: Limits, encoding: str) -> Metadata[Targets]:
-    cap = limits.bytes_for_role("targets")
-    if len(data) > cap:
-        raise EndlessDataAttack(f"{len(data)} bytes exceeds the {cap}-byte cap")
-    return decode(data, limits, encoding=encoding, role_type="targets", cap=cap)
-
-
 def listed_target(
     data: bytes, path: str, limits: Limits, *, encoding: str = DER
 ) -> TargetFile | None:
     """The entry for ``path`` in Director targets this ECU verified before (its own
     persisted bytes; a lookup, no check), decoded one entry at a time for DER."""
-    if encoding == DER:
-        return walk_targets(bytes(data), limits, "").metadata.signed.targets.get(path)
-    md: Metadata[Targets] = _decode_targets(data, limits, encoding)
-    return md.signed.targets.get(path)
+    cap = limits.bytes_for_role("targets")
+    if len(data) > cap:
+        raise EndlessDataAttack(f"{len(data)} bytes exceeds the {cap}-byte cap")
+    view = codec_for(encoding).read_targets(bytes(data), limits, "", cap=cap)
+    return view.metadata.signed.targets.get(path)

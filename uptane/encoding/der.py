@@ -50,7 +50,7 @@ import functools
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from asn1crypto import core
 
@@ -63,9 +63,18 @@ from uptane.errors import (
     UptaneError,
 )
 from uptane.limits import Limits
-
-if TYPE_CHECKING:
-    from uptane.metadata import Metadata, Signed
+from uptane.manifest import ECU_REPORT as ECU_REPORT_TYPE
+from uptane.manifest import VEHICLE_MANIFEST as VVM_TYPE
+from uptane.metadata import (
+    DER,
+    ROLE_CLASSES,
+    Metadata,
+    Signature,
+    Signed,
+    Targets,
+    format_expires,
+    parse_expires,
+)
 
 # --- the ASN.1 profile (see docs/der-profile.md) -------------------------------------------
 
@@ -383,8 +392,6 @@ class VehicleVersionManifest(core.Sequence):
 
 
 #: JSON ``_type`` of the two manifests
-ECU_REPORT_TYPE = "ecu_version_report"
-VVM_TYPE = "vehicle_version_manifest"
 
 # --- small conversions ---------------------------------------------------------------------
 
@@ -458,15 +465,11 @@ def _public_from_asn(value: tuple[str, Any]) -> str:
 
 
 def _time_to_int(value: Any) -> int:
-    from uptane.metadata import parse_expires
-
     dt = value.astimezone(UTC) if isinstance(value, datetime) else parse_expires(value)
     return calendar.timegm(dt.timetuple())
 
 
 def _time_from_int(value: int) -> str:
-    from uptane.metadata import format_expires
-
     if not 0 <= value <= MAX_TIME:
         raise _bad("time out of range")
     return format_expires(datetime.fromtimestamp(value, UTC))
@@ -1684,8 +1687,6 @@ def decode_metadata(
 ) -> Metadata[Any]:
     """Decode DER metadata strictly and under ``limits``; ``role_type`` pins the type,
     ``cap`` bounds the byte length (default: the cap of ``role_type``, else the largest)."""
-    from uptane.metadata import DER, ROLE_CLASSES, Metadata, Signature
-
     if cap is None:
         cap = limits.bytes_for_role(role_type) if role_type else max(limits.role_bytes.values())
     what = f"{role_type or 'metadata'} DER"
@@ -1731,8 +1732,6 @@ def _model_shape(md: Metadata[Any]) -> dict[str, Any]:
     """``md.to_dict()``, except that a targets role's entries are shaped one at a time as
     the re-encoding check reaches them, instead of all at once (peak memory of a
     constrained Secondary: the shapes of a 16 KiB file's targets are about 20 KiB)."""
-    from uptane.metadata import Targets
-
     signed = md.signed
     if isinstance(signed, Targets) and signed.targets:
         shell = copy.copy(signed)
