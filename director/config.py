@@ -1,0 +1,92 @@
+"""A Director's configuration (``DIR/director.json``, mode 0600) and its API tokens, which
+are stored only as SHA-256 hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from director.common import Invalid
+from storage import read_json, write_json
+
+ADMIN, VIEWER = "admin", "viewer"
+ROLES = (ADMIN, VIEWER)
+
+DEFAULT_EXPIRY_DAYS = {"targets": 30.0, "snapshot": 7.0, "timestamp": 1.0}
+
+#: director.json holds the admin token's hash and the database URL (maybe a password)
+CONFIG_MODE = 0o600
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def default_offline_dir(director_dir: Path) -> Path:
+    """Where ``init`` puts the Director root key: beside ``DIR``, never inside it."""
+    return director_dir.parent / f"{director_dir.name}.offline-keys"
+
+
+@dataclass
+class Config:
+    """``director.json``."""
+
+    db_url: str
+    image_repo: str
+    admin_token_sha256: str
+    expiry_days: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_EXPIRY_DAYS))
+    max_body_bytes: int = 1024 * 1024
+    report_skew_seconds: int = 300
+    cache_seconds: float = 2.0
+    cache_vehicles: int = 10_000
+    #: further API tokens: SHA-256 -> role ("admin" or "viewer", read-only)
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> Config:
+        d = read_json(path)
+        if d is None:
+            raise FileNotFoundError(f"no Director configuration at {path}")
+        return cls(**d)
+
+    def save(self, path: Path) -> None:
+        write_json(path, self.__dict__, mode=CONFIG_MODE)
+
+    @property
+    def expiry(self) -> dict[str, timedelta]:
+        return {k: timedelta(days=v) for k, v in self.expiry_days.items()}
+
+    def token_role(self, token: str) -> str | None:
+        """The role of an API token (``admin`` or ``viewer``), or None if unknown."""
+        digest = hash_token(token)
+        if hmac.compare_digest(digest, self.admin_token_sha256):
+            return ADMIN
+        for known, role in self.tokens.items():
+            if hmac.compare_digest(digest, known):
+                return role
+        return None
+
+    def add_token(self, role: str, path: Path) -> str:
+        """Create an API token for ``role`` and save the configuration to ``path``;
+        returns the token (only its hash is stored)."""
+        if role not in ROLES:
+            raise Invalid(f"role must be one of {ROLES}")
+        token = secrets.token_urlsafe(32)
+        self.tokens[hash_token(token)] = role
+        self.save(path)
+        return token
+
+
+__all__ = [
+    "ADMIN",
+    "DEFAULT_EXPIRY_DAYS",
+    "ROLES",
+    "VIEWER",
+    "Config",
+    "default_offline_dir",
+    "hash_token",
+]

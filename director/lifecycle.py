@@ -1,0 +1,168 @@
+"""The lifecycles of the Director's records, each one small table of states and the moves
+allowed between them (in the manner of h11's ``_state.py``).
+
+Code that changes a record's state asks the record's table for the next state
+(:meth:`Lifecycle.next`); a move the table does not allow raises
+:class:`IllegalTransition`, a :class:`~director.common.Conflict` (HTTP 409, exit status 2
+in the CLI) whose message says what to do instead. Nothing else compares state strings
+to decide what may happen.
+
+Assignments (one image for one ECU)::
+
+    pending --send--> in_flight --confirm--> installed
+       |                  '------fail------> failed
+       '----cancel----> cancelled
+
+Bundles (a vehicle's pending assignments, sent together)::
+
+    in_flight --confirm--> installed
+        '------fail------> failed
+
+A further lifecycle (campaigns) is one more :class:`Lifecycle` value: its states, events,
+moves and the advice for each event; the test that walks every table walks it too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from director.common import Conflict
+
+# --- states (stored in the ``state`` columns) ------------------------------------------
+PENDING = "pending"
+IN_FLIGHT = "in_flight"
+INSTALLED = "installed"
+FAILED = "failed"
+CANCELLED = "cancelled"
+
+# --- events -------------------------------------------------------------------------------
+#: the assignment goes out in a bundle (in the vehicle's next targets)
+SEND = "send"
+#: the vehicle reports the image installed / the whole bundle installed
+CONFIRM = "confirm"
+#: the ECU reports a new attack indicator, or another image of the bundle failed
+FAIL = "fail"
+#: the OEM withdraws an assignment that has not gone out
+CANCEL = "cancel"
+
+
+class IllegalTransition(Conflict):
+    """A move its lifecycle's table does not allow (HTTP 409); the message names the
+    record, its state and what to do instead."""
+
+    def __init__(self, lifecycle: Lifecycle, state: str, event: str, subject: str) -> None:
+        self.lifecycle = lifecycle.name
+        self.state = state
+        self.event = event
+        if state not in lifecycle.moves:
+            reason = f"{subject} has the unknown state {state[:32]!r}"
+        else:
+            reason = f"{subject} is {state}"
+        super().__init__(f"{reason}: {lifecycle.advice[event]}")
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    """One record type's states (in display order), the moves out of each (event -> next
+    state; a final state has none) and, per event, the advice an illegal move gives."""
+
+    name: str
+    initial: str
+    moves: Mapping[str, Mapping[str, str]]
+    advice: Mapping[str, str]
+
+    def __post_init__(self) -> None:
+        if self.initial not in self.moves:
+            raise ValueError(f"{self.name}: initial state {self.initial!r} is not in the table")
+        for state, out in self.moves.items():
+            for event, target in out.items():
+                if target not in self.moves:
+                    raise ValueError(f"{self.name}: {state} --{event}--> unknown {target!r}")
+                if event not in self.advice:
+                    raise ValueError(f"{self.name}: event {event!r} has no advice")
+
+    @property
+    def states(self) -> tuple[str, ...]:
+        return tuple(self.moves)
+
+    @property
+    def events(self) -> tuple[str, ...]:
+        return tuple(self.advice)
+
+    @property
+    def final(self) -> frozenset[str]:
+        """The states nothing leaves."""
+        return frozenset(s for s, out in self.moves.items() if not out)
+
+    def allows(self, state: str, event: str) -> bool:
+        return event in self.moves.get(state, {})
+
+    def next(self, state: str, event: str, *, subject: str | None = None) -> str:
+        """The state ``event`` moves a record in ``state`` to; IllegalTransition if the
+        table has no such move (``subject`` names the record in the message)."""
+        if event not in self.advice:
+            raise ValueError(f"{self.name}: unknown event {event!r}")
+        target = self.moves.get(state, {}).get(event)
+        if target is None:
+            raise IllegalTransition(self, state, event, subject or f"the {self.name}")
+        return target
+
+    def sources(self, event: str) -> tuple[str, ...]:
+        """The states ``event`` may leave (for a statement that moves many rows at once)."""
+        return tuple(s for s, out in self.moves.items() if event in out)
+
+
+ASSIGNMENT = Lifecycle(
+    "assignment",
+    initial=PENDING,
+    moves={
+        PENDING: {SEND: IN_FLIGHT, CANCEL: CANCELLED},
+        IN_FLIGHT: {CONFIRM: INSTALLED, FAIL: FAILED},
+        INSTALLED: {},
+        FAILED: {},
+        CANCELLED: {},
+    },
+    advice={
+        SEND: "only a pending assignment goes out in a bundle; assign the image again",
+        CONFIRM: "only an assignment in flight is confirmed by a report; assign the image"
+        " again to install it",
+        FAIL: "only an assignment in flight fails; assign the image again to retry",
+        CANCEL: "only a pending assignment can be cancelled. One sent to the vehicle ends"
+        " when the vehicle reports it installed or failed; assign another image after that",
+    },
+)
+
+BUNDLE = Lifecycle(
+    "bundle",
+    initial=IN_FLIGHT,
+    moves={
+        IN_FLIGHT: {CONFIRM: INSTALLED, FAIL: FAILED},
+        INSTALLED: {},
+        FAILED: {},
+    },
+    advice={
+        CONFIRM: "only a bundle in flight is confirmed; assign the images again",
+        FAIL: "only a bundle in flight fails; assign the images again",
+    },
+)
+
+#: every lifecycle of the Director, by name
+LIFECYCLES: dict[str, Lifecycle] = {lc.name: lc for lc in (ASSIGNMENT, BUNDLE)}
+
+__all__ = [
+    "ASSIGNMENT",
+    "BUNDLE",
+    "CANCEL",
+    "CANCELLED",
+    "CONFIRM",
+    "FAIL",
+    "FAILED",
+    "INSTALLED",
+    "IN_FLIGHT",
+    "LIFECYCLES",
+    "PENDING",
+    "SEND",
+    "IllegalTransition",
+    "Lifecycle",
+]
