@@ -203,14 +203,14 @@ def _cpu_split(d: Any, work: list[list[tuple[str, bytes]]]) -> dict[str, float]:
         return run
 
     d.writer.close()
-    d._precheck = timed("signature checks (submitters)", d._precheck)
+    d.manifests._precheck = timed("signature checks (submitters)", d.manifests._precheck)
     d.process_manifest = timed("submitters in all", d.process_manifest)
     d.writer._commit = timed("writer", d.writer._commit)
     try:
         _concurrent(d, work)
     finally:
         d.writer.close()
-        del d._precheck, d.process_manifest, d.writer._commit
+        del d.manifests._precheck, d.process_manifest, d.writer._commit
     n = sum(map(len, work))
     checks = acc["signature checks (submitters)"]
     return {

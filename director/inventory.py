@@ -21,15 +21,6 @@ NAMING = {
 }
 metadata = sa.MetaData(naming_convention=NAMING)
 
-#: assignment and bundle states
-PENDING, IN_FLIGHT, INSTALLED, FAILED, CANCELLED = (
-    "pending",
-    "in_flight",
-    "installed",
-    "failed",
-    "cancelled",
-)
-
 vehicles = sa.Table(
     "vehicles",
     metadata,
@@ -98,6 +89,7 @@ bundles = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("vehicle_id", sa.Integer, sa.ForeignKey("vehicles.id"), nullable=False, index=True),
+    # director.lifecycle.BUNDLE
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.Column("finished_at", sa.BigInteger),
@@ -121,6 +113,7 @@ assignments = sa.Table(
     # the ECU's attack indicator when the bundle went out, while the ECU keeps reporting
     # that very indicator: it is not new, so it does not fail this assignment (0004)
     sa.Column("stale_attack", sa.Text),
+    # director.lifecycle.ASSIGNMENT
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("reason", sa.Text),
     sa.Column("created_at", sa.BigInteger, nullable=False),

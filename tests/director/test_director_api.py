@@ -134,10 +134,15 @@ def test_4_3_partial_bundle_no_new_bundle_while_one_is_in_flight(env):
         json={"assignments": [{"ecu": brk, "target": "brakes/fw-1.0.bin"}]},
     )
     assert r.status_code == 409
-    # an in-flight assignment cannot be cancelled; a pending one can
-    assert c.delete(f"/api/assignments/{first[0]['id']}").status_code == 409
+    # an in-flight assignment cannot be cancelled (409, saying what to do); a pending one
+    # can, once
+    r = c.delete(f"/api/assignments/{first[0]['id']}")
+    assert r.status_code == 409
+    assert r.json()["detail"].startswith(f"assignment {first[0]['id']} is in_flight: only a")
     r = c.delete(f"/api/assignments/{second['id']}")
     assert r.status_code == 200 and r.json()["state"] == "cancelled"
+    r = c.delete(f"/api/assignments/{second['id']}")
+    assert r.status_code == 409 and "is cancelled: only a pending" in r.json()["detail"]
     assert [a["state"] for a in c.get("/api/assignments?vin=VIN0001").json()] == [
         "in_flight",
         "in_flight",

@@ -59,7 +59,7 @@ def test_unchanged_poll_costs_at_most_one_indexed_lookup(tmp_path: Path, db_url:
         w = make_vehicle("VIN0002")
         director.register_vehicle(w.vin, w.specs())
         assert director.metadata_file(w.vin, "timestamp.json") is not None
-        assert list(director._cache) == ["VIN0002"]
+        assert list(director.publisher._cache) == ["VIN0002"]
     finally:
         director.dispose()
 
@@ -126,6 +126,11 @@ def test_cli_init_vehicle_assign_status(tmp_path: Path, capsys, now):
     assert fleet["vehicles"][0]["vin"] == "VIN42"
     assert director_cli.main(["assign", str(d), "VIN42", "brk1=tcu/tcu-5.bin"]) == 2
     assert "hardware" in capsys.readouterr().err
+    # an assignment in flight cannot be cancelled: exit 2 and what to do, no traceback
+    assert director_cli.main(["cancel", str(d), str(assigned[0]["id"])]) == 2
+    err = capsys.readouterr().err
+    assert f"assignment {assigned[0]['id']} is in_flight" in err
+    assert "only a pending assignment can be cancelled" in err and "Traceback" not in err
     # the service sees what the CLI did
     svc = Director(d)
     try:

@@ -482,6 +482,7 @@ def test_migration_0004_marks_the_indicator_an_assignment_in_flight_already_saw(
     import sqlalchemy as sa
 
     from director import inventory as inv
+    from director.lifecycle import IN_FLIGHT, PENDING
 
     inv.migrate(db_url, "0003")
     engine = inv.make_engine(db_url)
@@ -500,15 +501,15 @@ def test_migration_0004_marks_the_indicator_an_assignment_in_flight_already_saw(
                 for s in ("a", "b")
             )
             bid = conn.execute(
-                inv.bundles.insert().values(vehicle_id=vid, state=inv.IN_FLIGHT, created_at=1)
+                inv.bundles.insert().values(vehicle_id=vid, state=IN_FLIGHT, created_at=1)
             ).inserted_primary_key[0]
             common = dict(vehicle_id=vid, target_path="t", length=1, hashes="{}")
             common.update(hardware_id="brk-v1", created_at=1, updated_at=1)
             conn.execute(
                 inv.assignments.insert(),
                 [
-                    {**common, "ecu_id": e1, "bundle_id": bid, "state": inv.IN_FLIGHT},
-                    {**common, "ecu_id": e2, "bundle_id": None, "state": inv.PENDING},
+                    {**common, "ecu_id": e1, "bundle_id": bid, "state": IN_FLIGHT},
+                    {**common, "ecu_id": e2, "bundle_id": None, "state": PENDING},
                 ],
             )
         inv.migrate(db_url)
@@ -519,6 +520,6 @@ def test_migration_0004_marks_the_indicator_an_assignment_in_flight_already_saw(
                 )
             ).all()
             assert conn.execute(sa.select(inv.vehicles.c.last_attack)).scalar() is None
-        assert [tuple(r) for r in rows] == [(inv.IN_FLIGHT, "bad-hash: a"), (inv.PENDING, None)]
+        assert [tuple(r) for r in rows] == [(IN_FLIGHT, "bad-hash: a"), (PENDING, None)]
     finally:
         engine.dispose()

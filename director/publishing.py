@@ -1,0 +1,322 @@
+"""Per-vehicle Director metadata (§5.3.2): the vehicle's targets, snapshot and timestamp,
+signed inside the transaction that changed them, and served from memory.
+
+On the Director's data path this is the step from a bundle (:mod:`director.bundles`) to
+the vehicle: :meth:`Publisher.publish` signs the next versions with
+:class:`uptane.repository.RepositoryBuilder`, continuing from the stored ones, in the
+caller's transaction, so versions only grow and nothing half-written is visible. Signed
+bytes are cached in memory per VIN: an unchanged poll costs at most one indexed lookup,
+and a fresh hit none (:meth:`Publisher.cached_file`).
+
+The Director root (``DIR/root/N.root.EXT``, signed offline) and the online keys are read
+here; :mod:`director.keyrotation` changes them and asks :meth:`Publisher.reload_keys` to
+re-sign every vehicle.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from director import inventory as inv
+from director.common import VIN_RE, epoch
+from director.config import Config
+from director.keysource import FileKeySource, KeySource
+from uptane.keys import Signer
+from uptane.limits import Limits
+from uptane.metadata import DER, JSON, Root, TargetFile, Targets, decode
+from uptane.repository import RepositoryBuilder
+
+#: the roles the Director signs per vehicle, with its online keys
+ONLINE_ROLES = ("targets", "snapshot", "timestamp")
+
+
+@dataclass
+class _Cached:
+    """One vehicle's signed files as served: by file name, with their versions."""
+
+    fetched: float
+    files: dict[str, bytes]
+    versions: dict[str, int]
+    timestamp_expires: int
+
+
+def load_root(directory: Path, encodings: tuple[str, ...]) -> dict[int, dict[str, bytes]]:
+    """Every Director root version in ``directory/root``: version -> encoding -> bytes."""
+    out: dict[int, dict[str, bytes]] = {}
+    for p in (directory / "root").glob("*.root.*"):
+        v, _, enc = p.name.split(".", 2)
+        if v.isdigit() and enc in encodings:
+            out.setdefault(int(v), {})[enc] = p.read_bytes()
+    if not out:
+        raise FileNotFoundError(f"no Director root in {directory / 'root'}")
+    return out
+
+
+class Publisher:
+    """Signs and serves every vehicle's Director metadata."""
+
+    def __init__(
+        self,
+        directory: Path,
+        config: Config,
+        engine: Engine,
+        keys: KeySource,
+        *,
+        clock: Callable[[], datetime],
+        limits: Limits,
+        encodings: tuple[str, ...],
+    ) -> None:
+        self.dir = directory
+        self.config = config
+        self.engine = engine
+        self.keys = keys
+        self.clock = clock
+        self.limits = limits
+        self.encodings = encodings
+        self.root_files = load_root(directory, encodings)
+        #: signed bytes per VIN, least recently used first, at most ``cache_vehicles``
+        self._cache: OrderedDict[str, _Cached] = OrderedDict()
+        self._cache_lock = threading.Lock()
+
+    # --- keys and root ----------------------------------------------------------------------
+
+    def root(self) -> Root:
+        """The current Director root."""
+        md = decode(self.root_files[max(self.root_files)][JSON], self.limits, role_type="root")
+        assert isinstance(md.signed, Root)
+        return md.signed
+
+    def signers(self) -> dict[str, list[Signer]]:
+        return {r: self.keys.signers(r) for r in ONLINE_ROLES}
+
+    def margin(self, role: str) -> timedelta:
+        """How long before expiry ``role`` is re-signed: half its lifetime."""
+        return self.config.expiry[role] / 2
+
+    def reload_keys(self, *, force: bool = False) -> bool:
+        """Pick up a root or key rotation made by another process; when one happened, every
+        vehicle's metadata is re-signed with the current keys."""
+        latest = max(
+            (int(p.name.split(".", 1)[0]) for p in (self.dir / "root").glob("*.root.json")),
+            default=0,
+        )
+        if not force and latest == max(self.root_files):
+            return False
+        self.root_files = load_root(self.dir, self.encodings)
+        if isinstance(self.keys, FileKeySource):
+            self.keys = FileKeySource(self.keys.directory)
+        now = self.clock()
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(inv.vehicle_metadata.c.vin, inv.vehicle_metadata.c.vehicle_id)
+            ).all()
+        for vin, vid in rows:
+            with self.engine.begin() as conn:
+                self.publish(conn, vid, vin, now, resign_all=True)
+        return True
+
+    # --- signing ----------------------------------------------------------------------------
+
+    def publish(
+        self,
+        conn: Connection,
+        vid: int,
+        vin: str,
+        now: datetime,
+        *,
+        new_targets: list[TargetFile] | None = None,
+        resign_all: bool = False,
+    ) -> int:
+        """Re-sign this vehicle's metadata in the current transaction: targets when
+        ``new_targets`` is given (or it nears expiry, or ``resign_all`` after a key
+        rotation), snapshot when targets changed (or it nears expiry), timestamp always.
+        Versions continue from the stored ones. Returns the targets version."""
+        vm = inv.vehicle_metadata
+        row = conn.execute(sa.select(vm).where(vm.c.vin == vin).with_for_update()).first()
+        b = self._builder(vin, now)
+        if row is not None:
+            self._restore(b, row, now, resign_targets=new_targets is None, force=resign_all)
+        if new_targets is not None and (row is not None or new_targets):
+            b.targets.targets = {tf.path: tf for tf in new_targets}
+            b.mark("targets")
+        if row is not None or new_targets:
+            b.publish(now)  # a new vehicle with no images keeps the builder's version 1
+        values = self._row_values(b, vid, now)
+        if row is None:
+            conn.execute(vm.insert().values(vin=vin, **values))
+        else:
+            conn.execute(vm.update().where(vm.c.vin == vin).values(**values))
+        self.invalidate(vin)
+        return b.targets.version
+
+    def _builder(self, vin: str, now: datetime) -> RepositoryBuilder:
+        """A builder for ``vin``'s metadata with the current keys and root."""
+        root = self.root()
+        return RepositoryBuilder(
+            "director",
+            self.signers(),
+            now,
+            keys={"root": [root.keys[k] for k in root.roles["root"].keyids]},
+            expiry=self.config.expiry,
+            vehicle_id=vin,
+            encodings=self.encodings,
+        )
+
+    def _restore(
+        self, b: RepositoryBuilder, row: Any, now: datetime, *, resign_targets: bool, force: bool
+    ) -> None:
+        """Load the stored versions and bytes into ``b``; mark what nears expiry (targets
+        only when ``resign_targets``, and then always when ``force``)."""
+        stored = decode(row.targets_json, self.limits, role_type="targets").signed
+        assert isinstance(stored, Targets)
+        b.targets.targets = stored.targets
+        b.targets.expires = stored.expires
+        b.targets.version = row.targets_version
+        b.snapshot.version = row.snapshot_version
+        b.timestamp.version = row.timestamp_version
+        for enc in self.encodings:
+            b.files[enc]["targets"] = getattr(row, f"targets_{enc}")
+            b.files[enc]["snapshot"] = getattr(row, f"snapshot_{enc}")
+        if resign_targets and (force or stored.expires - now <= self.margin("targets")):
+            b.mark("targets")
+        if datetime.fromtimestamp(row.snapshot_expires, UTC) - now <= self.margin("snapshot"):
+            b.mark("snapshot")
+
+    def _row_values(self, b: RepositoryBuilder, vid: int, now: datetime) -> dict[str, Any]:
+        """The ``vehicle_metadata`` row of what ``b`` signed."""
+        values: dict[str, Any] = {
+            "vehicle_id": vid,
+            "targets_version": b.targets.version,
+            "snapshot_version": b.snapshot.version,
+            "timestamp_version": b.timestamp.version,
+            "snapshot_expires": epoch(b.snapshot.expires),
+            "timestamp_expires": epoch(b.timestamp.expires),
+            "updated_at": epoch(now),
+        }
+        for enc in (JSON, DER):
+            for role in ONLINE_ROLES:
+                values[f"{role}_{enc}"] = b.files[enc][role] if enc in self.encodings else None
+        return values
+
+    def refresh_expiring(self) -> int:
+        """Re-sign the metadata of every vehicle whose timestamp nears expiry."""
+        now = self.clock()
+        vm = inv.vehicle_metadata
+        with self.engine.connect() as conn:
+            due = conn.execute(
+                sa.select(vm.c.vin, vm.c.vehicle_id).where(vm.c.timestamp_expires <= self._due(now))
+            ).all()
+        for vin, vid in due:
+            with self.engine.begin() as conn:
+                self.publish(conn, vid, vin, now)
+        return len(due)
+
+    def _due(self, now: datetime) -> int:
+        """A timestamp expiring at or before this (epoch seconds) is re-signed."""
+        return epoch(now) + int(self.margin("timestamp").total_seconds())
+
+    # --- serving ----------------------------------------------------------------------------
+
+    def invalidate(self, vin: str) -> None:
+        with self._cache_lock:
+            self._cache.pop(vin, None)
+
+    def cached_file(self, vin: str, name: str) -> bytes | None:
+        """What :meth:`metadata_file` answers, when the answer is a fresh cache hit; None
+        otherwise (ask :meth:`metadata_file`). Never touches the database or a key, so the
+        HTTP service may call it on its event loop."""
+        c = self._fresh(vin)
+        if c is None:
+            return None
+        is_root, root = self._root_file(name)
+        return root if is_root else c.files.get(name)
+
+    def metadata_file(self, vin: str, name: str) -> bytes | None:
+        """A per-vehicle metadata file by name (``N.root.json``, ``timestamp.der``, ...);
+        root files too only for a registered vehicle."""
+        if not VIN_RE.match(vin):
+            return None
+        is_root, root = self._root_file(name)
+        if is_root and root is None:
+            return None  # a root version there is none of (a client probing N+1): no lookup
+        c = self._cached(vin)
+        if c is None:
+            return None
+        return root if is_root else c.files.get(name)
+
+    def _root_file(self, name: str) -> tuple[bool, bytes | None]:
+        """Whether ``name`` is a root file (``N.root.EXT``, or ``root.EXT`` for the newest),
+        and its bytes if there is that version in that encoding."""
+        parts = name.split(".")
+        if len(parts) == 3 and parts[1] == "root" and parts[0].isdigit():
+            return True, self.root_files.get(int(parts[0]), {}).get(parts[2])
+        if len(parts) == 2 and parts[0] == "root":
+            return True, self.root_files[max(self.root_files)].get(parts[1])
+        return False, None
+
+    def _fresh(self, vin: str) -> _Cached | None:
+        """The vehicle's cache entry if it may be served as it is: younger than
+        ``cache_seconds`` and its timestamp not near expiry. Memory only."""
+        with self._cache_lock:
+            c = self._cache.get(vin)
+            if c is None:
+                return None
+            self._cache.move_to_end(vin)
+        if time.monotonic() - c.fetched >= self.config.cache_seconds:
+            return None
+        return c if c.timestamp_expires > self._due(self.clock()) else None
+
+    def _cached(self, vin: str) -> _Cached | None:
+        """The vehicle's signed files: from memory, or one indexed lookup; re-signs the
+        timestamp (and what else nears expiry) first when needed."""
+        c = self._fresh(vin)
+        if c is not None:
+            return c
+        mono = time.monotonic()
+        now = self.clock()
+        vm = inv.vehicle_metadata
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(vm).where(vm.c.vin == vin)).first()
+        if row is None:
+            return None
+        if row.timestamp_expires <= self._due(now):
+            with self.engine.begin() as conn:
+                fresh = conn.execute(
+                    sa.select(vm.c.timestamp_expires).where(vm.c.vin == vin).with_for_update()
+                ).first()
+                if fresh is not None and fresh.timestamp_expires <= self._due(now):
+                    self.publish(conn, row.vehicle_id, vin, now)
+            with self.engine.connect() as conn:
+                row = conn.execute(sa.select(vm).where(vm.c.vin == vin)).first()
+            assert row is not None
+        c = self._entry(row, mono)
+        with self._cache_lock:
+            self._cache[vin] = c
+            while len(self._cache) > self.config.cache_vehicles:
+                self._cache.popitem(last=False)
+        return c
+
+    def _entry(self, row: Any, fetched: float) -> _Cached:
+        """The cache entry of a ``vehicle_metadata`` row."""
+        files: dict[str, bytes] = {}
+        for enc in self.encodings:
+            files[f"timestamp.{enc}"] = getattr(row, f"timestamp_{enc}")
+            for role in ("snapshot", "targets"):
+                data = getattr(row, f"{role}_{enc}")
+                files[f"{getattr(row, f'{role}_version')}.{role}.{enc}"] = data
+                files[f"{role}.{enc}"] = data
+        versions = {role: getattr(row, f"{role}_version") for role in ONLINE_ROLES}
+        return _Cached(fetched, files, versions, row.timestamp_expires)
+
+
+__all__ = ["ONLINE_ROLES", "Publisher", "load_root"]
