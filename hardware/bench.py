@@ -36,13 +36,13 @@ from typing import Any
 from hardware.client import LinkClient
 from hardware.messages import HelloInfo, Status
 from hardware.progress import progress_bar
-from uptane.errors import UptaneError
+from uptane.codec import for_filename, sniff
+from uptane.errors import MalformedInput, UptaneError
 from uptane.limits import PRIMARY, Limits
 from uptane.manifest import SignedManifest, decode_report
-from uptane.metadata import DER, JSON
 
-_VERSIONED = re.compile(r"^(\d+)\.([A-Za-z0-9_.-]+)\.(der|json)$")
-_PLAIN = re.compile(r"^([A-Za-z0-9_.-]+)\.(der|json)$")
+#: a metadata file's name without its encoding's suffix: ``3.root``, ``targets``
+_STEM = re.compile(r"^(?:(\d+)\.)?([A-Za-z0-9_.-]+)$")
 _ORDER = {"root": 0, "timestamp": 1, "snapshot": 2, "targets": 3}
 
 
@@ -56,25 +56,33 @@ class MetadataFile:
     data: bytes
 
 
+def _parse_name(name: str) -> tuple[int, str, str] | None:
+    """``(version or -1, role, encoding)`` of a metadata file name (``3.root.der``,
+    ``targets.json``: any registered codec's suffix); ``None`` for any other file and for
+    the map file."""
+    try:
+        codec = for_filename(name)
+    except MalformedInput:
+        return None
+    m = _STEM.match(name[: -len(codec.suffix)])
+    if not m or (m.group(1) is None and m.group(2) == "map"):
+        return None
+    return (-1 if m.group(1) is None else int(m.group(1))), m.group(2), codec.name
+
+
 def _repo_files(directory: Path, repository: str, max_bytes: int) -> list[MetadataFile]:
     """A repository's files in the order a Secondary applies them: every root version
     ascending, then timestamp, snapshot, targets, then delegated roles."""
     roots: list[tuple[int, MetadataFile]] = []
     latest: dict[str, tuple[int, MetadataFile]] = {}
     for p in sorted(directory.iterdir()):
-        if not p.is_file():
+        parsed = _parse_name(p.name) if p.is_file() else None
+        if parsed is None:
             continue
-        m = _VERSIONED.match(p.name)
-        if m:
-            version, role, ext = int(m.group(1)), m.group(2), m.group(3)
-        else:
-            m = _PLAIN.match(p.name)
-            if not m or m.group(1) == "map":
-                continue
-            version, role, ext = -1, m.group(1), m.group(2)
+        version, role, encoding = parsed
         if p.stat().st_size > max_bytes:
             raise ValueError(f"{p} is larger than {max_bytes} bytes")
-        f = MetadataFile(repository, role, DER if ext == "der" else JSON, p.read_bytes())
+        f = MetadataFile(repository, role, encoding, p.read_bytes())
         if role == "root":
             if version >= 0 or not roots:
                 roots.append((version, f))
@@ -105,7 +113,9 @@ def load_metadata(
         out: list[MetadataFile] = []
         for name in ("map.json",):
             if (d / name).is_file():
-                out.append(MetadataFile(director, "map", JSON, (d / name).read_bytes()))
+                out.append(
+                    MetadataFile(director, "map", for_filename(name).name, (d / name).read_bytes())
+                )
         if (d / "image").is_dir():
             out += _repo_files(d / "image", image, max_bytes)
         dfiles = _repo_files(d / "director", director, max_bytes)
@@ -122,8 +132,9 @@ def load_metadata(
 
 
 def describe_report(data: bytes, limits: Limits = PRIMARY) -> dict[str, Any]:
-    """Decode a signed ECU version report (DER or JSON) into its JSON shape."""
-    encoding = DER if data[:1] == b"\x30" else JSON
+    """Decode a signed ECU version report (any encoding, told by its first byte) into its
+    JSON shape."""
+    encoding = sniff(data).name
     report: SignedManifest[Any] = decode_report(data, limits, encoding)
     return {"encoding": encoding, **report.to_dict()}
 
