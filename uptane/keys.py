@@ -33,6 +33,10 @@ MAX_KEY_FILE = 64 * 1024
 
 PublicKeyObject = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey | rsa.RSAPublicKey
 PrivateKeyObject = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+#: what a signature is checked over: bytes, or a view into larger bytes (a Secondary checks
+#: the signed part of DER targets in place, uptane/encoding/der_targets.py); cryptography's
+#: verify takes any buffer
+SignedData = bytes | memoryview
 
 
 @functools.lru_cache(maxsize=256)
@@ -136,7 +140,7 @@ class Key:
         self._check_type()
         return _load_public(self.scheme, self.public)
 
-    def verify(self, signature: bytes, data: bytes) -> bool:
+    def verify(self, signature: bytes, data: SignedData) -> bool:
         """True if ``signature`` over ``data`` verifies with this key; never raises for a
         bad signature (a malformed key raises MalformedInput)."""
         obj = self.load()
@@ -146,9 +150,11 @@ class Key:
             elif isinstance(obj, ec.EllipticCurvePublicKey):
                 obj.verify(signature, data, ec.ECDSA(hashes.SHA256()))
             else:
+                # RSA's verify is declared for bytes only (ed25519 and ecdsa take any
+                # buffer); a copy costs little beside an RSA verify
                 obj.verify(
                     signature,
-                    data,
+                    bytes(data),
                     padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.AUTO),
                     hashes.SHA256(),
                 )

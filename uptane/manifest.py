@@ -92,7 +92,8 @@ def _parse_time(value: str) -> datetime:
     m = _TIME.fullmatch(value)
     if m is not None:
         try:
-            return datetime(*map(int, m.groups()), tzinfo=UTC)  # type: ignore[misc]
+            year, month, day, hour, minute, second = map(int, m.groups())
+            return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
         except ValueError:
             pass
     return parse_expires(value)

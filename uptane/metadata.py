@@ -17,7 +17,9 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, Generic, TypeVar
 
 from uptane.encoding.json import canonical, canonical_decoded, dumps, loads
-from uptane.encoding.registry import DER, JSON, codec_for
+from uptane.encoding.registry import DER as DER
+from uptane.encoding.registry import JSON as JSON
+from uptane.encoding.registry import codec_for
 from uptane.errors import MalformedInput
 from uptane.identity import HasIdentity, ImageIdentity, same_image
 from uptane.keys import Key, Signer
@@ -31,7 +33,11 @@ ENCODINGS = (JSON, DER)
 # --- small typed readers: every one raises MalformedInput, never KeyError/TypeError ----------
 
 
-def _take(d: dict[str, Any], key: str, kind: type | tuple[type, ...], what: str) -> Any:
+_V = TypeVar("_V")
+
+
+def _take(d: dict[str, Any], key: str, kind: type[_V], what: str) -> _V:
+    """``d[key]`` removed from ``d``, of type ``kind`` (a bool is no int)."""
     if key not in d:
         raise MalformedInput(f"{what}: missing field {key!r}")
     value = d.pop(key)
@@ -40,7 +46,8 @@ def _take(d: dict[str, Any], key: str, kind: type | tuple[type, ...], what: str)
     return value
 
 
-def _opt(d: dict[str, Any], key: str, kind: type | tuple[type, ...], what: str) -> Any:
+def _opt(d: dict[str, Any], key: str, kind: type[_V], what: str) -> _V | None:
+    """:func:`_take`, or None when ``key`` is absent."""
     if key not in d:
         return None
     return _take(d, key, kind, what)
@@ -757,7 +764,7 @@ class SuccinctRoles:
         if head != self.name_prefix or len(tail) != self.suffix_len:
             return False
         try:
-            return int(tail, 16) < 2**self.bit_length
+            return int(tail, 16) < 1 << self.bit_length
         except ValueError:
             return False
 
@@ -955,7 +962,8 @@ class Metadata(Generic[T]):
             raise MalformedInput(f"expected {role_type} metadata, got {t}", role=role_type)
         signed_bytes = canon(signed_d)
         signed = ROLE_CLASSES[t].from_dict(signed_d, limits)
-        return cls(
+        # the role is known only now, at run time: Metadata[Signed], returned as Metadata[Any]
+        return Metadata(
             signed,
             [Signature.from_dict(s, limits) for s in sigs],
             JSON,

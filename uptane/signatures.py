@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from uptane.errors import BadSignature, MalformedInput, ThresholdNotMet
-from uptane.keys import Key
+from uptane.keys import Key, SignedData
 from uptane.limits import Limits
 from uptane.metadata import KEYID_HINT_HEX, Signature
 
@@ -21,7 +21,7 @@ def keyid_matches(named: str, keyid: str) -> bool:
 
 
 def count_valid(
-    payload: bytes,
+    payload: SignedData,
     signatures: Iterable[Signature],
     keys: Mapping[str, Key],
     allowed_keyids: Iterable[str],
@@ -67,7 +67,7 @@ def count_valid(
 
 
 def check_threshold(
-    payload: bytes,
+    payload: SignedData,
     signatures: list[Signature],
     keys: Mapping[str, Key],
     allowed_keyids: Iterable[str],
@@ -89,7 +89,7 @@ def check_threshold(
         )
 
 
-def check_single(payload: bytes, signatures: list[Signature], key: Key, what: str) -> None:
+def check_single(payload: SignedData, signatures: list[Signature], key: Key, what: str) -> None:
     """Raise :class:`BadSignature` unless ``key`` signed ``payload`` (an ECU report, a VVM)."""
     kid = key.keyid
     for sig in signatures[:64]:

@@ -183,7 +183,7 @@ def verify_trusted_root(
 def peek_version(data: bytes, limits: Limits, *, encoding: str = JSON, role: str = "root") -> int:
     """The version a (not yet verified) metadata file claims, to skip files already had;
     never a basis for trust."""
-    md = _decode(data, limits, encoding, role, limits.bytes_for_role(role))
+    md: Metadata[Signed] = _decode(data, limits, encoding, role, limits.bytes_for_role(role))
     return md.signed.version
 
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from uptane.errors import BadSignature, ThresholdNotMet
-from uptane.keys import ECDSA, Key, PrivateKey
+from uptane.keys import ECDSA, ED25519, RSA_PSS, Key, PrivateKey
 from uptane.limits import PRIMARY
 from uptane.metadata import Signature
 from uptane.signatures import check_single, check_threshold, count_valid
@@ -61,6 +61,21 @@ def test_single_signature_check():
     check_single(PAYLOAD, [Signature(k.keyid, k.sign(PAYLOAD))], k.key, "report")
     with pytest.raises(BadSignature):
         check_single(b"other", [Signature(k.keyid, k.sign(PAYLOAD))], k.key, "report")
+
+
+@pytest.mark.parametrize("scheme", [ED25519, ECDSA, RSA_PSS])
+def test_a_signed_part_checked_in_place_verifies_with_every_scheme(scheme: str) -> None:
+    # a Secondary checks DER targets over a view into the file (uptane/partial.py), not a
+    # copy; RSA's verify is declared for bytes only, so Key.verify hands it bytes
+    k = PrivateKey.generate(scheme)
+    whole = b"header" + PAYLOAD + b"trailer"
+    view = memoryview(whole)[6 : 6 + len(PAYLOAD)]
+    sigs = [Signature(k.keyid, k.sign(PAYLOAD))]
+    assert k.key.verify(sigs[0].sig, view)
+    check_threshold(view, sigs, {k.keyid: k.key}, [k.keyid], 1, PRIMARY)
+    check_single(view, sigs, k.key, "report")
+    with pytest.raises(ThresholdNotMet):
+        check_threshold(memoryview(whole)[5:-7], sigs, {k.keyid: k.key}, [k.keyid], 1, PRIMARY)
 
 
 # --- DER key-id hints (docs/der-profile.md, "Signature") ---------------------------------

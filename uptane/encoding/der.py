@@ -40,6 +40,9 @@ Anything wrong raises :class:`~uptane.errors.MalformedInput` (or a subclass:
 ``RecursionError`` escapes.
 """
 
+# mypy: disallow-subclassing-any=False
+# (the schema classes subclass asn1crypto's, which has no type information)
+
 from __future__ import annotations
 
 import base64
@@ -75,6 +78,10 @@ from uptane.metadata import (
     format_expires,
     parse_expires,
 )
+
+#: a schema class below: a subclass of an asn1crypto type. asn1crypto has no type
+#: information, so a class's ``_fields``, ``_child_spec`` and ``_alternatives`` are untyped
+Spec = type[Any]
 
 # --- the ASN.1 profile (see docs/der-profile.md) -------------------------------------------
 
@@ -420,8 +427,10 @@ def _hex_to_asn(value: Any, what: str) -> Any:
 def _hex_from_asn(value: tuple[str, Any]) -> str:
     name, inner = value
     if name == "raw":
-        return inner.hex()
-    return inner
+        raw: bytes = inner  # HexString: raw is an OCTET STRING, text a UTF8String
+        return raw.hex()
+    text: str = inner
+    return text
 
 
 def _pem(body: bytes) -> str:
@@ -454,14 +463,16 @@ def _public_to_asn(public: Any) -> Any:
 
 
 def _public_from_asn(value: tuple[str, Any]) -> str:
-    name, raw = value
+    name, inner = value
+    if name == "text":
+        text: str = inner  # PublicKeyValue: text is a UTF8String, the others OCTET STRINGs
+        return text
+    raw: bytes = inner
     if name == "ed25519":
         if len(raw) != 32:
             raise _bad("an ed25519 public key is 32 bytes")
         return raw.hex()
-    if name == "spki":
-        return _pem(raw)
-    return raw
+    return _pem(raw)
 
 
 def _time_to_int(value: Any) -> int:
@@ -540,7 +551,7 @@ def _strings(values: Any, what: str) -> list[str]:
 def _hashes_to_asn(hashes: Any, what: str) -> Any:
     if not isinstance(hashes, dict):
         raise _bad(f"{what}: hashes must be an object")
-    out = []
+    out: list[tuple[str, Any]] = []
     for alg in sorted(hashes):
         digest = hashes[alg]
         if not isinstance(digest, str):
@@ -1194,7 +1205,7 @@ def _vvm_signed_from_asn(asn: dict[str, Any], limits: Limits) -> dict[str, Any]:
 
 def _manifest_kind_of(d: Any) -> str:
     kind = d.get("_type") if isinstance(d, dict) else None
-    if kind not in (ECU_REPORT_TYPE, VVM_TYPE):
+    if not isinstance(kind, str) or kind not in (ECU_REPORT_TYPE, VVM_TYPE):
         raise _bad(f"unknown manifest type {str(kind)[:32]!r}")
     return kind
 
@@ -1368,18 +1379,18 @@ _UNIVERSAL: tuple[tuple[type, int], ...] = (
     (core.OctetString, 0x04),
     (core.UTF8String, 0x0C),
 )
-_FIELDS: dict[type, tuple[tuple[str, type, frozenset[int], bool], ...]] = {}
-_ALTERNATIVES: dict[type, dict[int, tuple[str, type]]] = {}
+_FIELDS: dict[Spec, tuple[tuple[str, Spec, frozenset[int], bool], ...]] = {}
+_ALTERNATIVES: dict[Spec, dict[int, tuple[str, Spec]]] = {}
 
 
-def _universal(spec: type) -> int:
+def _universal(spec: Spec) -> int:
     for base, tag in _UNIVERSAL:
         if issubclass(spec, base):
             return tag
     raise TypeError(f"no DER tag for {spec.__name__}")  # pragma: no cover - schema bug
 
 
-def _tags(spec: type, params: dict[str, Any]) -> frozenset[int]:
+def _tags(spec: Spec, params: dict[str, Any]) -> frozenset[int]:
     """The identifier octets a value of ``spec`` (with ``params``) may start with."""
     if "implicit" in params:
         if issubclass(spec, core.Choice):  # pragma: no cover - the schema has none
@@ -1390,7 +1401,7 @@ def _tags(spec: type, params: dict[str, Any]) -> frozenset[int]:
     return frozenset({_universal(spec)})
 
 
-def _alternatives(spec: type) -> dict[int, tuple[str, type]]:
+def _alternatives(spec: Spec) -> dict[int, tuple[str, Spec]]:
     table = _ALTERNATIVES.get(spec)
     if table is None:
         table = {}
@@ -1401,7 +1412,7 @@ def _alternatives(spec: type) -> dict[int, tuple[str, type]]:
     return table
 
 
-def _fields(spec: type) -> tuple[tuple[str, type, frozenset[int], bool], ...]:
+def _fields(spec: Spec) -> tuple[tuple[str, Spec, frozenset[int], bool], ...]:
     table = _FIELDS.get(spec)
     if table is None:
         out = []
@@ -1414,12 +1425,12 @@ def _fields(spec: type) -> tuple[tuple[str, type, frozenset[int], bool], ...]:
     return table
 
 
-def _read_top(spec: type, data: bytes) -> Any:
+def _read_top(spec: Spec, data: bytes) -> Any:
     start, length = _header(data, 0)
     return _read(spec, data, start, start + length)
 
 
-def _read(spec: type, data: bytes, start: int, end: int) -> Any:
+def _read(spec: Spec, data: bytes, start: int, end: int) -> Any:
     """The value of ``spec`` whose contents are ``data[start:end]`` (its tag matched)."""
     if issubclass(spec, core.Sequence):
         out: dict[str, Any] = {}
@@ -1477,7 +1488,7 @@ def _read(spec: type, data: bytes, start: int, end: int) -> Any:
     raise TypeError(f"no DER reader for {spec.__name__}")  # pragma: no cover - schema bug
 
 
-def _read_tagged(spec: type, tag: int, data: bytes, start: int, end: int) -> Any:
+def _read_tagged(spec: Spec, tag: int, data: bytes, start: int, end: int) -> Any:
     """Like :func:`_read`; a CHOICE becomes ``(alternative name, value)`` by ``tag``."""
     if issubclass(spec, core.Choice):
         name, alt = _alternatives(spec)[tag]
@@ -1495,10 +1506,10 @@ def _convert(fn: Callable[[], Any], what: str) -> Any:
         raise _bad(f"{what}: {_why(e)}") from None
 
 
-_CHOICES: dict[type, dict[str, tuple[type, dict[str, Any]]]] = {}
+_CHOICES: dict[Spec, dict[str, tuple[Spec, dict[str, Any]]]] = {}
 
 
-def _alternative(spec: type[core.Choice], name: str) -> tuple[type, dict[str, Any]]:
+def _alternative(spec: Spec, name: str) -> tuple[Spec, dict[str, Any]]:
     table = _CHOICES.get(spec)
     if table is None:
         table = {a[0]: (a[1], a[2] if len(a) > 2 else {}) for a in spec._alternatives}
@@ -1515,7 +1526,7 @@ def _length(n: int) -> bytes:
     return bytes([0x80 | len(raw)]) + raw
 
 
-def _der(spec: type, value: Any, params: dict[str, Any] | None = None) -> bytes:
+def _der(spec: Spec, value: Any, params: dict[str, Any] | None = None) -> bytes:
     """DER of ``value`` as ``spec``, one of the schema classes above: a dict for a SEQUENCE
     (absent key: absent OPTIONAL field; a value equal to its DEFAULT is left out), a list
     for a SEQUENCE OF, ``(name, value)`` for a CHOICE, int/bool/bytes/str for primitives.
@@ -1571,7 +1582,7 @@ def _der(spec: type, value: Any, params: dict[str, Any] | None = None) -> bytes:
     return bytes([tag]) + _length(len(content)) + content
 
 
-def _matches(spec: type, value: Any, data: bytes, pos: int, params: dict[str, Any] | None) -> int:
+def _matches(spec: Spec, value: Any, data: bytes, pos: int, params: dict[str, Any] | None) -> int:
     """Whether ``_der(spec, value, params)`` equals the bytes of ``data`` from ``pos``,
     checked piece by piece without building the encoding; returns the end of the match.
 
@@ -1624,7 +1635,7 @@ def _differs() -> NonCanonicalEncoding:
     return NonCanonicalEncoding("DER: the input is not in the canonical form of its value")
 
 
-def require_encodes_to(spec: type, value: Any, data: bytes, what: str) -> None:
+def require_encodes_to(spec: Spec, value: Any, data: bytes, what: str) -> None:
     """Refuse ``data`` (checked by :func:`check_structure`) unless it is exactly the DER of
     ``value`` as ``spec``: :func:`require_same` without building the re-encoding."""
     try:
@@ -1640,7 +1651,7 @@ def require_encodes_to(spec: type, value: Any, data: bytes, what: str) -> None:
         raise _bad(f"cannot encode {what}: {_why(e)}") from None
 
 
-def _encode(spec: type, fn: Callable[[], Any], what: str) -> bytes:
+def _encode(spec: Spec, fn: Callable[[], Any], what: str) -> bytes:
     try:
         return _der(spec, fn())
     except UptaneError:
