@@ -25,9 +25,10 @@ from hardware.server import serve
 from hardware.store import AtomicStore, atomic_write
 from secondary.agent import SecondaryAgent
 from secondary.config import ConfigError, LinkConfig, SecondaryConfig
+from secondary.state import provision_state
+from secondary.verification import STRATEGIES, strategy
 from uptane.errors import UptaneError
 from uptane.keys import SCHEMES, PrivateKey
-from uptane.limits import Limits
 from uptane.metadata import DER, JSON, MapFile, decode
 from uptane.partial import PartialVerifier
 from uptane.trust import verify_trusted_root
@@ -68,39 +69,6 @@ def provision(
     cfg_path = directory / CONFIG_NAME
     if cfg_path.exists() and not force:
         raise ConfigError(f"{cfg_path} exists: this ECU is already provisioned (use --force)")
-    limits = Limits.named(limits_profile)
-    encoding = detect_encoding(director_root)
-    # check what will be trusted before writing anything: the root is signed by its own
-    # keys, the initial targets by the root's targets keys
-    pv = PartialVerifier(
-        director_root,
-        ecu_serial,
-        hardware_id,
-        limits,
-        encoding=encoding,
-        previous_targets=targets,
-        vehicle_id=vehicle_id,
-    )
-    if pv.dropped:
-        raise ConfigError("the initial targets are not signed by the Director root's keys")
-    if mode == "full":
-        if image_root is None or vehicle_id is None:
-            raise ConfigError("full verification needs --image-root and --vehicle-id")
-        verify_trusted_root(image_root, limits, encoding=encoding, repository="image")
-        if map_file is not None:
-            MapFile.from_json(map_file, limits)
-    if targets is not None:
-        decode(targets, limits, encoding=encoding, role_type="targets")
-    directory.mkdir(parents=True, exist_ok=True)
-    key = PrivateKey.generate(key_type)
-    atomic_write(directory / KEY_NAME, key.to_pem(), 0o600)
-    public = {
-        "ecu_serial": ecu_serial,
-        "hardware_id": hardware_id,
-        "keyid": key.keyid,
-        "public_key": key.key.to_dict(),
-    }
-    (directory / PUBLIC_NAME).write_text(json.dumps(public, indent=2) + "\n")
     cfg = SecondaryConfig(
         ecu_serial=ecu_serial,
         hardware_id=hardware_id,
@@ -110,15 +78,17 @@ def provision(
         slot_size=slot_size,
         vehicle_id=vehicle_id,
         mode=mode,
-        encoding=encoding,
+        encoding=detect_encoding(director_root),
         limits_profile=limits_profile,
         link=link or LinkConfig(),
         path=cfg_path,
     )
     cfg.check()
-    store = AtomicStore(cfg.state_dir)
-    SecondaryAgent.provision_state(
-        store,
+    _check_trusted(cfg, director_root, targets, image_root, map_file)
+    directory.mkdir(parents=True, exist_ok=True)
+    public = _new_key(cfg, key_type)
+    provision_state(
+        AtomicStore(cfg.state_dir),
         director_root,
         targets=targets,
         image_root=image_root,
@@ -127,6 +97,54 @@ def provision(
     )
     Flash(cfg.flash_dir, slot_size)
     atomic_write(cfg_path, cfg.to_toml().encode("utf-8"), 0o644)
+    return public
+
+
+def _check_trusted(
+    cfg: SecondaryConfig,
+    director_root: bytes,
+    targets: bytes | None,
+    image_root: bytes | None,
+    map_file: bytes | None,
+) -> None:
+    """Check what will be trusted before anything is written: the root is signed by its
+    own keys, the initial targets by the root's targets keys; for full verification the
+    Image repository's root and the map file."""
+    limits, encoding = cfg.limits, cfg.encoding
+    pv = PartialVerifier(
+        director_root,
+        cfg.ecu_serial,
+        cfg.hardware_id,
+        limits,
+        encoding=encoding,
+        previous_targets=targets,
+        vehicle_id=cfg.vehicle_id,
+    )
+    if pv.dropped:
+        raise ConfigError("the initial targets are not signed by the Director root's keys")
+    if strategy(cfg.mode).needs_image_repository:
+        if image_root is None or cfg.vehicle_id is None:
+            raise ConfigError(f"{cfg.mode} verification needs --image-root and --vehicle-id")
+        verify_trusted_root(image_root, limits, encoding=encoding, repository="image")
+        if map_file is not None:
+            MapFile.from_json(map_file, limits)
+    if targets is not None:
+        decode(targets, limits, encoding=encoding, role_type="targets")
+
+
+def _new_key(cfg: SecondaryConfig, key_type: str) -> dict[str, Any]:
+    """Generate the ECU key (private key 0600) and write its public half; returns what to
+    register with the Director."""
+    key = PrivateKey.generate(key_type)
+    directory = cfg.key_file.parent
+    atomic_write(cfg.key_file, key.to_pem(), 0o600)
+    public = {
+        "ecu_serial": cfg.ecu_serial,
+        "hardware_id": cfg.hardware_id,
+        "keyid": key.keyid,
+        "public_key": key.key.to_dict(),
+    }
+    atomic_write(directory / PUBLIC_NAME, (json.dumps(public, indent=2) + "\n").encode(), 0o644)
     return public
 
 
@@ -180,7 +198,7 @@ def _read(path: str | None) -> bytes | None:
     return None if path is None else Path(path).read_bytes()
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="uptane-secondary", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -194,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vehicle-id")
     p.add_argument("--key-type", default="ed25519", choices=SCHEMES)
     p.add_argument("--slot-size", type=int, default=1 << 20, help="bytes per A/B slot")
-    p.add_argument("--mode", default="partial", choices=("partial", "full"))
+    p.add_argument("--mode", default="partial", choices=sorted(STRATEGIES))
     p.add_argument("--image-root", help="Image repository root (full verification)")
     p.add_argument("--map", help="map file JSON (full verification; default: both repos)")
     p.add_argument("--limits", default="constrained", choices=("constrained", "primary"))
@@ -208,8 +226,42 @@ def main(argv: list[str] | None = None) -> int:
 
     r = sub.add_parser("run", help="serve the link")
     r.add_argument("--config", required=True)
+    return parser
 
-    args = parser.parse_args(argv)
+
+def _provision(args: argparse.Namespace) -> int:
+    """``uptane-secondary provision``: prints what to register with the Director."""
+    link = LinkConfig(port=args.port, baudrate=args.baudrate)
+    if args.can_interface:
+        link = LinkConfig(
+            type="can",
+            interface=args.can_interface,
+            channel=args.can_channel,
+            rxid=args.can_rxid,
+            txid=args.can_txid,
+        )
+    public = provision(
+        Path(args.dir),
+        ecu_serial=args.ecu_serial,
+        hardware_id=args.hardware_id,
+        director_root=Path(args.director_root).read_bytes(),
+        targets=_read(args.targets),
+        vehicle_id=args.vehicle_id,
+        key_type=args.key_type,
+        slot_size=args.slot_size,
+        mode=args.mode,
+        image_root=_read(args.image_root),
+        map_file=_read(args.map),
+        limits_profile=args.limits,
+        link=link,
+        force=args.force,
+    )
+    print(json.dumps(public, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
@@ -217,33 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         if args.command == "provision":
-            link = LinkConfig(port=args.port, baudrate=args.baudrate)
-            if args.can_interface:
-                link = LinkConfig(
-                    type="can",
-                    interface=args.can_interface,
-                    channel=args.can_channel,
-                    rxid=args.can_rxid,
-                    txid=args.can_txid,
-                )
-            public = provision(
-                Path(args.dir),
-                ecu_serial=args.ecu_serial,
-                hardware_id=args.hardware_id,
-                director_root=Path(args.director_root).read_bytes(),
-                targets=_read(args.targets),
-                vehicle_id=args.vehicle_id,
-                key_type=args.key_type,
-                slot_size=args.slot_size,
-                mode=args.mode,
-                image_root=_read(args.image_root),
-                map_file=_read(args.map),
-                limits_profile=args.limits,
-                link=link,
-                force=args.force,
-            )
-            print(json.dumps(public, indent=2))
-            return 0
+            return _provision(args)
         cfg = SecondaryConfig.load(args.config)
         stop = threading.Event()
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from hardware.store import read_capped
+from secondary.verification import STRATEGIES
 from uptane.errors import UptaneError
 from uptane.limits import Limits
 from uptane.metadata import DER, ENCODINGS
@@ -20,7 +21,8 @@ from uptane.metadata import DER, ENCODINGS
 #: the largest configuration file read (a TOML file of a few KiB in practice)
 MAX_CONFIG_BYTES = 1024 * 1024
 
-MODES = ("partial", "full")
+#: the verification modes (secondary.verification: one strategy each)
+MODES = tuple(STRATEGIES)
 LINKS = ("serial", "can")
 CONFIRM_POLICIES = ("auto", "manual")
 

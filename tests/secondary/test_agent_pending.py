@@ -20,6 +20,7 @@ from test_agent_support import (
 
 from secondary.agent import PENDING_TARGETS, TRANSFER, SecondaryAgent
 from secondary.config import SecondaryConfig
+from secondary.verification import PartialVerification
 from uptane.errors import MalformedInput, RollbackAttack
 from uptane.metadata import DER
 
@@ -43,7 +44,8 @@ def test_5_4_4_1_partial_targets_live_in_the_store_not_in_ram(tmp_path: Path) ->
     # verified, not installed: the bytes are the pending record, RAM has the floor only
     assert agent.store.read(PENDING_TARGETS) == director.targets
     assert agent.trusted_targets is None
-    pv = agent._partial
+    assert isinstance(agent.verification, PartialVerification)
+    pv = agent.verification.verifier
     assert pv is not None and "targets" not in pv.raw
     assert pv.targets is None  # the floor moves with the image
     record = agent.store.read(TRANSFER)
@@ -57,7 +59,8 @@ def test_5_4_4_1_partial_targets_live_in_the_store_not_in_ram(tmp_path: Path) ->
     assert pv.targets.signed.version == director.builder.targets.version
     # and a reboot rebuilds the same floor from the store
     again = open_agent(SecondaryConfig.load(cfg.path))
-    assert again._partial is not None and again._partial.targets == pv.targets
+    assert isinstance(again.verification, PartialVerification)
+    assert again.verification.verifier.targets == pv.targets
     assert again.trusted_targets == director.targets
 
 
