@@ -34,9 +34,8 @@ from director.director import (
     key_from_json,
 )
 from director.httpcommon import BodyCap, install_error_handlers, read_body, refresher_lifespan
-from uptane.metadata import DER, JSON
-
-MEDIA = {JSON: "application/json", DER: "application/octet-stream"}
+from uptane.codec import JSON_CODEC, Codec, codecs, for_filename, for_media_type
+from uptane.errors import MalformedInput
 
 
 class EcuIn(BaseModel):
@@ -90,7 +89,7 @@ class MetadataFastPath:
             ):
                 data = self.director.cached_file(parts[2], parts[4])
                 if data is not None:
-                    media = _MEDIA_BYTES[DER if parts[4].endswith(".der") else JSON]
+                    media = _MEDIA_BYTES[for_filename(parts[4]).name]
                     headers = [(b"content-length", b"%d" % len(data)), (b"content-type", media)]
                     await send({"type": "http.response.start", "status": 200, "headers": headers})
                     await send({"type": "http.response.body", "body": data})
@@ -99,7 +98,17 @@ class MetadataFastPath:
 
 
 _BODY_HEADERS = (b"content-length", b"transfer-encoding")
-_MEDIA_BYTES = {k: v.encode() for k, v in MEDIA.items()}
+#: the Content-Type header value of each encoding's files, by codec name
+_MEDIA_BYTES = {c.name: c.media_type.encode() for c in codecs()}
+
+
+def _manifest_codec(content_type: str) -> Codec:
+    """The codec of an uploaded manifest by its Content-Type; any type no codec takes has
+    always been read as JSON, the API's default."""
+    try:
+        return for_media_type(content_type)
+    except MalformedInput:
+        return JSON_CODEC
 
 
 def _spec(e: EcuIn, director: Director) -> EcuSpec:
@@ -161,15 +170,14 @@ def create_app(
         data = d.metadata_file(vin, name)
         if data is None:
             raise HTTPException(404, "no such metadata file")
-        return Response(data, media_type=MEDIA[DER if name.endswith(".der") else JSON])
+        return Response(data, media_type=for_filename(name).media_type)
 
     @app.post("/vehicles/{vin}/manifest", tags=["vehicle"])
     async def post_manifest(vin: str, request: Request) -> Any:
         """Upload a vehicle version manifest (JSON, or DER as application/octet-stream)."""
-        ctype = request.headers.get("content-type", "application/json").split(";")[0].strip()
-        encoding = DER if ctype in ("application/octet-stream", "application/der") else JSON
+        codec = _manifest_codec(request.headers.get("content-type", JSON_CODEC.media_type))
         data = await read_body(request, d.config.max_body_bytes)
-        return await run_in_threadpool(d.process_manifest, vin, data, encoding)
+        return await run_in_threadpool(d.process_manifest, vin, data, codec.name)
 
     # --- admin ------------------------------------------------------------------------------
 

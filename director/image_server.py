@@ -23,11 +23,11 @@ from fastapi.concurrency import run_in_threadpool
 
 from director.httpcommon import bearer, install_error_handlers, read_body, refresher_lifespan
 from director.image_repo import ADMIN, Conflict, Forbidden, ImageRepository
+from uptane.codec import for_filename
+from uptane.errors import MalformedInput
 from uptane.limits import Limits
-from uptane.metadata import DER, JSON, Targets
+from uptane.metadata import Targets
 from uptane.paths import check_target_path
-
-MEDIA = {JSON: "application/json", DER: "application/octet-stream"}
 
 
 def _utcnow() -> datetime:
@@ -146,8 +146,7 @@ def create_app(
         data = service.metadata.get(name)
         if data is None:
             raise HTTPException(404, "no such metadata file")
-        enc = DER if name.endswith(".der") else JSON
-        return Response(data, media_type=MEDIA[enc])
+        return Response(data, media_type=for_filename(name).media_type)
 
     @app.get("/targets/{path:path}")
     def get_target(path: str) -> Response:
@@ -182,8 +181,12 @@ def create_app(
         name: str, request: Request, response: Response, who: str = Depends(uploader)
     ) -> Any:
         """Upload ``ROLE.json`` or ``ROLE.der`` signed by a threshold of the role's keys."""
-        role, _, ext = name.rpartition(".")
-        if ext not in (JSON, DER) or not role:
+        try:
+            codec = for_filename(name)
+        except MalformedInput:
+            raise HTTPException(400, "name must be ROLE.json or ROLE.der") from None
+        role = name[: -len(codec.suffix)]
+        if not role:
             raise HTTPException(400, "name must be ROLE.json or ROLE.der")
         if role != "targets" and role not in service.repo.builder.delegated:
             raise HTTPException(404, f"no role {role[:64]!r}")
@@ -194,7 +197,9 @@ def create_app(
 
         def work() -> dict[str, Any]:
             with service.lock:
-                version, done = service.repo.upload_metadata(who, role, data, ext, service.clock())
+                version, done = service.repo.upload_metadata(
+                    who, role, data, codec.name, service.clock()
+                )
                 if done:
                     service.rebuild_cache()
             return {"role": role, "version": version, "published": done}

@@ -13,10 +13,11 @@ from typing import Any
 
 import httpx
 
+from uptane.codec import JSON_CODEC, codecs
 from uptane.identity import ImageIdentity, same_image
 from uptane.keys import Signer
 from uptane.limits import Limits
-from uptane.metadata import DER, JSON, Metadata, TargetFile, Targets, decode
+from uptane.metadata import Metadata, TargetFile, Targets, decode
 from uptane.paths import check_target_path
 
 
@@ -67,13 +68,19 @@ def release(
         model = Targets(version=cur.version + 1, expires=(now + expiry).replace(microsecond=0))
         model.targets = dict(cur.targets)
         model.targets[path] = mine
-        encodings = [DER, JSON] if c.get("/metadata/1.root.der").status_code == 200 else [JSON]
+        # every encoding the repository publishes (JSON always; another if its root is there)
+        published = [
+            codec
+            for codec in codecs()
+            if codec is JSON_CODEC or c.get(f"/metadata/1.root{codec.suffix}").status_code == 200
+        ]
         result: dict[str, Any] = {}
-        for enc in encodings:
-            md = Metadata(model, encoding=enc)
+        for codec in published:
+            md = Metadata(model, encoding=codec.name)
             md.sign(signer)
-            r = c.put(f"/api/metadata/{role}.{enc}", content=md.to_bytes(), headers=auth)
+            name = f"{role}{codec.suffix}"
+            r = c.put(f"/api/metadata/{name}", content=md.to_bytes(), headers=auth)
             if r.status_code >= 400:
-                raise ValueError(f"upload of {role}.{enc} refused: {r.status_code} {r.text}")
+                raise ValueError(f"upload of {name} refused: {r.status_code} {r.text}")
             result = r.json()
         return {**result, "target": path, "hashes": mine.hashes}

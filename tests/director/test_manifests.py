@@ -54,6 +54,25 @@ def test_5_3_2_1_valid_manifest_is_accepted_and_recorded(env, encoding):
     }
 
 
+@pytest.mark.parametrize(
+    ("content_type", "encoding"),
+    [
+        ("application/der", DER),
+        ("Application/Octet-Stream; charset=binary", DER),
+        ("application/json; charset=utf-8", JSON),
+        ("text/plain", JSON),  # a type no codec takes has always been read as JSON
+        (None, JSON),
+    ],
+)
+def test_the_content_type_names_the_manifests_encoding(env, content_type, encoding):
+    v = _register(env)
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    body = manifest(v, env["clock"](), encoding=encoding)
+    r = httpx.post(f"{env['url']}/vehicles/{v.vin}/manifest", content=body, headers=headers)
+    assert r.status_code == 200, r.text
+    assert r.json()["accepted"] is True
+
+
 def _rejections(env, v, now):
     """(name, body, encoding, expected status) for every check of §5.3.2.1."""
     other = PrivateKey.generate()
