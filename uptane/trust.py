@@ -505,37 +505,45 @@ class RepositoryTrust:
             vehicle_id=vehicle_id,
             ecu_ids=ecu_ids,
         )
-        root = t.root.signed
-        for role, kind in (
-            ("timestamp", "timestamp"),
-            ("snapshot", "snapshot"),
-            ("targets", "targets"),
-        ):
+        t._load_top_level(files)
+        t._load_delegated(files)
+        return t
+
+    def _load_top_level(self, files: dict[str, bytes]) -> None:
+        """:meth:`load`: the persisted timestamp, snapshot and targets, each checked
+        against the trusted root's keys; one that fails is dropped."""
+        root, limits = self.root.signed, self.limits
+        for role in ("timestamp", "snapshot", "targets"):
             data = files.get(role)
             if data is None:
                 continue
             try:
-                md = _decode(data, limits, encoding, kind, limits.bytes_for_role(role))
+                md = _decode(data, limits, self.encoding, role, limits.bytes_for_role(role))
                 keys, entry = root.role_keys(role)
                 verify_signed_by(md, keys, entry.keyids, entry.threshold, limits, role=role)
             except UptaneError:
-                t.dropped.append(role)
+                self.dropped.append(role)
                 continue
-            setattr(t, role, md)
-            t.raw[role] = bytes(data)
-            t._signed_under[role] = (t.root, md)
+            setattr(self, role, md)
+            self.raw[role] = bytes(data)
+            self._signed_under[role] = (self.root, md)
         # bindings kept: a snapshot newer than the timestamp that names it cannot be ours
         if (
-            t.timestamp is not None
-            and t.snapshot is not None
-            and t.snapshot.signed.version > t.timestamp.signed.snapshot_meta.version
+            self.timestamp is not None
+            and self.snapshot is not None
+            and self.snapshot.signed.version > self.timestamp.signed.snapshot_meta.version
         ):
-            t.snapshot = None
-            t.raw.pop("snapshot")
-            t.dropped.append("snapshot")
-        # delegated roles: verified breadth-first from the top-level targets
+            self.snapshot = None
+            self.raw.pop("snapshot")
+            self.dropped.append("snapshot")
+
+    def _load_delegated(self, files: dict[str, bytes]) -> None:
+        """:meth:`load`: the persisted delegated roles, verified breadth-first from the
+        top-level targets; one that fails, or that no verified role delegates to, is
+        dropped."""
+        limits = self.limits
         pending = {r: d for r, d in files.items() if r not in TOP_LEVEL_ROLES}
-        queue = ["targets"] if t.targets is not None else []
+        queue = ["targets"] if self.targets is not None else []
         steps = 0
         while queue and pending:
             parent = queue.pop(0)
@@ -544,21 +552,22 @@ class RepositoryTrust:
                 break
             for child in list(pending):
                 try:
-                    keys, keyids, threshold = t._delegation_keys(parent, child)
+                    keys, keyids, threshold = self._delegation_keys(parent, child)
                 except UnknownRole:
                     continue
                 data = pending.pop(child)
                 try:
-                    md = _decode(data, limits, encoding, "targets", limits.bytes_for_role(child))
+                    md = _decode(
+                        data, limits, self.encoding, "targets", limits.bytes_for_role(child)
+                    )
                     verify_signed_by(md, keys, keyids, threshold, limits, role=child)
                 except UptaneError:
-                    t.dropped.append(child)
+                    self.dropped.append(child)
                     continue
-                t.delegated[child] = md
-                t.raw[child] = bytes(data)
+                self.delegated[child] = md
+                self.raw[child] = bytes(data)
                 queue.append(child)
-        t.dropped.extend(sorted(pending))
-        return t
+        self.dropped.extend(sorted(pending))
 
     # --- single steps, each citing its section --------------------------------------------
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import hmac
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from collections.abc import Mapping as MappingOf
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -370,7 +370,22 @@ def full_verification(
     if any(image.name in rule.repositories for rule in map_file.mapping):
         image_result = image.refresh(sources[image.name], now)
 
-    # §5.4.4.2 step 10: every image the Director lists, for every ECU it names
+    approved = _approve_all(targets, ours, vehicle, map_file, director, image, sources, now)
+    return FullVerificationResult(approved, director_result, image_result, None)
+
+
+def _approve_all(
+    targets: MappingOf[str, TargetFile],
+    ours: Callable[[str], bool],
+    vehicle: VehicleContext,
+    map_file: MapFile,
+    director: RepositoryTrust,
+    image: RepositoryTrust,
+    sources: MappingOf[str, MetadataSource],
+    now: datetime,
+) -> list[ApprovedImage]:
+    """§5.4.4.2 step 10: every image the Director lists, for every ECU it names that
+    ``ours`` accepts, checked against the vehicle and approved by the map file."""
     approved: list[ApprovedImage] = []
     found: dict[tuple[str, str], TargetFile] = {}
     for path in sorted(targets):
@@ -387,7 +402,7 @@ def full_verification(
                 target, hardware_id, previous, map_file, director, image, sources, now, found
             )
             approved.append(ApprovedImage(ecu_id, hardware_id, target, image_target, rule))
-    return FullVerificationResult(approved, director_result, image_result, None)
+    return approved
 
 
 def _approve_by_mapping(

@@ -1244,10 +1244,8 @@ def check_structure(data: bytes, limits: Limits, cap: int) -> None:
     anything but exactly one top-level SEQUENCE.
     """
     n = len(data)
-    if n == 0:
-        raise _bad("empty input")
-    if data[0] != 0x30:
-        raise _bad("the top-level value must be a SEQUENCE")
+    if n == 0 or data[0] != 0x30:
+        raise _bad("empty input" if n == 0 else "the top-level value must be a SEQUENCE")
     per_value = _element_cap(limits)
     total_cap = _total_cap(limits)
     ends: list[int] = [n]  # end offset of each open constructed value (outermost first)
@@ -1273,22 +1271,10 @@ def check_structure(data: bytes, limits: Limits, cap: int) -> None:
             raise _bad("truncated: a length is missing")
         first = data[pos]
         pos += 1
-        if first < 0x80:
+        if first < 0x80:  # the short form inline: most values are short (hot loop)
             length = first
-        elif first == 0x80:
-            raise NonCanonicalEncoding("DER: indefinite length (BER) is not allowed")
         else:
-            k = first & 0x7F
-            if pos + k > end:
-                raise _bad("truncated: a long-form length runs past the data")
-            if data[pos] == 0:
-                raise NonCanonicalEncoding("DER: a long-form length has a leading zero byte")
-            if k > 4:
-                raise EndlessDataAttack(f"DER: a {k}-byte length exceeds any cap")
-            length = int.from_bytes(data[pos : pos + k], "big")
-            pos += k
-            if length < 0x80:
-                raise NonCanonicalEncoding("DER: a long-form length where short form fits")
+            length, pos = _long_length(data, pos, first, end)
         if length > cap:
             raise EndlessDataAttack(f"DER: a value declares {length} bytes, over the {cap} cap")
         if pos + length > end:
@@ -1308,6 +1294,24 @@ def check_structure(data: bytes, limits: Limits, cap: int) -> None:
             counts.append(0)
         else:
             pos += length
+
+
+def _long_length(data: bytes, pos: int, first: int, end: int) -> tuple[int, int]:
+    """:func:`check_structure`: the long-form length whose first octet ``first`` was read
+    and whose length octets start at ``pos``; returns (length, position after it)."""
+    if first == 0x80:
+        raise NonCanonicalEncoding("DER: indefinite length (BER) is not allowed")
+    k = first & 0x7F
+    if pos + k > end:
+        raise _bad("truncated: a long-form length runs past the data")
+    if data[pos] == 0:
+        raise NonCanonicalEncoding("DER: a long-form length has a leading zero byte")
+    if k > 4:
+        raise EndlessDataAttack(f"DER: a {k}-byte length exceeds any cap")
+    length = int.from_bytes(data[pos : pos + k], "big")
+    if length < 0x80:
+        raise NonCanonicalEncoding("DER: a long-form length where short form fits")
+    return length, pos + k
 
 
 def _header(data: bytes, pos: int) -> tuple[int, int]:
