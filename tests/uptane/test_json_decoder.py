@@ -247,3 +247,16 @@ def test_both_walks_count_and_refuse_alike(text: str) -> None:
             except UptaneError as e:
                 outcome.append((type(e), str(e)))
         assert outcome[0] == outcome[1]
+
+
+def test_a_duplicate_key_is_named_before_a_cap_as_with_an_escaped_quote() -> None:
+    # found by test_loads_agrees_with_the_reference_decoder: without an escaped quote the
+    # duplicate count ran after the walk, so a long string was named instead
+    for doc in (b'{"a":"123456789","b":null,"b":null}', b'{"a":"x\\"123456789","b":1,"b":1}'):
+        with pytest.raises(MalformedInput, match="duplicate key") as e:
+            loads(doc, SMALL)
+        assert not isinstance(e.value, LimitExceeded)
+    with pytest.raises(LimitExceeded):
+        loads(b'{"a":"123456789","b":null}', SMALL)
+    with pytest.raises(LimitExceeded):
+        loads(b'{"b":[[[[[1]]]]],"c":2}', SMALL)

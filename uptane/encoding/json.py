@@ -248,6 +248,18 @@ def _too_long(what: str, value: str, cap: int) -> None:
     raise LimitExceeded(f"{what}: length {len(value)} exceeds the cap of {cap}")
 
 
+def _has_duplicate_key(text: str) -> bool:
+    """Whether an object of ``text``, which :func:`loads` parsed, repeats a key (the hooked
+    parse: only on the path of an input already refused)."""
+    try:
+        json.loads(text, object_pairs_hook=_pairs, strict=False)
+    except MalformedInput:
+        return True
+    except (RecursionError, ValueError):  # pragma: no cover - it parsed once already
+        return False
+    return False
+
+
 def loads(data: bytes, limits: Limits, *, cap: int | None = None, what: str = "JSON") -> JSONValue:
     """Decode JSON bytes under ``limits``; ``cap`` bounds the byte length (default: the
     largest role cap).
@@ -289,10 +301,17 @@ def loads(data: bytes, limits: Limits, *, cap: int | None = None, what: str = "J
     except (ValueError, TypeError) as e:  # JSONDecodeError, int digit cap
         raise MalformedInput(f"{what}: {e}") from None
     walk = _Walk(limits)
-    if not hooked and _no_long_string(raw, limits.max_string):
-        walk.run_short_strings(value)
-    else:
-        walk.run(value)
+    try:
+        if not hooked and _no_long_string(raw, limits.max_string):
+            walk.run_short_strings(value)
+        else:
+            walk.run(value)
+    except LimitExceeded:
+        # the hooked decoder refuses a duplicate key while it parses, before any cap is
+        # checked; the count below needs the whole walk, so ask the hooked parse here
+        if not hooked and _has_duplicate_key(text):
+            raise MalformedInput(f"{what}: duplicate key in JSON object") from None
+        raise
     if not hooked and raw.count(b'"') != 2 * walk.strings:
         raise MalformedInput(f"{what}: duplicate key in JSON object")
     return value
