@@ -197,6 +197,18 @@ class Demo:
     # --- the steps ------------------------------------------------------------------------
 
     def run(self) -> int:
+        self.intro()
+        self.oem_setup()
+        self.vehicle()
+        self.factory()
+        update = self.release_2()
+        before = self.update_cycle()
+        self.confirm(update, before)
+        self.table()
+        self.attack()
+        return 0
+
+    def intro(self) -> None:
         o, s = self.o, self.s
         where = (
             "CAN frames cross processes on udp_multicast in a private network namespace"
@@ -208,6 +220,8 @@ class Demo:
         o.write(f"work directory {s.work}")
         o.write(where)
 
+    def oem_setup(self) -> None:
+        o, s = self.o, self.s
         o.step("OEM setup")
         s.create_image_repo()
         o.ok(
@@ -221,6 +235,8 @@ class Demo:
         s.start_director()
         o.ok(f"uptane-director serve: {s.director_url} (own process, inventory in SQLite)")
 
+    def vehicle(self) -> None:
+        o, s = self.o, self.s
         o.step(f"Vehicle {VIN}")
         self.keys = s.provision_vehicle()
         s.start_secondaries()
@@ -234,6 +250,8 @@ class Demo:
         o.ok(f"{PRIMARY[0]} ({PRIMARY[1]}): Primary, trusts both repositories' roots")
         o.ok("vehicle and its 3 ECU keys registered: POST /api/vehicles")
 
+    def factory(self) -> None:
+        o, s = self.o, self.s
         o.step("Factory software (the first update cycle, quietly)")
         factory = [
             self.image(SERIAL_ECU[0], "1.0", 1, 128 * 1024),
@@ -248,6 +266,8 @@ class Demo:
             if ": installed " in line:
                 o.ok(line.strip())
 
+    def release_2(self) -> list[Any]:
+        o, s = self.o, self.s
         o.step("Release 2.0, signed the offline way, assigned through the admin API")
         update = [
             self.image(SERIAL_ECU[0], "2.0", 2, 256 * 1024),
@@ -262,14 +282,20 @@ class Demo:
         o.ok(f"targets v{version} signed with the offline key, uploaded: PUT /api/metadata")
         s.assign({SERIAL_ECU[0]: update[0].path, CAN_ECU[0]: update[1].path})
         o.ok(f"POST /api/vehicles/{VIN}/assignments: {len(update)} assignments, one bundle")
+        return update
 
-        # the manifest of this cycle reports 1.0 (the factory bundle is confirmed), the
-        # Director then signs the 2.0 bundle for the vehicle
+    def update_cycle(self) -> dict[str, str]:
+        """The cycle that installs 2.0; returns what each ECU ran before it. Its manifest
+        reports 1.0 (the factory bundle is confirmed); the Director then signs the 2.0
+        bundle for the vehicle."""
         cycle = self.cycle("Update cycle (the Primary, §5.4.2)")
         before = self.runs()
         if cycle.returncode != 0:
             raise StackError(f"the update cycle failed: {last(cycle)}")
+        return before
 
+    def confirm(self, update: list[Any], before: dict[str, str]) -> None:
+        o, s = self.o, self.s
         o.step("Confirmed: the next manifest carries the signed reports")
         self.cycle(None, quiet=True)
         after = self.runs()
@@ -285,10 +311,6 @@ class Demo:
         self.ecus[PRIMARY[0]].result = "nothing assigned"
         for serial, e in self.ecus.items():
             e.before, e.after = before.get(serial, "-"), after.get(serial, "-")
-        self.table()
-
-        self.attack()
-        return 0
 
     def table(self) -> None:
         o = self.o
@@ -302,10 +324,6 @@ class Demo:
                 o.write("   " + "  ".join("-" * w for w in widths))
 
     def attack(self) -> None:
-        from primary.cli import status_dict
-        from primary.config import load_config
-        from uptane.errors import error_from_code
-
         o, s = self.o, self.s
         o.step("Attack: a man in the middle swaps the images")
         release = {
@@ -315,13 +333,25 @@ class Demo:
         s.release(list(release.values()))
         s.assign({ecu: img.path for ecu, img in release.items()})
         o.ok("release 3.0 for both Secondaries, signed and assigned as before")
+        self.primary_refuses_swapped_images()
+        self.secondary_refuses_a_forwarded_swap(release[SERIAL_ECU[0]])
+        self.director_records_the_attacks(release)
+
+    def primary_refuses_swapped_images(self) -> None:
+        from primary.cli import status_dict
+        from primary.config import load_config
+        from uptane.errors import error_from_code
+
+        o, s = self.o, self.s
         assert s.image_mitm is not None
         s.image_mitm.swap_images = True
         o.info("the vehicle's traffic to the Image repository now passes a hostile proxy:")
         o.info("it serves every image with the same length and other bytes")
         cycle = self.cycle(None, quiet=True)
         state = status_dict(load_config(s.primary_config_path))
-        seen = [a for a in state["attacks_to_report"] if str(a["where"]).startswith("download")]
+        attacks = state["attacks_to_report"]
+        assert isinstance(attacks, list)
+        seen = [a for a in attacks if str(a["where"]).startswith("download")]
         if not seen or cycle.returncode == 0:
             raise StackError(f"the swapped images were not refused: {last(cycle)}")
         for a in seen:
@@ -330,8 +360,12 @@ class Demo:
         message, prefix = str(seen[0]["message"]), f"{seen[0]['attack']}: "
         o.info(message[len(prefix) :] if message.startswith(prefix) else message)
 
-        # a compromised Primary would forward it anyway: the Secondary checks for itself
-        brake = release[SERIAL_ECU[0]]
+    def secondary_refuses_a_forwarded_swap(self, brake: Any) -> None:
+        """A compromised Primary would forward the swapped image anyway: the Secondary
+        checks for itself."""
+        from uptane.errors import error_from_code
+
+        o, s = self.o, self.s
         o.info(f"and if a compromised Primary forwarded the swapped image to {SERIAL_ECU[0]}?")
         o.info("(played by uptane-flash on the serial line, with the Director's real targets)")
         attacker = s.work / "attacker"
@@ -347,7 +381,9 @@ class Demo:
         name = type(error_from_code(int(m.group(1)))).__name__
         o.bad(f"REFUSED by {SERIAL_ECU[0]} itself: {name} ({m.group(2)}), nothing installed")
 
-        # the next manifest tells the Director, with every ECU's report of what it runs
+    def director_records_the_attacks(self, release: dict[str, Any]) -> None:
+        """The next manifest tells the Director, with every ECU's report of what it runs."""
+        o, s = self.o, self.s
         self.cycle(None, quiet=True)
         now = self.runs()
         for ecu in release:

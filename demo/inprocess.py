@@ -71,7 +71,11 @@ class Demo:
         keys["supplier-brakes"] = PrivateKey.generate()
         self.keys = keys
         self.line(f"{len(keys)} ed25519 keys: 4 per repository, 1 for the brake supplier")
+        self.build_image_repo()
+        self.build_director()
 
+    def build_image_repo(self) -> None:
+        keys = self.keys
         self.step("Build the Image repository")
         image = RepositoryBuilder(
             "image",
@@ -115,6 +119,8 @@ class Demo:
         for ecu in self.ecus.values():
             ecu.entry = self.entries.get(ecu.image)
 
+    def build_director(self) -> None:
+        keys = self.keys
         self.step("Build the Director for one vehicle")
         director = RepositoryBuilder(
             "director",
