@@ -134,35 +134,30 @@ def create_app(
     )
     app.state.director = d
     install_error_handlers(app, {NotFound: 404, Conflict: 409, Invalid: 422, Unavailable: 503})
-
-    async def validation_error(request: Request, exc: Exception) -> JSONResponse:
-        errors = exc.errors() if isinstance(exc, RequestValidationError) else []
-        reason = "; ".join(
-            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in errors
-        )
-        return JSONResponse({"detail": f"malformed request: {reason}"[:2000]}, status_code=400)
-
-    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_middleware(BodyCap, cap=d.config.max_body_bytes)
     app.add_middleware(MetadataFastPath, director=d)  # added last: runs first
+    _vehicle_routes(app, d)
+    _admin_routes(app, d)
 
-    security = HTTPBearer(auto_error=False)
+    @app.get("/healthz", tags=["vehicle"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
 
-    def caller(creds: HTTPAuthorizationCredentials | None = Depends(security)) -> str:
-        if creds is None:
-            raise HTTPException(
-                401, "bearer token required", headers={"WWW-Authenticate": "Bearer"}
-            )
-        role = d.token_role(creds.credentials)
-        if role is None:
-            raise HTTPException(401, "unknown bearer token", headers={"WWW-Authenticate": "Bearer"})
-        return role
+    return app
 
-    def admin(role: str = Depends(caller)) -> None:
-        if role != ADMIN:
-            raise HTTPException(403, f"a {role} token may not change anything")
 
-    # --- vehicle-facing ---------------------------------------------------------------------
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """A body that does not fit the schema: 400 with the reason."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    reason = "; ".join(
+        f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in errors
+    )
+    return JSONResponse({"detail": f"malformed request: {reason}"[:2000]}, status_code=400)
+
+
+def _vehicle_routes(app: FastAPI, d: Director) -> None:
+    """What vehicles call: no token, everything is signed."""
 
     @app.get("/vehicles/{vin}/metadata/{name}", tags=["vehicle"])
     def get_metadata(vin: str, name: str) -> Response:
@@ -179,7 +174,24 @@ def create_app(
         data = await read_body(request, d.config.max_body_bytes)
         return await run_in_threadpool(d.process_manifest, vin, data, codec.name)
 
-    # --- admin ------------------------------------------------------------------------------
+
+def _admin_routes(app: FastAPI, d: Director) -> None:
+    """The OEM's API: reads take an admin or viewer token, changes an admin token."""
+    security = HTTPBearer(auto_error=False)
+
+    def caller(creds: HTTPAuthorizationCredentials | None = Depends(security)) -> str:
+        if creds is None:
+            raise HTTPException(
+                401, "bearer token required", headers={"WWW-Authenticate": "Bearer"}
+            )
+        role = d.token_role(creds.credentials)
+        if role is None:
+            raise HTTPException(401, "unknown bearer token", headers={"WWW-Authenticate": "Bearer"})
+        return role
+
+    def admin(role: str = Depends(caller)) -> None:
+        if role != ADMIN:
+            raise HTTPException(403, f"a {role} token may not change anything")
 
     guard = [Depends(admin)]  # changes: admin tokens only
     read = [Depends(caller)]  # reads: admin or viewer tokens
@@ -201,6 +213,12 @@ def create_app(
     @app.post("/api/vehicles/{vin}/ecus", status_code=201, dependencies=guard, tags=["admin"])
     def add_ecu(vin: str, body: EcuIn) -> Any:
         return d.add_ecu(vin, _spec(body, d))
+
+    _assignment_routes(app, d, guard, read)
+
+
+def _assignment_routes(app: FastAPI, d: Director, guard: list[Any], read: list[Any]) -> None:
+    """Assignments, campaigns and reported attacks (``guard``/``read``: the token checks)."""
 
     @app.post(
         "/api/vehicles/{vin}/assignments", status_code=201, dependencies=guard, tags=["admin"]
@@ -227,9 +245,3 @@ def create_app(
     def attacks(vin: str | None = None) -> Any:
         """Attacks that ECUs reported in their version reports."""
         return d.list_attacks(vin=vin)
-
-    @app.get("/healthz", tags=["vehicle"])
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    return app

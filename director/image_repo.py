@@ -444,51 +444,19 @@ class ImageRepository:
             raise Forbidden(f"role {uploader!r} may not upload metadata of role {role!r}")
         if encoding not in self.builder.encodings:
             raise MalformedInput(f"this repository does not publish {encoding}")
-        b = self.builder
         md: Metadata[Any] = decode(data, self.limits, encoding=encoding, role_type="targets")
         new = md.signed
         assert isinstance(new, Targets)
-        assert md.signed_bytes is not None
         if role == "targets":
-            keys, entry = b.root.role_keys("targets")
-            check_threshold(
-                md.signed_bytes, md.signatures, keys, entry.keyids, entry.threshold, self.limits
-            )
-            cur = b.targets
-            old_names = [d.name for d in (cur.delegations.roles or [])] if cur.delegations else []
-            new_names = [d.name for d in (new.delegations.roles or [])] if new.delegations else []
-            if old_names != new_names:
-                raise Conflict("top-level targets must keep the delegations; use `delegate`")
+            self._check_top_targets(md, new)
         else:
-            d = self.delegation(role)
-            parent = b.role(b.parents[role])
-            assert isinstance(parent, Targets) and parent.delegations is not None
-            try:
-                check_threshold(
-                    md.signed_bytes,
-                    md.signatures,
-                    parent.delegations.keys,
-                    d.keyids,
-                    d.threshold,
-                    self.limits,
-                    repository=NAME,
-                    role=role,
-                )
-            except UptaneError as e:
-                raise Forbidden(str(e)) from None
-            if new.delegations is not None:
-                raise Forbidden("a supplier role may not delegate further")
-            for tpath, tf in new.targets.items():
-                if not any(path_matches(p, tpath) for p in d.paths or []):
-                    raise Forbidden(f"role {role!r} is not delegated path {tpath[:64]!r}")
-                if d.hardware_ids is not None and not set(tf.hardware_ids) <= set(d.hardware_ids):
-                    raise Forbidden(f"role {role!r} may not sign for hardware {tf.hardware_ids}")
+            self._check_delegated(role, md, new)
         for tpath, tf in new.targets.items():
             check_target_path(tpath)
             src = self.image_path(tf)
             if src is None or src.stat().st_size != tf.length:
                 raise Conflict(f"image {tpath[:64]!r} has not been uploaded")
-        current = b.role(role)
+        current = self.builder.role(role)
         if new.version <= current.version:
             raise RollbackAttack(
                 f"version {new.version} is not above the current {current.version}",
@@ -497,21 +465,68 @@ class ImageRepository:
             )
         if new.is_expired(now):
             raise Conflict("the uploaded metadata is already expired")
-        # every published encoding carries its own signature over its own bytes, so a role
-        # is installed once it has arrived in each encoding with the same signed content
+        return new.version, self._arrived(role, new, data, encoding, now)
+
+    def _check_top_targets(self, md: Metadata[Any], new: Targets) -> None:
+        """Top-level targets: signed by a threshold of the root's targets keys, and keeping
+        the delegations as they are (``delegate`` changes those)."""
+        assert md.signed_bytes is not None
+        keys, entry = self.builder.root.role_keys("targets")
+        check_threshold(
+            md.signed_bytes, md.signatures, keys, entry.keyids, entry.threshold, self.limits
+        )
+        cur = self.builder.targets
+        old_names = [d.name for d in (cur.delegations.roles or [])] if cur.delegations else []
+        new_names = [d.name for d in (new.delegations.roles or [])] if new.delegations else []
+        if old_names != new_names:
+            raise Conflict("top-level targets must keep the delegations; use `delegate`")
+
+    def _check_delegated(self, role: str, md: Metadata[Any], new: Targets) -> None:
+        """A supplier's targets: signed by a threshold of its delegated keys, delegating
+        nothing, every entry inside its delegated paths and hardware ids."""
+        assert md.signed_bytes is not None
+        b = self.builder
+        d = self.delegation(role)
+        parent = b.role(b.parents[role])
+        assert isinstance(parent, Targets) and parent.delegations is not None
+        try:
+            check_threshold(
+                md.signed_bytes,
+                md.signatures,
+                parent.delegations.keys,
+                d.keyids,
+                d.threshold,
+                self.limits,
+                repository=NAME,
+                role=role,
+            )
+        except UptaneError as e:
+            raise Forbidden(str(e)) from None
+        if new.delegations is not None:
+            raise Forbidden("a supplier role may not delegate further")
+        for tpath, tf in new.targets.items():
+            if not any(path_matches(p, tpath) for p in d.paths or []):
+                raise Forbidden(f"role {role!r} is not delegated path {tpath[:64]!r}")
+            if d.hardware_ids is not None and not set(tf.hardware_ids) <= set(d.hardware_ids):
+                raise Forbidden(f"role {role!r} may not sign for hardware {tf.hardware_ids}")
+
+    def _arrived(self, role: str, new: Targets, data: bytes, encoding: str, now: datetime) -> bool:
+        """Keep a checked upload until ``role`` has arrived in every encoding the
+        repository publishes, then install it; True once installed. Every encoding carries
+        its own signature over its own bytes; the signed content must be the same."""
         pending = self.pending.setdefault(role, {})
         pending = {e: v for e, v in pending.items() if v[0].version == new.version}
         pending[encoding] = (new, data)
         self.pending[role] = pending
-        if set(pending) != set(b.encodings):
-            return new.version, False
+        if set(pending) != set(self.builder.encodings):
+            return False
         first = pending[JSON][0].to_dict()
         if any(m.to_dict() != first for m, _ in pending.values()):
             del self.pending[role]
             raise Conflict(f"the {role} uploads differ between encodings")
         self._install_presigned(role, new, {e: v[1] for e, v in pending.items()}, now)
         del self.pending[role]
-        return new.version, True
+        return True
 
     def _install_presigned(
         self, role: str, model: Targets, files: dict[str, bytes], now: datetime

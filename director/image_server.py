@@ -23,7 +23,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from director.httpcommon import bearer, install_error_handlers, read_body, refresher_lifespan
 from director.image_repo import ADMIN, Conflict, Forbidden, ImageRepository
-from uptane.codec import for_filename
+from uptane.codec import Codec, for_filename
 from uptane.errors import MalformedInput
 from uptane.limits import Limits
 from uptane.metadata import Targets
@@ -137,9 +137,18 @@ def create_app(
     )
     app.state.service = service
     install_error_handlers(app, {Forbidden: 403, Conflict: 409})
+    _download_routes(app, service)
+    _upload_routes(app, service)
 
-    def uploader(request: Request) -> str:
-        return service.role_of(bearer(request))
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+def _download_routes(app: FastAPI, service: ImageService) -> None:
+    """The public download, laid out as a static TUF repository."""
 
     @app.get("/metadata/{name}")
     def get_metadata(name: str) -> Response:
@@ -163,6 +172,30 @@ def create_app(
             return FileResponse(found, media_type="application/octet-stream")
         return Response(found, media_type="application/octet-stream")
 
+
+def _metadata_upload(service: ImageService, who: str, name: str) -> tuple[Codec, str]:
+    """The codec and role of an upload named ``ROLE.EXT`` by ``who``; 400, 404 or
+    Forbidden (403) before the body is read."""
+    try:
+        codec = for_filename(name)
+    except MalformedInput:
+        raise HTTPException(400, "name must be ROLE.json or ROLE.der") from None
+    role = name[: -len(codec.suffix)]
+    if not role:
+        raise HTTPException(400, "name must be ROLE.json or ROLE.der")
+    if role != "targets" and role not in service.repo.builder.delegated:
+        raise HTTPException(404, f"no role {role[:64]!r}")
+    if who != ADMIN and who != role:
+        raise Forbidden(f"role {who!r} may not upload metadata of role {role!r}")
+    return codec, role
+
+
+def _upload_routes(app: FastAPI, service: ImageService) -> None:
+    """The authorised write, behind a bearer token that names one role."""
+
+    def uploader(request: Request) -> str:
+        return service.role_of(bearer(request))
+
     @app.put("/api/images/{path:path}", status_code=201)
     async def put_image(path: str, request: Request, role: str = Depends(uploader)) -> Any:
         """Upload image bytes for ``path``; the uploader's delegation must cover it."""
@@ -181,19 +214,8 @@ def create_app(
         name: str, request: Request, response: Response, who: str = Depends(uploader)
     ) -> Any:
         """Upload ``ROLE.json`` or ``ROLE.der`` signed by a threshold of the role's keys."""
-        try:
-            codec = for_filename(name)
-        except MalformedInput:
-            raise HTTPException(400, "name must be ROLE.json or ROLE.der") from None
-        role = name[: -len(codec.suffix)]
-        if not role:
-            raise HTTPException(400, "name must be ROLE.json or ROLE.der")
-        if role != "targets" and role not in service.repo.builder.delegated:
-            raise HTTPException(404, f"no role {role[:64]!r}")
-        if who != ADMIN and who != role:
-            raise Forbidden(f"role {who!r} may not upload metadata of role {role!r}")
-        cap = service.repo.limits.bytes_for_role(role)
-        data = await read_body(request, cap)
+        codec, role = _metadata_upload(service, who, name)
+        data = await read_body(request, service.repo.limits.bytes_for_role(role))
 
         def work() -> dict[str, Any]:
             with service.lock:
@@ -220,9 +242,3 @@ def create_app(
             "timestamp_expires": b.timestamp.expires.isoformat(),
             "you": who,
         }
-
-    @app.get("/healthz")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    return app

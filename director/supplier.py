@@ -53,34 +53,46 @@ def release(
         stored = ImageIdentity.from_dict(r.json())
         if not same_image(stored, mine):
             raise ValueError("the service stored different bytes; upload the image again")
-        ts = decode(c.get("/metadata/timestamp.json").content, limits, role_type="timestamp")
-        snap_v = ts.signed.snapshot_meta.version
-        snap = decode(
-            c.get(f"/metadata/{snap_v}.snapshot.json").content, limits, role_type="snapshot"
-        )
-        entry = snap.signed.role_meta(role)
-        if entry is None:
-            raise ValueError(f"the repository has no role {role!r}")
-        cur = decode(
-            c.get(f"/metadata/{entry.version}.{role}.json").content, limits, role_type="targets"
-        ).signed
-        assert isinstance(cur, Targets)
+        cur = _current_targets(c, role, limits)
         model = Targets(version=cur.version + 1, expires=(now + expiry).replace(microsecond=0))
         model.targets = dict(cur.targets)
         model.targets[path] = mine
-        # every encoding the repository publishes (JSON always; another if its root is there)
-        published = [
-            codec
-            for codec in codecs()
-            if codec is JSON_CODEC or c.get(f"/metadata/1.root{codec.suffix}").status_code == 200
-        ]
-        result: dict[str, Any] = {}
-        for codec in published:
-            md = Metadata(model, encoding=codec.name)
-            md.sign(signer)
-            name = f"{role}{codec.suffix}"
-            r = c.put(f"/api/metadata/{name}", content=md.to_bytes(), headers=auth)
-            if r.status_code >= 400:
-                raise ValueError(f"upload of {name} refused: {r.status_code} {r.text}")
-            result = r.json()
+        result = _publish(c, role, model, signer, auth)
         return {**result, "target": path, "hashes": mine.hashes}
+
+
+def _current_targets(c: httpx.Client, role: str, limits: Limits) -> Targets:
+    """``role``'s current targets, found as a client finds them: timestamp, snapshot."""
+    ts = decode(c.get("/metadata/timestamp.json").content, limits, role_type="timestamp")
+    snap_v = ts.signed.snapshot_meta.version
+    snap = decode(c.get(f"/metadata/{snap_v}.snapshot.json").content, limits, role_type="snapshot")
+    entry = snap.signed.role_meta(role)
+    if entry is None:
+        raise ValueError(f"the repository has no role {role!r}")
+    cur = decode(
+        c.get(f"/metadata/{entry.version}.{role}.json").content, limits, role_type="targets"
+    ).signed
+    assert isinstance(cur, Targets)
+    return cur
+
+
+def _publish(
+    c: httpx.Client, role: str, model: Targets, signer: Signer, auth: dict[str, str]
+) -> dict[str, Any]:
+    """Sign ``model`` in every encoding the repository publishes (JSON always; another
+    if its root is there) and upload each; the answer to the last upload."""
+    published = [
+        codec
+        for codec in codecs()
+        if codec is JSON_CODEC or c.get(f"/metadata/1.root{codec.suffix}").status_code == 200
+    ]
+    result: dict[str, Any] = {}
+    for codec in published:
+        md = Metadata(model, encoding=codec.name)
+        md.sign(signer)
+        name = f"{role}{codec.suffix}"
+        r = c.put(f"/api/metadata/{name}", content=md.to_bytes(), headers=auth)
+        if r.status_code >= 400:
+            raise ValueError(f"upload of {name} refused: {r.status_code} {r.text}")
+        result = r.json()
+    return result
