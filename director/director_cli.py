@@ -17,6 +17,7 @@ from director.director import (
     Unavailable,
     default_offline_dir,
 )
+from director.lifecycle import ASSIGNMENT
 from uptane.errors import UptaneError
 from uptane.keys import MAX_KEY_FILE, SCHEMES, Key, PrivateKey
 from uptane.limits import Limits
@@ -201,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add(sub, "status", cmd_status, "fleet or vehicle status")
     sp.add_argument("vin", nargs="?")
-    sp.add_argument("--state", choices=["pending", "in_flight", "installed", "failed", "cancelled"])
+    sp.add_argument("--state", choices=list(ASSIGNMENT.states))
     return p
 
 
