@@ -47,6 +47,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -90,7 +91,7 @@ backoff = 0.05
 class Server:
     """An ASGI app served by uvicorn in a thread on 127.0.0.1 (``port`` 0: a free one)."""
 
-    def __init__(self, app: object, port: int = 0) -> None:
+    def __init__(self, app: Any, port: int = 0) -> None:
         import uvicorn
 
         sock = socket.socket()
@@ -267,6 +268,75 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[k]
 
 
+@dataclass
+class _Drive:
+    """What driving the fleet measured: each cycle's latency and error, the wall time,
+    and the Director's downtime when it was restarted midway."""
+
+    latencies: list[float] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+    wall: float = 0.0
+    downtime: float = 0.0
+
+
+def _drive(
+    cars: list[Car], backend: Backend, concurrency: int, rounds: int, restart_after: int | None
+) -> _Drive:
+    """Run ``rounds`` cycles of every car on ``concurrency`` threads, restarting the
+    Director once after ``restart_after`` cycles."""
+    out = _Drive()
+    done = [0]
+    lock = threading.Lock()
+    restarted = threading.Event()
+
+    def one(car: Car) -> None:
+        elapsed, error = car.cycle()
+        with lock:
+            out.latencies.append(elapsed)
+            if error:
+                out.errors[error] += 1
+            done[0] += 1
+            due = restart_after is not None and done[0] == restart_after
+        if due and not restarted.is_set():
+            restarted.set()
+            out.downtime = backend.restart_director()
+
+    t1 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        for _ in range(rounds):
+            list(pool.map(one, cars))
+    out.wall = time.perf_counter() - t1
+    return out
+
+
+def _outcome(cars: list[Car], backend: Backend) -> dict[str, Any]:
+    """What the fleet and the Director say after the run: lost manifests, duplicated or
+    failed assignments, vehicles that do not run their image."""
+    checks = [c.check() for c in cars]
+    listing = backend.http.get("/api/assignments").json()
+    seen = Counter((a["vin"], a["ecu"], a["target"]) for a in listing)
+    lost = 0
+    for car in cars:
+        status = backend.http.get(f"/api/vehicles/{car.vin}").json()
+        lost += max(0, car.manifests_accepted - status["manifests_accepted"])
+    failed = {a["vin"]: a.get("reason") or "" for a in listing if a["state"] == "failed"}
+    missing = [
+        c.vin for c, k in zip(cars, checks, strict=True) if c.assigned and not k["runs_image"]
+    ]
+    return {
+        "manifests_accepted": sum(c.manifests_accepted for c in cars),
+        "lost_manifests": lost,
+        "duplicated_assignments": sum(1 for n in seen.values() if n > 1),
+        "assignments": len(listing),
+        "foreign_metadata": sum(1 for c in checks if c["foreign"]),
+        "not_installed": len(missing),
+        # assignments the Director marked failed (docs/security.md, finding 3)
+        "failed_assignments": len(failed),
+        "failed_reasons": sorted({r.split(" [", 1)[0][:100] for r in failed.values()}),
+        "not_installed_unexplained": sum(1 for vin in missing if vin not in failed),
+    }
+
+
 def run(
     vehicles: int,
     db_url: str,
@@ -290,43 +360,8 @@ def run(
         t0 = time.perf_counter()
         cars = [Car(root / "cars" / f"{i:05d}", i, backend) for i in range(vehicles)]
         setup = time.perf_counter() - t0
-        latencies: list[float] = []
-        errors: Counter[str] = Counter()
-        done = [0]
-        lock = threading.Lock()
-        restarted = threading.Event()
-        downtime = [0.0]
-
-        def one(car: Car) -> None:
-            elapsed, error = car.cycle()
-            with lock:
-                latencies.append(elapsed)
-                if error:
-                    errors[error] += 1
-                done[0] += 1
-                due = restart_after is not None and done[0] == restart_after
-            if due and not restarted.is_set():
-                restarted.set()
-                downtime[0] = backend.restart_director()
-
-        t1 = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=concurrency) as pool:
-            for _ in range(rounds):
-                list(pool.map(one, cars))
-        wall = time.perf_counter() - t1
-
-        checks = [c.check() for c in cars]
-        listing = backend.http.get("/api/assignments").json()
-        seen = Counter((a["vin"], a["ecu"], a["target"]) for a in listing)
-        lost = 0
-        for car in cars:
-            status = backend.http.get(f"/api/vehicles/{car.vin}").json()
-            lost += max(0, car.manifests_accepted - status["manifests_accepted"])
-        failed = {a["vin"]: a.get("reason") or "" for a in listing if a["state"] == "failed"}
-        missing = [
-            c.vin for c, k in zip(cars, checks, strict=True) if c.assigned and not k["runs_image"]
-        ]
-        cycles = len(latencies)
+        drive = _drive(cars, backend, concurrency, rounds, restart_after)
+        lat, cycles, wall = drive.latencies, len(drive.latencies), drive.wall
         return {
             "vehicles": vehicles,
             "database": db_url.split(":", 1)[0].split("+", 1)[0],
@@ -337,23 +372,14 @@ def run(
             "wall_seconds": round(wall, 2),
             "throughput_cycles_per_second": round(cycles / wall, 2) if wall else None,
             "latency_seconds": {
-                "p50": round(_percentile(latencies, 0.50), 4),
-                "p99": round(_percentile(latencies, 0.99), 4),
-                "mean": round(statistics.fmean(latencies), 4) if latencies else None,
+                "p50": round(_percentile(lat, 0.50), 4),
+                "p99": round(_percentile(lat, 0.99), 4),
+                "mean": round(statistics.fmean(lat), 4) if lat else None,
             },
-            "errors": dict(errors),
+            "errors": dict(drive.errors),
             "director_restarts": backend.restarts,
-            "director_downtime_seconds": round(downtime[0], 2),
-            "manifests_accepted": sum(c.manifests_accepted for c in cars),
-            "lost_manifests": lost,
-            "duplicated_assignments": sum(1 for n in seen.values() if n > 1),
-            "assignments": len(listing),
-            "foreign_metadata": sum(1 for c in checks if c["foreign"]),
-            "not_installed": len(missing),
-            # assignments the Director marked failed (docs/security.md, finding 3)
-            "failed_assignments": len(failed),
-            "failed_reasons": sorted({r.split(" [", 1)[0][:100] for r in failed.values()}),
-            "not_installed_unexplained": sum(1 for vin in missing if vin not in failed),
+            "director_downtime_seconds": round(drive.downtime, 2),
+            **_outcome(cars, backend),
         }
     finally:
         backend.stop()
