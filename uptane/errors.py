@@ -314,6 +314,43 @@ class InsufficientSpace(UptaneError):
     attack = "insufficient-space"
 
 
+# --- secure time: Roughtime responses and the clock policy (uptane/roughtime.py) ----------
+
+
+class TimeReplay(ReplayAttack):
+    """A signed time response that does not answer this request: it carries another nonce,
+    or its Merkle proof does not lead from this nonce to the signed root (an old or another
+    ECU's response replayed)."""
+
+    code = 130
+
+
+class ExpiredTimeDelegation(UptaneError):
+    """A time response whose midpoint is outside the window (MINT..MAXT) in which the
+    server's long-term key trusts its online key: the time server's operator must renew the
+    delegation (``uptane-time-server delegate``)."""
+
+    code = 131
+    attack = "time-delegation-expired"
+
+
+class TimeJumpRefused(UptaneError):
+    """A verified time farther from the last verified time than the clock policy allows
+    without more time servers agreeing; the clock is unchanged. A policy decision (a vehicle
+    offline for longer than the bound, a server with a wrong clock), not an attack by itself."""
+
+    code = 132
+    attack = "time-policy"
+
+
+class TimeQuorumNotMet(UptaneError):
+    """Fewer verified time responses from distinct time servers agree than the clock policy
+    requires; the clock is unchanged (configure or reach more time servers)."""
+
+    code = 133
+    attack = "time-quorum"
+
+
 def _all_subclasses(cls: type[UptaneError]) -> list[type[UptaneError]]:
     out: list[type[UptaneError]] = [cls]
     for sub in cls.__subclasses__():
