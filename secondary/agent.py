@@ -1,6 +1,6 @@
 """The Secondary agent: the Secondary side of the link (a
 :class:`hardware.protocol.SecondaryHandler`) over verification in :mod:`uptane`, A/B slots in
-:mod:`hardware.slots` and atomic state in :mod:`hardware.store`.
+:mod:`hardware.slots` and atomic state in a :class:`storage.AtomicStore`.
 
 It orchestrates; each concern has its own module (docs/secondary.md has the whole story):
 
@@ -38,12 +38,11 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from hardware.flash import Flash, PowerCut
+from hardware.flash import Flash
 from hardware.messages import Status
 from hardware.protocol import EcuInfo, SecondaryEndpoint
 from hardware.slot_lifecycle import SlotState
 from hardware.slots import ImageInfo, InstallResult, SlotManager
-from hardware.store import AtomicStore
 from secondary import report as reports
 from secondary.config import SecondaryConfig
 from secondary.ecu import EcuSettings
@@ -59,10 +58,11 @@ from secondary.state import (
 )
 from secondary.transfer import ImageReceiver, Transfer, check_length
 from secondary.verification import Pending, Verification, Verified
+from storage import LOCAL, AtomicStore, FileSystem
 from uptane.errors import MalformedInput, ProtocolViolation, TargetNotFound, UptaneError
 from uptane.keys import PrivateKey
 from uptane.limits import Limits
-from uptane.metadata import DER, JSON, TargetFile
+from uptane.metadata import DER, TargetFile
 from uptane.securetime import next_latest_time
 from uptane.verify import check_target_for_ecu
 
@@ -124,16 +124,17 @@ class SecondaryAgent:
     # --- opening from files ---------------------------------------------------------------
 
     @classmethod
-    def from_config(cls, cfg: SecondaryConfig, *, fault: PowerCut | None = None) -> SecondaryAgent:
-        """The agent a :class:`secondary.config.SecondaryConfig` describes (file-backed
-        flash and store; ``fault`` is a shared :class:`hardware.flash.PowerCut` for tests)."""
+    def from_config(cls, cfg: SecondaryConfig, *, fs: FileSystem = LOCAL) -> SecondaryAgent:
+        """The agent a :class:`secondary.config.SecondaryConfig` describes: its store and
+        its flash write through ``fs``, one file system (the real disk by default; one
+        device, so they share one power supply)."""
         key = PrivateKey.from_pem(cfg.key_file.read_bytes())
         return cls(
             ecu_serial=cfg.ecu_serial,
             hardware_id=cfg.hardware_id,
             key=key,
-            store=AtomicStore(cfg.state_dir, fault=fault),
-            flash=Flash(cfg.flash_dir, cfg.slot_size, fault=fault),
+            store=AtomicStore(cfg.state_dir, fs=fs),
+            flash=Flash(cfg.flash_dir, cfg.slot_size, fs=fs),
             mode=cfg.mode,
             vehicle_id=cfg.vehicle_id,
             encoding=cfg.encoding,
@@ -318,8 +319,7 @@ class SecondaryAgent:
         if not v.wants(repository, role):
             return
         if role != "map":
-            if encoding != self.encoding:
-                raise MalformedInput(f"this ECU reads {self.encoding} metadata, not {encoding!r}")
+            self.ecu.check_encoding(encoding)
             if repository not in (self.ecu.director_name, self.ecu.image_repo_name):
                 raise MalformedInput(f"unknown repository {repository[:64]!r}")
             if role == "root":
@@ -432,7 +432,6 @@ class AgentEndpoint(SecondaryEndpoint):
 
 
 __all__ = [
-    "JSON",
     "LAST_ERROR",
     "PENDING_TARGETS",
     "TIME",

@@ -22,14 +22,15 @@ from typing import Any
 from hardware.bench import open_can
 from hardware.flash import Flash
 from hardware.server import serve
-from hardware.store import AtomicStore, atomic_write
 from secondary.agent import SecondaryAgent
 from secondary.config import ConfigError, LinkConfig, SecondaryConfig
 from secondary.state import provision_state
 from secondary.verification import STRATEGIES, strategy
+from storage import AtomicStore, atomic_write
+from uptane.codec import sniff
 from uptane.errors import UptaneError
 from uptane.keys import SCHEMES, PrivateKey
-from uptane.metadata import DER, JSON, MapFile, decode
+from uptane.metadata import MapFile, decode
 from uptane.partial import PartialVerifier
 from uptane.trust import verify_trusted_root
 
@@ -41,8 +42,9 @@ PUBLIC_NAME = "ecu_key.pub.json"
 
 
 def detect_encoding(data: bytes) -> str:
-    """DER metadata starts with a SEQUENCE tag; JSON with ``{``."""
-    return DER if data[:1] == b"\x30" else JSON
+    """The encoding of a metadata file, from its first byte (:func:`uptane.codec.sniff`);
+    MalformedInput when no codec starts that way."""
+    return sniff(data).name
 
 
 def provision(
@@ -96,7 +98,7 @@ def provision(
         time=int(time.time() if now is None else now),
     )
     Flash(cfg.flash_dir, slot_size)
-    atomic_write(cfg_path, cfg.to_toml().encode("utf-8"), 0o644)
+    atomic_write(cfg_path, cfg.to_toml().encode("utf-8"), mode=0o644)
     return public
 
 
@@ -137,14 +139,16 @@ def _new_key(cfg: SecondaryConfig, key_type: str) -> dict[str, Any]:
     register with the Director."""
     key = PrivateKey.generate(key_type)
     directory = cfg.key_file.parent
-    atomic_write(cfg.key_file, key.to_pem(), 0o600)
+    atomic_write(cfg.key_file, key.to_pem(), mode=0o600)
     public = {
         "ecu_serial": cfg.ecu_serial,
         "hardware_id": cfg.hardware_id,
         "keyid": key.keyid,
         "public_key": key.key.to_dict(),
     }
-    atomic_write(directory / PUBLIC_NAME, (json.dumps(public, indent=2) + "\n").encode(), 0o644)
+    atomic_write(
+        directory / PUBLIC_NAME, (json.dumps(public, indent=2) + "\n").encode(), mode=0o644
+    )
     return public
 
 

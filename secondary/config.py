@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hardware.store import read_capped
 from secondary.verification import STRATEGIES
+from storage import read_capped
+from uptane.codec import DER, codec_for, codecs
 from uptane.errors import UptaneError
 from uptane.limits import Limits
-from uptane.metadata import DER, ENCODINGS
 
 #: the largest configuration file read (a TOML file of a few KiB in practice)
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -157,8 +157,11 @@ class SecondaryConfig:
             raise ConfigError("ecu.serial and ecu.hardware_id must not be empty")
         if self.mode not in MODES:
             raise ConfigError(f"ecu.mode must be one of {MODES}, not {self.mode!r}")
-        if self.encoding not in ENCODINGS:
-            raise ConfigError(f"ecu.encoding must be one of {ENCODINGS}")
+        try:
+            codec_for(self.encoding)
+        except UptaneError:
+            names = tuple(c.name for c in codecs())
+            raise ConfigError(f"ecu.encoding must be one of {names}") from None
         try:
             Limits.named(self.limits_profile)
         except ValueError as e:

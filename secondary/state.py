@@ -13,7 +13,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from hardware.store import AtomicStore
+from storage import AtomicStore
 from uptane.encoding import cbor
 from uptane.errors import LinkError, MalformedInput, ProtocolViolation, UptaneError
 from uptane.limits import Limits

@@ -36,9 +36,9 @@ from typing import Any
 from hardware.flash import Flash
 from hardware.slot_lifecycle import SlotState
 from hardware.slots import SlotManager, SlotWriter
-from hardware.store import AtomicStore
 from secondary.state import TRANSFER, TRANSFER_AT, AgentState
 from secondary.verification import Files
+from storage import AtomicStore
 from uptane.encoding import cbor
 from uptane.errors import (
     BadLength,

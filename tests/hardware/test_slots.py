@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from hardware.flash import BootRecord, Flash, PowerCut, PowerLoss, WritePointCounter
+from hardware.flash import BootRecord, Flash
 from hardware.slot_lifecycle import (
     OUTCOMES,
     REFUSALS,
@@ -33,6 +33,7 @@ from hardware.slots import (
     SlotManager,
     SlotWriter,
 )
+from storage.faults import FaultyFileSystem, PowerCut, PowerLoss, WritePointCounter
 from uptane.errors import (
     BadHash,
     BadLength,
@@ -361,7 +362,7 @@ def test_5_4_3_power_cut_at_every_write_point_of_an_install(
     provisioned(base, max_trial_boots=2)
     counter = WritePointCounter()
     shutil.copytree(base, tmp_path / "count")
-    update_cycle(Flash(tmp_path / "count", fault=counter), [])
+    update_cycle(Flash(tmp_path / "count", fs=FaultyFileSystem(counter)), [])
     total = counter.count
     assert total > 10, counter.points
     new_seen_at = None
@@ -370,7 +371,8 @@ def test_5_4_3_power_cut_at_every_write_point_of_an_install(
         shutil.copytree(base, d)
         stage: list[str] = []
         with pytest.raises(PowerLoss):
-            update_cycle(Flash(d, fault=PowerCut(at_write=n, torn=torn, lose_unsynced=lose)), stage)
+            cut = PowerCut(at_write=n, torn=torn, lose_unsynced=lose)
+            update_cycle(Flash(d, fs=FaultyFileSystem(cut)), stage)
         sm, digest = check_boots_a_verified_image(Flash(d))
         is_new = EXPECTED[digest].filename == "fw-v2.bin"
         if stage:  # finish_install returned: the new image is committed as the trial
@@ -401,11 +403,12 @@ def test_after_the_confirm_point_the_new_image_is_permanent(tmp_path: Path) -> N
     provisioned(base, max_trial_boots=2)
     counter = WritePointCounter()
     shutil.copytree(base, tmp_path / "count")
-    update_cycle(Flash(tmp_path / "count", fault=counter), [])
+    update_cycle(Flash(tmp_path / "count", fs=FaultyFileSystem(counter)), [])
     d = tmp_path / "last"
     shutil.copytree(base, d)
     with pytest.raises(PowerLoss):
-        update_cycle(Flash(d, fault=PowerCut(at_write=counter.count, torn=0.0)), [])
+        cut = PowerCut(at_write=counter.count, torn=0.0)
+        update_cycle(Flash(d, fs=FaultyFileSystem(cut)), [])
     flash = Flash(d)
     for _ in range(4):  # more boots than max_trial_boots: no revert
         sm, digest = check_boots_a_verified_image(flash)

@@ -1,8 +1,9 @@
 """Power loss at every write point of an install driven through the agent: the flash
 (slots and boot record) and the agent's AtomicStore share one power supply (one
-PowerCut hook). After each cut the ECU reboots; it always boots a verified image, old or
-new, its next version report is true, a completed switch is never undone, and the same
-update then succeeds (§5.4.3: errors SHOULD NOT leave the ECU unrecoverable)."""
+storage.faults.FaultyFileSystem, given to ``SecondaryAgent.from_config(cfg, fs=...)``).
+After each cut the ECU reboots; it always boots a verified image, old or new, its next
+version report is true, a completed switch is never undone, and the same update then
+succeeds (§5.4.3: errors SHOULD NOT leave the ECU unrecoverable)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ from pathlib import Path
 import pytest
 from test_agent_support import Director, image_bytes, later, provision_ecu
 
-from hardware.flash import PowerCut, PowerLoss, WritePointCounter
 from secondary.agent import SecondaryAgent
 from secondary.config import SecondaryConfig
+from storage.faults import FaultyFileSystem, PowerCut, PowerLoss, WritePointCounter
 from uptane.limits import PRIMARY
 from uptane.manifest import decode_report
 from uptane.metadata import DER
@@ -75,14 +76,15 @@ def test_write_points_of_an_agent_install_are_counted(
     work = tmp_path / "count"
     shutil.copytree(src, work)
     counter = WritePointCounter()
-    agent = SecondaryAgent.from_config(SecondaryConfig.load(work / "secondary.toml"), fault=counter)
+    cfg = SecondaryConfig.load(work / "secondary.toml")
+    agent = SecondaryAgent.from_config(cfg, fs=FaultyFileSystem(counter))
     agent.start()
     run_update(agent, targets, V2, "fw/v2.bin")
     points = counter.points
     # the time, the slot writes and commit, the switch, the trusted metadata, the boot
     # counter and the confirm: flash and store together
-    assert any(p.startswith("store write time") for p in points)
-    assert any(p.startswith("store write trusted") for p in points)
+    assert "write store time" in points and "rename state/time" in points
+    assert "write store trusted" in points and "fsync-dir state" in points
     assert points.count("fsync A") == 1 and points.count("fsync boot") >= 3
 
 
@@ -99,7 +101,7 @@ def test_5_4_3_power_cut_at_every_write_point_of_an_agent_install(
     clean = tmp_path / "clean"
     shutil.copytree(src, clean)
     agent = SecondaryAgent.from_config(
-        SecondaryConfig.load(clean / "secondary.toml"), fault=counter
+        SecondaryConfig.load(clean / "secondary.toml"), fs=FaultyFileSystem(counter)
     )
     agent.start()
     start_points = counter.count
@@ -114,7 +116,7 @@ def test_5_4_3_power_cut_at_every_write_point_of_an_agent_install(
         shutil.copytree(src, work)
         fault = PowerCut(at_write=start_points + n, torn=torn, lose_unsynced=lose_unsynced)
         cfg = SecondaryConfig.load(work / "secondary.toml")
-        agent = SecondaryAgent.from_config(cfg, fault=fault)
+        agent = SecondaryAgent.from_config(cfg, fs=FaultyFileSystem(fault))
         agent.start()
         with pytest.raises(PowerLoss):
             run_update(agent, targets, V2, "fw/v2.bin")

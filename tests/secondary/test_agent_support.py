@@ -17,6 +17,7 @@ from hardware.protocol import SecondaryEndpoint
 from secondary.agent import SecondaryAgent
 from secondary.cli import provision
 from secondary.config import SecondaryConfig
+from storage import LOCAL, FileSystem
 from uptane.keys import PrivateKey
 from uptane.limits import PRIMARY
 from uptane.metadata import DER, JSON, TargetFile
@@ -131,11 +132,12 @@ def provision_ecu(
     return SecondaryConfig.load(tmp / "ecu" / "secondary.toml")
 
 
-def open_agent(cfg: SecondaryConfig, *, fault: Any = None, **changes: Any) -> SecondaryAgent:
-    """The agent for ``cfg`` after a power-on (bootloader run)."""
+def open_agent(cfg: SecondaryConfig, *, fs: FileSystem = LOCAL, **changes: Any) -> SecondaryAgent:
+    """The agent for ``cfg`` after a power-on (bootloader run); its store and flash write
+    through ``fs`` (a storage.faults.FaultyFileSystem to cut the power)."""
     for k, v in changes.items():
         setattr(cfg, k, v)
-    agent = SecondaryAgent.from_config(cfg, fault=fault)
+    agent = SecondaryAgent.from_config(cfg, fs=fs)
     agent.start()
     return agent
 

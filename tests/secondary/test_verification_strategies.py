@@ -7,10 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_agent_support import Director, open_agent, provision_ecu
+from test_agent_support import Director, open_agent, provision_ecu, snapshot
 
 from hardware.flash import Flash
-from hardware.store import AtomicStore
 from secondary.agent import SecondaryAgent
 from secondary.config import MODES
 from secondary.verification import (
@@ -19,6 +18,9 @@ from secondary.verification import (
     PartialVerification,
     strategy,
 )
+from storage import AtomicStore
+from uptane.codec import DER, JSON, codec_for
+from uptane.errors import MalformedInput
 from uptane.keys import PrivateKey
 
 
@@ -66,3 +68,18 @@ def test_an_unknown_mode_or_full_without_a_vehicle_is_refused(tmp_path: Path) ->
     with pytest.raises(ValueError, match="vehicle id"):
         _agent(tmp_path, mode="full")
     assert isinstance(_agent(tmp_path, mode="partial").verification, PartialVerification)
+
+
+def test_metadata_in_another_encoding_is_refused_through_the_codec(tmp_path: Path) -> None:
+    """The ECU reads the one encoding it was provisioned with (uptane.codec): another
+    codec's file, or a name no codec has, is MalformedInput and nothing changes."""
+    director = Director()
+    agent = open_agent(provision_ecu(tmp_path, director))
+    assert agent.ecu.codec is codec_for(DER)
+    before = snapshot(agent)
+    for encoding in (JSON, "cbor"):
+        with pytest.raises(MalformedInput, match=r"encoding|reads der metadata"):
+            agent.put_metadata("director", "targets", encoding, director.targets)
+    assert snapshot(agent) == before
+    with pytest.raises(MalformedInput, match="unknown encoding"):
+        _agent(tmp_path, encoding="cbor")
