@@ -7,10 +7,13 @@ provisioned directory can be moved as a whole.
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomli_w
 
 from secondary.verification import STRATEGIES
 from storage import read_capped
@@ -184,7 +187,8 @@ class SecondaryConfig:
     # --- writing -------------------------------------------------------------------------
 
     def to_toml(self) -> str:
-        """The file text (paths written relative to the file's directory when inside it)."""
+        """The file text (paths written relative to the file's directory when inside it),
+        written by tomli-w; settings that are None are left out (their defaults apply)."""
         base = self.path.resolve().parent if self.path is not None else None
 
         def rel(p: Path) -> str:
@@ -195,66 +199,33 @@ class SecondaryConfig:
                     pass
             return str(p)
 
-        lk = self.link
-        lines = [
-            "# Uptane Secondary configuration (docs/secondary.md)",
-            "[ecu]",
-            f"serial = {_q(self.ecu_serial)}",
-            f"hardware_id = {_q(self.hardware_id)}",
-        ]
-        if self.vehicle_id is not None:
-            lines.append(f"vehicle_id = {_q(self.vehicle_id)}")
-        lines += [
-            f"key = {_q(rel(self.key_file))}",
-            f"mode = {_q(self.mode)}",
-            f"encoding = {_q(self.encoding)}",
-            f"limits = {_q(self.limits_profile)}",
-            f"director_name = {_q(self.director_name)}",
-            f"image_repo_name = {_q(self.image_repo_name)}",
-            "",
-            "[storage]",
-            f"state_dir = {_q(rel(self.state_dir))}",
-            f"flash_dir = {_q(rel(self.flash_dir))}",
-            f"slot_size = {self.slot_size}",
-            "",
-            "[install]",
-            f"max_trial_boots = {self.max_trial_boots}",
-            f"confirm = {_q(self.confirm)}",
-            f"reboot_after_install = {_b(self.reboot_after_install)}",
-        ]
-        if self.checkpoint_bytes is not None:
-            lines.append(f"checkpoint_bytes = {self.checkpoint_bytes}")
-        lines += [
-            "",
-            "[link]",
-            f"type = {_q(lk.type)}",
-            f"port = {_q(lk.port)}",
-            f"baudrate = {lk.baudrate}",
-            f"max_frame = {lk.max_frame}",
-            f"interface = {_q(lk.interface)}",
-            f"channel = {_q(lk.channel)}",
-            f"rxid = {lk.rxid:#x}",
-            f"txid = {lk.txid:#x}",
-            f"fd = {_b(lk.fd)}",
-        ]
-        if lk.bitrate is not None:
-            lines.append(f"bitrate = {lk.bitrate}")
-        if lk.min_bytes_per_second is not None:
-            lines.append(f"min_bytes_per_second = {lk.min_bytes_per_second!r}")
-        if lk.speed_window is not None:
-            lines.append(f"speed_window = {lk.speed_window!r}")
-        return "\n".join(lines) + "\n"
-
-
-def _q(s: str) -> str:
-    """A TOML basic string."""
-    out = s.replace("\\", "\\\\").replace('"', '\\"')
-    out = "".join(c if c >= " " else f"\\u{ord(c):04x}" for c in out)
-    return f'"{out}"'
-
-
-def _b(v: bool) -> str:
-    return "true" if v else "false"
+        doc: dict[str, dict[str, Any]] = {
+            "ecu": {
+                "serial": self.ecu_serial,
+                "hardware_id": self.hardware_id,
+                "vehicle_id": self.vehicle_id,
+                "key": rel(self.key_file),
+                "mode": self.mode,
+                "encoding": self.encoding,
+                "limits": self.limits_profile,
+                "director_name": self.director_name,
+                "image_repo_name": self.image_repo_name,
+            },
+            "storage": {
+                "state_dir": rel(self.state_dir),
+                "flash_dir": rel(self.flash_dir),
+                "slot_size": self.slot_size,
+            },
+            "install": {
+                "max_trial_boots": self.max_trial_boots,
+                "confirm": self.confirm,
+                "reboot_after_install": self.reboot_after_install,
+                "checkpoint_bytes": self.checkpoint_bytes,
+            },
+            "link": dataclasses.asdict(self.link),
+        }
+        tables = {name: {k: v for k, v in t.items() if v is not None} for name, t in doc.items()}
+        return "# Uptane Secondary configuration (docs/secondary.md)\n" + tomli_w.dumps(tables)
 
 
 _MISSING: Any = object()
