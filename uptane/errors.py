@@ -351,6 +351,63 @@ class TimeQuorumNotMet(UptaneError):
     attack = "time-quorum"
 
 
+
+# --- encrypted images and deltas (uptane/encryption.py, uptane/delta.py; issue 17) -------
+
+
+class DecryptionFailed(ArbitrarySoftwareAttack):
+    """An encrypted image whose ciphertext does not authenticate under its content key: a
+    chunk altered, cut, reordered, duplicated or dropped, or bytes encrypted for another
+    image. Nothing decrypted from it may be installed."""
+
+    code = 140
+
+
+class TruncatedCiphertext(DecryptionFailed):
+    """An encrypted image that ended before its final chunk (or went on after it)."""
+
+    code = 141
+
+
+class KeyUnwrapFailed(ArbitrarySoftwareAttack):
+    """A wrapped content key that does not open with this ECU's encryption key for this ECU
+    and this image: swapped from another ECU's or another image's entry, or altered."""
+
+    code = 142
+
+
+class WrongEncryptionKey(UptaneError):
+    """The image is wrapped to an encryption key this ECU does not hold (or to none of its
+    keys): the Director's inventory holds another encryption key for this ECU. Register the
+    ECU's current encryption public key with the Director; not an attack by itself."""
+
+    code = 143
+    attack = "encryption-key-mismatch"
+
+
+class BadCiphertextHeader(MalformedInput):
+    """An encrypted image whose header is not this stack's format (magic, version, chunk
+    size out of range)."""
+
+    code = 144
+
+
+class DeltaBaseMismatch(UptaneError):
+    """A delta whose base image is not the image this ECU runs: nothing was written. The
+    Director sends the full image instead once it has the ECU's current report; not an
+    attack by itself (the ECU's image may have changed since it last reported)."""
+
+    code = 145
+    attack = "delta-base-mismatch"
+
+
+class CorruptPatch(MalformedInput):
+    """Delta patch bytes that do not decode, or that would read outside the base image or
+    write past the image they declare."""
+
+    code = 146
+
+
 def _all_subclasses(cls: type[UptaneError]) -> list[type[UptaneError]]:
     out: list[type[UptaneError]] = [cls]
     for sub in cls.__subclasses__():
