@@ -149,10 +149,6 @@ class InstallResult:
             return cls(OUTCOMES[event], filename, reason[:MAX_REASON])
         return cls(OUTCOMES[event], filename, reason[:MAX_REASON], error.code, error.attack)
 
-    @classmethod
-    def failure(cls, outcome: str, filename: str | None, error: UptaneError) -> InstallResult:
-        return cls(Outcome(outcome), filename, error.message[:MAX_REASON], error.code, error.attack)
-
 
 @dataclass(frozen=True)
 class SlotStatus:
