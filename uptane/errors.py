@@ -351,7 +351,6 @@ class TimeQuorumNotMet(UptaneError):
     attack = "time-quorum"
 
 
-
 # --- encrypted images and deltas (uptane/encryption.py, uptane/delta.py; issue 17) -------
 
 

@@ -363,23 +363,62 @@ class Snapshot(Signed):
 
 
 @dataclass
+class WrappedKey:
+    """An image's content key wrapped to one ECU's encryption key (uptane/encryption.py)."""
+
+    keyid: str  # the id of the ECU encryption public key it is wrapped to
+    value: bytes  # the wrapped key (HPKE encapsulated key and ciphertext)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"keyid": self.keyid, "value": self.value.hex()}
+
+    @classmethod
+    def from_dict(cls, d: Any, limits: Limits) -> WrappedKey:
+        d = _obj(d, "wrappedKeys entry")
+        keyid = _take(d, "keyid", str, "wrappedKeys entry")
+        limits.check_string("wrapped key id", keyid, limits.max_identifier)
+        value = _take(d, "value", str, "wrappedKeys entry")
+        limits.check_string("wrapped key", value)
+        if d:
+            raise MalformedInput(f"wrappedKeys entry: unknown fields {sorted(d)[:4]}")
+        try:
+            return cls(keyid, bytes.fromhex(value))
+        except ValueError:
+            raise MalformedInput("wrappedKeys entry: value is not hex") from None
+
+
+@dataclass
 class EncryptedImage:
-    """How an image is encrypted for one ECU (§5.2.3.1.1, conditionally required)."""
+    """How an image is encrypted for the ECUs of its entry (§5.2.3.1.1, conditionally
+    required): the ciphertext the Primary downloads and checks (``filename``, ``length``,
+    ``hashes``), the construction (``method``) and the content key wrapped to each ECU
+    (``wrapped_keys``, by ECU id). The entry's own length and hashes are the plaintext's,
+    which the ECU checks after decrypting. ``wrapped_key`` is the older single-key form,
+    kept so such entries still decode; ``uptane.encryption`` writes ``wrapped_keys``.
+    """
 
     filename: str
     length: int
     hashes: dict[str, str]
     wrapped_key: bytes
     method: str
+    wrapped_keys: dict[str, WrappedKey] = field(default_factory=dict)
+
+    def identity(self) -> ImageIdentity:
+        """The ciphertext as an image (:mod:`uptane.identity`): what the Primary fetches."""
+        return ImageIdentity(self.filename, self.length, self.hashes)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "filename": self.filename,
             "length": self.length,
             "hashes": dict(self.hashes),
             "wrappedKey": self.wrapped_key.hex(),
             "method": self.method,
         }
+        if self.wrapped_keys:
+            d["wrappedKeys"] = {e: k.to_dict() for e, k in self.wrapped_keys.items()}
+        return d
 
     @classmethod
     def from_dict(cls, d: Any, limits: Limits) -> EncryptedImage:
@@ -396,7 +435,58 @@ class EncryptedImage:
             key = bytes.fromhex(wrapped)
         except ValueError:
             raise MalformedInput("encryptedImage: wrappedKey is not hex") from None
-        return cls(filename, length, hashes, key, method)
+        keys: dict[str, WrappedKey] = {}
+        per_ecu = _opt(d, "wrappedKeys", dict, "encryptedImage")
+        if per_ecu is not None:
+            limits.check_count("wrappedKeys", len(per_ecu), limits.max_ecus)
+            for ecu, kd in per_ecu.items():
+                limits.check_string("ECU id", ecu, limits.max_identifier)
+                keys[ecu] = WrappedKey.from_dict(kd, limits)
+        return cls(filename, length, hashes, key, method, keys)
+
+
+def _image_ref_to_dict(image: ImageIdentity) -> dict[str, Any]:
+    return {"filename": image.path, "length": image.length, "hashes": dict(image.hashes)}
+
+
+def _image_ref(value: Any, what: str, limits: Limits) -> ImageIdentity:
+    d = _obj(value, what)
+    path = _take(d, "filename", str, what)
+    limits.check_string(f"{what} filename", path)
+    length = _nonneg(_take(d, "length", int, what), f"{what} length")
+    hashes = _hashes(_take(d, "hashes", dict, what), what, limits)
+    if not hashes or d:
+        raise MalformedInput(f"{what}: needs exactly filename, length and hashes (one or more)")
+    return ImageIdentity(path, length, hashes)
+
+
+@dataclass
+class DeltaImage:
+    """What a delta target is (issue 17; uptane/delta.py): a patch in ``format`` that turns
+    the ``base`` image into the full image ``target``. The entry's own length and hashes
+    are the patch's; the produced image is checked against ``target``'s."""
+
+    format: str
+    base: ImageIdentity
+    target: ImageIdentity
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": self.format,
+            "base": _image_ref_to_dict(self.base),
+            "target": _image_ref_to_dict(self.target),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Any, limits: Limits) -> DeltaImage:
+        d = _obj(d, "delta")
+        fmt = _take(d, "format", str, "delta")
+        limits.check_string("delta format", fmt, limits.max_identifier)
+        base = _image_ref(_take(d, "base", dict, "delta"), "delta base", limits)
+        target = _image_ref(_take(d, "target", dict, "delta"), "delta target", limits)
+        if d:
+            raise MalformedInput(f"delta: unknown fields {sorted(d)[:4]}")
+        return cls(fmt, base, target)
 
 
 @dataclass
@@ -418,6 +508,7 @@ class TargetFile:
     url: str | None = None
     custom_extra: dict[str, Any] = field(default_factory=dict)
     unrecognized: dict[str, Any] = field(default_factory=dict)
+    delta: DeltaImage | None = None
 
     @property
     def custom(self) -> dict[str, Any]:
@@ -435,6 +526,8 @@ class TargetFile:
             c["encryptedImage"] = self.encrypted.to_dict()
         if self.url is not None:
             c["uri"] = self.url
+        if self.delta is not None:
+            c["delta"] = self.delta.to_dict()
         return c
 
     def identity(self) -> ImageIdentity:
@@ -492,6 +585,9 @@ class TargetFile:
         if url is not None:
             limits.check_string("uri", url)
             tf.url = url
+        delta = c.pop("delta", None)
+        if delta is not None:
+            tf.delta = DeltaImage.from_dict(delta, limits)
         tf.custom_extra = c
         return tf
 

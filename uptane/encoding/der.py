@@ -220,6 +220,20 @@ class SnapshotMetadata(core.SequenceOf):
     _child_spec = SnapshotEntry
 
 
+class EcuWrappedKey(core.Sequence):
+    """The content key wrapped to one ECU's encryption key (uptane/encryption.py)."""
+
+    _fields = [
+        ("ecuIdentifier", core.UTF8String),
+        ("keyid", HexString),
+        ("wrappedKey", core.OctetString),
+    ]
+
+
+class EcuWrappedKeys(core.SequenceOf):
+    _child_spec = EcuWrappedKey
+
+
 class EncryptedImage(core.Sequence):
     _fields = [
         ("filename", core.UTF8String),
@@ -227,7 +241,18 @@ class EncryptedImage(core.Sequence):
         ("hashes", Hashes),
         ("wrappedKey", HexString),
         ("method", core.UTF8String),
+        ("wrappedKeys", EcuWrappedKeys, _tag(0)),  # sorted by ECU id
     ]
+
+
+class ImageRef(core.Sequence):
+    _fields = [("filename", core.UTF8String), ("length", core.Integer), ("hashes", Hashes)]
+
+
+class DeltaImage(core.Sequence):
+    """A delta target's patch format, base image and produced full image (uptane/delta.py)."""
+
+    _fields = [("format", core.UTF8String), ("base", ImageRef), ("target", ImageRef)]
 
 
 class EcuHardware(core.Sequence):
@@ -258,6 +283,7 @@ class TargetAndCustom(core.Sequence):
         ("encryptedImage", EncryptedImage, _tag(4)),
         ("url", core.UTF8String, _tag(5)),
         ("customExtra", core.OctetString, _tag(6)),
+        ("delta", DeltaImage, _tag(7)),
         _UNREC,
     ]
 
@@ -270,6 +296,7 @@ _CUSTOM_FIELDS = (
     "encryptedImage",
     "url",
     "customExtra",
+    "delta",
 )
 
 
@@ -726,6 +753,7 @@ _CUSTOM_KEYS = (
     "shallMatch",
     "encryptedImage",
     "uri",
+    "delta",
 )
 
 
@@ -755,25 +783,97 @@ def _custom_to_asn(custom: Any) -> Any:
     if "shallMatch" in known:
         asn["shallMatch"] = _json_to_asn(known["shallMatch"])
     if "encryptedImage" in known:
-        enc, extra = _split(
-            known["encryptedImage"],
-            ("filename", "length", "hashes", "wrappedKey", "method"),
-            "encryptedImage",
-        )
-        if extra:
-            raise _bad("encryptedImage has fields DER cannot carry")
-        asn["encryptedImage"] = {
-            "filename": _need(enc, "filename", "encryptedImage"),
-            "length": _int(_need(enc, "length", "encryptedImage")),
-            "hashes": _hashes_to_asn(_need(enc, "hashes", "encryptedImage"), "encrypted"),
-            "wrappedKey": _hex_to_asn(_need(enc, "wrappedKey", "encryptedImage"), "key"),
-            "method": _need(enc, "method", "encryptedImage"),
-        }
+        asn["encryptedImage"] = _encrypted_to_asn(known["encryptedImage"])
     if "uri" in known:
         asn["url"] = known["uri"]
+    if "delta" in known:
+        asn["delta"] = _delta_to_asn(known["delta"])
     if rest:
         asn["customExtra"] = canonical(rest)
     return asn
+
+
+def _encrypted_to_asn(value: Any) -> Any:
+    what = "encryptedImage"
+    fields = ("filename", "length", "hashes", "wrappedKey", "method", "wrappedKeys")
+    enc, extra = _split(value, fields, what)
+    if extra:
+        raise _bad("encryptedImage has fields DER cannot carry")
+    asn = {
+        "filename": _need(enc, "filename", what),
+        "length": _int(_need(enc, "length", what)),
+        "hashes": _hashes_to_asn(_need(enc, "hashes", what), "encrypted"),
+        "wrappedKey": _hex_to_asn(_need(enc, "wrappedKey", what), "key"),
+        "method": _need(enc, "method", what),
+    }
+    if "wrappedKeys" in enc:
+        keys = enc["wrappedKeys"]
+        if not isinstance(keys, dict):
+            raise _bad("wrappedKeys must be an object")
+        lst = []
+        for ecu in sorted(keys):
+            k, kextra = _split(keys[ecu], ("keyid", "value"), "wrappedKeys entry")
+            value = _need(k, "value", "wrappedKeys entry")
+            if kextra or not isinstance(value, str) or not _HEX.fullmatch(value):
+                raise _bad("a wrappedKeys entry must hold exactly keyid and a hex value")
+            keyid = _hex_to_asn(_need(k, "keyid", "wrappedKeys entry"), "keyid")
+            lst.append({"ecuIdentifier": ecu, "keyid": keyid, "wrappedKey": bytes.fromhex(value)})
+        asn["wrappedKeys"] = lst
+    return asn
+
+
+def _encrypted_from_asn(e: dict[str, Any], limits: Limits) -> dict[str, Any]:
+    out = {
+        "filename": e["filename"],
+        "length": _int(e["length"]),
+        "hashes": _hashes_from_asn(e["hashes"]),
+        "wrappedKey": _hex_from_asn(e["wrappedKey"]),
+        "method": e["method"],
+    }
+    if "wrappedKeys" in e:
+        lst = e["wrappedKeys"]
+        limits.check_count("wrappedKeys", len(lst), limits.max_ecus)
+        keys: dict[str, Any] = {}
+        for k in lst:
+            if k["ecuIdentifier"] in keys:
+                raise _bad("an ECU id appears twice in wrappedKeys")
+            value: bytes = k["wrappedKey"]
+            keys[k["ecuIdentifier"]] = {"keyid": _hex_from_asn(k["keyid"]), "value": value.hex()}
+        out["wrappedKeys"] = keys
+    return out
+
+
+def _image_ref_to_asn(value: Any, what: str) -> Any:
+    ref, extra = _split(value, ("filename", "length", "hashes"), what)
+    if extra:
+        raise _bad(f"{what} has fields DER cannot carry")
+    return {
+        "filename": _need(ref, "filename", what),
+        "length": _int(_need(ref, "length", what)),
+        "hashes": _hashes_to_asn(_need(ref, "hashes", what), what),
+    }
+
+
+def _delta_to_asn(value: Any) -> Any:
+    delta, extra = _split(value, ("format", "base", "target"), "delta")
+    if extra:
+        raise _bad("delta has fields DER cannot carry")
+    return {
+        "format": _need(delta, "format", "delta"),
+        "base": _image_ref_to_asn(_need(delta, "base", "delta"), "delta base"),
+        "target": _image_ref_to_asn(_need(delta, "target", "delta"), "delta target"),
+    }
+
+
+def _delta_from_asn(d: dict[str, Any]) -> dict[str, Any]:
+    def ref(r: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "filename": r["filename"],
+            "length": _int(r["length"]),
+            "hashes": _hashes_from_asn(r["hashes"]),
+        }
+
+    return {"format": d["format"], "base": ref(d["base"]), "target": ref(d["target"])}
 
 
 def _target_from_asn(asn: dict[str, Any], limits: Limits) -> tuple[str, dict[str, Any]]:
@@ -812,16 +912,11 @@ def _target_from_asn(asn: dict[str, Any], limits: Limits) -> tuple[str, dict[str
     if "shallMatch" in asn:
         custom["shallMatch"] = _json_from_asn(asn["shallMatch"], limits)
     if "encryptedImage" in asn:
-        e = asn["encryptedImage"]
-        custom["encryptedImage"] = {
-            "filename": e["filename"],
-            "length": _int(e["length"]),
-            "hashes": _hashes_from_asn(e["hashes"]),
-            "wrappedKey": _hex_from_asn(e["wrappedKey"]),
-            "method": e["method"],
-        }
+        custom["encryptedImage"] = _encrypted_from_asn(asn["encryptedImage"], limits)
     if "url" in asn:
         custom["uri"] = asn["url"]
+    if "delta" in asn:
+        custom["delta"] = _delta_from_asn(asn["delta"])
     d["custom"] = custom
     return asn["filename"], d
 
