@@ -162,7 +162,10 @@ class Bundles:
         now = self.clock()
         a = inv.assignments
         with self.engine.begin() as conn:
-            row = conn.execute(sa.select(a).where(a.c.id == assignment_id)).first()
+            # locked: a bundle issued meanwhile (another process) must not send it too
+            row = conn.execute(
+                sa.select(a).where(a.c.id == assignment_id).with_for_update()
+            ).first()
             if row is None:
                 raise NotFound(f"no assignment {assignment_id}")
             state = ASSIGNMENT.next(row.state, CANCEL, subject=f"assignment {assignment_id}")
@@ -189,7 +192,7 @@ class Bundles:
         """Record a new assignment; Conflict if the ECU already has one waiting."""
         a = inv.assignments
         busy = conn.execute(
-            sa.select(a.c.id).where(a.c.ecu_id == ecu.id, a.c.state == ASSIGNMENT.initial)
+            sa.select(a.c.id).where(a.c.ecu_id == ecu.id, a.c.state == PENDING)
         ).first()
         if busy is not None:
             raise Conflict(
@@ -224,7 +227,8 @@ class Bundles:
         bid = int(result.inserted_primary_key[0])
         conn.execute(
             a.update()
-            .where(a.c.id.in_([p.id for p in pending]))
+            # still pending: one cancelled meanwhile (another process) stays cancelled
+            .where(a.c.id.in_([p.id for p in pending]), a.c.state == PENDING)
             .values(
                 bundle_id=bid,
                 state=ASSIGNMENT.next(PENDING, SEND),
