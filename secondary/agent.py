@@ -161,14 +161,6 @@ class SecondaryAgent:
         return self.ecu.hardware_id
 
     @property
-    def vehicle_id(self) -> str | None:
-        return self.ecu.vehicle_id
-
-    @property
-    def encoding(self) -> str:
-        return self.ecu.encoding
-
-    @property
     def limits(self) -> Limits:
         return self.ecu.limits
 
