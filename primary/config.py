@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hardware.store import read_capped
+from storage import read_capped
 from uptane.errors import UptaneError
 from uptane.keys import MAX_KEY_FILE, Key
 from uptane.limits import Limits
@@ -204,40 +204,51 @@ def load_config(path: str | Path) -> PrimaryConfig:
     return parse_config(doc, p)
 
 
+_TABLES = {
+    "vehicle": None,
+    "primary": {"ecu_serial", "hardware_id", "key_file", "flash_dir", "slot_size"},
+    "director": {"url", "metadata_url", "manifest_url"},
+    "image_repository": {"url", "metadata_url", "targets_url"},
+    "storage": {"dir", "poll_interval", "limits", "map_file"},
+    "fetcher": {
+        "connect_timeout",
+        "read_timeout",
+        "retries",
+        "backoff",
+        "min_bytes_per_second",
+        "speed_window",
+    },
+}
+_SECONDARY_KEYS = {
+    "serial",
+    "hardware_id",
+    "public_key",
+    "mode",
+    "encoding",
+    "link",
+    "timeout",
+    "retries",
+}
+
+
 def parse_config(doc: dict[str, Any], path: Path) -> PrimaryConfig:
     """Build a :class:`PrimaryConfig` from a parsed TOML document found at ``path``."""
     base = path.parent
-    _no_unknown(
-        doc,
-        {"vehicle", "primary", "director", "image_repository", "storage", "fetcher", "secondaries"},
-        "config",
+    _no_unknown(doc, {*_TABLES, "secondaries"}, "config")
+    t: dict[str, dict[str, Any]] = {}
+    for name, keys in _TABLES.items():  # in order: the first problem is the one named
+        optional = name in ("storage", "fetcher")
+        t[name] = _table(doc.get(name, {}) if optional else doc.get(name), name)
+        if keys is not None:
+            _no_unknown(t[name], keys, name)
+        if name == "vehicle":
+            vin = _ident(t[name], "vin", "vehicle")
+    prim, director, image, storage = (
+        t["primary"],
+        t["director"],
+        t["image_repository"],
+        t["storage"],
     )
-    vehicle = _table(doc.get("vehicle"), "vehicle")
-    vin = _ident(vehicle, "vin", "vehicle")
-    prim = _table(doc.get("primary"), "primary")
-    _no_unknown(
-        prim, {"ecu_serial", "hardware_id", "key_file", "flash_dir", "slot_size"}, "primary"
-    )
-    director = _table(doc.get("director"), "director")
-    _no_unknown(director, {"url", "metadata_url", "manifest_url"}, "director")
-    image = _table(doc.get("image_repository"), "image_repository")
-    _no_unknown(image, {"url", "metadata_url", "targets_url"}, "image_repository")
-    storage = _table(doc.get("storage", {}), "storage")
-    _no_unknown(storage, {"dir", "poll_interval", "limits", "map_file"}, "storage")
-    fetch = _table(doc.get("fetcher", {}), "fetcher")
-    _no_unknown(
-        fetch,
-        {
-            "connect_timeout",
-            "read_timeout",
-            "retries",
-            "backoff",
-            "min_bytes_per_second",
-            "speed_window",
-        },
-        "fetcher",
-    )
-
     d_url = _url(director, "url", "director")
     i_url = _url(image, "url", "image_repository")
     limits_profile = _opt_str(storage, "limits", "storage") or "primary"
@@ -245,58 +256,13 @@ def parse_config(doc: dict[str, Any], path: Path) -> PrimaryConfig:
         limits = Limits.named(limits_profile)
     except ValueError as e:
         raise ConfigError(f"storage.limits: {e}") from None
-
-    secondaries = []
-    seen = {_ident(prim, "ecu_serial", "primary")}
-    entries = doc.get("secondaries", [])
-    if not isinstance(entries, list):
-        raise ConfigError("secondaries must be an array of tables ([[secondaries]])")
-    for i, entry in enumerate(entries):
-        where = f"secondaries[{i}]"
-        s = _table(entry, where)
-        _no_unknown(
-            s,
-            {
-                "serial",
-                "hardware_id",
-                "public_key",
-                "mode",
-                "encoding",
-                "link",
-                "timeout",
-                "retries",
-            },
-            where,
-        )
-        serial = _ident(s, "serial", where)
-        if serial in seen:
-            raise ConfigError(f"{where}: ECU serial {serial!r} is used twice")
-        seen.add(serial)
-        mode = _opt_str(s, "mode", where) or "partial"
-        if mode not in MODES:
-            raise ConfigError(f"{where}.mode must be 'partial' or 'full'")
-        encoding = _opt_str(s, "encoding", where) or "der"
-        if encoding not in ("der", "json"):
-            raise ConfigError(f"{where}.encoding must be 'der' or 'json'")
-        secondaries.append(
-            SecondaryConfig(
-                serial=serial,
-                hardware_id=_ident(s, "hardware_id", where),
-                public_key=load_public_key(base / _str(s, "public_key", where), limits),
-                link=LinkConfig.from_dict(s.get("link"), f"{where}.link"),
-                mode=mode,
-                encoding=encoding,
-                timeout=_float(s, "timeout", where, 2.0, low=0.001),
-                retries=_int(s, "retries", where, 2, low=0),
-            )
-        )
-
+    ecu_serial = _ident(prim, "ecu_serial", "primary")
     flash = _opt_str(prim, "flash_dir", "primary")
     map_file = _opt_str(storage, "map_file", "storage")
     return PrimaryConfig(
         path=path,
         vin=vin,
-        ecu_serial=_ident(prim, "ecu_serial", "primary"),
+        ecu_serial=ecu_serial,
         hardware_id=_ident(prim, "hardware_id", "primary"),
         key_file=base / _str(prim, "key_file", "primary"),
         director_url=d_url,
@@ -313,15 +279,57 @@ def parse_config(doc: dict[str, Any], path: Path) -> PrimaryConfig:
         map_file=None if map_file is None else base / map_file,
         flash_dir=None if flash is None else base / flash,
         slot_size=_int(prim, "slot_size", "primary", 16 * 1024 * 1024, low=1),
-        secondaries=tuple(secondaries),
-        fetcher=FetcherConfig(
-            connect_timeout=_float(fetch, "connect_timeout", "fetcher", 10.0, low=0.001),
-            read_timeout=_float(fetch, "read_timeout", "fetcher", 30.0, low=0.001),
-            retries=_int(fetch, "retries", "fetcher", 3, low=0),
-            backoff=_float(fetch, "backoff", "fetcher", 0.5, low=0.0),
-            min_bytes_per_second=_opt_float(fetch, "min_bytes_per_second", "fetcher"),
-            speed_window=_opt_float(fetch, "speed_window", "fetcher"),
-        ),
+        secondaries=_secondaries(doc.get("secondaries", []), base, limits, ecu_serial),
+        fetcher=_fetcher(t["fetcher"]),
+    )
+
+
+def _fetcher(fetch: dict[str, Any]) -> FetcherConfig:
+    return FetcherConfig(
+        connect_timeout=_float(fetch, "connect_timeout", "fetcher", 10.0, low=0.001),
+        read_timeout=_float(fetch, "read_timeout", "fetcher", 30.0, low=0.001),
+        retries=_int(fetch, "retries", "fetcher", 3, low=0),
+        backoff=_float(fetch, "backoff", "fetcher", 0.5, low=0.0),
+        min_bytes_per_second=_opt_float(fetch, "min_bytes_per_second", "fetcher"),
+        speed_window=_opt_float(fetch, "speed_window", "fetcher"),
+    )
+
+
+def _secondaries(
+    entries: Any, base: Path, limits: Limits, primary_serial: str
+) -> tuple[SecondaryConfig, ...]:
+    """The ``[[secondaries]]`` tables, each ECU serial used once (the Primary's included)."""
+    if not isinstance(entries, list):
+        raise ConfigError("secondaries must be an array of tables ([[secondaries]])")
+    seen = {primary_serial}
+    out = []
+    for i, entry in enumerate(entries):
+        cfg = _secondary(_table(entry, f"secondaries[{i}]"), f"secondaries[{i}]", base, limits)
+        if cfg.serial in seen:
+            raise ConfigError(f"secondaries[{i}]: ECU serial {cfg.serial!r} is used twice")
+        seen.add(cfg.serial)
+        out.append(cfg)
+    return tuple(out)
+
+
+def _secondary(s: dict[str, Any], where: str, base: Path, limits: Limits) -> SecondaryConfig:
+    _no_unknown(s, _SECONDARY_KEYS, where)
+    serial = _ident(s, "serial", where)
+    mode = _opt_str(s, "mode", where) or "partial"
+    if mode not in MODES:
+        raise ConfigError(f"{where}.mode must be 'partial' or 'full'")
+    encoding = _opt_str(s, "encoding", where) or "der"
+    if encoding not in ("der", "json"):
+        raise ConfigError(f"{where}.encoding must be 'der' or 'json'")
+    return SecondaryConfig(
+        serial=serial,
+        hardware_id=_ident(s, "hardware_id", where),
+        public_key=load_public_key(base / _str(s, "public_key", where), limits),
+        link=LinkConfig.from_dict(s.get("link"), f"{where}.link"),
+        mode=mode,
+        encoding=encoding,
+        timeout=_float(s, "timeout", where, 2.0, low=0.001),
+        retries=_int(s, "retries", where, 2, low=0),
     )
 
 
