@@ -26,6 +26,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from hardware import messages as m
 from hardware.protocol import PrimaryEndpoint
 from hardware.serial_link import (
@@ -39,6 +41,7 @@ from hardware.serial_link import (
     decode_frame,
     encode_frame,
 )
+from uptane import roughtime
 from uptane.encoding import cbor, der
 from uptane.errors import UptaneError
 from uptane.keys import ECDSA, ED25519, PrivateKey
@@ -276,6 +279,67 @@ def _frame_stream(data: bytes) -> None:
     assert len(codec._buf) <= codec.max_encoded
 
 
+# --- secure time: Roughtime responses, requests and the token a Primary forwards --------------
+
+_TIME_NONCE = bytes(range(32))
+_ECU_NONCE = b"ecu-fuzz-nonce-1"
+
+
+@functools.cache
+def _time_server() -> tuple[Any, Any, bytes, roughtime.TimeServerKey]:
+    """Fixed keys, so an input a long run finds reproduces in another process."""
+    long_term = Ed25519PrivateKey.from_private_bytes(b"\x01" * 32)
+    online = Ed25519PrivateKey.from_private_bytes(b"\x02" * 32)
+    ts = int(NOW.timestamp())
+    cert = roughtime.make_certificate(long_term, roughtime.public_bytes(online), ts - 86400, ts)
+    return (
+        long_term,
+        online,
+        cert,
+        roughtime.TimeServerKey("fuzz", roughtime.public_bytes(long_term)),
+    )
+
+
+def _time_responses(nonce: bytes, batch: int = 3, at: int = 1) -> list[bytes]:
+    _, online, cert, _ = _time_server()
+    nonces = [bytes([i]) * 32 for i in range(batch)]
+    nonces[at] = nonce
+    ts = int(NOW.timestamp())
+    return roughtime.sign_batch(nonces, midpoint=ts, radius=3, certificate=cert, online_key=online)
+
+
+def _roughtime_seeds() -> list[bytes]:
+    return [
+        _time_responses(_TIME_NONCE, 1, 0)[0],
+        _time_responses(_TIME_NONCE, 3, 1)[1],
+        _time_responses(_TIME_NONCE, 8, 5)[5],
+    ]
+
+
+def _roughtime_response(data: bytes) -> None:
+    roughtime.verify_response(data, _TIME_NONCE, [_time_server()[3]], roughtime.PRIMARY_LIMITS)
+
+
+def _time_token_seeds() -> list[bytes]:
+    commitment = roughtime.commit_nonces([b"other-ecu-nonce!", _ECU_NONCE, b"third-ecu-nonce!"])
+    one = _time_responses(commitment.nonce, 2, 0)[0]
+    return [
+        commitment.token(1, [one]).to_bytes(),
+        commitment.token(1, [one, _time_responses(commitment.nonce, 4, 3)[3]]).to_bytes(),
+    ]
+
+
+def _time_token(data: bytes) -> None:
+    roughtime.accept_token(
+        data,
+        _ECU_NONCE,
+        [_time_server()[3]],
+        roughtime.TimePolicy(),
+        int(NOW.timestamp()) - 3600,
+        roughtime.CONSTRAINED_LIMITS,
+    )
+
+
 TARGETS: dict[str, Target] = {
     t.name: t
     for t in [
@@ -327,6 +391,16 @@ TARGETS: dict[str, Target] = {
         Target("pdu_at_primary", _primary_pdu, _primary_seeds),
         Target("trust_root_timestamp", _trust_update, lambda: _metadata(JSON) + _metadata(DER)),
         Target("partial_verification", _partial, lambda: _metadata(DER)),
+        Target("roughtime_response", _roughtime_response, _roughtime_seeds),
+        Target(
+            "roughtime_request",
+            lambda d: roughtime.parse_request(d, roughtime.PRIMARY_LIMITS),
+            lambda: [
+                roughtime.build_request(_TIME_NONCE),
+                roughtime.build_request(_TIME_NONCE, server_key=_time_server()[3].public_key),
+            ],
+        ),
+        Target("time_token", _time_token, _time_token_seeds),
     ]
 }
 

@@ -50,6 +50,10 @@ EVERY_DECODER = {
     "serial_stream": "hardware.serial_link.FrameCodec.feed (never raises)",
     "pdu_at_secondary": "SecondaryEndpoint.receive of a real agent (never raises)",
     "pdu_at_primary": "PrimaryEndpoint.receive with a request outstanding",
+    # secure time (issue 21): a server's response, a request at the server, an ECU's token
+    "roughtime_response": "uptane.roughtime.verify_response (draft 11)",
+    "roughtime_request": "uptane.roughtime.parse_request (at the time server)",
+    "time_token": "uptane.roughtime.accept_token (an ECU, from its Primary)",
 }
 
 FUZZ = settings(
