@@ -17,10 +17,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from hardware.store import atomic_write
+from hardware.progress import progress_bar
 from primary.agent import Primary
 from primary.config import DIRECTOR, IMAGE, ConfigError, PrimaryConfig, load_config
+from primary.cycle import ProgressFactory
 from primary.state import PrimaryState
+from storage import atomic_write
 from uptane.errors import UptaneError
 from uptane.keys import ED25519, SCHEMES, PrivateKey
 from uptane.trust import RepositoryTrust
@@ -84,7 +86,7 @@ def provision(
         key = PrivateKey.from_pem(cfg.key_file.read_bytes())
     else:
         key = PrivateKey.generate(key_scheme)
-        atomic_write(cfg.key_file, key.to_pem(), 0o600)
+        atomic_write(cfg.key_file, key.to_pem(), mode=0o600)
     return key
 
 
@@ -109,7 +111,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     say = (lambda m: None) if args.quiet else _say
-    primary = Primary(cfg, say=say)
+    primary = Primary(cfg, say=say, progress=_bars(args.quiet))
     while True:
         say(f"--- update cycle for {cfg.vin} ---")
         try:
@@ -126,6 +128,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             if args.once:
                 return 0 if result.error is None else 1
         time.sleep(cfg.poll_interval)
+
+
+def _bars(quiet: bool) -> ProgressFactory | None:
+    """Transfers drawn as progress bars (:mod:`hardware.progress`, tqdm) when standard
+    error is a terminal; else (a log, a pipe) the Primary's step lines every 25 percent;
+    nothing with ``--quiet``."""
+    if quiet or not sys.stderr.isatty():
+        return None
+    return lambda what: progress_bar(what, stream=sys.stderr, log_steps=0)
 
 
 # --- status ----------------------------------------------------------------------------------
@@ -155,7 +166,8 @@ def status_dict(cfg: PrimaryConfig) -> dict[str, object]:
             e: (record.installed[e].path if e in record.installed else None) for e in ecus
         },
         "pending": {
-            e: {"image": p.target.path, "step": p.step} for e, p in sorted(record.pending.items())
+            e: {"image": p.target.path, "step": p.step.value}
+            for e, p in sorted(record.pending.items())
         },
         "results": record.results,
         "attacks_to_report": record.attacks,

@@ -12,12 +12,13 @@ threat model (§4.3):
   The check is :class:`uptane.speed.SpeedMonitor`; this module feeds it the bytes and
   ``time.monotonic()``;
 - **drop request**: connect/read timeouts and broken connections are retried with
-  exponential backoff; when every attempt failed the fetch raises
-  :class:`~uptane.errors.DropRequestAttack`;
+  exponential backoff (urllib3's :class:`~urllib3.util.Retry`); when every attempt failed
+  the fetch raises :class:`~uptane.errors.DropRequestAttack`;
 - an answer that is not usable (an HTTP status other than 200/206/404 after retries, a
   404 for an image, a broken ``Content-Range``) raises :class:`~uptane.errors.FetchError`;
 - images stream to a ``.part`` file that survives interruptions and is resumed with an
-  HTTP ``Range`` request; it is renamed into place only when complete and verified.
+  HTTP ``Range`` request; it is renamed into place only when complete and verified. Every
+  durable write of a download goes through the :class:`storage.FileSystem` it is given.
 
 Redirects are not followed (a repository URL names the server that answers), and bodies
 are never decompressed (``Accept-Encoding: identity``; a compressed body simply fails its
@@ -27,26 +28,27 @@ hash), so a small response cannot expand into a large one.
 from __future__ import annotations
 
 import contextlib
-import heapq
 import os
 import re
 import shutil
-import socket
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import urllib3
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import NewConnectionError, ProtocolError, ReadTimeoutError, SSLError
+from urllib3.exceptions import (
+    MaxRetryError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+    SSLError,
+)
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
+from urllib3.util import Retry
 
-from hardware.flash import PowerCut, PowerLoss
-from hardware.store import fsync_dir, write_all
+from primary.http_deadline import POOL_CLASSES, HeadersTooSlow, watching
+from storage import LOCAL, File, FileSystem
 from uptane.errors import (
     BadLength,
     DropRequestAttack,
@@ -57,9 +59,7 @@ from uptane.errors import (
     UptaneError,
 )
 from uptane.limits import PRIMARY, Limits
-from uptane.metadata import JSON, TargetFile
-from uptane.paths import encode_name
-from uptane.repository import metadata_filename
+from uptane.metadata import TargetFile
 from uptane.speed import SpeedMonitor as CoreSpeedMonitor
 from uptane.verify import ImageVerifier
 
@@ -87,137 +87,8 @@ class _Incomplete(Exception):
     """The server refused to resume a stale part (HTTP 416): worth a fresh attempt."""
 
 
-class _HeadersTooSlow(Exception):
-    """The response headers did not complete within the header deadline."""
-
-
-class _HeaderWatch:
-    """One request's header deadline, armed by :meth:`Fetcher._get` in the calling thread
-    and enforced by the connection while it reads the status line and headers."""
-
-    def __init__(self, timeout: float) -> None:
-        self.timeout = timeout
-        self.expired = False
-        self.done = False
-        self.lock = threading.Lock()
-
-
-_current = threading.local()
-
-
-class _Watchdog:
-    """One daemon thread that runs the header-deadline aborts of every request in the
-    process, instead of a ``threading.Timer`` (a new thread) per request. Arming is a
-    heap push under a lock; the thread is woken only when the new deadline is earlier
-    than the one it sleeps until, and disarmed entries are dropped when they come up (or
-    when a new entry is armed)."""
-
-    def __init__(self) -> None:
-        self.cond = threading.Condition()
-        self.heap: list[tuple[float, int, list[Any]]] = []
-        self.seq = 0
-        self.thread: threading.Thread | None = None
-        self.wake_at = float("inf")  # when the thread wakes up next (under cond)
-
-    def arm(self, timeout: float, fn: Callable[[], None]) -> list[Any]:
-        entry: list[Any] = [fn]  # [fn], or [None] once disarmed
-        with self.cond:
-            while self.heap and self.heap[0][2][0] is None:  # disarmed: drop it now
-                heapq.heappop(self.heap)
-            self.seq += 1
-            item = (time.monotonic() + timeout, self.seq, entry)
-            heapq.heappush(self.heap, item)
-            if self.thread is None or not self.thread.is_alive():
-                self.thread = threading.Thread(
-                    target=self._run, name="fetcher-header-deadlines", daemon=True
-                )
-                self.thread.start()
-            elif item[0] < self.wake_at:
-                self.cond.notify()
-        return entry
-
-    @staticmethod
-    def disarm(entry: list[Any]) -> None:
-        entry[0] = None
-
-    def _run(self) -> None:
-        while True:
-            with self.cond:
-                while True:
-                    while self.heap and self.heap[0][2][0] is None:
-                        heapq.heappop(self.heap)
-                    if not self.heap:
-                        self.wake_at = float("inf")
-                        self.cond.wait()
-                        continue
-                    wait = self.heap[0][0] - time.monotonic()
-                    if wait <= 0:
-                        fn = heapq.heappop(self.heap)[2][0]
-                        break
-                    self.wake_at = self.heap[0][0]
-                    self.cond.wait(wait)
-            if fn is not None:
-                with contextlib.suppress(Exception):
-                    fn()
-
-
-_watchdog = _Watchdog()
-
-
-def _getresponse_with_deadline(conn: Any, getresponse: Callable[[], Any]) -> Any:
-    """Read the headers, shutting the socket down if they take longer than the deadline.
-
-    A per-operation read timeout cannot stop a server that drips its headers a byte at a
-    time; this bounds the whole header phase. Past the deadline the fetcher raises
-    SlowRetrievalAttack.
-    """
-    watch: _HeaderWatch | None = getattr(_current, "watch", None)
-    if watch is None or watch.timeout <= 0:
-        return getresponse()
-    sock = conn.sock
-
-    def abort() -> None:
-        with watch.lock:
-            if watch.done:
-                return
-            watch.expired = True
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-
-    armed = _watchdog.arm(watch.timeout, abort)
-    try:
-        resp = getresponse()
-    except Exception:
-        if watch.expired:
-            raise _HeadersTooSlow from None
-        raise
-    finally:
-        _watchdog.disarm(armed)
-        with watch.lock:
-            watch.done = True
-    if watch.expired:  # the cut may have ended the headers early rather than failing them
-        with contextlib.suppress(Exception):
-            resp.close()
-        raise _HeadersTooSlow
-    return resp
-
-
-class _DeadlineHTTPConnection(HTTPConnection):
-    def getresponse(self) -> Any:  # type: ignore[override]
-        return _getresponse_with_deadline(self, super().getresponse)
-
-
-class _DeadlineHTTPSConnection(HTTPSConnection):
-    def getresponse(self) -> Any:  # type: ignore[override]
-        return _getresponse_with_deadline(self, super().getresponse)
-
-
-class _HTTPPool(HTTPConnectionPool):
-    ConnectionCls = _DeadlineHTTPConnection
-
-
-class _HTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _DeadlineHTTPSConnection
+#: what one more attempt may cure (anything else, an UptaneError above all, is final)
+_RETRIED: tuple[type[Exception], ...] = (_ServerBusy, _Incomplete, *_TRANSIENT)
 
 
 class SpeedMonitor:
@@ -250,11 +121,13 @@ class SpeedMonitor:
 class Fetcher:
     """HTTP GETs with byte caps, timeouts, retries with backoff and slow-retrieval checks.
 
-    ``retries`` is the number of extra attempts after the first; the n-th retry waits
-    ``min(backoff * 2**(n-1), backoff_max)`` seconds. ``min_bytes_per_second`` and
-    ``speed_window`` override the slow-retrieval floor of ``limits``. The status line and
-    headers must arrive within ``header_timeout`` seconds in all (default: twice the read
-    timeout), so a server cannot stall a request by dripping its headers either.
+    ``retries`` is the number of extra attempts after the first, spaced by urllib3's
+    :class:`~urllib3.util.Retry` with ``backoff`` as its factor: the first retry goes at
+    once, the n-th after that waits ``min(backoff * 2**(n-1), backoff_max)`` seconds.
+    ``min_bytes_per_second`` and ``speed_window`` override the slow-retrieval floor of
+    ``limits``. The status line and headers must arrive within ``header_timeout`` seconds
+    in all (default: twice the read timeout), so a server cannot stall a request by
+    dripping its headers either (:mod:`primary.http_deadline`).
 
     HTTPS certificates are always verified: against ``ca_certs`` (a PEM bundle) when given,
     else the system store. ``cert_file``/``key_file`` present a client certificate (mutual
@@ -306,7 +179,7 @@ class Fetcher:
             retries=False,
             **tls,
         )
-        self._pool.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+        self._pool.pool_classes_by_scheme = dict(POOL_CLASSES)
         #: number of HTTP requests sent (for status displays and tests)
         self.requests = 0
 
@@ -366,7 +239,7 @@ class Fetcher:
         progress: Progress | None = None,
         resume: bool = True,
         part_path: str | os.PathLike[str] | None = None,
-        fault: PowerCut | None = None,
+        fs: FileSystem = LOCAL,
     ) -> Path:
         """Stream ``url`` to ``path``, at most ``length`` bytes, and return ``path``.
 
@@ -384,12 +257,37 @@ class Fetcher:
         If the server ignores ``Range`` the download restarts from zero, with a fresh
         verifier for the same target.
 
-        ``fault`` (tests only) is a :class:`hardware.flash.PowerCut`; its write points are
-        the part's first chunk of each transfer (torn), the part's fsync, the rename and the
-        directory's fsync.
+        Every write, fsync, rename and unlink goes through ``fs``; its write points are
+        the part's first chunk of each transfer (label ``download NAME.part``), the part's
+        fsync, the rename into place and the directory's fsync.
         """
         dest = Path(path)
         part = Path(part_path) if part_path is not None else dest.with_name(dest.name + ".part")
+        self._check_request(url, length, verifier)
+        fs.check()
+        if not resume:
+            fs.unlink(part)
+        existing = _size(part)
+        if existing > length:
+            fs.unlink(part)
+            existing = 0
+        self._check_space(part.parent, length - existing, url)
+
+        job = _Download(self, url, part, length, verifier, progress, fs)
+        try:
+            self._retrying(url, job.attempt)
+        except _Incomplete as e:  # retries exhausted on refused resumes
+            fs.unlink(part)
+            raise BadLength(f"{url}: {e}") from None
+        except (EndlessDataAttack, BadLength):
+            fs.unlink(part)
+            raise
+        job.complete()
+        fs.replace(part, dest)
+        fs.sync_dir(dest.parent)
+        return dest
+
+    def _check_request(self, url: str, length: int, verifier: ImageVerifier | None) -> None:
         if length < 0:
             raise ValueError("length must be >= 0")
         if length > self.limits.image_bytes:
@@ -400,30 +298,6 @@ class Fetcher:
             raise ValueError("length differs from the verifier's target length")
         if verifier is not None and verifier.received:
             raise ValueError("the verifier has already been fed")
-        if not resume:
-            part.unlink(missing_ok=True)
-        existing = _size(part)
-        if existing > length:
-            part.unlink()
-            existing = 0
-        self._check_space(part.parent, length - existing, url)
-
-        _power_check(fault)
-        job = _Download(self, url, part, length, verifier, progress, fault)
-        try:
-            self._retrying(url, job.attempt)
-        except _Incomplete as e:  # retries exhausted on refused resumes
-            part.unlink(missing_ok=True)
-            raise BadLength(f"{url}: {e}") from None
-        except (EndlessDataAttack, BadLength):
-            part.unlink(missing_ok=True)
-            raise
-        job.complete()
-        _power_point(fault, f"download rename {dest.name}")
-        os.replace(part, dest)
-        _power_point(fault, f"download fsync-dir {dest.name}")
-        fsync_dir(dest.parent)
-        return dest
 
     # --- internals ------------------------------------------------------------------------
 
@@ -432,23 +306,21 @@ class Fetcher:
 
     def _get(self, url: str, headers: dict[str, str]) -> Any:
         self.requests += 1
-        _current.watch = _HeaderWatch(self.header_timeout)
         try:
-            return self._pool.request(
-                "GET",
-                url,
-                headers=headers or None,
-                preload_content=False,
-                decode_content=False,
-                redirect=False,
-                retries=False,
-            )
-        except _HeadersTooSlow:
+            with watching(self.header_timeout):
+                return self._pool.request(
+                    "GET",
+                    url,
+                    headers=headers or None,
+                    preload_content=False,
+                    decode_content=False,
+                    redirect=False,
+                    retries=False,
+                )
+        except HeadersTooSlow:
             raise SlowRetrievalAttack(
                 f"{url}: the response headers took more than {self.header_timeout:g} s"
             ) from None
-        finally:
-            _current.watch = None
 
     @staticmethod
     def _read(resp: Any, amount: int, monitor: SpeedMonitor) -> bytes:
@@ -472,24 +344,45 @@ class Fetcher:
         raise FetchError(f"{url}: HTTP {status}")
 
     def _retrying(self, url: str, attempt: Callable[[], Any]) -> Any:
-        last: Exception | None = None
-        for n in range(self.retries + 1):
-            if n:
-                time.sleep(min(self.backoff * 2 ** (n - 1), self.backoff_max))
+        """Run ``attempt`` until it returns, at most ``retries + 1`` times, spaced by
+        urllib3's :class:`~urllib3.util.Retry` (which counts the attempts and computes the
+        backoff). Its own use, inside a request, cannot serve: our attempt is the whole
+        exchange, body included (a body cut short is resumed with ``Range`` on the next
+        attempt), and the failures map to our errors. ``Retry-After`` is ignored: a hostile
+        server could ask for any wait. The mapping when every attempt failed: busy (429,
+        5xx) -> FetchError; a refused resume -> the caller's ``_Incomplete``; a transport
+        failure -> DropRequestAttack. An UptaneError (slow retrieval, endless data, a 404)
+        is never retried, nor is a TLS failure (FetchError)."""
+        retry: Retry | None = None  # made at the first failure: most fetches have none
+        while True:
             try:
                 return attempt()
             except UptaneError:
                 raise
             except SSLError as e:  # a certificate that does not verify is not transient
                 raise FetchError(f"{url}: TLS failure ({e})") from None
-            except (_ServerBusy, _Incomplete, *_TRANSIENT) as e:
-                last = e
+            except _RETRIED as e:
+                if retry is None:
+                    retry = Retry(
+                        total=self.retries,
+                        backoff_factor=self.backoff,
+                        backoff_max=self.backoff_max,
+                        respect_retry_after_header=False,
+                        redirect=False,
+                    )
+                try:
+                    retry = retry.increment("GET", url, error=e)
+                except MaxRetryError:
+                    raise self._gave_up(url, e) from None
+            retry.sleep()
+
+    def _gave_up(self, url: str, last: Exception) -> Exception:
         tries = self.retries + 1
         if isinstance(last, _ServerBusy):
-            raise FetchError(f"{url}: {last} after {tries} attempts")
+            return FetchError(f"{url}: {last} after {tries} attempts")
         if isinstance(last, _Incomplete):
-            raise last
-        raise DropRequestAttack(f"{url}: no complete answer after {tries} attempts ({last})")
+            return last
+        return DropRequestAttack(f"{url}: no complete answer after {tries} attempts ({last})")
 
     def _check_space(self, directory: Path, needed: int, url: str) -> None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -515,7 +408,7 @@ class _Download:
         length: int,
         verifier: ImageVerifier | None,
         progress: Progress | None,
-        fault: PowerCut | None = None,
+        fs: FileSystem,
     ) -> None:
         self.f = fetcher
         self.url = url
@@ -523,14 +416,16 @@ class _Download:
         self.length = length
         self.verifier = verifier
         self.progress = progress
-        self.fault = fault
+        self.fs = fs
+        self.label = f"download {part.name}"
 
     def _fresh_verifier(self) -> None:
         if self.verifier is not None and self.verifier.received:
             self.verifier = ImageVerifier(self.verifier.target, self.f.limits)
 
-    def _catch_up(self, fd: int, upto: int) -> None:
-        """Feed the verifier the part's bytes it has not seen, up to ``upto``."""
+    def _catch_up(self, read: Callable[[int, int], bytes], upto: int) -> None:
+        """Feed the verifier the part's bytes it has not seen, up to ``upto``
+        (``read(size, offset)`` reads the part)."""
         v = self.verifier
         if v is None:
             return
@@ -540,7 +435,7 @@ class _Download:
             assert v is not None
         pos = v.received
         while pos < upto:
-            chunk = os.pread(fd, min(self.f.limits.chunk_size, upto - pos), pos)
+            chunk = read(min(self.f.limits.chunk_size, upto - pos), pos)
             if not chunk:
                 raise BadLength(f"{self.part}: shorter than expected while re-hashing")
             v.update(chunk)
@@ -552,7 +447,7 @@ class _Download:
             offset = 0
         if offset == self.length and self.verifier is not None:
             # complete from an earlier attempt or run (or empty): verified in complete()
-            os.close(os.open(self.part, os.O_WRONLY | os.O_CREAT, 0o644))
+            self.fs.open(self.part, 0o644, label=self.label).close()
             return
         headers = {"Range": f"bytes={offset}-"} if offset else {}
         resp = self.f._get(self.url, headers)
@@ -562,7 +457,7 @@ class _Download:
                 raise FetchError(f"{self.url}: HTTP 404 (not found)")
             if offset and resp.status == 416:
                 # the server's file is shorter than our part: that part is stale
-                self.part.unlink(missing_ok=True)
+                self.fs.unlink(self.part)
                 self._fresh_verifier()
                 raise _Incomplete("the server refused to resume (HTTP 416)")
             self.f._check_status(self.url, resp, (200, 206) if offset else (200,))
@@ -580,39 +475,12 @@ class _Download:
             _finish(resp, done)
 
     def _stream(self, resp: Any, start: int) -> bool:
-        fd = os.open(self.part, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            os.ftruncate(fd, start)
-            os.lseek(fd, start, os.SEEK_SET)
-            self._catch_up(fd, start)
-            written = start
-            monitor = self.f._monitor(self.url)
-            chunk_size = self.f.limits.chunk_size
-            while True:
-                want = min(chunk_size, self.length - written + 1)
-                chunk = self.f._read(resp, want, monitor)
-                if not chunk:
-                    break
-                if written + len(chunk) > self.length:
-                    raise EndlessDataAttack(f"{self.url}: more than the {self.length} bytes")
-                if self.verifier is not None:
-                    self.verifier.update(chunk)
-                fault = self.fault  # tests only: one write point per transfer, torn
-                if (
-                    fault is not None
-                    and written == start
-                    and fault.hit(f"download write {self.part.name}")
-                ):
-                    write_all(fd, chunk[: int(len(chunk) * fault.torn)])
-                    raise PowerLoss(f"power cut at {fault.fired_at}")
-                write_all(fd, chunk)
-                written += len(chunk)
-                if self.progress is not None:
-                    self.progress(written, self.length)
-            _power_point(self.fault, f"download fsync {self.part.name}")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        with self.fs.open(self.part, 0o644, label=self.label) as f:
+            f.truncate(start)
+            f.seek(start)
+            self._catch_up(f.pread, start)
+            written = self._copy(resp, f, start)
+            f.sync()
         if self.verifier is not None and written < self.length:
             # a complete answer (its framing ended cleanly) that is too short: the file is
             # not the signed one. A broken transfer raises a transport error instead,
@@ -620,36 +488,42 @@ class _Download:
             raise BadLength(f"{self.url}: the file ended after {written} of {self.length} bytes")
         return True
 
+    def _copy(self, resp: Any, f: File, written: int) -> int:
+        """The body into ``f`` (positioned at ``written``), never past the length, through
+        the verifier; returns the part's length after it."""
+        monitor = self.f._monitor(self.url)
+        chunk_size = self.f.limits.chunk_size
+        while True:
+            want = min(chunk_size, self.length - written + 1)
+            chunk = self.f._read(resp, want, monitor)
+            if not chunk:
+                return written
+            if written + len(chunk) > self.length:
+                raise EndlessDataAttack(f"{self.url}: more than the {self.length} bytes")
+            if self.verifier is not None:
+                self.verifier.update(chunk)
+            f.write(chunk)
+            written += len(chunk)
+            if self.progress is not None:
+                self.progress(written, self.length)
+
     def complete(self) -> None:
         """Check the finished part: feed any bytes the verifier has not seen (a part
         completed by an earlier run), then require the exact length and every hash. A
         mismatch deletes the part, so the next attempt starts clean."""
         if self.verifier is None:
             if not self.part.exists():
-                fd = os.open(self.part, os.O_WRONLY | os.O_CREAT, 0o644)
-                os.close(fd)
+                self.fs.open(self.part, 0o644, label=self.label).close()
             return
         fd = os.open(self.part, os.O_RDONLY)
         try:
-            self._catch_up(fd, _size(self.part))
+            self._catch_up(lambda size, offset: os.pread(fd, size, offset), _size(self.part))
             self.verifier.finish()
         except UptaneError:
-            self.part.unlink(missing_ok=True)
+            self.fs.unlink(self.part)
             raise
         finally:
             os.close(fd)
-
-
-def _power_check(fault: PowerCut | None) -> None:
-    """Raise PowerLoss when ``fault`` has already cut the power (tests only)."""
-    if fault is not None and fault.fired:
-        raise PowerLoss("the power is off")
-
-
-def _power_point(fault: PowerCut | None, what: str) -> None:
-    """One write point of ``fault`` (tests only): raise PowerLoss when the power dies here."""
-    if fault is not None and fault.hit(what):
-        raise PowerLoss(f"power cut at {fault.fired_at}")
 
 
 def file_holds(target: TargetFile, path: Path, limits: Limits) -> bool:
@@ -666,45 +540,6 @@ def file_holds(target: TargetFile, path: Path, limits: Limits) -> bool:
     except (OSError, UptaneError):
         return False
     return True
-
-
-class HttpMetadataSource:
-    """A :class:`uptane.trust.MetadataSource` over HTTP: ``base_url/VERSION.ROLE.EXT`` or
-    ``base_url/ROLE.EXT``, the role name percent-encoded (``../x`` -> ``..%2Fx``) so it
-    cannot leave the metadata directory on the server."""
-
-    def __init__(
-        self,
-        fetcher: Fetcher,
-        base_url: str,
-        encoding: str = JSON,
-        *,
-        repository: str | None = None,
-    ) -> None:
-        self.fetcher = fetcher
-        self.base_url = base_url if base_url.endswith("/") else base_url + "/"
-        self.encoding = encoding
-        self.repository = repository
-
-    def url_for(self, role: str, version: int | None) -> str:
-        return self.base_url + metadata_filename(encode_name(role), version, self.encoding)
-
-    def fetch_metadata(self, role: str, version: int | None, max_bytes: int) -> bytes | None:
-        try:
-            return self.fetcher.fetch_bytes(self.url_for(role, version), max_bytes)
-        except UptaneError as e:
-            raise e.at(repository=self.repository, role=role) from None
-
-
-def target_url(base_url: str, path: str, hash_prefix: str | None = None) -> str:
-    """The URL of target ``path`` under ``base_url``; with consistent snapshots the file
-    name gets the hash prefix (``dir/HASH.name``, §5.2.7). Path segments are
-    percent-encoded, slashes kept."""
-    base = base_url if base_url.endswith("/") else base_url + "/"
-    dirname, sep, name = path.rpartition("/")
-    if hash_prefix is not None:
-        name = f"{hash_prefix}.{name}"
-    return base + quote(f"{dirname}{sep}{name}", safe="/")
 
 
 # --- helpers --------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The Primary's persistent state, every file replaced atomically (:class:`AtomicStore`).
+"""The Primary's persistent state, every file replaced atomically (:class:`storage.AtomicStore`).
 
 Layout of the storage directory::
 
@@ -11,17 +11,19 @@ Layout of the storage directory::
 The cycle record holds what must survive a ``kill -9``:
 
 - ``installed``: per ECU, the Director entry it runs (what the Primary saw installed);
-- ``pending``: per ECU, the approved entry still to deliver, with its step
-  (``approved`` -> ``downloaded`` -> ``sent`` -> ``installed``) and the Director targets
-  version it came from;
-- ``results``: per ECU, the last outcome (installed / failed / unreachable, attack code);
+- ``pending``: per ECU, the approved entry still to deliver, with its step (one of
+  :class:`primary.lifecycle.Step`, moved only through that table) and the Director
+  targets version it came from;
+- ``results``: per ECU, the last outcome (:class:`primary.lifecycle.Outcome`, attack
+  code), and the identity of the image last sent to it (``sending``, an
+  :class:`uptane.identity.ImageIdentity` as a dict; see :func:`sending_of`);
 - ``attacks``: attacks the Primary itself saw since the last manifest was accepted
   (verification failures, slow retrieval): the next manifest carries them;
 - ``last_error``, ``last_cycle``, ``cycles``.
 
-Every change is one :meth:`AtomicStore.write`: a power cut leaves the old record or the new.
-``fault`` (tests only) is one :class:`hardware.flash.PowerCut` shared by every store here
-and by the image downloads and prunes, so a test can cut the power at each write point.
+Every change is one :meth:`storage.AtomicStore.write`: a power cut leaves the old record or
+the new. Every store here, and the prune of the images, writes through the one
+:class:`storage.FileSystem` the state is given (the real disk unless a test wraps it).
 """
 
 from __future__ import annotations
@@ -31,14 +33,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from hardware.flash import PowerCut, PowerLoss
-from hardware.store import AtomicStore
+from primary.lifecycle import Step
+from storage import LOCAL, AtomicStore, FileSystem
 from uptane.errors import UptaneError
+from uptane.identity import ImageIdentity
 from uptane.limits import Limits
 from uptane.metadata import TargetFile
 from uptane.paths import encode_name
 
-STEPS = ("approved", "downloaded", "sent", "installed")
 _CYCLE = "cycle"
 
 
@@ -56,7 +58,7 @@ class Pending:
 
     ecu_id: str
     target: TargetFile
-    step: str = "approved"
+    step: Step = Step.APPROVED
     director_version: int = 0
     attempts: int = 0
     #: where to download the image (the Director's URL, or the Image repository's)
@@ -66,7 +68,7 @@ class Pending:
         return {
             "ecu_id": self.ecu_id,
             "target": target_to_dict(self.target),
-            "step": self.step,
+            "step": self.step.value,
             "director_version": self.director_version,
             "attempts": self.attempts,
             "url": self.url,
@@ -77,7 +79,7 @@ class Pending:
         return cls(
             d["ecu_id"],
             target_from_dict(d["target"], limits),
-            d["step"],
+            Step(d["step"]),  # an unknown step is a ValueError: the record is unusable
             d["director_version"],
             d.get("attempts", 0),
             d.get("url"),
@@ -123,20 +125,18 @@ class CycleRecord:
 class PrimaryState:
     """Read and write the Primary's state under ``directory`` (see the module doc)."""
 
-    def __init__(
-        self, directory: str | Path, limits: Limits, *, fault: PowerCut | None = None
-    ) -> None:
+    def __init__(self, directory: str | Path, limits: Limits, *, fs: FileSystem = LOCAL) -> None:
         self.directory = Path(directory)
         self.limits = limits
-        self.fault = fault
+        self.fs = fs
         cap = max(limits.role_bytes.values()) + limits.delegated_targets_bytes
         self._meta = {
-            repo: AtomicStore(self.directory / "metadata" / repo, max_bytes=cap, fault=fault)
+            repo: AtomicStore(self.directory / "metadata" / repo, max_bytes=cap, fs=fs)
             for repo in ("director", "image")
         }
-        self._forward = AtomicStore(self.directory / "forward", max_bytes=cap, fault=fault)
+        self._forward = AtomicStore(self.directory / "forward", max_bytes=cap, fs=fs)
         self._state = AtomicStore(
-            self.directory / "state", max_bytes=limits.manifest_bytes * 4, fault=fault
+            self.directory / "state", max_bytes=limits.manifest_bytes * 4, fs=fs
         )
         self.images_dir = self.directory / "images"
         self.images_dir.mkdir(parents=True, exist_ok=True)
@@ -195,14 +195,18 @@ class PrimaryState:
         return self.images_dir / f"{digest}.{encode_name(target.path)}"[:240]
 
     def prune_images(self, keep: list[TargetFile]) -> None:
-        """Delete downloaded images (and parts) no pending install needs."""
+        """Delete downloaded images (and parts) no pending install needs, then fsync the
+        directory once so the deletions are durable."""
         wanted = {self.image_path(t).name for t in keep}
         wanted |= {n + ".part" for n in wanted}
+        self.fs.check()
+        gone = False
         for p in sorted(self.images_dir.iterdir()):  # one order: the same write points
             if p.is_file() and p.name not in wanted:
-                if self.fault is not None and self.fault.hit(f"images unlink {p.name}"):
-                    raise PowerLoss(f"power cut at {self.fault.fired_at}")
-                p.unlink(missing_ok=True)
+                self.fs.unlink(p)
+                gone = True
+        if gone:
+            self.fs.sync_dir(self.images_dir)
 
     # --- the cycle record --------------------------------------------------------------------
 
@@ -217,6 +221,20 @@ class PrimaryState:
 
     def save_cycle(self, record: CycleRecord) -> None:
         self._state.write_json(_CYCLE, record.to_dict())
+
+
+def image_of(entry: dict[str, Any], key: str) -> ImageIdentity | None:
+    """The image identity stored in a ``results`` entry under ``key`` (``sending``: the
+    image whose transfer this Primary last started to the ECU; ``image``: the image it
+    refused), or None.
+
+    Records written before image identities were stored hold a string there (path,
+    length and hashes joined): it reads as None, "unknown image". That is safe: an
+    unknown ``sending`` image is never resumed, so the next transfer to that ECU sends
+    the metadata again and restarts the image at byte 0; an unknown refused image
+    restarts the refusal count, so the image is offered at most ``MAX_REFUSALS`` more
+    times."""
+    return ImageIdentity.from_dict(entry.get(key))
 
 
 def _decode_name(encoded: str) -> str:

@@ -33,9 +33,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from hardware.store import fsync_dir, write_all
-from primary.fetcher import Fetcher, HttpMetadataSource, file_holds, target_url
+from primary.fetcher import Fetcher, file_holds
+from primary.sources import HttpMetadataSource, target_url
 from primary.timesource import SystemTime, TimeSource
+from storage import LOCAL, read_capped
+from storage.fs import write_all
 from uptane.errors import EndlessDataAttack, MalformedInput, UptaneError
 from uptane.limits import Limits
 from uptane.metadata import JSON, TargetFile
@@ -106,7 +108,7 @@ def read_metadata_dir(directory: Path, limits: Limits) -> dict[str, bytes]:
         if role_file(role) != p.name:
             continue
         try:
-            files[role] = _read_capped(p, limits.bytes_for_role(role))
+            files[role] = read_capped(p, limits.bytes_for_role(role))
         except EndlessDataAttack:
             if role == "root":
                 raise
@@ -124,7 +126,7 @@ def write_metadata_dir(directory: Path, raw: dict[str, bytes]) -> None:
     never a torn one); the temp files of one batch are fsynced concurrently, and the
     directory is fsynced once after all renames and removals of the batch."""
     if _update_files(directory, raw):
-        fsync_dir(directory)
+        LOCAL.sync_dir(directory)
 
 
 def _update_files(directory: Path, raw: dict[str, bytes]) -> bool:
@@ -169,7 +171,7 @@ def _update_files(directory: Path, raw: dict[str, bytes]) -> bool:
 def atomic_write(path: Path, data: bytes) -> None:
     """Temp file in the same directory (not ``*.json``), fsync, rename, fsync the dir."""
     _replace_synced(path, data)
-    fsync_dir(path.parent)
+    LOCAL.sync_dir(path.parent)
 
 
 def _replace_synced(path: Path, data: bytes) -> None:
@@ -268,7 +270,7 @@ class _Persisting:
         try:
             self.changed |= _update_files(self.directory, raw)
             if last and self.changed:
-                fsync_dir(self.directory)
+                LOCAL.sync_dir(self.directory)
                 self.changed = False
         except BaseException as e:
             self.error = e
@@ -279,7 +281,7 @@ class _Persisting:
         if self.error is not None:
             raise self.error
         if self.changed:
-            fsync_dir(self.directory)
+            LOCAL.sync_dir(self.directory)
             self.changed = False
 
 
@@ -314,7 +316,7 @@ class TufClient:
         """Install ``trusted_root_file`` as the trusted root, with no network. The core
         checks that it is root metadata signed by a threshold of its own keys."""
         self._initialised = None
-        data = _read_capped(Path(trusted_root_file), self.limits.bytes_for_role("root"))
+        data = read_capped(trusted_root_file, self.limits.bytes_for_role("root"))
         trust = RepositoryTrust(REPOSITORY, data, self.limits, encoding=JSON)
         self.metadata_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(self.metadata_dir / role_file("root"), data)
@@ -460,17 +462,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         traceback.print_exc()
         return 1
     return 0
-
-
-# --- helpers --------------------------------------------------------------------------------
-
-
-def _read_capped(path: Path, cap: int) -> bytes:
-    with path.open("rb") as f:
-        data = f.read(cap + 1)
-    if len(data) > cap:
-        raise EndlessDataAttack(f"{path}: more than the {cap}-byte cap")
-    return data
 
 
 if __name__ == "__main__":

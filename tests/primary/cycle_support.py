@@ -31,13 +31,13 @@ from director.director import Director, EcuSpec
 from director.director_server import create_app as director_app
 from director.image_repo import ImageRepository, default_offline_dir
 from director.image_server import create_app as image_app
-from hardware.store import AtomicStore
 from primary.agent import Primary
 from primary.cli import provision
 from primary.config import load_config
 from primary.secondaries import InProcessSecondary
 from primary.timesource import FixedTime
 from secondary.agent import SecondaryAgent
+from storage import AtomicStore
 from uptane.keys import PrivateKey
 from uptane.limits import Limits
 from uptane.metadata import DER, Metadata, Targets
@@ -357,6 +357,7 @@ class Ecu:
     agent: SecondaryAgent | None = None
     served: InProcessSecondary | None = None
     mode: str = "partial"
+    encoding: str = DER
 
 
 CONFIG = """
@@ -394,7 +395,7 @@ serial = "{serial}"
 hardware_id = "{hw}"
 public_key = "keys/{serial}.pub"
 mode = "{mode}"
-encoding = "der"
+encoding = "{encoding}"
 link = {link}
 timeout = {timeout}
 retries = 1
@@ -415,9 +416,11 @@ class Vehicle:
         min_speed: float | None = None,
         modes: dict[str, str] | None = None,
         links: dict[str, str] | None = None,
+        encodings: dict[str, str] | None = None,
     ) -> None:
         """``links`` maps a Secondary to the TOML of its link (default: in-process, booted
-        here); the test serves a Secondary it links otherwise."""
+        here); the test serves a Secondary it links otherwise. ``encodings`` maps a
+        Secondary to the encoding it reads and reports in (default DER)."""
         self.root = root
         self.backend = backend
         self.time = FixedTime(now)
@@ -441,15 +444,19 @@ class Vehicle:
             key = PrivateKey.generate()
             (root / "keys" / f"{serial}.pub").write_text(json.dumps(key.key.to_dict()))
             mode = (modes or {}).get(serial, "partial")
+            encoding = (encodings or {}).get(serial, DER)
             link = (links or {}).get(serial)
             text += SECONDARY.format(
                 serial=serial,
                 hw=hw,
                 mode=mode,
+                encoding=encoding,
                 link=link or f'{{ type = "inprocess", name = "{serial}" }}',
                 timeout=1.0 if link is None else 2.0,
             )
-            self.ecus[serial] = Ecu(serial, hw, key, root / "ecus" / serial, mode=mode)
+            self.ecus[serial] = Ecu(
+                serial, hw, key, root / "ecus" / serial, mode=mode, encoding=encoding
+            )
             (root / "ecus" / serial).mkdir(parents=True)
             (root / "ecus" / serial / "key.pem").write_bytes(key.to_pem())
         self.config_path = root / "primary.toml"
@@ -464,8 +471,8 @@ class Vehicle:
             full = ecu.mode == "full"
             SecondaryAgent.provision_state(
                 store,
-                backend.director_root(DER),
-                image_root=backend.image_root(DER) if full else None,
+                backend.director_root(ecu.encoding),
+                image_root=backend.image_root(ecu.encoding) if full else None,
                 time=int(now.timestamp()),
             )
             if ecu.serial not in (links or {}):
@@ -476,7 +483,9 @@ class Vehicle:
         ecu = self.ecus[serial]
         if ecu.served is not None:
             ecu.served.close()
-        ecu.agent, ecu.served = boot_agent(serial, ecu.hardware_id, ecu.directory, ecu.mode, VIN)
+        ecu.agent, ecu.served = boot_agent(
+            serial, ecu.hardware_id, ecu.directory, ecu.mode, VIN, encoding=ecu.encoding
+        )
         return ecu.agent
 
     def unplug(self, serial: str) -> None:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from hardware.fdport import FdPort
 from hardware.flash import Flash
-from hardware.store import AtomicStore
 from primary.secondaries import InProcessSecondary, serve_inprocess
 from secondary.agent import SecondaryAgent
+from storage import LOCAL, AtomicStore, FileSystem
 from uptane.keys import PrivateKey
 from uptane.metadata import DER
 
@@ -22,17 +22,21 @@ def make_agent(
     directory: Path,
     mode: str = "partial",
     vin: str = "VIN-PRIMARY-1",
+    *,
+    fs: FileSystem = LOCAL,
+    encoding: str = DER,
 ) -> SecondaryAgent:
-    """A Secondary agent rebuilt from ``directory`` (key, state, flash), booted."""
+    """A Secondary agent rebuilt from ``directory`` (key, state, flash), booted; its store
+    and flash write through ``fs``."""
     agent = SecondaryAgent(
         ecu_serial=serial,
         hardware_id=hardware_id,
         key=PrivateKey.from_pem((directory / "key.pem").read_bytes()),
-        store=AtomicStore(directory / "state"),
-        flash=Flash(directory / "flash", 1 << 20),
+        store=AtomicStore(directory / "state", fs=fs),
+        flash=Flash(directory / "flash", 1 << 20, fs=fs),
         mode=mode,
         vehicle_id=vin,
-        encoding=DER,
+        encoding=encoding,
     )
     agent.start()
     return agent
@@ -44,7 +48,10 @@ def boot_agent(
     directory: Path,
     mode: str = "partial",
     vin: str = "VIN-PRIMARY-1",
+    *,
+    fs: FileSystem = LOCAL,
+    encoding: str = DER,
 ) -> tuple[SecondaryAgent, InProcessSecondary]:
     """:func:`make_agent`, served on the in-process link named ``serial``."""
-    agent = make_agent(serial, hardware_id, directory, mode, vin)
+    agent = make_agent(serial, hardware_id, directory, mode, vin, fs=fs, encoding=encoding)
     return agent, serve_inprocess(serial, agent, agent.limits)

@@ -2,18 +2,23 @@
 "Faults"), then a reboot: the update completes, each ECU installs its image once, and the
 Primary's state is whole.
 
-The walk: one clean cycle under a :class:`~hardware.flash.WritePointCounter` counts the
-write points of a complete update of two Secondaries (in-process links, the real Director
-and Image repository services on 127.0.0.1): the cycle record, both repositories' trusted
-metadata, the forwarded DER targets, the two image downloads (part, fsync, rename, fsync of
-the directory) and the prune of the delivered images. There are 90. The walk takes every
-one, not a spread: each point costs about one second (a fresh backend and vehicle, the cut
-cycle, two or three cycles after it), some 90 s in all, and the write points of the cycle
-record differ only by the step they record. For each write point N (each cut is checked
-to fall on the point the clean run named), a fresh vehicle and backend get the same
-assignment, the Primary loses power at write N (:class:`~hardware.flash.PowerLoss` leaves
+The Primary writes through the :class:`storage.FileSystem` it is given; the test gives it
+a :class:`storage.faults.FaultyFileSystem`, the only place a fault is injected (the agent
+has no fault parameter). The walk: one clean cycle under a
+:class:`~storage.faults.WritePointCounter` counts the write points of a complete update of
+two Secondaries (in-process links, the real Director and Image repository services on
+127.0.0.1): the cycle record, both repositories' trusted metadata, the forwarded DER
+targets, the two image downloads (part, fsync, rename, fsync of the directory) and the
+prune of the delivered images (unlinks, fsync of the directory). There are 91 (90 before
+the storage package: the prune's directory fsync is new). The walk takes every one, not a
+spread: each point costs about one second (a fresh backend and vehicle, the cut cycle, two
+or three cycles after it), some 90 s in all, and the write points of the cycle record
+differ only by the step they record. For each write point N (each cut is checked to fall
+on the point the clean run named), a fresh vehicle and backend get the same assignment,
+the Primary loses power at write N (:class:`~storage.faults.PowerLoss` leaves
 ``run_cycle``; the Secondaries keep theirs), and a fresh ``Primary`` over the same storage
-directory (no fault: the reboot) runs at most three cycles. The checks after the cut and at the end:
+directory (the real file system: the reboot) runs at most three cycles. The checks after
+the cut and at the end:
 
 - every state file the Primary keeps decodes (the cycle record, each trusted metadata file
   in JSON, each forwarded file in DER), and every downloaded image holds exactly the
@@ -37,10 +42,10 @@ from urllib.parse import unquote
 import pytest
 from cycle_support import IMAGES, LIMITS, VIN, Vehicle, backend_and_vehicle
 
-from hardware.flash import PowerCut, PowerLoss, WritePointCounter
-from hardware.store import AtomicStore
 from primary.agent import CycleResult, Primary
 from primary.state import PrimaryState
+from storage import AtomicStore
+from storage.faults import FaultyFileSystem, PowerCut, PowerLoss, WritePointCounter
 from uptane.metadata import DER, JSON, decode
 
 ASSIGNED = {"brk-1": "brakes/fw-2.bin", "tcu-1": "tcu/tcu-5.bin"}
@@ -48,6 +53,8 @@ ASSIGNED = {"brk-1": "brakes/fw-2.bin", "tcu-1": "tcu/tcu-5.bin"}
 MAX_CYCLES = 3
 #: the whole walk may never hang: the test fails after this many seconds
 WALK_DEADLINE = 600
+#: write points of the clean cycle (90 before the storage package; at least as many now)
+MIN_POINTS = 90
 
 
 class Overran(BaseException):
@@ -68,8 +75,10 @@ def deadline(seconds: int) -> Iterator[None]:
         signal.signal(signal.SIGALRM, old)
 
 
-def primary(car: Vehicle, fault: PowerCut | None = None) -> Primary:
-    return Primary(car.config, time_source=car.time, say=car.lines.append, fault=fault)
+def primary(car: Vehicle, trigger: PowerCut | None = None) -> Primary:
+    """The vehicle's Primary; with ``trigger``, on a file system that obeys it."""
+    kw = {} if trigger is None else {"fs": FaultyFileSystem(trigger)}
+    return Primary(car.config, time_source=car.time, say=car.lines.append, **kw)
 
 
 def check_state_whole(storage: Path) -> None:
@@ -106,6 +115,14 @@ def check_done(backend: Any, car: Vehicle) -> None:
         assert rec.installed[serial].path == path
     states = {a["ecu"]: a["state"] for a in backend.director.list_assignments(vin=VIN)}
     assert states == dict.fromkeys(ASSIGNED, "installed")
+
+
+def _kind(point: str) -> str:
+    """``write store``, ``rename images``, ...: a write point without its file name."""
+    op, _, where = point.partition(" ")
+    if op in ("write", "fsync"):
+        return f"{op} {where.split(' ', 1)[0]}"
+    return f"{op} {where.split('/', 1)[0]}"
 
 
 def director_done(backend: Any) -> bool:
@@ -145,14 +162,21 @@ def test_5_4_2_power_cut_at_every_write_point_of_a_primary_cycle(tmp_path):
     with deadline(WALK_DEADLINE):
         points = count_write_points(tmp_path / "count", now)
         print(f"{len(points)} write points in one cycle")
-        # every kind of write the cycle makes is among them
-        ops = {" ".join(p.split(" ", 2)[:2]) for p in points}
+        assert len(points) >= MIN_POINTS
+        # every kind of write the cycle makes is among them: each store's files (temp
+        # file written and fsynced, renamed, directory fsynced), the downloads, the prune
+        ops = {_kind(p) for p in points}
+        dirs = ("state", "director", "image", "forward")
         assert ops == {
-            *(f"store {op}" for op in ("write", "fsync", "rename", "fsync-dir")),
-            *(f"download {op}" for op in ("write", "fsync", "rename", "fsync-dir")),
-            "images unlink",
+            "write store",
+            "fsync store",
+            *(f"rename {d}" for d in (*dirs, "images")),
+            *(f"fsync-dir {d}" for d in (*dirs, "images")),
+            "write download",
+            "fsync download",
+            "unlink images",
         }
-        stored = {p.split(" ", 2)[2] for p in points if p.startswith("store ")}
+        stored = {p.split(" ", 2)[2] for p in points if p.startswith("write store ")}
         assert {"cycle", "timestamp", "snapshot", "targets", "director.targets.2.der"} <= stored
         for n, expected in enumerate(points, start=1):
             cut_then_reboot(tmp_path / f"cut-{n}", now, n, expected)

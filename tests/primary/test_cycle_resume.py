@@ -115,3 +115,42 @@ def test_5_4_slow_secondary_keeps_its_partial_and_a_new_image_of_the_same_name_i
         st = ecu.agent.slots.status()
         assert st.installed is not None and st.installed.filename == BRAKES
         assert ecu.agent.flash.read(st.booted, 0, st.installed.length) == new
+
+
+def test_a_transfer_recorded_by_an_earlier_primary_restarts_at_byte_0(tmp_path, now):
+    """An upgraded Primary finds the image it was sending named by the old string key
+    (path, length, hashes joined): it reads as "unknown image", so the Secondary's partial
+    is not continued (the safe side): the metadata goes again, the image from byte 0."""
+    with backend_and_vehicle(tmp_path, now, secondaries={"brk-1": "brk-v1"}) as (backend, car):
+        backend.assign(VIN, [("brk-1", BRAKES)])
+        ecu = car.ecus["brk-1"]
+        assert ecu.served is not None and ecu.agent is not None
+        link = ecu.served.primary_end
+        total = len(IMAGES[BRAKES][0])
+
+        def say(line: str) -> None:
+            car.lines.append(line)
+            sent = re.search(rf"send {BRAKES} to brk-1: +\d+% \((\d+)/", line)
+            if sent and int(sent.group(1)) > total * 3 // 4:
+                link.cut = True
+
+        first = Primary(car.config, time_source=car.time, say=say).run_cycle()
+        assert first.unreachable == ["brk-1"] and first.installed == {}
+        state = car.primary().state
+        record = state.load_cycle()
+        target = record.pending["brk-1"].target
+        hashes = ",".join(f"{k}:{v.lower()}" for k, v in sorted(target.hashes.items()))
+        record.results["brk-1"]["sending"] = f"{target.path}|{target.length}|{hashes}"
+        state.save_cycle(record)
+
+        link.cut = False
+        assert car.boot("brk-1").status().image_offset > 0  # the ECU kept a partial
+        car.lines.clear()
+        second = car.cycle()
+        text = "\n".join(car.lines)
+        assert second.installed == {"brk-1": BRAKES}, text
+        assert f"brk-1: its partial {BRAKES} is of another image: starting again" in text
+        assert "brk-1: sending time and" in text and "resumed the image transfer" not in text
+        st = car.ecus["brk-1"].agent.slots.status()
+        assert st.installed is not None
+        assert car.ecus["brk-1"].agent.flash.read(st.booted, 0, total) == IMAGES[BRAKES][0]

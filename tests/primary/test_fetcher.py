@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 from http_servers import QuietHandler, Server, serve
 
-from primary.fetcher import Fetcher, HttpMetadataSource, SpeedMonitor, _Watchdog, target_url
+from primary.fetcher import Fetcher, SpeedMonitor
+from primary.http_deadline import _Watchdog
+from primary.sources import HttpMetadataSource, target_url
 from uptane.errors import (
     BadHash,
     DropRequestAttack,

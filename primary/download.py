@@ -1,0 +1,65 @@
+"""The download stage (§5.4.2 step 4): every approved image into the Primary's storage.
+
+Each image goes through :meth:`primary.fetcher.Fetcher.download_to`: free space checked
+first, never more than the signed length, every hash checked by the core's
+:class:`~uptane.verify.ImageVerifier`, a ``.part`` file resumed by the next cycle. An
+image already in storage (a download that finished before a crash) is checked, not
+fetched again. :func:`download` says whether the whole bundle is here: nothing goes to
+any ECU before it is (§4.3 partial bundle).
+"""
+
+from __future__ import annotations
+
+from primary.cycle import Cycle
+from primary.fetcher import file_holds
+from primary.lifecycle import Event, Step, advance
+from primary.state import Pending
+from uptane.errors import UptaneError
+from uptane.verify import ImageVerifier
+
+
+def download(cy: Cycle) -> bool:
+    """Download every approved image; True when no approved image is missing."""
+    for _ecu_id, p in sorted(cy.record.pending.items()):
+        if p.step == Step.APPROVED:
+            _download_one(cy, p)
+    missing = sorted(p.target.path for p in cy.record.pending.values() if p.step == Step.APPROVED)
+    if missing:
+        # §4.3 partial bundle: no ECU gets its image until every image of the bundle is
+        # here (the next cycle resumes the rest)
+        cy.say(f"bundle incomplete, nothing sent: waiting for {', '.join(missing)}")
+        cy.save()
+        return False
+    return True
+
+
+def _download_one(cy: Cycle, p: Pending) -> None:
+    dest = cy.state.image_path(p.target)
+    if file_holds(p.target, dest, cy.limits):  # a download finished before a crash
+        advance(p, Event.DOWNLOADED)
+        cy.save()
+        return
+    path = p.target.path
+    cy.say(f"downloading {path} for {p.ecu_id} ({p.target.length} bytes)")
+    try:
+        cy.fetcher.download_to(
+            p.url or "",
+            dest,
+            p.target.length,
+            ImageVerifier(p.target, cy.limits),
+            progress=cy.progress(f"download {path}"),
+            fs=cy.state.fs,
+        )
+    except UptaneError as e:
+        p.attempts += 1
+        cy.stopped(e, f"download of {path}")
+        cy.say(f"download of {path} stopped: {e}")
+        cy.save()
+        return
+    advance(p, Event.DOWNLOADED)
+    cy.result.downloaded.append(path)
+    cy.save()
+    cy.say(f"downloaded {path}: length and every hash verified")
+
+
+__all__ = ["download"]
