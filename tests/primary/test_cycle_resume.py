@@ -9,10 +9,11 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from cycle_support import IMAGES, VIN, backend_and_vehicle
+from cycle_support import IMAGES, VIN, Vehicle, backend_and_vehicle
 
 from director.image_repo import ImageRepository, default_offline_dir
 from primary.agent import Primary
+from primary.secondaries import QueueTransport
 from secondary.agent import TRANSFER_AT
 
 BRAKES = "brakes/fw-2.bin"
@@ -23,6 +24,25 @@ def now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
+def cut_three_quarters_into_the_transfer(car: Vehicle) -> QueueTransport:
+    """One cycle whose link to brk-1 goes dead once three quarters of the brakes image
+    are sent (the ECU loses power: nothing more arrives); returns that link."""
+    ecu = car.ecus["brk-1"]
+    assert ecu.served is not None
+    link = ecu.served.primary_end
+    total = len(IMAGES[BRAKES][0])
+
+    def say(line: str) -> None:
+        car.lines.append(line)
+        sent = re.search(rf"send {BRAKES} to brk-1: +\d+% \((\d+)/", line)
+        if sent and int(sent.group(1)) > total * 3 // 4:
+            link.cut = True
+
+    first = Primary(car.config, time_source=car.time, say=say).run_cycle()
+    assert first.unreachable == ["brk-1"] and first.installed == {}
+    return link
+
+
 def test_5_4_2_secondary_rebooted_mid_transfer_resumes_at_its_checkpoint(tmp_path, now):
     with backend_and_vehicle(tmp_path, now, secondaries={"brk-1": "brk-v1"}) as (backend, car):
         backend.assign(VIN, [("brk-1", BRAKES)])
@@ -31,15 +51,7 @@ def test_5_4_2_secondary_rebooted_mid_transfer_resumes_at_its_checkpoint(tmp_pat
         link = ecu.served.primary_end
         total = len(IMAGES[BRAKES][0])
         assert total * 3 // 4 > ecu.agent.checkpoint_bytes  # the cut comes after one
-
-        def say(line: str) -> None:
-            car.lines.append(line)
-            sent = re.search(rf"send {BRAKES} to brk-1: +\d+% \((\d+)/", line)
-            if sent and int(sent.group(1)) > total * 3 // 4:
-                link.cut = True  # the ECU loses power: nothing more arrives
-
-        first = Primary(car.config, time_source=car.time, say=say).run_cycle()
-        assert first.unreachable == ["brk-1"] and first.installed == {}
+        cut_three_quarters_into_the_transfer(car)
         assert ecu.agent.store.read(TRANSFER_AT) is not None  # a checkpoint was stored
 
         link.cut = False
@@ -123,19 +135,8 @@ def test_a_transfer_recorded_by_an_earlier_primary_restarts_at_byte_0(tmp_path, 
     is not continued (the safe side): the metadata goes again, the image from byte 0."""
     with backend_and_vehicle(tmp_path, now, secondaries={"brk-1": "brk-v1"}) as (backend, car):
         backend.assign(VIN, [("brk-1", BRAKES)])
-        ecu = car.ecus["brk-1"]
-        assert ecu.served is not None and ecu.agent is not None
-        link = ecu.served.primary_end
+        link = cut_three_quarters_into_the_transfer(car)
         total = len(IMAGES[BRAKES][0])
-
-        def say(line: str) -> None:
-            car.lines.append(line)
-            sent = re.search(rf"send {BRAKES} to brk-1: +\d+% \((\d+)/", line)
-            if sent and int(sent.group(1)) > total * 3 // 4:
-                link.cut = True
-
-        first = Primary(car.config, time_source=car.time, say=say).run_cycle()
-        assert first.unreachable == ["brk-1"] and first.installed == {}
         state = car.primary().state
         record = state.load_cycle()
         target = record.pending["brk-1"].target
