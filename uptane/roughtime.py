@@ -33,6 +33,7 @@ from uptane.errors import (
     TimeJumpRefused,
     TimeQuorumNotMet,
     TimeReplay,
+    UptaneError,
 )
 from uptane.limits import Limits
 from uptane.securetime import MAX_TIME
@@ -306,10 +307,12 @@ def build_request(nonce: bytes, *, server_key: bytes | None = None) -> bytes:
 
 
 def parse_request(data: bytes, limits: TimeLimits) -> Request:
-    """A request as a server reads it: at least 1024 bytes (§6.1), a VER list that names
+    """A request as a server reads it: at least 1024 bytes (§6.1; the packet, so clients
+    that pad the packet rather than the message are answered too), a VER list that names
     this draft (ProtocolVersionMismatch otherwise), a 32-byte NONC, an optional SRV."""
     msg = decode_message(decode_packet(data, limits), limits, "request")
-    if len(data) - _HEADER.size < MIN_REQUEST_BYTES:
+    # the draft pads the message to 1024 bytes; some clients count the packet: both pass
+    if len(data) < MIN_REQUEST_BYTES:
         raise MalformedInput(
             f"Roughtime request: {len(data)} bytes; requests are padded to {MIN_REQUEST_BYTES}"
         )
@@ -576,12 +579,12 @@ class TimeDecision:
     latest: int
     agreed: VerifiedTime
     servers: int
-    refused: tuple[Exception, ...] = ()
+    refused: tuple[UptaneError, ...] = ()
 
 
 def verify_token(
     token: bytes, ecu_nonce: bytes, keys: Sequence[TimeServerKey], limits: TimeLimits
-) -> tuple[list[VerifiedTime], list[Exception]]:
+) -> tuple[list[VerifiedTime], list[UptaneError]]:
     """At an ECU: every response in the token checked (§6.4) against the nonce the
     Primary's commitment proves this ECU's ``ecu_nonce`` is under. A commitment that does
     not contain ``ecu_nonce`` leads to another nonce, so every response is a TimeReplay.
@@ -589,18 +592,11 @@ def verify_token(
     t = TimeToken.from_bytes(token, limits)
     request_nonce = root_from_path(ecu_nonce, t.index, t.path, limits.max_commitment_depth)
     verified: list[VerifiedTime] = []
-    refused: list[Exception] = []
+    refused: list[UptaneError] = []
     for raw in t.responses:
         try:
             verified.append(verify_response(raw, request_nonce, keys, limits))
-        except (
-            BadSignature,
-            ExpiredTimeDelegation,
-            TimeReplay,
-            MalformedInput,
-            EndlessDataAttack,
-            ProtocolVersionMismatch,
-        ) as e:
+        except UptaneError as e:
             refused.append(e)
     return verified, refused
 

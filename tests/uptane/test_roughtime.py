@@ -276,6 +276,14 @@ def test_6_1_a_request_shorter_than_1024_bytes_is_not_answered():
         rt.parse_request(short, L)
 
 
+def test_6_1_a_request_padded_to_1024_bytes_as_a_whole_packet_is_answered():
+    msg = fields(rt.build_request(nonce()))
+    msg[rt.ZZZZ] = msg[rt.ZZZZ][12:]  # 1024 bytes with the packet header, 1012 without
+    packet = rt.encode_packet(rt.encode_message(msg))
+    assert len(packet) == rt.MIN_REQUEST_BYTES
+    assert rt.parse_request(packet, L).nonce == msg[rt.NONC]
+
+
 def test_6_1_1_a_request_without_this_drafts_version_is_a_version_mismatch():
     msg = fields(rt.build_request(nonce()))
     msg[rt.VER] = struct.pack("<II", 1, 0x80000008)
