@@ -74,6 +74,25 @@ def test_serve_refuses_an_expired_delegation_and_says_to_renew_it(keys: Keys):
     assert done.returncode == 2 and "uptane-time-server delegate" in done.stderr
 
 
+@pytest.mark.slow
+def test_a_delegation_that_expires_while_serving_stops_the_answers(keys: Keys):
+    # a window ending 6 s from now (days=1 starting a day earlier): serve starts inside it
+    ends = int(time.time()) + 6
+    renewed = cli(
+        "delegate", "--keys", str(keys.offline), "--online", str(keys.online),
+        "--days", "1", "--not-before", str(ends - rt.DAY),
+    )  # fmt: skip
+    assert renewed.returncode == 0, renewed.stderr
+    with serving(keys) as running:
+        while int(time.time()) <= ends + 1:
+            time.sleep(0.5)
+        got = fetch_responses([running.address], nonce(), timeout=0.5, retries=1)
+        running.proc.terminate()
+        _, stderr = running.proc.communicate(timeout=10)
+    assert got == [None]
+    assert "outside the delegation's window" in stderr and "delegate" in stderr
+
+
 def test_delegate_renews_with_a_new_online_key_that_clients_accept(keys: Keys):
     before = (keys.online / "delegation.json").read_text()
     done = cli("delegate", "--keys", str(keys.offline), "--online", str(keys.online))
