@@ -412,3 +412,83 @@ def check_one(target: Target, data: bytes) -> None:
         return
     with contextlib.suppress(UptaneError):
         target.run(data)
+
+
+# --- encrypted images and deltas (issue 17): what a Secondary decodes from the link ---------
+
+#: a fixed content key: the fuzzer is the man in the middle, who never has it
+_CONTENT_KEY = b"\x07" * 32
+_PLAIN = bytes(range(256)) * 3 + b"tail"
+
+
+@functools.cache
+def _delta_pair() -> tuple[bytes, bytes]:
+    base = bytes(range(256)) * 12
+    new = bytearray(base)
+    new[100:140] = b"changed bytes in the middle of the image"
+    new[2000:2000] = b"inserted"
+    return base, bytes(new)
+
+
+def _encrypted_seeds() -> list[bytes]:
+    from uptane.encryption import Encryptor
+
+    enc = Encryptor(len(_PLAIN), chunk_size=256, content_key=_CONTENT_KEY)
+    return [enc.update(_PLAIN) + enc.finish()]
+
+
+def _decrypt(data: bytes) -> None:
+    from uptane.encryption import Decryptor
+
+    dec = Decryptor(_CONTENT_KEY, len(_PLAIN), CONSTRAINED)
+    dec.feed(data, lambda _: None)
+    dec.finish()
+
+
+def _delta_seeds() -> list[bytes]:
+    from uptane.delta import create_delta
+
+    base, new = _delta_pair()
+    return [create_delta(base, new), create_delta(new, base[:500])]
+
+
+def _apply_delta(data: bytes) -> None:
+    from uptane.delta import DeltaApplier
+
+    base, new = _delta_pair()
+    out = bytearray()
+    applier = DeltaApplier(
+        lambda off, n: base[off : off + n],
+        len(base),
+        out.extend,
+        patch_length=len(data),
+        output_length=len(new),
+        limits=CONSTRAINED,
+    )
+    applier.feed(data)
+    applier.finish()
+    assert len(out) <= len(new)
+
+
+def _encryption_key_seeds() -> list[bytes]:
+    from uptane.encryption import EncryptionPrivateKey
+
+    return [EncryptionPrivateKey.generate().public_key().to_der()]
+
+
+def _encryption_key(data: bytes) -> None:
+    from uptane.encryption import EncryptionPublicKey
+
+    EncryptionPublicKey.from_der(data)
+
+
+TARGETS.update(
+    {
+        t.name: t
+        for t in [
+            Target("encrypted_image", _decrypt, _encrypted_seeds),
+            Target("delta_patch", _apply_delta, _delta_seeds),
+            Target("encryption_key_der", _encryption_key, _encryption_key_seeds),
+        ]
+    }
+)

@@ -54,6 +54,10 @@ EVERY_DECODER = {
     "roughtime_response": "uptane.roughtime.verify_response (draft 11)",
     "roughtime_request": "uptane.roughtime.parse_request (at the time server)",
     "time_token": "uptane.roughtime.accept_token (an ECU, from its Primary)",
+    # encrypted images and deltas at a Secondary (issue 17)
+    "encrypted_image": "uptane.encryption.Decryptor.feed / finish",
+    "delta_patch": "uptane.delta.DeltaApplier.feed / finish",
+    "encryption_key_der": "uptane.encryption.EncryptionPublicKey.from_der",
 }
 
 FUZZ = settings(
