@@ -36,6 +36,8 @@ MODULES = (
     "fig7_manifests",
     "fig8_director_polls",
     "fig9_der_size",
+    "fig10_decrypt",
+    "fig11_delta",
 )
 FAILED = "failed"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
