@@ -44,9 +44,9 @@ from primary.secondaries import SecondaryPort
 from primary.state import CycleRecord, PrimaryState
 from primary.timesource import SystemTime, TimeSource
 from primary.verify import load_trust, verify
-from storage import LOCAL, FileSystem
+from storage import LOCAL, FileSystem, read_capped
 from uptane.errors import UptaneError
-from uptane.keys import PrivateKey
+from uptane.keys import MAX_KEY_FILE, PrivateKey
 from uptane.limits import Limits
 from uptane.trust import RepositoryTrust
 
@@ -103,7 +103,7 @@ class Primary:
     @property
     def key(self) -> PrivateKey:
         if self._key is None:
-            self._key = PrivateKey.from_pem(self.config.key_file.read_bytes())
+            self._key = PrivateKey.from_pem(read_capped(self.config.key_file, MAX_KEY_FILE))
         return self._key
 
     def load_trust(self) -> tuple[RepositoryTrust, RepositoryTrust]:
@@ -163,6 +163,8 @@ class Primary:
         finally:
             for p in ports.values():
                 p.close()
+        # a dead file system (a power cut) raises here, out of run_cycle: nothing more
+        # happens until the Primary is built again over its files (the reboot)
         record.cycles += 1
         record.last_cycle = self.time.now().strftime("%Y-%m-%dT%H:%M:%SZ")
         record.last_error = None if result.error is None else str(result.error)[:500]
