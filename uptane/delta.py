@@ -1,27 +1,29 @@
 """Delta updates (issue 17): detools sequential patches, made by the Image repository or a
 supplier, applied by a Secondary from its active slot into its inactive slot.
 
-Why detools, measured (4 MiB image, 5 % of its bytes changed: replaced runs, insertions and
-deletions; ``bench/fig11_delta.py`` makes the same image; apply with the patch and both
-images in files, peak by tracemalloc):
+Why detools, measured (``bench/fig11_delta.py``: a 4 MiB firmware-like image, a new version
+with 5 % of its bytes changed by replaced runs, insertions and deletions; each patch applied
+from files, peak by tracemalloc, one run on the shared 2-core machine):
 
-==============================  =============  ==========================  ===========
-library / format                patch / full   apply peak memory            apply speed
-==============================  =============  ==========================  ===========
-bsdiff4 1.3.2 (BSDIFF40, bz2)   0.0451         13,987 KiB (old+patch+new)  85 MiB/s
-detools 0.53 sequential, lzma   0.0455         8,254 KiB (the LZMA dict)   86 MiB/s
-detools sequential, zstd        0.0449         4,599 KiB (the zstd window) 95 MiB/s
-detools sequential, heatshrink  0.0650         356 KiB, streaming          46 MiB/s
-==============================  =============  ==========================  ===========
+======================================  ============  ==================================  ========
+library / format                        patch / full  apply peak (traced)                 MiB/s
+======================================  ============  ==================================  ========
+bsdiff4 1.3.2 (BSDIFF40, bz2)           0.0451        13,994 KiB (old + patch + new)      100
+detools 0.53 sequential, lzma           0.0455        8,254 KiB (the 8 MiB LZMA window)   114
+detools sequential, zstd                0.0449        4,596 KiB (the zstd window)         77
+detools sequential, heatshrink          0.0651        280 KiB (detools.apply_patch)       37
+same, :class:`DeltaApplier` (below)     0.0651        42 KiB, 7,168-byte pieces           23
+======================================  ============  ==================================  ========
 
 bsdiff4 applies only whole images in memory, with random access into the old one; detools
 makes the same bsdiff patches as a sequential stream (read the old image forward with
 seeks, write the new one in order), which is what A/B slots need, and its C library applies
 them on microcontrollers. Of its compressions, heatshrink is the one made for devices: a
-256-byte window (the C library's default build), so decompressing costs almost no memory,
-for a patch of 0.065 of the image (goal ≤ 0.15); lzma and zstd save a third of that but
-need the 8 MiB / 4.6 MiB window a small ECU does not have. Applying is bound by the link
-(30-40 KB/s on CAN), not by 46 MiB/s. :data:`FORMAT` is that choice.
+256-byte window and 128-byte lookahead (the static build of detools' C library,
+``src/c/heatshrink/heatshrink_config.h``), so decompressing costs almost no memory, for a
+patch of 0.065 of the image (goal ≤ 0.15); lzma and zstd save a third of that but need the
+8 MiB / 4.6 MiB window a small ECU does not have. Applying is bound by the link
+(30-40 KB/s on CAN), not by 23 MiB/s. :data:`FORMAT` is that choice.
 
 Pieces:
 
