@@ -8,7 +8,7 @@ import importlib
 import sys
 from pathlib import Path
 
-PACKAGES = ("uptane", "storage", "director", "primary", "secondary", "hardware")
+PACKAGES = ("uptane", "storage", "director", "primary", "secondary", "hardware", "timeserver")
 
 
 def main() -> int:
