@@ -8,7 +8,9 @@ signed and checked, in canonical JSON and in DER (docs/der-profile.md, ECUModule
   one of them.
 - :class:`VehicleVersionManifest`: what the Primary sends the Director: the vehicle id, the
   Primary's ECU id, and every ECU's *signed* report (each its own envelope, so the Director
-  checks each with that ECU's key), plus an optional attack indicator of the Primary.
+  checks each with that ECU's key), plus an optional attack indicator of the Primary and,
+  for each ECU the Primary could not reach, an :class:`UnreachableEcu` entry (signed by the
+  Primary as part of its manifest: the ECU is represented, with no version claim).
 - :class:`SignedManifest`: the envelope ``{"signed": ..., "signatures": [...]}``, the same
   shape as metadata. JSON signatures cover the canonical JSON of ``signed``; DER signatures
   cover the DER of the signed part. ``signed_bytes`` is what was signed.
@@ -33,13 +35,19 @@ JSON shapes (field names are this project's; DER uses the ASN.1 names)::
 
     vehicle version manifest signed part
     {"_type": "vehicle_version_manifest", "vehicle_id": str, "primary_id": str,
-     "ecu_version_reports": [{"signed": ..., "signatures": [...]}, ...], "attack"?: str, ...}
+     "ecu_version_reports": [{"signed": ..., "signatures": [...]}, ...], "attack"?: str,
+     "unreachable_ecus"?: [{"ecu_id": str, "reason": str,
+                            "last_seen"?: "YYYY-MM-DDTHH:MM:SSZ"}, ...], ...}
+
+``unreachable_ecus`` is omitted when every ECU answered (an empty list is refused, so that
+one manifest has one encoding); ``last_seen`` is the last time the ECU answered the
+Primary, omitted if it never did.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Generic, TypeVar
@@ -252,6 +260,61 @@ class EcuVersionReport:
 
 
 @dataclass
+class UnreachableEcu:
+    """An ECU the Primary could not reach this cycle, as it names it inside its own signed
+    manifest: the ECU's id, why (one line, e.g. ``"timeout: no answer on the serial link"``)
+    and the last time the ECU answered (None: never). It represents the ECU in the manifest
+    (§5.3.2.1) without any claim about what the ECU runs."""
+
+    ecu_id: str
+    reason: str
+    last_seen: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"ecu_id": self.ecu_id, "reason": self.reason}
+        if self.last_seen is not None:
+            d["last_seen"] = _format_time(self.last_seen)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Any, limits: Limits) -> UnreachableEcu:
+        what = "unreachable ECU"
+        d = _obj(d, what)
+        ecu_id = _ident(d, "ecu_id", what, limits)
+        reason = _take(d, "reason", str, what)
+        if not reason:
+            raise MalformedInput(f"{what}: reason must not be empty")
+        limits.check_string("unreachable reason", reason)
+        last_seen = _time(d, "last_seen", what, False)
+        if d:
+            raise MalformedInput(f"{what}: unknown fields {sorted(d)[:4]}")
+        return cls(ecu_id, reason, last_seen)
+
+
+def _unreachable(
+    d: dict[str, Any], reports: list[SignedManifest[EcuVersionReport]], limits: Limits
+) -> list[UnreachableEcu]:
+    """The manifest's ``unreachable_ecus`` (absent: none), bounded with the reports by
+    ``limits.max_ecus``; an ECU named twice, or both reported and unreachable, is refused."""
+    what = "vehicle version manifest"
+    docs = _opt(d, "unreachable_ecus", list, what)
+    if docs is None:
+        return []
+    if not docs:
+        raise MalformedInput(f"{what}: omit unreachable_ecus when every ECU answered")
+    limits.check_count("ECUs in a manifest", len(reports) + len(docs), limits.max_ecus)
+    seen = {r.signed.ecu_id for r in reports}
+    out: list[UnreachableEcu] = []
+    for doc in docs:
+        entry = UnreachableEcu.from_dict(doc, limits)
+        if entry.ecu_id in seen:  # each ECU is represented once (§5.3.2.1)
+            raise MalformedInput(f"{what}: ECU {entry.ecu_id[:64]!r} is named twice")
+        seen.add(entry.ecu_id)
+        out.append(entry)
+    return out
+
+
+@dataclass
 class VehicleVersionManifest:
     """The signed part of a vehicle version manifest (§5.4.2.1.1)."""
 
@@ -261,6 +324,8 @@ class VehicleVersionManifest:
     reports: list[SignedManifest[EcuVersionReport]] = field(default_factory=list)
     attack: str | None = None
     unrecognized: dict[str, Any] = field(default_factory=dict)
+    #: the ECUs the Primary could not reach (each in no report)
+    unreachable: list[UnreachableEcu] = field(default_factory=list)
 
     @property
     def type(self) -> str:
@@ -283,6 +348,8 @@ class VehicleVersionManifest:
         }
         if self.attack is not None:
             d["attack"] = self.attack
+        if self.unreachable:
+            d["unreachable_ecus"] = [u.to_dict() for u in self.unreachable]
         return d
 
     @classmethod
@@ -306,7 +373,8 @@ class VehicleVersionManifest:
             seen.add(ecu_id)
             reports.append(report)
         attack = _attack(d, what, limits)
-        return cls(vehicle_id, primary_id, reports, attack, d)
+        unreachable = _unreachable(d, reports, limits)
+        return cls(vehicle_id, primary_id, reports, attack, d, unreachable)
 
 
 M = TypeVar("M", EcuVersionReport, VehicleVersionManifest)
@@ -421,15 +489,20 @@ def build_vehicle_manifest(
     *,
     encoding: str = JSON,
     attack: str | None = None,
+    unreachable: Sequence[UnreachableEcu] = (),
 ) -> SignedManifest[VehicleVersionManifest]:
     """§5.4.2.1.1: the Primary wraps every ECU's signed report (its own included) and signs.
-    Reports are carried as signed, in the manifest's encoding."""
+    Reports are carried as signed, in the manifest's encoding. ``unreachable`` names the
+    ECUs the Primary could not reach, inside what it signs (§5.3.2.1: every ECU is
+    represented, by a report or by such an entry)."""
     for r in reports:
         if r.encoding != encoding:
             raise MalformedInput(
                 f"report of {r.signed.ecu_id!r} is signed in {r.encoding}, manifest is {encoding}"
             )
-    vvm = SignedManifest(VehicleVersionManifest(vehicle_id, primary_id, list(reports), attack))
+    body = VehicleVersionManifest(vehicle_id, primary_id, list(reports), attack)
+    body.unreachable = list(unreachable)
+    vvm = SignedManifest(body)
     vvm.encoding = encoding
     vvm.sign(signer)
     return vvm
@@ -496,8 +569,12 @@ def check_manifest_against_inventory(
     vehicle, ``ecu_keys`` (every registered ECU serial -> its public key, the Primary's
     included). The manifest must name this vehicle and its Primary and carry the
     Primary's signature; every report must come from a registered ECU, once, signed by
-    that ECU's key; and every registered ECU must report. Returns the manifest body and
-    the checked reports by ECU serial; raises the error naming what failed."""
+    that ECU's key; and every registered ECU must be represented exactly once: by its
+    report, or by an entry of ``unreachable_ecus`` (signed by the Primary with the rest of
+    its manifest), never both and never by anything else. The Primary is never
+    unreachable: it signed the manifest. Returns the manifest body (``body.unreachable``:
+    the unreachable entries) and the checked reports by ECU serial; raises the error
+    naming what failed."""
     primary_key = ecu_keys.get(primary_id)
     if primary_key is None:
         raise BadEcuId(f"Primary {primary_id[:64]!r} is not registered in vehicle {vehicle_id}")
@@ -516,10 +593,25 @@ def check_manifest_against_inventory(
             raise BadEcuId(f"ECU {serial[:64]!r} reports twice")
         # §5.3.2.1: each report carries the signature of the ECU it names
         reports[serial] = check_report(signed, key, expected_ecu_id=serial)
-    # §5.3.2.1: every ECU in the inventory is present
-    missing = sorted(set(ecu_keys) - set(reports))
+    unreachable: set[str] = set()
+    for entry in body.unreachable:
+        serial = entry.ecu_id
+        # §5.3.2.1: an unreachable entry represents a registered ECU, once, and never the
+        # Primary that signed the manifest
+        if serial not in ecu_keys:
+            raise BadEcuId(f"unreachable ECU {serial[:64]!r} is not registered in {vehicle_id}")
+        if serial == primary_id:
+            raise BadEcuId(f"the Primary {serial[:64]!r} signed this manifest: not unreachable")
+        if serial in reports or serial in unreachable:
+            raise BadEcuId(f"ECU {serial[:64]!r} is represented twice")
+        unreachable.add(serial)
+    # §5.3.2.1: every ECU in the inventory is represented (a report, or unreachable)
+    missing = sorted(set(ecu_keys) - set(reports) - unreachable)
     if missing:
-        raise BadEcuId(f"no report from registered ECU(s) {missing[:8]}")
+        raise BadEcuId(
+            f"no report from registered ECU(s) {missing[:8]}, and the Primary did not name"
+            " them unreachable"
+        )
     return body, reports
 
 

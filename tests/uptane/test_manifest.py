@@ -3,6 +3,8 @@ DER: round trips, signatures, strict bounded decoding, and the Director's checks
 
 from __future__ import annotations
 
+import functools
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -27,6 +29,7 @@ from uptane.manifest import (
     EcuVersionReport,
     InstalledImage,
     SignedManifest,
+    UnreachableEcu,
     VehicleVersionManifest,
     attack_indicator,
     build_vehicle_manifest,
@@ -413,3 +416,139 @@ def test_5_3_2_1_every_registered_ecu_reports_exactly_once_and_no_other(ecu_keys
         check_manifest_against_inventory(
             vvm, vehicle_id="VIN0001", primary_id="PRIMARY-1", ecu_keys=swapped
         )
+
+
+# --- unreachable ECUs: represented by the Primary, with no version claim (§5.3.2.1) ------
+
+
+def make_partial_vvm(ecu_keys, encoding: str, unreachable, *, reporting=("PRIMARY-1", "BRAKE-7")):
+    """A manifest in which only ``reporting`` report; ``unreachable`` entries name others."""
+    reports = [signed_report(make_report(e), ecu_keys[e], encoding) for e in reporting]
+    return build_vehicle_manifest(
+        "VIN0001",
+        "PRIMARY-1",
+        reports,
+        ecu_keys["PRIMARY-1"],
+        encoding=encoding,
+        unreachable=unreachable,
+    )
+
+
+DEAD = UnreachableEcu("RADIO-3", "timeout: no answer on CAN after 3 tries", NOW - timedelta(days=2))
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_5_3_2_1_unreachable_entry_roundtrips_inside_the_primarys_signature(ecu_keys, encoding):
+    never = UnreachableEcu("TCU-9", "not connected since provisioning")
+    vvm = make_partial_vvm(ecu_keys, encoding, [DEAD, never])
+    data = vvm.to_bytes()
+    back = decode_vehicle_manifest(data, PRIMARY, encoding)
+    assert back.to_bytes() == data and back.to_dict() == vvm.to_dict()
+    assert back.signed.unreachable == [DEAD, never]
+    assert back.signed.to_dict()["unreachable_ecus"] == [
+        {"ecu_id": "RADIO-3", "reason": DEAD.reason, "last_seen": "2030-03-02T05:06:07Z"},
+        {"ecu_id": "TCU-9", "reason": "not connected since provisioning"},
+    ]
+    back.verify(ecu_keys["PRIMARY-1"].key)
+    # the entry is under the Primary's signature: changing it breaks the signature
+    back.signed.unreachable[0].reason = "asleep"
+    back.signed_bytes = None
+    with pytest.raises(BadSignature):
+        back.verify(ecu_keys["PRIMARY-1"].key)
+    # a manifest without unreachable ECUs has no such field at all
+    assert "unreachable_ecus" not in make_vvm(ecu_keys, encoding).signed.to_dict()
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_5_3_2_1_every_registered_ecu_is_represented_once_by_a_report_or_unreachable(
+    ecu_keys, encoding
+):
+    inventory = {serial: key.key for serial, key in ecu_keys.items()}
+    check = functools.partial(
+        check_manifest_against_inventory,
+        vehicle_id="VIN0001",
+        primary_id="PRIMARY-1",
+        ecu_keys=inventory,
+    )
+    body, reports = check(make_partial_vvm(ecu_keys, encoding, [DEAD]))
+    assert sorted(reports) == ["BRAKE-7", "PRIMARY-1"]  # no version claim for RADIO-3
+    assert [u.ecu_id for u in body.unreachable] == ["RADIO-3"]
+    # silent without an entry: refused as before
+    with pytest.raises(BadEcuId, match="no report from registered ECU"):
+        check(make_partial_vvm(ecu_keys, encoding, []))
+    # an entry for an ECU the inventory does not list, or for the Primary itself
+    with pytest.raises(BadEcuId, match="not registered"):
+        check(make_partial_vvm(ecu_keys, encoding, [DEAD, UnreachableEcu("GHOST", "x")]))
+    with pytest.raises(BadEcuId, match="signed this manifest"):
+        check(
+            make_partial_vvm(
+                ecu_keys,
+                encoding,
+                [DEAD, UnreachableEcu("PRIMARY-1", "x")],
+                reporting=("BRAKE-7",),
+            )
+        )
+    # reported and unreachable at once (built in memory; decoding refuses it too)
+    both = make_partial_vvm(ecu_keys, encoding, [DEAD, UnreachableEcu("BRAKE-7", "x")])
+    with pytest.raises(BadEcuId, match="represented twice"):
+        check(both)
+    with pytest.raises(MalformedInput, match="named twice"):
+        decode_vehicle_manifest(both.to_bytes(), PRIMARY, encoding)
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_5_3_2_1_a_reported_ecu_keeps_every_check_when_another_is_unreachable(ecu_keys, encoding):
+    inventory = {serial: key.key for serial, key in ecu_keys.items()}
+    forged = make_partial_vvm(ecu_keys, encoding, [DEAD])
+    forged.signed.reports[1] = signed_report(make_report("BRAKE-7"), ecu_keys["RADIO-3"], encoding)
+    forged.sign(ecu_keys["PRIMARY-1"])
+    with pytest.raises(BadSignature):
+        check_manifest_against_inventory(
+            forged, vehicle_id="VIN0001", primary_id="PRIMARY-1", ecu_keys=inventory
+        )
+    # the Primary's own signature still covers everything, the entries included
+    other = make_partial_vvm(ecu_keys, encoding, [DEAD])
+    other.sign(ecu_keys["BRAKE-7"])
+    with pytest.raises(BadSignature):
+        check_manifest_against_inventory(
+            other, vehicle_id="VIN0001", primary_id="PRIMARY-1", ecu_keys=inventory
+        )
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_unreachable_entries_are_strict_and_bounded(ecu_keys, encoding):
+    doc = make_partial_vvm(ecu_keys, JSON, [DEAD]).to_dict()
+
+    def decode(signed: dict):
+        d = {**doc, "signed": signed}
+        data = json.dumps(d).encode() if encoding == JSON else der.encode_manifest(d)
+        return decode_vehicle_manifest(data, PRIMARY, encoding)
+
+    signed = doc["signed"]
+    with pytest.raises(MalformedInput, match="omit unreachable_ecus"):
+        decode({**signed, "unreachable_ecus": []})
+    with pytest.raises(MalformedInput, match="reason must not be empty"):
+        decode({**signed, "unreachable_ecus": [{"ecu_id": "RADIO-3", "reason": ""}]})
+    with pytest.raises(MalformedInput, match="ecu_id"):
+        decode({**signed, "unreachable_ecus": [{"ecu_id": "", "reason": "x"}]})
+    with pytest.raises(LimitExceeded):
+        decode({**signed, "unreachable_ecus": [{"ecu_id": "R", "reason": "x" * 5000}]})
+    many = [{"ecu_id": f"E{i}", "reason": "x"} for i in range(PRIMARY.max_ecus)]
+    with pytest.raises(LimitExceeded):
+        decode({**signed, "unreachable_ecus": many})
+    if encoding == JSON:  # DER has no place for them: its encoder refuses them first
+        with pytest.raises(MalformedInput, match="unknown fields"):
+            decode({**signed, "unreachable_ecus": [{**DEAD.to_dict(), "x": 1}]})
+        with pytest.raises(NonCanonicalEncoding):
+            decode(
+                {
+                    **signed,
+                    "unreachable_ecus": [{**DEAD.to_dict(), "last_seen": "2030-3-02T05:06:07Z"}],
+                }
+            )
+    else:
+        with pytest.raises(MalformedInput, match="DER cannot carry"):
+            der.encode_manifest(
+                {**doc, "signed": {**signed, "unreachable_ecus": [{**DEAD.to_dict(), "x": 1}]}}
+            )
+    assert decode(signed).signed.unreachable == [DEAD]

@@ -411,12 +411,28 @@ class EcuVersionReports(core.SequenceOf):
     _child_spec = EcuVersionReport
 
 
+class UnreachableEcu(core.Sequence):
+    """An ECU the Primary could not reach, named in its signed manifest (an extension:
+    docs/der-profile.md)."""
+
+    _fields = [
+        ("ecuIdentifier", core.UTF8String),
+        ("reason", core.UTF8String),
+        ("lastSeen", core.Integer, _tag(0)),
+    ]
+
+
+class UnreachableEcus(core.SequenceOf):
+    _child_spec = UnreachableEcu
+
+
 class VehicleVersionManifestSigned(core.Sequence):
     _fields = [
         ("vehicleIdentifier", core.UTF8String),
         ("primaryIdentifier", core.UTF8String),
         ("ecuVersionReports", EcuVersionReports),
         ("securityAttack", core.UTF8String, _tag(0)),
+        ("unreachableEcus", UnreachableEcus, _tag(1)),
         _UNREC,
     ]
 
@@ -1184,7 +1200,14 @@ _REPORT_KEYS = (
     "nonce",
     "counter",
 )
-_VVM_KEYS = ("_type", "vehicle_id", "primary_id", "ecu_version_reports", "attack")
+_VVM_KEYS = (
+    "_type",
+    "vehicle_id",
+    "primary_id",
+    "ecu_version_reports",
+    "attack",
+    "unreachable_ecus",
+)
 
 
 def _report_signed_to_asn(d: Any) -> Any:
@@ -1279,8 +1302,39 @@ def _vvm_signed_to_asn(d: Any) -> Any:
     }
     if "attack" in known:
         asn["securityAttack"] = known["attack"]
+    if "unreachable_ecus" in known:
+        asn["unreachableEcus"] = _unreachable_to_asn(known["unreachable_ecus"])
     _set_unrec(asn, rest)
     return asn
+
+
+def _unreachable_to_asn(entries: Any) -> Any:
+    if not isinstance(entries, list):
+        raise _bad("unreachable_ecus must be a list")
+    out = []
+    for entry in entries:
+        known, rest = _split(entry, ("ecu_id", "reason", "last_seen"), "unreachable ECU")
+        if rest:
+            raise _bad("an unreachable ECU has fields DER cannot carry")
+        asn = {
+            "ecuIdentifier": _need(known, "ecu_id", "unreachable ECU"),
+            "reason": _need(known, "reason", "unreachable ECU"),
+        }
+        if "last_seen" in known:
+            asn["lastSeen"] = _time_to_int(known["last_seen"])
+        out.append(asn)
+    return out
+
+
+def _unreachable_from_asn(asn: list[dict[str, Any]], limits: Limits) -> list[dict[str, Any]]:
+    limits.check_count("unreachable ECUs", len(asn), limits.max_ecus)
+    out = []
+    for e in asn:
+        d: dict[str, Any] = {"ecu_id": e["ecuIdentifier"], "reason": e["reason"]}
+        if "lastSeen" in e:
+            d["last_seen"] = _time_from_int(_int(e["lastSeen"]))
+        out.append(d)
+    return out
 
 
 def _vvm_signed_from_asn(asn: dict[str, Any], limits: Limits) -> dict[str, Any]:
@@ -1295,6 +1349,8 @@ def _vvm_signed_from_asn(asn: dict[str, Any], limits: Limits) -> dict[str, Any]:
     }
     if "securityAttack" in asn:
         d["attack"] = asn["securityAttack"]
+    if "unreachableEcus" in asn:
+        d["unreachable_ecus"] = _unreachable_from_asn(asn["unreachableEcus"], limits)
     return d
 
 
