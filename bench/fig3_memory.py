@@ -3,7 +3,7 @@
 The real Secondary path: a :class:`secondary.agent.SecondaryAgent` in partial-verification
 mode (constrained :class:`~uptane.limits.Limits`, DER metadata) with file-backed A/B flash
 (:class:`hardware.flash.Flash`, :class:`hardware.slots.SlotManager`) and an
-:class:`hardware.store.AtomicStore`. Inside one ``tracemalloc`` window it receives the
+:class:`storage.AtomicStore`. Inside one ``tracemalloc`` window it receives the
 Director's targets (DER, padded to just under the constrained 16 KiB cap with entries for
 other ECUs; the message buffer is made inside the window, as a link hands it over, so it is
 counted and whatever the agent keeps of it shows) and runs §5.4.4.1, then receives the
@@ -133,7 +133,7 @@ def _largest_blocks(snapshot: tracemalloc.Snapshot, count: int = 3) -> list[str]
 def measure(total: int, work: Path) -> dict[str, Any]:
     """One install of a ``total``-byte image; returns the traced peak and sizes."""
     from hardware.flash import Flash
-    from hardware.store import AtomicStore
+    from storage import AtomicStore
     from secondary.agent import SecondaryAgent
 
     limits = Limits.constrained()
