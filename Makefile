@@ -39,6 +39,7 @@ test-installed:
 	$(DIST_VENV)/bin/python -m pip install -q --upgrade pip
 	$(DIST_VENV)/bin/python -m pip install -q --force-reinstall --no-deps .
 	$(DIST_VENV)/bin/python -m pip install -q '.[test]'
+	rm -rf build
 	$(DIST_VENV)/bin/python tests/installed_check.py
 	$(DIST_VENV)/bin/pytest -p no:cacheprovider $(PYTEST_ARGS)
 
