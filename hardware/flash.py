@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from storage.faults import FaultyFileSystem, PowerCut, PowerLoss, WritePointCounter
+from storage.faults import PowerLoss
 from storage.fs import LOCAL, FileSystem
 from uptane.encoding.json import canonical, loads
 from uptane.errors import MalformedInput, UptaneError
@@ -106,8 +106,7 @@ class Flash:
 
     ``Flash(directory, slot_size)`` creates the device if the directory has none, or opens
     the existing one (its geometry must match). Writes go through ``fs`` (the real disk
-    unless a test passes a :class:`storage.faults.FaultyFileSystem`). ``fault`` is the
-    older spelling of ``fs=FaultyFileSystem(fault)``, kept until every caller moves.
+    unless a test passes a :class:`storage.faults.FaultyFileSystem`).
     """
 
     def __init__(
@@ -117,10 +116,9 @@ class Flash:
         *,
         boot_copy_size: int = 4096,
         fs: FileSystem = LOCAL,
-        fault: PowerCut | None = None,
     ) -> None:
         self.directory = Path(directory)
-        self.fs: FileSystem = FaultyFileSystem(fault) if fault is not None else fs
+        self.fs = fs
         self.write_points = 0
         self.directory.mkdir(parents=True, exist_ok=True)
         geo_path = self.directory / _GEOMETRY
@@ -306,8 +304,5 @@ __all__ = [
     "SLOTS",
     "BootRecord",
     "Flash",
-    "PowerCut",
-    "PowerLoss",
-    "WritePointCounter",
     "other_slot",
 ]
