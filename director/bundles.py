@@ -6,33 +6,46 @@ bundle once none is in flight (§4.3), which is the vehicle's next targets
 (:meth:`director.publishing.Publisher.publish`); and the vehicle's manifests come back to
 :meth:`Bundles.advance`, which confirms or fails them and issues the next bundle. Every
 state change asks :mod:`director.lifecycle`.
+
+Before an assignment is recorded, its image's dependencies, conflicts and release counter
+are checked (:mod:`director.dependencies`); one that needs another ECU's assignment
+installed first waits for it (``depends_on``) and goes out in a later bundle. An ECU the
+Primary names unreachable past ``unreachable_deadline_seconds`` fails its assignment in
+flight (:meth:`Bundles.expire_unreachable`); a cancelled campaign withdraws its
+assignments in flight (:meth:`Bundles.withdraw`), and the vehicle gets targets without
+those images.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from director import inventory as inv
-from director.common import Conflict, Invalid, NotFound, Unavailable, epoch
+from director.assigning import insert_checked
+from director.common import Invalid, NotFound, Unavailable, epoch, iso
+from director.config import Config
 from director.imageview import ImageRepoView
 from director.lifecycle import (
     ASSIGNMENT,
     BUNDLE,
     CANCEL,
+    CANCELLED,
     CONFIRM,
+    EXPIRE,
     FAIL,
     FAILED,
     IN_FLIGHT,
     INSTALLED,
     PENDING,
     SEND,
+    WITHDRAW,
 )
 from director.publishing import Publisher
 from director.vehicles import Fleet
@@ -43,28 +56,18 @@ from uptane.metadata import TargetFile
 from uptane.paths import check_target_path
 
 
+class Absence(NamedTuple):
+    """An ECU the Primary names unreachable: since when without a break (the Director's
+    time, epoch seconds), the Primary's reason, and when the ECU last answered it."""
+
+    since: int
+    reason: str
+    last_seen: int | None
+
+
 def _assigned_image(assignment: Any) -> ImageIdentity:
     """The image an assignment row names."""
     return ImageIdentity(assignment.target_path, assignment.length, json.loads(assignment.hashes))
-
-
-def _assignment_values(vid: int, ecu: Any, tf: TargetFile, now: datetime) -> dict[str, Any]:
-    """A new assignment row: ``tf`` (the Image repository's entry) for ``ecu``."""
-    return {
-        "vehicle_id": vid,
-        "ecu_id": ecu.id,
-        "target_path": tf.path,
-        "length": tf.length,
-        "hashes": json.dumps(tf.hashes, sort_keys=True),
-        "hardware_id": ecu.hardware_id,
-        "release_counter": tf.release_counter,
-        "image_custom": json.dumps(
-            {"hardwareIds": tf.hardware_ids, "shallMatch": tf.shall_match}, sort_keys=True
-        ),
-        "state": ASSIGNMENT.initial,
-        "created_at": epoch(now),
-        "updated_at": epoch(now),
-    }
 
 
 def _target_of(r: Any) -> TargetFile:
@@ -83,7 +86,7 @@ def _target_of(r: Any) -> TargetFile:
 
 
 class Bundles:
-    """Assignments, campaigns and the bundle each vehicle has in flight."""
+    """Assignments and the bundle each vehicle has in flight."""
 
     def __init__(
         self,
@@ -93,20 +96,26 @@ class Bundles:
         image_view: Callable[[], ImageRepoView],
         *,
         clock: Callable[[], datetime],
+        config: Config,
     ) -> None:
         self.engine = engine
         self.fleet = fleet
         self.publisher = publisher
         self.image_view = image_view
         self.clock = clock
+        self.config = config
 
     # --- assigning --------------------------------------------------------------------------
 
-    def assign(self, vin: str, items: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
+    def assign(
+        self, vin: str, items: Iterable[tuple[str, str]], *, force: bool = False
+    ) -> list[dict[str, Any]]:
         """Assign images to ECUs of one vehicle: ``items`` are (ECU serial, target path).
-        Each image must be in the Image repository and fit the ECU's hardware id. The
+        Each image must be in the Image repository, fit the ECU's hardware id, and pass
+        the dependency, conflict and downgrade checks (``force``: allow a downgrade). The
         assignments go out together with every other pending one of the vehicle, as one
-        bundle, once no earlier bundle is in flight."""
+        bundle, once no earlier bundle is in flight; one that needs another's image
+        installed first goes out after it."""
         items = list(items)
         if not items:
             raise Invalid("no assignments given")
@@ -123,38 +132,12 @@ class Bundles:
             ecu = ecus.get(serial)
             if ecu is None:
                 raise NotFound(f"vehicle {vin} has no ECU {serial[:64]!r}")
-            entries.append((ecu, self._image_entry(path, ecu.hardware_id)))
+            entries.append((ecu, self.image_entry(path, ecu.hardware_id)))
         now = self.clock()
         with self.engine.begin() as conn:
-            ids = [self._insert(conn, vid, ecu, tf, now) for ecu, tf in entries]
+            ids = insert_checked(conn, vid, vin, entries, now, force=force)
             self.issue(conn, vid, vin, now)
         return self.fleet.list_assignments(ids=ids)
-
-    def campaign(self, hardware_id: str, path: str) -> dict[str, Any]:
-        """Assign ``path`` to every ECU with ``hardware_id`` across the fleet. ECUs that
-        already have a pending assignment are skipped and listed."""
-        check_target_path(path)
-        tf = self._image_entry(path, hardware_id)
-        now = self.clock()
-        created: list[int] = []
-        skipped: list[dict[str, str]] = []
-        with self.engine.begin() as conn:
-            rows = conn.execute(
-                sa.select(inv.ecus, inv.vehicles.c.vin)
-                .join(inv.vehicles, inv.vehicles.c.id == inv.ecus.c.vehicle_id)
-                .where(inv.ecus.c.hardware_id == hardware_id)
-                .order_by(inv.ecus.c.id)
-            ).all()
-            touched: dict[int, str] = {}
-            for ecu in rows:
-                try:
-                    created.append(self._insert(conn, ecu.vehicle_id, ecu, tf, now))
-                    touched[ecu.vehicle_id] = ecu.vin
-                except Conflict as e:
-                    skipped.append({"vin": ecu.vin, "ecu": ecu.serial, "reason": str(e)})
-            for vid, vin in touched.items():
-                self.issue(conn, vid, vin, now)
-        return {"hardware_id": hardware_id, "target": path, "created": created, "skipped": skipped}
 
     def cancel(self, assignment_id: int) -> dict[str, Any]:
         """Cancel a pending assignment; one already sent to the vehicle cannot be
@@ -176,47 +159,45 @@ class Bundles:
             )
         return self.fleet.list_assignments(ids=[assignment_id])[0]
 
-    def _image_entry(self, path: str, hardware_id: str) -> TargetFile:
-        """The Image repository's entry for ``path`` as an ECU of ``hardware_id`` sees it."""
+    def image_entry(self, path: str, hardware_id: str) -> TargetFile:
+        """The Image repository's entry for ``path`` as an ECU of ``hardware_id`` sees it.
+        An image no role lists is "not published (yet)": an offline ``sign`` is picked up
+        by the Image repository service within a second, so this is a timing or a typing
+        matter, never named as an attack."""
         try:
             return self.image_view().lookup(path, hardware_id)
         except TargetNotFound as e:
-            raise Invalid(f"not in the Image repository: {e}") from None
+            raise Invalid(
+                f"{path[:200]!r} is not published in the Image repository (yet) for hardware"
+                f" {hardware_id!r}: {e.message}. If it was just signed, retry in a second;"
+                " otherwise check the path, its hardware ids and its delegation"
+            ) from None
         except UptaneError as e:
-            raise Invalid(str(e)) from None
+            raise Invalid(f"the Image repository refuses {path[:200]!r}: {e.message}") from None
         except (httpx.HTTPError, OSError) as e:
             raise Unavailable(f"the Image repository cannot be read: {e}") from None
-
-    @staticmethod
-    def _insert(conn: Connection, vid: int, ecu: Any, tf: TargetFile, now: datetime) -> int:
-        """Record a new assignment; Conflict if the ECU already has one waiting."""
-        a = inv.assignments
-        busy = conn.execute(
-            sa.select(a.c.id).where(a.c.ecu_id == ecu.id, a.c.state == PENDING)
-        ).first()
-        if busy is not None:
-            raise Conflict(
-                f"ECU {ecu.serial} already has pending assignment {busy.id}; cancel it first"
-            )
-        result = conn.execute(a.insert().values(**_assignment_values(vid, ecu, tf, now)))
-        key = result.inserted_primary_key
-        assert key is not None  # an INSERT of one row into a table with a primary key
-        return int(key[0])
 
     # --- bundles ----------------------------------------------------------------------------
 
     def issue(self, conn: Connection, vid: int, vin: str, now: datetime) -> int | None:
-        """If nothing is in flight, send every pending assignment as one bundle (§4.3
-        partial-bundle installation: no new bundle until the last one is confirmed): the
-        vehicle's next targets list them. Returns the new bundle's id, or None."""
+        """If nothing is in flight, send every pending assignment that may go out as one
+        bundle (§4.3 partial-bundle installation: no new bundle until the last one is
+        confirmed): the vehicle's next targets list them. An assignment waiting for
+        another to be installed first stays pending until it is, and is cancelled if that
+        one ended otherwise. Returns the new bundle's id, or None."""
         a, bundles = inv.assignments, inv.bundles
         busy = conn.execute(
             sa.select(bundles.c.id).where(bundles.c.vehicle_id == vid, bundles.c.state == IN_FLIGHT)
         ).first()
         if busy is not None:
             return None
+        self._cancel_orphans(conn, vid, now)
+        first = a.alias("first")
         pending = conn.execute(
-            sa.select(a.c.id).where(a.c.vehicle_id == vid, a.c.state == PENDING)
+            sa.select(a.c.id)
+            .outerjoin(first, first.c.id == a.c.depends_on)
+            .where(a.c.vehicle_id == vid, a.c.state == PENDING)
+            .where(sa.or_(a.c.depends_on.is_(None), first.c.state == INSTALLED))
         ).all()
         if not pending:
             return None
@@ -245,13 +226,37 @@ class Bundles:
         return bid
 
     @staticmethod
+    def _cancel_orphans(conn: Connection, vid: int, now: datetime) -> None:
+        """Cancel the pending assignments whose prerequisite ended without installing."""
+        a = inv.assignments
+        first = a.alias("first")
+        orphans = conn.execute(
+            sa.select(a.c.id, first.c.id.label("first_id"), first.c.state.label("first_state"))
+            .join(first, first.c.id == a.c.depends_on)
+            .where(a.c.vehicle_id == vid, a.c.state == PENDING)
+            .where(first.c.state.in_((FAILED, CANCELLED)))
+        ).all()
+        for o in orphans:
+            conn.execute(
+                a.update()
+                .where(a.c.id == o.id)
+                .values(
+                    state=ASSIGNMENT.next(PENDING, CANCEL, subject=f"assignment {o.id}"),
+                    reason=f"cancelled: assignment {o.first_id}, which had to be installed"
+                    f" first, is {o.first_state}",
+                    updated_at=epoch(now),
+                )
+            )
+
+    @staticmethod
     def _bundle_targets(conn: Connection, bid: int) -> list[TargetFile]:
-        """The targets entries of bundle ``bid``: one per image, naming every ECU of the
-        bundle it is for (``custom.ecuIdentifiers``) and their hardware ids."""
+        """The targets entries of bundle ``bid`` (a withdrawn assignment no longer counts):
+        one per image, naming every ECU of the bundle it is for (``custom.ecuIdentifiers``)
+        and their hardware ids."""
         rows = conn.execute(
             sa.select(inv.assignments, inv.ecus.c.serial)
             .join(inv.ecus, inv.ecus.c.id == inv.assignments.c.ecu_id)
-            .where(inv.assignments.c.bundle_id == bid)
+            .where(inv.assignments.c.bundle_id == bid, inv.assignments.c.state != CANCELLED)
             .order_by(inv.assignments.c.id)
         ).all()
         out: dict[str, TargetFile] = {}
@@ -271,12 +276,16 @@ class Bundles:
         serials: dict[int, str],
         reports: dict[str, EcuVersionReport],
         now: datetime,
+        unreachable: dict[str, Absence] | None = None,
     ) -> dict[str, Any]:
         """Move the bundle in flight on after an accepted manifest (``reports`` by ECU
-        serial; ``serials`` maps the vehicle's ECU ids to serials): an assignment is
-        installed when its ECU reports the assigned image (:func:`same_image`), failed
-        when the ECU reports an attack indicator that is new to it instead. The bundle
-        ends when every assignment did; then the next bundle (or empty targets) goes out.
+        serial; ``serials`` maps the vehicle's ECU ids to serials; ``unreachable``: the
+        ECUs the manifest names unreachable): an assignment is installed when its ECU
+        reports the assigned image (:func:`same_image`), failed when the ECU reports an
+        attack indicator that is new to it instead, and failed ``unreachable`` when its ECU
+        has been named unreachable for ``unreachable_deadline_seconds`` since the bundle
+        went out. The bundle ends when every assignment did (one failure fails it); then
+        the next bundle (or empty targets) goes out.
 
         An indicator is new to an assignment unless it is the assignment's
         ``stale_attack``: the one the ECU carried when the bundle went out, reported
@@ -285,10 +294,64 @@ class Bundles:
         indicator, or with none, ends the staleness: from then on any indicator fails it."""
         a = inv.assignments
         rows = conn.execute(sa.select(a).where(a.c.bundle_id == bundle_id)).all()
-        states = [
-            self._apply_report(conn, row, reports.get(serials.get(row.ecu_id, "")), now)
-            for row in rows
-        ]
+        sent: int | None = None
+        states = []
+        for row in rows:
+            serial = serials.get(row.ecu_id, "")
+            state = self._apply_report(conn, row, reports.get(serial), now)
+            absence = (unreachable or {}).get(serial)
+            if absence is not None and state == IN_FLIGHT:
+                if sent is None:
+                    sent = self._sent_at(conn, bundle_id)
+                state = self._expire(conn, row, serial, absence, sent, now)
+            states.append(state)
+        final = self._settle(conn, bundle_id, vid, vin, states, now)
+        return {"id": bundle_id, "state": final}
+
+    @staticmethod
+    def _sent_at(conn: Connection, bundle_id: int) -> int:
+        b = inv.bundles
+        return int(conn.execute(sa.select(b.c.created_at).where(b.c.id == bundle_id)).scalar_one())
+
+    def _expire(
+        self, conn: Connection, row: Any, serial: str, absence: Absence, sent: int, now: datetime
+    ) -> str:
+        """Fail an assignment in flight whose ECU has been unreachable, since the bundle
+        went out, for the deadline or longer; returns its state."""
+        deadline = int(self.config.unreachable_deadline_seconds)
+        if epoch(now) - max(absence.since, sent) < deadline:
+            return IN_FLIGHT
+        seen = iso(absence.last_seen) or "never"
+        reason = (
+            f"unreachable: the Primary has named ECU {serial} unreachable since"
+            f" {iso(absence.since)} ({absence.reason}; it last answered: {seen}), past the"
+            f" {deadline} s deadline"
+        )
+        state = ASSIGNMENT.next(row.state, EXPIRE, subject=f"assignment {row.id}")
+        conn.execute(
+            inv.assignments.update()
+            .where(inv.assignments.c.id == row.id)
+            .values(state=state, reason=reason[:1000], updated_at=epoch(now))
+        )
+        return state
+
+    def _settle(
+        self,
+        conn: Connection,
+        bundle_id: int,
+        vid: int,
+        vin: str,
+        states: list[str],
+        now: datetime,
+        *,
+        republish: bool = False,
+    ) -> str:
+        """End the bundle when its assignments' ``states`` say so: one failure fails it
+        (and what is still in flight), all installed confirms it, and withdrawn ones with
+        none in flight cancel it; the next bundle (or empty targets) then goes out. While
+        something is in flight it stays; ``republish``: its targets changed (an assignment
+        was withdrawn) and are signed again without it."""
+        a = inv.assignments
         if FAILED in states:  # one failure fails the bundle, and what is still in flight
             event = FAIL
             conn.execute(
@@ -300,10 +363,13 @@ class Bundles:
                     updated_at=epoch(now),
                 )
             )
-        elif all(s == INSTALLED for s in states):
-            event = CONFIRM
+        elif IN_FLIGHT in states:
+            if republish:
+                targets = self._bundle_targets(conn, bundle_id)
+                self.publisher.publish(conn, vid, vin, now, new_targets=targets)
+            return IN_FLIGHT
         else:
-            return {"id": bundle_id, "state": IN_FLIGHT}
+            event = CONFIRM if all(s == INSTALLED for s in states) else CANCEL
         final = BUNDLE.next(IN_FLIGHT, event, subject=f"bundle {bundle_id}")
         conn.execute(
             inv.bundles.update()
@@ -312,7 +378,7 @@ class Bundles:
         )
         if self.issue(conn, vid, vin, now) is None:
             self.publisher.publish(conn, vid, vin, now, new_targets=[])
-        return {"id": bundle_id, "state": final}
+        return final
 
     @staticmethod
     def _apply_report(
@@ -338,3 +404,93 @@ class Bundles:
                 .values(state=state, reason=reason, updated_at=epoch(now), stale_attack=stale)
             )
         return str(state)
+
+    # --- withdrawing and expiring outside a manifest ----------------------------------------
+
+    def withdraw(self, conn: Connection, ids: Sequence[int], reason: str, now: datetime) -> int:
+        """Take back the assignments ``ids`` that are in flight (a cancelled campaign): each
+        becomes ``cancelled``, and its vehicle's targets are signed again without it (or
+        the bundle ends, and the next one or empty targets go out). A vehicle that already
+        installs the image may still finish; its reports say what it runs. Returns how
+        many were withdrawn."""
+        a = inv.assignments
+        rows = conn.execute(
+            sa.select(a, inv.vehicles.c.vin)
+            .join(inv.vehicles, inv.vehicles.c.id == a.c.vehicle_id)
+            .where(a.c.id.in_(list(ids)), a.c.state == IN_FLIGHT)
+        ).all()
+        bundles: dict[int, tuple[int, str]] = {}
+        for r in rows:
+            conn.execute(
+                a.update()
+                .where(a.c.id == r.id)
+                .values(
+                    state=ASSIGNMENT.next(r.state, WITHDRAW, subject=f"assignment {r.id}"),
+                    reason=reason[:1000],
+                    updated_at=epoch(now),
+                )
+            )
+            bundles[int(r.bundle_id)] = (int(r.vehicle_id), str(r.vin))
+        for bid, (vid, vin) in bundles.items():
+            self._settle(conn, bid, vid, vin, self._states(conn, bid), now, republish=True)
+        return len(rows)
+
+    @staticmethod
+    def _states(conn: Connection, bundle_id: int) -> list[str]:
+        a = inv.assignments
+        return [
+            str(s)
+            for s in conn.execute(sa.select(a.c.state).where(a.c.bundle_id == bundle_id)).scalars()
+        ]
+
+    def expire_unreachable(self, now: datetime | None = None) -> int:
+        """Fail, across the fleet, the assignments in flight whose ECU the last manifest
+        named unreachable for the deadline or longer since their bundle went out (a
+        vehicle that sends no manifest still gets its next bundle once it does). Returns
+        how many failed."""
+        now = now or self.clock()
+        cutoff = epoch(now) - int(self.config.unreachable_deadline_seconds)
+        a, e, b = inv.assignments, inv.ecus, inv.bundles
+        due = (
+            sa.select(a.c.bundle_id, a.c.vehicle_id, inv.vehicles.c.vin)
+            .join(e, e.c.id == a.c.ecu_id)
+            .join(b, b.c.id == a.c.bundle_id)
+            .join(inv.vehicles, inv.vehicles.c.id == a.c.vehicle_id)
+            .where(
+                a.c.state == IN_FLIGHT, e.c.unreachable_since <= cutoff, b.c.created_at <= cutoff
+            )
+            .distinct()
+        )
+        with self.engine.connect() as conn:
+            found = conn.execute(due).all()
+        failed = 0
+        for bid, vid, vin in found:
+            with self.engine.begin() as conn:
+                failed += self._expire_bundle(conn, int(bid), int(vid), str(vin), now)
+        return failed
+
+    def _expire_bundle(self, conn: Connection, bid: int, vid: int, vin: str, now: datetime) -> int:
+        """:meth:`expire_unreachable` for one bundle, in the caller's transaction (rows read
+        again, locked: a manifest may have moved it on meanwhile)."""
+        a, e = inv.assignments, inv.ecus
+        bundle = conn.execute(
+            sa.select(inv.bundles).where(inv.bundles.c.id == bid).with_for_update()
+        ).first()
+        if bundle is None or bundle.state != IN_FLIGHT:
+            return 0
+        rows = conn.execute(
+            sa.select(a, e.c.serial, e.c.unreachable_since, e.c.unreachable_reason, e.c.last_seen)
+            .join(e, e.c.id == a.c.ecu_id)
+            .where(a.c.bundle_id == bid)
+        ).all()
+        states, failed = [], 0
+        for r in rows:
+            state = str(r.state)
+            if state == IN_FLIGHT and r.unreachable_since is not None:
+                absence = Absence(int(r.unreachable_since), r.unreachable_reason or "", r.last_seen)
+                state = self._expire(conn, r, r.serial, absence, int(bundle.created_at), now)
+                failed += state == FAILED
+            states.append(state)
+        if failed:
+            self._settle(conn, bid, vid, vin, states, now)
+        return failed

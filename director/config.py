@@ -43,6 +43,9 @@ class Config:
     report_skew_seconds: int = 300
     cache_seconds: float = 2.0
     cache_vehicles: int = 10_000
+    #: an assignment in flight whose ECU the Primary names unreachable this long (since the
+    #: bundle went out) fails ``unreachable``, and the vehicle gets its next bundle
+    unreachable_deadline_seconds: int = 7 * 24 * 3600
     #: further API tokens: SHA-256 -> role ("admin" or "viewer", read-only)
     tokens: dict[str, str] = field(default_factory=dict)
 
@@ -52,6 +55,23 @@ class Config:
         if d is None:
             raise FileNotFoundError(f"no Director configuration at {path}")
         return cls(**d)
+
+    def reload(self, path: Path) -> list[str]:
+        """Take the settings an offline command changed in ``path`` (tokens, the admin
+        token, expiry, caps, deadlines) into this object, which the running service's
+        parts share; returns the names of those that changed. ``db_url`` and
+        ``image_repo`` need a restart: a change of them is named, not taken."""
+        fresh = Config.load(path)
+        changed = []
+        for name, value in fresh.__dict__.items():
+            if getattr(self, name) == value:
+                continue
+            if name in ("db_url", "image_repo"):
+                changed.append(f"{name} (needs a restart)")
+                continue
+            setattr(self, name, value)
+            changed.append(name)
+        return changed
 
     def save(self, path: Path) -> None:
         write_json(path, self.__dict__, mode=CONFIG_MODE)

@@ -5,7 +5,11 @@ parts that do the work, each in its own module, along the data path:
 
 - :mod:`director.vehicles`: the inventory of vehicles and ECUs, and every listing;
 - :mod:`director.bundles`: assignments and bundles (an assignment goes out in a bundle,
-  and a vehicle's reports end it), their states asked of :mod:`director.lifecycle`;
+  and a vehicle's reports end it), their states asked of :mod:`director.lifecycle`; the
+  checks an assignment passes first (:mod:`director.assigning`,
+  :mod:`director.dependencies`);
+- :mod:`director.campaigns`: campaigns in waves over selections of the fleet (saved
+  groups: :mod:`director.groups`);
 - :mod:`director.publishing`: each vehicle's targets, snapshot and timestamp, signed in
   the transaction that changed them, and served from memory;
 - :mod:`director.manifests`: vehicle version manifests, checked and recorded with group
@@ -24,6 +28,7 @@ by default, ``inventory.db``. The Director root key lives in ``DIR.offline-keys`
 from __future__ import annotations
 
 import secrets
+import threading
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
@@ -34,6 +39,7 @@ from sqlalchemy.engine import Connection, Engine
 from director import inventory as inv
 from director import keyrotation
 from director.bundles import Bundles
+from director.campaigns import Campaigns, CampaignSpec
 from director.common import (
     ECU_RE,
     HWID_RE,
@@ -53,6 +59,7 @@ from director.config import (
     default_offline_dir,
     hash_token,
 )
+from director.groups import Groups
 from director.imageview import ImageRepoView, source_for
 from director.keysource import FileKeySource, KeySource
 from director.lifecycle import IllegalTransition
@@ -60,6 +67,7 @@ from director.manifests import ManifestIntake
 from director.publishing import Publisher
 from director.repostate import available_encodings
 from director.vehicles import EcuSpec, Fleet, key_from_json
+from director.watch import FileWatch
 from storage import atomic_write
 from uptane.errors import BadEcuId
 from uptane.keys import ED25519
@@ -72,7 +80,8 @@ IMAGE_ROOT_MODE = 0o644
 
 class Director:
     """One Director: configuration, keys, database, Image-repository view, and its parts
-    (:attr:`fleet`, :attr:`bundles`, :attr:`publisher`, :attr:`manifests`)."""
+    (:attr:`fleet`, :attr:`bundles`, :attr:`campaigns`, :attr:`groups`, :attr:`publisher`,
+    :attr:`manifests`)."""
 
     def __init__(
         self,
@@ -104,13 +113,23 @@ class Director:
         )
         self.fleet = Fleet(self.engine, self.publisher, clock=clock, limits=self.limits)
         self.bundles = Bundles(
-            self.engine, self.fleet, self.publisher, lambda: self.image_view, clock=clock
+            self.engine,
+            self.fleet,
+            self.publisher,
+            lambda: self.image_view,
+            clock=clock,
+            config=self.config,
         )
+        self.groups = Groups(self.engine, clock=clock)
+        self.campaigns = Campaigns(self.engine, self.bundles, self.groups, clock=clock)
         self.manifests = ManifestIntake(
             self.engine, self.config, self.bundles, self.publisher, clock=clock, limits=self.limits
         )
         #: manifests share transactions and durable commits (director/groupcommit.py)
         self.writer = self.manifests.writer
+        #: ``director.json`` as an offline ``token add`` may change it
+        self._config_watch = FileWatch(self.dir / "director.json")
+        self._config_lock = threading.Lock()
 
     # --- setup ----------------------------------------------------------------------------
 
@@ -174,12 +193,55 @@ class Director:
         return self.token_role(token) == ADMIN
 
     def token_role(self, token: str) -> str | None:
-        """The role of an API token (``admin`` or ``viewer``), or None if unknown."""
+        """The role of an API token (``admin`` or ``viewer``), or None if unknown. A token
+        made meanwhile by ``uptane-director token add`` (another process) counts at once:
+        ``director.json`` is looked at (one ``stat``) on every check."""
+        self.reload_config()
         return self.config.token_role(token)
 
     def add_token(self, role: str) -> str:
         """Create an API token for ``role``; returns it (only its hash is stored)."""
-        return self.config.add_token(role, self.dir / "director.json")
+        token = self.config.add_token(role, self.dir / "director.json")
+        self._config_watch.changed()  # our own write: nothing to reload
+        return token
+
+    def reload_config(self) -> list[str]:
+        """Take in what an offline command changed in ``director.json`` (tokens, settings);
+        returns one line per change, for the log."""
+        with self._config_lock:
+            if not self._config_watch.changed():
+                return []
+            try:
+                names = self.config.reload(self.dir / "director.json")
+            except (OSError, ValueError, TypeError) as e:
+                return [f"director.json changed but cannot be read ({e}); kept the settings"]
+        return [f"director.json: picked up {', '.join(names)}"] if names else []
+
+    def watch(self) -> list[str]:
+        """What the service checks twice a second: ``director.json`` changed by an offline
+        command, and a Director root or key rotation (``rotate-key``) made by another
+        process, which is loaded (every vehicle re-signed with the current keys)."""
+        events = self.reload_config()
+        if self.publisher.reload_keys():
+            events.append(
+                f"picked up Director root version {max(self.root_files)}: keys reloaded,"
+                " every vehicle's metadata signed again"
+            )
+        return events
+
+    def describe(self) -> dict[str, str]:
+        """What ``serve`` prints when it starts: where the database and the keys are."""
+        from sqlalchemy.engine import make_url
+
+        keys = self.publisher.keys
+        describe = getattr(keys, "describe", None)
+        return {
+            "directory": str(self.dir),
+            "database": make_url(self.config.db_url).render_as_string(hide_password=True),
+            "keys": describe() if callable(describe) else type(keys).__name__,
+            "root": f"Director root version {max(self.root_files)}",
+            "image_repo": self.config.image_repo,
+        }
 
     def dispose(self) -> None:
         """Finish the manifests already queued, stop the writer, close the connections."""
@@ -218,13 +280,29 @@ class Director:
 
     # --- assignments and bundles (director.bundles) ------------------------------------------
 
-    def assign(self, vin: str, items: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
-        """Assign images to ECUs of one vehicle (ECU serial, target path); one bundle."""
-        return self.bundles.assign(vin, items)
+    def assign(
+        self, vin: str, items: Iterable[tuple[str, str]], *, force: bool = False
+    ) -> list[dict[str, Any]]:
+        """Assign images to ECUs of one vehicle (ECU serial, target path); one bundle, or
+        several when one image needs another installed first (``force``: allow a
+        downgrade)."""
+        return self.bundles.assign(vin, items, force=force)
 
-    def campaign(self, hardware_id: str, path: str) -> dict[str, Any]:
-        """Assign ``path`` to every ECU with ``hardware_id`` across the fleet."""
-        return self.bundles.campaign(hardware_id, path)
+    # --- campaigns and groups (director.campaigns, director.groups) --------------------------
+
+    def campaign(self, spec: CampaignSpec) -> dict[str, Any]:
+        """Create a campaign and send its first wave (:meth:`Campaigns.create`)."""
+        return self.campaigns.create(spec)
+
+    def tick(self) -> list[str]:
+        """What the service does every second: fail assignments whose ECU stayed
+        unreachable past the deadline, then move running campaigns on. Returns what
+        happened, one line each."""
+        events = []
+        failed = self.bundles.expire_unreachable()
+        if failed:
+            events.append(f"{failed} assignment(s) failed: ECU unreachable past the deadline")
+        return events + self.campaigns.tick()
 
     def cancel(self, assignment_id: int) -> dict[str, Any]:
         """Cancel a pending assignment (IllegalTransition, 409, for any other)."""
@@ -279,6 +357,7 @@ __all__ = [
     "VIEWER",
     "VIN_RE",
     "BadEcuId",
+    "CampaignSpec",
     "Config",
     "Conflict",
     "Director",

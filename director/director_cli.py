@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from director.campaigns import CampaignSpec
+from director.campaignview import OUTCOMES
 from director.director import (
     Conflict,
     Director,
@@ -79,12 +81,42 @@ def cmd_rotate_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def package_version() -> str:
+    """This stack's version, as installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("uptane-stack")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def service_logging() -> None:
+    """The services' own log (one line per admin change and per offline change picked
+    up) on stderr, with the time."""
+    import logging
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    log = logging.getLogger("uptane.service")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from director.director_server import create_app
 
-    app = create_app(Path(args.dir), refresh_interval=args.refresh_interval)
+    d = Director(Path(args.dir))
+    info = d.describe()
+    print(f"uptane-director {package_version()} serving http://{args.host}:{args.port}")
+    for key in ("directory", "database", "keys", "root", "image_repo"):
+        print(f"  {key.replace('_', ' ')}: {info[key]}")
+    print("  one log line per admin change follows on stderr", flush=True)
+    service_logging()
+    app = create_app(director=d, refresh_interval=args.refresh_interval)
     # access logs are off: URLs carry VINs, and nothing here may log a token
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0
@@ -116,7 +148,7 @@ def cmd_assign(args: argparse.Namespace) -> int:
         if not sep:
             raise Invalid(f"bad {pair!r}: use ECU=TARGET")
         items.append((ecu, target))
-    _print(_director(args).assign(args.vin, items))
+    _print(_director(args).assign(args.vin, items, force=args.force))
     return 0
 
 
@@ -125,8 +157,63 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_wave(text: str) -> dict[str, float]:
+    """``10%`` (a share of the selection) or ``50`` (a number of ECUs)."""
+    try:
+        if text.endswith("%"):
+            return {"percent": float(text[:-1])}
+        return {"count": int(text)}
+    except ValueError:
+        raise Invalid(f"bad --wave {text!r}: use a share like 10% or a count like 50") from None
+
+
+def cmd_campaign_create(args: argparse.Namespace) -> int:
+    spec = CampaignSpec(
+        target=args.target,
+        hardware_id=args.hardware_id,
+        vins=args.vin,
+        group=args.group,
+        waves=[parse_wave(w) for w in args.wave] if args.wave else None,
+        soak_seconds=args.soak,
+        failure_threshold=args.threshold,
+        force=args.force,
+        name=args.name,
+    )
+    _print(_director(args).campaign(spec))
+    return 0
+
+
 def cmd_campaign(args: argparse.Namespace) -> int:
-    _print(_director(args).campaign(args.hardware_id, args.target))
+    """list, show, vehicles, pause, resume, cancel."""
+    c = _director(args).campaigns
+    action = args.campaign_command
+    if action == "list":
+        _print(c.list_campaigns())
+    elif action == "vehicles":
+        _print(c.members(args.id, wave=args.wave, state=args.state))
+    else:
+        _print(
+            {"show": c.get, "pause": c.pause, "resume": c.resume, "cancel": c.cancel}[action](
+                args.id
+            )
+        )
+    return 0
+
+
+def cmd_group(args: argparse.Namespace) -> int:
+    """create, add, remove, show, list, delete."""
+    g = _director(args).groups
+    action = args.group_command
+    if action == "create":
+        _print(g.create(args.name, args.vins))
+    elif action == "add":
+        _print(g.add(args.name, args.vins))
+    elif action == "remove":
+        _print(g.remove(args.name, args.vin))
+    elif action == "list":
+        _print(g.list_groups())
+    else:
+        _print({"show": g.show, "delete": g.delete}[action](args.name))
     return 0
 
 
@@ -184,11 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add(sub, "assign", cmd_assign, "assign images to ECUs of one vehicle (one bundle)")
     sp.add_argument("vin")
     sp.add_argument("ecu_target", nargs="+", metavar="ECU=TARGET")
+    sp.add_argument("--force", action="store_true", help="allow a downgrade")
     sp = add(sub, "cancel", cmd_cancel, "cancel a pending assignment")
     sp.add_argument("id", type=int)
-    sp = add(sub, "campaign", cmd_campaign, "assign an image to every ECU of a hardware id")
-    sp.add_argument("hardware_id")
-    sp.add_argument("target")
+    _campaign_parsers(sub, add)
+    _group_parsers(sub, add)
     sp = add(sub, "rotate-key", cmd_rotate_key, "new key for a role; next root signed offline")
     sp.add_argument("role", choices=["root", "targets", "snapshot", "timestamp"])
     sp.add_argument("--offline-keys", help="root key directory (default DIR.offline-keys)")
@@ -204,6 +291,52 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("vin", nargs="?")
     sp.add_argument("--state", choices=list(ASSIGNMENT.states))
     return p
+
+
+def _campaign_parsers(sub: Any, add: Any) -> None:
+    campaign = sub.add_parser("campaign", help="campaigns in waves").add_subparsers(
+        dest="campaign_command", required=True
+    )
+    sp = add(campaign, "create", cmd_campaign_create, "select ECUs and send the first wave")
+    sp.add_argument("target", help="target path in the Image repository")
+    sp.add_argument("--hardware-id", help="select ECUs of this hardware id")
+    sp.add_argument("--vin", action="append", help="select this vehicle (repeat)")
+    sp.add_argument("--group", help="select the vehicles of a saved group")
+    sp.add_argument("--wave", action="append", help="a wave: 10%% or 50 (repeat, in order)")
+    sp.add_argument("--soak", type=int, default=0, help="seconds between waves")
+    sp.add_argument("--threshold", type=float, default=0.1, help="halt above this failed share")
+    sp.add_argument("--force", action="store_true", help="allow downgrades")
+    sp.add_argument("--name")
+    add(campaign, "list", cmd_campaign, "list campaigns")
+    for name, what in (
+        ("show", "a campaign with its statistics"),
+        ("pause", "send no further wave"),
+        ("resume", "carry on after a pause or a halt"),
+        ("cancel", "cancel, withdrawing what is in flight"),
+        ("vehicles", "each member's outcome and what its ECU runs"),
+    ):
+        sp = add(campaign, name, cmd_campaign, what)
+        sp.add_argument("id", type=int)
+        if name == "vehicles":
+            sp.add_argument("--wave", type=int)
+            sp.add_argument("--state", choices=list(OUTCOMES))
+
+
+def _group_parsers(sub: Any, add: Any) -> None:
+    group = sub.add_parser("group", help="saved groups of vehicles").add_subparsers(
+        dest="group_command", required=True
+    )
+    for name, what in (("create", "a new group of VINs"), ("add", "add VINs to a group")):
+        sp = add(group, name, cmd_group, what)
+        sp.add_argument("name")
+        sp.add_argument("vins", nargs="*" if name == "create" else "+", metavar="VIN")
+    sp = add(group, "remove", cmd_group, "remove a VIN from a group")
+    sp.add_argument("name")
+    sp.add_argument("vin")
+    add(group, "list", cmd_group, "list groups")
+    for name in ("show", "delete"):
+        sp = add(group, name, cmd_group, f"{name} a group")
+        sp.add_argument("name")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,12 @@ Vehicle-facing (no token; everything is signed):
   (``application/json``) or DER (``application/octet-stream``).
 
 Admin API (bearer token created at ``init``; OpenAPI at ``/openapi.json``): vehicles and
-ECUs, assignments, campaigns by hardware id, reported attacks.
+ECUs, assignments, campaigns in waves and saved groups (:mod:`director.fleet_routes`),
+reported attacks. One log line per admin change.
+
+In the background: metadata re-signed before it expires; offline changes (``token add``,
+``rotate-key``) picked up within a second; unreachable deadlines and campaign waves every
+second.
 """
 
 from __future__ import annotations
@@ -33,7 +38,14 @@ from director.director import (
     Unavailable,
     key_from_json,
 )
-from director.httpcommon import BodyCap, install_error_handlers, read_body, refresher_lifespan
+from director.fleet_routes import campaign_routes, group_routes
+from director.httpcommon import (
+    AdminLog,
+    BodyCap,
+    install_error_handlers,
+    periodic_lifespan,
+    read_body,
+)
 from uptane.codec import JSON_CODEC, Codec, codecs, for_filename, for_media_type
 from uptane.errors import MalformedInput
 
@@ -57,11 +69,11 @@ class AssignmentIn(BaseModel):
 
 class AssignmentsIn(BaseModel):
     assignments: list[AssignmentIn] = Field(max_length=256)
-
-
-class CampaignIn(BaseModel):
-    hardware_id: str = Field(max_length=128)
-    target: str = Field(max_length=4096)
+    force: bool = Field(
+        False,
+        description="allow a downgrade (a lower release counter than the ECU runs); the"
+        " ECU's own rollback check still refuses it",
+    )
 
 
 class MetadataFastPath:
@@ -98,6 +110,8 @@ class MetadataFastPath:
 
 
 _BODY_HEADERS = (b"content-length", b"transfer-encoding")
+#: how often the service looks for offline changes (seconds)
+WATCH_INTERVAL = 0.5
 #: the Content-Type header value of each encoding's files, by codec name
 _MEDIA_BYTES = {c.name: c.media_type.encode() for c in codecs()}
 
@@ -120,6 +134,7 @@ def create_app(
     *,
     director: Director | None = None,
     refresh_interval: float = 60.0,
+    tick_interval: float = 1.0,
 ) -> FastAPI:
     """The FastAPI app of a Director (built from ``directory`` unless given)."""
     if director is None:
@@ -130,12 +145,19 @@ def create_app(
     app = FastAPI(
         title="Uptane Director",
         description="Per-vehicle Director metadata, manifest upload, and the OEM admin API.",
-        lifespan=refresher_lifespan(refresh_interval, d.reload_keys, d.refresh_expiring),
+        lifespan=periodic_lifespan(
+            (refresh_interval, [d.refresh_expiring]),
+            # offline changes (director.json, a root or key rotation) live within a second
+            (WATCH_INTERVAL, [d.watch]),
+            # unreachable deadlines and campaign waves
+            (tick_interval, [d.tick]),
+        ),
     )
     app.state.director = d
     install_error_handlers(app, {NotFound: 404, Conflict: 409, Invalid: 422, Unavailable: 503})
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_middleware(BodyCap, cap=d.config.max_body_bytes)
+    app.add_middleware(AdminLog, what="Director")
     app.add_middleware(MetadataFastPath, director=d)  # added last: runs first
     _vehicle_routes(app, d)
     _admin_routes(app, d)
@@ -215,6 +237,8 @@ def _admin_routes(app: FastAPI, d: Director) -> None:
         return d.add_ecu(vin, _spec(body, d))
 
     _assignment_routes(app, d, guard, read)
+    campaign_routes(app, d, guard, read)
+    group_routes(app, d, guard, read)
 
 
 def _assignment_routes(app: FastAPI, d: Director, guard: list[Any], read: list[Any]) -> None:
@@ -224,8 +248,10 @@ def _assignment_routes(app: FastAPI, d: Director, guard: list[Any], read: list[A
         "/api/vehicles/{vin}/assignments", status_code=201, dependencies=guard, tags=["admin"]
     )
     def assign(vin: str, body: AssignmentsIn) -> Any:
-        """Assign images to ECUs of one vehicle; they go out as one bundle."""
-        return d.assign(vin, [(a.ecu, a.target) for a in body.assignments])
+        """Assign images to ECUs of one vehicle; they go out as one bundle, or in order when
+        one image requires another installed first. Dependencies, conflicts and downgrades
+        are refused with their reason (409)."""
+        return d.assign(vin, [(a.ecu, a.target) for a in body.assignments], force=body.force)
 
     @app.get("/api/assignments", dependencies=read, tags=["admin"])
     def list_assignments(vin: str | None = None, state: str | None = None) -> Any:
@@ -235,11 +261,6 @@ def _assignment_routes(app: FastAPI, d: Director, guard: list[Any], read: list[A
     def cancel(aid: int) -> Any:
         """Cancel a pending assignment."""
         return d.cancel(aid)
-
-    @app.post("/api/campaigns", status_code=201, dependencies=guard, tags=["admin"])
-    def campaign(body: CampaignIn) -> Any:
-        """Assign one image to every ECU of a hardware id across the fleet."""
-        return d.campaign(body.hardware_id, body.target)
 
     @app.get("/api/attacks", dependencies=read, tags=["admin"])
     def attacks(vin: str | None = None) -> Any:

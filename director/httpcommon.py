@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-from collections.abc import AsyncIterator, Callable
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from fastapi import HTTPException, Request
@@ -92,29 +93,106 @@ def install_error_handlers(app, extra: dict[type[Exception], int] | None = None)
         app.add_exception_handler(cls, handler_for(status))
 
 
-def refresher_lifespan(
-    interval: float, *jobs: Callable[[], object]
+#: the services' log: one line per admin change, per offline change picked up, per
+#: background event (never a token)
+log = logging.getLogger("uptane.service")
+
+
+def periodic_lifespan(
+    *schedules: tuple[float, Sequence[Callable[[], object]]],
 ) -> Callable[[Any], contextlib.AbstractAsyncContextManager[None]]:
-    """A FastAPI lifespan that runs each of ``jobs`` in the threadpool every ``interval``
-    seconds while the app is up (re-signing before expiry, picking up offline changes).
-    A job that fails is tried again next round; it never stops the others or the app."""
+    """A FastAPI lifespan that runs, for each ``(interval, jobs)``, each job in the
+    threadpool every ``interval`` seconds while the app is up (re-signing before expiry,
+    picking up offline changes, moving campaigns on). A job that fails is logged and tried
+    again next round; it never stops the others or the app. A job that returns a list of
+    lines has each one logged."""
+
+    async def run(interval: float, jobs: Sequence[Callable[[], object]]) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            for job in jobs:
+                try:
+                    out = await run_in_threadpool(job)
+                except Exception as e:
+                    log.warning("background %s failed (tried again): %s", _name(job), e)
+                    continue
+                if isinstance(out, list):
+                    for line in out:
+                        log.info("%s", line)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
-        async def refresher() -> None:
-            while True:
-                await asyncio.sleep(interval)
-                for job in jobs:
-                    with contextlib.suppress(Exception):
-                        await run_in_threadpool(job)
-
-        task = asyncio.create_task(refresher())
+        tasks = [asyncio.create_task(run(interval, jobs)) for interval, jobs in schedules]
         try:
             yield
         finally:
-            task.cancel()
+            for task in tasks:
+                task.cancel()
 
     return lifespan
+
+
+def _name(job: Callable[[], object]) -> str:
+    return str(getattr(job, "__name__", type(job).__name__))
+
+
+def refresher_lifespan(
+    interval: float, *jobs: Callable[[], object]
+) -> Callable[[Any], contextlib.AbstractAsyncContextManager[None]]:
+    """:func:`periodic_lifespan` with one schedule: ``jobs`` every ``interval`` seconds."""
+    return periodic_lifespan((interval, jobs))
+
+
+class AdminLog:
+    """ASGI middleware: one log line per admin change (a request under ``/api/`` that is
+    not a GET): method, path and status. Never the headers, so never a token."""
+
+    def __init__(self, app: Any, what: str) -> None:
+        self.app = app
+        self.what = what
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["method"] in ("GET", "HEAD")
+            or not scope["path"].startswith("/api/")
+        ):
+            await self.app(scope, receive, send)
+            return
+        status = [500]
+
+        async def tracking(msg: Any) -> None:
+            if msg["type"] == "http.response.start":
+                status[0] = int(msg["status"])
+            await send(msg)
+
+        try:
+            await self.app(scope, receive, tracking)
+        finally:
+            done = "done" if status[0] < 400 else "refused"
+            log.info(
+                "%s admin change %s: %s %s -> %d",
+                self.what,
+                done,
+                scope["method"],
+                scope["path"][:300],
+                status[0],
+            )
+
+
+def service_error_text(response: Any) -> str:
+    """The error a service answered, as its own words: ``detail`` of a JSON error body
+    (and the attack name, if any), else the start of the body."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and "detail" in body:
+        detail = body["detail"]
+        text = detail if isinstance(detail, str) else str(detail)
+    else:
+        text = (response.text or "").strip()[:500] or response.reason_phrase
+    return f"{response.status_code} {text}"
 
 
 class _TooLarge(Exception):

@@ -50,6 +50,13 @@ ecus = sa.Table(
     sa.Column("last_attack", sa.Text),
     # the last accepted report counter, for ECUs that count rather than send nonces (0002)
     sa.Column("last_counter", sa.BigInteger),
+    # the release counter the ECU's last report claims for its installed image (0005)
+    sa.Column("installed_release_counter", sa.BigInteger),
+    # unreachable ECUs (0005): since when the Primary names it unreachable without a break
+    # (the Director's time), the Primary's reason, and the last time the ECU answered it
+    sa.Column("unreachable_since", sa.BigInteger),
+    sa.Column("unreachable_reason", sa.Text),
+    sa.Column("last_seen", sa.BigInteger),
     sa.UniqueConstraint("vehicle_id", "serial", name="uq_ecus_vehicle_serial"),
 )
 
@@ -117,6 +124,75 @@ assignments = sa.Table(
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("reason", sa.Text),
     sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+    # 0005: goes out only after this assignment is installed (director.dependencies)
+    sa.Column("depends_on", sa.Integer, sa.ForeignKey("assignments.id")),
+    # 0005: the campaign that made it, and whether a downgrade was forced
+    sa.Column("campaign_id", sa.Integer, sa.ForeignKey("campaigns.id")),
+    sa.Column("forced", sa.Boolean),
+)
+
+groups = sa.Table(
+    "groups",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+)
+
+group_vehicles = sa.Table(
+    "group_vehicles",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("group_id", sa.Integer, sa.ForeignKey("groups.id"), nullable=False),
+    sa.Column("vehicle_id", sa.Integer, sa.ForeignKey("vehicles.id"), nullable=False),
+    sa.UniqueConstraint("group_id", "vehicle_id", name="uq_group_vehicles_group_vehicle"),
+)
+
+campaigns = sa.Table(
+    "campaigns",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("target_path", sa.Text, nullable=False),
+    sa.Column("hardware_id", sa.String(256)),
+    # what was selected (hardware id, VINs, group), as JSON
+    sa.Column("selection", sa.Text, nullable=False),
+    # the waves as asked ({"percent"} or {"count"} each) and their sizes, as JSON
+    sa.Column("waves", sa.Text, nullable=False),
+    sa.Column("soak_seconds", sa.BigInteger, nullable=False),
+    sa.Column("failure_threshold", sa.Float, nullable=False),
+    sa.Column("force", sa.Boolean, nullable=False),
+    # director.lifecycle.CAMPAIGN
+    sa.Column("state", sa.String(16), nullable=False, index=True),
+    # the wave going out (1-based; 0 before the first), when it started and when its last
+    # member ended (the soak time runs from then)
+    sa.Column("current_wave", sa.Integer, nullable=False),
+    sa.Column("wave_started_at", sa.BigInteger),
+    sa.Column("wave_done_at", sa.BigInteger),
+    # the wave whose failures the OEM accepted by resuming after a halt
+    sa.Column("resumed_wave", sa.Integer),
+    sa.Column("reason", sa.Text),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+    sa.Column("finished_at", sa.BigInteger),
+)
+
+campaign_members = sa.Table(
+    "campaign_members",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("campaign_id", sa.Integer, sa.ForeignKey("campaigns.id"), nullable=False, index=True),
+    sa.Column("vehicle_id", sa.Integer, sa.ForeignKey("vehicles.id"), nullable=False),
+    sa.Column("ecu_id", sa.Integer, sa.ForeignKey("ecus.id"), nullable=False),
+    sa.Column("wave", sa.Integer, nullable=False),
+    sa.Column("assignment_id", sa.Integer, sa.ForeignKey("assignments.id")),
+    # director.lifecycle.MEMBER; once assigned, the assignment's state is the outcome
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text),
+    # the ECU's id while the campaign is active, NULL once it ended: unique, so an ECU is
+    # in at most one active campaign (NULLs do not collide, on SQLite and PostgreSQL)
+    sa.Column("active_ecu", sa.Integer, unique=True),
     sa.Column("updated_at", sa.BigInteger, nullable=False),
 )
 

@@ -42,6 +42,10 @@ class FileKeySource:
             self._cache[role] = found
         return list(self._cache[role])
 
+    def describe(self) -> str:
+        """Where the keys are, for the service's start-up lines."""
+        return f"PEM files in {self.directory} (ROLE.pem)"
+
     def public_keys(self, role: str) -> list[Key]:
         return [s.key for s in self.signers(role)]
 

@@ -10,16 +10,29 @@ to decide what may happen.
 Assignments (one image for one ECU)::
 
     pending --send--> in_flight --confirm--> installed
-       |                  '------fail------> failed
+       |                 |  '------fail------> failed
+       |                 '--expire (unreachable past the deadline)--> failed
+       |                 '--withdraw (its campaign cancelled)-------> cancelled
        '----cancel----> cancelled
 
 Bundles (a vehicle's pending assignments, sent together)::
 
     in_flight --confirm--> installed
-        '------fail------> failed
+        |------fail------> failed
+        '-----cancel-----> cancelled   (every assignment left was withdrawn)
 
-A further lifecycle (campaigns) is one more :class:`Lifecycle` value: its states, events,
-moves and the advice for each event; the test that walks every table walks it too.
+Campaigns (one image for a selection of ECUs, in waves)::
+
+    running --pause--> paused --resume--> running
+       |---halt (a wave's failure rate passed the threshold)--> halted --resume--> running
+       |---finish (the last wave ended)--> completed
+       '---cancel--> cancelled          (also from paused and halted)
+
+Campaign members (one ECU of a campaign)::
+
+    waiting --launch (its wave goes out)--> assigned   (its assignment then tells the outcome)
+       |-----skip (the assignment was refused)--> skipped
+       '-----cancel--> cancelled
 """
 
 from __future__ import annotations
@@ -35,6 +48,13 @@ IN_FLIGHT = "in_flight"
 INSTALLED = "installed"
 FAILED = "failed"
 CANCELLED = "cancelled"
+RUNNING = "running"
+PAUSED = "paused"
+HALTED = "halted"
+COMPLETED = "completed"
+WAITING = "waiting"
+ASSIGNED = "assigned"
+SKIPPED = "skipped"
 
 # --- events -------------------------------------------------------------------------------
 #: the assignment goes out in a bundle (in the vehicle's next targets)
@@ -43,8 +63,21 @@ SEND = "send"
 CONFIRM = "confirm"
 #: the ECU reports a new attack indicator, or another image of the bundle failed
 FAIL = "fail"
-#: the OEM withdraws an assignment that has not gone out
+#: the OEM withdraws an assignment that has not gone out, or cancels a campaign
 CANCEL = "cancel"
+#: the ECU stayed unreachable past the deadline with the assignment in flight
+EXPIRE = "expire"
+#: a cancelled campaign takes back an assignment in flight (the vehicle gets targets
+#: without the image)
+WITHDRAW = "withdraw"
+#: campaigns: the OEM pauses or resumes; a wave's failure rate halts it; the last wave ends
+PAUSE = "pause"
+RESUME = "resume"
+HALT = "halt"
+FINISH = "finish"
+#: campaign members: the member's wave goes out, or its assignment is refused
+LAUNCH = "launch"
+SKIP = "skip"
 
 
 class IllegalTransition(Conflict):
@@ -118,7 +151,7 @@ ASSIGNMENT = Lifecycle(
     initial=PENDING,
     moves={
         PENDING: {SEND: IN_FLIGHT, CANCEL: CANCELLED},
-        IN_FLIGHT: {CONFIRM: INSTALLED, FAIL: FAILED},
+        IN_FLIGHT: {CONFIRM: INSTALLED, FAIL: FAILED, EXPIRE: FAILED, WITHDRAW: CANCELLED},
         INSTALLED: {},
         FAILED: {},
         CANCELLED: {},
@@ -130,6 +163,8 @@ ASSIGNMENT = Lifecycle(
         FAIL: "only an assignment in flight fails; assign the image again to retry",
         CANCEL: "only a pending assignment can be cancelled. One sent to the vehicle ends"
         " when the vehicle reports it installed or failed; assign another image after that",
+        EXPIRE: "only an assignment in flight fails by the unreachable deadline",
+        WITHDRAW: "only an assignment in flight is withdrawn by a campaign's cancel",
     },
 )
 
@@ -137,32 +172,86 @@ BUNDLE = Lifecycle(
     "bundle",
     initial=IN_FLIGHT,
     moves={
-        IN_FLIGHT: {CONFIRM: INSTALLED, FAIL: FAILED},
+        IN_FLIGHT: {CONFIRM: INSTALLED, FAIL: FAILED, CANCEL: CANCELLED},
         INSTALLED: {},
         FAILED: {},
+        CANCELLED: {},
     },
     advice={
         CONFIRM: "only a bundle in flight is confirmed; assign the images again",
         FAIL: "only a bundle in flight fails; assign the images again",
+        CANCEL: "only a bundle in flight is cancelled; assign the images again",
+    },
+)
+
+CAMPAIGN = Lifecycle(
+    "campaign",
+    initial=RUNNING,
+    moves={
+        RUNNING: {PAUSE: PAUSED, HALT: HALTED, FINISH: COMPLETED, CANCEL: CANCELLED},
+        PAUSED: {RESUME: RUNNING, CANCEL: CANCELLED},
+        HALTED: {RESUME: RUNNING, CANCEL: CANCELLED},
+        COMPLETED: {},
+        CANCELLED: {},
+    },
+    advice={
+        PAUSE: "only a running campaign can be paused",
+        RESUME: "only a paused or halted campaign can be resumed",
+        HALT: "only a running campaign halts",
+        FINISH: "only a running campaign finishes",
+        CANCEL: "a campaign that ended cannot be cancelled; start another one",
+    },
+)
+
+MEMBER = Lifecycle(
+    "campaign member",
+    initial=WAITING,
+    moves={
+        WAITING: {LAUNCH: ASSIGNED, SKIP: SKIPPED, CANCEL: CANCELLED},
+        ASSIGNED: {},
+        SKIPPED: {},
+        CANCELLED: {},
+    },
+    advice={
+        LAUNCH: "only a waiting member goes out with its wave",
+        SKIP: "only a waiting member is skipped",
+        CANCEL: "only a waiting member is cancelled; an assigned one follows its assignment",
     },
 )
 
 #: every lifecycle of the Director, by name
-LIFECYCLES: dict[str, Lifecycle] = {lc.name: lc for lc in (ASSIGNMENT, BUNDLE)}
+LIFECYCLES: dict[str, Lifecycle] = {lc.name: lc for lc in (ASSIGNMENT, BUNDLE, CAMPAIGN, MEMBER)}
 
 __all__ = [
+    "ASSIGNED",
     "ASSIGNMENT",
     "BUNDLE",
+    "CAMPAIGN",
     "CANCEL",
     "CANCELLED",
+    "COMPLETED",
     "CONFIRM",
+    "EXPIRE",
     "FAIL",
     "FAILED",
+    "FINISH",
+    "HALT",
+    "HALTED",
     "INSTALLED",
     "IN_FLIGHT",
+    "LAUNCH",
     "LIFECYCLES",
+    "MEMBER",
+    "PAUSE",
+    "PAUSED",
     "PENDING",
+    "RESUME",
+    "RUNNING",
     "SEND",
+    "SKIP",
+    "SKIPPED",
+    "WAITING",
+    "WITHDRAW",
     "IllegalTransition",
     "Lifecycle",
 ]

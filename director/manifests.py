@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from director import inventory as inv
-from director.bundles import Bundles
+from director.bundles import Absence, Bundles
 from director.common import NotFound, epoch
 from director.config import Config
 from director.groupcommit import GroupCommit
@@ -55,7 +55,8 @@ from uptane.metadata import JSON
 _VEHICLE_ECUS = (
     "SELECT v.id, v.last_attack, (SELECT b.id FROM bundles b WHERE b.vehicle_id = v.id"
     " AND b.state = :in_flight LIMIT 1), e.id, e.serial, e.public_key, e.is_primary,"
-    " e.last_counter, e.last_attack, {seen} FROM vehicles v LEFT OUTER JOIN ecus e"
+    " e.last_counter, e.last_attack, e.unreachable_since, {seen} FROM vehicles v"
+    " LEFT OUTER JOIN ecus e"
     " ON e.vehicle_id = v.id WHERE v.vin = :vin ORDER BY e.id"
 )
 _INSERT_MANIFEST = (
@@ -63,11 +64,19 @@ _INSERT_MANIFEST = (
     " VALUES (:vid, :t, :enc, :raw) RETURNING id"
 )
 _MANIFEST_SEEN = "UPDATE vehicles SET last_manifest_at = :t, last_attack = :attack WHERE id = :vid"
-#: a nonce report leaves the ECU's counter as it is (COALESCE)
+#: a nonce report leaves the ECU's counter as it is (COALESCE); a report ends the ECU's
+#: time as unreachable
 _ECU_REPORTED = (
     "UPDATE ecus SET installed_path = :path, installed_length = :length,"
     " installed_hashes = :hashes, last_report_time = :time, last_attack = :attack,"
-    " last_counter = COALESCE(:counter, last_counter) WHERE id = :id"
+    " last_counter = COALESCE(:counter, last_counter), installed_release_counter = :rc,"
+    " unreachable_since = NULL, unreachable_reason = NULL WHERE id = :id"
+)
+#: an ECU the Primary names unreachable: no version claim, only since when (kept from the
+#: first manifest of the streak), why, and when it last answered the Primary
+_ECU_UNREACHABLE = (
+    "UPDATE ecus SET unreachable_since = COALESCE(unreachable_since, :t),"
+    " unreachable_reason = :reason, last_seen = :seen WHERE id = :id"
 )
 
 #: json.dumps(hashes, sort_keys=True) as the ECU rows store installed hashes, the encoder
@@ -134,6 +143,7 @@ class _Ecu(NamedTuple):
     is_primary: bool
     last_counter: int | None
     last_attack: str | None
+    unreachable_since: int | None
 
 
 @dataclass
@@ -348,8 +358,8 @@ class ManifestIntake:
             id=int(rows[0][0]),
             attack=rows[0][1],
             in_flight=rows[0][2],
-            ecus={r[4]: _Ecu(*r[3:9]) for r in rows if r[3] is not None},
-            seen={(int(r[3]), nonces[r[4]]) for r in rows if r[9] is not None},
+            ecus={r[4]: _Ecu(*r[3:10]) for r in rows if r[3] is not None},
+            seen={(int(r[3]), nonces[r[4]]) for r in rows if r[10] is not None},
         )
 
     # --- the write --------------------------------------------------------------------------
@@ -384,6 +394,15 @@ class ManifestIntake:
             if len(nonce_params) > 1:
                 cur.execute(_insert_nonces_sql(len(nonce_params) // 2, dialect), nonce_params)
             cur.executemany(_sql(_ECU_REPORTED, dialect), ecu_rows)
+            absent = _absences(v, m.body, t)
+            if absent:
+                cur.executemany(
+                    _sql(_ECU_UNREACHABLE, dialect),
+                    [
+                        {"id": v.ecus[s].id, "t": t, "reason": a.reason, "seen": a.last_seen}
+                        for s, a in absent.items()
+                    ],
+                )
         finally:
             cur.close()
         attacks, attack_rows = _attacks(v, m.body, m.reports)
@@ -399,9 +418,15 @@ class ManifestIntake:
         if v.in_flight is not None:
             serials = {e.id: s for s, e in v.ecus.items()}
             bundle = self.bundles.advance(
-                conn, int(v.in_flight), v.id, m.vin, serials, m.reports, m.now
+                conn, int(v.in_flight), v.id, m.vin, serials, m.reports, m.now, absent
             )
-        return {"accepted": True, "manifest": mid, "attacks": attacks, "bundle": bundle}
+        return {
+            "accepted": True,
+            "manifest": mid,
+            "attacks": attacks,
+            "unreachable": sorted(absent),
+            "bundle": bundle,
+        }
 
 
 def _seen(
@@ -433,12 +458,25 @@ def _report_rows(
                 "attack": r.attack,
                 # a nonce report leaves the ECU's counter as it is (COALESCE)
                 "counter": None if r.nonce is not None else r.counter,
+                "rc": r.release_counter,
             }
         )
         if r.nonce is not None:
             i = len(nonce_params) // 2
             nonce_params[f"e{i}"], nonce_params[f"n{i}"] = ecu.id, r.nonce.hex()
     return nonce_params, ecu_rows
+
+
+def _absences(v: _Vehicle, body: VehicleVersionManifest, t: int) -> dict[str, Absence]:
+    """The ECUs the manifest names unreachable (checked: registered, not reported), each
+    unreachable since the first manifest of its streak (this one, ``t``, if it is the
+    first)."""
+    out: dict[str, Absence] = {}
+    for u in body.unreachable:
+        since = v.ecus[u.ecu_id].unreachable_since
+        seen = None if u.last_seen is None else epoch(u.last_seen)
+        out[u.ecu_id] = Absence(t if since is None else int(since), u.reason, seen)
+    return out
 
 
 def _attacks(

@@ -115,6 +115,8 @@ class Publisher:
         self.root_files = load_root(self.dir, self.encodings)
         if isinstance(self.keys, FileKeySource):
             self.keys = FileKeySource(self.keys.directory)
+        with self._cache_lock:  # bytes another process re-signed are in the database
+            self._cache.clear()
         now = self.clock()
         with self.engine.connect() as conn:
             rows = conn.execute(

@@ -82,7 +82,7 @@ def test_5_3_2_refuses_images_missing_from_the_image_repository_or_for_other_har
     v = _register(env, "VIN0001")
     before = env["c"].get("/api/vehicles/VIN0001").json()["metadata"]
     for target, ecu, why in (
-        ("brakes/fw-9.9.bin", f"{v.vin}-brk", "not in the Image repository"),
+        ("brakes/fw-9.9.bin", f"{v.vin}-brk", "not published in the Image repository (yet)"),
         ("tcu/tcu-5.bin", f"{v.vin}-brk", "is for hardware"),  # a telematics image, brake ECU
     ):
         r = env["c"].post(
@@ -91,6 +91,7 @@ def test_5_3_2_refuses_images_missing_from_the_image_repository_or_for_other_har
         )
         assert r.status_code == 422, r.text
         assert why in r.json()["detail"]
+        assert "arbitrary-software" not in r.text  # a missing image is not named an attack
     r = env["c"].post(
         "/api/vehicles/VIN0001/assignments",
         json={"assignments": [{"ecu": "no-such-ecu", "target": "tcu/tcu-5.bin"}]},

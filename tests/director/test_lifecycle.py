@@ -7,18 +7,35 @@ import pytest
 
 from director.common import Conflict
 from director.lifecycle import (
+    ASSIGNED,
     ASSIGNMENT,
     BUNDLE,
+    CAMPAIGN,
     CANCEL,
     CANCELLED,
+    COMPLETED,
     CONFIRM,
+    EXPIRE,
     FAIL,
     FAILED,
+    FINISH,
+    HALT,
+    HALTED,
     IN_FLIGHT,
     INSTALLED,
+    LAUNCH,
     LIFECYCLES,
+    MEMBER,
+    PAUSE,
+    PAUSED,
     PENDING,
+    RESUME,
+    RUNNING,
     SEND,
+    SKIP,
+    SKIPPED,
+    WAITING,
+    WITHDRAW,
     IllegalTransition,
     Lifecycle,
 )
@@ -50,21 +67,50 @@ def test_every_move_of_the_table_works_and_every_other_raises(lc: Lifecycle):
     assert lc.initial in lc.states and not lc.allows(lc.initial, "no-such-event")
 
 
-def test_the_assignment_and_bundle_tables_are_the_documented_ones():
-    def moves(lc: Lifecycle) -> set[tuple[str, str, str]]:
-        return {(s, e, t) for s, out in lc.moves.items() for e, t in out.items()}
+def _moves(lc: Lifecycle) -> set[tuple[str, str, str]]:
+    return {(s, e, t) for s, out in lc.moves.items() for e, t in out.items()}
 
+
+def test_the_assignment_and_bundle_tables_are_the_documented_ones():
     assert ASSIGNMENT.initial == PENDING
-    assert moves(ASSIGNMENT) == {
+    assert _moves(ASSIGNMENT) == {
         (PENDING, SEND, IN_FLIGHT),
         (PENDING, CANCEL, CANCELLED),
         (IN_FLIGHT, CONFIRM, INSTALLED),
         (IN_FLIGHT, FAIL, FAILED),
+        (IN_FLIGHT, EXPIRE, FAILED),  # unreachable past the deadline
+        (IN_FLIGHT, WITHDRAW, CANCELLED),  # its campaign was cancelled
     }
     assert ASSIGNMENT.final == {INSTALLED, FAILED, CANCELLED}
     assert BUNDLE.initial == IN_FLIGHT
-    assert moves(BUNDLE) == {(IN_FLIGHT, CONFIRM, INSTALLED), (IN_FLIGHT, FAIL, FAILED)}
-    assert BUNDLE.final == {INSTALLED, FAILED}
+    assert _moves(BUNDLE) == {
+        (IN_FLIGHT, CONFIRM, INSTALLED),
+        (IN_FLIGHT, FAIL, FAILED),
+        (IN_FLIGHT, CANCEL, CANCELLED),
+    }
+    assert BUNDLE.final == {INSTALLED, FAILED, CANCELLED}
+
+
+def test_the_campaign_and_member_tables_are_the_documented_ones():
+    assert CAMPAIGN.initial == RUNNING
+    assert _moves(CAMPAIGN) == {
+        (RUNNING, PAUSE, PAUSED),
+        (RUNNING, HALT, HALTED),
+        (RUNNING, FINISH, COMPLETED),
+        (RUNNING, CANCEL, CANCELLED),
+        (PAUSED, RESUME, RUNNING),
+        (PAUSED, CANCEL, CANCELLED),
+        (HALTED, RESUME, RUNNING),
+        (HALTED, CANCEL, CANCELLED),
+    }
+    assert CAMPAIGN.final == {COMPLETED, CANCELLED}
+    assert MEMBER.initial == WAITING
+    assert _moves(MEMBER) == {
+        (WAITING, LAUNCH, ASSIGNED),
+        (WAITING, SKIP, SKIPPED),
+        (WAITING, CANCEL, CANCELLED),
+    }
+    assert set(LIFECYCLES) == {"assignment", "bundle", "campaign", "campaign member"}
 
 
 def test_an_unknown_stored_state_is_an_illegal_move_and_an_unknown_event_a_bug():

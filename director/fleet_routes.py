@@ -1,0 +1,146 @@
+"""The admin API of campaigns and saved groups (OpenAPI tags ``campaigns`` and ``groups``),
+added to the Director's app by :func:`director.director_server.create_app`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import FastAPI
+from pydantic import BaseModel, Field
+
+from director.campaigns import MAX_SOAK, MAX_WAVES, CampaignSpec
+from director.campaignview import OUTCOMES
+from director.common import Invalid
+from director.director import Director
+
+Vin = Annotated[str, Field(max_length=64)]
+
+
+class WaveIn(BaseModel):
+    """One wave: a share of the selected ECUs, or a number of them (exactly one)."""
+
+    percent: float | None = Field(None, gt=0, le=100)
+    count: int | None = Field(None, ge=1, le=10_000_000)
+
+
+class CampaignIn(BaseModel):
+    target: str = Field(max_length=4096, description="target path in the Image repository")
+    hardware_id: str | None = Field(None, max_length=128, description="select ECUs by hardware")
+    vins: list[Vin] | None = Field(None, max_length=100_000, description="select vehicles")
+    group: str | None = Field(None, max_length=64, description="select a saved group")
+    waves: list[WaveIn] | None = Field(
+        None, max_length=MAX_WAVES, description="in order; the last takes the rest"
+    )
+    soak_seconds: int = Field(0, ge=0, le=MAX_SOAK, description="wait after a wave is done")
+    failure_threshold: float = Field(
+        0.1, ge=0, le=1, description="halt when more than this share of a wave failed"
+    )
+    force: bool = Field(False, description="allow downgrades (the ECUs' rollback checks stay)")
+    name: str | None = Field(None, max_length=128)
+
+
+class GroupIn(BaseModel):
+    name: str = Field(max_length=64)
+    vins: list[Vin] = Field(default_factory=list, max_length=100_000)
+
+
+class VinsIn(BaseModel):
+    vins: list[Vin] = Field(max_length=100_000)
+
+
+def _spec(body: CampaignIn) -> CampaignSpec:
+    waves = None
+    if body.waves is not None:
+        waves = []
+        for w in body.waves:
+            if (w.percent is None) == (w.count is None):
+                raise Invalid('a wave is {"percent": P} or {"count": N}, exactly one')
+            waves.append({"percent": w.percent} if w.percent is not None else {"count": w.count})
+    return CampaignSpec(
+        target=body.target,
+        hardware_id=body.hardware_id,
+        vins=body.vins,
+        group=body.group,
+        waves=waves,  # type: ignore[arg-type]
+        soak_seconds=body.soak_seconds,
+        failure_threshold=body.failure_threshold,
+        force=body.force,
+        name=body.name,
+    )
+
+
+def campaign_routes(app: FastAPI, d: Director, guard: list[Any], read: list[Any]) -> None:
+    """Campaigns: create (the first wave goes out at once), read with statistics, members,
+    pause, resume, cancel (``guard``/``read``: the token checks)."""
+    tags: list[str | Any] = ["campaigns"]
+
+    @app.post("/api/campaigns", status_code=201, dependencies=guard, tags=tags)
+    def create_campaign(body: CampaignIn) -> Any:
+        """Select ECUs (hardware id, VINs, group: all that are given must hold), split
+        them in waves and send the first; the answer lists the assignments made and the
+        ECUs skipped (in another active campaign, or refused)."""
+        return d.campaign(_spec(body))
+
+    @app.get("/api/campaigns", dependencies=read, tags=tags)
+    def list_campaigns() -> Any:
+        return d.campaigns.list_campaigns()
+
+    @app.get("/api/campaigns/{cid}", dependencies=read, tags=tags)
+    def get_campaign(cid: int) -> Any:
+        """State, reason, and per wave and in total the members by outcome."""
+        return d.campaigns.get(cid)
+
+    @app.get("/api/campaigns/{cid}/vehicles", dependencies=read, tags=tags)
+    def campaign_members(cid: int, wave: int | None = None, state: str | None = None) -> Any:
+        """Each member: VIN, ECU, wave, outcome, and what the ECU reports running."""
+        if state is not None and state not in OUTCOMES:
+            raise Invalid(f"state is one of {list(OUTCOMES)}")
+        return d.campaigns.members(cid, wave=wave, state=state)
+
+    @app.post("/api/campaigns/{cid}/pause", dependencies=guard, tags=tags)
+    def pause_campaign(cid: int) -> Any:
+        """No further wave goes out; what was sent carries on."""
+        return d.campaigns.pause(cid)
+
+    @app.post("/api/campaigns/{cid}/resume", dependencies=guard, tags=tags)
+    def resume_campaign(cid: int) -> Any:
+        """Carry on after a pause or a halt (a halted wave's failures are accepted)."""
+        return d.campaigns.resume(cid)
+
+    @app.post("/api/campaigns/{cid}/cancel", dependencies=guard, tags=tags)
+    def cancel_campaign(cid: int) -> Any:
+        """Cancel what was not sent, withdraw what is in flight (targets without the
+        image), keep what was installed."""
+        return d.campaigns.cancel(cid)
+
+
+def group_routes(app: FastAPI, d: Director, guard: list[Any], read: list[Any]) -> None:
+    """Saved groups of vehicles, for campaigns."""
+    tags: list[str | Any] = ["groups"]
+
+    @app.post("/api/groups", status_code=201, dependencies=guard, tags=tags)
+    def create_group(body: GroupIn) -> Any:
+        return d.groups.create(body.name, body.vins)
+
+    @app.get("/api/groups", dependencies=read, tags=tags)
+    def list_groups() -> Any:
+        return d.groups.list_groups()
+
+    @app.get("/api/groups/{name}", dependencies=read, tags=tags)
+    def show_group(name: str) -> Any:
+        return d.groups.show(name)
+
+    @app.post("/api/groups/{name}/vehicles", dependencies=guard, tags=tags)
+    def add_to_group(name: str, body: VinsIn) -> Any:
+        return d.groups.add(name, body.vins)
+
+    @app.delete("/api/groups/{name}/vehicles/{vin}", dependencies=guard, tags=tags)
+    def remove_from_group(name: str, vin: str) -> Any:
+        return d.groups.remove(name, vin)
+
+    @app.delete("/api/groups/{name}", dependencies=guard, tags=tags)
+    def delete_group(name: str) -> Any:
+        return d.groups.delete(name)
+
+
+__all__ = ["campaign_routes", "group_routes"]
