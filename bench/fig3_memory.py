@@ -133,8 +133,8 @@ def _largest_blocks(snapshot: tracemalloc.Snapshot, count: int = 3) -> list[str]
 def measure(total: int, work: Path) -> dict[str, Any]:
     """One install of a ``total``-byte image; returns the traced peak and sizes."""
     from hardware.flash import Flash
-    from storage import AtomicStore
     from secondary.agent import SecondaryAgent
+    from storage import AtomicStore
 
     limits = Limits.constrained()
     chunk = limits.chunk_size
