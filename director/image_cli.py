@@ -40,10 +40,31 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_rule(text: str) -> dict[str, object]:
+    """A dependency rule: ``PATH`` (an image by name), ``HWID>=N`` (hardware id at release
+    counter N or more), or ``hw:HWID`` (any image on that hardware)."""
+    if ">=" in text:
+        hwid, _, n = text.partition(">=")
+        try:
+            return {"hardware_id": hwid, "min_release_counter": int(n)}
+        except ValueError:
+            raise ValueError(f"bad rule {text!r}: use HWID>=N with a whole number N") from None
+    if text.startswith("hw:"):
+        return {"hardware_id": text[3:]}
+    return {"image": text}
+
+
 def cmd_add_target(args: argparse.Namespace) -> int:
     repo = _open(args)
     data = Path(args.file).read_bytes()
-    tf = repo.stage_target(args.path, data, args.hardware_id, args.release_counter)
+    custom: dict[str, object] = {}
+    if args.requires:
+        custom["requires"] = [parse_rule(r) for r in args.requires]
+    if args.conflicts:
+        custom["conflicts"] = [parse_rule(r) for r in args.conflicts]
+    tf = repo.stage_target(
+        args.path, data, args.hardware_id, args.release_counter, custom=custom or None
+    )
     print(f"staged {tf.path} ({tf.length} bytes, sha256 {tf.hashes['sha256']}); run `sign`")
     return 0
 
@@ -126,10 +147,21 @@ def cmd_supplier_release(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from director.director_cli import package_version, service_logging
     from director.image_server import create_app
 
     app = create_app(Path(args.dir), refresh_interval=args.refresh_interval)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    repo = app.state.service.repo
+    b = repo.builder
+    print(f"uptane-image-repo {package_version()} serving http://{args.host}:{args.port}")
+    print(f"  directory: {args.dir}")
+    print(f"  keys: snapshot and timestamp as {repo.online.describe()}; root and targets offline")
+    roles = ", ".join(f"{r} v{b.role(r).version}" for r in ["targets", *b.delegated])
+    print(f"  root v{len(b.root_history)}, {roles}")
+    print("  one log line per upload and per offline change picked up follows on stderr")
+    sys.stdout.flush()
+    service_logging()
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0
 
 
@@ -154,6 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--path", required=True, help="target name, e.g. brakes/fw-1.2.bin")
     sp.add_argument("--hardware-id", action="append", required=True)
     sp.add_argument("--release-counter", type=int, default=0)
+    sp.add_argument(
+        "--requires",
+        action="append",
+        help="another ECU of the vehicle must run this first: PATH, or HWID>=N (repeat)",
+    )
+    sp.add_argument(
+        "--conflicts", action="append", help="refuse with: PATH, HWID>=N or hw:HWID (repeat)"
+    )
     add("sign", cmd_sign, "sign staged targets with the offline targets key", offline=True)
     sp = add("publish", cmd_publish, "write a static TUF repository")
     sp.add_argument("out")

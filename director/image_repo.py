@@ -30,7 +30,6 @@ from storage import atomic_copy, atomic_write, dir_lock, read_json, write_json
 from uptane.errors import (
     EndlessDataAttack,
     MalformedInput,
-    RollbackAttack,
     TargetNotFound,
     UptaneError,
 )
@@ -458,10 +457,12 @@ class ImageRepository:
                 raise Conflict(f"image {tpath[:64]!r} has not been uploaded")
         current = self.builder.role(role)
         if new.version <= current.version:
-            raise RollbackAttack(
-                f"version {new.version} is not above the current {current.version}",
-                repository=NAME,
-                role=role,
+            # not an attack on the repository: another upload (or an offline change) came
+            # first, and the uploader signed from what it read before that
+            raise Conflict(
+                f"{role} version {new.version} is not above the current {current.version}:"
+                " another version was published first. Read the role again and sign the"
+                " next version"
             )
         if new.is_expired(now):
             raise Conflict("the uploaded metadata is already expired")

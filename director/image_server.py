@@ -6,8 +6,12 @@
 - ``PUT /api/images/PATH`` and ``PUT /api/metadata/ROLE.EXT``: authorised write, behind a
   bearer token that names one role; every upload is checked against the uploader's
   delegation (:meth:`director.image_repo.ImageRepository.upload_metadata`).
-- A background task re-signs snapshot and timestamp before they expire, and picks up
-  changes made by the offline commands.
+- A background task re-signs snapshot and timestamp before they expire. Changes made by
+  the offline commands (``sign``, ``delegate``, ``rotate-root``) are picked up within a
+  second: ``metadata/current.json`` is looked at (one ``stat``) on every upload, status
+  and metadata request and twice a second in the background (:class:`director.watch.FileWatch`);
+  upload tokens (``tokens.json``) are read on every request.
+- One log line per admin change (upload) and per offline change picked up.
 """
 
 from __future__ import annotations
@@ -21,8 +25,17 @@ from typing import Any
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from director.httpcommon import bearer, install_error_handlers, read_body, refresher_lifespan
+from director import repostate
+from director.httpcommon import (
+    AdminLog,
+    bearer,
+    install_error_handlers,
+    log,
+    periodic_lifespan,
+    read_body,
+)
 from director.image_repo import ADMIN, Conflict, Forbidden, ImageRepository
+from director.watch import FileWatch
 from uptane.codec import Codec, for_filename
 from uptane.errors import MalformedInput
 from uptane.limits import Limits
@@ -32,6 +45,10 @@ from uptane.paths import check_target_path
 
 def _utcnow() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
+
+
+#: how often the service looks for offline changes in the background (seconds)
+WATCH_INTERVAL = 0.5
 
 
 class ImageService:
@@ -56,6 +73,7 @@ class ImageService:
         self.metadata: dict[str, bytes] = {}
         self.targets_index: dict[str, Path] = {}
         self.rebuild_cache()
+        self._watch = FileWatch(self.repo.paths.metadata / repostate.CURRENT)
 
     def _versions(self) -> tuple[object, ...]:
         b = self.repo.builder
@@ -112,11 +130,34 @@ class ImageService:
                 changed = True
             return changed
 
+    def sync(self) -> list[str]:
+        """Pick up an offline change at once, if ``current.json`` changed since the last
+        look (one ``stat``); returns a line saying what changed, for the log."""
+        if not self._watch.changed():
+            return []
+        with self.lock:
+            before = self._cached_versions
+            self.repo.reload_if_changed(self.clock())
+            if self._versions() == before:
+                return []
+            self.rebuild_cache()
+            b = self.repo.builder
+            roles = ", ".join(f"{r} v{b.role(r).version}" for r in ["targets", *b.delegated])
+            return [
+                f"Image repository: picked up an offline change: root v{len(b.root_history)},"
+                f" {roles}, snapshot v{b.snapshot.version}, timestamp v{b.timestamp.version}"
+            ]
+
     def role_of(self, token: str) -> str:
         role = self.repo.role_for_token(token)
         if role is None:
             raise HTTPException(401, "unknown bearer token", headers={"WWW-Authenticate": "Bearer"})
         return role
+
+
+def _sync(service: ImageService) -> None:
+    for line in service.sync():
+        log.info("%s", line)
 
 
 def create_app(
@@ -133,10 +174,13 @@ def create_app(
     app = FastAPI(
         title="Uptane Image repository",
         description="Public download of metadata and images; authorised upload (§5.3.1).",
-        lifespan=refresher_lifespan(refresh_interval, service.tick),
+        lifespan=periodic_lifespan(
+            (refresh_interval, [service.tick]), (WATCH_INTERVAL, [service.sync])
+        ),
     )
     app.state.service = service
     install_error_handlers(app, {Forbidden: 403, Conflict: 409})
+    app.add_middleware(AdminLog, what="Image repository")
     _download_routes(app, service)
     _upload_routes(app, service)
 
@@ -152,6 +196,7 @@ def _download_routes(app: FastAPI, service: ImageService) -> None:
 
     @app.get("/metadata/{name}")
     def get_metadata(name: str) -> Response:
+        _sync(service)
         data = service.metadata.get(name)
         if data is None:
             raise HTTPException(404, "no such metadata file")
@@ -194,7 +239,9 @@ def _upload_routes(app: FastAPI, service: ImageService) -> None:
     """The authorised write, behind a bearer token that names one role."""
 
     def uploader(request: Request) -> str:
-        return service.role_of(bearer(request))
+        role = service.role_of(bearer(request))
+        _sync(service)  # a delegation or sign just made offline counts for this upload
+        return role
 
     @app.put("/api/images/{path:path}", status_code=201)
     async def put_image(path: str, request: Request, role: str = Depends(uploader)) -> Any:

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from director.httpcommon import service_error_text
 from uptane.codec import JSON_CODEC, codecs
 from uptane.identity import ImageIdentity, same_image
 from uptane.keys import Signer
@@ -42,7 +43,7 @@ def release(
     auth = {"Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout) as c:
         r = c.put(f"/api/images/{path}", content=data, headers=auth)
-        r.raise_for_status()
+        _check(r, f"upload of image {path}")
         mine = TargetFile.from_data(
             path,
             data,
@@ -63,14 +64,14 @@ def release(
 
 def _current_targets(c: httpx.Client, role: str, limits: Limits) -> Targets:
     """``role``'s current targets, found as a client finds them: timestamp, snapshot."""
-    ts = decode(c.get("/metadata/timestamp.json").content, limits, role_type="timestamp")
+    ts = decode(_get(c, "/metadata/timestamp.json"), limits, role_type="timestamp")
     snap_v = ts.signed.snapshot_meta.version
-    snap = decode(c.get(f"/metadata/{snap_v}.snapshot.json").content, limits, role_type="snapshot")
+    snap = decode(_get(c, f"/metadata/{snap_v}.snapshot.json"), limits, role_type="snapshot")
     entry = snap.signed.role_meta(role)
     if entry is None:
         raise ValueError(f"the repository has no role {role!r}")
     cur = decode(
-        c.get(f"/metadata/{entry.version}.{role}.json").content, limits, role_type="targets"
+        _get(c, f"/metadata/{entry.version}.{role}.json"), limits, role_type="targets"
     ).signed
     assert isinstance(cur, Targets)
     return cur
@@ -92,7 +93,18 @@ def _publish(
         md.sign(signer)
         name = f"{role}{codec.suffix}"
         r = c.put(f"/api/metadata/{name}", content=md.to_bytes(), headers=auth)
-        if r.status_code >= 400:
-            raise ValueError(f"upload of {name} refused: {r.status_code} {r.text}")
+        _check(r, f"upload of {name}")
         result = r.json()
     return result
+
+
+def _check(r: httpx.Response, what: str) -> None:
+    """Raise the service's own error text (its ``detail``), not httpx's generic one."""
+    if r.status_code >= 400:
+        raise ValueError(f"{what} refused by the Image repository: {service_error_text(r)}")
+
+
+def _get(c: httpx.Client, path: str) -> bytes:
+    r = c.get(path)
+    _check(r, f"download of {path}")
+    return r.content

@@ -91,8 +91,18 @@ def _ecu_dict(e: Any) -> dict[str, Any]:
             "length": e.installed_length,
             "hashes": json.loads(e.installed_hashes or "{}"),
         },
+        "release_counter": e.installed_release_counter,
         "last_report_time": iso(e.last_report_time),
         "last_attack": e.last_attack,
+        # named unreachable by the Primary (no version claim taken): since when, why, and
+        # when it last answered the Primary; None once it reports again
+        "unreachable": None
+        if e.unreachable_since is None
+        else {
+            "since": iso(e.unreachable_since),
+            "reason": e.unreachable_reason,
+            "last_seen": iso(e.last_seen),
+        },
     }
 
 
