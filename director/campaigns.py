@@ -100,31 +100,31 @@ class CampaignSpec:
             raise Invalid(f"1 to {MAX_WAVES} waves")
 
 
+def _wave_size(w: dict[str, float], n: int) -> int:
+    if "count" in w:
+        c = w["count"]
+        if isinstance(c, bool) or not isinstance(c, int) or c < 1:
+            raise Invalid("a wave's count is a whole number from 1")
+        return c
+    p = w["percent"]
+    if isinstance(p, bool) or not isinstance(p, int | float) or not 0 < p <= 100:
+        raise Invalid("a wave's percent is above 0 and at most 100")
+    return round(n * float(p) / 100)
+
+
 def wave_sizes(waves: Sequence[dict[str, float]] | None, n: int) -> list[int]:
-    """How many of ``n`` members each wave takes: counts and percentages (rounded at the
-    cumulative boundary) in order, the last wave takes the rest; empty waves are dropped
-    (one wave of everything when none is left)."""
-    bounds: list[int] = []
-    done, share = 0, 0.0
+    """How many of ``n`` members each wave takes, in order: a count, or a percentage of all
+    ``n`` (rounded); the last wave takes whatever is left. Empty waves are dropped (one
+    wave of everything when none is left)."""
     asked: list[dict[str, float]] = list(waves) if waves else [{"percent": 100.0}]
-    for w in asked[:-1]:
-        if "count" in w:
-            c = w["count"]
-            if isinstance(c, bool) or not isinstance(c, int) or c < 1:
-                raise Invalid("a wave's count is a whole number from 1")
-            done += c
-        else:
-            p = w["percent"]
-            if isinstance(p, bool) or not isinstance(p, int | float) or not 0 < p <= 100:
-                raise Invalid("a wave's percent is above 0 and at most 100")
-            share += float(p)
-            done = max(done, round(n * share / 100))
-        bounds.append(min(done, n))
-    bounds.append(n)
-    sizes, prev = [], 0
-    for b in bounds:
-        sizes.append(b - prev)
-        prev = b
+    sizes, done = [], 0
+    for i, w in enumerate(asked):
+        size = _wave_size(w, n)  # checked for the last wave too, which takes the rest
+        if i == len(asked) - 1:
+            size = n - done
+        size = min(size, n - done)
+        sizes.append(size)
+        done += size
     return [s for s in sizes if s] or [n]
 
 
