@@ -4,8 +4,13 @@ seconds since the epoch, UTC)."""
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import UTC, datetime
+
+#: the services' log: one line per admin change, per offline change picked up, per
+#: background event (never a token); ``serve`` sends it to stderr
+log = logging.getLogger("uptane.service")
 
 VIN_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 ECU_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
@@ -53,5 +58,6 @@ __all__ = [
     "Unavailable",
     "epoch",
     "iso",
+    "log",
     "utcnow",
 ]

@@ -48,6 +48,7 @@ from director.common import (
     Invalid,
     NotFound,
     Unavailable,
+    log,
     utcnow,
 )
 from director.config import (
@@ -196,7 +197,8 @@ class Director:
         """The role of an API token (``admin`` or ``viewer``), or None if unknown. A token
         made meanwhile by ``uptane-director token add`` (another process) counts at once:
         ``director.json`` is looked at (one ``stat``) on every check."""
-        self.reload_config()
+        for line in self.reload_config():
+            log.info("%s", line)
         return self.config.token_role(token)
 
     def add_token(self, role: str) -> str:

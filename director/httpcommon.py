@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -14,6 +13,7 @@ from fastapi import HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from director.common import log
 from uptane.errors import (
     ArbitrarySoftwareAttack,
     BadSignature,
@@ -91,11 +91,6 @@ def install_error_handlers(app, extra: dict[type[Exception], int] | None = None)
     app.add_exception_handler(UptaneError, handler_for(None))
     for cls, status in (extra or {}).items():
         app.add_exception_handler(cls, handler_for(status))
-
-
-#: the services' log: one line per admin change, per offline change picked up, per
-#: background event (never a token)
-log = logging.getLogger("uptane.service")
 
 
 def periodic_lifespan(
