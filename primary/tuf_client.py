@@ -42,7 +42,7 @@ from uptane.errors import EndlessDataAttack, MalformedInput, UptaneError
 from uptane.limits import Limits
 from uptane.metadata import JSON, TargetFile
 from uptane.paths import encode_name
-from uptane.trust import RepositoryTrust
+from uptane.trust import RefreshResult, RepositoryTrust
 from uptane.verify import ImageVerifier
 
 PROG = "uptane-tuf-client"
@@ -306,6 +306,8 @@ class TufClient:
         self.fetcher = fetcher or Fetcher(self.limits, user_agent=f"{PROG}/0.1")
         self.clock = clock or SystemTime()
         self.trust: RepositoryTrust | None = None
+        #: one line per event of the last command that is no failure (printed to stderr)
+        self.notes: list[str] = []
         #: what :meth:`init` built from the root it checked and wrote, for the next
         #: :meth:`load` of this client to take if the directory holds exactly that root
         self._initialised: RepositoryTrust | None = None
@@ -363,9 +365,15 @@ class TufClient:
         """The whole top-level update through the core, persisted whatever the outcome."""
         trust = self.load()
         try:
-            trust.refresh(self._source(), self.clock.now())
+            self._note(trust.refresh(self._source(), self.clock.now()))
         finally:
             self.persist()
+
+    def _note(self, result: RefreshResult) -> None:
+        """Keep what a refresh noted that is no failure (a timestamp re-served under the
+        trusted version with another signed part: the trusted one was kept)."""
+        if result.timestamp_kept:
+            self.notes.append(result.timestamp_kept)
 
     # download -----------------------------------------------------------------------------
 
@@ -393,7 +401,7 @@ class TufClient:
         trust = self.load()
         out = Path(target_dir)
         try:
-            trust.refresh(self._source(), self.clock.now())
+            self._note(trust.refresh(self._source(), self.clock.now()))
             out.mkdir(parents=True, exist_ok=True)
         except BaseException:
             self.persist()
@@ -455,6 +463,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 client.download(args.target_name, args.target_dir, args.target_base_url)
         finally:
             client.fetcher.close()
+            for note in client.notes:
+                print(f"{PROG}: note: {note}", file=sys.stderr)
     except (UsageError, UptaneError, OSError, ValueError) as e:
         print(f"{PROG}: {type(e).__name__}: {e}", file=sys.stderr)
         return 1

@@ -143,6 +143,20 @@ class Signature:
         return cls(keyid, raw, d)
 
 
+def signatures_from_dicts(docs: list[Any], limits: Limits) -> list[Signature]:
+    """The ``signatures`` of a metadata envelope, in order. A key id named twice makes the
+    whole file malformed, even if the threshold would be met (TUF; python-tuf refuses
+    "Multiple signatures found for keyid"), in every encoding."""
+    limits.check_count("signatures", len(docs), limits.max_signatures)
+    out = [Signature.from_dict(s, limits) for s in docs]
+    seen: set[str] = set()
+    for sig in out:
+        if sig.keyid in seen:
+            raise MalformedInput(f"metadata: two signatures name the key id {sig.keyid[:64]!r}")
+        seen.add(sig.keyid)
+    return out
+
+
 @dataclass
 class MetaFile:
     """A snapshot or timestamp entry: the version of a metadata file, and optionally its
@@ -1061,7 +1075,7 @@ class Metadata(Generic[T]):
         # the role is known only now, at run time: Metadata[Signed], returned as Metadata[Any]
         return Metadata(
             signed,
-            [Signature.from_dict(s, limits) for s in sigs],
+            signatures_from_dicts(sigs, limits),
             JSON,
             signed_bytes,
             doc,

@@ -13,14 +13,20 @@ verification (:mod:`uptane.partial`) runs the very same code.
 
 Decisions the Standard leaves open, made here:
 
-- **Timestamp of equal version** (§5.4.4.4 step 3 allows "less than or equal"): a timestamp
-  whose version equals the trusted one is accepted as *unchanged* only if its signed part is
-  byte-identical to the trusted one; a different file under the same version is refused as a
-  :class:`~uptane.errors.RollbackAttack` (one version number must name one content, or a
-  key holder could swap the snapshot it points to without the version moving).
+- **Timestamp of equal version** (§5.4.4.4 step 3; TUF 5.4.3: the new version must not be
+  *lower*, and an equal version is not an update): the trusted timestamp is kept and the
+  refresh goes on with it, as python-tuf does. When the file served under the trusted
+  version has a different signed part, :attr:`RefreshResult.timestamp_kept` says so in one
+  line; it is no attack indicator (a repository re-signing without a version bump is a
+  repository mistake, and a key holder swapping content under one version gains nothing:
+  the trusted one is used). The kept timestamp must still be unexpired.
 - **Fast-forward recovery** (§5.4.4.3 step 4) happens as soon as a verified root rotates the
   timestamp or snapshot keys (or their threshold), not after the expiry check, so an expired
-  final root cannot leave a fast-forwarded timestamp in place for the next cycle.
+  final root cannot leave a fast-forwarded timestamp in place for the next cycle. Either
+  rotation forgets the trusted timestamp and snapshot (TUF 5.3.11); a rotation of the
+  *snapshot* keys also forgets the trusted targets and delegated targets, whose versions
+  are held through the snapshot (as python-tuf: a targets file rolled back from 100 to 1
+  and listed by the new snapshot is then accepted; only the root keys can do this).
 - **Terminating delegations** (§5.4.4.7) follow TUF and python-tuf: the terminating role's
   own delegations are still searched, but nothing after it. (Read literally, §5.4.4.7 step 3
   would stop before the terminating role's sub-delegations, which would make delegating
@@ -111,6 +117,9 @@ class RefreshResult:
     targets_changed: bool = False
     stopped_early: str | None = None
     keys_rotated: list[str] = field(default_factory=list)
+    #: one line when the repository served a timestamp with the trusted version but another
+    #: signed part: the trusted one was kept (a note for the log, not an attack indicator)
+    timestamp_kept: str | None = None
 
 
 # --- the checks, shared with partial verification ----------------------------------------
@@ -468,6 +477,9 @@ class RepositoryTrust:
         self.dropped: list[str] = []
         #: roles whose keys the last root update rotated (fast-forward recovery)
         self.last_rotated: list[str] = []
+        #: the note of the last timestamp update that kept the trusted timestamp (see
+        #: :attr:`RefreshResult.timestamp_kept`), else None
+        self.timestamp_kept: str | None = None
         #: top-level role -> (root, file): the trusted file this object checked against
         #: that root's keys for the role (see :meth:`_check_still_signed`)
         self._signed_under: dict[str, tuple[Metadata[Root], Metadata[Any]]] = {}
@@ -585,11 +597,19 @@ class RepositoryTrust:
         # §5.4.4.3 step 4: timestamp and/or snapshot keys rotated -> forget the trusted
         # timestamp and snapshot (recovery from fast-forward attacks). Done at once, so an
         # expiry failure after the loop cannot keep a fast-forwarded version around.
+        forget: list[str] = []
         if "timestamp" in rotated or "snapshot" in rotated:
-            self.timestamp = None
-            self.snapshot = None
-            self.raw.pop("timestamp", None)
-            self.raw.pop("snapshot", None)
+            forget += ["timestamp", "snapshot"]
+        if "snapshot" in rotated:
+            # the targets versions are held through the snapshot: with it go the trusted
+            # targets and delegated targets it listed (TUF fast-forward recovery, python-tuf)
+            forget += ["targets", *self.delegated]
+            self.delegated = {}
+        for role in forget:
+            if role in TOP_LEVEL_ROLES:
+                setattr(self, role, None)
+            self.raw.pop(role, None)
+            self._signed_under.pop(role, None)
         return new
 
     def check_root_fresh(self, now: datetime) -> None:
@@ -600,9 +620,11 @@ class RepositoryTrust:
         check_not_expired(self.root.signed, now, role="root", repository=self.name)
 
     def update_timestamp(self, data: bytes, now: datetime) -> Metadata[Timestamp]:
-        """§5.4.4.4: threshold, version >= trusted (== with different content is an
-        attack), snapshot version in it >= trusted, not expired."""
+        """§5.4.4.4: threshold, version >= trusted, snapshot version in it >= trusted, not
+        expired. An equal version is no update: the trusted timestamp is kept (and must be
+        unexpired); ``timestamp_kept`` notes a different signed part under that version."""
         role = "timestamp"
+        self.timestamp_kept = None
         try:
             self.check_root_fresh(now)
             # §5.4.4.4 step 1: at most Y bytes.
@@ -613,7 +635,16 @@ class RepositoryTrust:
             keys, entry = self.root.signed.role_keys(role)
             verify_signed_by(new, keys, entry.keyids, entry.threshold, self.limits, role=role)
             trusted = self.timestamp
-            unchanged = False
+            if trusted is not None and new.signed.version == trusted.signed.version:
+                # §5.4.4.4 step 3 / TUF 5.4.3: an equal version is not an update; keep the
+                # trusted one (python-tuf's EqualVersionNumberError), which must be fresh
+                check_not_expired(trusted.signed, now, role=role)
+                if _payload(new) != _payload(trusted):
+                    self.timestamp_kept = (
+                        f"timestamp version {trusted.signed.version} was served with another "
+                        "signed part; the trusted one is kept"
+                    )
+                return trusted
             if trusted is not None:
                 # §5.4.4.4 step 3: the version must not decrease (rollback).
                 if new.signed.version < trusted.signed.version:
@@ -621,14 +652,6 @@ class RepositoryTrust:
                         f"timestamp version {new.signed.version} is below the trusted "
                         f"{trusted.signed.version}"
                     )
-                if new.signed.version == trusted.signed.version:
-                    # equal version: unchanged only if the signed part is identical
-                    if _payload(new) != _payload(trusted):
-                        raise RollbackAttack(
-                            f"a different timestamp under the trusted version "
-                            f"{trusted.signed.version}"
-                        )
-                    unchanged = True
                 # the snapshot it names must not go back either (TUF §5.4.3.3)
                 if new.signed.snapshot_meta.version < trusted.signed.snapshot_meta.version:
                     raise RollbackAttack(
@@ -647,9 +670,6 @@ class RepositoryTrust:
             check_not_expired(new.signed, now, role=role)
         except UptaneError as e:
             raise self._err(e, role) from None
-        if unchanged:
-            assert self.timestamp is not None
-            return self.timestamp
         self.timestamp = new
         self.raw[role] = bytes(data)
         return new
@@ -910,6 +930,7 @@ class RepositoryTrust:
         before = self.timestamp
         ts = self.update_timestamp(self._fetch(source, "timestamp", None, cap), now)
         result.timestamp_changed = ts is not before
+        result.timestamp_kept = self.timestamp_kept
 
         # §5.4.4.2 step 4 (early stop): the snapshot named is the trusted one, and so is the
         # targets it names; nothing new in this repository.

@@ -8,6 +8,7 @@ rsassa-pss-sha256.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -173,3 +174,111 @@ def test_python_tuf_root_rotation(static_server: Server, tmp_path: Path) -> None
     repo.publish()
     assert main(_args(static_server, mdir, "refresh")) == 0
     assert Metadata.from_bytes((mdir / "root.json").read_bytes()).signed.version == 2
+
+
+# --- TUF client behaviour python-tuf has (issue 13) ------------------------------------------
+
+
+def _refresh(server: Server, mdir: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = main(_args(server, mdir, "refresh"))
+    return code, capsys.readouterr().err
+
+
+def test_duplicate_keyid_in_signatures_is_malformed(
+    static_server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = PythonTufRepo(static_server.root, CryptoSigner.generate_ed25519)  # type: ignore[attr-defined]
+    mdir = tmp_path / "md"
+    assert _init(repo, mdir) == 0
+    assert _refresh(static_server, mdir, capsys)[0] == 0
+    trusted = (mdir / "timestamp.json").read_bytes()
+    repo.publish()
+    # python-tuf's serialiser cannot write a repeated key id (signatures are a dict by
+    # key id): repeat the one valid signature in the JSON, as a hostile mirror would
+    ts_file = static_server.root / "metadata" / "timestamp.json"  # type: ignore[attr-defined]
+    doc = json.loads(ts_file.read_bytes())
+    doc["signatures"] = doc["signatures"] * 2
+    ts_file.write_bytes(json.dumps(doc).encode())
+    with pytest.raises(ValueError, match="Multiple signatures"):
+        Metadata.from_dict(json.loads(ts_file.read_bytes()))  # what python-tuf says of it
+    code, err = _refresh(static_server, mdir, capsys)
+    assert code == 1
+    assert "MalformedInput" in err and "two signatures name the key id" in err
+    assert (mdir / "timestamp.json").read_bytes() == trusted
+
+
+def test_timestamp_with_the_trusted_version_and_other_content_is_kept(
+    static_server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = PythonTufRepo(static_server.root, CryptoSigner.generate_ed25519)  # type: ignore[attr-defined]
+    repo.add("fw/a.bin", b"one")
+    repo.publish()
+    mdir = tmp_path / "md"
+    assert _init(repo, mdir) == 0
+    assert _refresh(static_server, mdir, capsys)[0] == 0
+    trusted = (mdir / "timestamp.json").read_bytes()
+    # the repository re-signs the timestamp under the same version with another expiry
+    repo.timestamp.signed.expires = EXPIRES + timedelta(days=1)
+    repo.timestamp.sign(repo.signers["timestamp"], append=False)
+    ts_file = static_server.root / "metadata" / "timestamp.json"  # type: ignore[attr-defined]
+    ts_file.write_bytes(repo._bytes(repo.timestamp))
+    assert ts_file.read_bytes() != trusted
+    code, err = _refresh(static_server, mdir, capsys)
+    # TUF 5.4.3 / python-tuf: an equal version is no update; the refresh goes on
+    assert code == 0, err
+    assert "note: timestamp version 2 was served with another signed part" in err
+    assert "Attack" not in err
+    assert (mdir / "timestamp.json").read_bytes() == trusted
+    # the next version is taken as usual
+    repo.add("fw/b.bin", b"two")
+    repo.publish()
+    code, err = _refresh(static_server, mdir, capsys)
+    assert code == 0 and err == ""
+    assert (mdir / "timestamp.json").read_bytes() == ts_file.read_bytes()
+
+
+def _fast_forward_targets(repo: PythonTufRepo, version: int) -> None:
+    """Publish the top-level targets and the delegated role at ``version`` (a compromised
+    targets key and snapshot key can do this), with the next snapshot and timestamp."""
+    repo.targets.signed.version = version - 1
+    for md, _ in repo.delegated.values():
+        md.signed.version = version - 1
+    repo.publish()
+
+
+@pytest.mark.parametrize("rotate", [True, False])
+def test_targets_fast_forward_recovery_by_rotating_the_snapshot_key(
+    static_server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str], rotate: bool
+) -> None:
+    repo = PythonTufRepo(static_server.root, CryptoSigner.generate_ed25519)  # type: ignore[attr-defined]
+    repo.delegate("supplier", ["s/*"])
+    repo.add("fw/a.bin", b"top")
+    repo.add("s/b.bin", b"delegated", role="supplier")
+    _fast_forward_targets(repo, 100)
+    mdir, tdir = tmp_path / "md", tmp_path / "tg"
+    assert _init(repo, mdir) == 0
+    assert _download(static_server, mdir, tdir, "fw/a.bin", "s/b.bin") == 0
+    capsys.readouterr()
+    assert json.loads((mdir / "targets.json").read_bytes())["signed"]["version"] == 100
+    assert json.loads((mdir / "supplier.json").read_bytes())["signed"]["version"] == 100
+    if rotate:  # the recovery: root version 2 rotates the snapshot key
+        old = repo.signers["snapshot"]
+        new = CryptoSigner.generate_ed25519()
+        root = repo.root.signed
+        root.revoke_key(old.public_key.keyid, "snapshot")
+        root.add_key(new.public_key, "snapshot")
+        root.version += 1
+        repo.signers["snapshot"] = new
+        repo.sign_root()
+    repo.add("fw/c.bin", b"after the recovery")
+    _fast_forward_targets(repo, 1)  # targets and the delegated role back to version 1
+    code, err = _refresh(static_server, mdir, capsys)
+    if not rotate:  # without the root keys, a rollback stays a rollback
+        assert code == 1 and "RollbackAttack" in err
+        assert json.loads((mdir / "targets.json").read_bytes())["signed"]["version"] == 100
+        return
+    assert code == 0, err
+    assert json.loads((mdir / "targets.json").read_bytes())["signed"]["version"] == 1
+    assert not (mdir / "supplier.json").exists()  # held through the dropped snapshot
+    assert _download(static_server, mdir, tdir, "fw/c.bin", "s/b.bin") == 0
+    assert json.loads((mdir / "supplier.json").read_bytes())["signed"]["version"] == 1

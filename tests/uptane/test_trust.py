@@ -146,10 +146,16 @@ def test_5_4_4_3_root_threshold_counts_unique_keys_not_signatures():
     md = Metadata(root)
     sig = md.sign(stolen)
     md.signatures.append(Signature(alias, sig.sig))
-    md.signatures.append(Signature(stolen.keyid, sig.sig))  # duplicate signature too
     repo.source.overrides["2.root.json"] = md.to_bytes()
     trust = repo.trust()
     with pytest.raises(ThresholdNotMet):
+        trust.refresh(repo.source, NOW)
+    assert trust.root.signed.version == 1
+    # the same signature repeated under the same key id: the file is malformed (TUF,
+    # python-tuf "Multiple signatures found for keyid"), threshold or not
+    md.signatures.append(Signature(stolen.keyid, sig.sig))
+    repo.source.overrides["2.root.json"] = md.to_bytes()
+    with pytest.raises(MalformedInput, match="two signatures name the key id"):
         trust.refresh(repo.source, NOW)
     assert trust.root.signed.version == 1
 
@@ -229,7 +235,7 @@ def test_5_4_4_3_timestamp_key_rotation_recovers_from_fast_forward():
     assert trust.find_target("fw/a.bin", repo.source, LATER)
 
 
-def test_5_4_4_3_snapshot_key_rotation_forgets_timestamp_and_snapshot():
+def test_5_4_4_3_snapshot_key_rotation_forgets_timestamp_snapshot_and_targets():
     repo, trust = fresh()
     old = repo.keys["snapshot"][0]
     repo.builder.rotate_keys("snapshot", [PrivateKey.generate()], revoke=[old.keyid])
@@ -240,7 +246,22 @@ def test_5_4_4_3_snapshot_key_rotation_forgets_timestamp_and_snapshot():
         trust.refresh(repo.source, LATER)
     assert trust.timestamp is None and trust.snapshot is None
     assert "timestamp" not in trust.raw and "snapshot" not in trust.raw
-    assert trust.targets is not None  # targets stay for rollback protection
+    # the targets versions were held through the snapshot: they go with it (TUF
+    # fast-forward recovery, as python-tuf)
+    assert trust.targets is None and "targets" not in trust.raw and not trust.delegated
+
+
+def test_5_4_4_3_timestamp_key_rotation_keeps_the_targets_floor():
+    repo, trust = fresh()
+    old = repo.keys["timestamp"][0]
+    repo.builder.rotate_keys("timestamp", [PrivateKey.generate()], revoke=[old.keyid])
+    repo.builder.mark("root")
+    repo.source.overrides["timestamp.json"] = None
+    repo.publish(LATER)
+    with pytest.raises(DropRequestAttack):
+        trust.refresh(repo.source, LATER)
+    assert trust.timestamp is None and trust.snapshot is None
+    assert trust.targets is not None  # only a snapshot key rotation drops it
 
 
 # --- §5.4.4.4 timestamp -----------------------------------------------------------------
@@ -259,17 +280,25 @@ def test_5_4_4_4_timestamp_rollback_refused():
     assert trust.state() == state
 
 
-def test_5_4_4_4_timestamp_equal_version_is_unchanged_only_if_identical():
+def test_5_4_4_4_timestamp_equal_version_keeps_the_trusted_one():
     repo, trust = fresh()
     result = trust.refresh(repo.source, NOW)
     assert result.stopped_early == "timestamp unchanged"
-    assert not result.timestamp_changed
-    # the same version with other content (here: a later expiry) is refused
+    assert not result.timestamp_changed and result.timestamp_kept is None
+    trusted, raw = trust.timestamp, trust.raw["timestamp"]
+    # the same version with other content (here: a later expiry): no update, no attack;
+    # the trusted timestamp is kept and the refresh goes on (TUF 5.4.3, python-tuf)
     ts = repo.current("timestamp")
     ts.expires += timedelta(days=30)
     repo.source.overrides["timestamp.json"] = repo.sign(ts, *repo.keys["timestamp"])
-    with pytest.raises(RollbackAttack):
-        trust.refresh(repo.source, NOW)
+    result = trust.refresh(repo.source, NOW)
+    assert result.stopped_early == "timestamp unchanged" and not result.timestamp_changed
+    assert result.timestamp_kept is not None and "kept" in result.timestamp_kept
+    assert trust.timestamp is trusted and trust.raw["timestamp"] == raw
+    # the kept timestamp must itself be fresh
+    with pytest.raises(ExpiredMetadata) as e:
+        trust.refresh(repo.source, trusted.signed.expires)
+    assert e.value.role == "timestamp"
 
 
 def test_5_4_4_4_timestamp_must_not_name_an_older_snapshot():
@@ -676,7 +705,7 @@ def test_5_4_4_2_der_repository_refreshes_and_refuses_a_rollback():
         trust.update_timestamp(repo.builder.files[JSON]["timestamp"], LATER)
 
 
-def test_5_4_4_4_duplicate_signatures_do_not_meet_a_threshold_of_two():
+def test_5_4_4_4_duplicate_signatures_make_the_file_malformed():
     repo = make_repo(thresholds={"timestamp": 2}, keys_per_role=2)
     trust = repo.trust()
     trust.refresh(repo.source, NOW)
@@ -684,11 +713,17 @@ def test_5_4_4_4_duplicate_signatures_do_not_meet_a_threshold_of_two():
     ts.version += 1
     md = Metadata(ts)
     sig = md.sign(repo.keys["timestamp"][0])
-    md.signatures += [Signature(sig.keyid, sig.sig), Signature(sig.keyid, sig.sig)]
+    md.signatures += [Signature(sig.keyid, sig.sig)]
     repo.source.overrides["timestamp.json"] = md.to_bytes()
-    with pytest.raises(ThresholdNotMet):
+    with pytest.raises(MalformedInput, match="two signatures"):
         trust.refresh(repo.source, NOW)
+    # a threshold met does not make a repeated key id acceptable (python-tuf refuses it)
     md.sign(repo.keys["timestamp"][1])
+    assert len(md.signatures) == 3
+    repo.source.overrides["timestamp.json"] = md.to_bytes()
+    with pytest.raises(MalformedInput, match="two signatures"):
+        trust.refresh(repo.source, NOW)
+    md.signatures = [s for i, s in enumerate(md.signatures) if i != 1]
     repo.source.overrides["timestamp.json"] = md.to_bytes()
     trust.refresh(repo.source, NOW)
     assert trust.timestamp.signed.version == ts.version

@@ -72,11 +72,11 @@ from uptane.metadata import (
     DER,
     ROLE_CLASSES,
     Metadata,
-    Signature,
     Signed,
     Targets,
     format_expires,
     parse_expires,
+    signatures_from_dicts,
 )
 
 #: a schema class below: a subclass of an asn1crypto type. asn1crypto has no type
@@ -1877,7 +1877,7 @@ def decode_metadata(
     del signed_d
     md = Metadata(
         signed,
-        [Signature.from_dict(s, limits) for s in sigs],
+        signatures_from_dicts(sigs, limits),
         DER,
         _signed_span(data),
         doc,
