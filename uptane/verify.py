@@ -6,8 +6,9 @@
 - :class:`ImageVerifier`: a streaming checker fed in chunks (§5.4.3.4): no more bytes than
   the signed length, every listed hash, and the exact length.
 - :func:`full_verification`: full verification across the Director and the Image repository
-  (§5.4.4.2), with the TAP 4 repository mapping (§5.2.6) consulted first. It returns the
-  images a Primary may download, each as an :class:`ApprovedImage`.
+  (§5.4.4.2), or any number of repositories, with the TAP 4 repository mapping (§5.2.6)
+  consulted first. It returns the images a Primary may download, each as an
+  :class:`ApprovedImage`.
 
 Nothing here does I/O: metadata comes through the :class:`uptane.trust.MetadataSource`
 objects the caller passes in, and ``now`` is an argument.
@@ -41,8 +42,10 @@ from uptane.errors import (
 from uptane.limits import Limits
 from uptane.metadata import MapFile, Mapping, TargetFile
 
+from uptane.trust import RepositoryTrust
+
 if TYPE_CHECKING:
-    from uptane.trust import MetadataSource, RefreshResult, RepositoryTrust
+    from uptane.trust import MetadataSource, RefreshResult
 
 HASH_ALGORITHMS = ("sha256", "sha512", "sha384", "sha224", "sha3_256", "sha3_512", "blake2b")
 
@@ -197,6 +200,9 @@ class ApprovedImage:
     image_target: TargetFile | None
     #: the map-file rule that approved it
     rule: Mapping | None = None
+    #: the entry of every other repository that agreed, by repository name (TAP 4);
+    #: ``image_target`` is the first of them
+    agreed: dict[str, TargetFile] = field(default_factory=dict)
 
     @property
     def path(self) -> str:
@@ -230,12 +236,21 @@ class ApprovedImage:
 @dataclass
 class FullVerificationResult:
     """What :func:`full_verification` found. ``images`` is empty when it stopped early;
-    ``stopped_early`` then says why (the Director's snapshot unchanged, or nothing new)."""
+    ``stopped_early`` then says why (the Director's snapshot unchanged, or nothing new).
+
+    ``repositories`` holds the refresh of every other repository (TAP 4: the Image
+    repository, a supplier's, ...) by name, and ``refused`` the error of each one whose
+    refresh failed: a map rule may still approve an image without it when enough other
+    repositories agree (its threshold), so such an error is raised only when a rule needed
+    that repository. ``image`` is the refresh of the first other repository (the Image
+    repository in the Uptane default), or None when none was refreshed."""
 
     images: list[ApprovedImage]
     director: RefreshResult
     image: RefreshResult | None = None
     stopped_early: str | None = None
+    repositories: dict[str, RefreshResult] = field(default_factory=dict)
+    refused: dict[str, UptaneError] = field(default_factory=dict)
 
     def for_ecu(self, ecu_id: str) -> ApprovedImage | None:
         """The image approved for ``ecu_id``, if any."""
@@ -244,7 +259,8 @@ class FullVerificationResult:
 
 def check_map_file(map_file: MapFile, trusted: Iterable[str], sources: Iterable[str]) -> None:
     """§5.2.6 / TAP 4, step 1 of §5.4.4.2: the map file is consistent and names only
-    repositories this ECU trusts and can reach; raises BadRepositoryMapping."""
+    repositories this ECU trusts and can reach, any number of them; raises
+    BadRepositoryMapping."""
     trusted, sources = set(trusted), set(sources)
     if not map_file.mapping:
         raise BadRepositoryMapping("the map file has no mapping rule")
@@ -311,9 +327,62 @@ def _check_now(now: datetime) -> None:
         raise TypeError("now must be a timezone-aware datetime (the secure current time)")
 
 
+class _Repositories:
+    """The repositories other than the Director (TAP 4), for step 10: each refreshed once
+    (steps 6–9), its refusal kept, and each (repository, path, hardware id) looked up once
+    through its delegations (§5.4.4.7)."""
+
+    def __init__(
+        self,
+        trusts: MappingOf[str, RepositoryTrust],
+        sources: MappingOf[str, MetadataSource],
+        now: datetime,
+    ) -> None:
+        self.trusts, self.sources, self.now = trusts, sources, now
+        self.results: dict[str, RefreshResult] = {}
+        self.refused: dict[str, UptaneError] = {}
+        self._found: dict[tuple[str, str, str], TargetFile] = {}
+
+    def refresh(self, names: Iterable[str]) -> None:
+        """§5.4.4.2 steps 6–9 for each repository named: root loop, timestamp, snapshot
+        (its early stop only skips to step 10, using the trusted targets), targets."""
+        for name in names:
+            if name in self.results or name in self.refused:
+                continue
+            try:
+                self.results[name] = self.trusts[name].refresh(self.sources[name], self.now)
+            except UptaneError as e:
+                self.refused[name] = e.at(repository=name)
+
+    def find(self, name: str, path: str, hardware_id: str) -> TargetFile:
+        """§5.4.4.2 step 10.1 / §5.4.4.7: the entry of ``name`` for the same file name,
+        through the delegations that this ECU's hardware id and the path both match."""
+        refused = self.refused.get(name)
+        if refused is not None:
+            raise refused
+        key = (name, path, hardware_id)
+        if key not in self._found:
+            trust = self.trusts[name]
+            self._found[key] = trust.find_target(
+                path, self.sources[name], self.now, hardware_id=hardware_id
+            )
+        return self._found[key]
+
+
+def _other_repositories(
+    director: RepositoryTrust, image: RepositoryTrust | MappingOf[str, RepositoryTrust]
+) -> dict[str, RepositoryTrust]:
+    """The non-Director repositories by name: one (the Uptane default) or any number."""
+    others = {image.name: image} if isinstance(image, RepositoryTrust) else dict(image)
+    for name, trust in others.items():
+        if trust.name != name or name == director.name:
+            raise ValueError(f"repository {name!r}: a RepositoryTrust named {trust.name!r}")
+    return others
+
+
 def full_verification(
     director: RepositoryTrust,
-    image: RepositoryTrust,
+    image: RepositoryTrust | MappingOf[str, RepositoryTrust],
     map_file: MapFile,
     sources: MappingOf[str, MetadataSource],
     now: datetime,
@@ -322,19 +391,22 @@ def full_verification(
     *,
     only_ecu: str | None = None,
 ) -> FullVerificationResult:
-    """Full verification (§5.4.4.2) of both repositories' metadata, for every image the
+    """Full verification (§5.4.4.2) of the repositories' metadata, for every image the
     Director assigns to this vehicle (a Primary), or only for ``only_ecu``'s image (a
     full-verification Secondary, which §5.4.4.2 step 10 lets check just its own image and
     which need not know the other ECUs: ``vehicle.ecus`` then needs only this ECU).
 
-    ``sources`` maps each repository name of the map file to where its metadata comes from;
-    ``director.name`` and ``image.name`` are those names. The trusted state of both
-    repositories is updated in place (the caller persists ``raw`` only once this returns
-    without error, so that an interrupted cycle is redone in full next time). Raises the
-    :mod:`uptane.errors` error that names the attack when any check fails.
+    ``image`` is the Image repository's trust, or (TAP 4, any number of repositories) the
+    trust of every repository other than the Director by name. ``sources`` maps each
+    repository name of the map file to where its metadata comes from; each trust's
+    ``name`` is its name there. The trusted state is updated in place (the caller persists
+    ``raw`` only once this returns without error, so that an interrupted cycle is redone in
+    full next time). Raises the :mod:`uptane.errors` error that names the attack when any
+    check fails.
     """
+    others = _other_repositories(director, image)
     # §5.4.4.2 (before step 1) / §5.2.6: the repository mapping comes first
-    check_map_file(map_file, (director.name, image.name), sources)
+    check_map_file(map_file, (director.name, *others), sources)
     if director.name not in sources:
         raise BadRepositoryMapping(f"no metadata source for the Director ({director.name!r})")
     _check_now(now)  # §5.4.4.2 step 1
@@ -364,14 +436,14 @@ def full_verification(
     ):
         return FullVerificationResult([], director_result, None, NO_NEW_TARGETS)
 
-    # §5.4.4.2 steps 6–9: Image repository root loop, timestamp, snapshot (its early stop
-    # only skips to step 10, using the trusted targets), top-level targets
-    image_result = None
-    if any(image.name in rule.repositories for rule in map_file.mapping):
-        image_result = image.refresh(sources[image.name], now)
-
-    approved = _approve_all(targets, ours, vehicle, map_file, director, image, sources, now)
-    return FullVerificationResult(approved, director_result, image_result, None)
+    # §5.4.4.2 steps 6–9: every other repository a map rule names, in the map's order
+    repos = _Repositories(others, sources, now)
+    repos.refresh(n for rule in map_file.mapping for n in rule.repositories if n in others)
+    approved = _approve_all(targets, ours, vehicle, map_file, director, repos)
+    first = next(iter(repos.results.values()), None)
+    return FullVerificationResult(
+        approved, director_result, first, None, dict(repos.results), dict(repos.refused)
+    )
 
 
 def _approve_all(
@@ -380,14 +452,11 @@ def _approve_all(
     vehicle: VehicleContext,
     map_file: MapFile,
     director: RepositoryTrust,
-    image: RepositoryTrust,
-    sources: MappingOf[str, MetadataSource],
-    now: datetime,
+    repos: _Repositories,
 ) -> list[ApprovedImage]:
     """§5.4.4.2 step 10: every image the Director lists, for every ECU it names that
     ``ours`` accepts, checked against the vehicle and approved by the map file."""
     approved: list[ApprovedImage] = []
-    found: dict[tuple[str, str], TargetFile] = {}
     for path in sorted(targets):
         target = targets[path]
         if not target.ecu_ids:
@@ -398,10 +467,13 @@ def _approve_all(
             # §5.4.3.4 / §5.4.4.2 step 10.2.3: this ECU, its hardware id, release counter
             previous = vehicle.installed_release_counters.get(ecu_id)
             check_target_for_ecu(target, ecu_id, hardware_id, previous, repository=director.name)
-            rule, image_target = _approve_by_mapping(
-                target, hardware_id, previous, map_file, director, image, sources, now, found
+            rule, agreed = _approve_by_mapping(
+                target, hardware_id, previous, map_file, director.name, repos
             )
-            approved.append(ApprovedImage(ecu_id, hardware_id, target, image_target, rule))
+            image_target = next(iter(agreed.values()), None)
+            approved.append(
+                ApprovedImage(ecu_id, hardware_id, target, image_target, rule, agreed)
+            )
     return approved
 
 
@@ -410,47 +482,38 @@ def _approve_by_mapping(
     hardware_id: str,
     previous: int | None,
     map_file: MapFile,
-    director: RepositoryTrust,
-    image: RepositoryTrust,
-    sources: MappingOf[str, MetadataSource],
-    now: datetime,
-    found: dict[tuple[str, str], TargetFile],
-) -> tuple[Mapping, TargetFile | None]:
-    """§5.2.6 / TAP 4: the first matching rule whose repositories agree to its threshold
-    approves ``target``; a terminating rule that fails refuses it, and so does no rule."""
+    director: str,
+    repos: _Repositories,
+) -> tuple[Mapping, dict[str, TargetFile]]:
+    """§5.2.6 / TAP 4: the first matching rule of which at least ``threshold``
+    repositories agree with the Director's entry approves ``target`` (the Director's own
+    entry is the Director's agreement); a terminating rule that fails refuses it, and so
+    does no rule. Returns the rule and the agreeing entries of the other repositories."""
     first_error: UptaneError | None = None
     for rule in mapping_rules_for(map_file, target.path):
-        agree = 0
-        image_target: TargetFile | None = None
+        agreed: dict[str, TargetFile] = {}
         for name in rule.repositories:
-            if name == director.name:
-                agree += 1  # the Director's own entry is the one being checked
+            if name == director:
                 continue
             try:
-                key = (target.path, hardware_id)
-                if key not in found:
-                    # §5.4.4.2 step 10.1 / §5.4.4.7: same file name, through the
-                    # delegations that this ECU's hardware id and the path both match
-                    found[key] = image.find_target(
-                        target.path, sources[name], now, hardware_id=hardware_id
-                    )
-                candidate = found[key]
+                candidate = repos.find(name, target.path, hardware_id)
                 check_director_image_match(target, candidate, repository=name)
-            except (TargetNotFound, TargetMismatch) as e:
+                # the repository's own entry must fit this ECU and not roll back either
+                check_hardware_id(candidate, hardware_id, repository=name)
+                check_release_counter(candidate, previous, repository=name)  # §5.4.4.2 10.2.3
+            except UptaneError as e:
+                # a repository that does not list the file, lists it differently or was
+                # refused disagrees; the rule may still meet its threshold without it
                 first_error = first_error or e.at(repository=name)
                 continue
-            # the Image repository's own entry must fit this ECU and not roll back either
-            check_hardware_id(candidate, hardware_id, repository=name)
-            check_release_counter(candidate, previous, repository=name)  # §5.4.4.2 10.2.3
-            image_target = candidate
-            agree += 1
-        if agree >= rule.threshold:
-            return rule, image_target
+            agreed[name] = candidate
+        if len(agreed) + (director in rule.repositories) >= rule.threshold:
+            return rule, agreed
         # a failing terminating rule is the last one mapping_rules_for returned
     if first_error is not None:
         raise first_error
     raise BadRepositoryMapping(
-        f"no map rule lets the repositories approve {target.path!r}", repository=director.name
+        f"no map rule lets the repositories approve {target.path!r}", repository=director
     )
 
 
