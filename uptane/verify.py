@@ -35,13 +35,11 @@ from uptane.errors import (
     MixAndMatchAttack,
     RollbackAttack,
     TargetMismatch,
-    TargetNotFound,
     UnsupportedAlgorithm,
     UptaneError,
 )
 from uptane.limits import Limits
 from uptane.metadata import MapFile, Mapping, TargetFile
-
 from uptane.trust import RepositoryTrust
 
 if TYPE_CHECKING:
@@ -471,9 +469,7 @@ def _approve_all(
                 target, hardware_id, previous, map_file, director.name, repos
             )
             image_target = next(iter(agreed.values()), None)
-            approved.append(
-                ApprovedImage(ecu_id, hardware_id, target, image_target, rule, agreed)
-            )
+            approved.append(ApprovedImage(ecu_id, hardware_id, target, image_target, rule, agreed))
     return approved
 
 

@@ -56,9 +56,7 @@ class Three:
         others = {r.name: r.trust() for r in (self.oem, self.supplier)}
         sources = {r.name: r.source for r in self.repos()}
         map_file = MapFile(REPOS, list(rules))
-        return full_verification(
-            director, others, map_file, sources, now, self.vehicle, PRIMARY
-        )
+        return full_verification(director, others, map_file, sources, now, self.vehicle, PRIMARY)
 
 
 ALL_THREE = ["director", "oem", "supplier"]
