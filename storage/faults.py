@@ -11,6 +11,12 @@ A test gives the code under test a :class:`FaultyFileSystem` instead of
   writes since the file's last fsync, renames and unlinks since the directory's last
   fsync (a volatile write cache). Without it every completed operation is durable (raw
   flash, programmed in order).
+- :class:`FlashCut` is a :class:`PowerCut` on a realistic flash (seeded, reproducible):
+  the interrupted write stops at any byte and leaves the page it stopped in partly
+  programmed (each byte old, new or a mix of their bits); with ``lose_unsynced`` the cache
+  loses an arbitrary subset of the unsynced pages, each page ending as any one of the
+  versions it went through since the last fsync (or a bit mix of two), and the directory
+  keeps a random prefix of its unsynced renames and unlinks (an ordered journal).
 - :class:`WritePointCounter` never cuts; it records the points of a clean run, so a test
   can walk every one of them.
 - :class:`KillAt` SIGKILLs its own process at one point (a crash test runs the real agent
@@ -24,8 +30,10 @@ runs across all of them and they die together. Nothing here verifies anything;
 from __future__ import annotations
 
 import os
+import random
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,8 +70,133 @@ class PowerCut:
             return True
         return False
 
+    def tear(
+        self, data: bytes | bytearray | memoryview, offset: int, old: Callable[[int, int], bytes]
+    ) -> bytes | bytearray | memoryview:
+        """What of the write cut at this point reaches the file at ``offset``: the first
+        ``torn`` of its bytes. ``old(size, offset)`` reads what is there now."""
+        return memoryview(data)[: int(len(data) * self.torn)]
+
+    def lose(self, unsynced: list[_Undo]) -> None:
+        """Put back every change no fsync made durable, newest first (``lose_unsynced``)."""
+        for undo in reversed(unsynced):
+            _apply(undo)
+
     def __repr__(self) -> str:
         return f"PowerCut(at_write={self.at_write}, lose_unsynced={self.lose_unsynced})"
+
+
+class FlashCut(PowerCut):
+    """A power cut at the ``at_write``-th point of a realistic flash (module doc).
+
+    ``page`` is the flash page in bytes (the granularity of a torn program and of the
+    cache); ``seed`` makes every random choice reproducible: the same seed cuts the same
+    way. :attr:`what` says what the cut did, for a failing test's message.
+    """
+
+    def __init__(
+        self, at_write: int, *, seed: int, page: int = 256, lose_unsynced: bool = False
+    ) -> None:
+        super().__init__(at_write, torn=0.5, lose_unsynced=lose_unsynced)
+        if page < 1:
+            raise ValueError("page is a positive number of bytes")
+        self.seed = seed
+        self.page = page
+        self.rng = random.Random(seed)
+        self.what: list[str] = []
+
+    def _mix(self, a: int, b: int) -> int:
+        """One byte of a page whose programming stopped: old, new, or some of its bits."""
+        r = self.rng.random()
+        if r < 1 / 3:
+            return a
+        if r < 2 / 3:
+            return b
+        return a ^ ((a ^ b) & self.rng.getrandbits(8))
+
+    def _mix_bytes(self, a: bytes, b: bytes) -> bytes:
+        n = max(len(a), len(b))
+        a, b = a.ljust(n, b"\0"), b.ljust(n, b"\0")
+        return bytes(self._mix(x, y) for x, y in zip(a, b, strict=True))
+
+    def tear(
+        self, data: bytes | bytearray | memoryview, offset: int, old: Callable[[int, int], bytes]
+    ) -> bytes | bytearray | memoryview:
+        """Every page before the cut byte programmed, the page it falls in partly, the
+        pages after it untouched."""
+        new = bytes(data)
+        before = old(len(new), offset)
+        cut = self.rng.randint(0, len(new))
+        page_end = min(len(new), ((offset + cut) // self.page + 1) * self.page - offset)
+        out = bytearray(new[:cut])
+        out += self._mix_bytes(before[cut:page_end], new[cut:page_end])
+        out += before[page_end:]  # later pages keep what they held
+        self.what.append(f"write torn at byte {cut} of {len(new)}")
+        return out
+
+    def lose(self, unsynced: list[_Undo]) -> None:
+        """A random prefix of the directory operations stays; each unsynced page of each
+        file ends as one of its versions since the last fsync."""
+        dirops = [u for u in unsynced if u.kind != "write"]
+        keep = self.rng.randint(0, len(dirops))
+        for undo in reversed(dirops[keep:]):
+            _apply(undo)
+        files: dict[Path, list[_Undo]] = {}
+        for u in unsynced:
+            if u.kind == "write":
+                files.setdefault(u.path, []).append(u)
+        for path, undos in files.items():
+            if path.exists():
+                path.write_bytes(self._lose_pages(bytearray(path.read_bytes()), undos))
+                self.what.append(f"cache: {path.name}")
+        if dirops:
+            self.what.append(f"directory: kept {keep} of {len(dirops)} operations")
+
+    def _pages(self, u: _Undo) -> range:
+        return range(u.offset // self.page, -(-(u.offset + u.length) // self.page))
+
+    def _lose_pages(self, cur: bytearray, undos: list[_Undo]) -> bytearray:
+        """The file ``cur`` (its current bytes) after the cache lost some of ``undos``."""
+        page = self.page
+        versions: dict[int, list[bytes]] = {}
+        for u in undos:
+            for p in self._pages(u):
+                versions.setdefault(p, [bytes(cur[p * page : (p + 1) * page])])
+        sizes = [len(cur)]
+        for u in reversed(undos):  # walk back to the synced file, keeping each version
+            cur[u.offset : u.offset + len(u.old or b"")] = u.old or b""
+            del cur[u.old_size :]
+            sizes.append(len(cur))
+            for p in self._pages(u):
+                versions[p].append(bytes(cur[p * page : (p + 1) * page]))
+        r = self.rng.random()  # all kept, all lost, or page by page
+        pick: Callable[[list[bytes]], bytes]
+        if r < 0.2:
+            size, pick = sizes[0], lambda vs: vs[0]
+        elif r < 0.4:
+            size, pick = sizes[-1], lambda vs: vs[-1]
+        else:
+            size, pick = self.rng.choice(sizes), self._pick
+        end = max(max(sizes), (max(versions) + 1) * page)
+        out = cur + bytes(end - len(cur))
+        for p, vs in versions.items():
+            v = pick(list(dict.fromkeys(vs)))
+            out[p * page : (p + 1) * page] = v.ljust(page, b"\0")[: len(out) - p * page]
+        del out[size:]
+        return out + bytes(size - len(out))
+
+    def _pick(self, versions: list[bytes]) -> bytes:
+        """One version of a page (newest first), or now and then a mix of two neighbours."""
+        j = self.rng.randrange(len(versions))
+        if j + 1 < len(versions) and self.rng.random() < 0.25:
+            return self._mix_bytes(versions[j], versions[j + 1])
+        return versions[j]
+
+    def __repr__(self) -> str:
+        return (
+            f"FlashCut(at_write={self.at_write}, seed={self.seed}, page={self.page}, "
+            f"lose_unsynced={self.lose_unsynced})"
+        )
 
 
 class WritePointCounter(PowerCut):
@@ -127,6 +260,7 @@ class _Undo:
     old: bytes | None = None  # the bytes that were there (None: the file did not exist)
     old_size: int = 0
     src: Path | None = None
+    length: int = 0  # bytes the write covered (a write past the end covers more than old)
 
 
 class FaultyFileSystem(FileSystem):
@@ -155,8 +289,7 @@ class FaultyFileSystem(FileSystem):
         """Leave the files as a power loss would, mark the device dead, raise PowerLoss."""
         self.dead = True
         if self.trigger.lose_unsynced:
-            for undo in reversed(self._unsynced):
-                _apply(undo)
+            self.trigger.lose(self._unsynced)
         self._unsynced.clear()
         raise PowerLoss(f"power cut at {self.trigger.fired_at}")
 
@@ -218,7 +351,16 @@ class _FaultyFile(File):
         if self.fs.trigger.lose_unsynced:
             old = self.pread(len(data), offset)
             self.fs._journal(
-                _Undo("write", self.where, self.where.parent, offset, old, self.size())
+                _Undo(
+                    "write",
+                    self.where,
+                    self.where.parent,
+                    offset,
+                    old,
+                    self.size(),
+                    None,
+                    len(data),
+                )
             )
         if self.wrote:
             return False
@@ -232,7 +374,7 @@ class _FaultyFile(File):
 
     def pwrite(self, data: bytes | bytearray | memoryview, offset: int) -> None:
         if self._before_write(data, offset):
-            super().pwrite(memoryview(data)[: int(len(data) * self.fs.trigger.torn)], offset)
+            super().pwrite(self.fs.trigger.tear(data, offset, self.pread), offset)
             self.fs.die()
         super().pwrite(data, offset)
 
@@ -242,7 +384,13 @@ class _FaultyFile(File):
         if size < old and self.fs.trigger.lose_unsynced:
             self.fs._journal(
                 _Undo(
-                    "write", self.where, self.where.parent, size, self.pread(old - size, size), old
+                    "write",
+                    self.where,
+                    self.where.parent,
+                    size,
+                    self.pread(old - size, size),
+                    old,
+                    length=old - size,
                 )
             )
         super().truncate(size)
@@ -281,4 +429,11 @@ def _apply(u: _Undo) -> None:
         u.path.write_bytes(u.old)
 
 
-__all__ = ["FaultyFileSystem", "KillAt", "PowerCut", "PowerLoss", "WritePointCounter"]
+__all__ = [
+    "FaultyFileSystem",
+    "FlashCut",
+    "KillAt",
+    "PowerCut",
+    "PowerLoss",
+    "WritePointCounter",
+]
