@@ -17,6 +17,17 @@ copy that does not hold the newest valid record, with a higher sequence number a
 then commits. :meth:`Flash.read_boot` takes the valid copy with the highest sequence number.
 A power cut leaves the old record (the other copy is untouched) or the new one.
 
+By default the device is *ideal*: a write overwrites whatever was there. With a
+:class:`FlashModel` it behaves like NOR flash: each region is made of erase blocks,
+:meth:`Flash.erase` sets a block's bytes to ``0xFF`` (one write point), and a program can
+only clear bits (what lands is ``old & new``, as on a real chip: programming over bytes that
+were not erased corrupts them, and :attr:`Flash.overprograms` counts it). Each boot-control
+copy then fills whole erase blocks, so erasing one copy never touches the other. The model
+is kept in the device's geometry file; a device written before models existed (no model in
+its geometry) reads the same, and can be opened with a model whose erase block divides its
+copies. Page-granular tears and a lossy cache are the fault layer's
+(:class:`storage.faults.FlashCut`), not the device's.
+
 This module simulates hardware and verifies nothing.
 """
 
@@ -46,6 +57,31 @@ _BOOT_HEADER = struct.Struct(">4sIQI")  # magic, format, sequence, payload lengt
 _CRC = struct.Struct(">I")
 _GEOMETRY = "geometry.json"
 _GEOMETRY_KEYS = ("slot_size", "boot_copy_size")
+_MODEL_KEYS = ("erase_block", "page")
+_ERASED = 0xFF
+
+
+@dataclass(frozen=True)
+class FlashModel:
+    """How the simulated chip programs (module doc): erase blocks of ``erase_block``
+    bytes, programmed in pages of ``page`` bytes. The defaults are a typical SPI NOR
+    (4 KiB sectors, 256-byte pages). ``Flash(..., model=None)`` is the ideal device."""
+
+    erase_block: int = 4096
+    page: int = 256
+
+    def __post_init__(self) -> None:
+        eb, pg = self.erase_block, self.page
+        if not (type(eb) is int and type(pg) is int and 0 < pg <= eb and eb % pg == 0):
+            raise ValueError("a flash model needs a page that divides its erase block")
+
+    def round_up(self, n: int) -> int:
+        """``n`` rounded up to whole erase blocks."""
+        return -(-n // self.erase_block) * self.erase_block
+
+    def fits(self, slot_size: int, boot_copy_size: int) -> bool:
+        """True when slots and boot copies are whole erase blocks (no copy shares one)."""
+        return slot_size % self.erase_block == 0 and boot_copy_size % self.erase_block == 0
 
 
 @dataclass(frozen=True)
@@ -106,7 +142,8 @@ class Flash:
 
     ``Flash(directory, slot_size)`` creates the device if the directory has none, or opens
     the existing one (its geometry must match). Writes go through ``fs`` (the real disk
-    unless a test passes a :class:`storage.faults.FaultyFileSystem`).
+    unless a test passes a :class:`storage.faults.FaultyFileSystem`). ``model`` makes a
+    new device a NOR flash with erase blocks (module doc); an existing one keeps its own.
     """
 
     def __init__(
@@ -116,30 +153,33 @@ class Flash:
         *,
         boot_copy_size: int = 4096,
         fs: FileSystem = LOCAL,
+        model: FlashModel | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.fs = fs
         self.write_points = 0
+        #: program operations that had to set a bit (NOR leaves it cleared: corruption)
+        self.overprograms = 0
         self.directory.mkdir(parents=True, exist_ok=True)
-        geo_path = self.directory / _GEOMETRY
-        if geo_path.exists():
-            geo = loads(geo_path.read_bytes(), Limits.primary(), cap=4096, what="flash geometry")
-            sizes = [geo.get(k) if isinstance(geo, dict) else None for k in _GEOMETRY_KEYS]
-            found = [v for v in sizes if type(v) is int and v > 0]
-            if len(found) != len(_GEOMETRY_KEYS):
-                raise MalformedInput(f"flash geometry in {directory} is malformed")
-            if slot_size is not None and slot_size != found[0]:
-                raise ValueError(f"flash in {directory} has slot size {found[0]}")
-            self.slot_size, self.boot_copy_size = found
+        if (self.directory / _GEOMETRY).exists():
+            self._open(slot_size, model)
         else:
             if slot_size is None or slot_size <= 0:
                 raise ValueError("a new flash needs a positive slot_size")
             if boot_copy_size < 256:
                 raise ValueError("boot_copy_size must be at least 256 bytes")
+            if model is not None and slot_size % model.erase_block:
+                raise ValueError(
+                    f"slot size {slot_size} is not whole {model.erase_block}-byte blocks"
+                )
             self.slot_size = slot_size
-            self.boot_copy_size = boot_copy_size
+            # each copy fills whole erase blocks: erasing one never touches the other
+            self.boot_copy_size = model.round_up(boot_copy_size) if model else boot_copy_size
+            self.model = model
             self._format()
         self._sizes = {"A": self.slot_size, "B": self.slot_size, BOOT: 2 * self.boot_copy_size}
+        #: erase blocks: 0 on the ideal device, where nothing needs erasing
+        self.erase_block = self.model.erase_block if self.model else 0
         # journals of older versions of this simulator (power losses are simulated by the
         # file system now): nothing in them is needed
         for region in REGIONS:
@@ -148,11 +188,39 @@ class Flash:
 
     # --- setup --------------------------------------------------------------------------
 
+    def _open(self, slot_size: int | None, model: FlashModel | None) -> None:
+        """Read an existing device's geometry; ``model`` must agree with it."""
+        raw = (self.directory / _GEOMETRY).read_bytes()
+        geo = loads(raw, Limits.primary(), cap=4096, what="flash geometry")
+        geo = geo if isinstance(geo, dict) else {}
+        found = [v for k in _GEOMETRY_KEYS if type(v := geo.get(k)) is int and v > 0]
+        if len(found) != len(_GEOMETRY_KEYS):
+            raise MalformedInput(f"flash geometry in {self.directory} is malformed")
+        if slot_size is not None and slot_size != found[0]:
+            raise ValueError(f"flash in {self.directory} has slot size {found[0]}")
+        self.slot_size, self.boot_copy_size = found
+        try:
+            stored = _stored_model(geo, found)
+        except ValueError:
+            raise MalformedInput(f"flash geometry in {self.directory} is malformed") from None
+        if stored is not None and model is not None and model != stored:
+            raise ValueError(f"flash in {self.directory} is a {stored}")
+        if stored is None and model is not None and not model.fits(*found):
+            raise ValueError(
+                f"flash in {self.directory} was laid out without erase blocks: its "
+                f"{self.boot_copy_size}-byte boot copies or {self.slot_size}-byte slots are "
+                f"not whole {model.erase_block}-byte blocks; open it without a model"
+            )
+        self.model = stored or model
+
     def _format(self) -> None:
         # the factory formats the device before it is ever powered in the field: plain
         # writes, not write points of the file system
+        fill = b"\xff" * 65536 if self.model else b""  # a NOR chip leaves the factory erased
         for region, size in (("A", self.slot_size), ("B", self.slot_size)):
             with open(self._path(region), "wb") as f:
+                for _ in range(0, size, len(fill) or size):
+                    f.write(fill)
                 f.truncate(size)
                 f.flush()
                 os.fsync(f.fileno())
@@ -160,7 +228,10 @@ class Flash:
             f.write(b"\xff" * (2 * self.boot_copy_size))  # erased: no valid copy
             f.flush()
             os.fsync(f.fileno())
-        geo = canonical({"slot_size": self.slot_size, "boot_copy_size": self.boot_copy_size})
+        geometry = {"slot_size": self.slot_size, "boot_copy_size": self.boot_copy_size}
+        if self.model:  # a device without a model keeps the geometry file of old
+            geometry.update(erase_block=self.model.erase_block, page=self.model.page)
+        geo = canonical(geometry)
         tmp = self.directory / (_GEOMETRY + "+tmp")
         with open(tmp, "wb") as f:
             f.write(geo)
@@ -171,7 +242,7 @@ class Flash:
 
     def reopen(self, *, fs: FileSystem = LOCAL) -> Flash:
         """Simulate a reboot: a new device object that re-reads everything from the files."""
-        return Flash(self.directory, fs=fs)
+        return Flash(self.directory, fs=fs, model=self.model)
 
     def _path(self, region: str) -> str:
         # cached plain strings: building a Path per chunk made CPython's interned-string
@@ -211,12 +282,36 @@ class Flash:
             return f.read(length)
 
     def write(self, region: str, offset: int, data: bytes | bytearray | memoryview) -> None:
-        """Program ``data`` at ``offset`` of ``region``: one write point."""
+        """Program ``data`` at ``offset`` of ``region``: one write point. With a model,
+        only the bits ``data`` clears change (erase the blocks first)."""
         self.fs.check()
         self._check_range(region, offset, len(data))
         self.write_points += 1
         with self.fs.open(self._path(region), label=f"{region}@{offset}+{len(data)}") as f:
+            if self.erase_block:
+                data = self._program(f.pread(len(data), offset), data)
             f.pwrite(data, offset)
+
+    def _program(self, old: bytes, data: bytes | bytearray | memoryview) -> bytes:
+        """What a NOR program of ``data`` over ``old`` leaves: ``old & data``."""
+        n = len(old)
+        was, want = int.from_bytes(old, "big"), int.from_bytes(data, "big")
+        if want & ~was:
+            self.overprograms += 1  # bits that should be 1 stay 0
+        return (was & want).to_bytes(n, "big")
+
+    def erase(self, region: str, offset: int, length: int) -> None:
+        """Erase whole blocks of ``region`` to ``0xFF``: one write point. Nothing on the
+        ideal device (no model), where a write overwrites anyway."""
+        if not self.erase_block:
+            return
+        self.fs.check()
+        self._check_range(region, offset, length)
+        if offset % self.erase_block or length % self.erase_block:
+            raise ValueError(f"erase of {region}@{offset}+{length} is not whole blocks")
+        self.write_points += 1
+        with self.fs.open(self._path(region), label=f"erase {region}@{offset}+{length}") as f:
+            f.pwrite(bytes([_ERASED]) * length, offset)
 
     def commit(self, region: str) -> None:
         """Make every earlier write to ``region`` durable (fsync): one write point."""
@@ -236,13 +331,15 @@ class Flash:
     # --- boot control ---------------------------------------------------------------------
 
     def _read_copy(self, index: int) -> BootRecord | None:
-        raw = self.read(BOOT, index * self.boot_copy_size, self.boot_copy_size)
-        magic, fmt, seq, length = _BOOT_HEADER.unpack_from(raw)
+        start = index * self.boot_copy_size
+        head = self.read(BOOT, start, _BOOT_HEADER.size)
+        magic, fmt, seq, length = _BOOT_HEADER.unpack_from(head)
         if magic != _BOOT_MAGIC or fmt != _BOOT_FORMAT:
             return None
         end = _BOOT_HEADER.size + length
-        if end + _CRC.size > len(raw):
+        if end + _CRC.size > self.boot_copy_size:
             return None
+        raw = head + self.read(BOOT, start + len(head), end + _CRC.size - len(head))
         (crc,) = _CRC.unpack_from(raw, end)
         if zlib.crc32(raw[:end]) != crc:
             return None
@@ -260,10 +357,11 @@ class Flash:
         return max(valid, key=lambda c: c.sequence) if valid else None
 
     def write_boot(self, record: BootRecord) -> BootRecord:
-        """Write ``record`` as the new boot state (two write points: write, commit).
+        """Write ``record`` as the new boot state (two write points: write, commit; with
+        a model, the copy's erase first: three).
 
         It goes into the copy that does not hold the newest valid record, with the next
-        sequence number, so a cut at either point leaves the old record readable.
+        sequence number, so a cut at any point leaves the old record readable.
         Returns the record with its sequence number.
         """
         copies = self._copies()
@@ -279,11 +377,26 @@ class Flash:
         blob = body + _CRC.pack(zlib.crc32(body))
         if len(blob) > self.boot_copy_size:
             raise ValueError(f"boot record of {len(blob)} bytes does not fit its copy")
+        self.erase(BOOT, target * self.boot_copy_size, self.boot_copy_size)
         self.write(BOOT, target * self.boot_copy_size, blob)
         self.commit(BOOT)
         return BootRecord(
             record.active, record.trial, record.attempts, record.confirmed, record.data, seq
         )
+
+
+def _stored_model(geo: dict[str, Any], sizes: list[int]) -> FlashModel | None:
+    """The model a geometry file names (None: an ideal device, or one from before models);
+    ValueError when it names a model that does not fit the device's sizes."""
+    if not any(k in geo for k in _MODEL_KEYS):
+        return None
+    erase_block, page = geo.get("erase_block"), geo.get("page")
+    if type(erase_block) is not int or type(page) is not int:
+        raise ValueError("the model's sizes are not integers")
+    model = FlashModel(erase_block, page)
+    if not model.fits(*sizes):
+        raise ValueError("the device's regions are not whole erase blocks")
+    return model
 
 
 def _sequence(record: BootRecord | None) -> int:
@@ -304,5 +417,6 @@ __all__ = [
     "SLOTS",
     "BootRecord",
     "Flash",
+    "FlashModel",
     "other_slot",
 ]

@@ -191,6 +191,10 @@ class SlotWriter:
         self._fill = 0
         self._flushed = start  # a resumed install continues after the bytes already held
         self.closed = False
+        #: on a flash with erase blocks, the end of what this writer erased: each block is
+        #: erased just before its first byte is programmed (``start`` is a block boundary);
+        #: on the ideal flash nothing needs erasing
+        self._erased = start if flash.erase_block else flash.slot_size
 
     @property
     def written(self) -> int:
@@ -209,11 +213,14 @@ class SlotWriter:
     def sync(self) -> int:
         """Commit the slot (one write point) and return how many bytes are now durable:
         the checkpoint of a transfer that may resume after a reboot. The buffered tail is
-        not written, so the slot's writes stay whole buffers."""
+        not written, so the slot's writes stay whole buffers. On a flash with erase blocks
+        the checkpoint is the last block boundary: a resume erases from there, and never
+        the block holding durable bytes it does not rewrite."""
         if self.closed:
             raise InstallFailed("the install was finished or aborted")
         self.flash.commit(self.slot)
-        return self._flushed
+        block = self.flash.erase_block
+        return self._flushed - self._flushed % block if block else self._flushed
 
     def write(self, chunk: bytes | bytearray | memoryview) -> None:
         """Accept the next chunk of the image."""
@@ -235,8 +242,16 @@ class SlotWriter:
 
     def _flush(self) -> None:
         if self._fill:
+            end = self._flushed + self._fill
+            if end > self._erased:
+                # erase before programming (one write point), up to the block holding end
+                top = min(
+                    self.flash.slot_size, -(-end // self.flash.erase_block) * self.flash.erase_block
+                )
+                self.flash.erase(self.slot, self._erased, top - self._erased)
+                self._erased = top
             self.flash.write(self.slot, self._flushed, memoryview(self._buf)[: self._fill])
-            self._flushed += self._fill
+            self._flushed = end
             self._fill = 0
 
 
@@ -390,7 +405,8 @@ class SlotManager:
         image: no install or trial is pending and the boot record claims no image for the
         inactive slot (``begin_install`` cleared it and nothing was installed there since).
         The bytes themselves are the caller's to re-hash; :meth:`finish_install` verifies
-        the whole slot again in any case.
+        the whole slot again in any case. On a flash with erase blocks ``offset`` must be a
+        block boundary (as :meth:`SlotWriter.sync` returns), else :class:`InstallFailed`.
         """
         info = ImageInfo.from_target(metadata) if isinstance(metadata, TargetFile) else metadata
         self._move(SlotEvent.RESUME)
@@ -404,6 +420,13 @@ class SlotManager:
             )
         if not 0 <= offset <= info.length:
             raise BadLength(f"resume at byte {offset} of a {info.length}-byte image")
+        block = self.flash.erase_block
+        if block and offset % block:
+            # SlotWriter.sync() only names block boundaries: this offset came from
+            # elsewhere, and resuming it would program bytes that are not erased
+            raise InstallFailed(
+                f"resume at byte {offset}, not on a {block}-byte erase block: start again at 0"
+            )
         self._check_record_fits(slot, info)
         self._writer = SlotWriter(self.flash, slot, info, self.limits.chunk_size, start=offset)
         return self._writer
