@@ -232,11 +232,13 @@ class ManifestIntake:
         In order: the bytes decode (bounded); the vehicle is known; the Primary's signature
         verifies with its registered key and the manifest names this vehicle and Primary;
         every report is from a registered ECU of this vehicle, once, and every registered
-        ECU has a report; each report verifies with its ECU's key; no nonce is reused and
-        no counter goes back; each report's time is near now. Only then, in the same
-        transaction: the manifest, nonces/counters, installed images and reported attacks
-        are stored, and the bundle in flight advances. Any failure raises and changes
-        nothing. The answer comes only once the batch's commit is durable."""
+        ECU is represented by its report or by the Primary's unreachable entry; each
+        report verifies with its ECU's key; no nonce is reused and no counter goes back;
+        each report's time is near now. Only then, in the same transaction: the manifest,
+        nonces/counters, installed images, reported attacks and unreachable ECUs (no
+        version claim) are stored, and the bundle in flight advances (an unreachable ECU's
+        assignment fails past the deadline). Any failure raises and changes nothing. The
+        answer comes only once the batch's commit is durable."""
         slot = self._cpu.acquire()
         try:
             manifest = decode_vehicle_manifest(data, self.limits, encoding)
@@ -396,13 +398,7 @@ class ManifestIntake:
             cur.executemany(_sql(_ECU_REPORTED, dialect), ecu_rows)
             absent = _absences(v, m.body, t)
             if absent:
-                cur.executemany(
-                    _sql(_ECU_UNREACHABLE, dialect),
-                    [
-                        {"id": v.ecus[s].id, "t": t, "reason": a.reason, "seen": a.last_seen}
-                        for s, a in absent.items()
-                    ],
-                )
+                cur.executemany(_sql(_ECU_UNREACHABLE, dialect), _absence_rows(v, absent, t))
         finally:
             cur.close()
         attacks, attack_rows = _attacks(v, m.body, m.reports)
@@ -477,6 +473,14 @@ def _absences(v: _Vehicle, body: VehicleVersionManifest, t: int) -> dict[str, Ab
         seen = None if u.last_seen is None else epoch(u.last_seen)
         out[u.ecu_id] = Absence(t if since is None else int(since), u.reason, seen)
     return out
+
+
+def _absence_rows(v: _Vehicle, absent: dict[str, Absence], t: int) -> list[dict[str, Any]]:
+    """The parameters of each unreachable ECU's :data:`_ECU_UNREACHABLE` update."""
+    return [
+        {"id": v.ecus[s].id, "t": t, "reason": a.reason, "seen": a.last_seen}
+        for s, a in absent.items()
+    ]
 
 
 def _attacks(
