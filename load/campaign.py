@@ -26,7 +26,6 @@ manifest accepted, no bundle left in flight, no ECU left in an active campaign).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import os
@@ -44,7 +43,7 @@ from typing import Any
 
 import httpx
 
-from load.loadgen import Server, postgres
+from load.loadgen import Server, databases, workspace
 from uptane.manifest import InstalledImage
 
 TARGET = "brakes/fw-2.0.bin"
@@ -341,7 +340,12 @@ def scenario(fleet: Fleet, concurrency: int) -> dict[str, Any]:
 def _checks(fleet: Fleet, cid: int, wave3: list[Car], third: int) -> dict[str, int]:
     """The end state: each must be 0."""
     members = {m["vin"]: m for m in _api(fleet, "GET", f"/api/campaigns/{cid}/vehicles")}
-    bad: Counter[str] = Counter()
+    bad: Counter[str] = Counter(
+        dict.fromkeys(
+            ("manifest_refused", "bundle_left_in_flight", "recorded_image_differs_from_report"),
+            0,
+        )
+    )
     installing = {c.vin for c in wave3[third : 2 * third] if c.fate == "ok"}
     for car in fleet.cars:
         status = _api(fleet, "GET", f"/api/vehicles/{car.vin}")
@@ -415,14 +419,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     failed = False
-    for db in ("sqlite", "postgresql") if args.db == "both" else (args.db,):
-        with contextlib.ExitStack() as stack:
-            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="uptane-camp-")))
-            url = (
-                f"sqlite:///{work / 'inventory.db'}"
-                if db == "sqlite"
-                else stack.enter_context(postgres())
-            )
+    for db in databases(args.db):
+        with workspace(db) as (work, url):
             result = run(args.vehicles, url, workdir=work, concurrency=args.concurrency)
         (args.out / f"campaign-{db}.json").write_text(json.dumps(result, indent=2) + "\n")
         print(json.dumps(result, indent=2), flush=True)

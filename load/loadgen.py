@@ -130,6 +130,23 @@ def postgres() -> Iterator[str]:
         yield pg.create_database("director_load")
 
 
+def databases(choice: str) -> tuple[str, ...]:
+    """The databases a ``--db sqlite|postgresql|both`` option names."""
+    return ("sqlite", "postgresql") if choice == "both" else (choice,)
+
+
+@contextlib.contextmanager
+def workspace(db: str) -> Iterator[tuple[Path, str]]:
+    """A temporary work directory and a fresh database URL on ``db`` (SQLite in the
+    directory, or a private PostgreSQL cluster); both removed on exit."""
+    with contextlib.ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="uptane-load-")))
+        if db == "sqlite":
+            yield work, f"sqlite:///{work / 'inventory.db'}"
+        else:
+            yield work, stack.enter_context(postgres())
+
+
 # --- the fleet --------------------------------------------------------------------------------
 
 
@@ -397,13 +414,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     failed = False
-    for db in ("sqlite", "postgresql") if args.db == "both" else (args.db,):
-        with contextlib.ExitStack() as stack:
-            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="uptane-load-")))
-            if db == "sqlite":
-                url = f"sqlite:///{work / 'inventory.db'}"
-            else:
-                url = stack.enter_context(postgres())
+    for db in databases(args.db):
+        with workspace(db) as (work, url):
             result = run(
                 args.vehicles,
                 url,
