@@ -1,14 +1,19 @@
 """``uptane-flash``: the bench tool. It flashes one Secondary over its link, acting as a
 Primary for that ECU, and shows what the ECU runs.
 
-    uptane-flash --port /dev/ttyUSB0 info
-    uptane-flash --port /dev/ttyUSB0 install --metadata DIR --image FILE
+    uptane-flash --port /dev/ttyUSB0 [--link-key link.key] info
+    uptane-flash --port /dev/ttyUSB0 [--link-key link.key] install --metadata DIR --image FILE
 
 ``install`` sends the current time, the Director-signed metadata found in ``DIR`` and the
 image (with a progress bar on stderr: redrawn in place on a terminal, ten lines in a log,
 none with ``--quiet``), asks the ECU to install it, and prints the ECU's new
 signed version report. The tool has no bypass: the ECU verifies the metadata, the image and
 every §5.4.3.4 check itself, and any refusal comes back as the error naming the attack.
+
+An ECU with a link key talks only to a tool given that key (``--link-key``, the file
+``uptane-secondary provision`` made; the OEM decides which workshop tools get it). An ECU
+provisioned with time server keys takes only signed time: the tool's unsigned time is
+refused (``time-unsigned``, noted on stderr) and the ECU keeps its own verified time.
 
 Metadata directory layouts (DER ``.der`` or JSON ``.json`` files):
 
@@ -36,8 +41,9 @@ from typing import Any
 from hardware.client import LinkClient
 from hardware.messages import HelloInfo, Status
 from hardware.progress import progress_bar
+from hardware.secure_link import LinkKey
 from uptane.codec import for_filename, sniff
-from uptane.errors import MalformedInput, UptaneError
+from uptane.errors import MalformedInput, UnsignedTime, UptaneError
 from uptane.limits import PRIMARY, Limits
 from uptane.manifest import SignedManifest, decode_report
 
@@ -174,7 +180,10 @@ def install(
     path = Path(image)
     name = filename or path.name
     client.hello()
-    client.put_time(int(time.time()) if now is None else now)
+    try:
+        client.put_time(int(time.time()) if now is None else now)
+    except UnsignedTime as e:  # the ECU keeps its own verified time
+        print(f"uptane-flash: note: {e}", file=sys.stderr)
     for f in metadata:
         client.put_metadata(f.role, f.encoding, f.data, repository=f.repository)
     length = path.stat().st_size
@@ -252,7 +261,13 @@ def open_can(
 
 def open_client(args: argparse.Namespace) -> LinkClient:
     """A client over serial (``--port`` is the device) or CAN (``--can-interface`` given:
-    ``--port`` is the python-can channel)."""
+    ``--port`` is the python-can channel), with the link key of ``--link-key``."""
+    key = None
+    if args.link_key is not None:
+        try:
+            key = LinkKey.load(Path(args.link_key))
+        except MalformedInput as e:  # a local problem (exit 2), not the ECU's refusal
+            raise ValueError(f"{args.link_key}: {e.message}") from None
     transport: Any
     if args.can_interface:
         transport = open_can(
@@ -262,7 +277,7 @@ def open_client(args: argparse.Namespace) -> LinkClient:
         from hardware.serial_link import SerialTransport
 
         transport = SerialTransport(args.port, baudrate=args.baudrate, max_frame=args.max_frame)
-    return LinkClient(transport, PRIMARY, timeout=args.timeout, retries=args.retries)
+    return LinkClient(transport, PRIMARY, timeout=args.timeout, retries=args.retries, link_key=key)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -281,6 +296,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rxid", type=lambda v: int(v, 0), default=0x7E8, help="CAN id we read")
     parser.add_argument("--fd", action="store_true", help="CAN FD frames")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--link-key", help="the ECU's link key file (made by `uptane-secondary provision`)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="show the ECU's identity, slot, image and version report")
     i = sub.add_parser("install", help="send metadata and an image, install, show the report")

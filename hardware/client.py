@@ -5,7 +5,8 @@ Every call is bounded: a request is retransmitted after ``timeout * backoff**n``
 at most ``retries`` times, then :class:`uptane.errors.LinkTimeout` (a
 ``DropRequestAttack``) is raised. An ERROR reply is raised as the :mod:`uptane.errors`
 error it names. The HELLO handshake runs automatically before the first request, and
-again once if the Secondary says it lost the session (it restarted).
+again once if the Secondary says it lost the session (it restarted). With ``link_key``
+every message is authenticated (docs/link-protocol.md, "The envelope").
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from hardware.messages import (
     Error,
     GetReport,
     GetStatus,
+    GetTimeNonce,
     HelloInfo,
     Install,
     Message,
@@ -29,8 +31,10 @@ from hardware.messages import (
     PutTime,
     Report,
     Status,
+    TimeNonce,
 )
 from hardware.protocol import PrimaryEndpoint
+from hardware.secure_link import LinkKey
 from hardware.transport import MessageTransport
 from uptane.errors import (
     BadLength,
@@ -57,6 +61,7 @@ class LinkClient:
         backoff: float = 2.0,
         send_timeout: float | None = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        link_key: LinkKey | None = None,
     ) -> None:
         self.transport = transport
         self.limits = limits
@@ -68,6 +73,7 @@ class LinkClient:
             retries=retries,
             backoff=backoff,
             max_frame=transport.max_frame,
+            link_key=link_key,
         )
 
     def __enter__(self) -> LinkClient:
@@ -96,6 +102,10 @@ class LinkClient:
     def get_report(self, nonce: bytes) -> bytes:
         """The Secondary's signed ECU version report for ``nonce``."""
         return self._call(GetReport(nonce=nonce), Report).report
+
+    def time_nonce(self) -> bytes:
+        """A fresh nonce of the Secondary's, for the next signed time token."""
+        return self._call(GetTimeNonce(), TimeNonce).nonce
 
     def put_time(self, time_value: int | bytes, token: bytes | None = None) -> None:
         """Send the current time (and a signed time token, if there is one)."""

@@ -24,9 +24,11 @@ from uptane.errors import (
 )
 from uptane.limits import Limits
 
-#: protocol versions this implementation speaks (inclusive range)
-MIN_VERSION = 1
-MAX_VERSION = 1
+#: protocol versions this implementation speaks (inclusive range). Version 2 puts every
+#: message in the envelope of :mod:`hardware.secure_link` (sessions, freshness, the link
+#: key's MAC) and adds GET_TIME_NONCE / TIME_NONCE (signed time, docs/secure-time.md).
+MIN_VERSION = 2
+MAX_VERSION = 2
 
 #: bytes a message envelope and the fields next to a chunk can take, at most; a chunk may
 #: be up to ``max_message - CHUNK_OVERHEAD`` bytes long
@@ -305,6 +307,28 @@ class Status(Message):
 
 
 @dataclass(frozen=True)
+class GetTimeNonce(Message):
+    """Primary -> Secondary: ask for a fresh nonce to bind the next signed time to."""
+
+    TYPE: ClassVar[int] = 13
+
+
+@dataclass(frozen=True)
+class TimeNonce(Message):
+    """Secondary -> Primary: a fresh random nonce (at least 16 bytes); the time token in
+    the next PUT_TIME must prove a time server signed after it (docs/secure-time.md)."""
+
+    nonce: bytes
+
+    TYPE: ClassVar[int] = 14
+    FIELDS: ClassVar[tuple[Field, ...]] = (Field("nonce", _B, cap="nonce"),)
+
+    def validate(self, limits: Limits) -> None:
+        if len(self.nonce) < 16:
+            raise MalformedInput("TimeNonce: a nonce has at least 16 bytes")
+
+
+@dataclass(frozen=True)
 class Ack(Message):
     """Secondary -> Primary: done. For chunked transfers, ``offset`` is the number of bytes
     now acknowledged (where the next chunk starts)."""
@@ -366,6 +390,8 @@ MESSAGE_TYPES: dict[int, type[Message]] = {
         Status,
         Ack,
         Error,
+        GetTimeNonce,
+        TimeNonce,
     )
 }
 
@@ -378,6 +404,7 @@ REPLY_TYPES: dict[type[Message], type[Message]] = {
     PutImage: Ack,
     Install: Status,
     GetStatus: Status,
+    GetTimeNonce: TimeNonce,
 }
 
 

@@ -1,10 +1,14 @@
 """Sans-I/O state machines for the two ends of the link message layer.
 
+Every message travels in the envelope of :mod:`hardware.secure_link` (protocol version 2):
+a session per peer, a freshness counter per direction and, with a link key, a MAC.
+
 - :class:`SecondaryEndpoint` (server side): request bytes in, reply bytes out. It checks the
-  session (HELLO first), negotiates the version, reassembles chunked metadata under its
-  role cap, enforces image offsets (resume at the acknowledged offset), answers a
-  retransmitted request from a cache instead of running it twice, and dispatches to a
-  :class:`SecondaryHandler`, which the Secondary agent implements.
+  envelope and the session (HELLO first, per peer session), negotiates the version,
+  reassembles chunked metadata under its role cap, enforces image offsets (resume at the
+  acknowledged offset), answers a retransmitted request from a cache instead of running
+  it twice, and dispatches to a :class:`SecondaryHandler`, which the Secondary agent
+  implements.
 - :class:`PrimaryEndpoint` (client side, for the Primary and the bench tool): one request
   at a time; it assigns request ids, drops stale replies, checks the reply type, and turns
   the caller's ``now`` into retransmissions with backoff and finally :class:`LinkTimeout`.
@@ -30,6 +34,7 @@ from hardware.messages import (
     Error,
     GetReport,
     GetStatus,
+    GetTimeNonce,
     Hello,
     HelloInfo,
     Install,
@@ -39,13 +44,29 @@ from hardware.messages import (
     PutTime,
     Report,
     Status,
+    TimeNonce,
     decode,
     encode,
     peek_rid,
 )
+from hardware.secure_link import (
+    ENVELOPE_BYTES,
+    KIND_REFUSAL,
+    KIND_WELCOME,
+    REFUSAL_CODES,
+    ClientChannel,
+    Incoming,
+    LinkKey,
+    Refused,
+    ServerChannel,
+    decode_pdu,
+    is_envelope,
+    refusal,
+)
 from uptane.errors import (
     EndlessDataAttack,
     LinkTimeout,
+    MalformedInput,
     ProtocolVersionMismatch,
     ProtocolViolation,
     SessionRequired,
@@ -79,6 +100,10 @@ class SecondaryHandler(Protocol):
 
     def report(self, nonce: bytes) -> bytes:
         """A signed ECU version report that includes ``nonce`` (opaque bytes here)."""
+        ...
+
+    def time_nonce(self) -> bytes:
+        """A fresh random nonce (16 to 64 bytes) the next time token must be bound to."""
         ...
 
     def put_time(self, time: int | bytes, token: bytes | None) -> None:
@@ -126,11 +151,27 @@ class _MetaTransfer:
     data: bytearray
 
 
-class SecondaryEndpoint:
-    """Server side of the message layer: ``receive(request_bytes) -> reply_bytes``.
+@dataclass
+class _Peer:
+    """What the Secondary holds for one session: the negotiated version and sizes, a
+    metadata file being reassembled, and the last request's id, digest and reply."""
 
-    ``max_frame`` is the largest link frame this end accepts (serial); after a HELLO,
-    :attr:`frame_size` is the agreed one, which the transport should switch to.
+    version: int | None = None
+    frame_size: int | None = None
+    peer_max_message: int | None = None
+    meta: _MetaTransfer | None = None
+    last: tuple[int, bytes, bytes] | None = None
+
+
+class SecondaryEndpoint:
+    """Server side of the message layer: ``receive(request_pdu) -> reply_pdu`` (None: the
+    request was dropped, send nothing back).
+
+    Every request arrives in the envelope of :mod:`hardware.secure_link`: a session per
+    peer (each HELLO opens one; up to four are held), a counter per direction, and with
+    ``link_key`` a MAC; what fails it never reaches the handler. ``max_frame`` is the
+    largest link frame this end accepts (serial); after a HELLO, :attr:`frame_size` is
+    the agreed one, which the transport should switch to.
     """
 
     def __init__(
@@ -141,40 +182,104 @@ class SecondaryEndpoint:
         max_frame: int = 1024,
         min_version: int = MIN_VERSION,
         max_version: int = MAX_VERSION,
+        link_key: LinkKey | None = None,
     ) -> None:
         self.handler = handler
         self.limits = limits
         self.max_frame = max_frame
         self.min_version = min_version
         self.max_version = max_version
-        self.version: int | None = None
-        self.frame_size: int | None = None
-        self.peer_max_message: int | None = None
-        self._meta: _MetaTransfer | None = None
-        self._last: tuple[int, bytes, bytes] | None = None  # rid, request digest, reply
+        self.channel = ServerChannel(link_key)
+        self._peers: dict[bytes, _Peer] = {}
+        self._peer = _Peer()  # the session of the request being (or last) served
+
+    @property
+    def authenticated(self) -> bool:
+        """Whether requests must carry the link key's MAC."""
+        return self.channel.authenticated
+
+    @property
+    def dropped(self) -> int:
+        """Request PDUs dropped: forged, replayed, reordered or not envelopes."""
+        return self.channel.dropped
 
     @property
     def in_session(self) -> bool:
-        """Whether a HELLO has set up a session."""
-        return self.version is not None
+        """Whether the session last served is set up by a HELLO."""
+        return self._peer.version is not None
+
+    @property
+    def version(self) -> int | None:
+        return self._peer.version
+
+    @property
+    def frame_size(self) -> int | None:
+        return self._peer.frame_size
+
+    @property
+    def peer_max_message(self) -> int | None:
+        return self._peer.peer_max_message
 
     def reset(self) -> None:
-        """Forget the session (a new HELLO is needed) and any partial metadata."""
-        self.version = None
-        self.frame_size = None
-        self._meta = None
-        self._last = None
+        """Forget every session (a new HELLO is needed) and any partial metadata."""
+        self.channel.forget()
+        self._peers.clear()
+        self._peer = _Peer()
 
-    def receive(self, data: bytes) -> bytes:
-        """Handle one request; always returns the reply bytes (an ERROR on failure)."""
-        digest = hashlib.sha256(data).digest()
+    def receive(self, data: bytes) -> bytes | None:
+        """Handle one request PDU; the reply PDU, or None when it is dropped."""
+        if not is_envelope(data):
+            return self._plain(data)
         try:
-            env = decode(data, self.limits)
+            pdu = decode_pdu(data, self.limits.link_message_bytes)
+        except MalformedInput:
+            self.channel.dropped += 1
+            return None
+        got = self.channel.open(pdu)
+        if got is None:
+            return None
+        if isinstance(got, Refused):
+            rid = peek_rid(pdu.payload, self.limits) or 0
+            return refusal(encode(Error.from_exception(got.error, self.limits), rid), got.sid)
+        self._peer = self._session(got)
+        return self.channel.seal(got, self._answer(got.payload))
+
+    def _session(self, got: Incoming) -> _Peer:
+        live = self.channel.sessions
+        self._peers = {sid: p for sid, p in self._peers.items() if sid in live}
+        return self._peers.setdefault(got.session.sid, _Peer())
+
+    def _plain(self, data: bytes) -> bytes:
+        """A message outside any envelope (a version 1 peer, or anyone): refused in plain
+        CBOR without touching state, so an old peer reads why."""
+        try:
+            msg: Message | None = decode(data, self.limits).message
+        except UptaneError:
+            msg = None
+        error: UptaneError = SessionRequired(
+            "no session: send HELLO in the link envelope first (docs/link-protocol.md)"
+        )
+        if isinstance(msg, Hello):
+            error = ProtocolVersionMismatch(
+                f"this ECU speaks link protocol {self.min_version}..{self.max_version} "
+                f"(messages in the envelope of docs/link-protocol.md), the peer "
+                f"{msg.min_version}..{msg.max_version}: update the peer"
+            )
+        rid = peek_rid(data, self.limits) or 0
+        return encode(Error.from_exception(error, self.limits), rid)
+
+    def _answer(self, payload: bytes) -> bytes:
+        """The reply payload to one request payload of the current session (an ERROR on
+        failure); a retransmission is answered from the session's cache, not run again."""
+        peer = self._peer
+        digest = hashlib.sha256(payload).digest()
+        try:
+            env = decode(payload, self.limits)
         except UptaneError as e:
-            rid = peek_rid(data, self.limits)
+            rid = peek_rid(payload, self.limits)
             return self._encode_reply(Error.from_exception(e, self.limits), rid or 0)
-        if self._last is not None and self._last[0] == env.rid and self._last[1] == digest:
-            return self._last[2]  # a retransmission: answer again, do not run it twice
+        if peer.last is not None and peer.last[0] == env.rid and peer.last[1] == digest:
+            return peer.last[2]  # a retransmission: answer again, do not run it twice
         try:
             reply = self.handle(env.message)
         except UptaneError as e:
@@ -182,24 +287,27 @@ class SecondaryEndpoint:
         except Exception as e:  # the handler's bug must not stop the link
             reply = Error.from_exception(e, self.limits)
         out = self._encode_reply(reply, env.rid)
-        self._last = (env.rid, digest, out)
+        self._peer.last = (env.rid, digest, out)
         return out
 
     def _encode_reply(self, reply: Message, rid: int) -> bytes:
         out = encode(reply, rid)
-        cap = self.peer_max_message or self.limits.link_message_bytes
+        cap = (self._peer.peer_max_message or self.limits.link_message_bytes) - ENVELOPE_BYTES
         if len(out) > cap:
             out = encode(Error.from_exception(EndlessDataAttack(f"reply of {len(out)} bytes")), rid)
         return out
 
     def handle(self, msg: Message) -> Message:
-        """Dispatch one decoded request to the handler; returns the reply message."""
+        """Dispatch one decoded request of the current session to the handler; returns
+        the reply message."""
         if isinstance(msg, Hello):
             return self._hello(msg)
         if not self.in_session:
             raise SessionRequired("no session: send HELLO first")
         if isinstance(msg, GetReport):
             return Report(report=self.handler.report(msg.nonce))
+        if isinstance(msg, GetTimeNonce):
+            return TimeNonce(nonce=self.handler.time_nonce())
         if isinstance(msg, PutTime):
             self.handler.put_time(msg.time, msg.token)
             return Ack()
@@ -215,22 +323,24 @@ class SecondaryEndpoint:
         raise ProtocolViolation(f"{type(msg).__name__} is not a request")
 
     def _hello(self, msg: Hello) -> HelloInfo:
-        self.reset()
+        peer = self._peer
+        peer.version = peer.frame_size = peer.peer_max_message = None
+        peer.meta = None
         version = negotiate_version(
             msg.min_version, msg.max_version, self.min_version, self.max_version
         )
         if msg.max_message <= CHUNK_OVERHEAD:
             raise ProtocolViolation(f"max_message {msg.max_message} is too small")
         info = self.handler.hello_info()
-        self.version = version
-        self.frame_size = max(1, min(self.max_frame, msg.max_frame))
-        self.peer_max_message = min(msg.max_message, self.limits.link_message_bytes)
+        peer.version = version
+        peer.frame_size = max(1, min(self.max_frame, msg.max_frame))
+        peer.peer_max_message = min(msg.max_message, self.limits.link_message_bytes)
         return HelloInfo(
             version=version,
             ecu_serial=info.ecu_serial,
             hardware_id=info.hardware_id,
             mode=info.mode,
-            max_frame=self.frame_size,
+            max_frame=peer.frame_size,
             max_message=self.limits.link_message_bytes,
             slot_size=info.slot_size,
         )
@@ -239,9 +349,10 @@ class SecondaryEndpoint:
         # §4.3 endless data: refuse a file over its role's cap before buffering any of it
         self.limits.check_role_size(msg.role, msg.total, repository=msg.repository)
         key = (msg.repository, msg.role, msg.encoding, msg.total)
-        cur = self._meta
+        peer = self._peer
+        cur = peer.meta
         if msg.offset == 0:
-            cur = self._meta = _MetaTransfer(*key, bytearray())
+            cur = peer.meta = _MetaTransfer(*key, bytearray())
         elif cur is None or (cur.repository, cur.role, cur.encoding, cur.total) != key:
             raise ProtocolViolation("metadata chunk for a transfer that was not started")
         elif msg.offset != len(cur.data):
@@ -249,7 +360,7 @@ class SecondaryEndpoint:
         cur.data += msg.chunk
         done = len(cur.data)
         if done == cur.total:
-            self._meta = None
+            peer.meta = None
             repository, role, encoding = cur.repository, cur.role, cur.encoding
             data = bytes(cur.data)
             del cur  # the receive buffer is freed first: one copy while the handler verifies
@@ -279,10 +390,16 @@ class PrimaryEndpoint:
     """Client side of the message layer, one outstanding request at a time.
 
     ``request(msg, now)`` gives the bytes to send; feed reply bytes to ``receive(data,
-    now)``, which returns the reply message once it arrives (``None`` for a stale one);
-    call ``poll(now)`` when :meth:`next_deadline` passes: it returns the bytes to send again
-    or raises :class:`LinkTimeout` once ``retries`` retransmissions went unanswered. The
-    n-th attempt waits ``timeout * backoff**n``.
+    now)``, which returns the reply message once it arrives (``None`` for a stale or
+    dropped one); call ``poll(now)`` when :meth:`next_deadline` passes: it returns the
+    bytes to send again or raises :class:`LinkTimeout` once ``retries`` retransmissions
+    went unanswered. The n-th attempt waits ``timeout * backoff**n``.
+
+    Requests go in the envelope of :mod:`hardware.secure_link` (with ``link_key``,
+    authenticated); a retransmission is sealed again with the next counter, except a
+    HELLO, which goes again as it was (the same session nonce). A reply that fails the
+    envelope is dropped, and an unauthenticated REFUSAL is believed only for the link
+    errors it may carry (come back with a HELLO; the keys disagree).
     """
 
     def __init__(
@@ -296,8 +413,10 @@ class PrimaryEndpoint:
         min_version: int = MIN_VERSION,
         max_version: int = MAX_VERSION,
         first_rid: int | None = None,
+        link_key: LinkKey | None = None,
     ) -> None:
         self.limits = limits
+        self.channel = ClientChannel(link_key)
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
@@ -309,9 +428,17 @@ class PrimaryEndpoint:
         self._pending: Message | None = None
         self._pending_rid = 0
         self._pending_bytes = b""
+        self._pending_pdu = b""
         self._attempt = 0
         self._deadline = 0.0
         self.stale_replies = 0
+        #: reply PDUs dropped by the envelope (forged, replayed, not of this session)
+        self.dropped = 0
+
+    @property
+    def authenticated(self) -> bool:
+        """Whether this end seals its requests with a link key."""
+        return self.channel.authenticated
 
     @property
     def version(self) -> int | None:
@@ -346,14 +473,21 @@ class PrimaryEndpoint:
             raise ProtocolViolation("a request is already outstanding")
         self._rid = (self._rid + 1) % (RID_MAX + 1)
         data = encode(msg, self._rid)
-        if len(data) > (self.peer.max_message if self.peer else self.limits.link_message_bytes):
+        cap = self.peer.max_message if self.peer else self.limits.link_message_bytes
+        if len(data) + ENVELOPE_BYTES > cap:
             raise EndlessDataAttack(f"request of {len(data)} bytes exceeds the peer's cap")
+        if isinstance(msg, Hello):
+            self.peer = None
+            pdu = self.channel.hello(data)
+        else:
+            pdu = self.channel.seal(data)
         self._pending = msg
         self._pending_rid = self._rid
         self._pending_bytes = data
+        self._pending_pdu = pdu
         self._attempt = 0
         self._deadline = now + self.timeout
-        return data
+        return pdu
 
     def restart_timer(self, now: float) -> None:
         """The request bytes finished leaving this end at ``now``: the current attempt's
@@ -378,12 +512,14 @@ class PrimaryEndpoint:
         # needs a deadline (not a sleep) for a link request, and Retry is an HTTP policy
         # (methods, status codes, redirects) of which only this one product would be used
         self._deadline = now + self.timeout * self.backoff**self._attempt
-        return self._pending_bytes
+        if isinstance(self._pending, Hello):
+            return self._pending_pdu  # the same session nonce: the same session
+        return self.channel.seal(self._pending_bytes)  # the next counter
 
     def cancel(self) -> None:
         """Give up on the outstanding request (a late reply is then ignored as stale)."""
         self._pending = None
-        self._pending_bytes = b""
+        self._pending_bytes = self._pending_pdu = b""
 
     def receive(self, data: bytes, now: float) -> Message | None:
         """A reply arrived: returns it (an :class:`Error` included) or ``None`` if stale.
@@ -391,7 +527,14 @@ class PrimaryEndpoint:
         Raises on a malformed reply, a reply of the wrong type, or a HELLO reply whose
         version is not in our range.
         """
-        env = decode(data, self.limits)
+        opened = self.channel.open(data, self.limits.link_message_bytes)
+        if opened is None:
+            self.dropped += 1
+            return None
+        kind, payload = opened
+        if kind == KIND_REFUSAL:
+            return self._refusal(payload)
+        env = decode(payload, self.limits)
         if self._pending is None or env.rid != self._pending_rid:
             self.stale_replies += 1
             return None
@@ -400,6 +543,8 @@ class PrimaryEndpoint:
         self.cancel()
         if isinstance(msg, Error):
             return msg
+        if isinstance(msg, HelloInfo) != (kind == KIND_WELCOME):
+            raise ProtocolViolation(f"{type(msg).__name__} in a PDU of kind {kind}")
         expected = REPLY_TYPES[type(request)]
         if not isinstance(msg, expected):
             raise ProtocolViolation(
@@ -426,4 +571,24 @@ class PrimaryEndpoint:
             and (msg.offset is None or msg.offset > request.total)
         ):
             raise ProtocolViolation(f"acknowledged offset {msg.offset} is not valid")
+        return msg
+
+    def _refusal(self, payload: bytes) -> Error | None:
+        """An unauthenticated REFUSAL: believed only for a link error of
+        :data:`~hardware.secure_link.REFUSAL_CODES` answering the pending request."""
+        try:
+            env = decode(payload, self.limits)
+        except UptaneError:
+            env = None
+        msg = env.message if env is not None else None
+        if (
+            env is None
+            or self._pending is None
+            or env.rid != self._pending_rid
+            or not isinstance(msg, Error)
+            or msg.code not in REFUSAL_CODES
+        ):
+            self.dropped += 1
+            return None
+        self.cancel()
         return msg

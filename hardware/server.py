@@ -42,6 +42,9 @@ def _exchange(
         return False
     before = endpoint.frame_size
     reply = endpoint.receive(request)
+    if reply is None:  # dropped by the envelope (forged, replayed): no answer
+        log.debug("link request dropped (%d so far)", endpoint.dropped)
+        return True
     try:
         transport.send(reply, send_timeout)
     except UptaneError as e:

@@ -266,6 +266,25 @@ class SessionRequired(ProtocolViolation):
     code = 114
 
 
+class LinkAuthentication(LinkError):
+    """The two ends of a link disagree on its authentication: one has a link key and the
+    other none, or their link keys differ (the HELLO's MAC does not verify). Give both
+    ends the link key made at ``uptane-secondary provision``; a configuration problem,
+    not an attack by itself (docs/link-protocol.md)."""
+
+    code = 115
+
+
+class UnauthenticatedPeer(UptaneError):
+    """What a Secondary without a link key reports instead of the attack an input named:
+    anyone on the bus could have sent that input, so the indicator
+    (``"unauthenticated-peer: <attack>: <message>"``) is an event to record, never a
+    verdict on an update by itself (docs/link-protocol.md, "Without a link key")."""
+
+    code = 116
+    attack = "unauthenticated-peer"
+
+
 # --- installing into A/B slots on a Secondary (hardware/slots.py) ----------------------
 
 
@@ -349,6 +368,16 @@ class TimeQuorumNotMet(UptaneError):
 
     code = 133
     attack = "time-quorum"
+
+
+class UnsignedTime(UptaneError):
+    """A time without a signed time token, offered to an ECU provisioned with time server
+    keys: the clock is unchanged. The Primary must forward a token from the OEM's time
+    server (docs/secure-time.md); not an attack by itself (a Primary or bench tool without
+    time servers configured sends it too)."""
+
+    code = 134
+    attack = "time-unsigned"
 
 
 # --- encrypted images and deltas (uptane/encryption.py, uptane/delta.py; issue 17) -------

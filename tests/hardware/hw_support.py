@@ -35,6 +35,7 @@ class MemoryHandler:
         self.state = "idle"
         self.chunks = 0
         self.reports = 0
+        self.nonces = 0
 
     def hello_info(self) -> EcuInfo:
         return self.info
@@ -42,6 +43,10 @@ class MemoryHandler:
     def report(self, nonce: bytes) -> bytes:
         self.reports += 1
         return b"report:" + self.info.ecu_serial.encode() + b":" + nonce
+
+    def time_nonce(self) -> bytes:
+        self.nonces += 1
+        return self.nonces.to_bytes(16, "big")
 
     def put_time(self, time: int | bytes, token: bytes | None) -> None:
         self.time, self.token = time, token

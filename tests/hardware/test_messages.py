@@ -56,6 +56,8 @@ EXAMPLES: list[m.Message] = [
     m.Ack(),
     m.Ack(offset=7),
     m.Error(code=30, attack="rollback", message="version 3 < 4"),
+    m.GetTimeNonce(),
+    m.TimeNonce(nonce=bytes(range(32))),
 ]
 
 

@@ -16,6 +16,7 @@ from hardware.protocol import (
     SecondaryHandler,
     negotiate_version,
 )
+from hardware.secure_link import ServerChannel, decode_pdu, is_envelope
 from uptane.errors import (
     EndlessDataAttack,
     LinkTimeout,
@@ -39,6 +40,20 @@ def call(pri: PrimaryEndpoint, sec: SecondaryEndpoint, msg: m.Message, now: floa
     return reply
 
 
+def answered(pri: PrimaryEndpoint, msg: m.Message, reply: m.Message):
+    """Send ``msg`` and hand the Primary ``reply`` as a Secondary of its session would seal
+    it (a WELCOME for a HELLO; other requests after a real handshake)."""
+    channel = ServerChannel(None)
+    if not isinstance(msg, m.Hello):
+        sec = SecondaryEndpoint(MemoryHandler(), CONSTRAINED)
+        sec.channel = channel
+        call(pri, sec, pri.hello())
+    pdu = decode_pdu(pri.request(msg, 0.0), PRIMARY.link_message_bytes)
+    incoming = channel.open(pdu)
+    rid = m.decode(incoming.payload, PRIMARY).rid
+    return pri.receive(channel.seal(incoming, m.encode(reply, rid)), 0.0)
+
+
 def test_memory_handler_satisfies_the_protocol() -> None:
     assert isinstance(MemoryHandler(), SecondaryHandler)
 
@@ -47,7 +62,7 @@ def test_hello_negotiates_version_and_frame_size() -> None:
     _, sec, pri = pair()
     info = call(pri, sec, pri.hello())
     assert isinstance(info, m.HelloInfo)
-    assert info.version == 1 and pri.version == 1 and sec.version == 1
+    assert info.version == m.MAX_VERSION == pri.version == sec.version
     assert info.max_frame == 512 == sec.frame_size
     assert (info.ecu_serial, info.hardware_id, info.mode) == ("ecu-1", "hw-a", "partial")
     assert info.max_message == CONSTRAINED.link_message_bytes
@@ -62,7 +77,7 @@ def test_version_negotiation_picks_the_highest_common() -> None:
 
 
 def test_hello_without_a_common_version_is_refused() -> None:
-    _, sec, pri = pair(min_version=2, max_version=3)
+    _, sec, pri = pair(min_version=m.MAX_VERSION + 1, max_version=m.MAX_VERSION + 2)
     reply = call(pri, sec, pri.hello())
     assert isinstance(reply, m.Error)
     assert isinstance(reply.to_exception(), ProtocolVersionMismatch)
@@ -71,8 +86,6 @@ def test_hello_without_a_common_version_is_refused() -> None:
 
 def test_primary_refuses_a_version_outside_its_range() -> None:
     pri = PrimaryEndpoint(PRIMARY)
-    data = pri.request(pri.hello(), 0.0)
-    rid = m.decode(data, PRIMARY).rid
     bad = m.HelloInfo(
         version=7,
         ecu_serial="e",
@@ -83,7 +96,7 @@ def test_primary_refuses_a_version_outside_its_range() -> None:
         slot_size=1,
     )
     with pytest.raises(ProtocolVersionMismatch):
-        pri.receive(m.encode(bad, rid), 0.0)
+        answered(pri, pri.hello(), bad)
 
 
 def test_requests_before_hello_are_refused() -> None:
@@ -211,10 +224,12 @@ def test_retransmitted_request_is_answered_from_cache_not_run_twice() -> None:
     data = pri.request(m.PutImage(filename="f", total=10, offset=0, chunk=b"12345"), 0.0)
     first = sec.receive(data)  # the reply is lost on the way back
     again = pri.poll(5.0)
-    assert again == data
+    assert again is not None and again != data  # sealed again, with the next counter
     second = sec.receive(again)
-    assert first == second and handler.chunks == 1
+    assert first is not None and second is not None and handler.chunks == 1
     assert pri.receive(second, 5.0) == m.Ack(offset=5)
+    # the first PDU, late or replayed, is dropped: its counter is stale
+    assert sec.receive(data) is None and sec.dropped == 1 and handler.chunks == 1
 
 
 def test_stale_replies_are_ignored() -> None:
@@ -232,8 +247,9 @@ def test_timeouts_back_off_then_raise_link_timeout() -> None:
     data = pri.request(m.GetStatus(), 10.0)
     assert pri.next_deadline() == 11.0
     assert pri.poll(10.5) is None
-    assert pri.poll(11.0) == data and pri.next_deadline() == 13.0
-    assert pri.poll(13.0) == data and pri.next_deadline() == 17.0
+    assert is_envelope(pri.poll(11.0) or b"") and pri.next_deadline() == 13.0
+    assert is_envelope(pri.poll(13.0) or b"") and pri.next_deadline() == 17.0
+    assert data
     with pytest.raises(LinkTimeout):
         pri.poll(17.0)
     assert pri.pending is None and pri.next_deadline() is None
@@ -241,9 +257,8 @@ def test_timeouts_back_off_then_raise_link_timeout() -> None:
 
 def test_wrong_reply_type_is_a_protocol_violation() -> None:
     pri = PrimaryEndpoint(PRIMARY)
-    rid = m.decode(pri.request(m.GetStatus(), 0.0), PRIMARY).rid
     with pytest.raises(ProtocolViolation):
-        pri.receive(m.encode(m.Report(report=b"x"), rid), 0.0)
+        answered(pri, m.GetStatus(), m.Report(report=b"x"))
 
 
 def test_one_request_at_a_time_and_only_requests() -> None:
@@ -257,12 +272,20 @@ def test_one_request_at_a_time_and_only_requests() -> None:
 
 
 def test_secondary_answers_garbage_with_an_error() -> None:
-    _, sec, _ = pair()
+    _, sec, pri = pair()
+    # outside any envelope: refused in plain CBOR, as a session is required
     env = m.decode(sec.receive(b"\xff\x00garbage"), PRIMARY)
-    assert isinstance(env.message, m.Error) and env.message.attack == "malformed-input"
-    # a reply sent to the Secondary is not a request
+    assert isinstance(env.message, m.Error) and isinstance(
+        env.message.to_exception(), ProtocolViolation
+    )
     env = m.decode(sec.receive(m.encode(m.Ack(), 9)), PRIMARY)
     assert env.rid == 9 and isinstance(env.message, m.Error)
+    # inside the session: garbage is malformed input, a reply is not a request
+    call(pri, sec, pri.hello())
+    reply = pri.receive(sec.receive(pri.channel.seal(b"\xff\x00garbage")), 0.0)
+    assert reply is None  # answered with request id 0: not the one outstanding
+    pri.cancel()
+    assert isinstance(call(pri, sec, m.GetStatus()), m.Status)
 
 
 class ExplodingHandler(MemoryHandler):
@@ -285,8 +308,11 @@ def test_fuzz_secondary_endpoint_always_answers_with_a_message(inputs: list[byte
     _, sec, pri = pair()
     call(pri, sec, pri.hello())
     for data in inputs:
-        env = m.decode(sec.receive(data), PRIMARY)  # never raises, always a valid reply
-        assert isinstance(env.message, m.Error)
+        reply = sec.receive(data)  # never raises: dropped, refused, or an ERROR
+        if reply is not None and not is_envelope(reply):
+            assert isinstance(m.decode(reply, PRIMARY).message, m.Error)
+        sealed = sec.receive(pri.channel.seal(data))  # the same bytes inside the session
+        assert sealed is not None and is_envelope(sealed)
     assert isinstance(call(pri, sec, m.GetStatus()), m.Status)
 
 
@@ -304,6 +330,7 @@ def test_fuzz_primary_endpoint_raises_only_uptane_errors(kind, data: bytes) -> N
         m.PutImage: m.PutImage(filename="f", total=1, offset=0, chunk=b"x"),
         m.Install: m.Install(),
         m.GetStatus: m.GetStatus(),
+        m.GetTimeNonce: m.GetTimeNonce(),
     }[kind]
     pri.request(request, 0.0)
     with contextlib.suppress(UptaneError):
