@@ -15,32 +15,39 @@ It orchestrates; each concern has its own module (docs/secondary.md has the whol
 
 What it does with each request:
 
-- ``PUT_TIME``: the latest time, which never goes backwards; every expiry is checked against
-  it (§5.4.4.1 step 1, §5.4.3.1).
+- ``GET_TIME_NONCE`` / ``PUT_TIME``: the latest time, moved only by a signed time token
+  bound to this ECU's nonce when time server keys are provisioned
+  (:mod:`secondary.timekeeping`); it never goes backwards, and every expiry is checked
+  against it (§5.4.4.1 step 1, §5.4.3.1).
 - ``PUT_METADATA``: what the strategy wants of it; the Director's targets run the
   verification. Files are bounded by the constrained :class:`~uptane.limits.Limits` (the
   endpoint refuses an over-long file before buffering it).
 - ``PUT_IMAGE``: chunks of the image the verified metadata names for this ECU (§5.4.3.3
   length, §5.4.3.4 ECU and hardware id, release counter) stream into the inactive slot.
-- ``INSTALL``: the §5.4.3.4 checks again, then the install into the slot switches to a
-  trial boot; with ``reboot_after_install`` the bootloader runs and, with auto-confirm, the
-  new slot is confirmed once it booted (the slot lifecycle, :mod:`hardware.slot_lifecycle`).
+- ``INSTALL``: the §5.4.3.4 checks again, the Director targets that approved the image
+  must still be unexpired against the latest verified time (else ``ExpiredMetadata``,
+  and the received image is kept for a later INSTALL), then the install into the slot
+  switches to a trial boot; with ``reboot_after_install`` the bootloader runs and, with
+  auto-confirm, the new slot is confirmed once it booted (the slot lifecycle,
+  :mod:`hardware.slot_lifecycle`).
 - ``GET_REPORT``: the ECU version report (:mod:`secondary.report`).
 
-Every refused request is remembered as the attack indicator of the next report.
+Every refused request is remembered as the attack indicator of the next report; without
+a link key, as an unauthenticated-peer event (docs/link-protocol.md).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
 from hardware.flash import Flash
 from hardware.messages import Status
 from hardware.protocol import EcuInfo, SecondaryEndpoint
+from hardware.secure_link import LinkKey
 from hardware.slot_lifecycle import SlotState
 from hardware.slots import ImageInfo, InstallResult, SlotManager
 from secondary import report as reports
@@ -56,14 +63,22 @@ from secondary.state import (
     AgentState,
     provision_state,
 )
+from secondary.timekeeping import EcuClock
 from secondary.transfer import ImageReceiver, Transfer, check_length
 from secondary.verification import Pending, Verification, Verified
 from storage import LOCAL, AtomicStore, FileSystem
-from uptane.errors import MalformedInput, ProtocolViolation, TargetNotFound, UptaneError
+from uptane import roughtime as rt
+from uptane.errors import (
+    ExpiredMetadata,
+    MalformedInput,
+    ProtocolViolation,
+    TargetNotFound,
+    UptaneError,
+)
 from uptane.keys import PrivateKey
 from uptane.limits import Limits
 from uptane.metadata import DER, TargetFile
-from uptane.securetime import next_latest_time
+from uptane.trust import check_not_expired
 from uptane.verify import check_target_for_ecu
 
 log = logging.getLogger(__name__)
@@ -96,6 +111,9 @@ class SecondaryAgent:
         verify_on_boot: bool = True,
         checkpoint_bytes: int | None = None,
         clock: Callable[[], float] = time.monotonic,
+        time_keys: Sequence[rt.TimeServerKey] = (),
+        time_policy: rt.TimePolicy | None = None,
+        link_key: LinkKey | None = None,
     ) -> None:
         limits = limits or Limits.constrained()
         self.ecu = EcuSettings(
@@ -110,6 +128,10 @@ class SecondaryAgent:
             flash, max_trial_boots=max_trial_boots, limits=limits, verify_on_boot=verify_on_boot
         )
         self.state = AgentState(store, limits)
+        #: the latest verified time and the rules that move it (secondary.timekeeping)
+        self.time = EcuClock(self.state, time_keys, time_policy)
+        #: the link key every link message must be authenticated with (None: bench setups)
+        self.link_key = link_key
         #: partial or full verification (§5.4.4.1, §5.4.4.2): see secondary.verification
         self.verification = Verification.for_mode(mode, self.ecu, self.state)
         self.receiver = ImageReceiver(
@@ -145,6 +167,9 @@ class SecondaryAgent:
             auto_confirm=cfg.auto_confirm,
             reboot_after_install=cfg.reboot_after_install,
             checkpoint_bytes=cfg.checkpoint_bytes,
+            time_keys=cfg.load_time_keys(),
+            time_policy=cfg.time_policy,
+            link_key=cfg.load_link_key(),
         )
 
     #: the initial trusted state (§5.4.1): see :func:`secondary.state.provision_state`
@@ -221,8 +246,8 @@ class SecondaryAgent:
     def _installed_counter(self) -> int | None:
         return self.slots.status().release_counter
 
-    def _note_error(self, error: UptaneError) -> None:
-        self.state.note_error(error)
+    def _note_error(self, error: UptaneError, *, authenticated: bool = True) -> None:
+        self.state.note_error(error, authenticated=authenticated)
 
     # --- the bootloader -------------------------------------------------------------------
 
@@ -274,8 +299,8 @@ class SecondaryAgent:
         return EcuInfo(self.ecu_serial, self.hardware_id, self.verification.mode, size)
 
     def endpoint(self, *, max_frame: int = 1024) -> AgentEndpoint:
-        """A link endpoint that serves this agent."""
-        return AgentEndpoint(self, self.limits, max_frame=max_frame)
+        """A link endpoint that serves this agent (authenticated with its link key)."""
+        return AgentEndpoint(self, self.limits, max_frame=max_frame, link_key=self.link_key)
 
     def report(self, nonce: bytes) -> bytes:
         """§5.4.2.1.2: the signed ECU version report for ``nonce``."""
@@ -286,6 +311,7 @@ class SecondaryAgent:
             latest_time=self.latest_time,
             nonce=nonce,
             attack=self.state.last_error.get("indicator"),
+            time_source=self.state.time_source,
         )
 
     def status(self) -> Status:
@@ -296,14 +322,14 @@ class SecondaryAgent:
             attack=self.state.last_error.get("code"),
         )
 
+    def time_nonce(self) -> bytes:
+        """A fresh nonce for the next signed time token (secondary.timekeeping)."""
+        return self.time.nonce()
+
     def put_time(self, time: int | bytes, token: bytes | None) -> None:
-        """The Primary's time; kept only if it is later than the latest one (§5.4.2 step 5).
-        A signed time token is not checked yet (no time authority is configured)."""
-        try:
-            latest = next_latest_time(self.state.latest, time)
-        except MalformedInput as e:
-            raise MalformedInput(f"PUT_TIME: {e.message}") from None
-        self.state.set_time(latest)
+        """§5.4.2 step 5: the time; with time keys only a verified token moves the clock
+        (secondary.timekeeping), without them the unsigned time, forward only."""
+        self.time.receive(time, token)
 
     def put_metadata(self, repository: str, role: str, encoding: str, data: bytes) -> None:
         """One complete metadata file; the Director's targets trigger verification."""
@@ -386,6 +412,10 @@ class SecondaryAgent:
         x = self.receiver.ready(filename)
         p = self._pending
         assert p is not None and p.entry.path == x.filename
+        # issue 21: the approval must still hold now, against the latest verified time
+        # (a long transfer may outlast it); the received image stays for a later INSTALL
+        # once fresh metadata names it again
+        self._check_unexpired(p)
         try:
             # §5.4.3.4 again: the slot may have changed since the metadata was checked
             self._check_for_ecu(p.entry)
@@ -401,6 +431,21 @@ class SecondaryAgent:
         self.state.clear_error()
         if self.reboot_after_install:
             self.start()
+
+    def _check_unexpired(self, p: Pending) -> None:
+        """The Director targets that approved ``p``'s image, not expired at the latest
+        verified time (the freeze check of §5.4.4.6 step 5, again at INSTALL)."""
+        if p.approved_by is None:
+            return
+        try:
+            check_not_expired(
+                p.approved_by,
+                self.latest_time,
+                role="targets",
+                repository=self.ecu.director_name,
+            )
+        except ExpiredMetadata as e:
+            raise ExpiredMetadata(f"at INSTALL: {e.message}", repository=e.repository) from None
 
     # --- for the bench tool and tests ----------------------------------------------------
 
@@ -419,7 +464,7 @@ class AgentEndpoint(SecondaryEndpoint):
         try:
             return super().handle(msg)
         except UptaneError as e:
-            self.handler._note_error(e)
+            self.handler._note_error(e, authenticated=self.authenticated)
             raise
 
 

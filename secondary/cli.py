@@ -1,7 +1,8 @@
 """``uptane-secondary``: provision a Secondary ECU, and run it on a serial port or CAN bus.
 
     uptane-secondary provision --dir DIR --ecu-serial S --hardware-id H \\
-        --director-root FILE [--targets FILE] [--vehicle-id V] [--key-type ed25519] ...
+        --director-root FILE [--targets FILE] [--vehicle-id V] [--key-type ed25519] \\
+        [--time-key longterm.pub ...] [--no-link-key] ...
     uptane-secondary run --config DIR/secondary.toml
 
 See docs/secondary.md.
@@ -10,6 +11,7 @@ See docs/secondary.md.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import logging
 import signal
@@ -21,12 +23,14 @@ from typing import Any
 
 from hardware.bench import open_can
 from hardware.flash import Flash
+from hardware.secure_link import LinkKey
 from hardware.server import serve
 from secondary.agent import SecondaryAgent
 from secondary.config import ConfigError, LinkConfig, SecondaryConfig
 from secondary.state import provision_state
 from secondary.verification import STRATEGIES, strategy
 from storage import AtomicStore, atomic_write
+from uptane import roughtime as rt
 from uptane.codec import sniff
 from uptane.errors import UptaneError
 from uptane.keys import SCHEMES, PrivateKey
@@ -39,6 +43,8 @@ log = logging.getLogger("uptane-secondary")
 CONFIG_NAME = "secondary.toml"
 KEY_NAME = "ecu_key.pem"
 PUBLIC_NAME = "ecu_key.pub.json"
+LINK_KEY_NAME = "link.key"
+TIME_KEYS_DIR = "time-keys"
 
 
 def detect_encoding(data: bytes) -> str:
@@ -64,9 +70,17 @@ def provision(
     link: LinkConfig | None = None,
     force: bool = False,
     now: float | None = None,
+    time_keys: dict[str, bytes] | None = None,
+    time_min_servers: int = 1,
+    link_key: bool = True,
 ) -> dict[str, Any]:
     """Write everything a Secondary needs (§5.4.1) into ``directory``; returns what to
-    register with the Director (ECU id, hardware id, public key)."""
+    register with the Director (ECU id, hardware id, public key) and, under
+    ``link_key_file``, where the new link key is (for the Primary, never the Director).
+
+    ``time_keys`` (name -> a time server's long-term public key in base64, as
+    ``longterm.pub`` holds it) make the ECU take only signed time; ``link_key`` makes a
+    link key, without which the link is unauthenticated (bench setups that choose so)."""
     directory = Path(directory)
     cfg_path = directory / CONFIG_NAME
     if cfg_path.exists() and not force:
@@ -84,11 +98,18 @@ def provision(
         limits_profile=limits_profile,
         link=link or LinkConfig(),
         path=cfg_path,
+        link_key_file=directory / LINK_KEY_NAME if link_key else None,
+        time_key_files=tuple(directory / TIME_KEYS_DIR / f"{n}.pub" for n in time_keys or {}),
+        time_min_servers=time_min_servers,
     )
     cfg.check()
     _check_trusted(cfg, director_root, targets, image_root, map_file)
     directory.mkdir(parents=True, exist_ok=True)
     public = _new_key(cfg, key_type)
+    _write_time_keys(cfg, time_keys or {})
+    if cfg.link_key_file is not None:
+        LinkKey.generate().save(cfg.link_key_file)
+        public["link_key_file"] = str(cfg.link_key_file)
     provision_state(
         AtomicStore(cfg.state_dir),
         director_root,
@@ -100,6 +121,19 @@ def provision(
     Flash(cfg.flash_dir, slot_size)
     atomic_write(cfg_path, cfg.to_toml().encode("utf-8"), mode=0o644)
     return public
+
+
+def _write_time_keys(cfg: SecondaryConfig, keys: dict[str, bytes]) -> None:
+    """The time servers' public keys, each checked (32 bytes of base64) before use."""
+    for path, (name, text) in zip(cfg.time_key_files, keys.items(), strict=True):
+        try:
+            raw = base64.b64decode(text.strip(), validate=True)
+        except ValueError:
+            raise ConfigError(f"time key {name}: not base64") from None
+        if len(raw) != rt.KEY_BYTES:
+            raise ConfigError(f"time key {name}: {len(raw)} bytes, not {rt.KEY_BYTES}")
+        atomic_write(path, base64.b64encode(raw) + b"\n", mode=0o644)
+    cfg.load_time_keys()
 
 
 def _check_trusted(
@@ -226,6 +260,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--can-channel", default="vcan0")
     p.add_argument("--can-rxid", type=lambda s: int(s, 0), default=0x7E0)
     p.add_argument("--can-txid", type=lambda s: int(s, 0), default=0x7E8)
+    p.add_argument(
+        "--time-key",
+        action="append",
+        default=[],
+        help="a time server's long-term public key (longterm.pub); repeat for several. "
+        "The ECU then takes only signed time",
+    )
+    p.add_argument("--time-min-servers", type=int, default=1, help="k of the time keys")
+    p.add_argument(
+        "--no-link-key",
+        action="store_true",
+        help="make no link key: the link stays unauthenticated (bench setups only)",
+    )
     p.add_argument("--force", action="store_true", help="overwrite an existing provisioning")
 
     r = sub.add_parser("run", help="serve the link")
@@ -259,6 +306,9 @@ def _provision(args: argparse.Namespace) -> int:
         limits_profile=args.limits,
         link=link,
         force=args.force,
+        time_keys={f"time-{i + 1}": Path(k).read_bytes() for i, k in enumerate(args.time_key)},
+        time_min_servers=args.time_min_servers,
+        link_key=not args.no_link_key,
     )
     print(json.dumps(public, indent=2))
     return 0

@@ -7,6 +7,7 @@ provisioned directory can be moved as a whole.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import tomllib
 from dataclasses import dataclass, field
@@ -15,10 +16,12 @@ from typing import Any
 
 import tomli_w
 
+from hardware.secure_link import LinkKey
 from secondary.verification import STRATEGIES
 from storage import read_capped
+from uptane import roughtime as rt
 from uptane.codec import DER, codec_for, codecs
-from uptane.errors import UptaneError
+from uptane.errors import MalformedInput, UptaneError
 from uptane.limits import Limits
 
 #: the largest configuration file read (a TOML file of a few KiB in practice)
@@ -77,6 +80,15 @@ class SecondaryConfig:
     checkpoint_bytes: int | None = None  # image bytes between resume checkpoints
     link: LinkConfig = field(default_factory=LinkConfig)
     path: Path | None = None
+    #: the link key every link message must carry a MAC of (None: an unauthenticated
+    #: link, for bench setups that choose so); [link] key
+    link_key_file: Path | None = None
+    #: the time servers' long-term public keys (base64 files); none: unsigned time
+    time_key_files: tuple[Path, ...] = ()
+    #: the clock policy ([time]: min_servers, max_step_days, jump_servers)
+    time_min_servers: int = 1
+    time_max_step_days: float = 366.0
+    time_jump_servers: int = 2
 
     @property
     def limits(self) -> Limits:
@@ -92,6 +104,36 @@ class SecondaryConfig:
     @property
     def auto_confirm(self) -> bool:
         return self.confirm == "auto"
+
+    @property
+    def time_policy(self) -> rt.TimePolicy:
+        return rt.TimePolicy(
+            min_servers=self.time_min_servers,
+            max_step=int(self.time_max_step_days * rt.DAY),
+            jump_servers=self.time_jump_servers,
+        )
+
+    def load_time_keys(self) -> list[rt.TimeServerKey]:
+        """The provisioned time server keys (ConfigError when one is unreadable)."""
+        out = []
+        for p in self.time_key_files:
+            try:
+                raw = base64.b64decode(read_capped(p, 1024).strip(), validate=True)
+            except (OSError, ValueError, UptaneError) as e:
+                raise ConfigError(f"time key {p}: {e}") from None
+            if len(raw) != rt.KEY_BYTES:
+                raise ConfigError(f"time key {p}: {len(raw)} bytes, not {rt.KEY_BYTES}")
+            out.append(rt.TimeServerKey(p.stem, raw))
+        return out
+
+    def load_link_key(self) -> LinkKey | None:
+        """The link key, or None when the link is not authenticated."""
+        if self.link_key_file is None:
+            return None
+        try:
+            return LinkKey.load(self.link_key_file)
+        except (OSError, MalformedInput) as e:
+            raise ConfigError(f"link key {self.link_key_file}: {e}") from None
 
     # --- reading -------------------------------------------------------------------------
 
@@ -113,6 +155,7 @@ class SecondaryConfig:
         storage = _table(doc, "storage")
         install = _table(doc, "install", required=False)
         link = _table(doc, "link", required=False)
+        timing = _table(doc, "time", required=False)
 
         def resolve(value: str) -> Path:
             q = Path(value)
@@ -150,6 +193,11 @@ class SecondaryConfig:
                 speed_window=_number(link, "speed_window"),
             ),
             path=path,
+            link_key_file=_opt_path(link, "key", resolve),
+            time_key_files=tuple(resolve(k) for k in _strings(timing, "keys")),
+            time_min_servers=_get(timing, "min_servers", int, 1),
+            time_max_step_days=float(_number(timing, "max_step_days") or 366.0),
+            time_jump_servers=_get(timing, "jump_servers", int, 2),
         )
         cfg.check()
         return cfg
@@ -183,6 +231,12 @@ class SecondaryConfig:
             value = getattr(self.link, key)
             if value is not None and value < 0:
                 raise ConfigError(f"link.{key} must be >= 0 (0 turns the check off)")
+        if self.time_min_servers < 1 or self.time_jump_servers < 1:
+            raise ConfigError("time.min_servers and time.jump_servers must be at least 1")
+        if len(self.time_key_files) > rt.CONSTRAINED_LIMITS.max_servers:
+            raise ConfigError(f"at most {rt.CONSTRAINED_LIMITS.max_servers} time keys")
+        if self.time_max_step_days <= 0:
+            raise ConfigError("time.max_step_days must be positive")
 
     # --- writing -------------------------------------------------------------------------
 
@@ -222,7 +276,16 @@ class SecondaryConfig:
                 "reboot_after_install": self.reboot_after_install,
                 "checkpoint_bytes": self.checkpoint_bytes,
             },
-            "link": dataclasses.asdict(self.link),
+            "link": {
+                **dataclasses.asdict(self.link),
+                "key": None if self.link_key_file is None else rel(self.link_key_file),
+            },
+            "time": {
+                "keys": [rel(p) for p in self.time_key_files],
+                "min_servers": self.time_min_servers,
+                "max_step_days": self.time_max_step_days,
+                "jump_servers": self.time_jump_servers,
+            },
         }
         tables = {name: {k: v for k, v in t.items() if v is not None} for name, t in doc.items()}
         return "# Uptane Secondary configuration (docs/secondary.md)\n" + tomli_w.dumps(tables)
@@ -240,6 +303,18 @@ def _table(doc: dict[str, Any], name: str, *, required: bool = True) -> dict[str
     if not isinstance(t, dict):
         raise ConfigError(f"[{name}] must be a table")
     return t
+
+
+def _opt_path(t: dict[str, Any], key: str, resolve: Any) -> Path | None:
+    value = _get(t, key, str, None)
+    return None if value is None else Path(resolve(value))
+
+
+def _strings(t: dict[str, Any], key: str) -> list[str]:
+    value = t.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{key} must be a list of strings")
+    return value
 
 
 def _number(t: dict[str, Any], key: str) -> float | None:

@@ -15,7 +15,17 @@ from typing import Any
 
 from storage import AtomicStore
 from uptane.encoding import cbor
-from uptane.errors import LinkError, MalformedInput, ProtocolViolation, UptaneError
+from uptane.errors import (
+    ExpiredTimeDelegation,
+    LinkError,
+    MalformedInput,
+    ProtocolViolation,
+    TimeJumpRefused,
+    TimeQuorumNotMet,
+    UnauthenticatedPeer,
+    UnsignedTime,
+    UptaneError,
+)
 from uptane.limits import Limits
 from uptane.manifest import attack_indicator
 
@@ -23,7 +33,9 @@ log = logging.getLogger(__name__)
 
 #: names of the agent's records in its AtomicStore
 TRUSTED = "trusted"  # CBOR {"director": {role: bytes}, "image": {role: bytes}, "map": bytes}
-TIME = "time"  # JSON {"latest": seconds since the epoch}
+#: JSON {"latest": seconds since the epoch, "source": "provisioned", "signed" (a verified
+#: time token) or "unsigned" (an ECU without time keys)}
+TIME = "time"
 LAST_ERROR = "last-error"  # JSON {"code", "attack", "indicator"} or {} after a success
 #: an image transfer to resume after a reboot: TRANSFER (CBOR) is written at its first
 #: checkpoint: {"id", "filename", "total", "slot", "hashes", "files", "roots"}, where files
@@ -38,8 +50,17 @@ TRANSFER_AT = "transfer-at"
 #: no files: its resume verifies this record again.
 PENDING_TARGETS = "pending-targets"
 
-#: errors about the conversation itself, not about what was sent: not an attack indicator
-_NOT_ATTACKS = (ProtocolViolation, LinkError)
+#: errors about the conversation itself, not about what was sent, and time-policy
+#: refusals (a server's clock, an operator's delegation, a Primary without time servers):
+#: not an attack indicator
+_NOT_ATTACKS = (
+    ProtocolViolation,
+    LinkError,
+    UnsignedTime,
+    TimeJumpRefused,
+    TimeQuorumNotMet,
+    ExpiredTimeDelegation,
+)
 
 
 def provision_state(
@@ -64,7 +85,7 @@ def provision_state(
         record["map"] = map_file
     store.write(TRUSTED, cbor.dumps(record))
     if time is not None:
-        store.write_json(TIME, {"latest": int(time)})
+        store.write_json(TIME, {"latest": int(time), "source": "provisioned"})
 
 
 class AgentState:
@@ -73,7 +94,7 @@ class AgentState:
     def __init__(self, store: AtomicStore, limits: Limits) -> None:
         self.store = store
         self.limits = limits
-        self.latest = self._load_time()
+        self.latest, self.time_source = self._load_time()
         self.last_error: dict[str, Any] = self.load_json(LAST_ERROR) or {}
 
     # --- records --------------------------------------------------------------------------
@@ -86,10 +107,13 @@ class AgentState:
             log.error("stored %s is unreadable (%s); ignored", name, e)
             return None
 
-    def _load_time(self) -> int:
+    def _load_time(self) -> tuple[int, str]:
         d = self.load_json(TIME)
         latest = d.get("latest") if isinstance(d, dict) else None
-        return latest if isinstance(latest, int) and not isinstance(latest, bool) else 0
+        source = d.get("source") if isinstance(d, dict) else None
+        if not isinstance(latest, int) or isinstance(latest, bool):
+            return 0, "none"
+        return latest, source if isinstance(source, str) else "provisioned"
 
     def _trusted_cap(self) -> int:
         return 4 * sum(self.limits.role_bytes.values()) + 4 * self.limits.map_file_bytes
@@ -119,17 +143,26 @@ class AgentState:
         """The latest time this ECU was given (or provisioned with)."""
         return datetime.fromtimestamp(self.latest, UTC)
 
-    def set_time(self, latest: int) -> None:
+    def set_time(self, latest: int, *, source: str) -> None:
+        """Store the latest time (``source``: "signed" or "unsigned"); a time that did
+        not move is not written again."""
         if latest != self.latest:
-            self.store.write_json(TIME, {"latest": latest})
-            self.latest = latest
+            self.store.write_json(TIME, {"latest": latest, "source": source})
+            self.latest, self.time_source = latest, source
 
     # --- the last error -------------------------------------------------------------------
 
-    def note_error(self, error: UptaneError) -> None:
-        """Remember ``error`` as the attack indicator of the next report (persisted)."""
+    def note_error(self, error: UptaneError, *, authenticated: bool = True) -> None:
+        """Remember ``error`` as the attack indicator of the next report (persisted).
+
+        An error the input of an unauthenticated link peer caused (a Secondary without a
+        link key) is reported as an :class:`~uptane.errors.UnauthenticatedPeer` event:
+        ``"unauthenticated-peer: <attack>: <message>"``, which the Director must not take
+        as a verdict on an update (anyone on the bus could have sent that input)."""
         if isinstance(error, _NOT_ATTACKS):
             return
+        if not authenticated:
+            error = UnauthenticatedPeer(f"{error.attack}: {error.message}")
         self.last_error = {
             "code": error.code,
             "attack": error.attack,

@@ -38,7 +38,7 @@ from hardware.slots import ImageInfo
 from secondary.ecu import EcuSettings
 from secondary.state import PENDING_TARGETS, AgentState
 from uptane.errors import EndlessDataAttack, MalformedInput, UptaneError
-from uptane.metadata import MapFile, Mapping, TargetFile
+from uptane.metadata import MapFile, Mapping, TargetFile, Targets
 from uptane.partial import PartialVerifier, listed_target
 from uptane.trust import RepositoryTrust, peek_version
 from uptane.verify import NO_NEW_TARGETS, VehicleContext, full_verification
@@ -67,6 +67,9 @@ class Pending:
     #: partial mode: SHA-256 of the PENDING_TARGETS bytes verified, checked again when they
     #: are read back at install
     targets_sha256: bytes | None = None
+    #: the signed part of the Director targets that approved the image: they must still
+    #: be unexpired at INSTALL, against the latest verified time (issue 21)
+    approved_by: Targets | None = None
 
 
 @dataclass(frozen=True)
@@ -270,7 +273,10 @@ class PartialVerification(Verification):
             "roots": [[self.ecu.director_name, i, r] for i, r in enumerate(roots)],
         }
         trusted = dict(self.trusted, director=director)
-        return Verified(Pending(entry, trusted, source, verified, sha256(targets).digest()))
+        approved = verified[1].signed if verified[1] is not None else None
+        return Verified(
+            Pending(entry, trusted, source, verified, sha256(targets).digest(), approved)
+        )
 
     def _in_ram(self, rec: dict[str, Any]) -> dict[str, Any]:
         """Not the Director targets (up to the role cap), which only the store keeps: the
@@ -385,7 +391,9 @@ class FullVerification(Verification):
                 "files": [[repo, role, data] for (repo, role), data in received.items()],
                 "roots": [[n, v, d] for n, vs in roots.items() for v, d in vs.items()],
             }
-            return Verified(Pending(approved.director_target, new, source))
+            director = trusts[self.ecu.director_name].targets
+            signed = director.signed if director is not None else None
+            return Verified(Pending(approved.director_target, new, source, approved_by=signed))
         if result.stopped_early not in (None, NO_NEW_TARGETS) or approved is None:
             log.info("full verification: %s", result.stopped_early or "nothing for this ECU")
         return Verified(None, new)

@@ -62,7 +62,7 @@ def test_secondary_updated_over_can_virtual_bus(tmp_path: Path, fd: bool) -> Non
     files = bench.load_metadata(director.write_dir(tmp_path / "meta"))
     client_link = bench.open_can("virtual", channel, txid=0x7E0, rxid=0x7E8, fd=fd)
     try:
-        with LinkClient(client_link, PRIMARY, timeout=2.0) as client:
+        with LinkClient(client_link, PRIMARY, timeout=2.0, link_key=agent.link_key) as client:
             (tmp_path / "bad.bin").write_bytes(image[:-1] + b"!")
             with pytest.raises(BadHash):
                 bench.install(client, files, tmp_path / "bad.bin", filename="can/v1.bin")
@@ -114,7 +114,7 @@ def test_secondary_process_updated_over_udp_multicast_can_in_a_private_netns(
     secondary = f"{py} -m secondary run --config {shlex.quote(str(cfg.path))}"
     tool = (
         f"{py} -m hardware.bench --can-interface udp_multicast --port {channel} "
-        f"--txid 0x7E0 --rxid 0x7E8"
+        f"--txid 0x7E0 --rxid 0x7E8 --link-key {shlex.quote(str(cfg.link_key_file))}"
     )
     script = f"""
 set -e

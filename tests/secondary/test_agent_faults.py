@@ -151,7 +151,9 @@ def test_faulty_serial_link_update_completes_exactly_or_fails_clean(
     installed = False
     resumed = 0
     try:
-        with LinkClient(pri_link, PRIMARY, timeout=0.3, retries=2) as client:
+        with LinkClient(
+            pri_link, PRIMARY, timeout=0.3, retries=2, link_key=agent.link_key
+        ) as client:
             for _ in range(6):  # a Primary retries a failed cycle; the transfer resumes
                 try:
                     out = bench.install(client, files, tmp_path / "fw.bin")

@@ -53,7 +53,11 @@ class Drip(io.BytesIO):
 
 def client(agent: SecondaryAgent) -> LinkClient:
     return LinkClient(
-        Loopback(agent.endpoint()), PRIMARY.replace(chunk_size=CHUNK), timeout=5.0, retries=0
+        Loopback(agent.endpoint()),
+        PRIMARY.replace(chunk_size=CHUNK),
+        timeout=5.0,
+        retries=0,
+        link_key=agent.link_key,
     )
 
 

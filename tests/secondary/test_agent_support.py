@@ -157,7 +157,9 @@ class Loopback:
         pass
 
     def send(self, message: bytes, timeout: float | None = None) -> None:
-        self.inbox.append(self.endpoint.receive(message))
+        reply = self.endpoint.receive(message)
+        if reply is not None:  # dropped by the link's envelope: no answer
+            self.inbox.append(reply)
 
     def recv(self, timeout: float) -> bytes | None:
         return self.inbox.popleft() if self.inbox else None
@@ -167,7 +169,10 @@ class Loopback:
 
 
 def client_for(agent: SecondaryAgent) -> LinkClient:
-    return LinkClient(Loopback(agent.endpoint()), PRIMARY, timeout=0.5, retries=0)
+    """A client of ``agent`` that holds its link key (as its Primary does)."""
+    return LinkClient(
+        Loopback(agent.endpoint()), PRIMARY, timeout=0.5, retries=0, link_key=agent.link_key
+    )
 
 
 def slot_bytes(flash: Flash, slot: str, length: int) -> bytes:

@@ -88,7 +88,7 @@ def test_secondary_process_on_a_pty_is_updated_over_serial(tmp_path: Path, pty) 
     try:
         assert wait_line(proc).startswith(f"ready {ECU}")
         transport = SerialTransport(FdPort(os.dup(master)), ack_timeout=0.05, retries=20)
-        with LinkClient(transport, PRIMARY, timeout=2.0) as client:
+        with LinkClient(transport, PRIMARY, timeout=2.0, link_key=cfg.load_link_key()) as client:
             hello = client.hello()
             assert (hello.ecu_serial, hello.hardware_id, hello.mode) == (ECU, HW, "partial")
             assert hello.slot_size == 256 * 1024
@@ -147,6 +147,7 @@ def test_uptane_flash_process_updates_a_secondary_over_a_pty(tmp_path: Path, pty
     (tmp_path / "fw.bin").write_bytes(image)
     meta = director.write_dir(tmp_path / "meta")
     tool = [sys.executable, "-m", "hardware.bench", "--port", slave_path]
+    tool += ["--link-key", str(cfg.link_key_file)]
     try:
         done = subprocess.run(
             [*tool, "install", "--metadata", str(meta), "--image", str(tmp_path / "fw.bin")],
