@@ -2,7 +2,7 @@
 and regenerate the results section of ``bench/README.md``.
 
     python -m bench                 # everything, full size (a few minutes)
-    python -m bench --only fig4     # the benchmarks whose module name contains "fig4"
+    python -m bench --only fig4     # figure 4 (fig4_*; fig1 does not select fig10)
     python -m bench --smoke --out /tmp/r.json --readme /tmp/README.md   # tiny sizes
 
 A benchmark that raises is recorded as ``"status": "failed"`` with the error (never as a
@@ -221,10 +221,20 @@ def merge(out: Path, doc: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _selects(only: str, module: str) -> bool:
+    """``--only fig1`` names figure 1 (``fig1_*``), not figures 10 and 11; any other text
+    is a substring of the module name."""
+    if only.startswith("fig") and only[3:].isdigit():
+        return module.startswith(only + "_")
+    return only in module
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--smoke", action="store_true", help="tiny sizes; numbers mean nothing")
-    p.add_argument("--only", action="append", default=[], help="module name substring")
+    p.add_argument(
+        "--only", action="append", default=[], help="figure (fig4) or module name substring"
+    )
     p.add_argument("--out", type=Path, help="results file (default bench/results.json)")
     p.add_argument("--readme", type=Path, help="README to update (default bench/README.md)")
     args = p.parse_args(argv)
@@ -232,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--smoke needs --out and --readme (smoke numbers must not replace results)")
     out = args.out or HERE / "results.json"
     readme = args.readme or HERE / "README.md"
-    mods = [m for m in MODULES if not args.only or any(o in m for o in args.only)]
+    mods = [m for m in MODULES if not args.only or any(_selects(o, m) for o in args.only)]
     t0 = time.perf_counter()
     load_before = _load()
     figures: list[Figure] = []
