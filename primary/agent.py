@@ -5,10 +5,15 @@ call into the next module:
 
     manifest -> verify -> download -> deliver -> report
 
+0. :meth:`primary.timekeeping.Timekeeper.sync`: the cycle's time (step 2), verified from
+   the OEM's time servers when ``[time]`` is configured, and each Secondary's clock set
+   from a token it checks itself (step 5, first, so that every report carries fresh
+   verified time); without ``[time]``, the :class:`~primary.timesource.TimeSource`'s,
+   unsigned;
 1. :func:`primary.manifest.send_manifest`: a signed version report from every Secondary
    with a fresh nonce (an unreachable one is named in the manifest and skipped for the
    rest of the cycle), the Primary's own report, the signed vehicle version manifest,
-   uploaded; then the time from the :class:`~primary.timesource.TimeSource` (step 2);
+   uploaded;
 2. :func:`primary.verify.verify`: full verification of the Director and the Image
    repository through the core, and the pending updates it approves (step 3);
 3. :func:`primary.download.download`: every approved image, bounded, hash-checked,
@@ -38,10 +43,11 @@ from primary.cycle import Cycle, CycleResult, ProgressFactory, Say
 from primary.deliver import deliver
 from primary.download import download
 from primary.fetcher import Fetcher
-from primary.manifest import collect_results, send_manifest
+from primary.manifest import collect_results, send_manifest, sync_time
 from primary.own import OwnSlots
 from primary.secondaries import SecondaryPort
 from primary.state import CycleRecord, PrimaryState
+from primary.timekeeping import Timekeeper
 from primary.timesource import SystemTime, TimeSource
 from primary.verify import load_trust, verify
 from storage import LOCAL, FileSystem, read_capped
@@ -145,7 +151,7 @@ class Primary:
             self.state,
             record,
             result,
-            self.time,
+            Timekeeper(self.config.time, self.time, self.state),
             self.fetcher,
             lambda: self.key,
             self.say,
@@ -166,15 +172,15 @@ class Primary:
         # a dead file system (a power cut) raises here, out of run_cycle: nothing more
         # happens until the Primary is built again over its files (the reboot)
         record.cycles += 1
-        record.last_cycle = self.time.now().strftime("%Y-%m-%dT%H:%M:%SZ")
+        record.last_cycle = cy.time.now().strftime("%Y-%m-%dT%H:%M:%SZ")
         record.last_error = None if result.error is None else str(result.error)[:500]
         self.state.save_cycle(record)
         return result
 
     def _cycle(self, cy: Cycle, ports: dict[str, SecondaryPort]) -> None:
-        """manifest -> verify -> download -> deliver -> report (the module doc)."""
-        send_manifest(cy, ports, self.own, self._http)  # §5.4.2 step 1
-        now = self.time.now()  # step 2
+        """time -> manifest -> verify -> download -> deliver -> report (the module doc)."""
+        now = sync_time(cy, ports)  # §5.4.2 steps 2 and 5
+        send_manifest(cy, ports, self.own, self._http)  # step 1
         trusts = verify(cy, now)  # step 3
         if trusts is None:
             return

@@ -34,21 +34,29 @@ Relative paths in the file are taken relative to the file's own directory. See
     # link = { type = "can", channel = "vcan0", interface = "socketcan",
     #          tx_id = 0x7E0, rx_id = 0x7E8 }
     # link = { type = "inprocess", name = "ecu-brake" }
+    link_key = "keys/ecu-brake.link"     # its link key (none: an unauthenticated link)
     timeout = 2.0                        # per link request, before its retries
     retries = 2
+
+    [time]                               # signed time (Roughtime); without it: the system clock
+    servers = [{ address = "time.oem.example:2002", key = "keys/time-1.pub" }]
+    # min_servers = 1, max_step_days = 366, jump_servers = 2, timeout = 1.0, retries = 2
 
 Nothing here verifies anything: values are checked for shape only.
 """
 
 from __future__ import annotations
 
+import base64
 import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hardware.secure_link import LinkKey
 from storage import read_capped
+from uptane import roughtime as rt
 from uptane.errors import UptaneError
 from uptane.keys import MAX_KEY_FILE, Key
 from uptane.limits import Limits
@@ -126,6 +134,32 @@ class SecondaryConfig:
     encoding: str = "der"
     timeout: float = 2.0
     retries: int = 2
+    #: the Secondary's link key (made by its ``uptane-secondary provision``); None: the
+    #: link is unauthenticated
+    link_key: LinkKey | None = None
+
+
+@dataclass(frozen=True)
+class TimeServerConfig:
+    """One time server: where it answers, and its long-term public key."""
+
+    host: str
+    port: int
+    key: rt.TimeServerKey
+
+
+@dataclass(frozen=True)
+class TimeConfig:
+    """Signed time (docs/secure-time.md): the OEM's time servers and the clock policy."""
+
+    servers: tuple[TimeServerConfig, ...]
+    policy: rt.TimePolicy = field(default_factory=rt.TimePolicy)
+    timeout: float = 1.0
+    retries: int = 2
+
+    @property
+    def keys(self) -> list[rt.TimeServerKey]:
+        return [s.key for s in self.servers]
 
 
 @dataclass(frozen=True)
@@ -162,6 +196,8 @@ class PrimaryConfig:
     slot_size: int = 16 * 1024 * 1024
     secondaries: tuple[SecondaryConfig, ...] = field(default_factory=tuple)
     fetcher: FetcherConfig = field(default_factory=FetcherConfig)
+    #: signed time; None: the system clock (TimeSource) and unsigned PUT_TIME
+    time: TimeConfig | None = None
 
     @property
     def limits(self) -> Limits:
@@ -220,6 +256,7 @@ _TABLES = {
     },
 }
 _SECONDARY_KEYS = {
+    "link_key",
     "serial",
     "hardware_id",
     "public_key",
@@ -234,7 +271,7 @@ _SECONDARY_KEYS = {
 def parse_config(doc: dict[str, Any], path: Path) -> PrimaryConfig:
     """Build a :class:`PrimaryConfig` from a parsed TOML document found at ``path``."""
     base = path.parent
-    _no_unknown(doc, {*_TABLES, "secondaries"}, "config")
+    _no_unknown(doc, {*_TABLES, "secondaries", "time"}, "config")
     t: dict[str, dict[str, Any]] = {}
     for name, keys in _TABLES.items():  # in order: the first problem is the one named
         optional = name in ("storage", "fetcher")
@@ -281,6 +318,7 @@ def parse_config(doc: dict[str, Any], path: Path) -> PrimaryConfig:
         slot_size=_int(prim, "slot_size", "primary", 16 * 1024 * 1024, low=1),
         secondaries=_secondaries(doc.get("secondaries", []), base, limits, ecu_serial),
         fetcher=_fetcher(t["fetcher"]),
+        time=_time(doc.get("time"), base),
     )
 
 
@@ -330,7 +368,67 @@ def _secondary(s: dict[str, Any], where: str, base: Path, limits: Limits) -> Sec
         encoding=encoding,
         timeout=_float(s, "timeout", where, 2.0, low=0.001),
         retries=_int(s, "retries", where, 2, low=0),
+        link_key=_link_key(s, where, base),
     )
+
+
+def _link_key(s: dict[str, Any], where: str, base: Path) -> LinkKey | None:
+    name = _opt_str(s, "link_key", where)
+    if name is None:
+        return None
+    try:
+        return LinkKey.load(base / name)
+    except (OSError, UptaneError) as e:
+        raise ConfigError(f"{where}.link_key {base / name}: {e}") from None
+
+
+_TIME_KEYS = {"servers", "min_servers", "max_step_days", "jump_servers", "timeout", "retries"}
+
+
+def _time(value: Any, base: Path) -> TimeConfig | None:
+    """The ``[time]`` table: ``servers`` (each ``address = "HOST:PORT"`` and ``key``, a
+    ``longterm.pub`` file) and the clock policy."""
+    if value is None:
+        return None
+    t = _table(value, "time")
+    _no_unknown(t, _TIME_KEYS, "time")
+    entries = t.get("servers")
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError("time.servers must be a non-empty array of tables")
+    if len(entries) > rt.PRIMARY_LIMITS.max_servers:
+        raise ConfigError(f"time.servers: at most {rt.PRIMARY_LIMITS.max_servers}")
+    servers = tuple(_time_server(e, f"time.servers[{i}]", base) for i, e in enumerate(entries))
+    policy = rt.TimePolicy(
+        min_servers=_int(t, "min_servers", "time", 1, low=1),
+        max_step=int(_float(t, "max_step_days", "time", 366.0, low=0.001) * rt.DAY),
+        jump_servers=_int(t, "jump_servers", "time", 2, low=1),
+    )
+    if policy.min_servers > len(servers):
+        raise ConfigError("time.min_servers is more than the servers configured")
+    return TimeConfig(
+        servers,
+        policy,
+        timeout=_float(t, "timeout", "time", 1.0, low=0.001),
+        retries=_int(t, "retries", "time", 2, low=0),
+    )
+
+
+def _time_server(value: Any, where: str, base: Path) -> TimeServerConfig:
+    d = _table(value, where)
+    _no_unknown(d, {"address", "key", "name"}, where)
+    address = _str(d, "address", where)
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{where}.address must be HOST:PORT, not {address!r}")
+    path = base / _str(d, "key", where)
+    try:
+        raw = base64.b64decode(read_capped(path, 1024).strip(), validate=True)
+    except (OSError, ValueError, UptaneError) as e:
+        raise ConfigError(f"{where}.key {path}: {e}") from None
+    if len(raw) != rt.KEY_BYTES:
+        raise ConfigError(f"{where}.key {path}: {len(raw)} bytes, not {rt.KEY_BYTES}")
+    name = _opt_str(d, "name", where) or address
+    return TimeServerConfig(host.strip("[]"), int(port), rt.TimeServerKey(name, raw))
 
 
 def load_public_key(path: Path, limits: Limits) -> Key:

@@ -18,7 +18,7 @@ from primary.config import PrimaryConfig
 from primary.fetcher import Fetcher
 from primary.lifecycle import Event, Outcome, advance
 from primary.state import CycleRecord, Pending, PrimaryState, image_of
-from primary.timesource import TimeSource
+from primary.timekeeping import Timekeeper
 from uptane.errors import DropRequestAttack, FetchError, InsufficientSpace, LinkTimeout, UptaneError
 from uptane.identity import ImageIdentity, same_image
 from uptane.keys import PrivateKey
@@ -64,7 +64,9 @@ class Cycle:
     state: PrimaryState
     record: CycleRecord
     result: CycleResult
-    time: TimeSource
+    #: the cycle's time (verified from the time servers, when configured) and the signed
+    #: time each Secondary is given (primary.timekeeping)
+    time: Timekeeper
     fetcher: Fetcher
     key: Callable[[], PrivateKey]
     say: Say

@@ -2,8 +2,10 @@
 
 For a Secondary, over its link (:class:`primary.secondaries.SecondaryPort`): its status
 first (an ECU that already runs the image is not sent it again; a transfer in progress
-is continued), then the time and the metadata it needs (:class:`primary.forward.Forwarder`),
-then the image from the offset it acknowledged, then INSTALL. The Primary's own image goes
+is continued), then the metadata it needs (:class:`primary.forward.Forwarder`; its time
+was set at the start of the cycle), then the image from the offset it acknowledged, then
+fresh signed time (:meth:`primary.timekeeping.Timekeeper.refresh`: the ECU checks the
+approval's expiry against it) and INSTALL. The Primary's own image goes
 to its own slots (:class:`primary.own.OwnSlots`), one more target of the same kind.
 
 Each move of an update goes through :mod:`primary.lifecycle` and is saved before the next
@@ -74,6 +76,9 @@ def to_secondary(
         return
     try:
         if _transfer(cy, port, p, files, now):
+            cy.time.refresh(port)  # the approval is checked against the latest time
+            for line in cy.time.notes:
+                cy.say(f"time: {line}")
             port.install(p.target.path)
     except UptaneError as e:
         if is_unreachable(e):
@@ -112,10 +117,9 @@ def _transfer(
         # the Secondary still holds the verified metadata and part of the image (a dropped
         # link): resending metadata would restart it, so only continue
         cy.say(f"{ecu_id}: continuing the transfer at byte {held}")
-        port.put_time(int(now.timestamp()))
     else:
-        cy.say(f"{ecu_id}: sending time and {len(files)} metadata file(s)")
-        port.send_metadata(int(now.timestamp()), files)
+        cy.say(f"{ecu_id}: sending {len(files)} metadata file(s)")
+        port.send_metadata(files)
     if held < length:
         # which image this transfer is, recorded before any byte of it goes
         cy.set_sending(ecu_id, p.target)

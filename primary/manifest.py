@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Mapping
+from datetime import datetime
 
 import urllib3
 
@@ -75,13 +76,26 @@ def send_manifest(
         cy.say(f"manifest refused by the Director: {cy.result.manifest_error}")
 
 
-def _checked_report(
-    cy: Cycle, port: SecondaryPort, *, put_time: bool
-) -> SignedManifest[EcuVersionReport]:
+def sync_time(cy: Cycle, ports: Mapping[str, SecondaryPort]) -> datetime:
+    """§5.4.2 steps 2 and 5, before the reports: the cycle's time, and each Secondary's
+    clock set from it (signed, when time servers are configured), so that each report
+    carries fresh verified time. A Secondary that does not answer is unreachable for the
+    rest of the cycle."""
+    now, lost = cy.time.sync(ports)
+    for line in cy.time.notes:
+        cy.say(f"time: {line}")
+    for e in cy.time.attacks:
+        cy.attack(e, "time from a time server")
+    cy.time.attacks.clear()
+    for serial, e in lost.items():
+        cy.unreachable(serial, e)
+        cy.say(f"{serial}: unreachable ({e.message})")
+    return now
+
+
+def _checked_report(cy: Cycle, port: SecondaryPort) -> SignedManifest[EcuVersionReport]:
     """One report of ``port``'s ECU for a fresh nonce, checked against its configured key."""
     nonce = secrets.token_bytes(16)
-    if put_time:
-        port.put_time(int(cy.time.now().timestamp()))
     raw = port.report(nonce)
     signed = decode_report(raw, cy.limits, sniff(raw).name)
     check_report(signed, port.cfg.public_key, expected_ecu_id=port.serial, expected_nonce=nonce)
@@ -99,8 +113,10 @@ def collect_reports(cy: Cycle, ports: Mapping[str, SecondaryPort]) -> Reports:
     manifest and skipped for the rest of the cycle."""
     reports: Reports = []
     for serial, port in ports.items():
+        if serial in cy.result.unreachable:
+            continue  # named unreachable when its time was given
         try:
-            signed = _checked_report(cy, port, put_time=True)
+            signed = _checked_report(cy, port)
         except UptaneError as e:
             if is_unreachable(e):
                 cy.unreachable(serial, e)
@@ -184,7 +200,7 @@ def collect_results(cy: Cycle, ports: Mapping[str, SecondaryPort]) -> None:
         if port is None:
             continue
         try:
-            body = _checked_report(cy, port, put_time=False).signed
+            body = _checked_report(cy, port).signed
         except UptaneError as e:
             cy.say(f"{ecu_id}: no report returned ({e})")
             continue
@@ -194,4 +210,11 @@ def collect_results(cy: Cycle, ports: Mapping[str, SecondaryPort]) -> None:
     cy.save()
 
 
-__all__ = ["EMPTY_SHA256", "build_manifest", "collect_results", "own_report", "send_manifest"]
+__all__ = [
+    "EMPTY_SHA256",
+    "build_manifest",
+    "collect_results",
+    "own_report",
+    "send_manifest",
+    "sync_time",
+]

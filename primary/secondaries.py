@@ -203,7 +203,12 @@ def open_link(cfg: SecondaryConfig, limits: Limits) -> LinkClient:
     """A :class:`LinkClient` with the Secondary's bounded timeout and retries."""
     transport = open_transport(cfg, limits)
     return LinkClient(
-        transport, limits, timeout=cfg.timeout, retries=cfg.retries, send_timeout=cfg.timeout * 4
+        transport,
+        limits,
+        timeout=cfg.timeout,
+        retries=cfg.retries,
+        send_timeout=cfg.timeout * 4,
+        link_key=cfg.link_key,
     )
 
 
@@ -272,13 +277,18 @@ class SecondaryPort:
     def status(self) -> Status:
         return self.client().status()
 
-    def put_time(self, now_seconds: int) -> None:
-        self.client().put_time(now_seconds)
+    def time_nonce(self) -> bytes:
+        """A fresh nonce of the Secondary's for the next signed time token."""
+        return self.client().time_nonce()
 
-    def send_metadata(self, now_seconds: int, metadata: Iterable[MetadataFile]) -> None:
-        """§5.4.2 steps 5–6 for this Secondary: the time, then every metadata file."""
+    def put_time(self, now_seconds: int, token: bytes | None = None) -> None:
+        """§5.4.2 step 5: the time, with the token that proves it (signed time)."""
+        self.client().put_time(now_seconds, token)
+
+    def send_metadata(self, metadata: Iterable[MetadataFile]) -> None:
+        """§5.4.2 step 6 for this Secondary: every metadata file, in order (its time was
+        given at the start of the cycle: :mod:`primary.timekeeping`)."""
         c = self.client()
-        c.put_time(now_seconds)
         for m in metadata:
             c.put_metadata(m.role, m.encoding, m.data, repository=m.repository)
 

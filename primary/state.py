@@ -7,6 +7,7 @@ Layout of the storage directory::
     forward/             Director files in DER for partial Secondaries (targets, root.N)
     images/              downloaded images (``HASH.name``); ``*.part`` while downloading
     state/cycle          the cycle record (canonical JSON, below)
+    state/time           the latest verified time (signed time, docs/secure-time.md)
 
 The cycle record holds what must survive a ``kill -9``:
 
@@ -42,6 +43,8 @@ from uptane.metadata import TargetFile
 from uptane.paths import encode_name
 
 _CYCLE = "cycle"
+#: the Primary's latest verified time: JSON {"latest": seconds since the epoch}
+_TIME = "time"
 
 
 def target_to_dict(t: TargetFile) -> dict[str, Any]:
@@ -221,6 +224,22 @@ class PrimaryState:
 
     def save_cycle(self, record: CycleRecord) -> None:
         self._state.write_json(_CYCLE, record.to_dict())
+
+    # --- the latest verified time ------------------------------------------------------------
+
+    def load_time(self) -> int | None:
+        """The latest time the Primary verified from its time servers (None: never, or an
+        unreadable record: the clock policy then takes the first verified time)."""
+        try:
+            d = self._state.read_json(_TIME, self.limits)
+        except UptaneError:
+            return None
+        latest = d.get("latest") if isinstance(d, dict) else None
+        return latest if isinstance(latest, int) and not isinstance(latest, bool) else None
+
+    def save_time(self, latest: int) -> None:
+        if latest != self.load_time():
+            self._state.write_json(_TIME, {"latest": latest})
 
 
 def image_of(entry: dict[str, Any], key: str) -> ImageIdentity | None:

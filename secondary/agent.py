@@ -311,7 +311,6 @@ class SecondaryAgent:
             latest_time=self.latest_time,
             nonce=nonce,
             attack=self.state.last_error.get("indicator"),
-            time_source=self.state.time_source,
         )
 
     def status(self) -> Status:

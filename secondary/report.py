@@ -33,7 +33,6 @@ def version_report(
     latest_time: datetime,
     nonce: bytes,
     attack: str | None,
-    time_source: str | None = None,
 ) -> bytes:
     """§5.4.2.1.2: the ECU version report for ``nonce``, signed with ``key``."""
     if not nonce:
@@ -50,20 +49,16 @@ def version_report(
         nonce=bytes(nonce),
         release_counter=st.release_counter,
         attack=attack or None,
-        unrecognized=_slot_details(ecu, st, time_source),
+        unrecognized=_slot_details(ecu, st),
     )
     signed = SignedManifest(body, encoding=ecu.encoding)
     signed.sign(key)
     return signed.to_bytes()
 
 
-def _slot_details(ecu: EcuSettings, st: SlotStatus, time_source: str | None) -> dict[str, Any]:
-    """The hardware id, the slot that runs, the slot on trial, the last install, and where
-    ``latest_time`` comes from ("signed": a verified time token; "provisioned";
-    "unsigned": the Primary's word, on an ECU without time keys)."""
+def _slot_details(ecu: EcuSettings, st: SlotStatus) -> dict[str, Any]:
+    """The hardware id, the slot that runs, the slot on trial and the last install."""
     extra: dict[str, Any] = {"hardware_id": ecu.hardware_id}
-    if time_source is not None:
-        extra["time_source"] = time_source
     booted = st.booted or (st.active if st.installed is not None else None)
     if booted is not None:
         extra["slot"] = booted
