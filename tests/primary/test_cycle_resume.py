@@ -151,7 +151,8 @@ def test_a_transfer_recorded_by_an_earlier_primary_restarts_at_byte_0(tmp_path, 
         text = "\n".join(car.lines)
         assert second.installed == {"brk-1": BRAKES}, text
         assert f"brk-1: its partial {BRAKES} is of another image: starting again" in text
-        assert "brk-1: sending 1 metadata file(s)" in text and "resumed the image transfer" not in text
+        assert "brk-1: sending 1 metadata file(s)" in text
+        assert "resumed the image transfer" not in text
         st = car.ecus["brk-1"].agent.slots.status()
         assert st.installed is not None
         assert car.ecus["brk-1"].agent.flash.read(st.booted, 0, total) == IMAGES[BRAKES][0]
