@@ -86,9 +86,12 @@ MAX_NONCE_BYTES = 64
 
 def attack_indicator(error: UptaneError, max_length: int = 1024) -> str:
     """The attack indicator a report carries for ``error``: ``"<attack>: <message>"`` on one
-    line (whitespace runs, newlines included, become one space), at most ``max_length``
-    characters."""
-    return " ".join(f"{error.attack}: {error.message}".split())[:max_length]
+    line of printable ASCII (whitespace runs, newlines included, become one space; any
+    other character is escaped as ``\\xNN``/``\\uNNNN``, since the Uptane modules write it as
+    a VisibleString), at most ``max_length`` characters."""
+    text = " ".join(f"{error.attack}: {error.message}".split())
+    visible = (c if " " <= c <= "~" else c.encode("unicode_escape").decode("ascii") for c in text)
+    return "".join(visible)[:max_length]
 
 
 _TIME = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})Z")
@@ -403,7 +406,12 @@ class SignedManifest(Generic[M]):
         """Sign the signed part; replaces earlier signatures unless ``append``."""
         codec = codec_for(self.encoding)
         self.signed_bytes = codec.manifest_payload(self.signed)
-        sig = Signature(codec.signature_keyid(signer.key.keyid), signer.sign(self.signed_bytes))
+        key = signer.key
+        sig = Signature(
+            codec.signature_keyid(key.keyid),
+            signer.sign(self.signed_bytes),
+            codec.signature_fields(key),
+        )
         kept: list[Signature] = (
             [s for s in self.signatures if s.keyid != sig.keyid] if append else []
         )

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, Generic, TypeVar
 
 from uptane.encoding.json import canonical, canonical_decoded, dumps, loads
+from uptane.encoding.registry import COMPACT_DER as COMPACT_DER
 from uptane.encoding.registry import DER as DER
 from uptane.encoding.registry import JSON as JSON
 from uptane.encoding.registry import codec_for
@@ -28,7 +29,7 @@ from uptane.limits import Limits
 SPEC_VERSION = "1.0.31"
 EXPIRES_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 #: the encodings of metadata (each a codec in uptane.codec, looked up by this name)
-ENCODINGS = (JSON, DER)
+ENCODINGS = (JSON, DER, COMPACT_DER)
 
 # --- small typed readers: every one raises MalformedInput, never KeyError/TypeError ----------
 
@@ -1013,7 +1014,11 @@ class Metadata(Generic[T]):
         """Sign the signed part with ``signer``; replaces all signatures unless ``append``."""
         codec = codec_for(self.encoding)
         self.signed_bytes = codec.metadata_payload(self.signed)
-        sig = Signature(codec.signature_keyid(signer.key.keyid), signer.sign(self.signed_bytes))
+        sig = Signature(
+            codec.signature_keyid(signer.key.keyid),
+            signer.sign(self.signed_bytes),
+            codec.signature_fields(signer.key),
+        )
         if not append:
             self.signatures = []
         self.signatures = [s for s in self.signatures if s.keyid != sig.keyid] + [sig]
@@ -1140,7 +1145,16 @@ class MapFile:
 
     @classmethod
     def from_json(cls, data: bytes, limits: Limits) -> MapFile:
-        doc = _obj(loads(data, limits, cap=limits.map_file_bytes, what="map file"), "map file")
+        """The map file in JSON, bounded by ``limits.map_file_bytes``."""
+        return cls.from_dict(
+            loads(data, limits, cap=limits.map_file_bytes, what="map file"), limits
+        )
+
+    @classmethod
+    def from_dict(cls, doc: Any, limits: Limits) -> MapFile:
+        """The map file from its JSON shape (any encoding's decoder gives it), checked:
+        every rule names defined repositories with a threshold in range."""
+        doc = _obj(doc, "map file")
         repos_d = _obj(_take(doc, "repositories", dict, "map file"), "map repositories")
         limits.check_count("map repositories", len(repos_d), limits.max_roles)
         repos = {}

@@ -12,12 +12,14 @@ from pathlib import Path
 import pytest
 
 from uptane.codec import (
+    COMPACT_DER,
+    COMPACT_DER_CODEC,
     DER,
     DER_CODEC,
     JSON,
     JSON_CODEC,
     Codec,
-    DerCodec,
+    CompactDerCodec,
     codec_for,
     codecs,
     for_filename,
@@ -47,8 +49,12 @@ KEY = PrivateKey.generate()
 
 
 def test_codecs_by_name_file_name_media_type_and_first_byte() -> None:
-    assert codecs() == (JSON_CODEC, DER_CODEC)
+    assert codecs() == (JSON_CODEC, DER_CODEC, COMPACT_DER_CODEC)
     assert codec_for(JSON) is JSON_CODEC and codec_for(DER) is DER_CODEC
+    # compact-der starts like the standard DER: found by name, file name, media type only
+    assert codec_for(COMPACT_DER) is COMPACT_DER_CODEC and COMPACT_DER_CODEC.first_byte is None
+    assert for_filename("3.root.cder") is COMPACT_DER_CODEC
+    assert for_media_type("application/vnd.uptane-stack.compact-der") is COMPACT_DER_CODEC
     assert for_filename("targets.json") is JSON_CODEC
     assert for_filename("3.root.der") is DER_CODEC
     assert for_filename(str(Path("/x/y/1.root.json"))) is JSON_CODEC
@@ -103,9 +109,9 @@ def test_the_model_refuses_an_unknown_encoding_instead_of_falling_back_to_der() 
         signature_keyid(KEY.keyid, "cbor")
 
 
-class _Clash(DerCodec):
+class _Clash(CompactDerCodec):
     name = "compact"
-    suffix = ".cder"
+    suffix = ".compact"
     media_types = frozenset({"application/x-compact"})
     media_type = "application/x-compact"
     first_byte: int | None = None
@@ -126,11 +132,11 @@ def test_register_refuses_a_second_claim_and_changes_nothing(field: str, value: 
     setattr(codec, field, value)
     with pytest.raises(ValueError):
         register(codec)
-    assert codecs() == (JSON_CODEC, DER_CODEC)
+    assert codecs() == (JSON_CODEC, DER_CODEC, COMPACT_DER_CODEC)
     with pytest.raises(MalformedInput):
         codec_for("compact")
     with pytest.raises(MalformedInput):
-        for_filename("targets.cder")
+        for_filename("targets.compact")
 
 
 # --- the codecs give the model's bytes ----------------------------------------------------------
@@ -146,31 +152,35 @@ def _targets(encoding: str) -> Metadata[Targets]:
     return md
 
 
-@pytest.mark.parametrize("encoding", [JSON, DER])
+@pytest.mark.parametrize("encoding", [JSON, DER, COMPACT_DER])
 def test_metadata_through_the_codec_is_the_model_s_bytes(encoding: str) -> None:
     codec: Codec = codec_for(encoding)
     md = _targets(encoding)
     data = md.to_bytes()
     assert codec.encode_metadata(md) == data
     assert codec.metadata_payload(md.signed) == md.payload() == md.signed_bytes
-    assert sniff(data) is codec
+    assert codec.first_byte is None or sniff(data) is codec
     back = codec.decode_metadata(data, PRIMARY, role_type="targets")
     assert back.encoding == encoding and back.to_bytes() == data
     assert back.signed_bytes == md.signed_bytes
     assert decode(data, PRIMARY, encoding=encoding).to_bytes() == data
 
 
-def test_a_signature_names_the_key_id_or_its_der_hint() -> None:
+def test_a_signature_names_the_key_id_or_its_compact_der_hint() -> None:
     kid = KEY.keyid
     assert JSON_CODEC.signature_keyid(kid) == kid == signature_keyid(kid, JSON)
-    assert DER_CODEC.signature_keyid(kid) == kid[:16] == signature_keyid(kid, DER)
+    assert DER_CODEC.signature_keyid(kid) == kid == signature_keyid(kid, DER)
+    assert COMPACT_DER_CODEC.signature_keyid(kid) == kid[:16] == signature_keyid(kid, COMPACT_DER)
     # only a hex id longer than the hint is shortened
     for odd in ("a-key-name-that-is-long", kid.upper(), kid[:16], kid[:16] + "f"):
-        assert DER_CODEC.signature_keyid(odd) == odd
-    assert _targets(DER).signatures[0].keyid == kid[:16]
+        assert COMPACT_DER_CODEC.signature_keyid(odd) == odd
+    assert _targets(COMPACT_DER).signatures[0].keyid == kid[:16]
+    # the standard DER's signatures name the whole id and the method (POUF 1)
+    assert _targets(DER).signatures[0].keyid == kid
+    assert _targets(DER).signatures[0].unrecognized == {"method": "ed25519"}
 
 
-@pytest.mark.parametrize("encoding", [JSON, DER])
+@pytest.mark.parametrize("encoding", [JSON, DER, COMPACT_DER])
 def test_reports_through_the_codec_are_the_model_s_bytes(encoding: str) -> None:
     codec = codec_for(encoding)
     tf = TargetFile.from_data("fw/a.bin", b"a")
@@ -182,11 +192,11 @@ def test_reports_through_the_codec_are_the_model_s_bytes(encoding: str) -> None:
     assert codec.manifest_payload(body) == report.payload() == report.signed_bytes
     back = codec.decode_manifest(data, PRIMARY, kind=ECU_REPORT)
     assert back.to_bytes() == data and back.signed_bytes == report.signed_bytes
-    again = decode_report(data, PRIMARY, sniff(data).name)
+    again = decode_report(data, PRIMARY, encoding)
     assert again.signed == body and again.encoding == encoding
 
 
-@pytest.mark.parametrize("encoding", [JSON, DER])
+@pytest.mark.parametrize("encoding", [JSON, DER, COMPACT_DER])
 def test_read_targets_finds_this_ecu_s_entry_in_either_encoding(encoding: str) -> None:
     data = _targets(encoding).to_bytes()
     view = codec_for(encoding).read_targets(data, PRIMARY, "ecu-2")

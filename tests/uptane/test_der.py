@@ -21,7 +21,7 @@ from uptane.errors import (
 from uptane.keys import ECDSA, ED25519, RSA_PSS, Key, PrivateKey
 from uptane.limits import CONSTRAINED, PRIMARY
 from uptane.metadata import (
-    DER,
+    COMPACT_DER,
     JSON,
     DelegatedRole,
     Delegations,
@@ -177,7 +177,7 @@ ROLES = [
 ]
 
 
-def _signed_md(signed: Any, signer: PrivateKey, encoding: str = DER) -> Metadata[Any]:
+def _signed_md(signed: Any, signer: PrivateKey, encoding: str = COMPACT_DER) -> Metadata[Any]:
     md = Metadata(signed, encoding=encoding)
     md.sign(signer)
     return md
@@ -192,13 +192,13 @@ def test_5_2_der_roundtrip_every_role(keys, name):
     md = _signed_md(signed, keys[ED25519])
     data = md.to_bytes()
     back = der.decode_metadata(data, PRIMARY)
-    assert back.encoding == DER
+    assert back.encoding == COMPACT_DER
     assert back.signed.to_dict() == signed.to_dict()
     assert back.to_dict() == md.to_dict()
     assert back.signed_bytes == der.encode_signed(signed)
     assert back.to_bytes() == data
     # the generic entry point reaches the same decoder
-    assert decode(data, PRIMARY, encoding=DER).signed.to_dict() == signed.to_dict()
+    assert decode(data, PRIMARY, encoding=COMPACT_DER).signed.to_dict() == signed.to_dict()
 
 
 JSON_ROLES = list(ROLES)
@@ -221,7 +221,7 @@ def test_5_2_json_roundtrip_every_role(keys, name):
 def test_5_2_1_der_signed_part_is_what_signatures_cover(keys):
     """The signature covers the DER of the signed part, which the decoder hands back as the
     exact bytes taken from the input; it verifies after decode with every scheme."""
-    md = Metadata(_root(keys), encoding=DER)
+    md = Metadata(_root(keys), encoding=COMPACT_DER)
     for signer in keys.values():
         md.sign(signer)
     data = md.to_bytes()
@@ -317,7 +317,7 @@ def test_der_director_targets_much_smaller_than_json(keys):
         ecu_ids={"ECU-0001": "hw-a"},
     )
     signed = Targets(expires=EXPIRES, targets={"fw.bin": tf}, vehicle_id="VIN0001")
-    der_size = len(_signed_md(signed, keys[ED25519], DER).to_bytes())
+    der_size = len(_signed_md(signed, keys[ED25519], COMPACT_DER).to_bytes())
     json_size = len(_signed_md(signed, keys[ED25519], JSON).to_bytes())
     assert der_size <= 0.45 * json_size
 

@@ -1,11 +1,14 @@
 """Partial verification over DER Director targets walked entry by entry
-(uptane.encoding.der_targets, uptane/partial.py): every §5.4.4.1 check still refuses its
-attack with the error naming it, the walker accepts exactly what the full decoder accepts
-(and gives the same values), and only the rollback floor is kept."""
+(uptane.encoding.der_targets for compact-der, uptane.encoding.uptane_targets for the
+standard DER; uptane/partial.py): every §5.4.4.1 check still refuses its attack with the
+error naming it, the walker accepts exactly what the full decoder accepts (and gives the
+same values), and only the rollback floor is kept. Every test runs for both DER codecs."""
 
 from __future__ import annotations
 
 import copy
+import hashlib
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -16,6 +19,7 @@ from hypothesis import strategies as st
 from trust_support import NOW, VIN, make_repo
 
 from uptane.encoding.der_targets import walk_targets
+from uptane.encoding.uptane_targets import walk_uptane_targets
 from uptane.errors import (
     BadEcuId,
     BadHardwareId,
@@ -33,11 +37,35 @@ from uptane.errors import (
 )
 from uptane.keys import PrivateKey
 from uptane.limits import CONSTRAINED, PRIMARY, Limits
-from uptane.metadata import DER, DelegatedRole, Metadata, Signed, TargetFile, Targets, decode
+from uptane.metadata import (
+    COMPACT_DER,
+    DER,
+    DelegatedRole,
+    Metadata,
+    Signed,
+    TargetFile,
+    Targets,
+    decode,
+)
 from uptane.partial import PartialVerifier, listed_target
 from uptane.verify import check_target_for_ecu
 
 ECU, HW = "ecu-1", "hw-1"
+#: the DER codec under test (the ``profile`` fixture sets it for each run)
+ENC = COMPACT_DER
+WALKERS = {COMPACT_DER: walk_targets, DER: walk_uptane_targets}
+
+
+@pytest.fixture(autouse=True, params=[COMPACT_DER, DER])
+def profile(request: pytest.FixtureRequest) -> Iterator[str]:
+    global ENC
+    ENC = request.param
+    yield ENC
+    ENC = COMPACT_DER
+
+
+def walk_der(data: bytes, limits: Limits, ecu: str) -> Any:
+    return WALKERS[ENC](data, limits, ecu)
 
 
 def entry(path: str, ecu: str = ECU, hw: str = HW, rc: int = 3, **kw: Any) -> TargetFile:
@@ -57,23 +85,24 @@ def director(targets: list[TargetFile] | None = None, **kw: Any) -> Any:
     if targets is None:
         targets = [entry("fw/a.bin"), entry("fw/b.bin", "ecu-2"), entry("fw/c.bin", "ecu-3")]
     kw.setdefault("vehicle_id", VIN)
-    return make_repo("director", targets=targets, encodings=(DER,), **kw)
+    return make_repo("director", targets=targets, encodings=(ENC,), **kw)
 
 
 def targets_of(repo: Any) -> bytes:
-    return repo.builder.files[DER]["targets"]
+    return repo.builder.files[ENC]["targets"]
 
 
 def der_sign(signed: Signed, *signers: PrivateKey) -> bytes:
     """``signed`` (a copy) as DER, signed by ``signers``: an attacker holding those keys."""
-    md: Metadata[Any] = Metadata(copy.deepcopy(signed), encoding=DER)
+    md: Metadata[Any] = Metadata(copy.deepcopy(signed), encoding=ENC)
     for s in signers:
         md.sign(s)
     return md.to_bytes()
 
 
 def verifier(repo: Any, hw: str = HW, limits: Limits = CONSTRAINED) -> PartialVerifier:
-    return PartialVerifier(repo.builder.trusted_root(DER), ECU, hw, limits, vehicle_id=VIN)
+    root = repo.builder.trusted_root(ENC)
+    return PartialVerifier(root, ECU, hw, limits, vehicle_id=VIN, encoding=ENC)
 
 
 def refused(pv: PartialVerifier, data: bytes, error: type[UptaneError], **kw: Any) -> None:
@@ -106,10 +135,10 @@ def test_5_4_4_1_der_partial_load_rebuilds_the_floor_and_drops_a_forgery():
     repo = director()
     pv = verifier(repo)
     pv.verify(targets_of(repo), NOW)
-    loaded = PartialVerifier.load(pv.raw, ECU, HW, CONSTRAINED, vehicle_id=VIN)
+    loaded = PartialVerifier.load(pv.raw, ECU, HW, CONSTRAINED, vehicle_id=VIN, encoding=ENC)
     assert loaded.targets == pv.targets and loaded.state() == pv.state()
     files = dict(pv.raw, targets=der_sign(repo.current("targets"), PrivateKey.generate()))
-    forged = PartialVerifier.load(files, ECU, HW, CONSTRAINED, vehicle_id=VIN)
+    forged = PartialVerifier.load(files, ECU, HW, CONSTRAINED, vehicle_id=VIN, encoding=ENC)
     assert forged.targets is None and forged.dropped == ["targets"]
 
 
@@ -157,7 +186,7 @@ def test_5_4_4_6_der_partial_version_must_not_decrease():
     assert pv.verify(der_sign(t, *repo.keys["targets"]), NOW) is not None
     # and an expired floor still blocks a rollback after a reload
     much_later = NOW + timedelta(days=400)
-    loaded = PartialVerifier.load(pv.raw, ECU, HW, CONSTRAINED, vehicle_id=VIN)
+    loaded = PartialVerifier.load(pv.raw, ECU, HW, CONSTRAINED, vehicle_id=VIN, encoding=ENC)
     assert loaded.targets is not None and loaded.targets.signed.is_expired(much_later)
     t.version -= 1
     t.expires = much_later + timedelta(days=1)
@@ -195,8 +224,11 @@ def test_5_4_3_4_der_partial_other_ecus_image_only():
     assert pv.verify(targets_of(repo), NOW) is None
     assert pv.targets is not None and pv.targets.signed.targets == {}
     # the Primary then sends another ECU's image: the lookup names the attack
-    theirs = listed_target(pv.raw["targets"], "fw/b.bin", CONSTRAINED)
-    assert theirs is not None and listed_target(pv.raw["targets"], "fw/x.bin", CONSTRAINED) is None
+    theirs = listed_target(pv.raw["targets"], "fw/b.bin", CONSTRAINED, encoding=ENC)
+    assert (
+        theirs is not None
+        and listed_target(pv.raw["targets"], "fw/x.bin", CONSTRAINED, encoding=ENC) is None
+    )
     with pytest.raises(BadEcuId):
         check_target_for_ecu(theirs, ECU, HW, None)
 
@@ -226,18 +258,30 @@ def test_5_4_4_1_der_partial_refuses_truncated_ber_and_trailing_bytes():
     refused(pv, data[:1] + b"\x83\x00" + data[2:], NonCanonicalEncoding)
     # BER: indefinite length with end-of-contents
     refused(pv, data[:1] + b"\x80" + data[4:] + b"\x00\x00", NonCanonicalEncoding)
-    # a non-minimal INTEGER in an entry (length 7 written as 02 02 00 07): the walker's
-    # per-entry re-encoding check, before any signature is looked at
+    # a non-minimal INTEGER (3 written as 00 03: compact-der's releaseCounter [0] in an
+    # entry, the standard DER's numberOfTargets [0]): the re-encoding checks, before any
+    # signature is looked at
     tree = parse_tree(data)
-    target = _find(tree, lambda n: n[0] == 0x80 and n[1] == b"\x03")  # releaseCounter [0] 3
+    target = _find(tree, lambda n: n[0] == 0x80 and n[1] == b"\x03")
     target[1] = b"\x00\x03"
     refused(pv, dump_tree(tree), NonCanonicalEncoding)
-    # an ECU's hardware id spelled out where it equals the target's first one (the DER
-    # profile leaves it out): another form the per-entry re-encoding check refuses
     tree = parse_tree(data)
-    ecu = _find(tree, lambda n: n[0] == 0x30 and n[1] == [[0x0C, ECU.encode()]])
-    ecu[1].append([0x0C, HW.encode()])
-    refused(pv, dump_tree(tree), NonCanonicalEncoding)
+    if ENC == COMPACT_DER:
+        # an ECU's hardware id spelled out where it equals the target's first one (the
+        # profile leaves it out): another form the per-entry re-encoding check refuses
+        ecu = _find(tree, lambda n: n[0] == 0x30 and n[1] == [[0x0C, ECU.encode()]])
+        ecu[1].append([0x0C, HW.encode()])
+        refused(pv, dump_tree(tree), NonCanonicalEncoding)
+    else:
+        # in an entry, a release counter [0] written 00 03, and a numberOfHashes [2] that
+        # does not count its hashes
+        custom = _find(tree, lambda n: n[0] == 0xA1 and n[1][0] == [0x80, b"\x03"])
+        custom[1][0][1] = b"\x00\x03"
+        refused(pv, dump_tree(tree), NonCanonicalEncoding)
+        tree = parse_tree(data)
+        count = _find(tree, lambda n: n[0] == 0x82 and n[1] == b"\x02")  # sha256, sha512
+        count[1] = b"\x01"
+        refused(pv, dump_tree(tree), MalformedInput)
 
 
 def test_5_4_4_6_der_partial_refuses_oversize_targets():
@@ -280,10 +324,10 @@ def _family(e: UptaneError) -> type[UptaneError]:
 
 
 def assert_walk_equivalent(data: bytes, limits: Limits, ecu: str = ECU) -> bool:
-    """walk_targets accepts ``data`` exactly when decode does (refusing with the same kind
+    """The walker accepts ``data`` exactly when decode does (refusing with the same kind
     of error), and gives the same values; returns whether it was accepted."""
-    old = _outcome(lambda: decode(data, limits, encoding=DER, role_type="targets"))
-    new = _outcome(lambda: walk_targets(data, limits, ecu))
+    old = _outcome(lambda: decode(data, limits, encoding=ENC, role_type="targets"))
+    new = _outcome(lambda: walk_der(data, limits, ecu))
     assert old[0] == new[0], (old, new)
     if old[0] == "refused":
         assert _family(old[1]) == _family(new[1]), (old, new)
@@ -301,15 +345,22 @@ def assert_walk_equivalent(data: bytes, limits: Limits, ecu: str = ECU) -> bool:
     return True
 
 
-_ident = st.text(alphabet="abcxyz-019é✓\U0001f600", min_size=1, max_size=10)
+#: compact-der takes any Unicode; the standard DER's VisibleString printable ASCII only
+_IDENTS = {
+    COMPACT_DER: st.text(alphabet="abcxyz-019é✓\U0001f600", min_size=1, max_size=10),
+    DER: st.text(alphabet="abcxyz-019 ~", min_size=1, max_size=10),
+}
 
 
 @st.composite
 def _targets(draw: Any) -> Targets:
-    paths = draw(st.lists(_ident, min_size=0, max_size=6, unique=True))
+    paths = draw(st.lists(_IDENTS[ENC], min_size=0, max_size=6, unique=True))
+    other = "e✓" if ENC == COMPACT_DER else "e 4"
     ecus = draw(
         st.lists(
-            st.sampled_from([ECU, "ecu-2", "ecu-3", "e✓"]), min_size=len(paths), max_size=len(paths)
+            st.sampled_from([ECU, "ecu-2", "ecu-3", other]),
+            min_size=len(paths),
+            max_size=len(paths),
         )
     )
     out = {}
@@ -340,14 +391,22 @@ def _targets(draw: Any) -> Targets:
 _KEY = PrivateKey.generate()
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(signed=_targets(), limits=st.sampled_from([CONSTRAINED, PRIMARY]))
 def test_der_walk_equals_the_full_decoder_on_valid_targets(signed, limits):
     data = der_sign(signed, _KEY)
     assert assert_walk_equivalent(data, limits)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(signed=_targets(), where=st.floats(0, 1), value=st.integers(0, 255))
 def test_der_walk_equals_the_full_decoder_on_mutated_targets(signed, where, value):
     data = bytearray(der_sign(signed, _KEY))
@@ -386,11 +445,13 @@ def test_der_walk_counts_json_items_over_the_whole_document():
 
     assert not assert_walk_equivalent(with_notes(cap // 2 + 8), CONSTRAINED)
     with pytest.raises(LimitExceeded):
-        walk_targets(with_notes(cap // 2 + 8), CONSTRAINED, ECU)
+        walk_der(with_notes(cap // 2 + 8), CONSTRAINED, ECU)
     assert assert_walk_equivalent(with_notes(cap // 2 - 64), CONSTRAINED)
 
 
 def test_der_walk_refuses_unsorted_and_duplicate_paths():
+    """compact-der sorts the entries by path; the standard DER keeps the model's order.
+    A path twice is refused by both."""
     signed = Targets(
         version=1,
         expires=NOW + timedelta(days=1),
@@ -399,23 +460,42 @@ def test_der_walk_refuses_unsorted_and_duplicate_paths():
     data = der_sign(signed, _KEY)
     tree = parse_tree(data)
     body = _find(tree, lambda n: n[0] == 0xA1)  # the targets alternative of the body
-    entries = body[1][0][1]  # its TargetList's children
-    entries.reverse()
-    swapped = dump_tree(tree)
-    assert not assert_walk_equivalent(swapped, CONSTRAINED)
-    with pytest.raises(NonCanonicalEncoding):
-        walk_targets(swapped, CONSTRAINED, ECU)
+    if ENC == COMPACT_DER:
+        entries = body[1][0][1]  # its TargetList's children, sorted by path
+        entries.reverse()
+        swapped = dump_tree(tree)
+        assert not assert_walk_equivalent(swapped, CONSTRAINED)
+        with pytest.raises(NonCanonicalEncoding):
+            walk_der(swapped, CONSTRAINED, ECU)
+    else:
+        entries = body[1][1][1]  # after numberOfTargets: Targets, in the model's order
+        reordered = copy.deepcopy(signed)
+        reordered.targets = dict(reversed(list(signed.targets.items())))
+        assert assert_walk_equivalent(der_sign(reordered, _KEY), CONSTRAINED)
     entries[:] = [entries[0], entries[0]]
+    if ENC == DER:
+        _rehash(tree)  # the signatures' hash of the changed signed part: only the path is wrong
     twice = dump_tree(tree)
     assert not assert_walk_equivalent(twice, CONSTRAINED)
     with pytest.raises(MalformedInput, match="appears twice"):
-        walk_targets(twice, CONSTRAINED, ECU)
+        walk_der(twice, CONSTRAINED, ECU)
+
+
+def _rehash(tree: list[Any]) -> None:
+    """Standard DER: set every signature's hash (Hash.digest [1] inside [2]) to the SHA-256
+    of the signed part as it now stands, and numberOfTargets to the entries' number."""
+    signed = tree[0][1][0]
+    body = _find([signed], lambda n: n[0] == 0xA1)
+    body[1][0][1] = bytes([len(body[1][1][1])])
+    digest = hashlib.sha256(dump_tree([signed])).digest()
+    for sig in tree[0][1][2][1]:
+        sig[1][2][1][1][1] = digest
 
 
 def test_der_walk_refuses_other_roles():
     repo = director()
     for role in ("root", "snapshot", "timestamp"):
-        data = repo.builder.files[DER][role]
+        data = repo.builder.files[ENC][role]
         assert not assert_walk_equivalent(data, CONSTRAINED)
         with pytest.raises(MalformedInput):
-            walk_targets(data, CONSTRAINED, ECU)
+            walk_der(data, CONSTRAINED, ECU)

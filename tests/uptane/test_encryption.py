@@ -52,7 +52,16 @@ from uptane.errors import (
 )
 from uptane.keys import PrivateKey
 from uptane.limits import CONSTRAINED, PRIMARY
-from uptane.metadata import DER, JSON, Metadata, TargetFile, Targets, WrappedKey, decode
+from uptane.metadata import (
+    COMPACT_DER,
+    DER,
+    JSON,
+    Metadata,
+    TargetFile,
+    Targets,
+    WrappedKey,
+    decode,
+)
 
 CHUNK = 1024
 MARKER = b"SECRET-FIRMWARE-MARKER"
@@ -406,7 +415,7 @@ def test_encryption_public_key_refusals() -> None:
 # --- the metadata the entry rides in ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("encoding", [JSON, DER])
+@pytest.mark.parametrize("encoding", [JSON, DER, COMPACT_DER])
 def test_5_2_3_1_1_encrypted_entry_round_trips_in_json_and_der(encoding: str) -> None:
     data, target, keys, ciphertext = _setup()
     targets = Targets(expires=datetime.now(UTC) + timedelta(days=1))
@@ -424,7 +433,7 @@ def test_der_wrapped_keys_out_of_order_or_twice_are_refused() -> None:
     _, target, _, _ = _setup()
     targets = Targets(expires=datetime.now(UTC) + timedelta(days=1))
     targets.targets[target.path] = target
-    md = Metadata(targets, encoding=DER)
+    md = Metadata(targets, encoding=COMPACT_DER)  # compact-der sorts them by ECU id
     md.sign(PrivateKey.generate())
     good = md.to_bytes()
     ids = sorted(target.encrypted.wrapped_keys)  # type: ignore[union-attr]

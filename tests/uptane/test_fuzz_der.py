@@ -19,7 +19,7 @@ from uptane.keys import ECDSA, ED25519, PrivateKey
 from uptane.limits import CONSTRAINED, PRIMARY
 from uptane.manifest import EcuVersionReport, InstalledImage, SignedManifest, build_vehicle_manifest
 from uptane.metadata import (
-    DER,
+    COMPACT_DER,
     DelegatedRole,
     Delegations,
     EncryptedImage,
@@ -91,7 +91,7 @@ def _corpus() -> dict[str, list[bytes]]:
     ]
     metadata = []
     for s in signed:
-        md = Metadata(s, encoding=DER)
+        md = Metadata(s, encoding=COMPACT_DER)
         md.sign(k1)
         metadata.append(md.to_bytes())
     img = InstalledImage("a/fw.bin", 50, {"sha256": "22" * 32})
@@ -100,11 +100,11 @@ def _corpus() -> dict[str, list[bytes]]:
         [("E1", {"nonce": b"\x01" * 8}), ("E2", {"counter": 7, "attack": "rollback: x"})]
     ):
         r = SignedManifest(
-            EcuVersionReport(ecu, img, EXPIRES, release_counter=i, **kw), encoding=DER
+            EcuVersionReport(ecu, img, EXPIRES, release_counter=i, **kw), encoding=COMPACT_DER
         )
         r.sign(k2 if i else k1)
         reports.append(r)
-    vvm = build_vehicle_manifest("VIN", "E1", reports, k1, encoding=DER, attack="freeze: y")
+    vvm = build_vehicle_manifest("VIN", "E1", reports, k1, encoding=COMPACT_DER, attack="freeze: y")
     return {
         "metadata": metadata,
         "manifests": [r.to_bytes() for r in reports] + [vvm.to_bytes()],
@@ -127,7 +127,7 @@ def _decode_all(data: bytes) -> None:
             assert md.to_bytes() == data
             assert md.signed_bytes == der.encode_signed(md.signed)
         try:
-            sm = SignedManifest.from_bytes(data, limits, DER)
+            sm = SignedManifest.from_bytes(data, limits, COMPACT_DER)
         except UptaneError:
             pass
         else:
@@ -244,7 +244,7 @@ def test_fuzz_corpus_is_valid():
     for data in CORPUS["metadata"]:
         assert der.decode_metadata(data, PRIMARY).to_bytes() == data
     for data in CORPUS["manifests"]:
-        assert SignedManifest.from_bytes(data, PRIMARY, DER).to_bytes() == data
+        assert SignedManifest.from_bytes(data, PRIMARY, COMPACT_DER).to_bytes() == data
 
 
 # --- round-trip property over generated models ------------------------------------------
@@ -321,7 +321,7 @@ def test_der_roundtrip_property_targets(targets, vehicle, version, expires, extr
         vehicle_id=vehicle,
         unrecognized=extra,
     )
-    md = Metadata(signed, encoding=DER)
+    md = Metadata(signed, encoding=COMPACT_DER)
     md.sign(_SIGNER)
     data = md.to_bytes()
     back = der.decode_metadata(data, PRIMARY)

@@ -4,12 +4,13 @@ DER: round trips, signatures, strict bounded decoding, and the Director's checks
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from uptane.encoding import der
+from uptane.encoding import der, uptane_der
 from uptane.errors import (
     BadEcuId,
     BadSignature,
@@ -40,10 +41,10 @@ from uptane.manifest import (
     decode_report,
     decode_vehicle_manifest,
 )
-from uptane.metadata import DER, JSON, TargetFile
+from uptane.metadata import COMPACT_DER, DER, JSON, TargetFile
 
 NOW = datetime(2030, 3, 4, 5, 6, 7, tzinfo=UTC)
-ENCODINGS = [JSON, DER]
+ENCODINGS = [JSON, DER, COMPACT_DER]
 
 
 @pytest.fixture(scope="module")
@@ -135,21 +136,38 @@ def test_5_4_2_1_1_vehicle_manifest_roundtrip_and_signatures(ecu_keys, encoding)
     assert body.report_for("nope") is None
 
 
-def test_5_4_2_1_1_der_manifest_signed_bytes_are_the_input(ecu_keys):
-    vvm = make_vvm(ecu_keys, DER)
+@pytest.mark.parametrize("encoding", [DER, COMPACT_DER])
+def test_5_4_2_1_1_der_manifest_signed_bytes_are_the_input(ecu_keys, encoding):
+    """compact-der signs the signed part's bytes; the standard DER (POUF 1) the SHA-256 of
+    them, the [0]-tagged signed part as it stands in the envelope, named in every
+    signature's hash."""
+    vvm = make_vvm(ecu_keys, encoding)
     data = vvm.to_bytes()
-    back = decode_vehicle_manifest(data, PRIMARY, DER)
-    assert back.signed_bytes is not None and back.signed_bytes in data
-    for r in back.signed.reports:
-        assert r.signed_bytes in data
+    back = decode_vehicle_manifest(data, PRIMARY, encoding)
+
+    def span(b: bytes) -> bytes:  # the envelope's first child: its signed part
+        inner, _ = der._header(b, 0)
+        start, length = der._header(b, inner)
+        assert b[inner] == (0xA0 if encoding == DER else 0x30)
+        return b[inner : start + length]
+
+    spans = [span(data)] + [span(r.to_bytes()) for r in back.signed.reports]
+    signed = [back.signed_bytes] + [r.signed_bytes for r in back.signed.reports]
+    if encoding == DER:
+        assert signed == [hashlib.sha256(span).digest() for span in spans]
+        assert all(data.count(digest) == 1 for digest in signed)  # in each signature's hash
+    else:
+        assert signed == spans
     # the kind is found from the structure when not pinned
-    assert SignedManifest.from_bytes(data, PRIMARY, DER).kind == VEHICLE_MANIFEST
+    assert SignedManifest.from_bytes(data, PRIMARY, encoding).kind == VEHICLE_MANIFEST
     one = back.signed.reports[0].to_bytes()
-    assert SignedManifest.from_bytes(one, PRIMARY, DER).kind == ECU_REPORT
+    assert SignedManifest.from_bytes(one, PRIMARY, encoding).kind == ECU_REPORT
 
 
 def test_5_4_2_1_der_is_smaller_than_json(ecu_keys):
-    assert len(make_vvm(ecu_keys, DER).to_bytes()) < 0.6 * len(make_vvm(ecu_keys, JSON).to_bytes())
+    json_size = len(make_vvm(ecu_keys, JSON).to_bytes())
+    assert len(make_vvm(ecu_keys, COMPACT_DER).to_bytes()) < 0.6 * json_size
+    assert len(make_vvm(ecu_keys, DER).to_bytes()) < 0.7 * json_size
 
 
 @pytest.mark.parametrize("encoding", ENCODINGS)
@@ -347,8 +365,23 @@ def test_vehicle_manifest_dataclass_defaults():
 )
 def test_5_4_2_1_2_report_text_with_control_characters_roundtrips(ecu_keys, encoding):
     report = make_report("BRAKE-7", attack="freeze: line one\nline two")
+    if encoding == DER:  # the modules' securityAttack is a VisibleString: printable ASCII
+        with pytest.raises(MalformedInput, match="VisibleString"):
+            signed_report(report, ecu_keys["BRAKE-7"], encoding)
+        return
     data = signed_report(report, ecu_keys["BRAKE-7"], encoding).to_bytes()
     assert decode_report(data, PRIMARY, encoding).signed == report
+
+
+def test_5_4_2_1_2_attack_indicator_is_one_line_of_printable_ascii(ecu_keys):
+    """So that every report can carry it in the standard DER (a VisibleString)."""
+    from uptane.errors import BadSignature
+
+    text = attack_indicator(BadSignature("key 3a06…\x01 for 'fw/é.bin'\nnext"))
+    assert text == "bad-signature: key 3a06\\u2026\\x01 for 'fw/\\xe9.bin' next"
+    report = make_report("BRAKE-7", attack=text)
+    data = signed_report(report, ecu_keys["BRAKE-7"], DER).to_bytes()
+    assert decode_report(data, PRIMARY, DER).signed == report
 
 
 def test_json_signed_part_is_compared_as_a_tree_and_signed_bytes_are_canonical(ecu_keys):
@@ -519,10 +552,12 @@ def test_5_3_2_1_a_reported_ecu_keeps_every_check_when_another_is_unreachable(ec
 def test_unreachable_entries_are_strict_and_bounded(ecu_keys, encoding):
     doc = make_partial_vvm(ecu_keys, JSON, [DEAD]).to_dict()
 
+    encode = {JSON: lambda d: json.dumps(d).encode(), DER: uptane_der.encode_manifest}.get(
+        encoding, der.encode_manifest
+    )
+
     def decode(signed: dict):
-        d = {**doc, "signed": signed}
-        data = json.dumps(d).encode() if encoding == JSON else der.encode_manifest(d)
-        return decode_vehicle_manifest(data, PRIMARY, encoding)
+        return decode_vehicle_manifest(encode({**doc, "signed": signed}), PRIMARY, encoding)
 
     signed = doc["signed"]
     with pytest.raises(MalformedInput, match="omit unreachable_ecus"):
@@ -547,8 +582,6 @@ def test_unreachable_entries_are_strict_and_bounded(ecu_keys, encoding):
                 }
             )
     else:
-        with pytest.raises(MalformedInput, match="DER cannot carry"):
-            der.encode_manifest(
-                {**doc, "signed": {**signed, "unreachable_ecus": [{**DEAD.to_dict(), "x": 1}]}}
-            )
+        with pytest.raises(MalformedInput, match=r"DER cannot carry|no place in the modules"):
+            encode({**doc, "signed": {**signed, "unreachable_ecus": [{**DEAD.to_dict(), "x": 1}]}})
     assert decode(signed).signed.unreachable == [DEAD]

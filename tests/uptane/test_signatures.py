@@ -81,8 +81,25 @@ def test_a_signed_part_checked_in_place_verifies_with_every_scheme(scheme: str) 
 # --- DER key-id hints (docs/der-profile.md, "Signature") ---------------------------------
 
 
+def test_5_4_4_3_standard_der_signature_names_the_whole_key_id_and_its_method():
+    from uptane.metadata import DER, Metadata, Targets, decode
+
+    for k in (PrivateKey.generate(), PrivateKey.generate(ECDSA), PrivateKey.generate(RSA_PSS)):
+        md = Metadata(
+            Targets(version=1, expires=datetime(2030, 1, 1, tzinfo=UTC), targets={}), encoding=DER
+        )
+        sig = md.sign(k)
+        assert sig.keyid == k.keyid and sig.unrecognized == {"method": k.key.scheme}
+        back = decode(md.to_bytes(), PRIMARY, encoding=DER, role_type="targets")
+        assert back.signatures == [sig]
+        # POUF 1: the signature is over the SHA-256 of the signed part's DER
+        assert back.signed_bytes == md.signed_bytes and len(back.signed_bytes) == 32
+        check_threshold(back.signed_bytes, back.signatures, {k.keyid: k.key}, [k.keyid], 1, PRIMARY)
+
+
 def test_5_4_4_3_der_signature_names_an_8_byte_key_id_hint():
-    from uptane.metadata import DER, JSON, KEYID_HINT_HEX, Metadata, Targets, decode
+    from uptane.metadata import COMPACT_DER as DER  # the hint is compact-der's
+    from uptane.metadata import JSON, KEYID_HINT_HEX, Metadata, Targets, decode
 
     k = PrivateKey.generate()
     md = Metadata(

@@ -69,7 +69,7 @@ from uptane.limits import Limits
 from uptane.manifest import ECU_REPORT as ECU_REPORT_TYPE
 from uptane.manifest import VEHICLE_MANIFEST as VVM_TYPE
 from uptane.metadata import (
-    DER,
+    COMPACT_DER,
     ROLE_CLASSES,
     Metadata,
     Signed,
@@ -446,6 +446,8 @@ class VehicleVersionManifest(core.Sequence):
 # --- small conversions ---------------------------------------------------------------------
 
 _HEX = re.compile(r"(?:[0-9a-f]{2})*")
+#: the characters of an ASN.1 VisibleString: printable ASCII, space included
+_VISIBLE = re.compile(rb"[\x20-\x7e]*")
 _PEM_HEAD = "-----BEGIN PUBLIC KEY-----\n"
 _PEM_TAIL = "-----END PUBLIC KEY-----\n"
 
@@ -1530,11 +1532,15 @@ _UNIVERSAL: tuple[tuple[type, int], ...] = (
     (core.Sequence, 0x30),
     (core.SequenceOf, 0x30),
     (core.Boolean, 0x01),
+    (core.Enumerated, 0x0A),  # before Integer: asn1crypto's Enumerated subclasses it
     (core.Integer, 0x02),
     (core.OctetString, 0x04),
     (core.UTF8String, 0x0C),
+    (core.VisibleString, 0x1A),
 )
-_FIELDS: dict[Spec, tuple[tuple[str, Spec, frozenset[int], bool], ...]] = {}
+#: (name, spec, identifier octets it may start with, required, EXPLICIT tag or None)
+_Field = tuple[str, Spec, frozenset[int], bool, int | None]
+_FIELDS: dict[Spec, tuple[_Field, ...]] = {}
 _ALTERNATIVES: dict[Spec, dict[int, tuple[str, Spec]]] = {}
 
 
@@ -1547,6 +1553,8 @@ def _universal(spec: Spec) -> int:
 
 def _tags(spec: Spec, params: dict[str, Any]) -> frozenset[int]:
     """The identifier octets a value of ``spec`` (with ``params``) may start with."""
+    if "explicit" in params:
+        return frozenset({0xA0 | params["explicit"]})
     if "implicit" in params:
         if issubclass(spec, core.Choice):  # pragma: no cover - the schema has none
             raise TypeError("an implicitly tagged CHOICE is not DER-decodable")
@@ -1567,14 +1575,14 @@ def _alternatives(spec: Spec) -> dict[int, tuple[str, Spec]]:
     return table
 
 
-def _fields(spec: Spec) -> tuple[tuple[str, Spec, frozenset[int], bool], ...]:
+def _fields(spec: Spec) -> tuple[_Field, ...]:
     table = _FIELDS.get(spec)
     if table is None:
         out = []
         for f in spec._fields:
             params = f[2] if len(f) > 2 else {}
             required = "optional" not in params and "default" not in params
-            out.append((f[0], f[1], _tags(f[1], params), required))
+            out.append((f[0], f[1], _tags(f[1], params), required, params.get("explicit")))
         table = tuple(out)
         _FIELDS[spec] = table
     return table
@@ -1602,10 +1610,13 @@ def _read(spec: Spec, data: bytes, start: int, end: int) -> Any:
             if i == n:
                 raise _bad(f"{spec.__name__}: unexpected element (tag 0x{tag:02x})")
             name, fspec = fields[i][0], fields[i][1]
-            out[name] = _read_tagged(fspec, tag, data, cstart, cstart + clen)
+            if fields[i][4] is None:
+                out[name] = _read_tagged(fspec, tag, data, cstart, cstart + clen)
+            else:
+                out[name] = _read_explicit(fspec, data, cstart, cstart + clen)
             i += 1
             pos = cstart + clen
-        for name, _, _, required in fields[i:]:
+        for name, _, _, required, _ in fields[i:]:
             if required:
                 raise _bad(f"{spec.__name__}: field {name} is missing")
         return out
@@ -1640,7 +1651,22 @@ def _read(spec: Spec, data: bytes, start: int, end: int) -> Any:
             return content.decode("utf-8")
         except UnicodeDecodeError:
             raise _bad("a UTF8String is not valid UTF-8") from None
+    if issubclass(spec, core.VisibleString):
+        if not _VISIBLE.fullmatch(content):
+            raise _bad("a VisibleString holds only printable ASCII")
+        return content.decode("ascii")
     raise TypeError(f"no DER reader for {spec.__name__}")  # pragma: no cover - schema bug
+
+
+def _read_explicit(spec: Spec, data: bytes, start: int, end: int) -> Any:
+    """The value inside an EXPLICIT tag whose contents are ``data[start:end]``: exactly
+    one TLV of ``spec``."""
+    if start >= end or data[start] not in _tags(spec, {}):
+        raise _bad(f"{spec.__name__}: an explicit tag holds no {spec.__name__}")
+    cstart, clen = _header(data, start)
+    if cstart + clen != end:
+        raise _bad(f"{spec.__name__}: an explicit tag holds more than one value")
+    return _read_tagged(spec, data[start], data, cstart, cstart + clen)
 
 
 def _read_tagged(spec: Spec, tag: int, data: bytes, start: int, end: int) -> Any:
@@ -1690,6 +1716,9 @@ def _der(spec: Spec, value: Any, params: dict[str, Any] | None = None) -> bytes:
     building asn1crypto objects and dumping them costs time superlinear in the size of
     large targets metadata. The decoder's re-encoding check keeps the two in step.
     """
+    if params and "explicit" in params:
+        inner_der = _der(spec, value)
+        return bytes([0xA0 | params["explicit"]]) + _length(len(inner_der)) + inner_der
     if issubclass(spec, core.Choice):
         name, inner = value
         alt_spec, alt_params = _alternative(spec, name)
@@ -1720,7 +1749,7 @@ def _der(spec: Spec, value: Any, params: dict[str, Any] | None = None) -> bytes:
         v = _int(value)
         content, tag = (
             v.to_bytes(((v if v >= 0 else ~v).bit_length() + 8) // 8, "big", signed=True),
-            0x02,
+            0x0A if issubclass(spec, core.Enumerated) else 0x02,
         )
     elif issubclass(spec, core.OctetString):
         if not isinstance(value, bytes):
@@ -1730,6 +1759,12 @@ def _der(spec: Spec, value: Any, params: dict[str, Any] | None = None) -> bytes:
         if not isinstance(value, str):
             raise _bad("expected a string")
         content, tag = value.encode("utf-8"), 0x0C
+    elif issubclass(spec, core.VisibleString):
+        if not isinstance(value, str) or not value.isascii():
+            raise _bad("expected a string of printable ASCII (an ASN.1 VisibleString)")
+        content, tag = value.encode("ascii"), 0x1A
+        if not _VISIBLE.fullmatch(content):
+            raise _bad("expected a string of printable ASCII (an ASN.1 VisibleString)")
     else:  # pragma: no cover - the schema uses only the types above
         raise TypeError(f"no DER encoder for {spec.__name__}")
     if params and "implicit" in params:
@@ -1745,6 +1780,13 @@ def _matches(spec: Spec, value: Any, data: bytes, pos: int, params: dict[str, An
     constructed value matches when its tag is right and its children, matched one after
     another, end exactly where its length says. Any difference raises NonCanonicalEncoding.
     """
+    if params and "explicit" in params:
+        if pos >= len(data) or data[pos] != 0xA0 | params["explicit"]:
+            raise _differs()
+        start, length = _header(data, pos)
+        if _matches(spec, value, data, start, None) != start + length:
+            raise _differs()
+        return start + length
     if issubclass(spec, core.Choice):
         name, inner = value
         alt_spec, alt_params = _alternative(spec, name)
@@ -1878,7 +1920,7 @@ def decode_metadata(
     md = Metadata(
         signed,
         signatures_from_dicts(sigs, limits),
-        DER,
+        COMPACT_DER,
         _signed_span(data),
         doc,
     )

@@ -35,7 +35,7 @@ at a time when iterated, so :func:`uptane.trust.check_director_targets` runs unc
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,9 +61,11 @@ from uptane.encoding.der import (
 from uptane.encoding.json import _Walk
 from uptane.errors import EndlessDataAttack, LimitExceeded, NonCanonicalEncoding, UptaneError
 from uptane.limits import Limits
-from uptane.metadata import DER, Metadata, TargetFile, Targets
+from uptane.metadata import Metadata, TargetFile, Targets
 
 WHAT = "targets DER"
+#: one entry of a target list as (path, JSON shape): data, content start, end, limits
+EntryShape = Callable[[bytes, int, int, Limits], tuple[str, dict[str, Any]]]
 #: identifier octets: SEQUENCE, and the targets alternative of the signed body ([1], constructed)
 _SEQ, _TARGETS_BODY = 0x30, 0xA1
 #: the other alternatives of the signed body (root, snapshot, timestamp)
@@ -81,7 +83,7 @@ class TargetsWalk:
     """
 
     metadata: Metadata[Targets]
-    payload: memoryview
+    payload: bytes | memoryview
     mine: TargetFile | None
 
     def floor(self) -> Metadata[Targets]:
@@ -97,7 +99,7 @@ class TargetsWalk:
             targets={} if mine is None else {mine.path: mine},
             vehicle_id=s.vehicle_id,
         )
-        return Metadata(pruned, [], DER, None, {})
+        return Metadata(pruned, [], self.metadata.encoding, None, {})
 
 
 class Entries(Mapping[str, TargetFile]):
@@ -105,9 +107,18 @@ class Entries(Mapping[str, TargetFile]):
     entry at a time whenever it is iterated (nothing is cached). Only for bytes that
     :func:`walk_targets` accepted."""
 
-    def __init__(self, data: bytes, start: int, end: int, count: int, limits: Limits) -> None:
+    def __init__(
+        self,
+        data: bytes,
+        start: int,
+        end: int,
+        count: int,
+        limits: Limits,
+        shape: EntryShape | None = None,
+    ) -> None:
         self._data, self._start, self._end, self._count = data, start, end, count
         self._limits = limits
+        self._shape = shape or _entry_shape
 
     def __len__(self) -> int:
         return self._count
@@ -130,7 +141,7 @@ class Entries(Mapping[str, TargetFile]):
 
     def _walk(self) -> Iterator[tuple[str, TargetFile]]:
         for _, cstart, cend in _children(self._data, self._start, self._end):
-            path, d = _entry_shape(self._data, cstart, cend, self._limits)
+            path, d = self._shape(self._data, cstart, cend, self._limits)
             yield path, TargetFile.from_dict(path, d, self._limits)
 
 

@@ -19,13 +19,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 from uptane.errors import MalformedInput
 
 if TYPE_CHECKING:  # types only: the model imports this module
+    from uptane.keys import Key
     from uptane.limits import Limits
     from uptane.manifest import EcuVersionReport, SignedManifest, VehicleVersionManifest
-    from uptane.metadata import Metadata, Signed, TargetFile, Targets
+    from uptane.metadata import MapFile, Metadata, Signed, TargetFile, Targets
 
-#: the names of the two encodings every part of the stack speaks (``Metadata.encoding``)
+#: the names of the encodings (``Metadata.encoding``): TUF canonical JSON, the standard
+#: DER of the Uptane ASN.1 modules, and this project's compact DER profile
 JSON = "json"
 DER = "der"
+COMPACT_DER = "compact-der"
 
 
 class TargetsView(Protocol):
@@ -66,6 +69,11 @@ class Codec(Protocol):
 
     def signature_keyid(self, keyid: str) -> str:
         """How a new signature in this encoding names the key ``keyid``."""
+        ...
+
+    def signature_fields(self, key: Key) -> dict[str, Any]:
+        """Fields a new signature by ``key`` carries besides its key id and value (the
+        standard DER's ``method``), kept in :attr:`Signature.unrecognized`."""
         ...
 
     def metadata_payload(self, signed: Signed) -> bytes:
@@ -110,6 +118,14 @@ class Codec(Protocol):
     ) -> SignedManifest[Any]:
         """A signed report or vehicle manifest decoded strictly (``kind`` pins which one;
         default cap ``limits.manifest_bytes``); ``signed_bytes`` is what was signed."""
+        ...
+
+    def encode_map_file(self, map_file: MapFile) -> bytes:
+        """The TAP 4 map file (not signed)."""
+        ...
+
+    def decode_map_file(self, data: bytes, limits: Limits) -> MapFile:
+        """A map file decoded strictly, under ``limits.map_file_bytes``."""
         ...
 
 
