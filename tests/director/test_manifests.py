@@ -447,11 +447,14 @@ def test_4_3_a_real_secondary_refusing_the_next_image_with_the_same_attack_fails
         slot_size=64 * 1024,
         now=now.timestamp(),
     )
-    agent = SecondaryAgent.from_config(SecondaryConfig.load(tmp_path / "ecu" / "secondary.toml"))
+    cfg = SecondaryConfig.load(tmp_path / "ecu" / "secondary.toml")
+    agent = SecondaryAgent.from_config(cfg)
     agent.start()
     v.keys[brk] = agent.key
     assert env["c"].post("/api/vehicles", json=v.api_body()).status_code == 201
-    client = LinkClient(_Loopback(agent.endpoint()), PRIMARY, timeout=0.5, retries=0)
+    client = LinkClient(
+        _Loopback(agent.endpoint()), PRIMARY, timeout=0.5, retries=0, link_key=cfg.load_link_key()
+    )
 
     def deliver(path: str, data: bytes) -> None:
         client.put_time(int(now.timestamp()))
