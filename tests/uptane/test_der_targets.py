@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import tracemalloc
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -18,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from trust_support import NOW, VIN, make_repo
 
+from uptane.codec import codec_for
 from uptane.encoding.der_targets import walk_targets
 from uptane.encoding.uptane_targets import walk_uptane_targets
 from uptane.errors import (
@@ -499,3 +501,31 @@ def test_der_walk_refuses_other_roles():
         assert not assert_walk_equivalent(data, CONSTRAINED)
         with pytest.raises(MalformedInput):
             walk_der(data, CONSTRAINED, ECU)
+
+
+def _peak(fn: Any) -> int:
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_5_4_4_1_der_partial_memory_does_not_grow_with_the_entries():
+    """Bench figure 3b's property for each DER codec: the walk holds one entry at a time,
+    so its peak does not grow with the file (32 entries, the constrained cap, against 4)
+    and stays well under the full decoder's."""
+
+    def file(n: int) -> bytes:
+        ts = [entry(f"ecu/firmware-image-{i:04d}.bin", f"ecu-{i}") for i in range(n)]
+        return targets_of(director(ts))
+
+    small, large = file(4), file(CONSTRAINED.max_targets)
+    codec = codec_for(ENC)
+    codec.read_targets(small, CONSTRAINED, "ecu-1")  # warm the schema tables
+    small_peak = _peak(lambda: codec.read_targets(small, CONSTRAINED, "ecu-1"))
+    large_peak = _peak(lambda: codec.read_targets(large, CONSTRAINED, "ecu-1"))
+    full_peak = _peak(lambda: codec.decode_metadata(large, CONSTRAINED, role_type="targets"))
+    assert large_peak < small_peak + 8 * 1024, (small_peak, large_peak)
+    assert 2 * large_peak < full_peak, (large_peak, full_peak)
