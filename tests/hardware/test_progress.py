@@ -61,6 +61,19 @@ def test_close_early_shows_where_it_stopped_and_the_note() -> None:
     assert "REFUSED]" in out.getvalue()
 
 
+def _drain(fd: int) -> bytes:
+    """Everything written to the pty so far: one read may return only part of it."""
+    import select
+
+    out = b""
+    while select.select([fd], [], [], 0.2)[0]:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
 def test_a_terminal_sees_the_bar_redrawn_in_place_and_left_on_screen(monkeypatch) -> None:
     # a fresh pty reports 0 x 0: tqdm alone would trim the bar to nothing and hide it
     monkeypatch.delenv("COLUMNS", raising=False)
@@ -74,7 +87,7 @@ def test_a_terminal_sees_the_bar_redrawn_in_place_and_left_on_screen(monkeypatch
                 feed(progress_bar("image"), 64 * KIB, step=4 * KIB)
             quiet = progress_bar("other", stream=tty, quiet=True)
             feed(quiet, 64 * KIB)
-        shown = os.read(master, 65536).decode("utf-8", "replace")
+        shown = _drain(master).decode("utf-8", "replace")
     finally:
         os.close(master)
         os.close(slave)
