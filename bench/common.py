@@ -187,3 +187,48 @@ def static_server(directory: Path) -> Iterator[str]:
 
 def cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def memory_sizes(smoke: bool) -> tuple[int, int]:
+    """The two image sizes of a flat-memory figure: 1 MiB and 100 MiB (smoke: 64 KiB, 1 MiB)."""
+    return (64 << 10, 1 << 20) if smoke else (1 << 20, 100 << 20)
+
+
+def in_fresh_interpreters(
+    measure: Callable[[int, Path], dict[str, Any]], sizes: tuple[int, int], work: Path
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``measure(size, directory)`` for both sizes, each in a fresh spawned interpreter
+    holding only what that part imports (so neither run inherits the other's, or other
+    benchmarks', interpreter state) and in its own directory under ``work``."""
+    import multiprocessing as mp
+
+    for sub in ("small", "big"):
+        (work / sub).mkdir(parents=True, exist_ok=True)
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(1, maxtasksperchild=1) as pool:
+        a = pool.apply(measure, (sizes[0], work / "small"))
+        b = pool.apply(measure, (sizes[1], work / "big"))
+    return a, b
+
+
+def flat_memory_figure(
+    names: tuple[str, str, str],
+    small: dict[str, Any],
+    big: dict[str, Any],
+    sizes: tuple[int, int],
+    notes: str,
+) -> Figure:
+    """The figure "peak at the big size / peak at the small size <= 1.05" from two
+    measurements that each hold ``peak`` (bytes); ``names`` is (name, title, goal)."""
+    ratio = big["peak"] / small["peak"]
+    return Figure(
+        *names,
+        value=big["peak"] / 1024.0,
+        reference=small["peak"] / 1024.0,
+        ratio=ratio,
+        met=ratio <= 1.05,
+        unit=f"KiB peak, {sizes[1] >> 20} MiB image",
+        reference_unit=f"KiB peak, {sizes[0] >> 10} KiB image",
+        notes=notes,
+        details={"peaks_bytes": {"small": small["peak"], "big": big["peak"]}},
+    )

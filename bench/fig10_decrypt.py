@@ -19,7 +19,6 @@ window; peak(100 MiB) / peak(1 MiB) ≤ 1.05. The content key is unwrapped from 
 from __future__ import annotations
 
 import hashlib
-import multiprocessing as mp
 import os
 import random
 import tempfile
@@ -27,7 +26,15 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
-from bench.common import Figure, alternate, median, not_yet
+from bench.common import (
+    Figure,
+    alternate,
+    flat_memory_figure,
+    in_fresh_interpreters,
+    median,
+    memory_sizes,
+    not_yet,
+)
 
 NAME_SPEED = "decrypt_throughput_ratio"
 NAME_MEM = "decrypt_peak_memory_ratio"
@@ -189,33 +196,17 @@ def _speed_figure(smoke: bool) -> Figure:
 
 
 def _memory_figure(smoke: bool) -> Figure:
-    small, big = (64 << 10, 1 << 20) if smoke else (1 << 20, 100 << 20)
+    sizes = memory_sizes(smoke)
     with tempfile.TemporaryDirectory(prefix="bench-decrypt-") as tmp:
-        # each size in a fresh interpreter holding only what a Secondary imports
-        ctx = mp.get_context("spawn")
-        with ctx.Pool(1, maxtasksperchild=1) as pool:
-            a = pool.apply(measure_memory, (small, Path(tmp)))
-            b = pool.apply(measure_memory, (big, Path(tmp)))
-    ratio = b["peak"] / a["peak"]
-    return Figure(
-        NAME_MEM,
-        TITLE_MEM,
-        GOAL_MEM,
-        value=b["peak"] / 1024.0,
-        reference=a["peak"] / 1024.0,
-        ratio=ratio,
-        met=ratio <= 1.05,
-        unit=f"KiB peak, {big >> 20} MiB image",
-        reference_unit=f"KiB peak, {small >> 10} KiB image",
-        notes=(
-            f"Each size in a fresh interpreter. Constrained Limits; 64 KiB encryption "
-            f"chunks; ciphertext read in {LINK_PIECE}-byte pieces; key unwrapped (HPKE), "
-            f"each chunk authenticated, verified (sha256 + sha512) and written to a slot "
-            f"file inside the window. The peak is about one ciphertext chunk and one "
-            f"plaintext chunk: smaller chunks (the Director's choice per ECU) shrink it."
-        ),
-        details={"peaks_bytes": {"small": a["peak"], "big": b["peak"]}},
+        a, b = in_fresh_interpreters(measure_memory, sizes, Path(tmp))
+    notes = (
+        f"Each size in a fresh interpreter. Constrained Limits; 64 KiB encryption "
+        f"chunks; ciphertext read in {LINK_PIECE}-byte pieces; key unwrapped (HPKE), "
+        f"each chunk authenticated, verified (sha256 + sha512) and written to a slot "
+        f"file inside the window. The peak is about one ciphertext chunk and one "
+        f"plaintext chunk: smaller chunks (the Director's choice per ECU) shrink it."
     )
+    return flat_memory_figure((NAME_MEM, TITLE_MEM, GOAL_MEM), a, b, sizes, notes)
 
 
 def run(smoke: bool = False) -> list[Figure]:

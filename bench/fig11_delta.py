@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import multiprocessing as mp
 import os
 import random
 import tempfile
@@ -29,7 +28,13 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
-from bench.common import Figure, not_yet
+from bench.common import (
+    Figure,
+    flat_memory_figure,
+    in_fresh_interpreters,
+    memory_sizes,
+    not_yet,
+)
 
 NAME_BYTES = "delta_bytes_ratio"
 NAME_MEM = "delta_patch_peak_memory_ratio"
@@ -257,31 +262,15 @@ def _bytes_figure(smoke: bool, work: Path) -> Figure:
 
 
 def _memory_figure(smoke: bool, work: Path) -> Figure:
-    small, big = (64 << 10, 1 << 20) if smoke else (1 << 20, 100 << 20)
-    # each size in a fresh interpreter holding only what a Secondary imports
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(1, maxtasksperchild=1) as pool:
-        a = pool.apply(measure_apply, (small, work))
-        b = pool.apply(measure_apply, (big, work))
-    ratio = b["peak"] / a["peak"]
-    return Figure(
-        NAME_MEM,
-        TITLE_MEM,
-        GOAL_MEM,
-        value=b["peak"] / 1024.0,
-        reference=a["peak"] / 1024.0,
-        ratio=ratio,
-        met=ratio <= 1.05,
-        unit=f"KiB peak, {big >> 20} MiB image",
-        reference_unit=f"KiB peak, {small >> 10} KiB image",
-        notes=(
-            f"Each size in a fresh interpreter. Constrained Limits; patch "
-            f"({b['patch']} bytes for the big image) read in {LINK_PIECE}-byte pieces, "
-            f"base read with pread from the active-slot file, output verified "
-            f"(sha256 + sha512) and written to the inactive-slot file inside the window."
-        ),
-        details={"peaks_bytes": {"small": a["peak"], "big": b["peak"]}},
+    sizes = memory_sizes(smoke)
+    a, b = in_fresh_interpreters(measure_apply, sizes, work)
+    notes = (
+        f"Each size in a fresh interpreter. Constrained Limits; patch "
+        f"({b['patch']} bytes for the big image) read in {LINK_PIECE}-byte pieces, "
+        f"base read with pread from the active-slot file, output verified "
+        f"(sha256 + sha512) and written to the inactive-slot file inside the window."
     )
+    return flat_memory_figure((NAME_MEM, TITLE_MEM, GOAL_MEM), a, b, sizes, notes)
 
 
 def run(smoke: bool = False) -> list[Figure]:

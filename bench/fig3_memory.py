@@ -21,14 +21,13 @@ one chunk. The peak is tracemalloc's peak minus what was traced when the window 
 from __future__ import annotations
 
 import hashlib
-import multiprocessing as mp
 import tempfile
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.common import Figure, not_yet
+from bench.common import Figure, in_fresh_interpreters, memory_sizes, not_yet
 from bench.repos import now
 from uptane.keys import PrivateKey
 from uptane.limits import Limits
@@ -204,7 +203,7 @@ def _kib(m: dict[str, Any], key: str = "phases") -> dict[str, float]:
 
 
 def run(smoke: bool = False) -> list[Figure]:
-    small, big = (64 << 10, 1 << 20) if smoke else (1 << 20, 100 << 20)
+    small, big = memory_sizes(smoke)
     try:
         import secondary.agent  # noqa: F401
     except ImportError as e:  # the agent is another engineer's work in progress
@@ -214,12 +213,7 @@ def run(smoke: bool = False) -> list[Figure]:
             not_yet(NAME_ABS, TITLE_ABS, GOAL_ABS, reason),
         ]
     with tempfile.TemporaryDirectory(prefix="bench-mem-") as tmp:
-        # each size in a fresh interpreter holding only what a Secondary imports, so
-        # neither run inherits the other's (or other benchmarks') interpreter state
-        ctx = mp.get_context("spawn")
-        with ctx.Pool(1, maxtasksperchild=1) as pool:
-            a = pool.apply(measure, (small, Path(tmp) / "small"))
-            b = pool.apply(measure, (big, Path(tmp) / "big"))
+        a, b = in_fresh_interpreters(measure, (small, big), Path(tmp))
     chunk = b["chunk"]
     bound = 64 * 1024 + chunk
     ratio = b["peak"] / a["peak"]
