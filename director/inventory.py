@@ -54,7 +54,7 @@ ecus = sa.Table(
     sa.Column("installed_release_counter", sa.BigInteger),
     # unreachable ECUs (0005): since when the Primary names it unreachable without a break
     # (the Director's time), the Primary's reason, and the last time the ECU answered it
-    sa.Column("unreachable_since", sa.BigInteger),
+    sa.Column("unreachable_since", sa.BigInteger, index=True),
     sa.Column("unreachable_reason", sa.Text),
     sa.Column("last_seen", sa.BigInteger),
     sa.UniqueConstraint("vehicle_id", "serial", name="uq_ecus_vehicle_serial"),

@@ -64,14 +64,16 @@ _INSERT_MANIFEST = (
     " VALUES (:vid, :t, :enc, :raw) RETURNING id"
 )
 _MANIFEST_SEEN = "UPDATE vehicles SET last_manifest_at = :t, last_attack = :attack WHERE id = :vid"
-#: a nonce report leaves the ECU's counter as it is (COALESCE); a report ends the ECU's
-#: time as unreachable
+#: a nonce report leaves the ECU's counter as it is (COALESCE)
 _ECU_REPORTED = (
     "UPDATE ecus SET installed_path = :path, installed_length = :length,"
     " installed_hashes = :hashes, last_report_time = :time, last_attack = :attack,"
-    " last_counter = COALESCE(:counter, last_counter), installed_release_counter = :rc,"
-    " unreachable_since = NULL, unreachable_reason = NULL WHERE id = :id"
+    " last_counter = COALESCE(:counter, last_counter), installed_release_counter = :rc"
+    " WHERE id = :id"
 )
+#: a report from an ECU named unreachable before ends that (only for those ECUs: the
+#: column is indexed for the deadline sweep, and most reports leave it untouched)
+_ECU_BACK = "UPDATE ecus SET unreachable_since = NULL, unreachable_reason = NULL WHERE id = :id"
 #: an ECU the Primary names unreachable: no version claim, only since when (kept from the
 #: first manifest of the streak), why, and when it last answered the Primary
 _ECU_UNREACHABLE = (
@@ -396,6 +398,11 @@ class ManifestIntake:
             if len(nonce_params) > 1:
                 cur.execute(_insert_nonces_sql(len(nonce_params) // 2, dialect), nonce_params)
             cur.executemany(_sql(_ECU_REPORTED, dialect), ecu_rows)
+            back = [
+                {"id": v.ecus[s].id} for s in m.reports if v.ecus[s].unreachable_since is not None
+            ]
+            if back:
+                cur.executemany(_sql(_ECU_BACK, dialect), back)
             absent = _absences(v, m.body, t)
             if absent:
                 cur.executemany(_sql(_ECU_UNREACHABLE, dialect), _absence_rows(v, absent, t))

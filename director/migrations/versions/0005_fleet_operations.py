@@ -101,6 +101,8 @@ def upgrade() -> None:
         batch.add_column(sa.Column("unreachable_since", sa.BigInteger(), nullable=True))
         batch.add_column(sa.Column("unreachable_reason", sa.Text(), nullable=True))
         batch.add_column(sa.Column("last_seen", sa.BigInteger(), nullable=True))
+    # the per-second deadline sweep reads the few ECUs named unreachable
+    op.create_index(op.f("ix_ecus_unreachable_since"), "ecus", ["unreachable_since"], unique=False)
     with op.batch_alter_table("assignments") as batch:
         batch.add_column(sa.Column("depends_on", sa.Integer(), nullable=True))
         batch.add_column(sa.Column("campaign_id", sa.Integer(), nullable=True))
@@ -120,6 +122,7 @@ def downgrade() -> None:
         batch.drop_column("forced")
         batch.drop_column("campaign_id")
         batch.drop_column("depends_on")
+    op.drop_index(op.f("ix_ecus_unreachable_since"), table_name="ecus")
     with op.batch_alter_table("ecus") as batch:
         batch.drop_column("last_seen")
         batch.drop_column("unreachable_reason")
