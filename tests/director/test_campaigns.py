@@ -268,3 +268,25 @@ def test_campaign_and_group_commands_work_on_the_same_database(env, capsys):
     code, err = fails("campaign", "create", ddir, TARGET, "--hardware-id", "brk-v1", "--wave", "x")
     assert code == 2 and "bad --wave 'x'" in err
     assert run("group", "list", ddir)[0]["vehicles"] == 2
+
+
+def test_a_member_whose_assignment_is_refused_is_skipped_with_the_reason(env):
+    cars = _fleet(env, 3, "SKIP")
+    busy, downgraded, fine = cars
+    # busy: a bundle in flight and a pending assignment already; downgraded: runs fw-2.0
+    for path in ("brakes/fw-1.0.bin", TARGET):
+        r = env["c"].post(
+            f"/api/vehicles/{busy.vin}/assignments",
+            json={"assignments": [{"ecu": f"{busy.vin}-brk", "target": path}], "force": True},
+        )
+        assert r.status_code == 201, r.text
+    env.setdefault("running", {})[downgraded.vin] = RUNS
+    _cycle(env, downgraded, installs=False)
+    c = _create(env, target="brakes/fw-1.0.bin")
+    assert len(c["created"]) == 1
+    skipped = {s["vin"]: s["reason"] for s in c["skipped"]}
+    assert skipped[busy.vin].startswith(f"ECU {busy.vin}-brk already has pending assignment")
+    assert skipped[downgraded.vin].startswith("downgrade refused:")
+    assert fine.vin not in skipped
+    stats = _get(env, c["id"])
+    assert stats["totals"]["skipped"] == 2 and stats["waves"][0]["size"] == 1
