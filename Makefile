@@ -63,3 +63,4 @@ fuzz: $(STAMP)
 
 load: $(STAMP)
 	$(PY) -m load.loadgen --vehicles $${LOAD_VEHICLES:-1000} --db $${LOAD_DB:-both}
+	$(PY) -m load.campaign --vehicles $${LOAD_VEHICLES:-500} --db $${LOAD_DB:-both}
