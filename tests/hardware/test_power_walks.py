@@ -137,14 +137,16 @@ def recovers(directory: Path, *, switched: bool, why: str) -> None:
     assert is_new(final), why
 
 
-def cut_install(base: Path, d: Path, cut: FlashCut) -> Flash:
-    """``base`` copied to ``d``, the install run on it until ``cut`` fires."""
+def cut_install(base: Path, d: Path, cut: FlashCut) -> list[str]:
+    """``base`` copied to ``d``, the install run on it until ``cut`` fires; returns the
+    stages it completed (``finished``: finish_install returned)."""
     shutil.copytree(base, d)
     flash = Flash(d, fs=FaultyFileSystem(cut))
+    stage: list[str] = []
     with pytest.raises(PowerLoss):
-        update_cycle(flash, [])
+        update_cycle(flash, stage)
     assert flash.overprograms == 0, cut
-    return flash
+    return stage
 
 
 def switched_after(d: Path, scratch: Path) -> bool:
@@ -189,9 +191,10 @@ def test_5_4_3_every_write_point_of_an_install_on_nor_flash_with_double_faults(
         for n in range(1, total + 1):
             d = tmp_path / f"cut-{seed}-{n}"
             cut = _cut(n, seed * 100_000 + n, model, lose)
-            cut_install(base, d, cut)
+            stage = cut_install(base, d, cut)
             why = f"cut at {n} ({counter.points[n - 1]}) {cut} {cut.what}"
             switched = switched_after(d, tmp_path / "probe")
+            assert switched or not stage, f"{why}: lost a finished install"
             if switched_at is not None:
                 assert switched, f"{why}: went back to the old image"
             elif switched:
@@ -215,8 +218,9 @@ def test_random_double_faults_on_nor_flash(tmp_path: Path, model: FlashModel) ->
         rng = random.Random(f"double-{i}")
         d = tmp_path / f"pair-{i}"
         cut = _cut(rng.randint(1, total), rng.getrandbits(32), model, rng.random() < 0.5)
-        cut_install(base, d, cut)
+        stage = cut_install(base, d, cut)
         switched = switched_after(d, tmp_path / "probe")
+        assert switched or not stage, f"{cut} {cut.what}: lost a finished install"
         boot_points = count_points(d, tmp_path / "count-boot", first_boot)
         why = f"{cut} {cut.what}"
         if boot_points:
