@@ -31,6 +31,7 @@ from director.director import Director, EcuSpec
 from director.director_server import create_app as director_app
 from director.image_repo import ImageRepository, default_offline_dir
 from director.image_server import create_app as image_app
+from hardware.secure_link import LinkKey
 from primary.agent import Primary
 from primary.cli import provision
 from primary.config import load_config
@@ -397,6 +398,7 @@ public_key = "keys/{serial}.pub"
 mode = "{mode}"
 encoding = "{encoding}"
 link = {link}
+link_key = "ecus/{serial}/link.key"
 timeout = {timeout}
 retries = 1
 """
@@ -459,6 +461,7 @@ class Vehicle:
             )
             (root / "ecus" / serial).mkdir(parents=True)
             (root / "ecus" / serial / "key.pem").write_bytes(key.to_pem())
+            LinkKey.generate().save(root / "ecus" / serial / "link.key")
         self.config_path = root / "primary.toml"
         self.config_path.write_text(text)
         self.config = load_config(self.config_path)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from hardware.fdport import FdPort
 from hardware.flash import Flash
+from hardware.secure_link import LinkKey
 from primary.secondaries import InProcessSecondary, serve_inprocess
 from secondary.agent import SecondaryAgent
 from storage import LOCAL, AtomicStore, FileSystem
@@ -26,8 +27,9 @@ def make_agent(
     fs: FileSystem = LOCAL,
     encoding: str = DER,
 ) -> SecondaryAgent:
-    """A Secondary agent rebuilt from ``directory`` (key, state, flash), booted; its store
-    and flash write through ``fs``."""
+    """A Secondary agent rebuilt from ``directory`` (key, link key if there is one, state,
+    flash), booted; its store and flash write through ``fs``."""
+    link = directory / "link.key"
     agent = SecondaryAgent(
         ecu_serial=serial,
         hardware_id=hardware_id,
@@ -37,6 +39,7 @@ def make_agent(
         mode=mode,
         vehicle_id=vin,
         encoding=encoding,
+        link_key=LinkKey.load(link) if link.exists() else None,
     )
     agent.start()
     return agent

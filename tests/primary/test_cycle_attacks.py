@@ -266,7 +266,9 @@ def test_5_4_2_replayed_secondary_report_is_refused(tmp_path, now):
         ecu = car.ecus["brk-1"]
         ecu.served.close()
         proxy = ReplayingLink(ecu.agent)
-        endpoint = SecondaryEndpoint(proxy, ecu.agent.limits, max_frame=1 << 16)
+        endpoint = SecondaryEndpoint(
+            proxy, ecu.agent.limits, max_frame=1 << 16, link_key=ecu.agent.link_key
+        )
         proxy.endpoint = lambda max_frame: endpoint  # serve the man in the middle
         ecu.served = serve_inprocess("brk-1", proxy, ecu.agent.limits)
         assert car.cycle().attacks == []  # the first report is genuine
