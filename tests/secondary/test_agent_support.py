@@ -114,8 +114,11 @@ def provision_ecu(
     initial_targets: bool = False,
     port: str = "",
     now: datetime = NOW,
+    time_keys: dict[str, bytes] | None = None,
+    link_key: bool = True,
 ) -> SecondaryConfig:
-    """Provision a Secondary in ``tmp/ecu`` through the CLI function; returns its config."""
+    """Provision a Secondary in ``tmp/ecu`` through the CLI function; returns its config
+    (``time_keys``: name -> a time server's public key in base64: signed time only)."""
     from secondary.config import LinkConfig
 
     provision(
@@ -128,6 +131,8 @@ def provision_ecu(
         slot_size=slot_size,
         link=LinkConfig(port=port),
         now=now.timestamp(),
+        time_keys=time_keys,
+        link_key=link_key,
     )
     return SecondaryConfig.load(tmp / "ecu" / "secondary.toml")
 
