@@ -404,6 +404,14 @@ retries = 1
 """
 
 
+TIME = """
+[time]
+servers = [{{ address = "{address}", key = "{key}" }}]
+timeout = 0.5
+retries = 1
+"""
+
+
 class Vehicle:
     """A provisioned Primary and its in-process Secondary agents."""
 
@@ -419,10 +427,13 @@ class Vehicle:
         modes: dict[str, str] | None = None,
         links: dict[str, str] | None = None,
         encodings: dict[str, str] | None = None,
+        time_server: tuple[str, Path] | None = None,
     ) -> None:
         """``links`` maps a Secondary to the TOML of its link (default: in-process, booted
         here); the test serves a Secondary it links otherwise. ``encodings`` maps a
-        Secondary to the encoding it reads and reports in (default DER)."""
+        Secondary to the encoding it reads and reports in (default DER). ``time_server``
+        (``HOST:PORT`` and its ``longterm.pub``) gives the Primary signed time and every
+        Secondary that key (signed time only)."""
         self.root = root
         self.backend = backend
         self.time = FixedTime(now)
@@ -462,6 +473,12 @@ class Vehicle:
             (root / "ecus" / serial).mkdir(parents=True)
             (root / "ecus" / serial / "key.pem").write_bytes(key.to_pem())
             LinkKey.generate().save(root / "ecus" / serial / "link.key")
+            if time_server is not None:
+                (root / "ecus" / serial / "time-keys").mkdir()
+                pub = time_server[1].read_bytes()
+                (root / "ecus" / serial / "time-keys" / "time-1.pub").write_bytes(pub)
+        if time_server is not None:
+            text += TIME.format(address=time_server[0], key=time_server[1])
         self.config_path = root / "primary.toml"
         self.config_path.write_text(text)
         self.config = load_config(self.config_path)

@@ -3,6 +3,7 @@ flash) and served on a link; light imports, so the crash harness starts fast."""
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 from hardware.fdport import FdPort
@@ -11,6 +12,7 @@ from hardware.secure_link import LinkKey
 from primary.secondaries import InProcessSecondary, serve_inprocess
 from secondary.agent import SecondaryAgent
 from storage import LOCAL, AtomicStore, FileSystem
+from uptane import roughtime as rt
 from uptane.keys import PrivateKey
 from uptane.metadata import DER
 
@@ -27,9 +29,13 @@ def make_agent(
     fs: FileSystem = LOCAL,
     encoding: str = DER,
 ) -> SecondaryAgent:
-    """A Secondary agent rebuilt from ``directory`` (key, link key if there is one, state,
-    flash), booted; its store and flash write through ``fs``."""
+    """A Secondary agent rebuilt from ``directory`` (key, link key and time keys if there
+    are some, state, flash), booted; its store and flash write through ``fs``."""
     link = directory / "link.key"
+    time_keys = [
+        rt.TimeServerKey(p.stem, base64.b64decode(p.read_bytes()))
+        for p in sorted((directory / "time-keys").glob("*.pub"))
+    ]
     agent = SecondaryAgent(
         ecu_serial=serial,
         hardware_id=hardware_id,
@@ -40,6 +46,7 @@ def make_agent(
         vehicle_id=vin,
         encoding=encoding,
         link_key=LinkKey.load(link) if link.exists() else None,
+        time_keys=time_keys,
     )
     agent.start()
     return agent
