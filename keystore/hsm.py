@@ -36,6 +36,9 @@ P256 = "secp256r1"
 
 _libs: dict[str, Any] = {}
 _libs_lock = threading.Lock()
+#: one logged-in session per token and process: a PKCS#11 login holds for the whole
+#: application, so a second ``C_Login`` on the same token fails (USER_ALREADY_LOGGED_IN)
+_sessions: dict[tuple[str, str | None, bytes | None], tuple[Any, threading.RLock]] = {}
 
 
 class TokenError(Exception):
@@ -128,15 +131,25 @@ class TokenSession:
     def __init__(self, uri: Pkcs11Uri, pin: Secret | None = None, module: str | None = None):
         self.uri = uri
         self.module = uri.module_path or module or DEFAULT_MODULE
-        self.lock = threading.RLock()
         self._pin = pin
-        self._session: Any = None
+        self._where = (self.module, uri.token, uri.path.get("serial"))
+        with _libs_lock:
+            known = _sessions.get(self._where)
+        #: held around every call into the session (shared by every source on the token)
+        self.lock: threading.RLock = known[1] if known else threading.RLock()
 
     def session(self) -> Any:
+        with _libs_lock:
+            known = _sessions.get(self._where)
+        if known is not None:
+            self.lock = known[1]
+            return known[0]
         with self.lock:
-            if self._session is None:
-                self._session = self._open()
-            return self._session
+            opened = self._open()
+            with _libs_lock:
+                _sessions.setdefault(self._where, (opened, self.lock))
+                session, self.lock = _sessions[self._where]
+            return session
 
     def _open(self) -> Any:
         pk = _pkcs11()

@@ -21,7 +21,7 @@ from keystore.base import KeyStore
 from keystore.files import FileKeySource, read_key
 from keystore.hsm import Pkcs11KeySource
 from keystore.pem import save_private_key
-from keystore.pkcs11uri import Pkcs11Uri, is_uri
+from keystore.pkcs11uri import BadUri, Pkcs11Uri, is_uri
 from keystore.secret import Secret
 from storage import atomic_write
 from uptane.keys import ED25519, Key, PrivateKey, Signer
@@ -57,7 +57,10 @@ def check_spec(spec: Any) -> dict[str, Any]:
     for name in known - {"kind"}:
         _str(spec, name)
     if spec["kind"] == "pkcs11":
-        Pkcs11Uri.parse(_str(spec, "uri") or "")
+        try:
+            Pkcs11Uri.parse(_str(spec, "uri") or "")
+        except BadUri as e:
+            raise KeyConfigError(f"key source: {e}") from None
     return dict(spec)
 
 

@@ -1,0 +1,91 @@
+"""SoftHSM2 tokens for the key-custody tests (issue 16), one token area per test process.
+
+The PKCS#11 module reads ``SOFTHSM2_CONF`` once, when a process first loads it, and sees
+only the tokens there at that moment; so the first call here makes a token directory with
+a stock of empty tokens, points ``SOFTHSM2_CONF`` at it, and hands the tokens out one by
+one (:func:`fresh_token`). Child processes (real services) inherit the variable.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+MODULE = "/usr/lib/softhsm/libsofthsm2.so"
+#: the tokens' user PIN, given to the key sources through this environment variable
+PIN_ENV = "KEYS_TEST_HSM_PIN"
+PIN = "24680"
+SO_PIN = "13579"
+STOCK = 24
+
+_state: dict[str, object] = {}
+
+
+def _area() -> Path:
+    if "dir" in _state:
+        return _state["dir"]  # type: ignore[return-value]
+    util = shutil.which("softhsm2-util")
+    if util is None or not os.path.exists(MODULE):
+        raise RuntimeError(
+            "SoftHSM2 is needed for the key-custody tests: apt-get install softhsm2"
+            " (.ci/run installs it)"
+        )
+    try:
+        import pkcs11  # noqa: F401
+    except ImportError as e:
+        raise RuntimeError("python-pkcs11 is needed: pip install 'uptane-stack[hsm]'") from e
+    d = Path(tempfile.mkdtemp(prefix="softhsm-"))
+    atexit.register(shutil.rmtree, d, True)
+    (d / "tokens").mkdir()
+    conf = d / "softhsm2.conf"
+    conf.write_text(
+        f"directories.tokendir = {d / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n"
+    )
+    os.environ["SOFTHSM2_CONF"] = str(conf)
+    os.environ[PIN_ENV] = PIN
+    pins = ["--so-pin", SO_PIN, "--pin", PIN]
+    for i in range(STOCK):
+        subprocess.run(
+            [util, "--init-token", "--free", "--label", f"tok-{i}", *pins],
+            check=True,
+            capture_output=True,
+        )
+    _state["dir"] = d
+    _state["next"] = 0
+    return d
+
+
+def fresh_token() -> str:
+    """The label of a token no other test of this process has used."""
+    _area()
+    n = int(_state["next"])  # type: ignore[call-overload]
+    if n >= STOCK:
+        raise RuntimeError(f"all {STOCK} SoftHSM2 tokens are used: raise STOCK")
+    _state["next"] = n + 1
+    return f"tok-{n}"
+
+
+def token_uri(label: str, obj: str | None = None) -> str:
+    """A PKCS#11 URI for ``label`` (and one object in it), with the module path."""
+    path = f"token={label}" + (f";object={obj}" if obj else "")
+    return f"pkcs11:{path}?module-path={MODULE}"
+
+
+def key_source_spec(label: str) -> dict[str, str]:
+    """The ``key_source`` setting of a service whose online keys are on token ``label``."""
+    return {"kind": "pkcs11", "uri": token_uri(label), "pin_env": PIN_ENV}
+
+
+def private_key_markers(root: Path) -> list[str]:
+    """Every file under ``root`` that holds private key material in PEM or PKCS#8 form."""
+    found = []
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and not p.is_symlink():
+            data = p.read_bytes()
+            if b"PRIVATE KEY-----" in data:
+                found.append(str(p.relative_to(root)))
+    return found
