@@ -1,9 +1,10 @@
 """`make demo`: a real update across every part of the system, on this machine.
 
 In a temporary directory it creates an OEM setup (Image repository with offline and online
-keys, Director with an SQLite inventory), starts both as uvicorn services on 127.0.0.1 in
-their own processes, provisions a vehicle (a Primary, a Secondary on a serial pty in its own
-process, a Secondary on CAN), releases firmware the offline way, assigns it through the
+keys, Director with an SQLite inventory, a Roughtime time server), starts each in its own
+process on 127.0.0.1, provisions a vehicle (a Primary, a Secondary on a serial pty in its
+own process, a Secondary on CAN; every link authenticated with its link key, every ECU
+taking only signed time), releases firmware the offline way, assigns it through the
 Director's admin API and runs the Primary's update cycles, then shows a man in the middle
 being refused. Every process it starts is stopped on the way out, also on Ctrl-C.
 
@@ -58,7 +59,8 @@ KEEP = (
     "approved",
     "downloaded",
     "download of",
-    "sending time",
+    "metadata file(s)",
+    "verified time",
     "resumed",
     "installed",
     "refused",
@@ -170,8 +172,8 @@ class Demo:
             return
         if "refused" in text or "failed" in text or "stopped" in text:
             self.o.bad(text)
-        elif "sending time" in text:
-            self.o.info(text.replace("sending time and", "sending the time and"))
+        elif "metadata file(s)" in text:
+            self.o.info(text)
         else:
             self.o.ok(text)
 
@@ -204,6 +206,7 @@ class Demo:
         update = self.release_2()
         before = self.update_cycle()
         self.confirm(update, before)
+        self.clocks()
         self.table()
         self.attack()
         return 0
@@ -234,6 +237,12 @@ class Demo:
         o.ok("Director keys: root offline; targets, snapshot, timestamp online")
         s.start_director()
         o.ok(f"uptane-director serve: {s.director_url} (own process, inventory in SQLite)")
+        s.create_time_server()
+        s.start_time_server()
+        o.ok(
+            f"uptane-time-server serve: udp {s.time_address} (own process, Roughtime "
+            "draft 11; long-term key offline, a 30-day delegation online)"
+        )
 
     def vehicle(self) -> None:
         o, s = self.o, self.s
@@ -248,6 +257,8 @@ class Demo:
         can_where = "own process" if s.can == "udp" else "in the vehicle process"
         o.ok(f"{CAN_ECU[0]} ({CAN_ECU[1]}): Secondary on CAN, ISO-TP, {can_where}")
         o.ok(f"{PRIMARY[0]} ({PRIMARY[1]}): Primary, trusts both repositories' roots")
+        o.ok("each Secondary's link key made at provisioning and given to the Primary")
+        o.ok("every ECU takes only time signed by the OEM's time server (its key provisioned)")
         o.ok("vehicle and its 3 ECU keys registered: POST /api/vehicles")
 
     def factory(self) -> None:
@@ -312,6 +323,20 @@ class Demo:
         for serial, e in self.ecus.items():
             e.before, e.after = before.get(serial, "-"), after.get(serial, "-")
 
+    def clocks(self) -> None:
+        """Each Secondary's clock: set only from time the OEM's server signed for its
+        own nonce (its state's time record)."""
+        import json
+        from datetime import UTC, datetime
+
+        o, s = self.o, self.s
+        o.step("Signed time: each Secondary's clock, as its own checks set it")
+        for serial in (SERIAL_ECU[0], CAN_ECU[0]):
+            rec = json.loads((s.ecu_dir(serial) / "state" / "time").read_text())
+            when = datetime.fromtimestamp(rec["latest"], UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            how = "verified time token" if rec.get("source") == "signed" else rec.get("source")
+            o.ok(f"{serial}: clock {when} ({how}: the server's signature, this ECU's nonce)")
+
     def table(self) -> None:
         o = self.o
         o.step("Before and after")
@@ -367,7 +392,7 @@ class Demo:
 
         o, s = self.o, self.s
         o.info(f"and if a compromised Primary forwarded the swapped image to {SERIAL_ECU[0]}?")
-        o.info("(played by uptane-flash on the serial line, with the Director's real targets)")
+        o.info("(played by uptane-flash with brake-1's link key, and the Director's real targets)")
         attacker = s.work / "attacker"
         s.director_targets(attacker)
         bad = attacker / "swapped.bin"
@@ -380,6 +405,15 @@ class Demo:
             raise StackError(f"{SERIAL_ECU[0]} did not refuse the swapped image")
         name = type(error_from_code(int(m.group(1)))).__name__
         o.bad(f"REFUSED by {SERIAL_ECU[0]} itself: {name} ({m.group(2)}), nothing installed")
+        stranger = s.flash_serial(
+            ["install", "--metadata", str(attacker), "--image", str(bad), "--name", brake.path],
+            link_key=False,
+        )
+        m = re.search(r"\(code (\d+), attack ([\w-]+)\)", stranger.stderr)
+        if stranger.returncode != 1 or m is None:
+            raise StackError(f"{SERIAL_ECU[0]} took a message from a peer without its link key")
+        name = type(error_from_code(int(m.group(1)))).__name__
+        o.bad(f"a peer without {SERIAL_ECU[0]}'s link key: {name}, not one message taken")
 
     def director_records_the_attacks(self, release: dict[str, Any]) -> None:
         """The next manifest tells the Director, with every ECU's report of what it runs."""

@@ -6,6 +6,8 @@ as it runs in production:
 - the Image repository and the Director: ``uptane-image-repo serve`` and
   ``uptane-director serve`` (uvicorn on 127.0.0.1), each in its own process, the
   Director's inventory in SQLite;
+- the OEM's time server: ``uptane-time-server serve`` (Roughtime, draft 11, UDP on
+  127.0.0.1) in its own process; every ECU takes only time it signed (docs/secure-time.md);
 - a Secondary on a serial link: ``uptane-secondary run`` in its own process, on one end of
   a pty "wire" (:class:`PtyWire`) whose other end the Primary opens;
 - a Secondary on CAN (ISO-TP): across processes on python-can ``udp_multicast`` when this
@@ -503,6 +505,9 @@ class Stack:
         self.image_server: Child | None = None
         self.director_server: Child | None = None
         self.secondaries: dict[str, Child] = {}
+        self.time_server: Child | None = None
+        self.time_address = ""  # HOST:PORT of the time server once it serves
+        self.time_dir = work / "oem" / "time"
         self.can_channel = CAN_GROUP if self.can == "udp" else f"uptane-demo-{os.getpid()}"
         self.targets_version = 1
 
@@ -662,6 +667,36 @@ class Stack:
         wait_until("the signed release", published, self.image_server, 30)
         self.targets_version = version
 
+    # --- the time server ------------------------------------------------------------------
+
+    @property
+    def time_key(self) -> Path:
+        """The time server's long-term public key (what ECUs are provisioned with)."""
+        return self.time_dir / "offline" / "longterm.pub"
+
+    def create_time_server(self) -> None:
+        """``uptane-time-server init``: the long-term key offline, a delegation online."""
+        from timeserver.cli import main
+
+        d = self.time_dir
+        _call_cli(main, ["init", "--keys", str(d / "offline"), "--online", str(d / "online")])
+
+    def start_time_server(self) -> None:
+        """``uptane-time-server serve`` on a free UDP port of 127.0.0.1, in its own process;
+        waits for its banner (which names the address)."""
+        args = ["timeserver", "serve", "--online", str(self.time_dir / "online"), "--port", "0"]
+        child = self.procs.start("time-server", args)
+        found: list[str] = []
+
+        def serving() -> bool:
+            m = re.search(r"on udp ([0-9.]+:\d+);", child.log.read_text(errors="replace"))
+            if m:
+                found.append(m.group(1))
+            return bool(m)
+
+        wait_until("the time server", serving, child, 60)
+        self.time_server, self.time_address = child, found[0]
+
     def create_director(self) -> None:
         """``uptane-director init``: root key offline, online keys, SQLite inventory, and
         the Image repository's root pinned."""
@@ -718,6 +753,7 @@ class Stack:
             ),
         }
         keys: dict[str, Any] = {}
+        time_keys = {"oem-time": self.time_key.read_bytes()} if self.time_address else None
         for serial, hw in (SERIAL_ECU, CAN_ECU):
             public = provision_secondary(
                 self.ecu_dir(serial),
@@ -728,9 +764,15 @@ class Stack:
                 slot_size=256 * 1024,
                 link=links[serial],
                 force=True,
+                time_keys=time_keys,
             )
             keys[serial] = public["public_key"]
             (keys_dir / f"{serial}.pub.json").write_text(json.dumps(public["public_key"]))
+            # the link key goes to the Primary (never to the Director)
+            shutil.copyfile(public["link_key_file"], keys_dir / f"{serial}.link")
+            (keys_dir / f"{serial}.link").chmod(0o600)
+        if self.time_address:
+            shutil.copyfile(self.time_key, keys_dir / "time-1.pub")
         cfg_path = self.primary_config_path
         cfg_path.write_text(self._primary_toml())
         key = provision_primary(
@@ -794,6 +836,7 @@ public_key = "keys/{SERIAL_ECU[0]}.pub.json"
 mode = "partial"
 encoding = "der"
 link = {{ type = "serial", port = "{self.wire.primary_end}", baudrate = 115200 }}
+link_key = "keys/{SERIAL_ECU[0]}.link"
 timeout = 2.0
 retries = 2
 
@@ -805,7 +848,19 @@ mode = "partial"
 encoding = "der"
 link = {{ type = "can", channel = "{self.can_channel}", interface = "{can_if}", \
 tx_id = 0x7E0, rx_id = 0x7E8 }}
+link_key = "keys/{CAN_ECU[0]}.link"
 timeout = 2.0
+retries = 2
+{self._time_toml()}"""
+
+    def _time_toml(self) -> str:
+        """The Primary's ``[time]`` table: the OEM's time server and its key."""
+        if not self.time_address:
+            return ""
+        return f"""
+[time]
+servers = [{{ address = "{self.time_address}", key = "keys/time-1.pub", name = "oem-time" }}]
+timeout = 1.0
 retries = 2
 """
 
@@ -881,14 +936,18 @@ retries = 2
         return out
 
     def flash_serial(
-        self, args: list[str], timeout: float = 60
+        self, args: list[str], timeout: float = 60, *, link_key: bool = True
     ) -> subprocess.CompletedProcess[str]:
         """``uptane-flash --port <the Primary's end of the serial wire> ARGS``: the bench
         tool, or anything else that speaks the link protocol in the Primary's place (only
-        while no Primary process runs)."""
+        while no Primary process runs); with ``link_key``, given the ECU's link key (a
+        workshop tool the OEM authorised, or a compromised Primary), else a stranger."""
         assert self.wire is not None
         log = self.procs.logdir / "uptane-flash.log"
-        argv = [sys.executable, "-m", "hardware.bench", "--port", self.wire.primary_end, *args]
+        argv = [sys.executable, "-m", "hardware.bench", "--port", self.wire.primary_end]
+        if link_key:  # the key the OEM gives authorised workshop tools (and the Primary)
+            argv += ["--link-key", str(self.vehicle_dir / "primary" / "keys" / "brake-1.link")]
+        argv += args
         with open(log, "a") as f:
             f.write(f"--- {' '.join(argv)}\n")
         proc = subprocess.run(

@@ -33,7 +33,9 @@ def test_make_demo_updates_both_secondaries_and_refuses_the_swapped_image():
     steps = [
         "uptane-image-repo serve",
         "uptane-director serve",
+        "uptane-time-server serve: udp 127.0.0.1:",
         "vehicle and its 3 ECU keys registered",
+        "time: verified time",
         "manifest sent",
         "Director metadata verified",
         "Image repository metadata verified",
@@ -43,6 +45,7 @@ def test_make_demo_updates_both_secondaries_and_refuses_the_swapped_image():
         "brake-1: report returned (runs brake/brake-fw-2.0.bin)",
         "brake-1: installed brake/brake-fw-2.0.bin",
         "signed report verifies",
+        "brake-1: clock ",
         "Before and after",
         "REFUSED by the Primary: BadHash (arbitrary-software)",
     ]
@@ -62,6 +65,9 @@ def test_make_demo_updates_both_secondaries_and_refuses_the_swapped_image():
     # the Secondary refuses the swapped image by itself too, and nothing changed: the old
     # images stay, as the ECUs' signed reports say
     assert "REFUSED by brake-1 itself: BadHash (arbitrary-software)" in out
+    # signed time set each Secondary's clock; a peer without the link key got nowhere
+    assert out.count("(verified time token: ") == 2
+    assert "a peer without brake-1's link key: LinkAuthentication" in out
     assert "brake-1 keeps brake/brake-fw-2.0.bin (r2)" in out
     assert "door-1 keeps door/door-fw-2.0.bin (r2)" in out
     assert "every process stopped" in out
