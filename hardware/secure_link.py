@@ -402,8 +402,10 @@ class ServerChannel:
             self.dropped += 1
             return Refused(LinkAuthentication(problem))
         for s in self.sessions.values():
-            if s.np == np:  # the same HELLO again (a retransmission): the same session
-                return Incoming(s, pdu.payload, hello=True)
+            if s.np == np:
+                if s.used:  # a HELLO of a session already in use: replayed, dropped
+                    return self._drop()
+                return Incoming(s, pdu.payload, hello=True)  # a retransmission
         ns = self.random(NONCE_BYTES)
         s = Session(session_id(np, ns), np, ns, _session_key(self.key, np, ns))
         self._admit(s)

@@ -150,7 +150,8 @@ def test_a_new_peer_without_a_hello_is_refused_without_touching_state() -> None:
 
 def test_a_hello_opens_a_new_session_beside_the_one_in_use() -> None:
     handler, sec, pri = pair()
-    call(pri, sec, pri.hello())
+    hello = pri.request(pri.hello(), 0.0)
+    assert pri.receive(sec.receive(hello) or b"", 0.0) is not None
     meta = m.PutMetadata(
         repository="director", role="targets", encoding="der", total=8, offset=0, chunk=b"1234"
     )
@@ -164,6 +165,9 @@ def test_a_hello_opens_a_new_session_beside_the_one_in_use() -> None:
     )
     assert call(pri, sec, rest) == m.Ack(offset=8)
     assert handler.metadata[("director", "targets", "der")] == b"12345678"
+    # the HELLO of the session in use, played back: dropped, the session goes on
+    assert sec.receive(hello) is None
+    assert isinstance(call(pri, sec, m.GetStatus()), m.Status)
 
 
 def test_sessions_are_bounded_and_the_one_in_use_survives_a_flood_of_hellos() -> None:
