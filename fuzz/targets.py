@@ -30,6 +30,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from hardware import messages as m
 from hardware.protocol import PrimaryEndpoint
+from hardware.secure_link import (
+    ClientChannel,
+    Incoming,
+    LinkKey,
+    ServerChannel,
+    decode_pdu,
+    is_envelope,
+    refusal,
+)
 from hardware.serial_link import (
     KIND_ACK,
     KIND_DATA,
@@ -183,8 +192,9 @@ def _frame_streams() -> list[bytes]:
 
 @functools.cache
 def _secondary_endpoint() -> Any:
-    """A real provisioned Secondary agent (file-backed flash in a temp dir) and its
-    endpoint, in session after a HELLO, so fuzzed PDUs reach the handlers."""
+    """A real provisioned Secondary agent (file-backed flash in a temp dir, its link key)
+    and its endpoint, with a Primary end in session after a HELLO, so fuzzed PDUs reach
+    the handlers (sealed in that session) as well as the envelope (as they come)."""
     from secondary.agent import SecondaryAgent
     from secondary.cli import provision
     from secondary.config import LinkConfig, SecondaryConfig
@@ -205,21 +215,49 @@ def _secondary_endpoint() -> Any:
     agent = SecondaryAgent.from_config(SecondaryConfig.load(tmp / "ecu" / "secondary.toml"))
     agent.start()
     endpoint = agent.endpoint()
-    endpoint.receive(m.encode(MESSAGES[0], 1))
-    return endpoint
+    primary = PrimaryEndpoint(PRIMARY, link_key=agent.link_key)
+    _handshake(primary, endpoint)
+    return endpoint, primary
+
+
+def _handshake(primary: PrimaryEndpoint, endpoint: Any) -> None:
+    reply = endpoint.receive(primary.request(primary.hello(), 0.0))
+    assert reply is not None and primary.receive(reply, 0.0) is not None
 
 
 def _secondary_pdu(data: bytes) -> None:
-    """One PDU into the Secondary endpoint: it must answer with a decodable reply, never
-    raise (a bad request is answered by an ERROR message)."""
-    endpoint = _secondary_endpoint()
-    reply = endpoint.receive(data)
-    try:
-        m.decode(reply, PRIMARY)
-    except UptaneError as e:  # the Primary could not read the Secondary's answer
-        raise AssertionError(f"undecodable reply {reply[:120]!r} to {data[:120]!r}: {e}") from e
+    """One PDU into the Secondary endpoint, as it comes and sealed in the Primary's
+    session: it must never raise; what it answers must be readable (a plain ERROR for a
+    message outside the envelope, a REFUSAL, or, in the session, a reply the Primary's end
+    opens and decodes)."""
+    endpoint, primary = _secondary_endpoint()
+    _readable(endpoint.receive(data), data)
+    sealed = endpoint.receive(primary.channel.seal(data))
+    if sealed is None:
+        raise AssertionError(f"a request sealed in the session was dropped: {data[:120]!r}")
+    opened = primary.channel.open(sealed, PRIMARY.link_message_bytes)
+    if opened is None:
+        raise AssertionError(f"the Primary cannot open the reply to {data[:120]!r}")
+    _decodable(opened[1], data)
     if not endpoint.in_session:  # keep the session so later inputs reach the handlers
-        endpoint.receive(m.encode(MESSAGES[0], 1))
+        primary.cancel()
+        _handshake(primary, endpoint)
+
+
+def _readable(reply: bytes | None, data: bytes) -> None:
+    if reply is None:
+        return  # dropped by the envelope
+    if is_envelope(reply):
+        _decodable(decode_pdu(reply, PRIMARY.link_message_bytes).payload, data)
+    else:
+        _decodable(reply, data)
+
+
+def _decodable(payload: bytes, data: bytes) -> None:
+    try:
+        m.decode(payload, PRIMARY)
+    except UptaneError as e:  # the Primary could not read the Secondary's answer
+        raise AssertionError(f"undecodable reply {payload[:120]!r} to {data[:120]!r}: {e}") from e
 
 
 def _secondary_seeds() -> list[bytes]:
@@ -227,6 +265,7 @@ def _secondary_seeds() -> list[bytes]:
     targets = director.files[DER]["targets"]
     return [
         *_link_messages(),
+        *_envelopes(),
         m.encode(
             m.PutMetadata(
                 repository="director",
@@ -241,15 +280,61 @@ def _secondary_seeds() -> list[bytes]:
     ]
 
 
+# --- the link's envelope (hardware.secure_link): fixed keys and nonces, so that seeds are
+# PDUs of the very session each run sets up ----------------------------------------------
+
+_LINK_KEY = LinkKey(bytes(range(16)))
+
+
+def _link_session() -> tuple[PrimaryEndpoint, ServerChannel, Incoming]:
+    """A Primary end with a GET_STATUS (request id 2) outstanding in a session opened with
+    the fixed link key and nonces, and the Secondary's end of that session."""
+    pri = PrimaryEndpoint(PRIMARY, first_rid=0)
+    pri.channel = ClientChannel(_LINK_KEY, random=lambda n: b"\x11" * n)
+    sc = ServerChannel(_LINK_KEY, random=lambda n: b"\x22" * n)
+    hello = sc.open(decode_pdu(pri.request(pri.hello(), 0.0), PRIMARY.link_message_bytes))
+    assert isinstance(hello, Incoming)
+    info = MESSAGES[1]
+    assert isinstance(info, m.HelloInfo)
+    welcome = m.HelloInfo(**{**info.__dict__, "version": m.MAX_VERSION})
+    assert pri.receive(sc.seal(hello, m.encode(welcome, 1)), 0.0) is not None
+    pri.request(m.GetStatus(), 0.0)
+    return pri, sc, Incoming(hello.session, b"")
+
+
 def _primary_pdu(data: bytes) -> None:
-    """A reply PDU arriving at the Primary's endpoint while a request is outstanding."""
-    ep = PrimaryEndpoint(PRIMARY, first_rid=0)
-    ep.request(m.GetStatus(), 0.0)
-    ep.receive(data, 0.0)
+    """A reply PDU arriving at the Primary's endpoint while a request is outstanding, in
+    an authenticated session."""
+    pri, _, _ = _link_session()
+    pri.receive(data, 0.0)
 
 
 def _primary_seeds() -> list[bytes]:
-    return [m.encode(msg, 1) for msg in MESSAGES]
+    _, sc, session = _link_session()
+    sealed = [sc.seal(session, m.encode(msg, 2)) for msg in MESSAGES]
+    plain = m.encode(m.Error.from_exception(UptaneError("x")), 2)
+    return [*sealed, refusal(plain), *(m.encode(msg, 1) for msg in MESSAGES)]
+
+
+def _envelopes() -> list[bytes]:
+    """One PDU of each kind: a HELLO, a WELCOME, requests and replies, a REFUSAL."""
+    pri, sc, session = _link_session()
+    out = [pri.channel.seal(m.encode(msg, 3)) for msg in MESSAGES[2:6]]
+    out += [sc.seal(session, m.encode(msg, 2)) for msg in MESSAGES[6:9]]
+    fresh = PrimaryEndpoint(PRIMARY, link_key=_LINK_KEY)
+    out.append(fresh.request(fresh.hello(), 0.0))
+    out.append(refusal(m.encode(m.Error.from_exception(UptaneError("x")), 4)))
+    return out
+
+
+def _link_envelope(data: bytes) -> None:
+    """An envelope read at both ends: split, then opened by a keyed Secondary (which may
+    open a session for a HELLO) and by a keyed Primary in session."""
+    pdu = decode_pdu(data, PRIMARY.link_message_bytes)
+    _, sc, _ = _link_session()
+    sc.open(pdu)
+    pri, _, _ = _link_session()
+    pri.channel.open(data, PRIMARY.link_message_bytes)
 
 
 # --- the decoders ------------------------------------------------------------------------------
@@ -389,6 +474,7 @@ TARGETS: dict[str, Target] = {
         Target("serial_stream", _frame_stream, _frame_streams, never_raises=True),
         Target("pdu_at_secondary", _secondary_pdu, _secondary_seeds, never_raises=True),
         Target("pdu_at_primary", _primary_pdu, _primary_seeds),
+        Target("link_envelope", _link_envelope, _envelopes),
         Target("trust_root_timestamp", _trust_update, lambda: _metadata(JSON) + _metadata(DER)),
         Target("partial_verification", _partial, lambda: _metadata(DER)),
         Target("roughtime_response", _roughtime_response, _roughtime_seeds),

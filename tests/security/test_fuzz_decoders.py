@@ -50,6 +50,7 @@ EVERY_DECODER = {
     "serial_stream": "hardware.serial_link.FrameCodec.feed (never raises)",
     "pdu_at_secondary": "SecondaryEndpoint.receive of a real agent (never raises)",
     "pdu_at_primary": "PrimaryEndpoint.receive with a request outstanding",
+    "link_envelope": "hardware.secure_link: decode_pdu, then a keyed Secondary and Primary open it",
     # secure time (issue 21): a server's response, a request at the server, an ECU's token
     "roughtime_response": "uptane.roughtime.verify_response (draft 11)",
     "roughtime_request": "uptane.roughtime.parse_request (at the time server)",
