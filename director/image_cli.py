@@ -10,11 +10,14 @@ from pathlib import Path
 
 import httpx
 
+from director import image_cli_keys
+from director.ceremony_cli import add_keygen_parser
 from director.image_repo import (
     Conflict,
     ImageRepository,
     default_offline_dir,
 )
+from keystore import KeyConfigError, SecretUnavailable, TokenError
 from uptane.errors import UptaneError
 from uptane.keys import SCHEMES
 
@@ -28,12 +31,47 @@ def _offline(args: argparse.Namespace) -> Path:
 
 
 def _open(args: argparse.Namespace, *, offline: bool = False) -> ImageRepository:
-    return ImageRepository(Path(args.dir), _now(), offline_dir=_offline(args) if offline else None)
+    return ImageRepository(
+        Path(args.dir),
+        _now(),
+        offline_dir=_offline(args) if offline else None,
+        passphrase_env=getattr(args, "passphrase_env", None),
+    )
+
+
+def _key_source(args: argparse.Namespace) -> dict[str, str] | None:
+    """``init``'s online key source: a PKCS#11 token, encrypted files, or plain files."""
+    if args.online_token:
+        spec = {"kind": "pkcs11", "uri": args.online_token}
+        if args.pin_env:
+            spec["pin_env"] = args.pin_env
+        return spec
+    if args.online_passphrase_env:
+        return {"kind": "files", "passphrase_env": args.online_passphrase_env}
+    return None
+
+
+def _days(items: list[str] | None) -> dict[str, float]:
+    out = {}
+    for item in items or []:
+        role, sep, days = item.partition("=")
+        if not sep:
+            raise ValueError(f"bad --expiry {item!r}: use ROLE=DAYS")
+        out[role] = float(days)
+    return out
 
 
 def cmd_init(args: argparse.Namespace) -> int:
     off = _offline(args)
-    token = ImageRepository.init(Path(args.dir), off, _now(), scheme=args.scheme)
+    token = ImageRepository.init(
+        Path(args.dir),
+        off,
+        _now(),
+        scheme=args.scheme,
+        key_source=_key_source(args),
+        expiry_days=_days(args.expiry),
+        passphrase_env=args.passphrase_env,
+    )
     print(f"created Image repository in {args.dir}; offline keys in {off}")
     print("admin upload token (shown once, store it safely):")
     print(token)
@@ -72,31 +110,20 @@ def cmd_add_target(args: argparse.Namespace) -> int:
 def cmd_sign(args: argparse.Namespace) -> int:
     repo = _open(args, offline=True)
     n = len(repo.staged())
-    version = repo.sign(_now())
-    print(f"signed targets version {version} with {n} staged change(s)")
-    return 0
+    out = repo.sign_staged(_now())
+    if out.role == "bins":
+        print(f"signed {n} staged change(s) into hash bins with the online bin key")
+        return 0
+    if out.published:
+        print(f"signed targets version {out.version} with {n} staged change(s)")
+        return 0
+    return image_cli_keys.report([out])
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
     repo = _open(args)
     count = repo.publish(Path(args.out))
     print(f"published static repository to {args.out} ({count} image file(s))")
-    return 0
-
-
-def cmd_delegate(args: argparse.Namespace) -> int:
-    repo = _open(args, offline=True)
-    key_path, token = repo.delegate(
-        args.role,
-        args.path,
-        args.hardware_id or [],
-        _now(),
-        terminating=not args.non_terminating,
-        scheme=args.scheme,
-    )
-    print(f"delegated {args.path} to {args.role}; its key is {key_path}")
-    print(f"upload token for {args.role} (shown once):")
-    print(token)
     return 0
 
 
@@ -125,10 +152,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_supplier_release(args: argparse.Namespace) -> int:
     from director.supplier import release
-    from uptane.keys import PrivateKey
+    from keystore import open_signer
 
     token = Path(args.token_file).read_text().strip()
-    signer = PrivateKey.from_pem(Path(args.key).read_bytes())
+    signer = open_signer(args.key, passphrase_env=args.passphrase_env, pin_env=args.pin_env)
     result = release(
         args.url,
         token,
@@ -155,7 +182,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     b = repo.builder
     print(f"uptane-image-repo {package_version()} serving http://{args.host}:{args.port}")
     print(f"  directory: {args.dir}")
-    print(f"  keys: snapshot and timestamp as {repo.online.describe()}; root and targets offline")
+    print(f"  online keys (snapshot, timestamp, bins): {repo.online.describe()}")
+    print("  root and targets keys: offline, with their holders")
     roles = ", ".join(f"{r} v{b.role(r).version}" for r in ["targets", *b.delegated])
     print(f"  root v{len(b.root_history)}, {roles}")
     print("  one log line per upload and per offline change picked up follows on stderr")
@@ -163,6 +191,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     service_logging()
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0
+
+
+def _wrap(handler):  # type: ignore[no-untyped-def]
+    """Bind a key command to this CLI's repository opener and clock."""
+
+    def run(args: argparse.Namespace) -> int:
+        return int(handler(args, _open, _now))
+
+    return run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -176,11 +213,18 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument(
                 "--offline-keys", help="offline key directory (default DIR.offline-keys)"
             )
+            sp.add_argument(
+                "--passphrase-env", help="variable holding the offline keys' passphrase"
+            )
         sp.set_defaults(func=func)
         return sp
 
     sp = add("init", cmd_init, "create a repository", offline=True)
     sp.add_argument("--scheme", choices=SCHEMES, default="ed25519")
+    sp.add_argument("--online-token", help="PKCS#11 URI of the token for the online keys")
+    sp.add_argument("--pin-env", help="variable holding that token's PIN")
+    sp.add_argument("--online-passphrase-env", help="encrypt online key files; its variable")
+    sp.add_argument("--expiry", action="append", help="ROLE=DAYS lifetime (repeat)")
     sp = add("add-target", cmd_add_target, "stage an image")
     sp.add_argument("file")
     sp.add_argument("--path", required=True, help="target name, e.g. brakes/fw-1.2.bin")
@@ -197,12 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("sign", cmd_sign, "sign staged targets with the offline targets key", offline=True)
     sp = add("publish", cmd_publish, "write a static TUF repository")
     sp.add_argument("out")
-    sp = add("delegate", cmd_delegate, "delegate paths to a supplier role", offline=True)
-    sp.add_argument("role")
-    sp.add_argument("--path", action="append", required=True, help="path pattern")
-    sp.add_argument("--hardware-id", action="append")
-    sp.add_argument("--non-terminating", action="store_true")
-    sp.add_argument("--scheme", choices=SCHEMES, default="ed25519")
+    image_cli_keys.add_parsers(sub, add, _wrap)
+    add_keygen_parser(sub)
     sp = add("rotate-root", cmd_rotate_root, "replace the root key", offline=True)
     sp.add_argument("--scheme", choices=SCHEMES, default="ed25519")
     add("status", cmd_status, "show versions and targets")
@@ -212,7 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("url", help="Image repository service base URL")
     sp.add_argument("file")
     sp.add_argument("--role", required=True)
-    sp.add_argument("--key", required=True, help="the role's private key (PEM)")
+    sp.add_argument("--key", required=True, help="the role's private key: PEM or PKCS#11 URI")
+    sp.add_argument("--passphrase-env", help="variable holding the key file's passphrase")
+    sp.add_argument("--pin-env", help="variable holding the token PIN")
     sp.add_argument("--token-file", required=True, help="file holding the role's upload token")
     sp.add_argument("--path", required=True)
     sp.add_argument("--hardware-id", action="append", required=True)
@@ -232,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     except (
         UptaneError,
         Conflict,
+        KeyConfigError,
+        SecretUnavailable,
+        TokenError,
         PermissionError,
         FileExistsError,
         FileNotFoundError,

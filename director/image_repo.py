@@ -5,12 +5,17 @@ Directory layout of a repository ``DIR`` (everything a server reads):
 
 - ``DIR/metadata/``: the signed metadata (see :mod:`director.repostate`);
 - ``DIR/images/SHA256``: image bytes, by content;
-- ``DIR/online-keys/``: the snapshot and timestamp keys;
+- ``DIR/repo.json``: where the online keys are, and each role's lifetime
+  (:mod:`director.image_config`);
+- ``DIR/online-keys/``: the snapshot, timestamp and hash-bin keys, when they are files;
 - ``DIR/staged.json``: target entries added but not yet signed;
-- ``DIR/tokens.json``: SHA-256 of each upload token and the role it may write.
+- ``DIR/tokens.json``: SHA-256 of each upload token and the role it may write;
+- ``DIR/ceremony/``: pending metadata waiting for signatures (:mod:`director.ceremony`).
 
-The offline key directory (root, targets, suppliers' keys) is separate and given to the
+The offline key directory (root and targets keys held here) is separate and given to the
 offline commands only (``--offline-keys``; default ``DIR.offline-keys`` next to ``DIR``).
+Suppliers' keys are never here: a delegation takes their public keys
+(:mod:`director.image_delegations`). Key changes and ceremonies: :mod:`director.image_keys`.
 """
 
 from __future__ import annotations
@@ -18,31 +23,31 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from director import repostate
-from director.keysource import FileKeySource, generate
+from director import image_delegations as delegations
+from director import image_keys, repostate
+from director import image_uploads as uploads
+from director.image_config import ImageRepoConfig, check_expiry
+from director.image_keys import Outcome
+from director.image_uploads import ADMIN, NAME, Conflict, Forbidden, path_matches
+from keystore import FileKeySource, KeyStore, Secret, authorized
 from storage import atomic_copy, atomic_write, dir_lock, read_json, write_json
 from uptane.errors import (
     EndlessDataAttack,
     MalformedInput,
     TargetNotFound,
-    UptaneError,
 )
-from uptane.keys import ED25519, Signer
+from uptane.keys import ED25519, Key, Signer
 from uptane.limits import Limits
-from uptane.metadata import JSON, DelegatedRole, Metadata, TargetFile, Targets, decode
+from uptane.metadata import JSON, TargetFile, Targets
 from uptane.paths import check_target_path
 from uptane.repository import RepositoryBuilder
-from uptane.signatures import check_threshold
-from uptane.trust import is_delegated_path
 
-NAME = "image"
-ADMIN = "admin"
 #: images and metadata, which any client may download
 PUBLIC_MODE = 0o644
 #: the staged entries, read by the offline commands and the server (not secret)
@@ -51,21 +56,13 @@ STATE_MODE = 0o644
 SECRET_MODE = 0o600
 
 
-class Forbidden(Exception):
-    """An upload the uploader's role is not authorised for (HTTP 403)."""
-
-
-class Conflict(Exception):
-    """An upload that contradicts the repository's state (HTTP 409)."""
-
-
 def default_offline_dir(repo_dir: Path) -> Path:
     return repo_dir.parent / f"{repo_dir.name}.offline-keys"
 
 
-def path_matches(pattern: str, path: str) -> bool:
-    """TUF delegation path pattern, matched by the core's one implementation."""
-    return is_delegated_path(DelegatedRole("", [], 1, paths=[pattern]), path)
+def _secret(offline_dir: Path, env: str | None) -> Secret | None:
+    """The passphrase of encrypted offline key files, from the variable ``env``."""
+    return Secret(f"passphrase of the keys in {offline_dir}", env) if env else None
 
 
 def hash_token(token: str) -> str:
@@ -108,27 +105,52 @@ class ImageRepository:
         offline_dir: Path | None = None,
         limits: Limits | None = None,
         expiry: dict[str, timedelta] | None = None,
+        passphrase_env: str | None = None,
     ) -> None:
         self.paths = ImageRepoPaths(Path(repo_dir))
         self.limits = limits or Limits.primary()
-        self.expiry = expiry
-        self.online = FileKeySource(self.paths.online_keys)
-        self.offline = FileKeySource(offline_dir) if offline_dir is not None else None
-        self.builder = repostate.load(
-            NAME, self.paths.metadata, self._signers(), now, self.limits, expiry=expiry
+        self.config = ImageRepoConfig.load(self.paths.root)
+        self.expiry = expiry if expiry is not None else (self.config.expiry or None)
+        self.online: KeyStore = self.config.online(self.paths.root)
+        self.offline = (
+            FileKeySource(offline_dir, _secret(offline_dir, passphrase_env))
+            if offline_dir is not None
+            else None
         )
+        self.builder = self._load(now)
         #: role -> encoding -> (model, bytes) of uploads waiting for their other encoding
         self.pending: dict[str, dict[str, tuple[Targets, bytes]]] = {}
 
     def _signers(self) -> dict[str, list[Signer]]:
-        s: dict[str, list[Signer]] = {
-            "snapshot": self.online.signers("snapshot"),
-            "timestamp": self.online.signers("timestamp"),
-        }
+        s: dict[str, list[Signer]] = {r: self.online.signers(r) for r in image_keys.ONLINE_ROLES}
         if self.offline is not None:
             s["root"] = self.offline.signers("root")
             s["targets"] = self.offline.signers("targets")
         return s
+
+    def _load(self, now: datetime) -> RepositoryBuilder:
+        b = repostate.load(
+            NAME, self.paths.metadata, self._signers(), now, self.limits, expiry=self.expiry
+        )
+        self.attach_signers(b)
+        return b
+
+    def attach_signers(self, b: RepositoryBuilder) -> None:
+        """Give each role the keys held here that its current root (or, for hash bins,
+        the targets' delegation) lists: a key made for a rotation signs only once that is
+        published."""
+        root = b.root
+        for role in image_keys.ONLINE_ROLES:
+            b.set_signers(role, authorized(self.online, role, root.roles[role].keyids))
+        if self.offline is not None:
+            for role in ("root", "targets"):
+                b.set_signers(role, authorized(self.offline, role, root.roles[role].keyids))
+        sr = delegations.bins_of(b)
+        if sr is not None:
+            held = authorized(self.online, delegations.BINS_KEY, sr.keyids)
+            for name in b.delegated:
+                if sr.is_bin_name(name) and b.parents.get(name) == "targets":
+                    b.set_signers(name, held)
 
     # --- creation ---------------------------------------------------------------------------
 
@@ -141,16 +163,25 @@ class ImageRepository:
         *,
         scheme: str = ED25519,
         expiry: dict[str, timedelta] | None = None,
+        key_source: dict[str, Any] | None = None,
+        expiry_days: dict[str, float] | None = None,
+        passphrase_env: str | None = None,
     ) -> str:
-        """Create keys and version 1 of every role; returns the admin upload token."""
+        """Create keys and version 1 of every role; returns the admin upload token. The
+        online keys are made in ``key_source`` (default: files in ``DIR/online-keys``),
+        the offline ones in ``offline_dir`` (encrypted with the passphrase in the
+        variable ``passphrase_env``, when named)."""
         repo_dir = Path(repo_dir)
         paths = ImageRepoPaths(repo_dir)
         if repostate.exists(paths.metadata):
             raise FileExistsError(f"{repo_dir} already holds a repository")
         if offline_dir.resolve().is_relative_to(repo_dir.resolve()):
             raise ValueError("the offline key directory must be outside the repository directory")
-        offline = FileKeySource(offline_dir)
-        online = FileKeySource(paths.online_keys)
+        config = ImageRepoConfig(key_source, check_expiry(expiry_days or {}))
+        repo_dir.mkdir(parents=True, exist_ok=True)
+        config.save(repo_dir)
+        offline = FileKeySource(offline_dir, _secret(offline_dir, passphrase_env))
+        online = config.online(repo_dir)
         signers: dict[str, list[Signer]] = {}
         for role, src in (
             ("root", offline),
@@ -159,10 +190,14 @@ class ImageRepository:
             ("timestamp", online),
         ):
             if not src.signers(role):
-                src.add(role, generate(scheme))
+                src.generate(role, scheme)
             signers[role] = src.signers(role)
         builder = RepositoryBuilder(
-            NAME, signers, now, expiry=expiry, encodings=repostate.available_encodings()
+            NAME,
+            signers,
+            now,
+            expiry={**config.expiry, **(expiry or {})},
+            encodings=repostate.available_encodings(),
         )
         paths.images.mkdir(parents=True, exist_ok=True)
         repostate.save(builder, paths.metadata)
@@ -243,32 +278,63 @@ class ImageRepository:
     # --- offline operations ------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _mutation(self, now: datetime) -> Iterator[RepositoryBuilder]:
+    def mutation(self, now: datetime) -> Iterator[RepositoryBuilder]:
         """Hold the directory lock and work on the repository as it is on disk now: another
         process (the server, an offline command) may have changed it since this one loaded
         it, and versions must never be issued twice."""
         with dir_lock(self.paths.root):
-            self.builder = repostate.load(
-                NAME, self.paths.metadata, self._signers(), now, self.limits, expiry=self.expiry
-            )
+            self.builder = self._load(now)
             yield self.builder
 
-    def _need_offline(self, role: str) -> None:
-        if self.offline is None or not self.offline.signers(role):
-            raise PermissionError(f"the offline {role} key is needed (--offline-keys)")
+    def bin_for(self, path: str) -> str | None:
+        """The hash bin that holds ``path``, if the repository delegates to bins."""
+        return delegations.bin_for(self.builder, path)
+
+    def sign_staged(self, now: datetime) -> Outcome:
+        """Sign the staged entries: those in hash bins at once with the online bin keys;
+        the others (or, with nothing staged, a renewal of the same targets) as the next
+        top-level targets, at once if this machine holds a threshold of the targets keys,
+        else as a pending file for a ceremony."""
+        staged = self.staged()
+        binned = [tf for tf in staged if self.bin_for(tf.path) is not None]
+        if binned:
+            self._sign_bins(now, binned)
+            if len(binned) == len(staged):
+                return Outcome("bins", self.builder.targets.version, True)
+        pending = image_keys.start_targets(self, now)
+        return image_keys.carry_out(self, now, pending, ("targets",), require_local=True)
 
     def sign(self, now: datetime) -> int:
-        """Sign staged targets with the offline targets key; returns the new targets version."""
-        self._need_offline("targets")
-        with self._mutation(now):
-            staged = self.staged()
-            for tf in staged:
-                self.builder.add_target(tf)
-            self.builder.mark("targets")
-            self.builder.publish(now)
-            repostate.save(self.builder, self.paths.metadata)
-            write_json(self.paths.staged, [], mode=STATE_MODE)
+        """:meth:`sign_staged`, for one who holds the targets keys; the targets version."""
+        out = self.sign_staged(now)
+        if not out.published:
+            raise PermissionError(
+                f"targets version {out.version} needs more signatures: pending file"
+                f" {out.pending} (uptane-image-repo ceremony sign/status/publish)"
+            )
         return self.builder.targets.version
+
+    def _sign_bins(self, now: datetime, entries: list[TargetFile]) -> None:
+        with self.mutation(now) as b:
+            for tf in entries:
+                b.add_target(tf, role=delegations.bin_for(b, tf.path) or "targets")
+            b.publish(now)
+            repostate.save(b, self.paths.metadata)
+            self._unstage(tf.path for tf in entries)
+
+    def _unstage(self, paths: Iterable[str]) -> None:
+        done = set(paths)
+        staged = read_json(self.paths.staged, [])
+        write_json(self.paths.staged, [s for s in staged if s["path"] not in done], mode=STATE_MODE)
+
+    def install_targets(
+        self, b: RepositoryBuilder, model: Targets, files: dict[str, bytes]
+    ) -> None:
+        """A new top-level targets signed in a ceremony: installed, the roles it delegates
+        to made or dropped, and its staged entries unstaged (caller holds the lock)."""
+        b.install_signed("targets", model, files)
+        delegations.reconcile(self, b)
+        self._unstage(model.targets)
 
     def delegate(
         self,
@@ -277,52 +343,41 @@ class ImageRepository:
         hardware_ids: list[str],
         now: datetime,
         *,
+        keys: list[Key] | None = None,
+        threshold: int = 1,
         terminating: bool = True,
-        scheme: str = ED25519,
-    ) -> tuple[Path, str]:
-        """Delegate ``paths`` (and ``hardware_ids``) to a new supplier role with its own key.
-        Returns the supplier's key file (in the offline directory) and its upload token."""
-        self._need_offline("targets")
-        assert self.offline is not None
-        repostate.check_role_name(role)
-        if not paths:
-            raise MalformedInput("a delegation needs at least one path pattern")
-        for p in paths:
-            check_target_path(p.replace("*", "x").replace("?", "x"))
-        key = generate(scheme)
-        key_path = self.offline.directory / "suppliers" / f"{role}.pem"
-        from director.keysource import save_private_key
-
-        with self._mutation(now):
-            if role in self.builder.delegated:
-                raise Conflict(f"role {role!r} already exists")
-            save_private_key(key_path, key)
-            deleg = DelegatedRole(
-                role,
-                [],
-                1,
-                terminating,
-                paths=list(paths),
-                hardware_ids=list(hardware_ids) or None,
-            )
-            self.builder.delegate("targets", deleg, [key])
-            self.builder.publish(now)
-            repostate.save(self.builder, self.paths.metadata)
-        return key_path, self.add_token(role)
+        members: list[tuple[str, list[Key], int]] | None = None,
+        agree: int | None = None,
+    ) -> tuple[Outcome, dict[str, str]]:
+        """Delegate ``paths`` (and ``hardware_ids``) to supplier role(s) that hold their
+        own keys (:func:`director.image_delegations.delegate`); the outcome and an upload
+        token for each role."""
+        out = delegations.delegate(
+            self,
+            now,
+            role,
+            paths,
+            hardware_ids,
+            list(keys or []),
+            threshold=threshold,
+            terminating=terminating,
+            members=members,
+            agree=agree,
+        )
+        names = [m[0] for m in members] if members else [role]
+        return out, {n: self.add_token(n) for n in names}
 
     def rotate_root(self, now: datetime, *, scheme: str = ED25519) -> int:
-        """Replace the root key: the new root is signed by the old and the new keys
-        (§5.4.4.3: a client accepts N+1 only with a threshold of both). Returns the new
-        root version."""
-        self._need_offline("root")
-        assert self.offline is not None
-        old = self.offline.signers("root")
-        new = generate(scheme)
-        with self._mutation(now):
-            self.builder.rotate_keys("root", [new], revoke=[s.key.keyid for s in old])
-            self.builder.publish(now)
-            repostate.save(self.builder, self.paths.metadata)
-            self.offline.replace("root", new)
+        """Replace the root key with a new one made in the offline directory: the new root
+        is signed by the old and the new keys (§5.4.4.3: a client accepts N+1 only with a
+        threshold of both). Returns the new root version."""
+        if self.offline is None or not self.offline.signers("root"):
+            raise PermissionError("the offline root key is needed (--offline-keys)")
+        (out,) = image_keys.rotate_offline(self, now, "root", [], scheme=scheme)
+        if not out.published:
+            raise PermissionError(
+                f"root version {out.version} needs more signatures: {out.pending}"
+            )
         return len(self.builder.root_history)
 
     # --- online operations -------------------------------------------------------------------
@@ -331,11 +386,16 @@ class ImageRepository:
         """Re-sign snapshot and timestamp when they expire within ``margin`` (default: half
         their lifetime). Returns True if anything was re-signed."""
         changed = False
-        with self._mutation(now) as b:
+        with self.mutation(now) as b:
             snap_life = b.expiry["snapshot"]
             if b.snapshot.expires - now <= (margin or snap_life / 2):
                 b.mark("snapshot")
                 changed = True
+            for role in b.delegated:
+                life = b.lifetime(role)
+                if b.signers_of(role) and b.role(role).expires - now <= (margin or life / 2):
+                    b.mark(role)  # an online role (a hash bin): re-signed here
+                    changed = True
             ts_life = b.expiry["timestamp"]
             if changed or b.timestamp.expires - now <= (margin or ts_life / 2):
                 b.publish(now)
@@ -394,24 +454,16 @@ class ImageRepository:
             atomic_write(path, data, mode=PUBLIC_MODE)
         return count
 
-    # --- uploads (§5.3.1: the uploader's delegation chain decides) ---------------------------
+    # --- uploads (§5.3.1: the uploader's delegation chain decides; director.image_uploads) ---
 
-    def delegation(self, role: str) -> DelegatedRole:
-        d = repostate.delegations_of(self.builder, role)
-        if d is None:
-            raise Forbidden(f"role {role!r} is not delegated")
-        return d
+    def delegation(self, role: str) -> delegations.Found:
+        """Where ``role``'s authority comes from; Forbidden if it is not delegated."""
+        return uploads.delegation(self, role)
 
     def check_image_upload(self, uploader: str, path: str) -> str:
         """Which role an image upload at ``path`` belongs to; Forbidden if the uploader's
         delegation does not cover the path."""
-        check_target_path(path)
-        if uploader == ADMIN:
-            return "targets"
-        d = self.delegation(uploader)
-        if not any(path_matches(p, path) for p in d.paths or []):
-            raise Forbidden(f"role {uploader!r} is not delegated path {path[:64]!r}")
-        return uploader
+        return uploads.check_image_upload(self, uploader, path)
 
     def upload_image(self, uploader: str, path: str, data: bytes) -> TargetFile:
         """Accept image bytes from ``uploader``; they are served only once signed metadata
@@ -424,118 +476,11 @@ class ImageRepository:
     def upload_metadata(
         self, uploader: str, role: str, data: bytes, encoding: str, now: datetime
     ) -> tuple[int, bool]:
-        """Install ``role``'s targets metadata signed elsewhere. The uploader must own the
-        role; a threshold of that role's keys must sign it; every target must lie inside the
-        role's delegated paths and hardware ids; its images must be uploaded; the version
-        must grow. Returns the version and whether it is now published (it waits until it
-        arrived in every encoding the repository publishes); raises and changes nothing
-        otherwise."""
-        with self._mutation(now):
-            return self._upload_metadata(uploader, role, data, encoding, now)
-
-    def _upload_metadata(
-        self, uploader: str, role: str, data: bytes, encoding: str, now: datetime
-    ) -> tuple[int, bool]:
-        if role == "targets":
-            if uploader != ADMIN:
-                raise Forbidden("only the OEM admin may upload top-level targets")
-        elif uploader != role:
-            raise Forbidden(f"role {uploader!r} may not upload metadata of role {role!r}")
-        if encoding not in self.builder.encodings:
-            raise MalformedInput(f"this repository does not publish {encoding}")
-        md: Metadata[Any] = decode(data, self.limits, encoding=encoding, role_type="targets")
-        new = md.signed
-        assert isinstance(new, Targets)
-        if role == "targets":
-            self._check_top_targets(md, new)
-        else:
-            self._check_delegated(role, md, new)
-        for tpath, tf in new.targets.items():
-            check_target_path(tpath)
-            src = self.image_path(tf)
-            if src is None or src.stat().st_size != tf.length:
-                raise Conflict(f"image {tpath[:64]!r} has not been uploaded")
-        current = self.builder.role(role)
-        if new.version <= current.version:
-            # not an attack on the repository: another upload (or an offline change) came
-            # first, and the uploader signed from what it read before that
-            raise Conflict(
-                f"{role} version {new.version} is not above the current {current.version}:"
-                " another version was published first. Read the role again and sign the"
-                " next version"
-            )
-        if new.is_expired(now):
-            raise Conflict("the uploaded metadata is already expired")
-        return new.version, self._arrived(role, new, data, encoding, now)
-
-    def _check_top_targets(self, md: Metadata[Any], new: Targets) -> None:
-        """Top-level targets: signed by a threshold of the root's targets keys, and keeping
-        the delegations as they are (``delegate`` changes those)."""
-        assert md.signed_bytes is not None
-        keys, entry = self.builder.root.role_keys("targets")
-        check_threshold(
-            md.signed_bytes, md.signatures, keys, entry.keyids, entry.threshold, self.limits
-        )
-        cur = self.builder.targets
-        old_names = [d.name for d in (cur.delegations.roles or [])] if cur.delegations else []
-        new_names = [d.name for d in (new.delegations.roles or [])] if new.delegations else []
-        if old_names != new_names:
-            raise Conflict("top-level targets must keep the delegations; use `delegate`")
-
-    def _check_delegated(self, role: str, md: Metadata[Any], new: Targets) -> None:
-        """A supplier's targets: signed by a threshold of its delegated keys, delegating
-        nothing, every entry inside its delegated paths and hardware ids."""
-        assert md.signed_bytes is not None
-        b = self.builder
-        d = self.delegation(role)
-        parent = b.role(b.parents[role])
-        assert isinstance(parent, Targets) and parent.delegations is not None
-        try:
-            check_threshold(
-                md.signed_bytes,
-                md.signatures,
-                parent.delegations.keys,
-                d.keyids,
-                d.threshold,
-                self.limits,
-                repository=NAME,
-                role=role,
-            )
-        except UptaneError as e:
-            raise Forbidden(str(e)) from None
-        if new.delegations is not None:
-            raise Forbidden("a supplier role may not delegate further")
-        for tpath, tf in new.targets.items():
-            if not any(path_matches(p, tpath) for p in d.paths or []):
-                raise Forbidden(f"role {role!r} is not delegated path {tpath[:64]!r}")
-            if d.hardware_ids is not None and not set(tf.hardware_ids) <= set(d.hardware_ids):
-                raise Forbidden(f"role {role!r} may not sign for hardware {tf.hardware_ids}")
-
-    def _arrived(self, role: str, new: Targets, data: bytes, encoding: str, now: datetime) -> bool:
-        """Keep a checked upload until ``role`` has arrived in every encoding the
-        repository publishes, then install it; True once installed. Every encoding carries
-        its own signature over its own bytes; the signed content must be the same."""
-        pending = self.pending.setdefault(role, {})
-        pending = {e: v for e, v in pending.items() if v[0].version == new.version}
-        pending[encoding] = (new, data)
-        self.pending[role] = pending
-        if set(pending) != set(self.builder.encodings):
-            return False
-        first = pending[JSON][0].to_dict()
-        if any(m.to_dict() != first for m, _ in pending.values()):
-            del self.pending[role]
-            raise Conflict(f"the {role} uploads differ between encodings")
-        self._install_presigned(role, new, {e: v[1] for e, v in pending.items()}, now)
-        del self.pending[role]
-        return True
-
-    def _install_presigned(
-        self, role: str, model: Targets, files: dict[str, bytes], now: datetime
-    ) -> None:
-        b = self.builder
-        b.install_signed(role, model, files)
-        b.publish(now)
-        repostate.save(b, self.paths.metadata)
+        """Install ``role``'s targets metadata signed elsewhere
+        (:func:`director.image_uploads.upload_metadata`): the version and whether it is
+        now published; raises and changes nothing otherwise."""
+        with self.mutation(now):
+            return uploads.upload_metadata(self, uploader, role, data, encoding, now)
 
 
 def check_upload_size(size: int, cap: int) -> None:

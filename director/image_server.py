@@ -34,6 +34,7 @@ from director.httpcommon import (
     periodic_lifespan,
     read_body,
 )
+from director.image_delegations import delegated_names, find_delegation
 from director.image_repo import ADMIN, Conflict, Forbidden, ImageRepository
 from director.watch import FileWatch
 from uptane.codec import Codec, for_filename
@@ -228,7 +229,7 @@ def _metadata_upload(service: ImageService, who: str, name: str) -> tuple[Codec,
     role = name[: -len(codec.suffix)]
     if not role:
         raise HTTPException(400, "name must be ROLE.json or ROLE.der")
-    if role != "targets" and role not in service.repo.builder.delegated:
+    if role != "targets" and find_delegation(service.repo.builder, role) is None:
         raise HTTPException(404, f"no role {role[:64]!r}")
     if who != ADMIN and who != role:
         raise Forbidden(f"role {who!r} may not upload metadata of role {role!r}")
@@ -285,7 +286,11 @@ def _upload_routes(app: FastAPI, service: ImageService) -> None:
             "root": len(b.root_history),
             "timestamp": b.timestamp.version,
             "snapshot": b.snapshot.version,
-            "roles": {r: b.role(r).version for r in ["targets", *b.delegated]},
+            # a delegated role awaiting its holder's first version is at version 0
+            "roles": {
+                r: b.role(r).version if b.has_role(r) else 0
+                for r in ["targets", *delegated_names(b)]
+            },
             "timestamp_expires": b.timestamp.expires.isoformat(),
             "you": who,
         }

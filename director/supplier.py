@@ -69,7 +69,8 @@ def _current_targets(c: httpx.Client, role: str, limits: Limits) -> Targets:
     snap = decode(_get(c, f"/metadata/{snap_v}.snapshot.json"), limits, role_type="snapshot")
     entry = snap.signed.role_meta(role)
     if entry is None:
-        raise ValueError(f"the repository has no role {role!r}")
+        # delegated, but not signed yet: this is the role's first version
+        return Targets(version=0)
     cur = decode(
         _get(c, f"/metadata/{entry.version}.{role}.json"), limits, role_type="targets"
     ).signed

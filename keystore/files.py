@@ -81,7 +81,8 @@ class FileKeySource:
         return key
 
     def retire(self, role: str, keep: Iterable[str]) -> list[str]:
-        """Rename the files of ``role`` whose keys are not in ``keep`` to ``*.pem.old``."""
+        """Rename the files of ``role`` whose keys are not in ``keep`` to ``*.pem.old``; the
+        first key left is then ``ROLE.pem``."""
         wanted = set(keep)
         gone = []
         for p in self._files(role):
@@ -89,6 +90,10 @@ class FileKeySource:
             if key.keyid not in wanted:
                 p.rename(p.with_name(p.name + ".old"))
                 gone.append(key.keyid)
+        left = self._files(role)
+        main = self.directory / f"{role}.pem"
+        if left and not main.exists():
+            left[0].rename(main)  # the role's first key keeps the plain name
         self._cache.pop(role, None)
         return gone
 

@@ -30,6 +30,7 @@ from uptane.metadata import (
     Root,
     Signed,
     Snapshot,
+    SuccinctRoles,
     TargetFile,
     Targets,
     Timestamp,
@@ -207,25 +208,100 @@ class RepositoryBuilder:
         signers: list[Signer],
         *,
         keys: Iterable[Key] = (),
+        create: bool = True,
     ) -> None:
         """Add ``delegation`` to ``parent`` (in priority order: appended last) and create
-        the delegated role, signed by ``signers`` (plus offline ``keys``)."""
+        the delegated role, signed by ``signers`` (plus offline ``keys``). With ``create``
+        False only the delegation is written: the role's holder signs its first version
+        elsewhere, and it is listed once handed in (:meth:`install_signed`)."""
         p = self._roles[parent].signed
         assert isinstance(p, Targets)
         if p.delegations is None:
             p.delegations = Delegations()
-        assert p.delegations.roles is not None
+        if p.delegations.roles is None:
+            raise ValueError(f"{parent} delegates to hash bins; it cannot list roles too")
         pub = [s.key for s in signers] + list(keys)
         for k in pub:
             p.delegations.keys[k.keyid] = k
             if k.keyid not in delegation.keyids:
                 delegation.keyids.append(k.keyid)
         p.delegations.roles.append(delegation)
-        self._roles[delegation.name] = _RoleState(Targets(), list(signers))
-        self.delegated.append(delegation.name)
-        self.parents[delegation.name] = parent
         self.mark(parent)
-        self.mark(delegation.name)
+        if create:
+            self._add_role(delegation.name, parent, signers)
+
+    def _add_role(self, name: str, parent: str, signers: list[Signer]) -> None:
+        self._roles[name] = _RoleState(Targets(), list(signers))
+        self.delegated.append(name)
+        self.parents[name] = parent
+        self.mark(name)
+
+    def add_role(self, name: str, parent: str, signers: list[Signer]) -> None:
+        """Create the delegated role ``name`` (empty, signed by ``signers`` on the next
+        :meth:`publish`) under a delegation ``parent`` already lists."""
+        if name in self._roles:
+            raise ValueError(f"role {name!r} exists")
+        self._add_role(name, parent, signers)
+
+    def drop_roles(self, names: Iterable[str]) -> list[str]:
+        """Remove roles and every role below them from the repository (their parent no
+        longer delegates to them); returns the roles removed."""
+        gone = [n for n in names if n in self._roles]
+        while True:
+            more = [r for r, par in self.parents.items() if par in gone and r not in gone]
+            if not more:
+                break
+            gone += more
+        for r in gone:
+            self._roles.pop(r, None)
+            self.parents.pop(r, None)
+            for files in self.files.values():
+                files.pop(r, None)
+        self.delegated = [r for r in self.delegated if r not in gone]
+        self._dirty.add("snapshot")
+        return gone
+
+    def delegate_bins(
+        self,
+        parent: str,
+        bins: SuccinctRoles,
+        signers: list[Signer],
+        *,
+        keys: Iterable[Key] = (),
+    ) -> list[str]:
+        """Make ``parent`` delegate every path to ``2**bins.bit_length`` hash bins (TUF's
+        succinct delegation), each a role signed by ``signers``; returns the bin names."""
+        p = self._roles[parent].signed
+        assert isinstance(p, Targets)
+        if p.delegations is not None and (p.delegations.roles or p.delegations.succinct_roles):
+            raise ValueError(f"{parent} already delegates; hash bins need a role of their own")
+        p.delegations = Delegations(roles=None, succinct_roles=bins)
+        for k in [s.key for s in signers] + list(keys):
+            p.delegations.keys[k.keyid] = k
+            if k.keyid not in bins.keyids:
+                bins.keyids.append(k.keyid)
+        names = [f"{bins.name_prefix}-{i:0{bins.suffix_len}x}" for i in range(1 << bins.bit_length)]
+        for name in names:
+            self._add_role(name, parent, signers)
+        self.mark(parent)
+        return names
+
+    def undelegate(self, parent: str, name: str) -> list[str]:
+        """Remove the delegation ``name`` from ``parent``, and the role with every role
+        below it from the repository (revocation); returns the roles removed."""
+        p = self._roles[parent].signed
+        assert isinstance(p, Targets)
+        if p.delegations is None or p.delegations.roles is None:
+            raise KeyError(f"{parent} delegates no role {name!r}")
+        kept = [d for d in p.delegations.roles if d.name != name]
+        if len(kept) == len(p.delegations.roles):
+            raise KeyError(f"{parent} delegates no role {name!r}")
+        p.delegations.roles = kept
+        used = {k for d in kept for k in d.keyids}
+        used |= {k for d in kept for r in d.multi_roles or [] for k in r.keyids}
+        p.delegations.keys = {k: v for k, v in p.delegations.keys.items() if k in used}
+        self.mark(parent)
+        return self.drop_roles([name])
 
     def rotate_keys(
         self,
@@ -254,17 +330,59 @@ class RepositoryBuilder:
         if role != "root":
             self.mark(role)
 
+    def set_signers(self, role: str, signers: list[Signer]) -> None:
+        """The keys that sign ``role`` from now on (a rotation made elsewhere)."""
+        self._roles[role].signers = list(signers)
+
+    def signers_of(self, role: str) -> list[Signer]:
+        return list(self._roles[role].signers)
+
+    def next_root(self, now: datetime) -> Root:
+        """A copy of the current root at the next version with a fresh expiry: edit it,
+        have it signed (a ceremony), and hand it in with :meth:`install_root`."""
+        root = copy.deepcopy(self.root)
+        root.version += 1
+        root.expires = (now + self.expiry["root"]).replace(microsecond=0)
+        return root
+
+    def install_root(self, model: Root, files: dict[str, bytes]) -> None:
+        """Take the next root as signed elsewhere (every encoding). Roles whose keys it
+        changed must be re-signed: the next :meth:`publish` signs snapshot and timestamp
+        again; the caller hands in the new signers first (:meth:`set_signers`)."""
+        if model.version != self.root.version + 1:
+            raise ValueError(f"root version {model.version} does not follow {self.root.version}")
+        missing = [e for e in self.encodings if e not in files]
+        if missing:
+            raise ValueError(f"root signed bytes missing for {missing}")
+        state = self._roles["root"]
+        state.signed = copy.deepcopy(model)
+        state.presigned = dict(files)
+        entry = {e: files[e] for e in self.encodings}
+        self.root_history.append(entry)
+        for e in self.encodings:
+            self.files[e]["root"] = entry[e]
+        self._dirty.add("snapshot")
+
     def put_signed(self, role: str, encoding: str, data: bytes) -> None:
         """Hand in ``role`` signed offline in ``encoding`` (its model must already match)."""
         self._roles[role].presigned[encoding] = data
 
-    def install_signed(self, role: str, model: Signed, files: dict[str, bytes]) -> None:
+    def install_signed(
+        self, role: str, model: Signed, files: dict[str, bytes], *, parent: str | None = None
+    ) -> None:
         """Take ``role`` as signed elsewhere (an offline key, a supplier upload): its model
         and its signed bytes in every encoding, at the version it was signed with. The next
-        :meth:`publish` lists it in snapshot without re-signing or re-versioning it."""
+        :meth:`publish` lists it in snapshot without re-signing or re-versioning it. A
+        delegated role's first version names its ``parent``."""
         missing = [e for e in self.encodings if e not in files]
         if missing:
             raise ValueError(f"{role} signed bytes missing for {missing}")
+        if role not in self._roles:
+            if parent is None:
+                raise KeyError(f"no role {role!r}: name its parent")
+            self._roles[role] = _RoleState(Targets())
+            self.delegated.append(role)
+            self.parents[role] = parent
         state = self._roles[role]
         state.signed = copy.deepcopy(model)
         state.presigned = dict(files)
@@ -275,12 +393,24 @@ class RepositoryBuilder:
 
     # --- publishing -----------------------------------------------------------------------
 
+    def lifetime(self, role: str) -> timedelta:
+        """How long ``role`` is signed for: its own entry in ``expiry`` (top-level roles, a
+        delegated role by name, hash bins by their name prefix), else ``delegated``."""
+        if role in self.expiry:
+            return self.expiry[role]
+        prefix = role.rpartition("-")[0]
+        if role not in TOP and prefix in self.expiry:
+            return self.expiry[prefix]
+        return self.expiry["delegated"]
+
+    def has_role(self, name: str) -> bool:
+        return name in self._roles
+
     def _bump(self, role: str, now: datetime) -> None:
         s = self._roles[role].signed
         if self._published:
             s.version += 1
-        kind = role if role in TOP else "delegated"
-        s.expires = (now + self.expiry[kind]).replace(microsecond=0)
+        s.expires = (now + self.lifetime(role)).replace(microsecond=0)
 
     def _sign(self, role: str, encoding: str, extra: list[Signer] | None = None) -> bytes:
         state = self._roles[role]

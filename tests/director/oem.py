@@ -178,16 +178,14 @@ def add_supplier(image_dir: Path, now: datetime) -> None:
     image and its own signed metadata in every encoding."""
     from uptane.metadata import Metadata, Targets
 
+    key = PrivateKey.generate()  # the supplier's own key: the OEM gets its public half
     offline = ImageRepository(image_dir, now, offline_dir=default_offline_dir(image_dir))
-    offline.delegate("acme", ["acme/*"], ["acme-gw"], now)
-    key = PrivateKey.from_pem(
-        (default_offline_dir(image_dir) / "suppliers" / "acme.pem").read_bytes()
-    )
+    offline.delegate("acme", ["acme/*"], ["acme-gw"], now, keys=[key.key])
     repo = ImageRepository(image_dir, now)
     path, data, hw, rc = SUPPLIER_IMAGE
     tf = repo.upload_image("acme", path, data)
     tf.hardware_ids, tf.release_counter = hw, rc
-    t = Targets(version=repo.builder.role("acme").version + 1, expires=now + timedelta(days=30))
+    t = Targets(version=1, expires=now + timedelta(days=30))
     t.targets[path] = tf
     for enc in repo.builder.encodings:
         md = Metadata(t, encoding=enc)

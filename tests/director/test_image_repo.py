@@ -143,6 +143,14 @@ def test_5_4_4_3_rotate_root_signed_by_old_and_new_keys(
     assert new_key.keyid in {s.keyid for s in md3.signatures}
 
 
+def supplier_key(where: Path, role: str = "acme") -> tuple[PrivateKey, Path]:
+    """The supplier makes its key pair on its own side (``keygen``, in its own directory,
+    never the OEM's); the OEM gets the public key file only."""
+    private = where / f"{role}-supplier" / f"{role}.pem"
+    _cli("keygen", private, "--unencrypted")
+    return PrivateKey.from_pem(private.read_bytes()), private.with_name(f"{role}.pub.json")
+
+
 def _supplier_metadata(
     repo: ImageRepository, role: str, key: PrivateKey, targets: list[TargetFile], version: int
 ) -> bytes:
@@ -167,15 +175,20 @@ def _signed(
 def test_5_3_1_delegated_supplier_target_reaches_ngclient(
     repo_dir: Path, tmp_path: Path, static_server, now
 ):
-    _cli("delegate", repo_dir, "acme", "--path", "acme/*", "--hardware-id", "acme-ecu")
-    offline = default_offline_dir(repo_dir)
-    key = PrivateKey.from_pem((offline / "suppliers" / "acme.pem").read_bytes())
+    key, pub = supplier_key(tmp_path)
+    # the OEM makes no key for the supplier: a delegation without its public key is refused
+    args = ["delegate", str(repo_dir), "acme", "--path", "acme/*", "--hardware-id", "acme-ecu"]
+    assert image_cli.main(args) == 2
+    _cli(
+        "delegate", repo_dir, "acme", "--path", "acme/*", "--hardware-id", "acme-ecu", "--key", pub
+    )
     repo = ImageRepository(repo_dir, now)
     data = b"acme telematics 2.0" * 50
     tf = repo.upload_image("acme", "acme/tcu-2.0.bin", data)
     tf.hardware_ids = ["acme-ecu"]
     tf.release_counter = 1
-    v = repo.builder.role("acme").version + 1
+    assert not repo.builder.has_role("acme")  # delegated; listed once the supplier signs
+    v = 1
     files = _signed(repo, key, [tf], v)
     results = [repo.upload_metadata("acme", "acme", data, enc, now) for enc, data in files.items()]
     assert results[-1] == (v, True)
@@ -191,13 +204,17 @@ def test_5_3_1_delegated_supplier_target_reaches_ngclient(
     assert Path(updater.download_target(info)).read_bytes() == data
 
 
-def test_5_3_1_supplier_outside_its_paths_or_unsigned_is_forbidden(repo_dir: Path, now):
-    _cli("delegate", repo_dir, "acme", "--path", "acme/*", "--hardware-id", "acme-ecu")
-    offline = default_offline_dir(repo_dir)
-    key = PrivateKey.from_pem((offline / "suppliers" / "acme.pem").read_bytes())
+def test_5_3_1_supplier_outside_its_paths_or_unsigned_is_forbidden(
+    repo_dir: Path, tmp_path: Path, now
+):
+    key, pub = supplier_key(tmp_path)
+    _cli(
+        "delegate", repo_dir, "acme", "--path", "acme/*", "--hardware-id", "acme-ecu", "--key", pub
+    )
+    assert not list(default_offline_dir(repo_dir).rglob("acme*"))  # no supplier key at the OEM
     repo = ImageRepository(repo_dir, now)
     before = sorted(p.name for p in (repo_dir / "metadata").iterdir())
-    v0 = repo.builder.role("acme").version
+    v0 = 0
     with pytest.raises(Forbidden):
         repo.upload_image("acme", "brakes/evil.bin", b"evil")
     ok = repo.upload_image("acme", "acme/ok.bin", b"ok")
@@ -229,7 +246,7 @@ def test_5_3_1_supplier_outside_its_paths_or_unsigned_is_forbidden(repo_dir: Pat
             "acme", "targets", _supplier_metadata(repo, "acme", key, [ok], v0 + 1), JSON, now
         )
     assert sorted(p.name for p in (repo_dir / "metadata").iterdir()) == before
-    assert repo.builder.role("acme").version == v0
+    assert not repo.builder.has_role("acme")
 
 
 def test_concurrent_writers_never_issue_a_version_twice(repo_dir: Path, tmp_path: Path, now):

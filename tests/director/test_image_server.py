@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_image_repo import _cli
+from test_image_repo import _cli, supplier_key
 from tuf.ngclient import Updater
 
 from director.image_repo import ImageRepository, default_offline_dir
@@ -35,10 +35,11 @@ def repo(tmp_path: Path, now: datetime):
     img.write_bytes(b"brakes 1.0" * 300)
     _cli("add-target", d, img, "--path", "brakes/fw-1.0.bin", "--hardware-id", "brk-v1")
     _cli("sign", d)
-    _cli("delegate", d, "acme", "--path", "acme/*", "--hardware-id", "acme-ecu")
+    key, pub = supplier_key(tmp_path)
+    _cli("delegate", d, "acme", "--path", "acme/*", "--hardware-id", "acme-ecu", "--key", pub)
     acme_token = ImageRepository(d, now).add_token("acme")
-    key = PrivateKey.from_pem((default_offline_dir(d) / "suppliers" / "acme.pem").read_bytes())
-    return {"dir": d, "admin": token, "acme": acme_token, "acme_key": key}
+    key_file = pub.with_name("acme.pem")
+    return {"dir": d, "admin": token, "acme": acme_token, "acme_key": key, "key_file": key_file}
 
 
 def _entry(stored: dict) -> dict:
@@ -254,7 +255,7 @@ def test_5_3_1_supplier_release_command_publishes_through_the_service(
     from director import image_cli
 
     base = serve_app(create_app(repo["dir"]))
-    key_file = default_offline_dir(repo["dir"]) / "suppliers" / "acme.pem"
+    key_file = repo["key_file"]
     token_file = tmp_path / "acme.token"
     token_file.write_text(repo["acme"])
     fw = tmp_path / "gw.bin"

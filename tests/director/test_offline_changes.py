@@ -114,6 +114,9 @@ def test_sign_then_assign_within_a_second(oem, capsys):
 
 
 def test_delegate_then_supplier_release_then_assign_within_a_second(oem, capsys):
+    # the supplier makes its key pair on its side and sends the public key only
+    key = oem["tmp"] / "acme-supplier" / "acme.pem"
+    _cli(image_cli.main, capsys, "keygen", key, "--unencrypted")
     out = _cli(
         image_cli.main,
         capsys,
@@ -124,10 +127,11 @@ def test_delegate_then_supplier_release_then_assign_within_a_second(oem, capsys)
         "acme/*",
         "--hardware-id",
         "acme-gw",
+        "--key",
+        key.with_name("acme.pub.json"),
     )
     token_file = oem["tmp"] / "acme.token"
     token_file.write_text(out.strip().splitlines()[-1])
-    key = oem["image_dir"].parent / "image-repo.offline-keys" / "suppliers" / "acme.pem"
     fw = oem["tmp"] / "gw.bin"
     fw.write_bytes(b"acme gateway eight" * 30)
 

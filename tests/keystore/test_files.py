@@ -129,6 +129,7 @@ def test_unencrypted_files_keep_working_and_retire_renames(tmp_path: Path) -> No
     assert src.retire("snapshot", [b.key.keyid]) == [a.key.keyid]
     assert [s.key.keyid for s in src.signers("snapshot")] == [b.key.keyid]
     assert (tmp_path / "snapshot.pem.old").exists()
+    assert sorted(p.name for p in tmp_path.glob("*.pem")) == ["snapshot.pem"]  # renamed
     assert src.describe().startswith("PEM files")
 
 

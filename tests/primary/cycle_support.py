@@ -285,19 +285,17 @@ class Backend:
             repo.stage_target(path, data, hw, rc)
         offline = default_offline_dir(self.image_dir)
         ImageRepository(self.image_dir, now, offline_dir=offline).sign(now)
-        # a supplier with a delegation (§5.3.1): "acme/*" for the TCU's hardware, its own key
+        # a supplier with a delegation (§5.3.1): "acme/*" for the TCU's hardware; the
+        # supplier holds its own key, the OEM gets the public half (issue 16)
+        key = PrivateKey.generate()
         ImageRepository(self.image_dir, now, offline_dir=offline).delegate(
-            SUPPLIER, ["acme/*"], ["tcu-v5"], now
+            SUPPLIER, ["acme/*"], ["tcu-v5"], now, keys=[key.key]
         )
         repo = ImageRepository(self.image_dir, now)
-        key = PrivateKey.from_pem((offline / "suppliers" / f"{SUPPLIER}.pem").read_bytes())
         data, hw, rc = SUPPLIED
         tf = repo.upload_image(SUPPLIER, SUPPLIED_PATH, data)
         tf.hardware_ids, tf.release_counter = hw, rc
-        signed = Targets(
-            version=repo.builder.role(SUPPLIER).version + 1,
-            expires=repo.builder.targets.expires,
-        )
+        signed = Targets(version=1, expires=repo.builder.targets.expires)
         signed.targets[tf.path] = tf
         for enc in repo.builder.encodings:
             md = Metadata(signed, encoding=enc)

@@ -1,0 +1,257 @@
+"""Threshold signing ceremonies: metadata that several key holders sign one after another.
+
+A ceremony starts from the next version of a role (root, or an Image repository's
+top-level targets) and writes it, unsigned, to a **pending file** (JSON, no secret in it:
+give it to each signer by any means). Each signer adds their signature in every encoding
+with their own key (a key file in their own directory, or a key in their token):
+:meth:`Pending.sign`. :meth:`Pending.status` shows who signed and what is missing;
+publishing (the repositories' own code) checks the thresholds again against the
+repository's current root and refuses below them.
+
+What must sign:
+
+- a root: a threshold of the **current** root's root keys and a threshold of the **new**
+  root's root keys (§5.4.4.3: a vehicle accepts version N+1 only with both), so a change
+  of keys, of threshold or of key types is signed by both sets;
+- a top-level targets: a threshold of the targets keys of the root it will be published
+  under (the current root, or a root whose ceremony is published together with it).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from storage import read_json, write_json
+from uptane.codec import codec_for
+from uptane.errors import MalformedInput, ThresholdNotMet
+from uptane.keys import Key, Signer
+from uptane.limits import Limits
+from uptane.metadata import JSON, Metadata, Root, Signed, decode
+from uptane.signatures import count_valid
+
+FORMAT = 1
+#: pending files hold only public data (readable by anyone who checks them)
+PENDING_MODE = 0o644
+#: the largest pending file read: a root and its authority in two encodings, many signers
+MAX_PENDING = 8 * 1024 * 1024
+CEREMONY_ROLES = ("root", "targets")
+
+
+@dataclass
+class Requirement:
+    """One threshold a pending file must meet, and how far it is."""
+
+    what: str
+    keys: dict[str, Key]
+    threshold: int
+    signed: list[str] = field(default_factory=list)
+
+    @property
+    def missing(self) -> int:
+        return max(0, self.threshold - len(self.signed))
+
+    @property
+    def unsigned(self) -> list[str]:
+        return sorted(k for k in self.keys if k not in self.signed)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(value: Any, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise MalformedInput(f"pending file: {what} must be base64 text")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise MalformedInput(f"pending file: {what} is not base64") from None
+
+
+@dataclass
+class Pending:
+    """A role's next version waiting for signatures (see the module docstring)."""
+
+    repository: str
+    role: str
+    #: encoding -> the whole metadata envelope, with the signatures so far
+    envelopes: dict[str, bytes]
+    #: the root (JSON bytes) whose keys authorise it: the current root
+    authority: bytes
+    #: key id -> who signed with it (as the signer named themselves)
+    signers: dict[str, str] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits.primary)
+
+    # --- making, reading, writing ---------------------------------------------------------
+
+    @classmethod
+    def start(
+        cls, repository: str, model: Signed, encodings: tuple[str, ...], authority: bytes
+    ) -> Pending:
+        if model.type not in CEREMONY_ROLES:
+            raise ValueError(f"ceremonies sign root or targets, not {model.type}")
+        envelopes = {e: Metadata(model, encoding=e).to_bytes() for e in encodings}
+        return cls(repository, model.type, envelopes, authority)
+
+    @classmethod
+    def load(cls, path: Path, limits: Limits | None = None) -> Pending:
+        d = read_json(path, cap=MAX_PENDING)
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise MalformedInput(f"{path} is not a pending metadata file")
+        role = d.get("role")
+        if role not in CEREMONY_ROLES or not isinstance(d.get("repository"), str):
+            raise MalformedInput("pending file: bad role or repository")
+        env = d.get("metadata")
+        signers = d.get("signers", {})
+        if not isinstance(env, dict) or not env or not isinstance(signers, dict):
+            raise MalformedInput("pending file: metadata and signers must be objects")
+        p = cls(
+            d["repository"],
+            role,
+            {str(e): _unb64(v, f"metadata.{e}") for e, v in env.items()},
+            _unb64(d.get("authority"), "authority"),
+            {str(k): str(v)[:64] for k, v in signers.items()},
+            limits or Limits.primary(),
+        )
+        p.model()  # every encoding decodes, and all carry the same signed content
+        return p
+
+    def save(self, path: Path) -> None:
+        write_json(
+            path,
+            {
+                "format": FORMAT,
+                "repository": self.repository,
+                "role": self.role,
+                "version": self.model().version,
+                "authority": _b64(self.authority),
+                "metadata": {e: _b64(v) for e, v in self.envelopes.items()},
+                "signers": self.signers,
+            },
+            mode=PENDING_MODE,
+        )
+
+    def metadata(self, encoding: str) -> Metadata[Any]:
+        return decode(self.envelopes[encoding], self.limits, encoding=encoding, role_type=self.role)
+
+    def model(self) -> Any:
+        """The signed part (the same in every encoding, or MalformedInput)."""
+        models = [self.metadata(e).signed for e in self.envelopes]
+        first = models[0].to_dict()
+        if any(m.to_dict() != first for m in models[1:]):
+            raise MalformedInput("pending file: the encodings carry different content")
+        return models[0]
+
+    def authority_root(self) -> Root:
+        root = decode(self.authority, self.limits, encoding=JSON, role_type="root").signed
+        assert isinstance(root, Root)
+        return root
+
+    # --- the ceremony ---------------------------------------------------------------------
+
+    def requirements(self, authority: Root | None = None) -> list[Requirement]:
+        """The thresholds to meet, judged against ``authority`` (default: the root the
+        file names); each with the key ids that signed it validly in every encoding."""
+        auth = authority or self.authority_root()
+        model = self.model()
+        if self.role == "root":
+            old_keys, old = auth.role_keys("root")
+            new_keys, new = model.role_keys("root")
+            reqs = [
+                Requirement(f"root v{auth.version} (current) root keys", old_keys, old.threshold),
+                Requirement(f"root v{model.version} (new) root keys", new_keys, new.threshold),
+            ]
+        else:
+            keys, entry = auth.role_keys("targets")
+            reqs = [Requirement(f"targets keys of root v{auth.version}", keys, entry.threshold)]
+        for req in reqs:
+            req.signed = self._valid(req.keys)
+        return reqs
+
+    def _valid(self, keys: dict[str, Key]) -> list[str]:
+        """The key ids among ``keys`` whose signature verifies in every encoding."""
+        good = set(keys)
+        for enc in self.envelopes:
+            md = self.metadata(enc)
+            assert md.signed_bytes is not None
+            ok = {
+                kid
+                for kid in good
+                if count_valid(md.signed_bytes, md.signatures, {kid: keys[kid]}, [kid]) == 1
+            }
+            good &= ok
+        return sorted(good)
+
+    def sign(self, signer: Signer, who: str) -> None:
+        """Add ``signer``'s signature in every encoding. Refused when the key is not one
+        this file needs, or when an encoding would not keep its signed bytes."""
+        needed = {k for req in self.requirements() for k in req.keys}
+        if signer.key.keyid not in needed:
+            raise PermissionError(
+                f"key {signer.key.keyid[:16]} is not one this {self.role} v"
+                f"{self.model().version} needs (run `ceremony status` to see which are)"
+            )
+        out = {}
+        for enc in self.envelopes:
+            md = self.metadata(enc)
+            before = md.signed_bytes
+            md.sign(signer)
+            if md.signed_bytes != before:
+                raise MalformedInput(f"pending file: the {enc} signed part does not re-encode")
+            out[enc] = codec_for(enc).encode_metadata(md)
+        self.envelopes = out
+        self.signers[signer.key.keyid] = who[:64]
+
+    def check(self, authority: Root | None = None) -> None:
+        """ThresholdNotMet unless every requirement is met (publishing calls it)."""
+        short = [r for r in self.requirements(authority) if r.missing]
+        if short:
+            raise ThresholdNotMet(
+                "below threshold, nothing published: "
+                + "; ".join(f"{r.what}: {len(r.signed)} of {r.threshold}" for r in short),
+                role=self.role,
+            )
+
+    def files(self) -> dict[str, bytes]:
+        """The signed bytes to publish, by encoding."""
+        return dict(self.envelopes)
+
+    def status_lines(self, authority: Root | None = None) -> list[str]:
+        """What ``ceremony status`` prints: per threshold, who signed and what is missing."""
+        model = self.model()
+        lines = [
+            f"{self.repository} {self.role} version {model.version}"
+            f" (expires {model.expires.isoformat()}), encodings {', '.join(self.envelopes)}"
+        ]
+        for req in self.requirements(authority):
+            state = "met" if not req.missing else f"{req.missing} more needed"
+            lines.append(f"  {req.what}: {len(req.signed)} of {req.threshold} ({state})")
+            for kid in req.signed:
+                lines.append(f"    signed   {kid[:16]}  {self.signers.get(kid, '?')}")
+            for kid in req.unsigned:
+                lines.append(f"    waiting  {kid[:16]}  ({req.keys[kid].scheme})")
+        return lines
+
+
+def summary(model: Signed) -> list[str]:
+    """What a signer is asked to sign, in a few lines (printed before signing)."""
+    lines = [f"{model.type} version {model.version}, expires {model.expires.isoformat()}"]
+    if isinstance(model, Root):
+        for role, entry in sorted(model.roles.items()):
+            schemes = sorted({model.keys[k].scheme for k in entry.keyids if k in model.keys})
+            lines.append(
+                f"  {role}: {entry.threshold} of {len(entry.keyids)} ({', '.join(schemes)})"
+            )
+    else:
+        targets = getattr(model, "targets", {})
+        dels = getattr(model, "delegations", None)
+        roles = [d.name for d in (dels.roles or [])] if dels is not None else []
+        lines.append(f"  {len(targets)} target(s); delegations: {', '.join(roles) or 'none'}")
+    return lines
+
+
+__all__ = ["CEREMONY_ROLES", "Pending", "Requirement", "summary"]

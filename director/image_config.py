@@ -1,0 +1,81 @@
+"""The Image repository's settings (``DIR/repo.json``): where its online keys are, and
+how long each role is signed for.
+
+```json
+{"key_source": {"kind": "pkcs11", "uri": "pkcs11:token=image-online", "pin_env": "PIN"},
+ "expiry_days": {"root": 365, "targets": 90, "snapshot": 7, "timestamp": 1,
+                 "delegated": 90, "bins": 7}}
+```
+
+``key_source`` is a :func:`keystore.open_source` setting (default: unencrypted PEM files
+in ``DIR/online-keys``). ``expiry_days`` takes the top-level roles, ``delegated`` (every
+delegated role), a delegated role by name, and a hash-bin prefix (every bin). A missing
+file means the defaults. The file holds no secret (a passphrase or PIN comes from the
+environment variable it names), and is read by the offline commands and the service.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from keystore import KeyStore, check_spec, open_source
+from storage import read_json, write_json
+
+CONFIG = "repo.json"
+CONFIG_MODE = 0o644
+ONLINE_DIR = "online-keys"
+#: at least a minute, at most ten years
+MIN_DAYS, MAX_DAYS = 1 / 1440, 3650.0
+
+
+def check_expiry(days: Any) -> dict[str, float]:
+    """Lifetimes in days by role, each a number in range."""
+    if not isinstance(days, dict):
+        raise ValueError("expiry_days must map roles to days")
+    out = {}
+    for role, value in days.items():
+        if not isinstance(role, str) or isinstance(value, bool):
+            raise ValueError(f"expiry_days: bad entry {role!r}")
+        if not isinstance(value, int | float) or not MIN_DAYS <= value <= MAX_DAYS:
+            raise ValueError(f"expiry_days.{role}: give days between a minute and ten years")
+        out[role] = float(value)
+    return out
+
+
+@dataclass
+class ImageRepoConfig:
+    """``repo.json``."""
+
+    key_source: dict[str, Any] | None = None
+    expiry_days: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, repo_dir: Path) -> ImageRepoConfig:
+        d = read_json(Path(repo_dir) / CONFIG, {})
+        if not isinstance(d, dict) or set(d) - {"key_source", "expiry_days"}:
+            raise ValueError(f"{repo_dir / CONFIG}: only key_source and expiry_days are known")
+        spec = d.get("key_source")
+        return cls(
+            None if spec is None else check_spec(spec),
+            check_expiry(d.get("expiry_days", {})),
+        )
+
+    def save(self, repo_dir: Path) -> None:
+        d: dict[str, Any] = {"expiry_days": self.expiry_days}
+        if self.key_source is not None:
+            d["key_source"] = self.key_source
+        write_json(Path(repo_dir) / CONFIG, d, mode=CONFIG_MODE)
+
+    @property
+    def expiry(self) -> dict[str, timedelta]:
+        return {k: timedelta(days=v) for k, v in self.expiry_days.items()}
+
+    def online(self, repo_dir: Path) -> KeyStore:
+        """The online key source (snapshot, timestamp, hash bins)."""
+        return open_source(self.key_source, Path(repo_dir), ONLINE_DIR)
+
+
+__all__ = ["CONFIG", "ImageRepoConfig", "check_expiry"]

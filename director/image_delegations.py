@@ -1,0 +1,297 @@
+"""Delegations of the Image repository's top-level targets (§5.3.1): suppliers holding
+their own keys, thresholds over several keys, TAP 3 multi-role delegations, succinct hash
+bins signed by online keys, terminating flags and hardware-id restrictions; and revocation.
+
+Every change here is a change of the top-level targets, so it is signed like one: at once
+when this machine holds a threshold of the targets keys, else in a ceremony
+(:mod:`director.image_keys`). The OEM never holds a supplier's private key: a delegation
+takes public keys only, and the supplier signs every version of its role, the first one
+included (until then the role is delegated but not listed in snapshot).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from director import repostate
+from director.image_keys import BINS_KEY, Outcome, carry_out, start_targets
+from keystore import authorized
+from uptane.keys import Key
+from uptane.metadata import DelegatedRole, Delegations, RoleRef, SuccinctRoles, Targets
+from uptane.paths import check_target_path
+from uptane.repository import RepositoryBuilder
+
+if TYPE_CHECKING:
+    from director.image_repo import ImageRepository
+
+
+@dataclass
+class Found:
+    """Where a delegated role's authority comes from: its parent, the keys and threshold
+    that sign it, and the delegation entry (paths, hardware ids)."""
+
+    parent: str
+    keys: dict[str, Key]
+    keyids: list[str]
+    threshold: int
+    delegation: DelegatedRole | None
+
+
+def find_delegation(b: RepositoryBuilder, role: str) -> Found | None:
+    """The delegation of ``role`` from any targets role of the repository: a plain entry,
+    a member of a TAP 3 multi-role entry, or a hash bin."""
+    for parent in ["targets", *b.delegated]:
+        pm = b.role(parent)
+        if not isinstance(pm, Targets) or pm.delegations is None:
+            continue
+        dels = pm.delegations
+        sr = dels.succinct_roles
+        if sr is not None and sr.is_bin_name(role):
+            return Found(parent, dels.keys, sr.keyids, sr.threshold, None)
+        for d in dels.roles or []:
+            if d.name == role and not d.multi_roles:
+                return Found(parent, dels.keys, d.keyids, d.threshold, d)
+            for ref in d.multi_roles or []:
+                if ref.name == role:
+                    return Found(parent, dels.keys, ref.keyids, ref.threshold, d)
+    return None
+
+
+def delegated_names(b: RepositoryBuilder) -> list[str]:
+    """Every role some targets role delegates to, listed or still awaiting its first
+    version (hash bins included)."""
+    names = list(b.delegated)
+    for parent in ["targets", *b.delegated]:
+        pm = b.role(parent)
+        dels = pm.delegations if isinstance(pm, Targets) else None
+        for d in (dels.roles or []) if dels is not None else []:
+            for name in [d.name] if not d.multi_roles else [r.name for r in d.multi_roles]:
+                if name not in names:
+                    names.append(name)
+    return names
+
+
+def bins_of(b: RepositoryBuilder) -> SuccinctRoles | None:
+    dels = b.targets.delegations
+    return dels.succinct_roles if dels is not None else None
+
+
+def bin_for(b: RepositoryBuilder, path: str) -> str | None:
+    """The hash bin that holds ``path``, when the top-level targets delegates to bins."""
+    sr = bins_of(b)
+    return sr.role_for_target(path) if sr is not None else None
+
+
+def _check_new_role(model: Targets, role: str) -> None:
+    repostate.check_role_name(role)
+    dels = model.delegations
+    if dels is not None and dels.succinct_roles is not None:
+        raise ValueError("the top-level targets delegates to hash bins: no other role fits")
+    names = {d.name for d in (dels.roles or [])} if dels is not None else set()
+    names |= {r.name for d in (dels.roles or []) for r in d.multi_roles or []} if dels else set()
+    if role in names:
+        raise ValueError(f"role {role!r} already exists")
+
+
+def _add_keys(model: Targets, keys: list[Key]) -> list[str]:
+    if model.delegations is None:
+        model.delegations = Delegations()
+    for k in keys:
+        model.delegations.keys[k.keyid] = k
+    return [k.keyid for k in keys]
+
+
+def _check_threshold(threshold: int, n: int, what: str) -> None:
+    if not 1 <= threshold <= n:
+        raise ValueError(f"{what}: threshold {threshold} of {n} key(s) could never be met")
+
+
+def delegate(
+    repo: ImageRepository,
+    now: datetime,
+    role: str,
+    paths: list[str],
+    hardware_ids: list[str],
+    keys: list[Key],
+    *,
+    threshold: int = 1,
+    terminating: bool = True,
+    members: list[tuple[str, list[Key], int]] | None = None,
+    agree: int | None = None,
+) -> Outcome:
+    """Delegate ``paths`` (and ``hardware_ids``) to ``role``, signed by a ``threshold`` of
+    the suppliers' public ``keys``; or, with ``members``, a TAP 3 multi-role delegation:
+    ``agree`` of the member roles (each with its keys and threshold) must list an
+    identical image."""
+    if not paths:
+        raise ValueError("a delegation needs at least one path pattern")
+    for p in paths:
+        check_target_path(p.replace("*", "x").replace("?", "x"))
+    if not members and not keys:
+        raise ValueError("a delegation needs the supplier's public key(s): --key FILE")
+
+    def edit(model: Targets) -> None:
+        _check_new_role(model, role)
+        d = DelegatedRole(
+            role,
+            [],
+            threshold,
+            terminating,
+            paths=list(paths),
+            hardware_ids=list(hardware_ids) or None,
+        )
+        if members:
+            refs = []
+            for name, mkeys, t in members:
+                _check_new_role(model, name)
+                _check_threshold(t, len(mkeys), name)
+                refs.append(RoleRef(name, _add_keys(model, mkeys), t))
+            _check_threshold(agree or len(refs), len(refs), f"{role} agreement")
+            d.multi_roles, d.min_roles_in_agreement = refs, agree or len(refs)
+            d.keyids = sorted({k for r in refs for k in r.keyids})
+        else:
+            _check_threshold(threshold, len(keys), role)
+            d.keyids = _add_keys(model, keys)
+        assert model.delegations is not None and model.delegations.roles is not None
+        model.delegations.roles.append(d)
+
+    return carry_out(repo, now, start_targets(repo, now, edit), ("targets",))
+
+
+def revoke(repo: ImageRepository, now: datetime, role: str) -> Outcome:
+    """Remove the delegation ``role`` (a supplier, or a multi-role entry): once published,
+    vehicles find nothing that role signs, its next metadata included."""
+
+    def edit(model: Targets) -> None:
+        dels = model.delegations
+        names = [d.name for d in (dels.roles or [])] if dels is not None else []
+        if role not in names:
+            raise ValueError(f"the top-level targets delegates no role {role!r}")
+        assert dels is not None and dels.roles is not None
+        dels.roles = [d for d in dels.roles if d.name != role]
+        _prune_keys(dels)
+
+    return carry_out(repo, now, start_targets(repo, now, edit), ("targets",))
+
+
+def change_keys(
+    repo: ImageRepository,
+    now: datetime,
+    role: str,
+    *,
+    add: list[Key] = (),  # type: ignore[assignment]
+    remove: list[str] = (),  # type: ignore[assignment]
+    threshold: int | None = None,
+) -> Outcome:
+    """Add or remove keys of the delegation ``role`` (a key a supplier lost, or one that
+    left), or change its threshold: metadata signed by a removed key is refused."""
+
+    def edit(model: Targets) -> None:
+        dels = model.delegations
+        d = next((x for x in (dels.roles or []) if x.name == role), None) if dels else None
+        if d is None or dels is None or d.multi_roles:
+            raise ValueError(f"the top-level targets has no single-role delegation {role!r}")
+        for kid in remove:
+            full = [k for k in d.keyids if k.startswith(kid.lower())]
+            if len(full) != 1:
+                raise ValueError(f"{role} has {len(full)} key(s) whose id starts {kid[:16]!r}")
+            d.keyids.remove(full[0])
+        d.keyids += [k for k in _add_keys(model, list(add)) if k not in d.keyids]
+        if threshold is not None:
+            d.threshold = threshold
+        _check_threshold(d.threshold, len(d.keyids), role)
+        _prune_keys(dels)
+
+    return carry_out(repo, now, start_targets(repo, now, edit), ("targets",))
+
+
+def _prune_keys(dels: Delegations) -> None:
+    used = {k for d in dels.roles or [] for k in d.keyids}
+    used |= {k for d in dels.roles or [] for r in d.multi_roles or [] for k in r.keyids}
+    if dels.succinct_roles is not None:
+        used |= set(dels.succinct_roles.keyids)
+    dels.keys = {k: v for k, v in dels.keys.items() if k in used}
+
+
+def delegate_bins(
+    repo: ImageRepository, now: datetime, bit_length: int, prefix: str = "bin"
+) -> Outcome:
+    """Delegate every path of the top-level targets to ``2**bit_length`` hash bins (TUF's
+    succinct delegation, ``prefix-XX``), signed by the online key source's ``bins`` keys
+    (made there if it has none). Staged entries then go to their bin and are signed
+    online; the top-level targets lists images no more."""
+    if not 1 <= bit_length <= 16:
+        raise ValueError("bins: give 1 to 16 bits (2 to 65,536 bins)")
+    repostate.check_role_name(f"{prefix}-0")
+    held = repo.online.signers(BINS_KEY) or [repo.online.generate(BINS_KEY, "ed25519")]
+
+    def edit(model: Targets) -> None:
+        if model.delegations is not None and (
+            model.delegations.roles or model.delegations.succinct_roles
+        ):
+            raise ValueError("the top-level targets delegates already; bins need it alone")
+        if model.targets:
+            raise ValueError("move the top-level targets' images first: bins start empty")
+        model.delegations = Delegations(roles=None)
+        model.delegations.succinct_roles = SuccinctRoles(
+            _add_keys(model, [held[0].key]), 1, bit_length, prefix
+        )
+
+    return carry_out(repo, now, start_targets(repo, now, edit), ("targets",))
+
+
+def rotate_bins(repo: ImageRepository, now: datetime, scheme: str) -> Outcome:
+    """A new hash-bin key in the online key source, delegated to in the next top-level
+    targets; every bin is re-signed with it when that is published."""
+    if bins_of(repo.builder) is None:
+        raise ValueError("the repository has no hash bins")
+    new = repo.online.generate(BINS_KEY, scheme)
+
+    def edit(model: Targets) -> None:
+        assert model.delegations is not None and model.delegations.succinct_roles is not None
+        model.delegations.succinct_roles.keyids = [new.key.keyid]
+        model.delegations.keys = {new.key.keyid: new.key}
+
+    return carry_out(repo, now, start_targets(repo, now, edit), ("targets",))
+
+
+def reconcile(repo: ImageRepository, b: RepositoryBuilder) -> None:
+    """After a new top-level targets: drop the roles it no longer delegates to (with all
+    below them), make the hash bins it delegates to, and give them their online signers."""
+    dels = b.targets.delegations
+    keep: set[str] = set()
+    if dels is not None:
+        for d in dels.roles or []:
+            keep |= {d.name} | {r.name for r in d.multi_roles or []}
+    sr = dels.succinct_roles if dels is not None else None
+    children = [r for r, p in b.parents.items() if p == "targets"]
+    b.drop_roles([r for r in children if r not in keep and not (sr and sr.is_bin_name(r))])
+    if sr is None:
+        return
+    signers = authorized(repo.online, BINS_KEY, sr.keyids)
+    if len(signers) < sr.threshold:
+        raise PermissionError(f"the online key source lacks the hash-bin keys ({BINS_KEY})")
+    for i in range(1 << sr.bit_length):
+        name = f"{sr.name_prefix}-{i:0{sr.suffix_len}x}"
+        if not b.has_role(name):
+            b.add_role(name, "targets", signers)
+        elif {s.key.keyid for s in b.signers_of(name)} != {s.key.keyid for s in signers}:
+            b.set_signers(name, signers)
+            b.mark(name)
+
+
+__all__ = [
+    "BINS_KEY",
+    "Found",
+    "bin_for",
+    "change_keys",
+    "delegate",
+    "delegate_bins",
+    "delegated_names",
+    "find_delegation",
+    "reconcile",
+    "revoke",
+    "rotate_bins",
+]
