@@ -51,7 +51,8 @@ from hardware.serial_link import (
     encode_frame,
 )
 from uptane import roughtime
-from uptane.encoding import cbor, der
+from uptane.codec import COMPACT_DER, COMPACT_DER_CODEC, DER_CODEC
+from uptane.encoding import cbor
 from uptane.errors import UptaneError
 from uptane.keys import ECDSA, ED25519, PrivateKey
 from uptane.limits import CONSTRAINED, PRIMARY
@@ -95,7 +96,7 @@ def _repos() -> dict[str, RepositoryBuilder]:
             "timestamp": [PrivateKey.generate()]
         }
 
-    image = RepositoryBuilder("image", keys(ECDSA), NOW)  # type: ignore[arg-type]
+    image = RepositoryBuilder("image", keys(ECDSA), NOW, encodings=(JSON, DER, COMPACT_DER))  # type: ignore[arg-type]
     image.add_target(
         TargetFile.from_data("fw/a.bin", b"a" * 40, ("sha256", "sha512"), hardware_ids=[HW])
     )
@@ -106,7 +107,9 @@ def _repos() -> dict[str, RepositoryBuilder]:
     )
     image.add_target(TargetFile.from_data("sup/x.bin", b"x", release_counter=3), "supplier")
     image.publish(NOW)
-    director = RepositoryBuilder("director", keys(), NOW, vehicle_id=VIN)  # type: ignore[arg-type]
+    director = RepositoryBuilder(
+        "director", keys(), NOW, vehicle_id=VIN, encodings=(JSON, DER, COMPACT_DER)
+    )  # type: ignore[arg-type]
     director.add_target(
         TargetFile.from_data(
             "fw/a.bin", b"a" * 40, ("sha256",), release_counter=2, ecu_ids={ECU: HW}
@@ -128,7 +131,7 @@ def _metadata(encoding: str) -> list[bytes]:
 def _manifests() -> dict[str, list[bytes]]:
     primary, brake = PrivateKey.generate(ED25519), PrivateKey.generate(ECDSA)
     out: dict[str, list[bytes]] = {}
-    for enc in (JSON, DER):
+    for enc in (JSON, DER, COMPACT_DER):
         tf = TargetFile.from_data("fw/a.bin", b"a" * 40, ("sha256", "sha512"))
         reports = []
         for ecu, key, kw in (
@@ -464,8 +467,18 @@ TARGETS: dict[str, Target] = {
         ),
         Target(
             "manifest_der_any_kind",
-            lambda d: der.decode_manifest(d, PRIMARY),
+            lambda d: DER_CODEC.decode_manifest(d, PRIMARY),
             lambda: _manifests()["vvm_der"] + _manifests()["report_der"],
+        ),
+        Target(
+            "metadata_compact_der",
+            lambda d: decode(d, PRIMARY, encoding=COMPACT_DER),
+            lambda: _metadata(COMPACT_DER),
+        ),
+        Target(
+            "manifest_compact_der_any_kind",
+            lambda d: COMPACT_DER_CODEC.decode_manifest(d, PRIMARY),
+            lambda: _manifests()["vvm_compact-der"] + _manifests()["report_compact-der"],
         ),
         Target("cbor", lambda d: cbor.loads(d, CONSTRAINED), _link_messages),
         Target("link_message", lambda d: m.decode(d, CONSTRAINED), _link_messages),

@@ -41,7 +41,9 @@ EVERY_DECODER = {
     "report_der": "uptane.manifest.decode_report(DER)",
     "vvm_json": "uptane.manifest.decode_vehicle_manifest(JSON)",
     "vvm_der": "uptane.manifest.decode_vehicle_manifest(DER)",
-    "manifest_der_any_kind": "uptane.encoding.der.decode_manifest(kind=None)",
+    "manifest_der_any_kind": "uptane.codec.DER_CODEC.decode_manifest(kind=None) (standard DER)",
+    "metadata_compact_der": "uptane.metadata.decode(encoding=COMPACT_DER) (this project's profile)",
+    "manifest_compact_der_any_kind": "COMPACT_DER_CODEC.decode_manifest(kind=None)",
     # the link: CBOR messages, serial framing, PDUs from ISO-TP (CAN) or serial
     "cbor": "uptane.encoding.cbor.loads",
     "link_message": "hardware.messages.decode",
