@@ -31,6 +31,7 @@ from uptane.errors import MalformedInput, ThresholdNotMet
 from uptane.keys import Key, Signer
 from uptane.limits import Limits
 from uptane.metadata import JSON, Metadata, Root, Signed, decode
+from uptane.repository import TOP
 from uptane.signatures import count_valid
 
 FORMAT = 1
@@ -237,6 +238,55 @@ class Pending:
         return lines
 
 
+@dataclass
+class RootChange:
+    """Keys added and removed, and thresholds set, per top-level role."""
+
+    add: dict[str, list[Key]] = field(default_factory=dict)
+    remove: dict[str, list[str]] = field(default_factory=dict)
+    thresholds: dict[str, int] = field(default_factory=dict)
+
+    def apply(self, root: Root) -> None:
+        """Change ``root`` in place; ValueError if a role would be left unable to sign."""
+        for role in {*self.add, *self.remove, *self.thresholds} - set(TOP):
+            raise ValueError(f"unknown role {role!r}: use one of {TOP}")
+        for role, keyids in self.remove.items():
+            for kid in keyids:
+                full = _expand(root, role, kid)
+                root.revoke_key(full, role)
+        for role, keys in self.add.items():
+            for key in keys:
+                root.add_key(key, role)
+        for role, t in self.thresholds.items():
+            root.roles[role].threshold = t
+        for role in TOP:
+            entry = root.roles[role]
+            if not 1 <= entry.threshold <= len(entry.keyids):
+                raise ValueError(
+                    f"{role}: threshold {entry.threshold} of {len(entry.keyids)} key(s) could"
+                    " never be met"
+                )
+
+
+def _expand(root: Root, role: str, kid: str) -> str:
+    """A key id, or a unique prefix of one (what ``status`` prints), of ``role``."""
+    found = [k for k in root.roles[role].keyids if k.startswith(kid.lower())]
+    if len(found) != 1:
+        raise ValueError(f"{role} has {len(found)} key(s) whose id starts {kid[:16]!r}")
+    return found[0]
+
+
+@dataclass
+class Outcome:
+    """What a change came to: published at once, or waiting in a pending file."""
+
+    role: str
+    version: int
+    published: bool
+    pending: Path | None = None
+    status: list[str] = field(default_factory=list)
+
+
 def summary(model: Signed) -> list[str]:
     """What a signer is asked to sign, in a few lines (printed before signing)."""
     lines = [f"{model.type} version {model.version}, expires {model.expires.isoformat()}"]
@@ -254,4 +304,4 @@ def summary(model: Signed) -> list[str]:
     return lines
 
 
-__all__ = ["CEREMONY_ROLES", "Pending", "Requirement", "summary"]
+__all__ = ["CEREMONY_ROLES", "Outcome", "Pending", "Requirement", "RootChange", "summary"]

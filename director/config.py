@@ -9,8 +9,10 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from director.common import Invalid
+from keystore import KeyStore, check_spec, open_source
 from storage import read_json, write_json
 
 ADMIN, VIEWER = "admin", "viewer"
@@ -48,13 +50,20 @@ class Config:
     unreachable_deadline_seconds: int = 7 * 24 * 3600
     #: further API tokens: SHA-256 -> role ("admin" or "viewer", read-only)
     tokens: dict[str, str] = field(default_factory=dict)
+    #: where the online keys are (:func:`keystore.open_source`); None: PEM files in
+    #: ``DIR/online-keys``. Holds no secret: a PIN or passphrase comes from the
+    #: environment variable it names
+    key_source: dict[str, Any] | None = None
 
     @classmethod
     def load(cls, path: Path) -> Config:
         d = read_json(path)
         if d is None:
             raise FileNotFoundError(f"no Director configuration at {path}")
-        return cls(**d)
+        cfg = cls(**d)
+        if cfg.key_source is not None:
+            check_spec(cfg.key_source)
+        return cfg
 
     def reload(self, path: Path) -> list[str]:
         """Take the settings an offline command changed in ``path`` (tokens, the admin
@@ -66,7 +75,7 @@ class Config:
         for name, value in fresh.__dict__.items():
             if getattr(self, name) == value:
                 continue
-            if name in ("db_url", "image_repo"):
+            if name in ("db_url", "image_repo", "key_source"):
                 changed.append(f"{name} (needs a restart)")
                 continue
             setattr(self, name, value)
@@ -78,7 +87,14 @@ class Config:
 
     @property
     def expiry(self) -> dict[str, timedelta]:
+        """Each role's lifetime: targets, snapshot, timestamp (signed online, re-signed
+        before half of it is gone) and root (the next root ceremony's)."""
         return {k: timedelta(days=v) for k, v in self.expiry_days.items()}
+
+    def online_keys(self, directory: Path) -> KeyStore:
+        """The online key source this configuration names."""
+        spec = None if self.key_source is None else check_spec(self.key_source)
+        return open_source(spec, directory, "online-keys")
 
     def token_role(self, token: str) -> str | None:
         """The role of an API token (``admin`` or ``viewer``), or None if unknown."""

@@ -62,13 +62,13 @@ from director.config import (
 )
 from director.groups import Groups
 from director.imageview import ImageRepoView, source_for
-from director.keysource import FileKeySource, KeySource
 from director.lifecycle import IllegalTransition
 from director.manifests import ManifestIntake
 from director.publishing import Publisher
 from director.repostate import available_encodings
 from director.vehicles import EcuSpec, Fleet, key_from_json
 from director.watch import FileWatch
+from keystore import KeySource
 from storage import atomic_write
 from uptane.errors import BadEcuId
 from uptane.keys import ED25519
@@ -107,7 +107,7 @@ class Director:
             self.dir,
             self.config,
             self.engine,
-            keys or FileKeySource(self.dir / "online-keys"),
+            keys or self.config.online_keys(self.dir),
             clock=clock,
             limits=self.limits,
             encodings=self.encodings,
@@ -146,14 +146,25 @@ class Director:
         now: datetime | None = None,
         scheme: str = ED25519,
         expiry_days: dict[str, float] | None = None,
+        key_source: dict[str, Any] | None = None,
+        passphrase_env: str | None = None,
     ) -> str:
         """Create keys, the Director root (signed offline now), the configuration and the
-        database schema. Returns the admin token, which is stored only as a hash."""
+        database schema. Returns the admin token, which is stored only as a hash. The
+        online keys are made in ``key_source`` (default: files in ``DIR/online-keys``)."""
         directory = Path(directory)
         if (directory / "director.json").exists():
             raise FileExistsError(f"{directory} already holds a Director")
         offline = offline_dir or default_offline_dir(directory)
-        keyrotation.create(directory, offline, now or utcnow(), scheme)
+        probe = Config("", "", "", key_source=key_source)
+        keyrotation.create(
+            directory,
+            offline,
+            now or utcnow(),
+            scheme,
+            probe.online_keys(directory),
+            passphrase_env=passphrase_env,
+        )
         # pin the Image repository's root after checking it is one (threshold-signed)
         from uptane.trust import RepositoryTrust
 
@@ -161,7 +172,7 @@ class Director:
         atomic_write(directory / "image-root.json", image_root, mode=IMAGE_ROOT_MODE)
         token = secrets.token_urlsafe(32)
         url = db_url or f"sqlite:///{(directory / 'inventory.db').resolve()}"
-        cfg = Config(url, image_repo, hash_token(token))
+        cfg = Config(url, image_repo, hash_token(token), key_source=key_source)
         if expiry_days:
             cfg.expiry_days.update(expiry_days)
         inv.migrate(url)
@@ -322,12 +333,22 @@ class Director:
     def rotate_key(
         self, role: str, offline_dir: Path, now: datetime | None = None, *, scheme: str = ED25519
     ) -> int:
-        """New key for ``role``, next root signed offline, every vehicle re-signed
-        (:func:`director.keyrotation.rotate_key`); returns the new root version. Run it
-        with the service stopped, or let the service pick it up (:meth:`reload_keys`)."""
-        return keyrotation.rotate_key(
-            self.publisher, role, offline_dir, now or self.clock(), scheme=scheme
+        """New key for ``role``, next root signed with the offline root key here, every
+        vehicle re-signed (:func:`director.keyrotation.rotate_key`); returns the new root
+        version. The running service picks it up (:meth:`reload_keys`). With a t-of-n
+        root, use the ceremony (``uptane-director rotate-key``, ``ceremony``)."""
+        out = keyrotation.rotate_key(
+            self.publisher,
+            role,
+            keyrotation.offline_source(offline_dir),
+            now or self.clock(),
+            scheme=scheme,
         )
+        if not out.published:
+            raise PermissionError(
+                f"root version {out.version} needs more signatures: {out.pending}"
+            )
+        return out.version
 
     def reload_keys(self, *, force: bool = False) -> bool:
         """Pick up a root or key rotation made by another process (re-signs everything)."""

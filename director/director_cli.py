@@ -20,6 +20,7 @@ from director.director import (
     default_offline_dir,
 )
 from director.lifecycle import ASSIGNMENT
+from keystore import KeyConfigError, SecretUnavailable, TokenError
 from uptane.errors import UptaneError
 from uptane.keys import MAX_KEY_FILE, SCHEMES, Key, PrivateKey
 from uptane.limits import Limits
@@ -59,7 +60,10 @@ def cmd_init(args: argparse.Namespace) -> int:
             "targets": args.targets_days,
             "snapshot": args.snapshot_days,
             "timestamp": args.timestamp_days,
+            "root": args.root_days,
         },
+        key_source=_key_source(args),
+        passphrase_env=args.passphrase_env,
     )
     print(f"created Director in {args.dir}; root key in {off}")
     print("admin API token (shown once, store it safely):")
@@ -67,17 +71,22 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _key_source(args: argparse.Namespace) -> dict[str, str] | None:
+    """``init``'s online key source: a PKCS#11 token, encrypted files, or plain files."""
+    if args.online_token:
+        spec = {"kind": "pkcs11", "uri": args.online_token}
+        if args.pin_env:
+            spec["pin_env"] = args.pin_env
+        return spec
+    if args.online_passphrase_env:
+        return {"kind": "files", "passphrase_env": args.online_passphrase_env}
+    return None
+
+
 def cmd_token_add(args: argparse.Namespace) -> int:
     token = _director(args).add_token(args.role)
     print(f"{args.role} API token (shown once, store it safely):")
     print(token)
-    return 0
-
-
-def cmd_rotate_key(args: argparse.Namespace) -> int:
-    off = Path(args.offline_keys) if args.offline_keys else default_offline_dir(Path(args.dir))
-    version = _director(args).rotate_key(args.role, off, scheme=args.scheme)
-    print(f"Director root version {version}: new {args.role} key; vehicles re-signed")
     return 0
 
 
@@ -251,6 +260,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--targets-days", type=float, default=30.0, help="targets expiry policy")
     sp.add_argument("--snapshot-days", type=float, default=7.0, help="snapshot expiry policy")
     sp.add_argument("--timestamp-days", type=float, default=1.0, help="timestamp expiry policy")
+    sp.add_argument("--root-days", type=float, default=365.0, help="root lifetime")
+    sp.add_argument("--online-token", help="PKCS#11 URI of the token for the online keys")
+    sp.add_argument("--pin-env", help="variable holding that token's PIN")
+    sp.add_argument("--online-passphrase-env", help="encrypt online key files; its variable")
+    sp.add_argument("--passphrase-env", help="encrypt the offline root key; its variable")
     sp = add(sub, "serve", cmd_serve, "run the HTTP service")
     sp.add_argument("--host", default="127.0.0.1")
     sp.add_argument("--port", type=int, default=8000)
@@ -276,10 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("id", type=int)
     _campaign_parsers(sub, add)
     _group_parsers(sub, add)
-    sp = add(sub, "rotate-key", cmd_rotate_key, "new key for a role; next root signed offline")
-    sp.add_argument("role", choices=["root", "targets", "snapshot", "timestamp"])
-    sp.add_argument("--offline-keys", help="root key directory (default DIR.offline-keys)")
-    sp.add_argument("--scheme", choices=SCHEMES, default="ed25519")
+    from director import director_cli_keys
+
+    director_cli_keys.add_parsers(sub, add)
 
     token = sub.add_parser("token", help="API tokens").add_subparsers(
         dest="token_command", required=True
@@ -346,6 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     except (
         UptaneError,
         Conflict,
+        KeyConfigError,
+        SecretUnavailable,
+        TokenError,
         Invalid,
         NotFound,
         Unavailable,

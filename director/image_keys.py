@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from director import repostate
-from director.ceremony import Pending
+from director.ceremony import Outcome, Pending, RootChange
 from keystore import authorized
 from uptane.keys import ED25519, Key, Signer
 from uptane.limits import Limits
@@ -40,57 +39,7 @@ if TYPE_CHECKING:
 ONLINE_ROLES = ("snapshot", "timestamp")
 #: the online key source's role name for the keys that sign hash bins
 BINS_KEY = "bins"
-TOP_ROLES = ("root", "targets", "snapshot", "timestamp")
 CEREMONY_DIR = "ceremony"
-
-
-@dataclass
-class RootChange:
-    """Keys added and removed, and thresholds set, per top-level role."""
-
-    add: dict[str, list[Key]] = field(default_factory=dict)
-    remove: dict[str, list[str]] = field(default_factory=dict)
-    thresholds: dict[str, int] = field(default_factory=dict)
-
-    def apply(self, root: Root) -> None:
-        """Change ``root`` in place; ValueError if a role would be left unable to sign."""
-        for role in {*self.add, *self.remove, *self.thresholds} - set(TOP_ROLES):
-            raise ValueError(f"unknown role {role!r}: use one of {TOP_ROLES}")
-        for role, keyids in self.remove.items():
-            for kid in keyids:
-                full = _expand(root, role, kid)
-                root.revoke_key(full, role)
-        for role, keys in self.add.items():
-            for key in keys:
-                root.add_key(key, role)
-        for role, t in self.thresholds.items():
-            root.roles[role].threshold = t
-        for role in TOP_ROLES:
-            entry = root.roles[role]
-            if not 1 <= entry.threshold <= len(entry.keyids):
-                raise ValueError(
-                    f"{role}: threshold {entry.threshold} of {len(entry.keyids)} key(s) could"
-                    " never be met"
-                )
-
-
-def _expand(root: Root, role: str, kid: str) -> str:
-    """A key id, or a unique prefix of one (what ``status`` prints), of ``role``."""
-    found = [k for k in root.roles[role].keyids if k.startswith(kid.lower())]
-    if len(found) != 1:
-        raise ValueError(f"{role} has {len(found)} key(s) whose id starts {kid[:16]!r}")
-    return found[0]
-
-
-@dataclass
-class Outcome:
-    """What a change came to: published at once, or waiting in a pending file."""
-
-    role: str
-    version: int
-    published: bool
-    pending: Path | None = None
-    status: list[str] = field(default_factory=list)
 
 
 def pending_path(repo_dir: Path, role: str, version: int) -> Path:

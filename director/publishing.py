@@ -30,7 +30,7 @@ from sqlalchemy.engine import Connection, Engine
 from director import inventory as inv
 from director.common import VIN_RE, epoch
 from director.config import Config
-from director.keysource import FileKeySource, KeySource
+from keystore import KeySource, authorized
 from uptane.keys import Signer
 from uptane.limits import Limits
 from uptane.metadata import DER, JSON, Root, TargetFile, Targets, decode
@@ -97,7 +97,10 @@ class Publisher:
         return md.signed
 
     def signers(self) -> dict[str, list[Signer]]:
-        return {r: self.keys.signers(r) for r in ONLINE_ROLES}
+        """The online keys the current root lists for each role (a key made for a
+        rotation signs only once a root naming it is published)."""
+        root = self.root()
+        return {r: authorized(self.keys, r, root.roles[r].keyids) for r in ONLINE_ROLES}
 
     def margin(self, role: str) -> timedelta:
         """How long before expiry ``role`` is re-signed: half its lifetime."""
@@ -113,8 +116,9 @@ class Publisher:
         if not force and latest == max(self.root_files):
             return False
         self.root_files = load_root(self.dir, self.encodings)
-        if isinstance(self.keys, FileKeySource):
-            self.keys = FileKeySource(self.keys.directory)
+        forget = getattr(self.keys, "forget", None)
+        if callable(forget):
+            forget()  # another process may have made or retired keys
         with self._cache_lock:  # bytes another process re-signed are in the database
             self._cache.clear()
         now = self.clock()
