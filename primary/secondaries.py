@@ -117,13 +117,18 @@ def serve_inprocess(
 ) -> InProcessSecondary:
     """Serve ``handler`` on a new loopback link named ``name``; a handler with an
     ``endpoint(max_frame=...)`` method (a :class:`secondary.agent.SecondaryAgent`) serves
-    its own endpoint."""
+    its own endpoint, any other one with its ``link_key`` if it has one."""
     primary_end, secondary_end = loopback_pair()
     make = getattr(handler, "endpoint", None)
     endpoint = (
         make(max_frame=secondary_end.max_frame)
         if callable(make)
-        else SecondaryEndpoint(handler, limits, max_frame=secondary_end.max_frame)
+        else SecondaryEndpoint(
+            handler,
+            limits,
+            max_frame=secondary_end.max_frame,
+            link_key=getattr(handler, "link_key", None),  # an agent's, behind a wrapper
+        )
     )
     stop = threading.Event()
     thread = threading.Thread(

@@ -106,10 +106,7 @@ def provision(
     _check_trusted(cfg, director_root, targets, image_root, map_file)
     directory.mkdir(parents=True, exist_ok=True)
     public = _new_key(cfg, key_type)
-    _write_time_keys(cfg, time_keys or {})
-    if cfg.link_key_file is not None:
-        LinkKey.generate().save(cfg.link_key_file)
-        public["link_key_file"] = str(cfg.link_key_file)
+    public.update(_new_link_secrets(cfg, time_keys or {}))
     provision_state(
         AtomicStore(cfg.state_dir),
         director_root,
@@ -121,6 +118,15 @@ def provision(
     Flash(cfg.flash_dir, slot_size)
     atomic_write(cfg_path, cfg.to_toml().encode("utf-8"), mode=0o644)
     return public
+
+
+def _new_link_secrets(cfg: SecondaryConfig, time_keys: dict[str, bytes]) -> dict[str, str]:
+    """The time server keys, and a new link key (its path is returned, for the Primary)."""
+    _write_time_keys(cfg, time_keys)
+    if cfg.link_key_file is None:
+        return {}
+    LinkKey.generate().save(cfg.link_key_file)
+    return {"link_key_file": str(cfg.link_key_file)}
 
 
 def _write_time_keys(cfg: SecondaryConfig, keys: dict[str, bytes]) -> None:

@@ -84,7 +84,9 @@ class DamagingWire:
                 return msg
             moved = self._carry(self.a, self.b) | self._carry(self.b, self.a)
             while (req := self.b.next_message()) is not None:
-                self.b.send(self.endpoint.receive(req), self.now)
+                reply = self.endpoint.receive(req)
+                if reply is not None:  # None: dropped by the link's envelope
+                    self.b.send(reply, self.now)
                 moved = True
             if moved:
                 continue
@@ -127,7 +129,9 @@ def test_serial_byte_errors_update_completes_exactly_or_fails_clean(tmp_path: Pa
     (tmp_path / "fw.bin").write_bytes(image)
     files = bench.load_metadata(director.write_dir(tmp_path / "meta"))
     wire = DamagingWire(agent.endpoint(max_frame=1024), rate, seed=int(-1 / rate) & 0xFFFF)
-    client = LinkClient(wire, PRIMARY, timeout=0.5, retries=4, clock=lambda: wire.now)
+    client = LinkClient(
+        wire, PRIMARY, timeout=0.5, retries=4, clock=lambda: wire.now, link_key=agent.link_key
+    )
     errors: list[UptaneError] = []
     for _ in range(6):  # a Primary retries a failed cycle; the transfer resumes
         try:
@@ -236,7 +240,9 @@ def test_can_frame_loss_update_completes_exactly_or_fails_clean(tmp_path: Path, 
     server.start()
     errors: list[UptaneError] = []
     try:
-        client = LinkClient(pri, PRIMARY, timeout=0.5, retries=6, backoff=1.0)
+        client = LinkClient(
+            pri, PRIMARY, timeout=0.5, retries=6, backoff=1.0, link_key=agent.link_key
+        )
         for _ in range(6):  # a Primary retries a failed cycle
             try:
                 bench.install(client, files, tmp_path / "fw.bin", now=int(now.timestamp()))
