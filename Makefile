@@ -53,13 +53,16 @@ bench: $(STAMP)
 	$(PY) -m bench
 
 # Security (issue 7): long runs outside CI. `make fuzz` runs the atheris harness of every
-# decoder (FUZZ_RUNS inputs each, default 10^6; results in fuzz/out/results.json);
+# decoder (FUZZ_RUNS inputs each, default 10^6; results in fuzz/out/results.json), then the
+# power walks on the realistic flash model over FLASH_WALK_SEEDS seeds (default 30, ~7 min);
 # `make load` runs 1,000 real Primaries against the services on SQLite and PostgreSQL
 # (LOAD_VEHICLES, LOAD_DB=sqlite|postgresql|both; results in load/out/load-DB.json).
 .PHONY: fuzz load
 fuzz: $(STAMP)
 	$(PY) -m pip install -q -e '.[fuzz]' || echo "atheris could not be installed here"
 	FUZZ_RUNS=$${FUZZ_RUNS:-1000000} $(PY) -m fuzz.run
+	# power loss on the realistic flash model: every write point, double faults, many seeds
+	UPTANE_FLASH_WALK_SEEDS=$${FLASH_WALK_SEEDS:-30} $(PY) -m pytest -q -p no:cacheprovider tests/hardware/test_power_walks.py
 
 load: $(STAMP)
 	$(PY) -m load.loadgen --vehicles $${LOAD_VEHICLES:-1000} --db $${LOAD_DB:-both}
