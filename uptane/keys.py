@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from uptane.encoding.json import canonical, loads
 from uptane.errors import EndlessDataAttack, MalformedInput, UnsupportedAlgorithm
 from uptane.limits import Limits
+from uptane.policy import check_hex
 
 ED25519 = "ed25519"
 ECDSA = "ecdsa-sha2-nistp256"
@@ -48,7 +49,7 @@ def _load_public(scheme: str, public: str) -> PublicKeyObject:
     never remembered); the cache holds at most 256 of them."""
     try:
         if scheme == ED25519:
-            raw = bytes.fromhex(public)
+            raw = check_hex(public, "ed25519 public key")  # exact hex (uptane/policy.py)
             if len(raw) != 32:
                 raise ValueError("ed25519 public key must be 32 bytes")
             return ed25519.Ed25519PublicKey.from_public_bytes(raw)

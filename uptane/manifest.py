@@ -72,9 +72,11 @@ from uptane.metadata import (
     _obj,
     _opt,
     _take,
+    _text,
     format_expires,
     parse_expires,
 )
+from uptane.policy import check_hex, check_target_name
 from uptane.signatures import check_single
 
 #: the ``_type`` of an ECU version report's and of a vehicle version manifest's signed part
@@ -135,14 +137,13 @@ def _ident(d: dict[str, Any], key: str, what: str, limits: Limits) -> str:
     value = _take(d, key, str, what)
     if not value:
         raise MalformedInput(f"{what}: {key} must not be empty")
-    limits.check_string(key, value, limits.max_identifier)
-    return value
+    return _text(value, f"{what} {key}", limits, limits.max_identifier)
 
 
 def _attack(d: dict[str, Any], what: str, limits: Limits) -> str | None:
     value = _opt(d, "attack", str, what)
     if value is not None:
-        limits.check_string("attack indicator", value)
+        _text(value, f"{what} attack indicator", limits)
     return value
 
 
@@ -162,7 +163,9 @@ class InstalledImage:
         d = _obj(d, "installed_image")
         filename = _take(d, "filename", str, "installed_image")
         limits.check_string("installed filename", filename)
-        length = _nonneg(_take(d, "length", int, "installed_image"), "installed length")
+        if filename:  # "" is an ECU that runs nothing the Director knows yet
+            check_target_name(filename, "installed_image filename")
+        length = _nonneg(_take(d, "length", int, "installed_image"), "installed_image length")
         hashes = _hashes(_take(d, "hashes", dict, "installed_image"), "installed_image", limits)
         if not hashes:
             raise MalformedInput("installed_image: at least one hash is required")
@@ -241,21 +244,18 @@ class EcuVersionReport:
         previous = _time(d, "previous_time", what, False)
         rc = _opt(d, "release_counter", int, what)
         if rc is not None:
-            _nonneg(rc, "release_counter")
+            _nonneg(rc, f"{what} release_counter")
         attack = _attack(d, what, limits)
         nonce_hex = _opt(d, "nonce", str, what)
         counter = _opt(d, "counter", int, what)
         nonce = None
         if nonce_hex is not None:
             limits.check_string("nonce", nonce_hex, 2 * MAX_NONCE_BYTES)
-            try:
-                nonce = bytes.fromhex(nonce_hex)
-            except ValueError:
-                raise MalformedInput(f"{what}: nonce is not hex") from None
+            nonce = check_hex(nonce_hex, f"{what}: nonce")
             if not nonce:
                 raise MalformedInput(f"{what}: the nonce must not be empty")
         if counter is not None:
-            _nonneg(counter, "counter")
+            _nonneg(counter, f"{what} counter")
         if (nonce is None) == (counter is None):
             raise MalformedInput(f"{what}: exactly one of nonce and counter is required")
         assert latest is not None
@@ -287,7 +287,7 @@ class UnreachableEcu:
         reason = _take(d, "reason", str, what)
         if not reason:
             raise MalformedInput(f"{what}: reason must not be empty")
-        limits.check_string("unreachable reason", reason)
+        _text(reason, f"{what} reason", limits)
         last_seen = _time(d, "last_seen", what, False)
         if d:
             raise MalformedInput(f"{what}: unknown fields {sorted(d)[:4]}")

@@ -10,6 +10,7 @@ a decode/encode round trip. Every ``from_dict`` takes a :class:`~uptane.limits.L
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Iterator, MutableMapping
 from collections.abc import Mapping as AbcMapping
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from uptane.errors import MalformedInput
 from uptane.identity import HasIdentity, ImageIdentity, same_image
 from uptane.keys import Key, Signer
 from uptane.limits import Limits
+from uptane.policy import MAX_UINT, check_hex, check_target_name, check_text, check_uint
 
 SPEC_VERSION = "1.0.31"
 EXPIRES_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -61,9 +63,19 @@ def _obj(value: Any, what: str) -> dict[str, Any]:
 
 
 def _nonneg(value: int, what: str) -> int:
-    if value < 0:
-        raise MalformedInput(f"{what}: must not be negative")
-    return value
+    """A length or counter: ``0..2**63-1`` (the integer policy, uptane/policy.py)."""
+    return check_uint(value, what)
+
+
+def _uint(d: dict[str, Any], key: str, what: str, low: int = 0) -> int:
+    """``d[key]`` removed from ``d``: an integer in ``low..2**63-1`` (uptane/policy.py)."""
+    return check_uint(_take(d, key, int, what), f"{what} {key}", low=low)
+
+
+def _text(value: str, what: str, limits: Limits, cap: int | None = None) -> str:
+    """An identifier, name or URL: within its length cap, no control character."""
+    limits.check_string(what, value, cap)
+    return check_text(value, what)
 
 
 def _str_list(value: Any, what: str, limits: Limits, cap: int) -> list[str]:
@@ -73,7 +85,7 @@ def _str_list(value: Any, what: str, limits: Limits, cap: int) -> list[str]:
     for item in value:
         if not isinstance(item, str):
             raise MalformedInput(f"{what}: expected strings")
-        limits.check_string(what, item)
+        _text(item, what, limits)
     return list(value)
 
 
@@ -81,13 +93,11 @@ def _hashes(value: Any, what: str, limits: Limits) -> dict[str, str]:
     d = _obj(value, what)
     limits.check_count(f"{what} hashes", len(d), limits.max_hashes)
     for alg, digest in d.items():
+        check_text(alg, f"{what} hash algorithm")
         if not isinstance(digest, str):
-            raise MalformedInput(f"{what}: hash {alg!r} must be a hex string")
+            raise MalformedInput(f"{what}: hash {alg[:32]!r} must be a hex string")
         limits.check_string("hash", digest, 1024)
-        try:
-            bytes.fromhex(digest)
-        except ValueError:
-            raise MalformedInput(f"{what}: hash {alg!r} is not hex") from None
+        check_hex(digest, f"{what}: hash {alg[:32]!r}")
     return d
 
 
@@ -135,13 +145,9 @@ class Signature:
         d = _obj(d, "signature")
         keyid = _take(d, "keyid", str, "signature")
         sig = _take(d, "sig", str, "signature")
-        limits.check_string("keyid", keyid, limits.max_identifier)
+        _text(keyid, "keyid", limits, limits.max_identifier)
         limits.check_string("signature", sig, 2048)
-        try:
-            raw = bytes.fromhex(sig)
-        except ValueError:
-            raise MalformedInput("signature: sig is not hex") from None
-        return cls(keyid, raw, d)
+        return cls(keyid, check_hex(sig, "signature: sig"), d)
 
 
 def signatures_from_dicts(docs: list[Any], limits: Limits) -> list[Signature]:
@@ -179,9 +185,7 @@ class MetaFile:
     @classmethod
     def from_dict(cls, d: Any, limits: Limits) -> MetaFile:
         d = _obj(d, "meta")
-        version = _take(d, "version", int, "meta")
-        if version < 1:
-            raise MalformedInput("meta: version must be at least 1")
+        version = _uint(d, "version", "meta", low=1)
         length = _opt(d, "length", int, "meta")
         if length is not None:
             _nonneg(length, "meta length")
@@ -204,9 +208,7 @@ class Role:
     def from_dict(cls, d: Any, limits: Limits) -> Role:
         d = _obj(d, "role")
         keyids = _str_list(_take(d, "keyids", list, "role"), "keyids", limits, limits.max_keys)
-        threshold = _take(d, "threshold", int, "role")
-        if threshold < 1:
-            raise MalformedInput("role: threshold must be at least 1")
+        threshold = _uint(d, "threshold", "role", low=1)
         return cls(keyids, threshold, d)
 
 
@@ -247,11 +249,8 @@ class Signed:
         t = _take(d, "_type", str, what)
         if t != cls._type:
             raise MalformedInput(f"expected {cls._type} metadata, got {t[:32]!r}")
-        version = _take(d, "version", int, what)
-        if version < 1:
-            raise MalformedInput(f"{what}: version must be at least 1")
-        spec = _take(d, "spec_version", str, what)
-        limits.check_string("spec_version", spec, 32)
+        version = _uint(d, "version", what, low=1)
+        spec = _text(_take(d, "spec_version", str, what), "spec_version", limits, 32)
         expires = parse_expires(_take(d, "expires", str, what))
         return {"version": version, "spec_version": spec, "expires": expires}
 
@@ -291,9 +290,12 @@ class Root(Signed):
         limits.check_count("root roles", len(roles_d), limits.max_roles)
         keys = {}
         for kid, kd in keys_d.items():
-            limits.check_string("keyid", kid, limits.max_identifier)
+            _text(kid, "keyid", limits, limits.max_identifier)
             keys[kid] = Key.from_dict(kd, limits)
-        roles = {name: Role.from_dict(rd, limits) for name, rd in roles_d.items()}
+        roles = {
+            _text(name, "role name", limits): Role.from_dict(rd, limits)
+            for name, rd in roles_d.items()
+        }
         for name in ("root", "timestamp", "snapshot", "targets"):
             if name not in roles:
                 raise MalformedInput(f"root: role {name!r} is missing")
@@ -368,7 +370,7 @@ class Snapshot(Signed):
         limits.check_count("snapshot entries", len(meta_d), limits.max_snapshot_entries)
         meta = {}
         for name, md in meta_d.items():
-            limits.check_string("snapshot entry", name, limits.max_identifier + 5)
+            _text(name, "snapshot entry", limits, limits.max_identifier + 5)
             meta[name] = MetaFile.from_dict(md, limits)
         return cls(**common, meta=meta, unrecognized=d)
 
@@ -390,16 +392,17 @@ class WrappedKey:
     @classmethod
     def from_dict(cls, d: Any, limits: Limits) -> WrappedKey:
         d = _obj(d, "wrappedKeys entry")
-        keyid = _take(d, "keyid", str, "wrappedKeys entry")
-        limits.check_string("wrapped key id", keyid, limits.max_identifier)
+        keyid = _text(
+            _take(d, "keyid", str, "wrappedKeys entry"),
+            "wrapped key id",
+            limits,
+            limits.max_identifier,
+        )
         value = _take(d, "value", str, "wrappedKeys entry")
         limits.check_string("wrapped key", value)
         if d:
             raise MalformedInput(f"wrappedKeys entry: unknown fields {sorted(d)[:4]}")
-        try:
-            return cls(keyid, bytes.fromhex(value))
-        except ValueError:
-            raise MalformedInput("wrappedKeys entry: value is not hex") from None
+        return cls(keyid, check_hex(value, "wrappedKeys entry: value"))
 
 
 @dataclass
@@ -440,22 +443,20 @@ class EncryptedImage:
         d = _obj(d, "encryptedImage")
         filename = _take(d, "filename", str, "encryptedImage")
         limits.check_string("encrypted filename", filename)
-        length = _nonneg(_take(d, "length", int, "encryptedImage"), "encrypted length")
+        check_target_name(filename, "encrypted filename")
+        length = _uint(d, "length", "encryptedImage")
         hashes = _hashes(_take(d, "hashes", dict, "encryptedImage"), "encryptedImage", limits)
         wrapped = _take(d, "wrappedKey", str, "encryptedImage")
         limits.check_string("wrapped key", wrapped)
         method = _take(d, "method", str, "encryptedImage")
-        limits.check_string("encryption method", method, limits.max_identifier)
-        try:
-            key = bytes.fromhex(wrapped)
-        except ValueError:
-            raise MalformedInput("encryptedImage: wrappedKey is not hex") from None
+        _text(method, "encryption method", limits, limits.max_identifier)
+        key = check_hex(wrapped, "encryptedImage: wrappedKey")
         keys: dict[str, WrappedKey] = {}
         per_ecu = _opt(d, "wrappedKeys", dict, "encryptedImage")
         if per_ecu is not None:
             limits.check_count("wrappedKeys", len(per_ecu), limits.max_ecus)
             for ecu, kd in per_ecu.items():
-                limits.check_string("ECU id", ecu, limits.max_identifier)
+                _text(ecu, "ECU id", limits, limits.max_identifier)
                 keys[ecu] = WrappedKey.from_dict(kd, limits)
         return cls(filename, length, hashes, key, method, keys)
 
@@ -468,7 +469,8 @@ def _image_ref(value: Any, what: str, limits: Limits) -> ImageIdentity:
     d = _obj(value, what)
     path = _take(d, "filename", str, what)
     limits.check_string(f"{what} filename", path)
-    length = _nonneg(_take(d, "length", int, what), f"{what} length")
+    check_target_name(path, f"{what} filename")
+    length = _uint(d, "length", what)
     hashes = _hashes(_take(d, "hashes", dict, what), what, limits)
     if not hashes or d:
         raise MalformedInput(f"{what}: needs exactly filename, length and hashes (one or more)")
@@ -495,8 +497,7 @@ class DeltaImage:
     @classmethod
     def from_dict(cls, d: Any, limits: Limits) -> DeltaImage:
         d = _obj(d, "delta")
-        fmt = _take(d, "format", str, "delta")
-        limits.check_string("delta format", fmt, limits.max_identifier)
+        fmt = _text(_take(d, "format", str, "delta"), "delta format", limits, limits.max_identifier)
         base = _image_ref(_take(d, "base", dict, "delta"), "delta base", limits)
         target = _image_ref(_take(d, "target", dict, "delta"), "delta target", limits)
         if d:
@@ -564,8 +565,9 @@ class TargetFile:
     @classmethod
     def from_dict(cls, path: str, d: Any, limits: Limits) -> TargetFile:
         what = f"target {path[:64]!r}"
+        check_target_name(path)
         d = _obj(d, what)
-        length = _nonneg(_take(d, "length", int, what), "target length")
+        length = _uint(d, "length", what)
         hashes = _hashes(_take(d, "hashes", dict, what), what, limits)
         if not hashes:
             raise MalformedInput(f"{what}: at least one hash is required")
@@ -585,11 +587,10 @@ class TargetFile:
         if ecus is not None:
             limits.check_count("ecuIdentifiers", len(ecus), limits.max_ecus)
             for ecu, info in ecus.items():
-                limits.check_string("ECU id", ecu, limits.max_identifier)
+                _text(ecu, "ECU id", limits, limits.max_identifier)
                 info = _obj(info, "ecuIdentifiers entry")
                 hwid = _take(info, "hardwareId", str, "ecuIdentifiers entry")
-                limits.check_string("hardware id", hwid, limits.max_identifier)
-                tf.ecu_ids[ecu] = hwid
+                tf.ecu_ids[ecu] = _text(hwid, "hardware id", limits, limits.max_identifier)
         sm = _opt(c, "shallMatch", dict, what)
         if sm is not None:
             tf.shall_match = sm
@@ -598,8 +599,7 @@ class TargetFile:
             tf.encrypted = EncryptedImage.from_dict(enc, limits)
         url = _opt(c, "uri", str, what)
         if url is not None:
-            limits.check_string("uri", url)
-            tf.url = url
+            tf.url = _text(url, "uri", limits)
         delta = c.pop("delta", None)
         if delta is not None:
             tf.delta = DeltaImage.from_dict(delta, limits)
@@ -617,6 +617,10 @@ class TargetFile:
 
 #: the keys of a target entry's ``custom`` object that :func:`_plain_entry` checks itself
 _PLAIN_CUSTOM = frozenset(("hardwareIds", "releaseCounter"))
+#: :func:`uptane.policy.check_hex` and :func:`~uptane.policy.check_text` as plain searches
+#: (no exception) for :func:`_plain_entry`
+_EXACT_HEX = re.compile(r"(?:[0-9a-fA-F]{2})*")
+_plain_bad = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]").search
 
 
 def _plain_entry(td: Any, limits: Limits) -> bool:
@@ -632,17 +636,15 @@ def _plain_entry(td: Any, limits: Limits) -> bool:
     if type(td) is not dict:
         return False
     length = td.get("length")
-    if type(length) is not int or length < 0:
+    if type(length) is not int or not 0 <= length <= MAX_UINT:
         return False
     hashes = td.get("hashes")
     if type(hashes) is not dict or not hashes or len(hashes) > limits.max_hashes:
         return False
-    for digest in hashes.values():
-        if type(digest) is not str or len(digest) > 1024:
+    for alg, digest in hashes.items():
+        if type(digest) is not str or len(digest) > 1024 or _plain_bad(alg):
             return False
-        try:
-            bytes.fromhex(digest)
-        except ValueError:
+        if _EXACT_HEX.fullmatch(digest) is None:
             return False
     if "custom" not in td:
         return True
@@ -657,11 +659,11 @@ def _plain_entry(td: Any, limits: Limits) -> bool:
             return False
         max_string = limits.max_string
         for item in hw:
-            if type(item) is not str or len(item) > max_string:
+            if type(item) is not str or len(item) > max_string or _plain_bad(item):
                 return False
     if "releaseCounter" in custom:
         rc = custom["releaseCounter"]
-        if type(rc) is not int or rc < 0:
+        if type(rc) is not int or not 0 <= rc <= MAX_UINT:
             return False
     return True
 
@@ -737,13 +739,11 @@ class RoleRef:
     def from_dict(cls, d: Any, limits: Limits) -> RoleRef:
         d = _obj(d, "multi-role entry")
         name = _take(d, "name", str, "multi-role entry")
-        limits.check_string("role name", name, limits.max_identifier)
+        _text(name, "role name", limits, limits.max_identifier)
         keyids = _str_list(
             _take(d, "keyids", list, "multi-role entry"), "keyids", limits, limits.max_keys
         )
-        threshold = _take(d, "threshold", int, "multi-role entry")
-        if threshold < 1:
-            raise MalformedInput("multi-role entry: threshold must be at least 1")
+        threshold = _uint(d, "threshold", "multi-role entry", low=1)
         return cls(name, keyids, threshold)
 
 
@@ -791,13 +791,11 @@ class DelegatedRole:
     def from_dict(cls, d: Any, limits: Limits) -> DelegatedRole:
         d = _obj(d, "delegated role")
         name = _take(d, "name", str, "delegated role")
-        limits.check_string("role name", name, limits.max_identifier)
+        _text(name, "role name", limits, limits.max_identifier)
         keyids = _str_list(
             _take(d, "keyids", list, "delegated role"), "keyids", limits, limits.max_keys
         )
-        threshold = _take(d, "threshold", int, "delegated role")
-        if threshold < 1:
-            raise MalformedInput("delegated role: threshold must be at least 1")
+        threshold = _uint(d, "threshold", "delegated role", low=1)
         terminating = _opt(d, "terminating", bool, "delegated role") or False
         paths = d.pop("paths", None)
         prefixes = d.pop("path_hash_prefixes", None)
@@ -851,12 +849,12 @@ class SuccinctRoles:
         keyids = _str_list(
             _take(d, "keyids", list, "succinct_roles"), "keyids", limits, limits.max_keys
         )
-        threshold = _take(d, "threshold", int, "succinct_roles")
-        bits = _take(d, "bit_length", int, "succinct_roles")
+        threshold = _uint(d, "threshold", "succinct_roles", low=1)
+        bits = check_uint(
+            _take(d, "bit_length", int, "succinct_roles"), "bit_length", low=1, high=32
+        )
         prefix = _take(d, "name_prefix", str, "succinct_roles")
-        if threshold < 1 or not 1 <= bits <= 32:
-            raise MalformedInput("succinct_roles: bad threshold or bit_length")
-        limits.check_string("name_prefix", prefix, limits.max_identifier)
+        _text(prefix, "name_prefix", limits, limits.max_identifier)
         return cls(keyids, threshold, bits, prefix, d)
 
     @property
@@ -907,7 +905,7 @@ class Delegations:
         limits.check_count("delegation keys", len(keys_d), limits.max_keys)
         keys = {}
         for kid, kd in keys_d.items():
-            limits.check_string("keyid", kid, limits.max_identifier)
+            _text(kid, "keyid", limits, limits.max_identifier)
             keys[kid] = Key.from_dict(kd, limits)
         roles_l = _opt(d, "roles", list, "delegations")
         succinct = d.pop("succinct_roles", None)
@@ -961,6 +959,7 @@ class Targets(Signed):
         for path, td in targets_d.items():
             if len(path) > max_string:
                 limits.check_string("target path", path)
+            check_target_name(path)
             entries[path] = (
                 td if _plain_entry(td, limits) else TargetFile.from_dict(path, td, limits)
             )
@@ -968,7 +967,7 @@ class Targets(Signed):
         dd = d.pop("delegations", None)
         vin = _opt(d, "vehicleId", str, "targets")
         if vin is not None:
-            limits.check_string("vehicle id", vin, limits.max_identifier)
+            _text(vin, "vehicle id", limits, limits.max_identifier)
         return cls(
             **common,
             targets=targets,
@@ -1159,7 +1158,7 @@ class MapFile:
         limits.check_count("map repositories", len(repos_d), limits.max_roles)
         repos = {}
         for name, urls in repos_d.items():
-            limits.check_string("repository name", name, limits.max_identifier)
+            _text(name, "repository name", limits, limits.max_identifier)
             repos[name] = _str_list(urls, "repository urls", limits, limits.max_paths)
         maps_l = _take(doc, "mapping", list, "map file")
         limits.check_count("map rules", len(maps_l), limits.max_delegations)
@@ -1172,7 +1171,7 @@ class MapFile:
             names = _str_list(
                 _take(md, "repositories", list, "mapping"), "repositories", limits, limits.max_roles
             )
-            threshold = _take(md, "threshold", int, "mapping")
+            threshold = _uint(md, "threshold", "mapping", low=1)
             terminating = _opt(md, "terminating", bool, "mapping") or False
             unknown = [n for n in names if n not in repos]
             if unknown:

@@ -5,17 +5,14 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from uptane.errors import MalformedInput
+from uptane.policy import check_target_name
 
 
 def check_target_path(path: str) -> str:
-    """Refuse target paths that could traverse: empty, absolute, ``..``, NUL, backslash."""
-    if not path or "\x00" in path or "\\" in path or path.startswith("/"):
-        raise MalformedInput(f"unsafe target path {path[:64]!r}")
-    parts = path.split("/")
-    if any(p in ("", ".", "..") for p in parts):
-        raise MalformedInput(f"unsafe target path {path[:64]!r}")
-    return path
+    """Refuse target paths that could traverse or mislead: the one target-name rule of
+    :func:`uptane.policy.check_target_name` (empty, absolute, ``.``/``..`` or empty
+    segments, backslash, control and bidi characters, not NFC)."""
+    return check_target_name(path, "target path")
 
 
 def encode_name(name: str) -> str:

@@ -19,15 +19,25 @@ from uptane.errors import (
 )
 from uptane.limits import CONSTRAINED, PRIMARY
 
+
+def _text(max_size: int) -> st.SearchStrategy[str]:
+    return st.text(
+        st.characters(blacklist_categories=("Cc", "Cs")) | st.sampled_from("\t\n\r"),
+        max_size=max_size,
+    )
+
+
 values = st.recursive(
     st.none()
     | st.booleans()
-    | st.integers(min_value=-(2**64), max_value=2**64 - 1)
+    # the integer and string policy (uptane/policy.py): signed 64-bit integers, text with
+    # no control character but tab, LF and CR
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
     | st.binary(max_size=64)
-    | st.text(max_size=32),
+    | _text(max_size=32),
     lambda inner: (
         st.lists(inner, max_size=6)
-        | st.dictionaries(st.integers(-100, 100) | st.text(max_size=8), inner, max_size=6)
+        | st.dictionaries(st.integers(-100, 100) | _text(max_size=8), inner, max_size=6)
     ),
     max_leaves=30,
 )
@@ -45,7 +55,9 @@ def test_map_keys_are_sorted_canonically() -> None:
     assert cbor.dumps({10: 1, 2: 2, "a": 3}) == cbor.dumps({"a": 3, 2: 2, 10: 1})
 
 
-@pytest.mark.parametrize("value", [1.5, float("nan"), object(), {(1, 2): 3}, {True: 1}, 2**64])
+@pytest.mark.parametrize(
+    "value", [1.5, float("nan"), object(), {(1, 2): 3}, {True: 1}, 2**64, 2**63, -(2**63) - 1]
+)
 def test_dumps_refuses_types_outside_the_model(value: object) -> None:
     with pytest.raises(MalformedInput):
         cbor.dumps(value)

@@ -577,9 +577,13 @@ def test_der_garbage_raises_only_uptane_errors(data):
 
 
 def test_der_embedded_json_keeps_control_characters(keys):
-    t = Targets(expires=EXPIRES, unrecognized={"note": "line1\nline2\t\x00", "q": '"\\'})
+    t = Targets(expires=EXPIRES, unrecognized={"note": "line1\nline2\t\r", "q": '"\\'})
     back = der.decode_metadata(_signed_md(t, keys[ED25519]).to_bytes(), PRIMARY)
     assert back.signed.to_dict() == t.to_dict()
+    # NUL is refused in every string of a document (uptane/policy.py, issue 15)
+    t.unrecognized["note"] += "\x00"
+    with pytest.raises(MalformedInput, match="U\\+0000"):
+        der.decode_metadata(_signed_md(t, keys[ED25519]).to_bytes(), PRIMARY)
 
 
 def test_der_every_string_is_capped_as_in_json(keys):

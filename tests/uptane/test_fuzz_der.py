@@ -36,6 +36,7 @@ from uptane.metadata import (
     Targets,
     Timestamp,
 )
+from uptane.policy import check_target_name
 
 EXPIRES = datetime(2031, 1, 2, 3, 4, 5, tzinfo=UTC)
 FUZZ = settings(
@@ -271,14 +272,29 @@ def test_fuzz_corpus_is_valid(enc):
 
 # --- round-trip property over generated models ------------------------------------------
 
+
+#: text the integer and string policy (uptane/policy.py) lets into a document: no control
+#: character, no lone surrogate; integers are signed 64-bit
+def _text(**kw: Any) -> st.SearchStrategy[str]:
+    return st.text(st.characters(blacklist_categories=("Cc", "Cs")), **kw)
+
+
+def _is_name(path: str) -> bool:
+    try:
+        check_target_name(path)
+    except UptaneError:
+        return False
+    return True
+
+
 _JSONISH = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(max_size=12),
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | _text(max_size=12),
     lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+        st.lists(inner, max_size=3) | st.dictionaries(_text(max_size=6), inner, max_size=3)
     ),
     max_leaves=8,
 )
-_EXTRA = st.dictionaries(st.text(max_size=6).map(lambda k: "x-" + k), _JSONISH, max_size=2)
+_EXTRA = st.dictionaries(_text(max_size=6).map(lambda k: "x-" + k), _JSONISH, max_size=2)
 _DIGEST = st.binary(max_size=64).flatmap(
     lambda b: st.sampled_from([b.hex(), b.hex().upper()]) if b else st.just("")
 )
@@ -288,12 +304,13 @@ _HASHES = st.dictionaries(
     min_size=1,
     max_size=3,
 )
-_NAME = st.text(min_size=1, max_size=20)
+_NAME = _text(min_size=1, max_size=20)
+_PATH = _NAME.filter(_is_name)
 
 
 @st.composite
 def _target(draw: Any) -> TargetFile:
-    path = draw(_NAME)
+    path = draw(_PATH)
     hw = draw(st.lists(_NAME, max_size=3))
     ecus = draw(
         st.dictionaries(_NAME, _NAME if not hw else st.sampled_from(hw) | _NAME, max_size=3)
@@ -302,7 +319,7 @@ def _target(draw: Any) -> TargetFile:
         st.none()
         | st.builds(
             EncryptedImage,
-            _NAME,
+            _PATH,
             st.integers(0, 2**40),
             _HASHES,
             st.binary(max_size=40),
@@ -316,9 +333,9 @@ def _target(draw: Any) -> TargetFile:
         hardware_ids=hw,
         release_counter=draw(st.none() | st.integers(0, 2**31)),
         ecu_ids=ecus,
-        shall_match=draw(st.none() | st.dictionaries(st.text(max_size=6), _JSONISH, max_size=3)),
+        shall_match=draw(st.none() | st.dictionaries(_text(max_size=6), _JSONISH, max_size=3)),
         encrypted=enc,
-        url=draw(st.none() | st.text(max_size=30)),
+        url=draw(st.none() | _text(max_size=30)),
         custom_extra=draw(_EXTRA),
         unrecognized=draw(_EXTRA),
     )

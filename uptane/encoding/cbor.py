@@ -1,7 +1,7 @@
 """Bounded, deterministic CBOR for link messages (Primary/bench <-> Secondary).
 
 :func:`dumps` writes canonical CBOR (RFC 8949 §4.2.1 core deterministic encoding, through
-cbor2) of a small data model: ``None``, ``bool``, 64-bit ``int``, ``bytes``, ``str``,
+cbor2) of a small data model: ``None``, ``bool``, signed 64-bit ``int``, ``bytes``, ``str``,
 ``list``/``tuple`` and ``dict`` with ``int`` or ``str`` keys.
 
 :func:`loads` accepts exactly that model and nothing else. Before cbor2 sees a byte, an
@@ -13,7 +13,9 @@ iterative pre-scan walks the header structure and refuses, with :mod:`uptane.err
   :class:`LimitExceeded`;
 - a declared length longer than the bytes that are left, truncation, trailing bytes, tags,
   floats, ``undefined``, other simple values, indefinite lengths, map keys that are not
-  ints or text: :class:`MalformedInput`;
+  ints or text; and what the integer and string policy (:mod:`uptane.policy`) refuses: an
+  integer outside the signed 64-bit range, text holding NUL or another control character
+  (tab, LF and CR excepted): :class:`MalformedInput`;
 - non-shortest heads, unsorted or duplicate map keys: :class:`NonCanonicalEncoding`.
 
 So a hostile declared length never allocates, and no cbor2 or built-in exception escapes.
@@ -21,17 +23,22 @@ So a hostile declared length never allocates, and no cbor2 or built-in exception
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import cbor2
 
 from uptane.errors import EndlessDataAttack, LimitExceeded, MalformedInput, NonCanonicalEncoding
 from uptane.limits import Limits
+from uptane.policy import INT64_MAX, INT64_MIN
 
 CBORValue = Any
 
-_INT_MIN = -(2**64)
-_INT_MAX = 2**64 - 1
+_INT_MIN = INT64_MIN
+_INT_MAX = INT64_MAX
+#: the control characters :func:`uptane.policy.check_document_string` refuses, as UTF-8
+#: bytes (C0 but tab, LF, CR; DEL; C1); strict UTF-8 decoding refuses surrogates
+_CONTROL_BYTES = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\xc2[\x80-\x9f]")
 
 # major types
 _UINT, _NINT, _BYTES, _TEXT, _ARRAY, _MAP, _TAG, _SIMPLE = range(8)
@@ -50,7 +57,7 @@ def _check_encodable(obj: CBORValue, limits: Limits | None) -> None:
             continue
         if isinstance(node, int):
             if not _INT_MIN <= node <= _INT_MAX:
-                raise MalformedInput("CBOR: integer outside the 64-bit range")
+                raise MalformedInput("CBOR: integer outside the signed 64-bit range")
         elif isinstance(node, (list, tuple)):
             stack.extend((v, depth + 1) for v in node)
         elif isinstance(node, dict):
@@ -130,12 +137,17 @@ def scan(
         if is_key and major not in (_UINT, _NINT, _TEXT):
             raise MalformedInput("CBOR: map keys must be integers or text")
         if major in (_UINT, _NINT):
+            if arg > _INT_MAX:  # uptane/policy.py: signed 64-bit integers only
+                raise MalformedInput("CBOR: integer outside the signed 64-bit range")
             continue
         if major in (_BYTES, _TEXT):
             if arg > n - pos:
                 raise MalformedInput(f"CBOR: string of {arg} bytes, only {n - pos} left")
-            if major == _TEXT and arg > limits.max_string:
-                raise LimitExceeded(f"CBOR: text of {arg} bytes exceeds {limits.max_string}")
+            if major == _TEXT:
+                if arg > limits.max_string:
+                    raise LimitExceeded(f"CBOR: text of {arg} bytes exceeds {limits.max_string}")
+                if _CONTROL_BYTES.search(data, pos, pos + arg) is not None:
+                    raise MalformedInput("CBOR: text holds a control character")
             pos += arg
             continue
         if major in (_ARRAY, _MAP):

@@ -78,6 +78,7 @@ from uptane.metadata import (
     parse_expires,
     signatures_from_dicts,
 )
+from uptane.policy import check_document_string
 
 #: a schema class below: a subclass of an asn1crypto type. asn1crypto has no type
 #: information, so a class's ``_fields``, ``_child_spec`` and ``_alternatives`` are untyped
@@ -87,8 +88,9 @@ Spec = type[Any]
 
 #: context tag of the ``unrecognized`` field, the same in every SEQUENCE that has one
 UNRECOGNIZED_TAG = 15
-#: the largest INTEGER content accepted (a signed 64-bit value needs at most 9 bytes)
-MAX_INTEGER_BYTES = 9
+#: the largest INTEGER content accepted: 8 bytes, a signed 64-bit value (the integer
+#: policy, uptane/policy.py; 9 bytes let through values up to 2**71, issue 15)
+MAX_INTEGER_BYTES = 8
 #: the DEFAULT of ``specVersion``; fixed forever, whatever the model's SPEC_VERSION becomes
 DEFAULT_SPEC_VERSION = "1.0.31"
 #: latest ``expires``/time value: 9999-12-31T23:59:59Z as POSIX seconds
@@ -1648,9 +1650,10 @@ def _read(spec: Spec, data: bytes, start: int, end: int) -> Any:
         return content
     if issubclass(spec, core.UTF8String):
         try:
-            return content.decode("utf-8")
+            text = content.decode("utf-8")
         except UnicodeDecodeError:
             raise _bad("a UTF8String is not valid UTF-8") from None
+        return check_document_string(text, "DER: a UTF8String")  # uptane/policy.py
     if issubclass(spec, core.VisibleString):
         if not _VISIBLE.fullmatch(content):
             raise _bad("a VisibleString holds only printable ASCII")

@@ -3,7 +3,10 @@ bounded JSON decoder.
 
 The decoder refuses, with :mod:`uptane.errors` errors and before building big objects:
 input over the byte cap, nesting deeper than ``Limits.max_depth``, floats, NaN,
-duplicate object keys, over-long strings and invalid UTF-8.
+duplicate object keys, over-long strings and invalid UTF-8; and what the integer and
+string policy (:mod:`uptane.policy`) refuses in any document: an integer outside the
+signed 64-bit range, a string holding NUL or another control character (tab, LF and CR
+excepted) or a lone surrogate.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 
 from uptane.errors import EndlessDataAttack, LimitExceeded, MalformedInput
 from uptane.limits import Limits
+from uptane.policy import check_document_string, is_int64
 
 JSONValue = Any
 
@@ -248,6 +252,40 @@ def _too_long(what: str, value: str, cap: int) -> None:
     raise LimitExceeded(f"{what}: length {len(value)} exceeds the cap of {cap}")
 
 
+#: what may be outside the policy in raw JSON: a raw control byte (outside strings JSON
+#: allows only tab, LF, CR and space), a C1 control in UTF-8 (0xC2 0x80-0x9F), an escaped
+#: control or surrogate, or a number of 19 digits or more after ``:``, ``[`` or ``,``.
+#: A match only says "check each value" (:func:`_check_policy`); a digest or text that
+#: happens to look like it costs that walk, nothing more.
+_SUSPECT = re.compile(
+    rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\xc2[\x80-\x9f]"
+    rb"|\\u00[0189]|\\u007[fF]|\\u[dD][89a-fA-F]"
+    rb"|(?:^|[:\[,])\s*-?[0-9]{19}"
+)
+
+
+def _check_policy(value: JSONValue, what: str) -> None:
+    """Every integer of the tree is a signed 64-bit value and no string (key or value)
+    breaks :func:`uptane.policy.check_document_string` (one pass, no recursion; the tree
+    was bounded by the walk)."""
+    todo = [value]
+    while todo:
+        node = todo.pop()
+        t = type(node)
+        if t is str:
+            check_document_string(node, what)
+        elif t is int:
+            if not is_int64(node):
+                bits = node.bit_length()
+                raise MalformedInput(f"{what}: a {bits}-bit integer is outside the int64 range")
+        elif t is dict:
+            for k in node:
+                check_document_string(k, what)
+            todo.extend(node.values())
+        elif t is list:
+            todo.extend(node)
+
+
 def _has_duplicate_key(text: str) -> bool:
     """Whether an object of ``text``, which :func:`loads` parsed, repeats a key (the hooked
     parse: only on the path of an input already refused)."""
@@ -314,4 +352,6 @@ def loads(data: bytes, limits: Limits, *, cap: int | None = None, what: str = "J
         raise
     if not hooked and raw.count(b'"') != 2 * walk.strings:
         raise MalformedInput(f"{what}: duplicate key in JSON object")
+    if _SUSPECT.search(raw) is not None:
+        _check_policy(value, what)
     return value
