@@ -27,7 +27,7 @@ from typing import Any
 
 from storage import read_json, write_json
 from uptane.codec import codec_for
-from uptane.errors import MalformedInput, ThresholdNotMet
+from uptane.errors import MalformedInput
 from uptane.keys import Key, Signer
 from uptane.limits import Limits
 from uptane.metadata import JSON, Metadata, Root, Signed, decode
@@ -40,6 +40,10 @@ PENDING_MODE = 0o644
 #: the largest pending file read: a root and its authority in two encodings, many signers
 MAX_PENDING = 8 * 1024 * 1024
 CEREMONY_ROLES = ("root", "targets")
+
+
+class BelowThreshold(PermissionError):
+    """A pending file short of signatures: not an attack, a ceremony not finished yet."""
 
 
 @dataclass
@@ -208,13 +212,13 @@ class Pending:
         self.signers[signer.key.keyid] = who[:64]
 
     def check(self, authority: Root | None = None) -> None:
-        """ThresholdNotMet unless every requirement is met (publishing calls it)."""
+        """BelowThreshold unless every requirement is met (publishing calls it)."""
         short = [r for r in self.requirements(authority) if r.missing]
         if short:
-            raise ThresholdNotMet(
-                "below threshold, nothing published: "
-                + "; ".join(f"{r.what}: {len(r.signed)} of {r.threshold}" for r in short),
-                role=self.role,
+            raise BelowThreshold(
+                f"{self.role} v{self.model().version} is below threshold, nothing published: "
+                + "; ".join(f"{r.what}: {len(r.signed)} of {r.threshold}" for r in short)
+                + " (more holders sign with `ceremony sign`; `ceremony status` shows who)"
             )
 
     def files(self) -> dict[str, bytes]:
@@ -304,4 +308,12 @@ def summary(model: Signed) -> list[str]:
     return lines
 
 
-__all__ = ["CEREMONY_ROLES", "Outcome", "Pending", "Requirement", "RootChange", "summary"]
+__all__ = [
+    "CEREMONY_ROLES",
+    "BelowThreshold",
+    "Outcome",
+    "Pending",
+    "Requirement",
+    "RootChange",
+    "summary",
+]

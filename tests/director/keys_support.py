@@ -89,3 +89,57 @@ def private_key_markers(root: Path) -> list[str]:
             if b"PRIVATE KEY-----" in data:
                 found.append(str(p.relative_to(root)))
     return found
+
+
+# --- an OEM backend whose keys are held as issue 16 asks ---------------------------------
+
+
+def custody_backend(root: Path, now, *, image_keys=None, director_keys=None, expiry_days=None):  # type: ignore[no-untyped-def]
+    """The real Image repository and Director services (in threads, behind the proxies of
+    ``tests/primary/cycle_support.py``), with the images of that support module signed,
+    but no supplier: the tests delegate themselves. ``image_keys`` and ``director_keys``
+    are key source settings (e.g. :func:`key_source_spec`), default files."""
+    from cycle_support import IMAGES, Backend, Clock, Proxy, Uvicorn
+
+    from director.director import Director
+    from director.director_server import create_app as director_app
+    from director.image_repo import ImageRepository, default_offline_dir
+    from director.image_server import create_app as image_app
+
+    b = Backend.__new__(Backend)
+    b.root = root
+    b.clock = Clock(now)
+    b.image_dir = root / "image-repo"
+    offline = default_offline_dir(b.image_dir)
+    ImageRepository.init(b.image_dir, offline, now, key_source=image_keys, expiry_days=expiry_days)
+    repo = ImageRepository(b.image_dir, now, offline_dir=offline)
+    for path, (data, hw, rc) in IMAGES.items():
+        repo.stage_target(path, data, hw, rc)
+    repo.sign(now)
+    b.image_server = Uvicorn(image_app(b.image_dir, clock=b.clock, refresh_interval=0.2))
+    b.director_dir = root / "director"
+    Director.init(
+        b.director_dir,
+        str(b.image_dir / "metadata"),
+        b.image_root(),
+        db_url=f"sqlite:///{root / 'inventory.db'}",
+        now=now,
+        key_source=director_keys,
+    )
+    b.director = Director(b.director_dir, clock=b.clock)
+    b.director_server = Uvicorn(director_app(director=b.director))
+    b.image_proxy = Proxy(b.image_server.url)
+    b.director_proxy = Proxy(b.director_server.url)
+    return b
+
+
+def image_version(car, what: str = "root") -> int:  # type: ignore[no-untyped-def]
+    """The version of ``what`` the vehicle's Primary trusts in the Image repository."""
+    _director, image = car.primary().load_trust()
+    md = image.root if what == "root" else getattr(image, what)
+    return int(md.signed.version)
+
+
+def director_root_version(car) -> int:  # type: ignore[no-untyped-def]
+    director, _image = car.primary().load_trust()
+    return int(director.root.signed.version)
