@@ -10,7 +10,6 @@ a decode/encode round trip. Every ``from_dict`` takes a :class:`~uptane.limits.L
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Callable, Iterator, MutableMapping
 from collections.abc import Mapping as AbcMapping
 from dataclasses import dataclass, field
@@ -26,7 +25,15 @@ from uptane.errors import MalformedInput
 from uptane.identity import HasIdentity, ImageIdentity, same_image
 from uptane.keys import Key, Signer
 from uptane.limits import Limits
-from uptane.policy import MAX_UINT, check_hex, check_target_name, check_text, check_uint
+from uptane.policy import (
+    MAX_UINT,
+    check_hex,
+    check_target_name,
+    check_text,
+    check_uint,
+    hex_ok,
+    text_ok,
+)
 
 SPEC_VERSION = "1.0.31"
 EXPIRES_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -617,10 +624,6 @@ class TargetFile:
 
 #: the keys of a target entry's ``custom`` object that :func:`_plain_entry` checks itself
 _PLAIN_CUSTOM = frozenset(("hardwareIds", "releaseCounter"))
-#: :func:`uptane.policy.check_hex` and :func:`~uptane.policy.check_text` as plain searches
-#: (no exception) for :func:`_plain_entry`
-_EXACT_HEX = re.compile(r"(?:[0-9a-fA-F]{2})*")
-_plain_bad = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]").search
 
 
 def _plain_entry(td: Any, limits: Limits) -> bool:
@@ -642,9 +645,9 @@ def _plain_entry(td: Any, limits: Limits) -> bool:
     if type(hashes) is not dict or not hashes or len(hashes) > limits.max_hashes:
         return False
     for alg, digest in hashes.items():
-        if type(digest) is not str or len(digest) > 1024 or _plain_bad(alg):
+        if type(digest) is not str or len(digest) > 1024 or not text_ok(alg):
             return False
-        if _EXACT_HEX.fullmatch(digest) is None:
+        if not hex_ok(digest):
             return False
     if "custom" not in td:
         return True
@@ -659,7 +662,7 @@ def _plain_entry(td: Any, limits: Limits) -> bool:
             return False
         max_string = limits.max_string
         for item in hw:
-            if type(item) is not str or len(item) > max_string or _plain_bad(item):
+            if type(item) is not str or len(item) > max_string or not text_ok(item):
                 return False
     if "releaseCounter" in custom:
         rc = custom["releaseCounter"]

@@ -51,7 +51,6 @@ _NAME_BAD = re.compile(
     "[\x00-\x1f\x7f-\x9f\ud800-\udfff\\\\" + BIDI_CONTROLS + "]"
     r"|^/|//|/$|(?:^|/)\.\.?(?:/|$)"
 )
-_HEX = re.compile(r"(?:[0-9a-fA-F]{2})*")
 
 
 def _show(value: str) -> str:
@@ -92,9 +91,17 @@ def check_document_string(value: str, what: str = "string") -> str:
     return value
 
 
+def text_ok(value: str) -> bool:
+    """Whether :func:`check_text` passes ``value`` (no exception; printable ASCII, the
+    common case, is decided without a regular expression)."""
+    return (value.isascii() and value.isprintable()) or _TEXT_BAD.search(value) is None
+
+
 def check_text(value: str, what: str) -> str:
     """``value`` unless it holds any control character or a lone surrogate: the rule for
     identifiers, names, URLs, attack indicators and reasons."""
+    if value.isascii() and value.isprintable():
+        return value
     m = _TEXT_BAD.search(value)
     if m is not None:
         raise MalformedInput(f"{what}: {_bad_char(m.group())} in {_show(value)}")
@@ -107,6 +114,8 @@ def check_target_name(name: str, what: str = "target name") -> str:
     target name enters: decoders, the services, the CLIs."""
     if not isinstance(name, str):
         raise MalformedInput(f"{what}: expected a string")
+    if name_ok_fast(name):
+        return name
     if not name:
         raise MalformedInput(f"{what}: must not be empty")
     m = _NAME_BAD.search(name)
@@ -124,12 +133,43 @@ def check_target_name(name: str, what: str = "target name") -> str:
     return name
 
 
+def name_ok_fast(name: str) -> bool:
+    """True for the common target name (printable ASCII, no backslash, no segment that
+    is empty or starts with a dot): such a name passes :func:`check_target_name` without a
+    regular expression (a 20,000-entry targets file: 4 ms rather than 80). False only
+    says "check it in full"."""
+    return (
+        name.isascii()
+        and name.isprintable()
+        and name[:1] not in ("", "/", ".")
+        and "\\" not in name
+        and "//" not in name
+        and "/." not in name
+        and name[-1] != "/"
+    )
+
+
+def hex_ok(value: str) -> bool:
+    """Whether :func:`check_hex` passes ``value`` (no exception)."""
+    if not (value.isascii() and value.isalnum()) and value:
+        return False
+    try:
+        bytes.fromhex(value)  # only [0-9a-fA-F] pairs are left to refuse
+    except ValueError:
+        return False
+    return True
+
+
 def check_hex(value: str, what: str) -> bytes:
     """The bytes of ``value``, a hex string of whole bytes with nothing else in it (no
     spaces, no ``0x``); :class:`MalformedInput` otherwise."""
-    if not isinstance(value, str) or _HEX.fullmatch(value) is None:
-        raise MalformedInput(f"{what}: not exact hex ({_show(str(value))})")
-    return bytes.fromhex(value)
+    # isalnum refuses the spaces bytes.fromhex would skip; fromhex refuses the rest
+    if isinstance(value, str) and ((value.isascii() and value.isalnum()) or not value):
+        try:
+            return bytes.fromhex(value)
+        except ValueError:
+            pass
+    raise MalformedInput(f"{what}: not exact hex ({_show(str(value))})")
 
 
 __all__ = [
@@ -142,5 +182,8 @@ __all__ = [
     "check_target_name",
     "check_text",
     "check_uint",
+    "hex_ok",
     "is_int64",
+    "name_ok_fast",
+    "text_ok",
 ]

@@ -17,7 +17,7 @@ from typing import Any
 
 from uptane.errors import EndlessDataAttack, LimitExceeded, MalformedInput
 from uptane.limits import Limits
-from uptane.policy import check_document_string, is_int64
+from uptane.policy import INT64_MAX, INT64_MIN, check_document_string, is_int64
 
 JSONValue = Any
 
@@ -183,7 +183,10 @@ class _Walk:
                         if len(v) > max_string:
                             _too_long("JSON string", v, max_string)
                         strings += 1
-                    elif t is int or t is bool or v is None:
+                    elif t is int:
+                        if not _INT64_MIN <= v <= _INT64_MAX:
+                            _out_of_range(v)
+                    elif t is bool or v is None:
                         pass
                     else:  # containers, and subclasses of str (never from json.loads)
                         add(v)
@@ -223,6 +226,8 @@ class _Walk:
                         strings += 1
                     elif t is dict or t is list:
                         add(v)
+                    elif t is int and not _INT64_MIN <= v <= _INT64_MAX:
+                        _out_of_range(v)
             level = below
             depth += 1
         self.items, self.strings = items, strings
@@ -248,20 +253,37 @@ def _no_long_string(raw: bytes, max_string: int) -> bool:
     return pattern.search(raw) is None
 
 
+#: every integer of a document is a signed 64-bit value (uptane/policy.py); the walks check
+#: each one (a comparison per integer: about 2 ms for 40,000 integers)
+_INT64_MIN, _INT64_MAX = INT64_MIN, INT64_MAX
+
+
+def _out_of_range(value: int) -> None:
+    bits = value.bit_length()
+    raise MalformedInput(f"JSON: a {bits}-bit integer is outside the int64 range")
+
+
 def _too_long(what: str, value: str, cap: int) -> None:
     raise LimitExceeded(f"{what}: length {len(value)} exceeds the cap of {cap}")
 
 
-#: what may be outside the policy in raw JSON: a raw control byte (outside strings JSON
-#: allows only tab, LF, CR and space), a C1 control in UTF-8 (0xC2 0x80-0x9F), an escaped
-#: control or surrogate, or a number of 19 digits or more after ``:``, ``[`` or ``,``.
-#: A match only says "check each value" (:func:`_check_policy`); a digest or text that
-#: happens to look like it costs that walk, nothing more.
-_SUSPECT = re.compile(
-    rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\xc2[\x80-\x9f]"
-    rb"|\\u00[0189]|\\u007[fF]|\\u[dD][89a-fA-F]"
-    rb"|(?:^|[:\[,])\s*-?[0-9]{19}"
-)
+#: the raw bytes a string may not hold (uptane/policy.py): NUL and the C0 controls but tab,
+#: LF and CR, and DEL (outside strings JSON allows only tab, LF, CR and space)
+_CONTROL_BYTES = bytes(range(0x09)) + b"\x0b\x0c" + bytes(range(0x0E, 0x20)) + b"\x7f"
+#: a C1 control in UTF-8, an escaped control or an escaped surrogate
+_SUSPECT_ESCAPE = re.compile(rb"\xc2[\x80-\x9f]|\\u00[0189]|\\u007[fF]|\\u[dD][89a-fA-F]")
+
+
+def _suspect_strings(raw: bytes) -> bool:
+    """Whether a string of ``raw`` may break the string policy: True sends the tree
+    through :func:`_check_policy`. Measured on a 3.6 MB targets file: one regular
+    expression over the input for all of this took 190 ms (the decode itself 160 ms);
+    ``bytes.translate`` and two substring searches take about 5 ms."""
+    if len(raw.translate(None, _CONTROL_BYTES)) != len(raw):
+        return True
+    if b"\xc2" in raw or b"\\u" in raw:
+        return _SUSPECT_ESCAPE.search(raw) is not None
+    return False
 
 
 def _check_policy(value: JSONValue, what: str) -> None:
@@ -352,6 +374,8 @@ def loads(data: bytes, limits: Limits, *, cap: int | None = None, what: str = "J
         raise
     if not hooked and raw.count(b'"') != 2 * walk.strings:
         raise MalformedInput(f"{what}: duplicate key in JSON object")
-    if _SUSPECT.search(raw) is not None:
+    if type(value) is int and not is_int64(value):
+        _out_of_range(value)
+    if _suspect_strings(raw):
         _check_policy(value, what)
     return value
