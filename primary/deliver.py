@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
+from primary.config import DIRECTOR
 from primary.cycle import Cycle
 from primary.forward import Forwarder
 from primary.lifecycle import Event, Step, advance
@@ -33,6 +34,7 @@ from primary.state import Pending
 from primary.verify import Trusts
 from uptane.errors import UptaneError
 from uptane.identity import same_image
+from uptane.trust import check_not_expired
 
 
 def deliver(
@@ -55,7 +57,7 @@ def deliver(
         to_secondary(cy, ports[ecu_id], pending, forwarder, now)
     mine = cy.record.pending.get(own_id)
     if mine is not None:
-        to_own_slots(cy, own, mine)
+        to_own_slots(cy, own, mine, trusts)
     cy.state.prune_images([p.target for p in cy.record.pending.values()])
     cy.save()
 
@@ -137,8 +139,10 @@ def _transfer(
     return True
 
 
-def to_own_slots(cy: Cycle, own: OwnSlots | None, p: Pending) -> None:
-    """The Primary's own update into its own slots."""
+def to_own_slots(cy: Cycle, own: OwnSlots | None, p: Pending, trusts: Trusts | None = None) -> None:
+    """The Primary's own update into its own slots; with ``trusts``, the Director targets
+    that approved it must still be unexpired against fresh verified time (as at a
+    Secondary's INSTALL)."""
     if p.step == Step.APPROVED:
         return
     if own is None:
@@ -146,6 +150,8 @@ def to_own_slots(cy: Cycle, own: OwnSlots | None, p: Pending) -> None:
         return
     try:
         slots, runs = own.holds(p.target)
+        if not runs and trusts is not None:
+            _check_unexpired(cy, trusts)
         if not runs:
             cy.say(f"{p.ecu_id}: installing {p.target.path} into slot {slots.inactive_slot()}")
             own.install(slots, p.target, cy.state.image_path(p.target))
@@ -153,6 +159,17 @@ def to_own_slots(cy: Cycle, own: OwnSlots | None, p: Pending) -> None:
         cy.refused(p, e)
         return
     cy.installed(p)
+
+
+def _check_unexpired(cy: Cycle, trusts: Trusts) -> None:
+    """The freeze check of §5.4.4.6 step 5 again at install, on the Primary's own update,
+    against the latest verified time (one more time round when signed time is set)."""
+    cy.time.refresh_own()
+    for line in cy.time.notes:
+        cy.say(f"time: {line}")
+    targets = trusts[DIRECTOR].targets
+    if targets is not None:
+        check_not_expired(targets.signed, cy.time.now(), role="targets", repository=DIRECTOR)
 
 
 __all__ = ["deliver", "to_own_slots", "to_secondary"]

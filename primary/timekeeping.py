@@ -107,6 +107,12 @@ class Timekeeper:
             return
         self._signed_round(self.config, {port.serial: port}, {port.serial: nonce})
 
+    def refresh_own(self) -> None:
+        """Fresh verified time for the Primary itself (before its own install)."""
+        self.notes.clear()
+        if self.config is not None:
+            self._signed_round(self.config, {}, {})
+
     # --- internals ----------------------------------------------------------------------
 
     def _unsigned(self, ports: Mapping[str, SecondaryPort]) -> dict[str, UptaneError]:

@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from cycle_support import VIN, backend_and_vehicle
+from cycle_support import PRIMARY_ID, VIN, backend_and_vehicle
 
 from primary.agent import Primary
 from timeserver.keys import init, load_online
@@ -30,6 +30,7 @@ from timeserver.server import TimeServer
 from uptane.errors import ExpiredMetadata
 
 BRAKES = "brakes/fw-2.bin"
+GATEWAY = "gw/gw-2.bin"
 TCU = "tcu/tcu-5.bin"
 ONE = {"brk-1": "brk-v1"}
 
@@ -140,7 +141,7 @@ def test_metadata_that_expired_during_the_transfer_is_refused_at_install(tmp_pat
             car,
         ),
     ):
-        backend.assign(VIN, [("brk-1", BRAKES)])
+        backend.assign(VIN, [("brk-1", BRAKES), (PRIMARY_ID, GATEWAY)])
         moved = []
 
         def progress(what: str):
@@ -162,6 +163,8 @@ def test_metadata_that_expired_during_the_transfer_is_refused_at_install(tmp_pat
         assert car.installed("brk-1") is None  # nothing installed
         assert agent.status().state == "ready"  # the received image is kept
         assert agent.last_error["code"] == ExpiredMetadata.code
+        # the Primary's own update is checked the same way before it goes to its slots
+        assert "freeze" in result.failed[PRIMARY_ID], result.failed
 
 
 def test_a_silent_time_server_leaves_every_clock_as_it_was(tmp_path, now) -> None:
