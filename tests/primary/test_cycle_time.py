@@ -31,7 +31,6 @@ from uptane.errors import ExpiredMetadata
 
 BRAKES = "brakes/fw-2.bin"
 GATEWAY = "gw/gw-2.bin"
-TCU = "tcu/tcu-5.bin"
 ONE = {"brk-1": "brk-v1"}
 
 
