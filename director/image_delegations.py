@@ -162,7 +162,8 @@ def delegate(
 
 def revoke(repo: ImageRepository, now: datetime, role: str) -> Outcome:
     """Remove the delegation ``role`` (a supplier, or a multi-role entry): once published,
-    vehicles find nothing that role signs, its next metadata included."""
+    vehicles find nothing that role signs, its next metadata included. Its last metadata
+    stays listed in snapshot (see :func:`reconcile`)."""
 
     def edit(model: Targets) -> None:
         dels = model.delegations
@@ -258,16 +259,12 @@ def rotate_bins(repo: ImageRepository, now: datetime, scheme: str) -> Outcome:
 
 
 def reconcile(repo: ImageRepository, b: RepositoryBuilder) -> None:
-    """After a new top-level targets: drop the roles it no longer delegates to (with all
-    below them), make the hash bins it delegates to, and give them their online signers."""
+    """After a new top-level targets: make the hash bins it delegates to and give them
+    their online signers. A role it no longer delegates to stays listed in snapshot with
+    its last version (TUF §5.5.5: a client refuses a snapshot that drops a role as a
+    rollback), but nothing leads a client to it any more, and no upload is accepted."""
     dels = b.targets.delegations
-    keep: set[str] = set()
-    if dels is not None:
-        for d in dels.roles or []:
-            keep |= {d.name} | {r.name for r in d.multi_roles or []}
     sr = dels.succinct_roles if dels is not None else None
-    children = [r for r, p in b.parents.items() if p == "targets"]
-    b.drop_roles([r for r in children if r not in keep and not (sr and sr.is_bin_name(r))])
     if sr is None:
         return
     signers = authorized(repo.online, BINS_KEY, sr.keyids)

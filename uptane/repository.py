@@ -244,8 +244,9 @@ class RepositoryBuilder:
         self._add_role(name, parent, signers)
 
     def drop_roles(self, names: Iterable[str]) -> list[str]:
-        """Remove roles and every role below them from the repository (their parent no
-        longer delegates to them); returns the roles removed."""
+        """Remove roles and every role below them from the repository and its snapshot;
+        returns the roles removed. Clients that listed them refuse the next snapshot (TUF
+        §5.5.5): only for a repository no client has read yet."""
         gone = [n for n in names if n in self._roles]
         while True:
             more = [r for r, par in self.parents.items() if par in gone and r not in gone]
@@ -286,9 +287,10 @@ class RepositoryBuilder:
         self.mark(parent)
         return names
 
-    def undelegate(self, parent: str, name: str) -> list[str]:
-        """Remove the delegation ``name`` from ``parent``, and the role with every role
-        below it from the repository (revocation); returns the roles removed."""
+    def undelegate(self, parent: str, name: str) -> None:
+        """Remove the delegation ``name`` from ``parent`` (revocation). The role's last
+        metadata stays listed in snapshot: a client refuses a snapshot that drops a role
+        it listed (TUF §5.5.5, rollback), and no delegation leads to it any more."""
         p = self._roles[parent].signed
         assert isinstance(p, Targets)
         if p.delegations is None or p.delegations.roles is None:
@@ -301,7 +303,6 @@ class RepositoryBuilder:
         used |= {k for d in kept for r in d.multi_roles or [] for k in r.keyids}
         p.delegations.keys = {k: v for k, v in p.delegations.keys.items() if k in used}
         self.mark(parent)
-        return self.drop_roles([name])
 
     def rotate_keys(
         self,
