@@ -12,9 +12,10 @@ from datetime import UTC, datetime
 #: background event (never a token); ``serve`` sends it to stderr
 log = logging.getLogger("uptane.service")
 
-VIN_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-ECU_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
-HWID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+#: ``\Z``, not ``$``: ``$`` also matches before a final newline ("VIN1\n")
+VIN_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
+ECU_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}\Z")
+HWID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}\Z")
 
 
 class NotFound(Exception):

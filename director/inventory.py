@@ -100,7 +100,7 @@ bundles = sa.Table(
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.Column("finished_at", sa.BigInteger),
-    sa.Column("targets_version", sa.Integer),
+    sa.Column("targets_version", sa.BigInteger),  # 0006: BIGINT
 )
 
 assignments = sa.Table(
@@ -114,7 +114,7 @@ assignments = sa.Table(
     sa.Column("length", sa.BigInteger, nullable=False),
     sa.Column("hashes", sa.Text, nullable=False),
     sa.Column("hardware_id", sa.String(256), nullable=False),
-    sa.Column("release_counter", sa.Integer),
+    sa.Column("release_counter", sa.BigInteger),  # 0006: BIGINT
     # the Image repository's hardware ids and SHALL-match section, copied as they are (0003)
     sa.Column("image_custom", sa.Text),
     # the ECU's attack indicator when the bundle went out, while the ECU keeps reporting
@@ -201,9 +201,10 @@ vehicle_metadata = sa.Table(
     metadata,
     sa.Column("vin", sa.String(64), primary_key=True),
     sa.Column("vehicle_id", sa.Integer, sa.ForeignKey("vehicles.id"), nullable=False),
-    sa.Column("targets_version", sa.Integer, nullable=False),
-    sa.Column("snapshot_version", sa.Integer, nullable=False),
-    sa.Column("timestamp_version", sa.Integer, nullable=False),
+    # 0006: BIGINT
+    sa.Column("targets_version", sa.BigInteger, nullable=False),
+    sa.Column("snapshot_version", sa.BigInteger, nullable=False),
+    sa.Column("timestamp_version", sa.BigInteger, nullable=False),
     sa.Column("snapshot_expires", sa.BigInteger, nullable=False),
     sa.Column("timestamp_expires", sa.BigInteger, nullable=False, index=True),
     sa.Column("targets_json", sa.LargeBinary, nullable=False),

@@ -11,6 +11,16 @@ keys in the transaction and repeats those checks unless the keys are exactly the
 checked against. The statements run as SQL text on the DBAPI cursor of the writer's
 connection (the same on SQLite and PostgreSQL): SQLAlchemy's execution cost more than the
 statements (bench figure 7).
+
+**Client input never answers 500** (issue 15). What a manifest carries has passed the
+core's integer and string policy (:mod:`uptane.policy`) when it decoded. The check phase
+then builds every row the write will store and checks that each value fits the inventory
+(:func:`director.storable.check_storable`: integers in BIGINT, text without NUL, valid
+UTF-8), so a value the database would refuse fails that manifest alone, as a 422 with its
+reason, before its write: the batch keeps its path without savepoints. Should the
+database still refuse a value in a write, the writer runs that batch again with a
+savepoint per unit, and the manifest gets 422 with the database's reason, logged; the
+others of its batch are stored.
 """
 
 from __future__ import annotations
@@ -31,11 +41,12 @@ from sqlalchemy.engine import Connection, Engine
 
 from director import inventory as inv
 from director.bundles import Absence, Bundles
-from director.common import NotFound, epoch
+from director.common import VIN_RE, NotFound, Unavailable, epoch, log
 from director.config import Config
 from director.groupcommit import GroupCommit
 from director.lifecycle import IN_FLIGHT
 from director.publishing import Publisher
+from director.storable import StorageRefused, check_storable, first_line
 from uptane.errors import ReplayAttack, UptaneError
 from uptane.keys import Key
 from uptane.limits import Limits
@@ -181,7 +192,8 @@ class _Vehicle:
 
 @dataclass
 class _Accepted:
-    """A manifest that passed every check, as the write stores it."""
+    """A manifest that passed every check, as the write stores it: the parameters of
+    every statement, built and checked in the check phase (:func:`_check_storable`)."""
 
     vin: str
     vehicle: _Vehicle
@@ -190,6 +202,16 @@ class _Accepted:
     raw: bytes
     encoding: str
     now: datetime
+    nonce_params: dict[str, Any]
+    ecu_rows: list[dict[str, Any]]
+    absent: dict[str, Absence]
+    absence_rows: list[dict[str, Any]]
+    attacks: list[str]
+    attack_rows: list[dict[str, Any]]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The parameters of every statement the write runs for this manifest."""
+        return [self.nonce_params, *self.ecu_rows, *self.absence_rows, *self.attack_rows]
 
 
 class ManifestIntake:
@@ -241,6 +263,8 @@ class ManifestIntake:
         version claim) are stored, and the bundle in flight advances (an unreachable ECU's
         assignment fails past the deadline). Any failure raises and changes nothing. The
         answer comes only once the batch's commit is durable."""
+        if not VIN_RE.match(vin):  # never a lookup with a name no vehicle can have
+            raise NotFound(f"unknown vehicle {vin[:64]!r}")
         slot = self._cpu.acquire()
         try:
             manifest = decode_vehicle_manifest(data, self.limits, encoding)
@@ -248,16 +272,37 @@ class ManifestIntake:
             pre = self._precheck(vin, manifest)
         finally:
             slot.release()
-        try:
-            result = self.writer.run_checked(
-                lambda conn: self._unit(conn, vin, manifest, pre, data, encoding, now)
-            )
-        except sa.exc.IntegrityError:
-            # a concurrent manifest (another process) stored the same nonce first
-            raise ReplayAttack("a nonce in this manifest was just used") from None
+        result = self._write(
+            vin, lambda conn: self._unit(conn, vin, manifest, pre, data, encoding, now)
+        )
         if result["bundle"] is not None:
             self.publisher.invalidate(vin)  # again, now that the new metadata is committed
         return result
+
+    def _write(
+        self, vin: str, check: Callable[[Connection], Callable[[Connection], dict[str, Any]]]
+    ) -> dict[str, Any]:
+        """Run one manifest's unit in the writer's next batch; the database's errors
+        become that manifest's answer: a nonce stored first by a concurrent manifest is a
+        replay (409), a value the database refuses is :class:`StorageRefused` (422), the
+        database out of reach is :class:`Unavailable` (503). Each is logged."""
+        dbapi = self.engine.dialect.loaded_dbapi
+        try:
+            return self.writer.run_checked(check)
+        except (sa.exc.IntegrityError, dbapi.IntegrityError):
+            # a concurrent manifest (another process) stored the same nonce first
+            raise ReplayAttack("a nonce in this manifest was just used") from None
+        except (sa.exc.OperationalError, dbapi.OperationalError) as e:
+            log.warning("manifest of %s not stored: database unavailable: %s", vin[:64], e)
+            raise Unavailable(f"the inventory database is unavailable: {first_line(e)}") from None
+        except (sa.exc.DBAPIError, dbapi.Error, OverflowError, ValueError, UnicodeError) as e:
+            reason = f"{type(e).__name__}: {first_line(e)}"
+            log.warning(
+                "manifest of %s refused: the database refused a value: %s", vin[:64], reason
+            )
+            raise StorageRefused(
+                f"manifest refused: the database refused a value ({reason})"
+            ) from None
 
     # --- checks -----------------------------------------------------------------------------
 
@@ -339,7 +384,8 @@ class ManifestIntake:
         for serial, report in reports.items():
             seen = _seen(vehicle.seen, vehicle.ecus[serial], report)
             check_report_freshness(report, seen, now, skew)
-        accepted = _Accepted(vin, vehicle, body, reports, raw, encoding, now)
+        accepted = _accepted(vin, vehicle, body, reports, raw, encoding, now)
+        check_storable(vin, accepted.body.attack, accepted.encoding, accepted.rows())
         return lambda conn: self._record(conn, accepted)
 
     @staticmethod
@@ -381,6 +427,7 @@ class ManifestIntake:
         something succeeds; that is one attack, not one a cycle."""
         dialect = conn.dialect.name
         v, t = m.vehicle, epoch(m.now)
+        absent = m.absent
         cur = conn.connection.cursor()
         try:
             cur.execute(
@@ -394,27 +441,25 @@ class ManifestIntake:
             cur.execute(
                 _sql(_MANIFEST_SEEN, dialect), {"vid": v.id, "t": t, "attack": m.body.attack}
             )
-            nonce_params, ecu_rows = _report_rows(v, m.reports, t)
-            if len(nonce_params) > 1:
-                cur.execute(_insert_nonces_sql(len(nonce_params) // 2, dialect), nonce_params)
-            cur.executemany(_sql(_ECU_REPORTED, dialect), ecu_rows)
+            if len(m.nonce_params) > 1:
+                n = len(m.nonce_params) // 2
+                cur.execute(_insert_nonces_sql(n, dialect), m.nonce_params)
+            cur.executemany(_sql(_ECU_REPORTED, dialect), m.ecu_rows)
             back = [
                 {"id": v.ecus[s].id} for s in m.reports if v.ecus[s].unreachable_since is not None
             ]
             if back:
                 cur.executemany(_sql(_ECU_BACK, dialect), back)
-            absent = _absences(v, m.body, t)
             if absent:
-                cur.executemany(_sql(_ECU_UNREACHABLE, dialect), _absence_rows(v, absent, t))
+                cur.executemany(_sql(_ECU_UNREACHABLE, dialect), m.absence_rows)
         finally:
             cur.close()
-        attacks, attack_rows = _attacks(v, m.body, m.reports)
-        if attack_rows:
+        if m.attack_rows:
             conn.execute(
                 inv.attacks.insert(),
                 [
                     {**a, "vehicle_id": v.id, "manifest_id": mid, "reported_at": t}
-                    for a in attack_rows
+                    for a in m.attack_rows
                 ],
             )
         bundle = None
@@ -426,10 +471,41 @@ class ManifestIntake:
         return {
             "accepted": True,
             "manifest": mid,
-            "attacks": attacks,
+            "attacks": m.attacks,
             "unreachable": sorted(absent),
             "bundle": bundle,
         }
+
+
+def _accepted(
+    vin: str,
+    vehicle: _Vehicle,
+    body: VehicleVersionManifest,
+    reports: dict[str, EcuVersionReport],
+    raw: bytes,
+    encoding: str,
+    now: datetime,
+) -> _Accepted:
+    """A checked manifest with the parameters of every statement its write runs."""
+    t = epoch(now)
+    nonce_params, ecu_rows = _report_rows(vehicle, reports, t)
+    absent = _absences(vehicle, body, t)
+    attacks, attack_rows = _attacks(vehicle, body, reports)
+    return _Accepted(
+        vin,
+        vehicle,
+        body,
+        reports,
+        raw,
+        encoding,
+        now,
+        nonce_params,
+        ecu_rows,
+        absent,
+        _absence_rows(vehicle, absent, t),
+        attacks,
+        attack_rows,
+    )
 
 
 def _seen(

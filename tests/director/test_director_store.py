@@ -27,7 +27,7 @@ def test_5_3_2_2_migrations_build_the_schema_the_code_uses(tmp_path: Path, db_ur
             diff = compare_metadata(MigrationContext.configure(conn), inv.metadata)
             version = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
         assert diff == []
-        assert version == "0005"
+        assert version == "0006"
     finally:
         engine.dispose()
 
