@@ -66,9 +66,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
         secret = Secret("passphrase for the new key", args.passphrase_env)
         if args.passphrase_env is None and not args.unencrypted:
             secret = Secret("passphrase for the new key (it encrypts the file)")
-        key, pub = generate_pair(
-            Path(args.out), args.scheme, None if args.unencrypted else secret
-        )
+        key, pub = generate_pair(Path(args.out), args.scheme, None if args.unencrypted else secret)
     print(f"made {key.scheme} key {key.keyid}")
     print(f"public key: {pub} (send this one; the private key stays where it is)")
     return 0

@@ -51,8 +51,10 @@ def cmd_ceremony_start(args: argparse.Namespace, open_repo: Opener, now: Any) ->
     else:
         under = Pending.load(Path(args.under)) if args.under else None
         pending = image_keys.start_targets(repo, now(), under=under)
-    path = Path(args.out) if args.out else image_keys.pending_path(
-        repo.paths.root, args.role, pending.model().version
+    path = (
+        Path(args.out)
+        if args.out
+        else image_keys.pending_path(repo.paths.root, args.role, pending.model().version)
     )
     pending.save(path)
     print(f"pending {args.role} version {pending.model().version}: {path}")

@@ -262,12 +262,39 @@ class ImageRepository:
             tf.custom_extra = dict(custom)
         tf.shall_match = shall_match
         self.store_image(data)
-        with dir_lock(self.paths.root):
-            staged = read_json(self.paths.staged, [])
-            staged = [s for s in staged if s["path"] != path]
-            staged.append({"path": path, "entry": tf.to_dict()})
-            write_json(self.paths.staged, staged, mode=STATE_MODE)
+        self._stage([tf])
         return tf
+
+    def stage_targets(
+        self, items: Iterable[tuple[str, bytes, list[str], int | None]]
+    ) -> list[TargetFile]:
+        """Stage many images at once (path, bytes, hardware ids, release counter): one
+        write of the staged list for all of them (a hash-bin repository's bulk load)."""
+        out = []
+        for path, data, hardware_ids, counter in items:
+            check_target_path(path)
+            if not hardware_ids:
+                raise MalformedInput(f"{path[:64]}: a target needs at least one hardware id")
+            self.limits.check_bytes("image", len(data), self.limits.image_bytes)
+            out.append(
+                TargetFile.from_data(
+                    path,
+                    data,
+                    ("sha256", "sha512"),
+                    hardware_ids=list(hardware_ids),
+                    release_counter=counter,
+                )
+            )
+            self.store_image(data)
+        self._stage(out)
+        return out
+
+    def _stage(self, entries: list[TargetFile]) -> None:
+        paths = {tf.path for tf in entries}
+        with dir_lock(self.paths.root):
+            staged = [s for s in read_json(self.paths.staged, []) if s["path"] not in paths]
+            staged += [{"path": tf.path, "entry": tf.to_dict()} for tf in entries]
+            write_json(self.paths.staged, staged, mode=STATE_MODE)
 
     def staged(self) -> list[TargetFile]:
         return [

@@ -94,11 +94,16 @@ def private_key_markers(root: Path) -> list[str]:
 # --- an OEM backend whose keys are held as issue 16 asks ---------------------------------
 
 
-def custody_backend(root: Path, now, *, image_keys=None, director_keys=None, expiry_days=None):  # type: ignore[no-untyped-def]
+def custody_backend(  # type: ignore[no-untyped-def]
+    root: Path, now, *, image_keys=None, director_keys=None, expiry_days=None, bits=None,
+    extra=(),
+):  # fmt: skip
     """The real Image repository and Director services (in threads, behind the proxies of
     ``tests/primary/cycle_support.py``), with the images of that support module signed,
     but no supplier: the tests delegate themselves. ``image_keys`` and ``director_keys``
-    are key source settings (e.g. :func:`key_source_spec`), default files."""
+    are key source settings (e.g. :func:`key_source_spec`), default files. With ``bits``
+    the top-level targets delegates to ``2**bits`` hash bins first, and every image (with
+    ``extra``: (path, bytes, hardware ids, release counter)) goes into them."""
     from cycle_support import IMAGES, Backend, Clock, Proxy, Uvicorn
 
     from director.director import Director
@@ -112,9 +117,12 @@ def custody_backend(root: Path, now, *, image_keys=None, director_keys=None, exp
     b.image_dir = root / "image-repo"
     offline = default_offline_dir(b.image_dir)
     ImageRepository.init(b.image_dir, offline, now, key_source=image_keys, expiry_days=expiry_days)
+    if bits is not None:
+        from director.image_delegations import delegate_bins
+
+        delegate_bins(ImageRepository(b.image_dir, now, offline_dir=offline), now, bits)
     repo = ImageRepository(b.image_dir, now, offline_dir=offline)
-    for path, (data, hw, rc) in IMAGES.items():
-        repo.stage_target(path, data, hw, rc)
+    repo.stage_targets([(p, d, hw, rc) for p, (d, hw, rc) in IMAGES.items()] + list(extra))
     repo.sign(now)
     b.image_server = Uvicorn(image_app(b.image_dir, clock=b.clock, refresh_interval=0.2))
     b.director_dir = root / "director"

@@ -18,6 +18,8 @@ from director import director_cli, image_cli
 from director.image_repo import ImageRepository, default_offline_dir
 from uptane.metadata import KEYID_HINT_HEX
 
+pytestmark = pytest.mark.slow
+
 FLEET = [("VIN-ROT-1", "brk-1", "partial"), ("VIN-ROT-2", "brk-2", "full")]
 
 
