@@ -110,6 +110,7 @@ class ImageRepository:
         self.paths = ImageRepoPaths(Path(repo_dir))
         self.limits = limits or Limits.primary()
         self.config = ImageRepoConfig.load(self.paths.root)
+        self._expiry = expiry
         self.expiry = expiry if expiry is not None else (self.config.expiry or None)
         self.online: KeyStore = self.config.online(self.paths.root)
         self.offline = (
@@ -129,6 +130,8 @@ class ImageRepository:
         return s
 
     def _load(self, now: datetime) -> RepositoryBuilder:
+        if self._expiry is None:  # lifetimes set meanwhile (`lifetimes`) count from now on
+            self.expiry = ImageRepoConfig.load(self.paths.root).expiry or None
         b = repostate.load(
             NAME, self.paths.metadata, self._signers(), now, self.limits, expiry=self.expiry
         )
