@@ -76,7 +76,7 @@ manifests = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("vehicle_id", sa.Integer, sa.ForeignKey("vehicles.id"), nullable=False, index=True),
     sa.Column("received_at", sa.BigInteger, nullable=False),
-    sa.Column("encoding", sa.String(8), nullable=False),
+    sa.Column("encoding", sa.String(16), nullable=False),  # 0006: was 8
     sa.Column("raw", sa.LargeBinary, nullable=False),
 )
 

@@ -10,6 +10,9 @@ from typing import Any
 from director.common import Invalid, log
 from uptane.policy import INT64_MAX, INT64_MIN
 
+#: the width of the manifests table's ``encoding`` column (migration 0006)
+ENCODING_WIDTH = 16
+
 
 class StorageRefused(Invalid):
     """A manifest whose values the inventory cannot store (HTTP 422, with the reason):
@@ -23,7 +26,9 @@ def check_storable(vin: str, attack: str | None, encoding: str, rows: list[dict[
     The core's policy already holds all of this for a decoded manifest; this is the
     inventory's own rule, checked in the check phase of group commit, where a refusal
     costs the other manifests of the batch nothing."""
-    for row in [*rows, {"attack": attack, "encoding": encoding}]:
+    if len(encoding) > ENCODING_WIDTH:
+        raise StorageRefused(f"manifest refused: encoding name {encoding[:32]!r} is too long")
+    for row in [*rows, {"attack": attack}]:
         for name, value in row.items():
             why = _unstorable(value)
             if why is not None:

@@ -558,8 +558,8 @@ def _json_from_asn(value: Any, limits: Limits) -> dict[str, Any]:
 def _int(value: Any) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise _bad("expected an integer")
-    if value.bit_length() > 8 * MAX_INTEGER_BYTES - 1:
-        raise LimitExceeded("DER: integer out of range")
+    if value.bit_length() > 8 * MAX_INTEGER_BYTES - 1:  # uptane/policy.py
+        raise _bad(f"a {value.bit_length()}-bit integer is outside the signed 64-bit range")
     return value
 
 
@@ -1643,8 +1643,8 @@ def _read(spec: Spec, data: bytes, start: int, end: int) -> Any:
     if issubclass(spec, core.Integer):
         if not content:
             raise _bad("an INTEGER has at least one byte")
-        if len(content) > MAX_INTEGER_BYTES:
-            raise LimitExceeded("DER: integer out of range")
+        if len(content) > MAX_INTEGER_BYTES:  # uptane/policy.py: signed 64-bit only
+            raise _bad(f"an INTEGER of {len(content)} bytes is outside the signed 64-bit range")
         return int.from_bytes(content, "big", signed=True)
     if issubclass(spec, core.OctetString):
         return content

@@ -258,9 +258,12 @@ def _no_long_string(raw: bytes, max_string: int) -> bool:
 _INT64_MIN, _INT64_MAX = INT64_MIN, INT64_MAX
 
 
+class _OutOfRange(MalformedInput):
+    """An integer outside int64 found by a walk; :func:`loads` names where it is."""
+
+
 def _out_of_range(value: int) -> None:
-    bits = value.bit_length()
-    raise MalformedInput(f"JSON: a {bits}-bit integer is outside the int64 range")
+    raise _OutOfRange(f"a {value.bit_length()}-bit integer is outside int64")
 
 
 def _too_long(what: str, value: str, cap: int) -> None:
@@ -288,24 +291,24 @@ def _suspect_strings(raw: bytes) -> bool:
 
 def _check_policy(value: JSONValue, what: str) -> None:
     """Every integer of the tree is a signed 64-bit value and no string (key or value)
-    breaks :func:`uptane.policy.check_document_string` (one pass, no recursion; the tree
-    was bounded by the walk)."""
-    todo = [value]
+    breaks :func:`uptane.policy.check_document_string`; the error names where (one pass,
+    no recursion; the tree was bounded by the walk)."""
+    todo: list[tuple[Any, str]] = [(value, "")]
     while todo:
-        node = todo.pop()
+        node, at = todo.pop()
         t = type(node)
         if t is str:
-            check_document_string(node, what)
+            check_document_string(node, f"{what} {at or '(top)'}")
         elif t is int:
             if not is_int64(node):
                 bits = node.bit_length()
-                raise MalformedInput(f"{what}: a {bits}-bit integer is outside the int64 range")
+                raise MalformedInput(f"{what} {at}: a {bits}-bit integer is outside int64")
         elif t is dict:
-            for k in node:
-                check_document_string(k, what)
-            todo.extend(node.values())
+            for k, v in node.items():
+                check_document_string(k, f"{what} key in {at or '(top)'}")
+                todo.append((v, f"{at}.{k[:40]}" if at else k[:40]))
         elif t is list:
-            todo.extend(node)
+            todo.extend((v, f"{at}[{i}]") for i, v in enumerate(node))
 
 
 def _has_duplicate_key(text: str) -> bool:
@@ -366,6 +369,9 @@ def loads(data: bytes, limits: Limits, *, cap: int | None = None, what: str = "J
             walk.run_short_strings(value)
         else:
             walk.run(value)
+    except _OutOfRange:
+        _check_policy(value, what)  # names the field (the slow path, only on the way out)
+        raise
     except LimitExceeded:
         # the hooked decoder refuses a duplicate key while it parses, before any cap is
         # checked; the count below needs the whole walk, so ask the hooked parse here

@@ -1,6 +1,8 @@
 """Release counters and metadata versions as BIGINT: the integer policy of issue 15
 (uptane/policy.py) lets a release counter or a version be anything in 0..2**63-1, and
-PostgreSQL's INTEGER stops at 2**31-1 (a signed assignment of such an image answered 500)
+PostgreSQL's INTEGER stops at 2**31-1 (a signed assignment of such an image answered 500);
+and a manifest's encoding as VARCHAR(16): "compact-der" did not fit VARCHAR(8), so every
+compact-der manifest answered 500 on PostgreSQL (found by tests/director/test_hostile_manifests.py)
 
 Revision ID: 0006
 Revises: 0005
@@ -38,9 +40,20 @@ def _alter(to: type[sa.types.TypeEngine], was: type[sa.types.TypeEngine]) -> Non
                     )
 
 
+def _encoding_width(to: int, was: int) -> None:
+    if op.get_bind().dialect.name == "sqlite":
+        return  # SQLite does not enforce a VARCHAR's length
+    with op.batch_alter_table("manifests") as batch:
+        batch.alter_column(
+            "encoding", type_=sa.String(to), existing_type=sa.String(was), existing_nullable=False
+        )
+
+
 def upgrade() -> None:
     _alter(sa.BigInteger, sa.Integer)
+    _encoding_width(16, 8)
 
 
 def downgrade() -> None:
+    _encoding_width(8, 16)
     _alter(sa.Integer, sa.BigInteger)
