@@ -84,6 +84,7 @@ class Publisher:
         self.limits = limits
         self.encodings = encodings
         self.root_files = load_root(directory, encodings)
+        self._root: tuple[int, dict[int, dict[str, bytes]], Root] | None = None
         #: signed bytes per VIN, least recently used first, at most ``cache_vehicles``
         self._cache: OrderedDict[str, _Cached] = OrderedDict()
         self._cache_lock = threading.Lock()
@@ -91,10 +92,14 @@ class Publisher:
     # --- keys and root ----------------------------------------------------------------------
 
     def root(self) -> Root:
-        """The current Director root."""
-        md = decode(self.root_files[max(self.root_files)][JSON], self.limits, role_type="root")
-        assert isinstance(md.signed, Root)
-        return md.signed
+        """The current Director root (decoded once per version: every signing asks)."""
+        version = max(self.root_files)
+        cached = self._root
+        if cached is None or cached[0] != version or cached[1] is not self.root_files:
+            md = decode(self.root_files[version][JSON], self.limits, role_type="root")
+            assert isinstance(md.signed, Root)
+            cached = self._root = (version, self.root_files, md.signed)
+        return cached[2]
 
     def signers(self) -> dict[str, list[Signer]]:
         """The online keys the current root lists for each role (a key made for a
