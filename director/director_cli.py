@@ -83,6 +83,15 @@ def _key_source(args: argparse.Namespace) -> dict[str, str] | None:
     return None
 
 
+def _key_options(sp: argparse.ArgumentParser) -> None:
+    """``init``'s options for where keys are made and how long the root lives."""
+    sp.add_argument("--root-days", type=float, default=365.0, help="root lifetime")
+    sp.add_argument("--online-token", help="PKCS#11 URI of the token for the online keys")
+    sp.add_argument("--pin-env", help="variable holding that token's PIN")
+    sp.add_argument("--online-passphrase-env", help="encrypt online key files; its variable")
+    sp.add_argument("--passphrase-env", help="encrypt the offline root key; its variable")
+
+
 def cmd_token_add(args: argparse.Namespace) -> int:
     token = _director(args).add_token(args.role)
     print(f"{args.role} API token (shown once, store it safely):")
@@ -260,11 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--targets-days", type=float, default=30.0, help="targets expiry policy")
     sp.add_argument("--snapshot-days", type=float, default=7.0, help="snapshot expiry policy")
     sp.add_argument("--timestamp-days", type=float, default=1.0, help="timestamp expiry policy")
-    sp.add_argument("--root-days", type=float, default=365.0, help="root lifetime")
-    sp.add_argument("--online-token", help="PKCS#11 URI of the token for the online keys")
-    sp.add_argument("--pin-env", help="variable holding that token's PIN")
-    sp.add_argument("--online-passphrase-env", help="encrypt online key files; its variable")
-    sp.add_argument("--passphrase-env", help="encrypt the offline root key; its variable")
+    _key_options(sp)
     sp = add(sub, "serve", cmd_serve, "run the HTTP service")
     sp.add_argument("--host", default="127.0.0.1")
     sp.add_argument("--port", type=int, default=8000)

@@ -7,6 +7,7 @@ import argparse
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -246,6 +247,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("rotate-root", cmd_rotate_root, "replace the root key", offline=True)
     sp.add_argument("--scheme", choices=SCHEMES, default="ed25519")
     add("status", cmd_status, "show versions and targets")
+    _supplier_parser(sub)
+    sp = add("serve", cmd_serve, "run the HTTP service")
+    sp.add_argument("--host", default="127.0.0.1")
+    sp.add_argument("--port", type=int, default=8001)
+    sp.add_argument("--refresh-interval", type=float, default=60.0)
+    return p
+
+
+def _supplier_parser(sub: Any) -> None:
     sp = sub.add_parser(
         "supplier-release", help="(supplier) upload an image and sign the role's next version"
     )
@@ -260,11 +270,6 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--hardware-id", action="append", required=True)
     sp.add_argument("--release-counter", type=int, default=0)
     sp.set_defaults(func=cmd_supplier_release)
-    sp = add("serve", cmd_serve, "run the HTTP service")
-    sp.add_argument("--host", default="127.0.0.1")
-    sp.add_argument("--port", type=int, default=8001)
-    sp.add_argument("--refresh-interval", type=float, default=60.0)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:
