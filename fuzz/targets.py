@@ -591,3 +591,29 @@ TARGETS.update(
         ]
     }
 )
+
+
+# --- signed content, mutated and re-signed with the right keys (issue 15, fuzz/signed.py) ----
+
+
+def _signed_feed(name: str) -> Callable[[bytes], None]:
+    def feed(data: bytes) -> None:
+        from fuzz import signed
+
+        signed.FEEDS[name](data)
+
+    return feed
+
+
+def _signed_seeds() -> list[bytes]:
+    from fuzz import signed
+
+    return signed.seeds()
+
+
+TARGETS.update(
+    {
+        name: Target(name, _signed_feed(name), _signed_seeds)
+        for name in ("signed_metadata", "signed_manifest", "signed_director", "signed_secondary")
+    }
+)

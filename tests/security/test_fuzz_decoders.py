@@ -61,6 +61,12 @@ EVERY_DECODER = {
     "encrypted_image": "uptane.encryption.Decryptor.feed / finish",
     "delta_patch": "uptane.delta.DeltaApplier.feed / finish",
     "encryption_key_der": "uptane.encryption.EncryptionPublicKey.from_der",
+    # signed content mutated and re-signed with the right keys (issue 15, fuzz/signed.py):
+    # the input bytes seed the mutation; see also tests/security/test_fuzz_signed.py
+    "signed_metadata": "a repository role mutated, re-signed, refreshed by a RepositoryTrust",
+    "signed_manifest": "a vehicle manifest or report mutated, re-signed, §5.3.2.1 checks",
+    "signed_director": "the same manifests POSTed to the Director's app in-process (< 500)",
+    "signed_secondary": "Director targets mutated, re-signed, PUT_METADATA to a real agent",
 }
 
 FUZZ = settings(
