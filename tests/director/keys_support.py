@@ -91,6 +91,37 @@ def private_key_markers(root: Path) -> list[str]:
     return found
 
 
+def secret_forms(key) -> list[bytes]:  # type: ignore[no-untyped-def]
+    """The private value of a key file's key, raw and as hex and base64 text: what a
+    search for a leaked copy looks for besides PEM headers."""
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        NoEncryption,
+        PrivateFormat,
+    )
+
+    obj = key._obj
+    if isinstance(obj, ed25519.Ed25519PrivateKey):
+        raw = obj.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    elif isinstance(obj, ec.EllipticCurvePrivateKey):
+        raw = obj.private_numbers().private_value.to_bytes(32, "big")
+    else:
+        raise TypeError(type(obj).__name__)
+    return [raw, raw.hex().encode(), base64.b64encode(raw)]
+
+
+def holding(root: Path, forms: list[bytes]) -> list[str]:
+    """Files under ``root`` that contain any of ``forms``."""
+    return sorted(
+        str(p.relative_to(root))
+        for p in root.rglob("*")
+        if p.is_file() and any(f in p.read_bytes() for f in forms)
+    )
+
+
 # --- an OEM backend whose keys are held as issue 16 asks ---------------------------------
 
 

@@ -17,14 +17,17 @@ from keys_support import (
     PIN_ENV,
     custody_backend,
     fresh_token,
+    holding,
     image_version,
     key_source_spec,
     private_key_markers,
+    secret_forms,
     token_uri,
 )
 
 from director import image_cli
 from director.image_repo import default_offline_dir
+from keystore import open_signer
 
 PASS_ENV = "CEREMONY_TEST_PASSPHRASE"
 
@@ -168,6 +171,11 @@ def test_16_ceremony_root_3_of_5_targets_2_of_3_then_rotation_to_another_key_typ
         assert private_key_markers(tmp_path / "holders") == sorted(
             f"{n}/{n}.pem" for n in [*roots, *news]
         )
+        # nor, in any form (raw, hex, base64), the private value of any holder's key
+        for name, (private, _pub) in {**roots, **news}.items():
+            forms = secret_forms(open_signer(str(private), passphrase_env=PASS_ENV))
+            for where in (repo, backend.director_dir, default_offline_dir(repo), tmp_path / "car"):
+                assert holding(where, forms) == [], (name, where)
     finally:
         if car is not None:
             car.close()
