@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from storage import read_json, write_json
+from storage import read_capped, write_json
 from uptane.codec import codec_for
+from uptane.encoding.json import loads
 from uptane.errors import MalformedInput
 from uptane.keys import Key, Signer
 from uptane.limits import Limits
@@ -104,7 +105,10 @@ class Pending:
 
     @classmethod
     def load(cls, path: Path, limits: Limits | None = None) -> Pending:
-        d = read_json(path, cap=MAX_PENDING)
+        """A pending file from someone else: read capped, decoded by the bounded decoder
+        (depth, sizes), every field checked; MalformedInput otherwise."""
+        limits = limits or Limits.primary()
+        d = loads(read_capped(path, MAX_PENDING), limits, cap=MAX_PENDING, what="pending file")
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise MalformedInput(f"{path} is not a pending metadata file")
         role = d.get("role")
@@ -120,7 +124,7 @@ class Pending:
             {str(e): _unb64(v, f"metadata.{e}") for e, v in env.items()},
             _unb64(d.get("authority"), "authority"),
             {str(k): str(v)[:64] for k, v in signers.items()},
-            limits or Limits.primary(),
+            limits,
         )
         p.model()  # every encoding decodes, and all carry the same signed content
         return p
