@@ -29,7 +29,7 @@ from hardware.protocol import SecondaryEndpoint, SecondaryHandler
 from hardware.server import serve
 from hardware.transport import MessageTransport
 from primary.config import SecondaryConfig
-from uptane.errors import LinkError, LinkTimeout
+from uptane.errors import LinkError, LinkTimeout, SessionRequired
 from uptane.limits import Limits
 
 Progress = Callable[[int, int], None]
@@ -318,5 +318,7 @@ class SecondaryPort:
 
 
 def is_unreachable(error: BaseException) -> bool:
-    """A link failure that means "the Secondary did not answer" (not an attack it named)."""
-    return isinstance(error, (LinkTimeout, LinkError))
+    """A link failure that means "the Secondary did not answer" (not an attack it named).
+    ``SessionRequired`` counts: it may come in an unauthenticated REFUSAL, which must never
+    pass for the ECU's verdict on an update (docs/link-protocol.md)."""
+    return isinstance(error, (LinkTimeout, LinkError, SessionRequired))

@@ -63,3 +63,15 @@ def test_5_4_2_cycle_over_serial_and_can_links(tmp_path):
             bus.shutdown()
             serial_end.close()
             os.close(slave)
+
+
+def test_link_refusals_are_the_links_never_the_ecus_verdict() -> None:
+    """What may come in an unauthenticated REFUSAL (SessionRequired, a key mismatch) makes
+    a Secondary unreachable for the cycle, never a refusal of its update: a peer without
+    the link key cannot make the Primary drop an update (docs/link-protocol.md)."""
+    from primary.secondaries import is_unreachable
+    from uptane.errors import BadHash, LinkAuthentication, SessionRequired
+
+    assert is_unreachable(SessionRequired("send HELLO first"))
+    assert is_unreachable(LinkAuthentication("keys differ"))
+    assert not is_unreachable(BadHash("the ECU's verdict"))
