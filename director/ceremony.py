@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,7 +109,9 @@ class Pending:
         """A pending file from someone else: read capped, decoded by the bounded decoder
         (depth, sizes), every field checked; MalformedInput otherwise."""
         limits = limits or Limits.primary()
-        d = loads(read_capped(path, MAX_PENDING), limits, cap=MAX_PENDING, what="pending file")
+        # the envelopes are long base64 strings; what they hold is decoded under ``limits``
+        outer = dataclasses.replace(limits, max_string=MAX_PENDING)
+        d = loads(read_capped(path, MAX_PENDING), outer, cap=MAX_PENDING, what="pending file")
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise MalformedInput(f"{path} is not a pending metadata file")
         role = d.get("role")
