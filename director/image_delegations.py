@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from director import repostate
 from director.image_keys import BINS_KEY, Outcome, carry_out, start_targets
@@ -71,6 +71,48 @@ def delegated_names(b: RepositoryBuilder) -> list[str]:
                 if name not in names:
                     names.append(name)
     return names
+
+
+def describe(b: RepositoryBuilder) -> dict[str, Any]:
+    """Every delegation of the top-level targets as the service's status shows it: roles
+    with their paths, hardware ids, keys, thresholds and TAP 3 members, the version each
+    holder last published (0: awaiting its first), and the hash bins."""
+    dels = b.targets.delegations
+    out: dict[str, Any] = {"roles": [], "bins": None}
+    if dels is None:
+        return out
+
+    def version(name: str) -> int:
+        return b.role(name).version if b.has_role(name) else 0
+
+    for d in dels.roles or []:
+        entry: dict[str, Any] = {
+            "name": d.name,
+            "paths": d.paths,
+            "hardware_ids": d.hardware_ids,
+            "terminating": d.terminating,
+            "threshold": d.threshold,
+            "keyids": d.keyids,
+        }
+        if d.multi_roles:
+            entry["agree"] = d.min_roles_in_agreement
+            entry["members"] = [
+                {"name": r.name, "keyids": r.keyids, "threshold": r.threshold,
+                 "version": version(r.name)}
+                for r in d.multi_roles
+            ]  # fmt: skip
+        else:
+            entry["version"] = version(d.name)
+        out["roles"].append(entry)
+    sr = dels.succinct_roles
+    if sr is not None:
+        out["bins"] = {
+            "prefix": sr.name_prefix,
+            "count": 1 << sr.bit_length,
+            "threshold": sr.threshold,
+            "keyids": sr.keyids,
+        }
+    return out
 
 
 def bins_of(b: RepositoryBuilder) -> SuccinctRoles | None:
@@ -287,6 +329,7 @@ __all__ = [
     "delegate",
     "delegate_bins",
     "delegated_names",
+    "describe",
     "find_delegation",
     "reconcile",
     "revoke",

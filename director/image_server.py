@@ -35,6 +35,7 @@ from director.httpcommon import (
     read_body,
 )
 from director.image_delegations import delegated_names, find_delegation
+from director.image_delegations import describe as describe_delegations
 from director.image_repo import ADMIN, Conflict, Forbidden, ImageRepository
 from director.watch import FileWatch
 from uptane.codec import Codec, for_filename
@@ -294,3 +295,10 @@ def _upload_routes(app: FastAPI, service: ImageService) -> None:
             "timestamp_expires": b.timestamp.expires.isoformat(),
             "you": who,
         }
+
+    @app.get("/api/delegations")
+    def delegations(who: str = Depends(uploader)) -> dict[str, Any]:
+        """The top-level targets' delegations: suppliers' roles (paths, hardware ids, keys,
+        thresholds, TAP 3 members, the version each published) and hash bins. Changing
+        them needs the targets keys, offline: ``delegate``, ``revoke``, ``delegate-bins``."""
+        return describe_delegations(service.repo.builder)

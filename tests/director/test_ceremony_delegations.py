@@ -107,6 +107,18 @@ def test_tap3_multi_role_delegation_needs_the_members_to_agree(repo: ImageReposi
     assert trust.find_target("pair/fw-1.bin", src, NOW).release_counter == 1
     entry = trust.targets.signed.delegations.roles[0]
     assert entry.min_roles_in_agreement == 2 and not entry.terminating
+    # the service shows the delegations (changing them needs the offline targets keys)
+    from fastapi.testclient import TestClient
+
+    from director.image_server import create_app
+
+    admin = repo.add_token("admin")
+    api = TestClient(create_app(repo.paths.root))
+    shown = api.get("/api/delegations", headers={"Authorization": f"Bearer {admin}"}).json()
+    (pair,) = shown["roles"]
+    assert pair["agree"] == 2 and [m["version"] for m in pair["members"]] == [1, 1]
+    assert shown["bins"] is None
+    assert api.get("/api/delegations").status_code == 401
 
 
 def test_a_delegation_under_a_2_of_2_targets_is_signed_in_a_ceremony(
