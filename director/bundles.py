@@ -49,7 +49,7 @@ from director.lifecycle import (
 )
 from director.publishing import Publisher
 from director.vehicles import Fleet
-from uptane.errors import TargetNotFound, UptaneError
+from uptane.errors import TargetNotFound, UnauthenticatedPeer, UptaneError
 from uptane.identity import ImageIdentity, same_image
 from uptane.manifest import EcuVersionReport
 from uptane.metadata import TargetFile
@@ -392,7 +392,7 @@ class Bundles:
         subject = f"assignment {row.id}"
         if same_image(report.installed, _assigned_image(row)):
             state, reason = ASSIGNMENT.next(state, CONFIRM, subject=subject), None
-        elif report.attack and report.attack != stale:
+        elif report.attack and report.attack != stale and not _unauthenticated(report):
             state = ASSIGNMENT.next(state, FAIL, subject=subject)
             reason = f"ECU reported: {report.attack}"[:1000]
         elif stale is not None and report.attack != stale:
@@ -494,3 +494,10 @@ class Bundles:
         if failed:
             self._settle(conn, bid, vid, vin, states, now)
         return failed
+
+
+def _unauthenticated(report: EcuVersionReport) -> bool:
+    """An indicator a Secondary without a link key raised on input that anyone on its bus
+    could have sent (docs/link-protocol.md, "Without a link key"): it is recorded with the
+    other attacks, but it is no verdict on the update, so it never fails a bundle."""
+    return report.attack_name == UnauthenticatedPeer.attack

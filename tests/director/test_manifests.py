@@ -545,3 +545,22 @@ def test_migration_0004_marks_the_indicator_an_assignment_in_flight_already_saw(
         assert [tuple(r) for r in rows] == [(IN_FLIGHT, "bad-hash: a"), (PENDING, None)]
     finally:
         engine.dispose()
+
+
+def test_4_3_an_unauthenticated_peer_event_is_recorded_but_fails_no_bundle(env):
+    """A Secondary without a link key reports what any peer on its bus could have caused
+    as an unauthenticated-peer event (docs/link-protocol.md): the Director records it with
+    the attacks, and the bundle in flight goes on; a real refusal still fails it."""
+    v = _register(env)
+    now = env["clock"]()
+    brk = f"{v.vin}-brk"
+    [a] = _assign(env, v.vin, {brk: "brakes/fw-2.0.bin"})
+    event = "unauthenticated-peer: protocol-violation: INSTALL before any image"
+    r = _post(env, v.vin, _brk_report(v, now, event))
+    assert r.status_code == 200, r.text
+    assert r.json()["bundle"] == {"id": a["bundle"], "state": "in_flight"}
+    assert _assignment(env, a["id"])["state"] == "in_flight"
+    assert _attack_rows(env, v.vin) == [event]
+    real = "bad-hash: image brakes/fw-2.0.bin: sha256 mismatch"
+    r = _post(env, v.vin, _brk_report(v, now, real))
+    assert r.json()["bundle"] == {"id": a["bundle"], "state": "failed"}
