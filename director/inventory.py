@@ -21,6 +21,10 @@ NAMING = {
 }
 metadata = sa.MetaData(naming_convention=NAMING)
 
+#: a column widened to BIGINT by migration 0006 (the integer policy's 0..2**63-1). SQLite's
+#: INTEGER already holds 64 bits; there the migration leaves the type, and so does this.
+WIDE = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
 vehicles = sa.Table(
     "vehicles",
     metadata,
@@ -76,7 +80,8 @@ manifests = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("vehicle_id", sa.Integer, sa.ForeignKey("vehicles.id"), nullable=False, index=True),
     sa.Column("received_at", sa.BigInteger, nullable=False),
-    sa.Column("encoding", sa.String(16), nullable=False),  # 0006: was 8
+    # 0006: 16 wide, was 8 ("compact-der"); SQLite does not enforce a VARCHAR's length
+    sa.Column("encoding", sa.String(16).with_variant(sa.String(8), "sqlite"), nullable=False),
     sa.Column("raw", sa.LargeBinary, nullable=False),
 )
 
@@ -100,7 +105,7 @@ bundles = sa.Table(
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.Column("finished_at", sa.BigInteger),
-    sa.Column("targets_version", sa.BigInteger),  # 0006: BIGINT
+    sa.Column("targets_version", WIDE),  # 0006: BIGINT
 )
 
 assignments = sa.Table(
@@ -114,7 +119,7 @@ assignments = sa.Table(
     sa.Column("length", sa.BigInteger, nullable=False),
     sa.Column("hashes", sa.Text, nullable=False),
     sa.Column("hardware_id", sa.String(256), nullable=False),
-    sa.Column("release_counter", sa.BigInteger),  # 0006: BIGINT
+    sa.Column("release_counter", WIDE),  # 0006: BIGINT
     # the Image repository's hardware ids and SHALL-match section, copied as they are (0003)
     sa.Column("image_custom", sa.Text),
     # the ECU's attack indicator when the bundle went out, while the ECU keeps reporting
@@ -202,9 +207,9 @@ vehicle_metadata = sa.Table(
     sa.Column("vin", sa.String(64), primary_key=True),
     sa.Column("vehicle_id", sa.Integer, sa.ForeignKey("vehicles.id"), nullable=False),
     # 0006: BIGINT
-    sa.Column("targets_version", sa.BigInteger, nullable=False),
-    sa.Column("snapshot_version", sa.BigInteger, nullable=False),
-    sa.Column("timestamp_version", sa.BigInteger, nullable=False),
+    sa.Column("targets_version", WIDE, nullable=False),
+    sa.Column("snapshot_version", WIDE, nullable=False),
+    sa.Column("timestamp_version", WIDE, nullable=False),
     sa.Column("snapshot_expires", sa.BigInteger, nullable=False),
     sa.Column("timestamp_expires", sa.BigInteger, nullable=False, index=True),
     sa.Column("targets_json", sa.LargeBinary, nullable=False),

@@ -47,7 +47,7 @@ import sys
 import tempfile
 import time
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -56,7 +56,7 @@ from uptane.codec import COMPACT_DER, codec_for
 from uptane.encoding import der, uptane_der
 from uptane.encoding.json import canonical
 from uptane.errors import UptaneError
-from uptane.keys import ED25519, PrivateKey
+from uptane.keys import ED25519, PrivateKey, Signer
 from uptane.limits import CONSTRAINED, PRIMARY
 from uptane.manifest import (
     EcuVersionReport,
@@ -184,7 +184,7 @@ def _payload(signed: dict[str, Any], encoding: str, manifest: bool) -> bytes:
 
 
 def resign(
-    signed: dict[str, Any], signers: list[PrivateKey], encoding: str, *, manifest: bool = False
+    signed: dict[str, Any], signers: Sequence[Signer], encoding: str, *, manifest: bool = False
 ) -> bytes:
     """An envelope of ``signed`` (a JSON shape, however hostile) signed by ``signers`` in
     ``encoding``: what a holder of those keys can send. Raises UptaneError when the
@@ -212,7 +212,7 @@ def resign(
 
 
 def _signed_or_json(
-    signed: dict[str, Any], signers: list[PrivateKey], encoding: str, *, manifest: bool = False
+    signed: dict[str, Any], signers: Sequence[Signer], encoding: str, *, manifest: bool = False
 ) -> tuple[bytes, str]:
     """:func:`resign` in ``encoding``, or in JSON when that encoding cannot hold the
     mutated value (the DER encoders refuse what they cannot write)."""
