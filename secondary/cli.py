@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from hardware.bench import open_can
-from hardware.flash import Flash
+from hardware.flash import Flash, FlashModel
 from hardware.secure_link import LinkKey
 from hardware.server import serve
 from secondary.agent import SecondaryAgent
@@ -31,7 +31,7 @@ from secondary.state import provision_state
 from secondary.verification import STRATEGIES, strategy
 from storage import AtomicStore, atomic_write
 from uptane import roughtime as rt
-from uptane.codec import sniff
+from uptane.codec import codecs, sniff
 from uptane.errors import UptaneError
 from uptane.keys import SCHEMES, PrivateKey
 from uptane.metadata import MapFile, decode
@@ -73,6 +73,8 @@ def provision(
     time_keys: dict[str, bytes] | None = None,
     time_min_servers: int = 1,
     link_key: bool = True,
+    flash_model: FlashModel | None = None,
+    encoding: str | None = None,
 ) -> dict[str, Any]:
     """Write everything a Secondary needs (§5.4.1) into ``directory``; returns what to
     register with the Director (ECU id, hardware id, public key) and, under
@@ -80,7 +82,11 @@ def provision(
 
     ``time_keys`` (name -> a time server's long-term public key in base64, as
     ``longterm.pub`` holds it) make the ECU take only signed time; ``link_key`` makes a
-    link key, without which the link is unauthenticated (bench setups that choose so)."""
+    link key, without which the link is unauthenticated (bench setups that choose so);
+    ``flash_model`` makes the simulated flash a NOR device (erase blocks and pages,
+    :class:`hardware.flash.FlashModel`) instead of the ideal one. ``encoding`` is the
+    metadata encoding the ECU reads and reports in; by default the Director root's, from
+    its first byte (``compact-der`` is never guessed: name it)."""
     directory = Path(directory)
     cfg_path = directory / CONFIG_NAME
     if cfg_path.exists() and not force:
@@ -94,7 +100,7 @@ def provision(
         slot_size=slot_size,
         vehicle_id=vehicle_id,
         mode=mode,
-        encoding=detect_encoding(director_root),
+        encoding=encoding or detect_encoding(director_root),
         limits_profile=limits_profile,
         link=link or LinkConfig(),
         path=cfg_path,
@@ -103,6 +109,10 @@ def provision(
         time_min_servers=time_min_servers,
     )
     cfg.check()
+    if flash_model is not None and slot_size % flash_model.erase_block:
+        raise ConfigError(
+            f"slot size {slot_size} is not whole {flash_model.erase_block}-byte erase blocks"
+        )
     _check_trusted(cfg, director_root, targets, image_root, map_file)
     directory.mkdir(parents=True, exist_ok=True)
     public = _new_key(cfg, key_type)
@@ -115,7 +125,10 @@ def provision(
         map_file=map_file,
         time=int(time.time() if now is None else now),
     )
-    Flash(cfg.flash_dir, slot_size)
+    try:
+        Flash(cfg.flash_dir, slot_size, model=flash_model)
+    except ValueError as e:  # an existing device of another geometry or chip
+        raise ConfigError(f"flash {cfg.flash_dir}: {e}") from None
     atomic_write(cfg_path, cfg.to_toml().encode("utf-8"), mode=0o644)
     return public
 
@@ -246,12 +259,23 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="uptane-secondary", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
+    _provision_arguments(
+        sub.add_parser("provision", help="create the ECU key, trusted state and config")
+    )
+    r = sub.add_parser("run", help="serve the link")
+    r.add_argument("--config", required=True)
+    return parser
 
-    p = sub.add_parser("provision", help="create the ECU key, trusted state and config")
+
+def _provision_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dir", required=True, help="directory for the ECU's files")
     p.add_argument("--ecu-serial", required=True)
     p.add_argument("--hardware-id", required=True)
-    p.add_argument("--director-root", required=True, help="Director root metadata (DER/JSON)")
+    p.add_argument(
+        "--director-root",
+        required=True,
+        help="Director root metadata (JSON, DER; compact-der with --encoding compact-der)",
+    )
     p.add_argument("--targets", help="initial Director targets metadata")
     p.add_argument("--vehicle-id")
     p.add_argument("--key-type", default="ed25519", choices=SCHEMES)
@@ -260,12 +284,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--image-root", help="Image repository root (full verification)")
     p.add_argument("--map", help="map file JSON (full verification; default: both repos)")
     p.add_argument("--limits", default="constrained", choices=("constrained", "primary"))
-    p.add_argument("--port", default="", help="serial port for `run`")
-    p.add_argument("--baudrate", type=int, default=115200)
-    p.add_argument("--can-interface", help="serve on CAN with this python-can interface")
-    p.add_argument("--can-channel", default="vcan0")
-    p.add_argument("--can-rxid", type=lambda s: int(s, 0), default=0x7E0)
-    p.add_argument("--can-txid", type=lambda s: int(s, 0), default=0x7E8)
+    p.add_argument(
+        "--encoding",
+        choices=tuple(c.name for c in codecs()),
+        help="the metadata encoding the ECU reads and reports in (default: the root's; "
+        "compact-der is never guessed from the bytes)",
+    )
+    _link_arguments(p)
+    _flash_arguments(p)
     p.add_argument(
         "--time-key",
         action="append",
@@ -281,9 +307,34 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--force", action="store_true", help="overwrite an existing provisioning")
 
-    r = sub.add_parser("run", help="serve the link")
-    r.add_argument("--config", required=True)
-    return parser
+
+def _link_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--port", default="", help="serial port for `run`")
+    p.add_argument("--baudrate", type=int, default=115200)
+    p.add_argument("--can-interface", help="serve on CAN with this python-can interface")
+    p.add_argument("--can-channel", default="vcan0")
+    p.add_argument("--can-rxid", type=lambda s: int(s, 0), default=0x7E0)
+    p.add_argument("--can-txid", type=lambda s: int(s, 0), default=0x7E8)
+
+
+def _flash_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--erase-block",
+        type=int,
+        help="simulate NOR flash with erase blocks of this many bytes (default: an ideal "
+        "flash; with --page only: 4096)",
+    )
+    p.add_argument("--page", type=int, help="the NOR flash's program page in bytes (default 256)")
+
+
+def _flash_model(args: argparse.Namespace) -> FlashModel | None:
+    """The NOR model ``--erase-block``/``--page`` ask for (None: the ideal flash)."""
+    if args.erase_block is None and args.page is None:
+        return None
+    try:
+        return FlashModel(args.erase_block or 4096, args.page or 256)
+    except ValueError as e:
+        raise ConfigError(f"--erase-block/--page: {e}") from None
 
 
 def _provision(args: argparse.Namespace) -> int:
@@ -315,6 +366,8 @@ def _provision(args: argparse.Namespace) -> int:
         time_keys={f"time-{i + 1}": Path(k).read_bytes() for i, k in enumerate(args.time_key)},
         time_min_servers=args.time_min_servers,
         link_key=not args.no_link_key,
+        flash_model=_flash_model(args),
+        encoding=args.encoding,
     )
     print(json.dumps(public, indent=2))
     return 0

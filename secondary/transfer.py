@@ -69,6 +69,9 @@ class Transfer:
     speed: SpeedMonitor
     id: str = field(default_factory=lambda: secrets.token_hex(8))
     saved: int = 0  # the offset of the last checkpoint (0: none stored)
+    #: the bytes flushed at the last checkpoint attempt (on erase blocks an attempt may
+    #: find nothing new durable: the next one waits for ``checkpoint_bytes`` more)
+    tried: int = 0
 
     @property
     def offset(self) -> int:
@@ -208,13 +211,19 @@ class ImageReceiver:
     def checkpoint_due(self, x: Transfer, entry: TargetFile, source: dict[str, list[Any]]) -> None:
         """Checkpoint ``x`` when ``checkpoint_bytes`` more reached the slot since the last
         one (never at the end: INSTALL follows)."""
-        if x.writer.flushed - x.saved >= self.checkpoint_bytes and x.offset < x.total:
+        if x.writer.flushed - max(x.saved, x.tried) >= self.checkpoint_bytes and x.offset < x.total:
             self._checkpoint(x, entry, source)
 
     def _checkpoint(self, x: Transfer, entry: TargetFile, source: dict[str, list[Any]]) -> None:
         """Make the bytes received so far durable and record where to resume: the slot is
-        committed before the record that claims its bytes is written."""
+        committed before the record that claims its bytes is written. On a flash with
+        erase blocks the durable offset is the last block boundary: when that is not past
+        the last checkpoint (16 KiB blocks, 8 KiB checkpoints: the first one would record
+        offset 0, which a resume refuses) nothing is recorded this time."""
+        x.tried = x.writer.flushed
         durable = x.writer.sync()
+        if durable <= x.saved:
+            return
         if not x.saved:
             rec = {
                 "id": x.id,

@@ -8,6 +8,7 @@ at 0."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
 import tracemalloc
@@ -29,6 +30,7 @@ from test_agent_support import (
 )
 
 from hardware import bench
+from hardware.flash import Flash, FlashModel
 from secondary.agent import TRANSFER_AT, SecondaryAgent
 from secondary.cli import provision
 from secondary.config import ConfigError, SecondaryConfig
@@ -336,3 +338,74 @@ def test_checkpoint_interval_comes_from_the_config(tmp_path: Path) -> None:
     cfg.path.write_text(cfg.to_toml().replace("12288", "0"))
     with pytest.raises(ConfigError):
         SecondaryConfig.load(cfg.path)
+
+
+def test_nor_flash_with_blocks_larger_than_checkpoints_resumes_at_block_boundaries(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """16 KiB erase blocks, 8 KiB checkpoints (issue 15): a checkpoint records only a
+    block boundary past the last one, never offset 0 (which a resume refuses as a damaged
+    record). A power cut at every write point of the transfer: after the reboot the ECU
+    resumes at a whole block (or starts again at 0 with nothing recorded), discards
+    nothing as damaged, and the image then installs."""
+    model = FlashModel(erase_block=16384, page=2048)
+    director = Director()
+    cfg = provision_ecu(tmp_path / "template", director, flash_model=model)
+    directory = cfg.path.parent
+    assert boot(directory).flash.model == model
+    director.assign(V1, "fw/v1.bin", release_counter=1)
+    update(boot(directory), director.targets, V1, "fw/v1.bin", days=1)
+    director.assign(V2, "fw/v2.bin", release_counter=2)
+    offsets = []
+    after = 1
+    while True:
+        run = tmp_path / f"cut-{after}" / "ecu"
+        shutil.copytree(directory, run)
+        fault = PowerCut(1 << 30, lose_unsynced=True)
+        agent = boot(run, fault=fault)
+        with client_for(agent) as link:
+            link.put_time(int(later(2).timestamp()))
+            link.put_metadata("targets", DER, director.targets)
+            fault.at_write = fault.count + after
+            with contextlib.suppress(UptaneError):
+                link.put_image("fw/v2.bin", V2, len(V2))
+        if not fault.fired:
+            break  # every write point of the transfer walked
+        caplog.clear()
+        rebooted = boot(run)
+        assert "discarded" not in caplog.text, caplog.text
+        held = rebooted.status().image_offset
+        assert held % model.erase_block == 0
+        offsets.append(held)
+        with client_for(rebooted) as link:
+            if held == 0:  # nothing was recorded: the whole update again
+                link.put_time(int(later(2).timestamp()))
+                link.put_metadata("targets", DER, director.targets)
+            assert link.put_image("fw/v2.bin", V2, len(V2)) == held
+            link.install("fw/v2.bin")
+        assert running(boot(run)) == V2
+        after += 1
+    assert after > 5 and 16384 in offsets and 0 in offsets
+
+
+def test_provision_erase_block_and_page_make_a_nor_device(tmp_path: Path) -> None:
+    from secondary.cli import main
+
+    director = Director()
+    root = tmp_path / "root.der"
+    root.write_bytes(director.root)
+    args = ["provision", "--ecu-serial", "e1", "--hardware-id", "hw", "--director-root"]
+    args += [str(root), "--slot-size", str(64 * 1024)]
+    assert main([*args, "--dir", str(tmp_path / "nor"), "--erase-block", "16384"]) == 0
+    assert Flash(tmp_path / "nor" / "flash").model == FlashModel(16384, 256)
+    assert main([*args, "--dir", str(tmp_path / "pg"), "--page", "512"]) == 0
+    assert Flash(tmp_path / "pg" / "flash").model == FlashModel(4096, 512)
+    assert main([*args, "--dir", str(tmp_path / "ideal")]) == 0
+    assert Flash(tmp_path / "ideal" / "flash").model is None
+    # a page that does not divide the block, a slot that is not whole blocks: refused
+    assert (
+        main([*args, "--dir", str(tmp_path / "bad"), "--erase-block", "4096", "--page", "3000"])
+        == 2
+    )
+    odd = ["--slot-size", str(40 * 1024), "--erase-block", "16384"]
+    assert main([*args, "--dir", str(tmp_path / "odd"), *odd]) == 2

@@ -116,6 +116,7 @@ def provision_ecu(
     now: datetime = NOW,
     time_keys: dict[str, bytes] | None = None,
     link_key: bool = True,
+    flash_model: Any = None,
 ) -> SecondaryConfig:
     """Provision a Secondary in ``tmp/ecu`` through the CLI function; returns its config
     (``time_keys``: name -> a time server's public key in base64: signed time only)."""
@@ -133,6 +134,7 @@ def provision_ecu(
         now=now.timestamp(),
         time_keys=time_keys,
         link_key=link_key,
+        flash_model=flash_model,
     )
     return SecondaryConfig.load(tmp / "ecu" / "secondary.toml")
 
