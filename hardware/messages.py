@@ -35,6 +35,8 @@ MAX_VERSION = 2
 CHUNK_OVERHEAD = 1024
 
 NONCE_MAX = 64
+#: the most names a list field carries (the codecs a side supports)
+MAX_NAMES = 8
 MAX_UINT = 2**63 - 1
 MODES = ("partial", "full")
 RID_MAX = 2**32 - 1
@@ -51,7 +53,8 @@ class Field:
     name: str
     kinds: tuple[type, ...]
     optional: bool = False
-    #: "id" (Limits.max_identifier), "str" (max_string), "nonce", "blob" (whole message)
+    #: "id" (Limits.max_identifier), "str" (max_string), "nonce", "blob" (whole message),
+    #: "names" (a list of at most MAX_NAMES identifiers)
     cap: str = "str"
 
 
@@ -94,7 +97,23 @@ class Message:
         """Cross-field checks; raise an :mod:`uptane.errors` error. Default: none."""
 
 
+def _check_names(where: str, f: Field, value: Any, limits: Limits) -> tuple[str, ...]:
+    """A list of short names (codec names): at most MAX_NAMES, each an identifier."""
+    if len(value) > MAX_NAMES:
+        raise LimitExceeded(f"{where}.{f.name}: {len(value)} names, at most {MAX_NAMES}")
+    for name in value:
+        if not isinstance(name, str) or not name:
+            raise MalformedInput(f"{where}.{f.name}: every entry must be a non-empty string")
+        if len(name) > limits.max_identifier:
+            raise LimitExceeded(f"{where}.{f.name}: a name of {len(name)} characters")
+    return tuple(value)
+
+
 def _check_field(where: str, f: Field, value: Any, limits: Limits) -> Any:
+    if f.cap == "names":
+        if not isinstance(value, (list, tuple)):
+            raise MalformedInput(f"{where}.{f.name}: unexpected {type(value).__name__}")
+        return _check_names(where, f, value, limits)
     if isinstance(value, bool) and bool not in f.kinds:
         raise MalformedInput(f"{where}.{f.name}: unexpected boolean")
     if not isinstance(value, f.kinds):
@@ -116,17 +135,20 @@ def _check_field(where: str, f: Field, value: Any, limits: Limits) -> Any:
 _I = (int,)
 _S = (str,)
 _B = (bytes,)
+_L = (list, tuple)
 
 
 @dataclass(frozen=True)
 class Hello(Message):
     """Primary -> Secondary, first message of a session: the versions and frame size the
-    Primary supports, and the largest message it accepts."""
+    Primary supports, the largest message it accepts, and the metadata codecs it can
+    forward (:mod:`uptane.codec` names; absent: ``json`` and ``der``)."""
 
     min_version: int
     max_version: int
     max_frame: int
     max_message: int
+    codecs: tuple[str, ...] | None = None
 
     TYPE: ClassVar[int] = 1
     FIELDS: ClassVar[tuple[Field, ...]] = (
@@ -134,6 +156,7 @@ class Hello(Message):
         Field("max_version", _I),
         Field("max_frame", _I),
         Field("max_message", _I),
+        Field("codecs", _L, optional=True, cap="names"),
     )
 
     def validate(self, limits: Limits) -> None:
@@ -144,7 +167,9 @@ class Hello(Message):
 @dataclass(frozen=True)
 class HelloInfo(Message):
     """Secondary -> Primary, reply to :class:`Hello`: the chosen version, who the ECU is, how
-    it verifies, the agreed frame size, its message cap and the size of its install slot."""
+    it verifies, the agreed frame size, its message cap, the size of its install slot, and
+    the metadata codecs it reads (:mod:`uptane.codec` names; absent: what the Primary is
+    configured to send it)."""
 
     version: int
     ecu_serial: str
@@ -153,6 +178,7 @@ class HelloInfo(Message):
     max_frame: int
     max_message: int
     slot_size: int
+    codecs: tuple[str, ...] | None = None
 
     TYPE: ClassVar[int] = 2
     FIELDS: ClassVar[tuple[Field, ...]] = (
@@ -163,6 +189,7 @@ class HelloInfo(Message):
         Field("max_frame", _I),
         Field("max_message", _I),
         Field("slot_size", _I),
+        Field("codecs", _L, optional=True, cap="names"),
     )
 
     def validate(self, limits: Limits) -> None:

@@ -63,8 +63,10 @@ from hardware.secure_link import (
     is_envelope,
     refusal,
 )
+from uptane.codec import COMPACT_DER, DER, codecs
 from uptane.errors import (
     EndlessDataAttack,
+    LinkError,
     LinkTimeout,
     MalformedInput,
     ProtocolVersionMismatch,
@@ -83,6 +85,8 @@ class EcuInfo:
     hardware_id: str
     mode: str  # "partial" or "full" verification (§5.4.4.1 / §5.4.4.2)
     slot_size: int  # bytes available for an image in the inactive slot
+    #: the metadata codecs it reads (:mod:`uptane.codec` names), listed in WELCOME
+    codecs: tuple[str, ...] = ()
 
 
 @runtime_checkable
@@ -140,6 +144,44 @@ def negotiate_version(
             f"peer speaks versions {peer_min}..{peer_max}, we speak {our_min}..{our_max}"
         )
     return high
+
+
+#: the DER flavours, most compact first: a Primary configured to send a Secondary "der"
+#: sends the first of these that both ends list (docs/link-protocol.md, "Codecs")
+DER_FLAVOURS = (COMPACT_DER, DER)
+
+
+def our_codecs() -> tuple[str, ...]:
+    """Every codec this end can forward or read (the registered ones)."""
+    return tuple(c.name for c in codecs())
+
+
+def negotiate_codec(
+    configured: str, theirs: tuple[str, ...] | None, ours: tuple[str, ...] | None = None
+) -> str:
+    """The metadata codec to send a Secondary the Primary is ``configured`` to send, given
+    what it listed in WELCOME (``theirs``; None or empty: it did not say, so the
+    configuration stands). For a DER Secondary: ``compact-der`` when both ends have it,
+    else ``der``; otherwise the configured codec when the Secondary reads it, else the
+    first it lists that this end has (the Secondary's word on what it reads wins: nothing
+    else can be verified there). :class:`LinkError` when the ends share none (this link
+    cannot serve that Secondary: a configuration problem, not an attack)."""
+    ours = our_codecs() if ours is None else ours
+    if not theirs:
+        return configured
+    shared = [c for c in theirs if c in ours]
+    if configured in DER_FLAVOURS:
+        for flavour in DER_FLAVOURS:
+            if flavour in shared:
+                return flavour
+    if configured in shared:
+        return configured
+    if shared:
+        return shared[0]
+    raise LinkError(
+        f"no common metadata codec: the Secondary reads {', '.join(theirs)[:120]}, "
+        f"this end sends {', '.join(ours)}"
+    )
 
 
 @dataclass
@@ -343,6 +385,7 @@ class SecondaryEndpoint:
             max_frame=peer.frame_size,
             max_message=self.limits.link_message_bytes,
             slot_size=info.slot_size,
+            codecs=info.codecs or None,
         )
 
     def _put_metadata(self, msg: PutMetadata) -> Ack:
@@ -457,6 +500,7 @@ class PrimaryEndpoint:
             max_version=self.max_version,
             max_frame=self.max_frame,
             max_message=self.limits.link_message_bytes,
+            codecs=our_codecs(),
         )
 
     def chunk_size(self) -> int:

@@ -11,9 +11,10 @@ call into the next module:
    verified time); without ``[time]``, the :class:`~primary.timesource.TimeSource`'s,
    unsigned;
 1. :func:`primary.manifest.send_manifest`: a signed version report from every Secondary
-   with a fresh nonce (an unreachable one is named in the manifest and skipped for the
-   rest of the cycle), the Primary's own report, the signed vehicle version manifest,
-   uploaded;
+   with a fresh nonce (one without a report is represented in the manifest by an
+   ``unreachable_ecus`` entry, and an unreachable one is skipped for the rest of the
+   cycle), the Primary's own report, the signed vehicle version manifest, uploaded (a
+   refused or failed upload is the cycle's error, after any a later stage finds);
 2. :func:`primary.verify.verify`: full verification of the Director and the Image
    repository through the core, and the pending updates it approves (step 3);
 3. :func:`primary.download.download`: every approved image, bounded, hash-checked,
@@ -39,7 +40,7 @@ from collections.abc import Callable
 import urllib3
 
 from primary.config import DIRECTOR, IMAGE, PrimaryConfig
-from primary.cycle import Cycle, CycleResult, ProgressFactory, Say
+from primary.cycle import TIME_FORMAT, Cycle, CycleResult, ProgressFactory, Say
 from primary.deliver import deliver
 from primary.download import download
 from primary.fetcher import Fetcher
@@ -51,7 +52,7 @@ from primary.timekeeping import Timekeeper
 from primary.timesource import SystemTime, TimeSource
 from primary.verify import load_trust, verify
 from storage import LOCAL, FileSystem, read_capped
-from uptane.errors import UptaneError
+from uptane.errors import FetchError, UptaneError
 from uptane.keys import MAX_KEY_FILE, PrivateKey
 from uptane.limits import Limits
 from uptane.trust import RepositoryTrust
@@ -169,10 +170,14 @@ class Primary:
         finally:
             for p in ports.values():
                 p.close()
+        if result.error is None and result.manifest_error is not None:
+            # a manifest the Director refused or never got is the cycle's error (the exit
+            # status, the status file), after any attack a later stage found
+            result.error = FetchError(result.manifest_error)
         # a dead file system (a power cut) raises here, out of run_cycle: nothing more
         # happens until the Primary is built again over its files (the reboot)
         record.cycles += 1
-        record.last_cycle = cy.time.now().strftime("%Y-%m-%dT%H:%M:%SZ")
+        record.last_cycle = cy.time.now().strftime(TIME_FORMAT)
         record.last_error = None if result.error is None else str(result.error)[:500]
         self.state.save_cycle(record)
         return result

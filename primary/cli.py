@@ -14,13 +14,14 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from hardware.progress import progress_bar
 from primary.agent import Primary
 from primary.config import DIRECTOR, IMAGE, ConfigError, PrimaryConfig, load_config
-from primary.cycle import ProgressFactory
+from primary.cycle import TIME_FORMAT, ProgressFactory
 from primary.state import PrimaryState
 from storage import atomic_write
 from uptane.errors import UptaneError
@@ -42,6 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
     prov.add_argument("--config", required=True, type=Path)
     prov.add_argument("--director-root", required=True, type=Path, help="Director root (JSON)")
     prov.add_argument("--image-root", required=True, type=Path, help="Image repo root (JSON)")
+    prov.add_argument(
+        "--root",
+        action="append",
+        default=[],
+        metavar="NAME=FILE",
+        help="the root (JSON) of a repository of [[repositories]]; once for each",
+    )
     prov.add_argument(
         "--key-scheme", default=ED25519, choices=SCHEMES, help="scheme of a new ECU key"
     )
@@ -70,17 +78,28 @@ def provision(
     *,
     key_scheme: str = ED25519,
     force: bool = False,
+    roots: Mapping[str, bytes] | None = None,
 ) -> PrivateKey:
-    """Write both repositories' initial trusted roots (each must be signed by a threshold
-    of its own keys) and, if the key file does not exist yet, a new ECU key. Returns the
-    ECU key; its public half is what the Director's inventory registers."""
+    """Write every repository's initial trusted root (each must be signed by a threshold
+    of its own keys): the Director's, the Image repository's, and ``roots`` by name for
+    each of ``[[repositories]]``; and, if the key file does not exist yet, a new ECU key.
+    Returns the ECU key; its public half is what the Director's inventory registers."""
     limits = cfg.limits
+    extra = dict(roots or {})
+    wanted = {r.name for r in cfg.repositories}
+    if set(extra) != wanted:
+        missing, unknown = sorted(wanted - set(extra)), sorted(set(extra) - wanted)
+        raise ConfigError(
+            f"give a root for each of [[repositories]] (--root NAME=FILE): missing {missing}, "
+            f"not configured {unknown}"
+        )
+    every = {DIRECTOR: director_root, IMAGE: image_root, **extra}
     state = PrimaryState(cfg.storage_dir, limits)
-    for name, data in ((DIRECTOR, director_root), (IMAGE, image_root)):
+    for name, data in every.items():
         RepositoryTrust(name, data, limits)  # refuses a root that does not verify
         if state.has_root(name) and not force:
             raise ConfigError(f"{name} trust is already provisioned (use --force to replace)")
-    for name, data in ((DIRECTOR, director_root), (IMAGE, image_root)):
+    for name, data in every.items():
         state.write_root(name, data)
     if cfg.key_file.exists():
         key = PrivateKey.from_pem(cfg.key_file.read_bytes())
@@ -98,11 +117,23 @@ def cmd_provision(args: argparse.Namespace) -> int:
         args.image_root.read_bytes(),
         key_scheme=args.key_scheme,
         force=args.force,
+        roots=_named_roots(args.root),
     )
     _say(f"provisioned {cfg.ecu_serial} of {cfg.vin} in {cfg.storage_dir}")
     _say(f"ECU key id {key.keyid}; public key (register it with the Director):")
     _say(json.dumps(key.key.to_dict(), sort_keys=True))
     return 0
+
+
+def _named_roots(values: list[str]) -> dict[str, bytes]:
+    """``--root NAME=FILE`` arguments: each repository's root file, read."""
+    out: dict[str, bytes] = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path or name in out:
+            raise ConfigError(f"--root {value!r}: give NAME=FILE, once per repository")
+        out[name] = Path(path).read_bytes()
+    return out
 
 
 # --- run -------------------------------------------------------------------------------------
@@ -147,7 +178,7 @@ def status_dict(cfg: PrimaryConfig) -> dict[str, object]:
     pending work, results and the last error."""
     state = PrimaryState(cfg.storage_dir, cfg.limits)
     repos: dict[str, object] = {}
-    for name in (DIRECTOR, IMAGE):
+    for name in cfg.repository_names:
         files = state.read_metadata(name)
         if "root" not in files:
             repos[name] = "not provisioned"
@@ -161,6 +192,7 @@ def status_dict(cfg: PrimaryConfig) -> dict[str, object]:
     ecus = [cfg.ecu_serial, *(s.serial for s in cfg.secondaries)]
     return {
         "vin": cfg.vin,
+        "time": _time_status(cfg, state),
         "repositories": repos,
         "installed": {
             e: (record.installed[e].path if e in record.installed else None) for e in ecus
@@ -177,6 +209,28 @@ def status_dict(cfg: PrimaryConfig) -> dict[str, object]:
     }
 
 
+def _time_status(cfg: PrimaryConfig, state: PrimaryState) -> dict[str, object]:
+    """The latest verified time and its source; without ``[time]``, the system clock."""
+    latest, source = state.time_record()
+    return {
+        "signed": cfg.time is not None,
+        "latest_verified": None
+        if latest is None
+        else datetime.fromtimestamp(latest, UTC).strftime(TIME_FORMAT),
+        "source": source,
+    }
+
+
+def _time_line(t: dict[str, object]) -> str:
+    if t["latest_verified"] is not None:
+        source = f" from {t['source']}" if t["source"] else ""
+        line = f"latest verified time: {t['latest_verified']}{source}"
+        return line if t["signed"] else line + " (no [time] configured now: the system clock)"
+    if t["signed"]:
+        return "latest verified time: none yet (the system clock until a time server verifies)"
+    return "latest verified time: none (no [time] configured: the system clock, unsigned)"
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     st = status_dict(cfg)
@@ -184,6 +238,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         _say(json.dumps(st, indent=2, sort_keys=True))
         return 0
     _say(f"vehicle {st['vin']}, {st['cycles']} cycle(s), last {st['last_cycle'] or 'never'}")
+    _say(_time_line(st["time"]))  # type: ignore[arg-type]
     for name, info in st["repositories"].items():  # type: ignore[attr-defined]
         if isinstance(info, dict):
             roles = ", ".join(

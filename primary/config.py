@@ -18,11 +18,16 @@ Relative paths in the file are taken relative to the file's own directory. See
     [image_repository]
     url = "http://127.0.0.1:8002"        # metadata: URL/metadata/, images: URL/targets/
 
+    [[repositories]]                     # TAP 4: any further repository (optional)
+    name = "supplier"                    # its name in the map file and under state/metadata
+    url = "http://127.0.0.1:8003"        # metadata_url and targets_url override, as above
+
     [storage]
     dir = "state"
     poll_interval = 300                  # seconds between cycles for `run`
     limits = "primary"                   # Limits profile: "primary" or "constrained"
     # map_file = "map.json"              # TAP 4 map file; default: Director AND Image repo
+                                         # (required with [[repositories]])
 
     [[secondaries]]
     serial = "ecu-brake"
@@ -55,6 +60,7 @@ from pathlib import Path
 from typing import Any
 
 from hardware.secure_link import LinkKey
+from primary.state import REPOSITORY_NAME
 from storage import read_capped
 from uptane import roughtime as rt
 from uptane.errors import UptaneError
@@ -66,6 +72,9 @@ DIRECTOR = "director"
 IMAGE = "image"
 LINK_TYPES = ("serial", "can", "inprocess")
 MODES = ("partial", "full")
+#: the metadata encodings a Secondary may be configured to read; "der" is the DER family:
+#: the link may negotiate compact-der (docs/link-protocol.md, "Codecs")
+ENCODINGS = ("der", "json", "compact-der")
 _ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 _MAX_CONFIG = 1024 * 1024
 
@@ -130,7 +139,8 @@ class SecondaryConfig:
     public_key: Key
     link: LinkConfig
     mode: str = "partial"
-    #: the metadata encoding the Secondary reads ("der" or "json")
+    #: the metadata encoding the Secondary reads ("der", "json" or "compact-der"); with
+    #: "der", the link negotiates the DER flavour (compact-der when both ends have it)
     encoding: str = "der"
     timeout: float = 2.0
     retries: int = 2
@@ -175,6 +185,16 @@ class FetcherConfig:
 
 
 @dataclass(frozen=True)
+class RepositoryConfig:
+    """A repository other than the Director (TAP 4): its name in the map file, where its
+    metadata and its images are."""
+
+    name: str
+    metadata_url: str
+    targets_url: str
+
+
+@dataclass(frozen=True)
 class PrimaryConfig:
     """Everything ``uptane-primary`` reads from its TOML file."""
 
@@ -198,6 +218,19 @@ class PrimaryConfig:
     fetcher: FetcherConfig = field(default_factory=FetcherConfig)
     #: signed time; None: the system clock (TimeSource) and unsigned PUT_TIME
     time: TimeConfig | None = None
+    #: TAP 4: the repositories after the Director and the Image repository
+    repositories: tuple[RepositoryConfig, ...] = ()
+
+    @property
+    def image_repositories(self) -> dict[str, RepositoryConfig]:
+        """Every repository but the Director by name: the Image repository first."""
+        image = RepositoryConfig(IMAGE, self.image_metadata_url, self.image_targets_url)
+        return {IMAGE: image, **{r.name: r for r in self.repositories}}
+
+    @property
+    def repository_names(self) -> tuple[str, ...]:
+        """Every repository the Primary trusts: the Director first."""
+        return (DIRECTOR, *self.image_repositories)
 
     @property
     def limits(self) -> Limits:
@@ -219,6 +252,8 @@ class PrimaryConfig:
     def load_map_file(self) -> MapFile:
         """The TAP 4 map file, or the Uptane default (every path needs both repositories)."""
         if self.map_file is None:
+            if self.repositories:
+                raise ConfigError("storage.map_file: name the map file that uses [[repositories]]")
             return MapFile.default(self.director_metadata_url, self.image_metadata_url)
         try:
             data = read_capped(self.map_file, self.limits.map_file_bytes)
@@ -271,7 +306,7 @@ _SECONDARY_KEYS = {
 def parse_config(doc: dict[str, Any], path: Path) -> PrimaryConfig:
     """Build a :class:`PrimaryConfig` from a parsed TOML document found at ``path``."""
     base = path.parent
-    _no_unknown(doc, {*_TABLES, "secondaries", "time"}, "config")
+    _no_unknown(doc, {*_TABLES, "secondaries", "time", "repositories"}, "config")
     t: dict[str, dict[str, Any]] = {}
     for name, keys in _TABLES.items():  # in order: the first problem is the one named
         optional = name in ("storage", "fetcher")
@@ -296,6 +331,16 @@ def parse_config(doc: dict[str, Any], path: Path) -> PrimaryConfig:
     ecu_serial = _ident(prim, "ecu_serial", "primary")
     flash = _opt_str(prim, "flash_dir", "primary")
     map_file = _opt_str(storage, "map_file", "storage")
+    repositories = _repositories(doc.get("repositories", []))
+    if repositories and map_file is None:
+        raise ConfigError("storage.map_file: [[repositories]] need a map file naming them")
+    secondaries = _secondaries(doc.get("secondaries", []), base, limits, ecu_serial)
+    full = [s.serial for s in secondaries if s.mode == "full"]
+    if repositories and full:
+        raise ConfigError(
+            f"secondaries {full}: a full-verification Secondary verifies the Director and "
+            "the Image repository only; with [[repositories]] configure it 'partial'"
+        )
     return PrimaryConfig(
         path=path,
         vin=vin,
@@ -316,10 +361,39 @@ def parse_config(doc: dict[str, Any], path: Path) -> PrimaryConfig:
         map_file=None if map_file is None else base / map_file,
         flash_dir=None if flash is None else base / flash,
         slot_size=_int(prim, "slot_size", "primary", 16 * 1024 * 1024, low=1),
-        secondaries=_secondaries(doc.get("secondaries", []), base, limits, ecu_serial),
+        secondaries=secondaries,
         fetcher=_fetcher(t["fetcher"]),
         time=_time(doc.get("time"), base),
+        repositories=repositories,
     )
+
+
+def _repositories(entries: Any) -> tuple[RepositoryConfig, ...]:
+    """The ``[[repositories]]`` tables (TAP 4): each a name (not the Director's or the
+    Image repository's, used once) and its URLs."""
+    if not isinstance(entries, list):
+        raise ConfigError("repositories must be an array of tables ([[repositories]])")
+    seen = {DIRECTOR, IMAGE}
+    out = []
+    for i, entry in enumerate(entries):
+        where = f"repositories[{i}]"
+        r = _table(entry, where)
+        _no_unknown(r, {"name", "url", "metadata_url", "targets_url"}, where)
+        name = _str(r, "name", where)
+        if not REPOSITORY_NAME.match(name):
+            raise ConfigError(f"{where}.name {name!r}: use a-z, 0-9, _ and - (at most 64)")
+        if name in seen:
+            raise ConfigError(f"{where}.name {name!r} is used twice (or is a reserved name)")
+        seen.add(name)
+        url = _url(r, "url", where)
+        out.append(
+            RepositoryConfig(
+                name,
+                _opt_url(r, "metadata_url", where) or f"{url}/metadata",
+                _opt_url(r, "targets_url", where) or f"{url}/targets",
+            )
+        )
+    return tuple(out)
 
 
 def _fetcher(fetch: dict[str, Any]) -> FetcherConfig:
@@ -357,8 +431,8 @@ def _secondary(s: dict[str, Any], where: str, base: Path, limits: Limits) -> Sec
     if mode not in MODES:
         raise ConfigError(f"{where}.mode must be 'partial' or 'full'")
     encoding = _opt_str(s, "encoding", where) or "der"
-    if encoding not in ("der", "json"):
-        raise ConfigError(f"{where}.encoding must be 'der' or 'json'")
+    if encoding not in ENCODINGS:
+        raise ConfigError(f"{where}.encoding must be one of {', '.join(ENCODINGS)}")
     return SecondaryConfig(
         serial=serial,
         hardware_id=_ident(s, "hardware_id", where),

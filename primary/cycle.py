@@ -32,6 +32,9 @@ Say = Callable[[str], None]
 #: (``download PATH`` or ``send PATH to ECU``)
 ProgressFactory = Callable[[str], Callable[[int, int], None]]
 
+#: how times are kept in the cycle record (``last_seen``, ``last_cycle``)
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
 #: how many times one image is offered to an ECU that refuses it (its reports say why)
 MAX_REFUSALS = 3
 
@@ -41,8 +44,13 @@ class CycleResult:
     """What one cycle did, for the CLI and tests."""
 
     manifest_sent: bool = False
+    #: why the manifest did not reach the Director (the server's reason, or the transport
+    #: failure); the cycle's error unless a later stage had one (primary.agent)
     manifest_error: str | None = None
     unreachable: list[str] = field(default_factory=list)
+    #: every Secondary the manifest represents by an ``unreachable_ecus`` entry, with the
+    #: reason it gives (unreachable, its report refused, or in another encoding)
+    not_reported: dict[str, str] = field(default_factory=dict)
     verified: bool = False
     stopped_early: str | None = None
     error: UptaneError | None = None
@@ -107,9 +115,15 @@ class Cycle:
         self.result.unreachable.append(ecu_id)
         self.record.results[ecu_id] = {
             "outcome": Outcome.UNREACHABLE.value,
-            "reason": str(error)[:200],
+            # the message only: a link that does not answer is not an attack
+            "reason": error.message[:200],
             **self._sending_entry(ecu_id),
         }
+
+    def seen(self, ecu_id: str) -> None:
+        """The ECU answered with a report that passed its checks: remembered as the last
+        time it answered (an ``unreachable_ecus`` entry carries it later)."""
+        self.record.last_seen[ecu_id] = self.time.now().strftime(TIME_FORMAT)
 
     def sending(self, ecu_id: str) -> ImageIdentity | None:
         """The image of the last transfer this Primary started to ``ecu_id``, or None."""
@@ -198,6 +212,7 @@ def transport_failure(e: UptaneError) -> bool:
 
 __all__ = [
     "MAX_REFUSALS",
+    "TIME_FORMAT",
     "Cycle",
     "CycleResult",
     "ProgressFactory",

@@ -70,7 +70,16 @@ def to_secondary(
         return  # not downloaded yet
     ecu_id = p.ecu_id
     try:
-        files = forwarder.files_for(port.cfg)
+        encoding = port.metadata_encoding()  # negotiated on the link (HELLO/WELCOME)
+    except UptaneError as e:
+        if not is_unreachable(e):
+            raise
+        cy.unreachable(ecu_id, e)
+        cy.say(f"{ecu_id}: unreachable ({e.message}); will retry next cycle")
+        cy.save()
+        return
+    try:
+        files = forwarder.files_for(port.cfg, encoding)
     except UptaneError as e:
         # the repository did not give what the Secondary needs: retry next cycle
         cy.stopped(e, f"metadata for {ecu_id}")

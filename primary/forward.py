@@ -9,9 +9,12 @@ that Secondary reads.
 
 The Director's targets comes last: its arrival starts the Secondary's verification.
 
-The files in the encoding the Primary verified (``trust.encoding``, JSON) are forwarded as
-verified. Files in another encoding are fetched once, at the versions the verified ones
-name, and kept in the state's forward store; the Director's
+The encoding is the one negotiated on the Secondary's link (its configured one, or for a
+DER Secondary the DER flavour both ends list: ``compact-der`` when both have it,
+:func:`hardware.protocol.negotiate_codec`). The files in the encoding the Primary verified
+(``trust.encoding``, JSON) are forwarded as verified. Files in another encoding are
+fetched once, at the versions the verified ones name, and kept in the state's forward
+store, named with the codec's file suffix (``director.targets.7.cder``); the Director's
 targets in that encoding is checked before it is stored or forwarded (signatures of the
 trusted targets keys, same version: :meth:`uptane.trust.RepositoryTrust.verify_targets_encoding`);
 everything else is verified by the full-verification Secondary itself.
@@ -27,6 +30,7 @@ from primary.secondaries import MetadataFile
 from primary.sources import HttpMetadataSource
 from primary.state import PrimaryState
 from primary.timesource import TimeSource
+from uptane.codec import codec_for
 from uptane.errors import FetchError
 from uptane.metadata import JSON
 from uptane.trust import RepositoryTrust
@@ -51,9 +55,10 @@ class Forwarder:
         self.time = time
         self._cache: dict[tuple[str, str], list[MetadataFile]] = {}
 
-    def files_for(self, cfg: SecondaryConfig) -> list[MetadataFile]:
-        """What the Secondary configured as ``cfg`` needs, in order (see the module doc)."""
-        key = (cfg.mode, cfg.encoding)
+    def files_for(self, cfg: SecondaryConfig, encoding: str) -> list[MetadataFile]:
+        """What the Secondary configured as ``cfg`` needs, in order (see the module doc),
+        in ``encoding`` (negotiated on its link)."""
+        key = (cfg.mode, encoding)
         if key not in self._cache:
             repos = (DIRECTOR,) if cfg.mode == "partial" else (IMAGE, DIRECTOR)
             files: list[MetadataFile] = []
@@ -63,10 +68,10 @@ class Forwarder:
                 )
             for repo in repos:  # the Director's targets goes last
                 trust = self.trusts[repo]
-                files += self._roots(trust, cfg.encoding)
+                files += self._roots(trust, encoding)
                 roles = ["targets"] if cfg.mode == "partial" else _roles(trust)
                 for role in roles:
-                    files.append(self._role_file(trust, role, cfg.encoding))
+                    files.append(self._role_file(trust, role, encoding))
             self._cache[key] = files
         return self._cache[key]
 
@@ -113,7 +118,9 @@ class Forwarder:
     ) -> bytes:
         """A file to forward, from the forward store or fetched once, checked by ``check``
         and then stored."""
-        name = f"{trust.name}.{role}.{version if version is not None else label}.{encoding}"
+        # named by the codec's file suffix (.json, .der, .cder): one name per encoding
+        stem = f"{trust.name}.{role}.{version if version is not None else label}"
+        name = stem + codec_for(encoding).suffix
         data = self.state.read_forward(name)
         if data is not None:
             return data

@@ -25,10 +25,11 @@ from typing import Any
 
 from hardware.client import LinkClient
 from hardware.messages import Status
-from hardware.protocol import SecondaryEndpoint, SecondaryHandler
+from hardware.protocol import SecondaryEndpoint, SecondaryHandler, negotiate_codec, our_codecs
 from hardware.server import serve
 from hardware.transport import MessageTransport
 from primary.config import SecondaryConfig
+from uptane.codec import sniff
 from uptane.errors import LinkError, LinkTimeout, SessionRequired
 from uptane.limits import Limits
 
@@ -278,6 +279,23 @@ class SecondaryPort:
     def report(self, nonce: bytes) -> bytes:
         """The Secondary's signed version report for ``nonce``."""
         return self.client().get_report(nonce)
+
+    def report_encoding(self, raw: bytes) -> str:
+        """The codec of a report from this Secondary: the first it listed in WELCOME (the
+        one it reads and signs in; ``compact-der`` is never sniffed), else the one its
+        first byte says."""
+        peer = self.client().peer
+        if peer is not None and peer.codecs and peer.codecs[0] in our_codecs():
+            return peer.codecs[0]
+        return sniff(raw).name
+
+    def metadata_encoding(self) -> str:
+        """The codec to forward this Secondary's metadata in: its configured one, or the
+        DER flavour both ends list (:func:`hardware.protocol.negotiate_codec`). Opens the
+        session if none is open; LinkError when the ends share no codec."""
+        c = self.client()
+        peer = c.peer if c.peer is not None else c.hello()
+        return negotiate_codec(self.cfg.encoding, peer.codecs)
 
     def status(self) -> Status:
         return self.client().status()

@@ -4,6 +4,7 @@ Layout of the storage directory::
 
     metadata/director/   trusted Director metadata, one file per role (JSON, as verified)
     metadata/image/      trusted Image-repository metadata, delegated roles included
+    metadata/NAME/       any other repository's (TAP 4, ``[[repositories]]``)
     forward/             Director files in DER for partial Secondaries (targets, root.N)
     images/              downloaded images (``HASH.name``); ``*.part`` while downloading
     state/cycle          the cycle record (canonical JSON, below)
@@ -20,6 +21,9 @@ The cycle record holds what must survive a ``kill -9``:
   :class:`uptane.identity.ImageIdentity` as a dict; see :func:`sending_of`);
 - ``attacks``: attacks the Primary itself saw since the last manifest was accepted
   (verification failures, slow retrieval): the next manifest carries them;
+- ``last_seen``: per Secondary, the last time (``YYYY-MM-DDTHH:MM:SSZ``, the cycle's time)
+  it answered with a report that passed its checks; the manifest's ``unreachable_ecus``
+  entry for an ECU that does not answer carries it;
 - ``last_error``, ``last_cycle``, ``cycles``.
 
 Every change is one :meth:`storage.AtomicStore.write`: a power cut leaves the old record or
@@ -29,6 +33,7 @@ the new. Every store here, and the prune of the images, writes through the one
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,8 +47,12 @@ from uptane.limits import Limits
 from uptane.metadata import TargetFile
 from uptane.paths import encode_name
 
+#: a repository's name, as its directory under ``metadata/`` (the configuration checks it)
+REPOSITORY_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
 _CYCLE = "cycle"
-#: the Primary's latest verified time: JSON {"latest": seconds since the epoch}
+#: the Primary's latest verified time: JSON {"latest": seconds since the epoch, "source":
+#: the time server(s) it came from}
 _TIME = "time"
 
 
@@ -100,6 +109,7 @@ class CycleRecord:
     last_error: str | None = None
     last_cycle: str | None = None
     cycles: int = 0
+    last_seen: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -110,6 +120,7 @@ class CycleRecord:
             "last_error": self.last_error,
             "last_cycle": self.last_cycle,
             "cycles": self.cycles,
+            "last_seen": self.last_seen,
         }
 
     @classmethod
@@ -122,6 +133,7 @@ class CycleRecord:
             d.get("last_error"),
             d.get("last_cycle"),
             int(d.get("cycles", 0)),
+            {str(e): str(t) for e, t in dict(d.get("last_seen", {})).items()},
         )
 
 
@@ -133,10 +145,10 @@ class PrimaryState:
         self.limits = limits
         self.fs = fs
         cap = max(limits.role_bytes.values()) + limits.delegated_targets_bytes
-        self._meta = {
-            repo: AtomicStore(self.directory / "metadata" / repo, max_bytes=cap, fs=fs)
-            for repo in ("director", "image")
-        }
+        self._cap = cap
+        #: one store per repository (the Director, the Image repository, and any other a
+        #: TAP 4 configuration names), made when first used
+        self._meta: dict[str, AtomicStore] = {}
         self._forward = AtomicStore(self.directory / "forward", max_bytes=cap, fs=fs)
         self._state = AtomicStore(
             self.directory / "state", max_bytes=limits.manifest_bytes * 4, fs=fs
@@ -146,12 +158,23 @@ class PrimaryState:
 
     # --- trusted metadata ------------------------------------------------------------------
 
+    def _store(self, repository: str) -> AtomicStore:
+        store = self._meta.get(repository)
+        if store is None:
+            if not REPOSITORY_NAME.match(repository):
+                raise UptaneError(f"repository name {repository[:64]!r} is not a directory name")
+            store = AtomicStore(
+                self.directory / "metadata" / repository, max_bytes=self._cap, fs=self.fs
+            )
+            self._meta[repository] = store
+        return store
+
     def has_root(self, repository: str) -> bool:
-        return self._meta[repository].read("root") is not None
+        return self._store(repository).read("root") is not None
 
     def read_metadata(self, repository: str) -> dict[str, bytes]:
         """Every trusted file of ``repository`` by role name (each capped by its role)."""
-        store = self._meta[repository]
+        store = self._store(repository)
         out: dict[str, bytes] = {}
         for enc in store.names():
             role = _decode_name(enc)
@@ -165,7 +188,7 @@ class PrimaryState:
         (a new root before the files its keys sign), then roles dropped from trust removed.
         A crash in between leaves files that :meth:`RepositoryTrust.load` re-verifies
         against the stored root and drops if they no longer verify."""
-        store = self._meta[repository]
+        store = self._store(repository)
         current = self.read_metadata(repository)
         order = sorted(raw, key=lambda r: (r != "root", r))
         for role in order:
@@ -230,16 +253,31 @@ class PrimaryState:
     def load_time(self) -> int | None:
         """The latest time the Primary verified from its time servers (None: never, or an
         unreadable record: the clock policy then takes the first verified time)."""
+        latest, _source = self.time_record()
+        return latest
+
+    def time_record(self) -> tuple[int | None, str | None]:
+        """The latest verified time and the time server(s) it came from (a record written
+        before the source was kept has none)."""
         try:
             d = self._state.read_json(_TIME, self.limits)
         except UptaneError:
-            return None
-        latest = d.get("latest") if isinstance(d, dict) else None
-        return latest if isinstance(latest, int) and not isinstance(latest, bool) else None
+            return None, None
+        if not isinstance(d, dict):
+            return None, None
+        latest, source = d.get("latest"), d.get("source")
+        if not isinstance(latest, int) or isinstance(latest, bool):
+            return None, None
+        return latest, source if isinstance(source, str) else None
 
-    def save_time(self, latest: int) -> None:
+    def save_time(self, latest: int, source: str | None = None) -> None:
+        """Keep a new latest verified time and where it came from (one write, only when
+        the time moved)."""
         if latest != self.load_time():
-            self._state.write_json(_TIME, {"latest": latest})
+            record: dict[str, Any] = {"latest": latest}
+            if source is not None:
+                record["source"] = source[:200]
+            self._state.write_json(_TIME, record)
 
 
 def image_of(entry: dict[str, Any], key: str) -> ImageIdentity | None:

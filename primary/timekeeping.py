@@ -46,6 +46,13 @@ from uptane.errors import (
 _ATTACKS = (BadSignature, ReplayAttack, MalformedInput)
 
 
+def time_source(decision: rt.TimeDecision) -> str:
+    """Where a verified time came from, for the state and ``status``: the server whose
+    interval the others agreed with, and how many servers agreed."""
+    more = f" ({decision.servers} servers agreed)" if decision.servers > 1 else ""
+    return f"time server {decision.agreed.server}{more}"
+
+
 class Timekeeper:
     """The cycle's time (a :class:`~primary.timesource.TimeSource`: :meth:`now` is the
     time the cycle verified, or the fallback) and the tokens forwarded to Secondaries."""
@@ -147,7 +154,7 @@ class Timekeeper:
         except UptaneError as e:
             self._fallback(str(e))
             return
-        self.state.save_time(decision.latest)
+        self.state.save_time(decision.latest, time_source(decision))
         self._now = datetime.fromtimestamp(decision.latest, UTC)
         self.notes.append(
             f"verified time {self._now:%Y-%m-%dT%H:%M:%SZ} from {decision.agreed.server}"

@@ -13,30 +13,40 @@ from __future__ import annotations
 from datetime import datetime
 
 from primary.config import DIRECTOR, IMAGE, PrimaryConfig
-from primary.cycle import MAX_REFUSALS, Cycle
+from primary.cycle import MAX_REFUSALS, Cycle, transport_failure
 from primary.sources import HttpMetadataSource, target_url
 from primary.state import Pending, PrimaryState
 from uptane.errors import UptaneError
-from uptane.metadata import JSON, TargetFile
+from uptane.metadata import JSON
 from uptane.trust import RepositoryTrust
-from uptane.verify import NO_NEW_TARGETS, FullVerificationResult, VehicleContext, full_verification
+from uptane.verify import (
+    NO_NEW_TARGETS,
+    ApprovedImage,
+    FullVerificationResult,
+    VehicleContext,
+    full_verification,
+)
 
 Trusts = dict[str, RepositoryTrust]
 
 
 def load_trust(config: PrimaryConfig, state: PrimaryState) -> Trusts:
-    """Both repositories' trusted state, re-verified from the stored files."""
+    """Every repository's trusted state (the Director first), re-verified from the stored
+    files."""
     limits = config.limits
-    director = RepositoryTrust.load(
-        DIRECTOR,
-        state.read_metadata(DIRECTOR),
-        limits,
-        director=True,
-        vehicle_id=config.vin,
-        ecu_ids=config.ecus,
-    )
-    image = RepositoryTrust.load(IMAGE, state.read_metadata(IMAGE), limits)
-    return {DIRECTOR: director, IMAGE: image}
+    trusts = {
+        DIRECTOR: RepositoryTrust.load(
+            DIRECTOR,
+            state.read_metadata(DIRECTOR),
+            limits,
+            director=True,
+            vehicle_id=config.vin,
+            ecu_ids=config.ecus,
+        )
+    }
+    for name in config.image_repositories:
+        trusts[name] = RepositoryTrust.load(name, state.read_metadata(name), limits)
+    return trusts
 
 
 def verify(cy: Cycle, now: datetime) -> Trusts | None:
@@ -55,8 +65,8 @@ def verify(cy: Cycle, now: datetime) -> Trusts | None:
     # work it approves is recorded first: a crash between the writes below leaves an
     # early stop ("timestamp unchanged") next cycle, which keeps that work.
     cy.save()
-    cy.state.write_metadata(DIRECTOR, trusts[DIRECTOR].raw)
-    cy.state.write_metadata(IMAGE, trusts[IMAGE].raw)
+    for name, trust in trusts.items():  # the Director first, then the Image repository
+        cy.state.write_metadata(name, trust.raw)
     return trusts
 
 
@@ -67,8 +77,9 @@ def _full_verification(cy: Cycle, now: datetime) -> tuple[Trusts, FullVerificati
         DIRECTOR: HttpMetadataSource(
             cy.fetcher, cfg.director_metadata_url, JSON, repository=DIRECTOR
         ),
-        IMAGE: HttpMetadataSource(cy.fetcher, cfg.image_metadata_url, JSON, repository=IMAGE),
     }
+    for name, repo in cfg.image_repositories.items():
+        sources[name] = HttpMetadataSource(cy.fetcher, repo.metadata_url, JSON, repository=name)
     installed = cy.record.installed
     vehicle = VehicleContext(
         cfg.vin,
@@ -79,21 +90,39 @@ def _full_verification(cy: Cycle, now: datetime) -> tuple[Trusts, FullVerificati
         },
         installed_images=dict(installed),
     )
-    director, image = trusts[DIRECTOR], trusts[IMAGE]
-    fv = full_verification(director, image, cfg.load_map_file(), sources, now, vehicle, cy.limits)
+    director = trusts[DIRECTOR]
+    others = {name: t for name, t in trusts.items() if name != DIRECTOR}
+    fv = full_verification(director, others, cfg.load_map_file(), sources, now, vehicle, cy.limits)
     cy.result.verified = True
     cy.result.stopped_early = fv.stopped_early
-    d_state, i_state = director.state(), image.state()
+    d_state = director.state()
     cy.say(
         f"Director metadata verified (root v{d_state['root']}, targets v{d_state['targets']})"
         + (f"; {fv.stopped_early}" if fv.stopped_early else "")
     )
-    if fv.image is not None:
-        cy.say(
-            f"Image repository metadata verified (root v{i_state['root']}, "
-            f"targets v{i_state['targets']})"
-        )
+    for name in fv.repositories:
+        state = trusts[name].state()
+        what = "Image repository" if name == IMAGE else f"repository {name}"
+        cy.say(f"{what} metadata verified (root v{state['root']}, targets v{state['targets']})")
+    for name, e in fv.refused.items():
+        # the map's rules approved every image without it (else full_verification raised)
+        cy.say(f"repository {name}: refused ({e}); no rule needed it")
+        if not transport_failure(e):
+            cy.attack(e, f"repository {name}")
+    _timestamps_kept(cy, fv)
     return trusts, fv
+
+
+def _timestamps_kept(cy: Cycle, fv: FullVerificationResult) -> None:
+    """A repository served a timestamp of the trusted version with other contents: the
+    trusted one is kept and the refresh goes on (TUF 5.4.3: an equal version is no
+    update). A warning line, never an attack indicator: a repository that re-signed
+    without moving the version is a publishing fault, not an attack on this vehicle."""
+    kept = {DIRECTOR: fv.director.timestamp_kept}
+    kept.update({name: r.timestamp_kept for name, r in fv.repositories.items()})
+    for name, note in kept.items():
+        if note:
+            cy.say(f"warning: {name}: {note}")
 
 
 def _approve(cy: Cycle, trusts: Trusts, fv: FullVerificationResult) -> None:
@@ -105,7 +134,6 @@ def _approve(cy: Cycle, trusts: Trusts, fv: FullVerificationResult) -> None:
         # every image the Director lists is installed already (§5.4.4.2 step 6)
         record.pending.clear()
     elif fv.stopped_early is None:
-        consistent = trusts[IMAGE].root.signed.consistent_snapshot
         fresh: dict[str, Pending] = {}
         for a in fv.images:
             old = record.pending.get(a.ecu_id)
@@ -123,7 +151,7 @@ def _approve(cy: Cycle, trusts: Trusts, fv: FullVerificationResult) -> None:
                 )
                 continue
             p = Pending(a.ecu_id, a.director_target, director_version=dv)
-            p.url = _image_url(cy.config, a.director_target, a.image_target, consistent)
+            p.url = _image_url(cy.config, trusts, a)
             fresh[a.ecu_id] = p
             cy.say(f"{a.ecu_id}: {a.path} approved ({a.length} bytes)")
         record.pending = fresh
@@ -134,12 +162,17 @@ def _approve(cy: Cycle, trusts: Trusts, fv: FullVerificationResult) -> None:
         record.pending = {e: p for e, p in record.pending.items() if p.director_version == dv}
 
 
-def _image_url(config: PrimaryConfig, d: TargetFile, i: TargetFile | None, consistent: bool) -> str:
+def _image_url(config: PrimaryConfig, trusts: Trusts, a: ApprovedImage) -> str:
+    """Where to download ``a``: the Director's URL for it, else the first repository that
+    agreed with the Director (the Image repository's URL when the rule needed none), with
+    that repository's consistent-snapshot file name."""
+    d = a.director_target
     if d.url:
         return d.url
-    entry = i if i is not None else d
+    name, entry = next(iter(a.agreed.items()), (IMAGE, d))
+    consistent = trusts[name].root.signed.consistent_snapshot
     prefix = next(iter(entry.hashes.values())) if consistent else None
-    return target_url(config.image_targets_url, d.path, prefix)
+    return target_url(config.image_repositories[name].targets_url, d.path, prefix)
 
 
 __all__ = ["Trusts", "load_trust", "verify"]

@@ -296,7 +296,9 @@ class SecondaryAgent:
 
     def hello_info(self) -> EcuInfo:
         size = min(self.flash.slot_size, self.limits.image_bytes)
-        return EcuInfo(self.ecu_serial, self.hardware_id, self.verification.mode, size)
+        # the one codec it reads (and reports in): the Primary forwards that one
+        mode = self.verification.mode
+        return EcuInfo(self.ecu_serial, self.hardware_id, mode, size, (self.ecu.encoding,))
 
     def endpoint(self, *, max_frame: int = 1024) -> AgentEndpoint:
         """A link endpoint that serves this agent (authenticated with its link key)."""

@@ -11,15 +11,20 @@ from hypothesis import strategies as st
 
 from hardware import messages as m
 from hardware.protocol import (
+    EcuInfo,
     PrimaryEndpoint,
     SecondaryEndpoint,
     SecondaryHandler,
+    negotiate_codec,
     negotiate_version,
 )
 from hardware.secure_link import ServerChannel, decode_pdu, is_envelope
 from uptane.errors import (
     EndlessDataAttack,
+    LimitExceeded,
+    LinkError,
     LinkTimeout,
+    MalformedInput,
     ProtocolVersionMismatch,
     ProtocolViolation,
     UptaneError,
@@ -67,6 +72,56 @@ def test_hello_negotiates_version_and_frame_size() -> None:
     assert (info.ecu_serial, info.hardware_id, info.mode) == ("ecu-1", "hw-a", "partial")
     assert info.max_message == CONSTRAINED.link_message_bytes
     assert pri.chunk_size() == CONSTRAINED.link_message_bytes - m.CHUNK_OVERHEAD
+
+
+def test_hello_and_welcome_list_the_codecs_each_side_has() -> None:
+    """HELLO lists every codec the Primary can forward, WELCOME the ones the ECU reads;
+    a side that lists none is taken at its configuration."""
+    handler, sec, pri = pair()
+    hello = pri.hello()
+    assert hello.codecs == ("json", "der", "compact-der")
+    assert call(pri, sec, hello).codecs is None  # this handler says nothing
+    handler.info = EcuInfo("ecu-1", "hw-a", "partial", 1 << 20, ("compact-der",))
+    info = call(pri, sec, pri.hello())
+    assert info.codecs == ("compact-der",) and pri.peer is not None
+    assert pri.peer.codecs == ("compact-der",)
+
+
+def test_codec_negotiation_compact_der_when_both_ends_have_it() -> None:
+    ours = ("json", "der", "compact-der")
+    # a DER Secondary: the most compact DER flavour both ends list
+    assert negotiate_codec("der", ("compact-der",), ours) == "compact-der"
+    assert negotiate_codec("der", ("der", "compact-der"), ours) == "compact-der"
+    assert negotiate_codec("der", ("der",), ours) == "der"
+    assert negotiate_codec("compact-der", ("der",), ours) == "der"
+    # a peer that lists nothing: the configuration stands
+    assert negotiate_codec("der", None, ours) == "der"
+    assert negotiate_codec("json", (), ours) == "json"
+    # the Secondary's word on what it reads wins over a configuration that disagrees
+    assert negotiate_codec("json", ("der",), ours) == "der"
+    assert negotiate_codec("der", ("json",), ours) == "json"
+    with pytest.raises(LinkError, match="no common metadata codec"):
+        negotiate_codec("der", ("cbor-x",), ours)
+    with pytest.raises(LinkError):
+        negotiate_codec("der", ("compact-der",), ("json", "der"))
+
+
+def test_codec_lists_are_bounded() -> None:
+    info = dict(
+        version=2, ecu_serial="e", hardware_id="h", mode="partial", max_frame=64,
+        max_message=9000, slot_size=1,
+    )  # fmt: skip
+    ok = m.HelloInfo(**info, codecs=("der",))
+    assert m.decode(m.encode(ok, 5), PRIMARY).message == ok
+    for bad, error in (
+        (tuple(f"c{i}" for i in range(m.MAX_NAMES + 1)), LimitExceeded),
+        (("x" * (PRIMARY.max_identifier + 1),), LimitExceeded),
+        (("",), MalformedInput),
+        ((3,), MalformedInput),
+    ):
+        raw = m.encode(m.HelloInfo(**info, codecs=bad), 5)  # type: ignore[arg-type]
+        with pytest.raises(error):
+            m.decode(raw, PRIMARY)
 
 
 def test_version_negotiation_picks_the_highest_common() -> None:

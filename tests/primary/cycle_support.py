@@ -123,6 +123,10 @@ class ProxyRules:
     down: bool = False
     #: substring -> replacement in the request path, before it goes upstream
     rewrite: dict[str, str] = field(default_factory=dict)
+    #: answer every POST with this status and body instead of forwarding it
+    post_answer: tuple[int, bytes] | None = None
+    #: close the connection on every POST without an answer (a transport failure)
+    post_hangup: bool = False
 
 
 class _ProxyHandler(BaseHTTPRequestHandler):
@@ -149,6 +153,17 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         srv.requests.append(("POST", self.path, None))
         n = int(self.headers.get("Content-Length", "0"))
         body = self.rfile.read(n)
+        rules: ProxyRules = srv.rules
+        if rules.post_hangup:
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if rules.post_answer is not None:
+            status, data = rules.post_answer
+            srv.posts.append((self.path, status, body, data))
+            self._send(status, data, "application/json")
+            return
         status, data, ctype = self._forward("POST", body)
         srv.posts.append((self.path, status, body, data))
         self._send(status, data, ctype)
@@ -428,12 +443,18 @@ class Vehicle:
         links: dict[str, str] | None = None,
         encodings: dict[str, str] | None = None,
         time_server: tuple[str, Path] | None = None,
+        extra_config: str = "",
+        roots: dict[str, bytes] | None = None,
+        map_file: str | None = None,
     ) -> None:
         """``links`` maps a Secondary to the TOML of its link (default: in-process, booted
         here); the test serves a Secondary it links otherwise. ``encodings`` maps a
         Secondary to the encoding it reads and reports in (default DER). ``time_server``
         (``HOST:PORT`` and its ``longterm.pub``) gives the Primary signed time and every
-        Secondary that key (signed time only)."""
+        Secondary that key (signed time only). ``extra_config`` is TOML added to the
+        Primary's configuration (e.g. ``[[repositories]]``), ``roots`` the roots of the
+        repositories it names, for ``provision``; ``map_file`` its TAP 4 map file (a path
+        relative to the configuration)."""
         self.root = root
         self.backend = backend
         self.time = FixedTime(now)
@@ -479,10 +500,13 @@ class Vehicle:
                 (root / "ecus" / serial / "time-keys" / "time-1.pub").write_bytes(pub)
         if time_server is not None:
             text += TIME.format(address=time_server[0], key=time_server[1])
+        text += extra_config
+        if map_file is not None:
+            text = text.replace("[storage]\n", f'[storage]\nmap_file = "{map_file}"\n', 1)
         self.config_path = root / "primary.toml"
         self.config_path.write_text(text)
         self.config = load_config(self.config_path)
-        pkey = provision(self.config, backend.director_root(), backend.image_root())
+        pkey = provision(self.config, backend.director_root(), backend.image_root(), roots=roots)
         specs = [EcuSpec(PRIMARY_ID, PRIMARY_HW, pkey.key, True)]
         specs += [EcuSpec(e.serial, e.hardware_id, e.key.key, False) for e in self.ecus.values()]
         backend.register(VIN, specs)

@@ -195,3 +195,68 @@ def test_status_before_any_cycle(tmp_path, capsys):
     assert cli_main(["status", "--config", str(p), "--json"]) == 0
     st = json.loads(capsys.readouterr().out)
     assert st["pending"] == {} and st["installed"] == {"gw-1": None}
+
+
+SUPPLIER = """
+[[repositories]]
+name = "supplier"
+url = "http://127.0.0.1:8003/"
+
+[[repositories]]
+name = "tier2"
+url = "http://127.0.0.1:8004"
+metadata_url = "http://mirror.example/tier2/meta"
+"""
+
+WITH_MAP = BASE.replace('limits = "primary"', 'limits = "primary"\nmap_file = "map.json"')
+
+
+def test_config_more_than_two_repositories(tmp_path):
+    """TAP 4: ``[[repositories]]`` after the Director and the Image repository, each
+    with its URLs; a map file names them."""
+    cfg = load_config(write(tmp_path, WITH_MAP + SUPPLIER))
+    assert cfg.repository_names == ("director", "image", "supplier", "tier2")
+    repos = cfg.image_repositories
+    assert repos["image"].metadata_url == "http://127.0.0.1:8002/metadata"
+    assert repos["supplier"].metadata_url == "http://127.0.0.1:8003/metadata"
+    assert repos["supplier"].targets_url == "http://127.0.0.1:8003/targets"
+    assert repos["tier2"].metadata_url == "http://mirror.example/tier2/meta"
+    assert repos["tier2"].targets_url == "http://127.0.0.1:8004/targets"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (BASE + SUPPLIER, "need a map file"),
+        (WITH_MAP + SUPPLIER.replace('"tier2"', '"supplier"'), "used twice"),
+        (WITH_MAP + SUPPLIER.replace('"tier2"', '"image"'), "reserved"),
+        (WITH_MAP + SUPPLIER.replace('"tier2"', '"../up"'), "use a-z"),
+        (WITH_MAP + SUPPLIER.replace("http://127.0.0.1:8004", "ftp://x"), "http(s) URL"),
+        (WITH_MAP + SUPPLIER + CAN, "full-verification Secondary"),
+        ("repositories = 3\n" + WITH_MAP, "array of tables"),
+    ],
+)
+def test_config_refuses_repositories_it_cannot_use(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_config(write(tmp_path, text))
+
+
+def test_provision_writes_a_root_for_every_repository(tmp_path, capsys):
+    p = write(tmp_path, WITH_MAP + SUPPLIER)
+    director, image = _roots()
+    supplier, tier2 = _roots()
+    for name, data in (("d", director), ("i", image), ("s", supplier), ("t", tier2)):
+        (tmp_path / f"{name}.json").write_bytes(data)
+    args = ["provision", "--config", str(p), "--director-root", str(tmp_path / "d.json")]
+    args += ["--image-root", str(tmp_path / "i.json"), "--root", f"supplier={tmp_path}/s.json"]
+    assert cli_main(args) == 2  # tier2 has no root
+    assert "missing ['tier2']" in capsys.readouterr().err
+    assert cli_main([*args, "--root", f"other={tmp_path}/t.json"]) == 2
+    assert "not configured ['other']" in capsys.readouterr().err
+    assert cli_main([*args, "--root", f"tier2={tmp_path}/t.json"]) == 0
+    state = PrimaryState(tmp_path / "state", Limits.primary())
+    assert state.read_metadata("supplier") == {"root": supplier}
+    assert state.read_metadata("tier2") == {"root": tier2}
+    assert cli_main(["status", "--config", str(p)]) == 0
+    out = capsys.readouterr().out
+    assert "supplier: root v1" in out and "tier2: root v1" in out

@@ -103,6 +103,7 @@ def test_5_4_2_full_cycle_two_secondaries_and_the_primary(tmp_path, now, capsys)
         assert "director: root v1" in out and "image: root v1" in out
         assert f"ECU brk-1: {BRAKES}" in out and "pending: none" in out
         assert "last error: none" in out
+        assert "latest verified time: none (no [time] configured" in out
 
 
 def test_5_4_2_interrupted_download_resumes_next_cycle(tmp_path, now):
@@ -130,19 +131,41 @@ def test_5_4_2_interrupted_download_resumes_next_cycle(tmp_path, now):
 def test_5_4_2_unreachable_secondary_is_reported_and_does_not_stall_the_others(
     tmp_path, now, capsys
 ):
+    """Issue 14: a dead Secondary is represented inside the Primary's signed manifest (an
+    ``unreachable_ecus`` entry with the reason and the last time it answered), never as an
+    attack; the real Director accepts every manifest, records it unreachable, and the
+    other ECUs update."""
     with backend_and_vehicle(tmp_path, now) as (backend, car):
-        backend.assign(VIN, [("brk-1", BRAKES), ("tcu-1", "tcu/tcu-5.bin")])
+        assert car.cycle().error is None  # every ECU answers once: last seen now
+        backend.assign(
+            VIN,
+            [("brk-1", BRAKES), ("tcu-1", "tcu/tcu-5.bin"), (PRIMARY_ID, "gw/gw-2.bin")],
+        )
         car.unplug("tcu-1")
+        car.time.advance(timedelta(minutes=5))
         result = car.cycle()
+        assert result.error is None, result.error
+        assert result.manifest_sent and result.manifest_error is None
         assert result.unreachable == ["tcu-1"]
-        assert result.installed == {"brk-1": BRAKES}
-        vvm, _ = last_manifest(backend)
-        assert "drop-request: ECU tcu-1 unreachable" in (vvm.attack or "")
+        assert result.installed == {"brk-1": BRAKES, PRIMARY_ID: "gw/gw-2.bin"}
+        vvm, status = last_manifest(backend)
+        assert status == 200
+        assert vvm.attack is None  # an unplugged ECU is not an attack
         assert {r.signed.ecu_id for r in vvm.reports} == {"brk-1", PRIMARY_ID}
+        [entry] = vvm.unreachable
+        assert entry.ecu_id == "tcu-1" and entry.reason.startswith("unreachable: ")
+        assert "drop-request" not in entry.reason
+        assert entry.last_seen == now
         rec = record(car)
         assert rec.results["tcu-1"]["outcome"] == "unreachable"
         assert "tcu-1" in rec.pending  # its update waits, downloaded already
         assert rec.pending["tcu-1"].step == "downloaded"
+        # the Director took every manifest, and says the ECU is unreachable
+        assert all(st == 200 for _p, st, _b, _a in backend.director_proxy.posts)
+        ecus = {e["serial"]: e for e in backend.director.vehicle_status(VIN)["ecus"]}
+        assert ecus["tcu-1"]["unreachable"]["reason"] == entry.reason
+        assert ecus["tcu-1"]["unreachable"]["last_seen"] == now.isoformat()
+        assert ecus["brk-1"]["unreachable"] is None
         assert cli_main(["status", "--config", str(car.config_path)]) == 0
         out = capsys.readouterr().out
         assert "pending: tcu-1 <- tcu/tcu-5.bin (downloaded)" in out
@@ -153,6 +176,29 @@ def test_5_4_2_unreachable_secondary_is_reported_and_does_not_stall_the_others(
         assert later.unreachable == []
         assert later.installed == {"tcu-1": "tcu/tcu-5.bin"}
         assert car.installed("tcu-1") == "tcu/tcu-5.bin"
+        vvm, status = last_manifest(backend)
+        assert status == 200 and vvm.unreachable == []
+        ecus = {e["serial"]: e for e in backend.director.vehicle_status(VIN)["ecus"]}
+        assert ecus["tcu-1"]["unreachable"] is None
+        # what the others installed while tcu-1 was away was reported and taken
+        assert ecus["brk-1"]["installed"]["path"] == BRAKES
+        assert ecus[PRIMARY_ID]["installed"]["path"] == "gw/gw-2.bin"
+
+
+def test_5_3_2_1_a_secondary_that_never_answered_has_no_last_seen(tmp_path, now):
+    """An ECU the Primary never heard from is represented without ``last_seen``; with every
+    ECU answering, the manifest has no ``unreachable_ecus`` at all."""
+    with backend_and_vehicle(tmp_path, now) as (backend, car):
+        car.unplug("brk-1")
+        first = car.cycle()
+        assert first.error is None and first.unreachable == ["brk-1"]
+        vvm, status = last_manifest(backend)
+        assert status == 200
+        assert [(u.ecu_id, u.last_seen) for u in vvm.unreachable] == [("brk-1", None)]
+        car.boot("brk-1")
+        assert car.cycle().error is None
+        vvm, status = last_manifest(backend)
+        assert status == 200 and vvm.unreachable == []
 
 
 def test_5_4_4_2_expired_metadata_after_months_offline_is_refreshed_never_trusted(tmp_path, now):
@@ -273,9 +319,10 @@ def test_5_4_2_pending_update_survives_new_director_timestamp_and_snapshot(tmp_p
         car.unplug("tcu-1")
         assert car.cycle().installed == {"brk-1": BRAKES}
         # days pass: the Director re-signs its timestamp and snapshot, the ECU is still away
+        # (within the Director's unreachable deadline, 7 days: past it the bundle fails)
         for _ in range(2):
-            backend.advance(timedelta(days=4))
-            car.time.advance(timedelta(days=4))
+            backend.advance(timedelta(days=3))
+            car.time.advance(timedelta(days=3))
             waiting = car.cycle()
             assert waiting.error is None and waiting.unreachable == ["tcu-1"]
             assert record(car).pending["tcu-1"].step == "downloaded"

@@ -25,6 +25,7 @@ import pytest
 from cycle_support import PRIMARY_ID, VIN, backend_and_vehicle
 
 from primary.agent import Primary
+from primary.cli import main as cli_main
 from timeserver.keys import init, load_online
 from timeserver.server import TimeServer
 from uptane.errors import ExpiredMetadata
@@ -80,7 +81,7 @@ def stored_time(car, serial: str) -> dict:
     return json.loads((car.ecus[serial].directory / "state" / "time").read_text())
 
 
-def test_each_ecu_gets_verified_time_before_its_report(tmp_path, now) -> None:
+def test_each_ecu_gets_verified_time_before_its_report(tmp_path, now, capsys) -> None:
     with (
         time_server(tmp_path, now) as (address, pub, clock),
         backend_and_vehicle(tmp_path, now, secondaries=ONE, time_server=(address, pub)) as (
@@ -102,6 +103,15 @@ def test_each_ecu_gets_verified_time_before_its_report(tmp_path, now) -> None:
         # the report that went to the Director carried the verified time
         agent = car.ecus["brk-1"].agent
         assert abs(agent.latest_time.timestamp() - later) <= 3
+        # `status` shows the Primary's latest verified time and where it came from
+        assert cli_main(["status", "--config", str(car.config_path)]) == 0
+        out = capsys.readouterr().out
+        shown = datetime.fromtimestamp(car.primary().state.load_time() or 0, UTC)
+        assert f"latest verified time: {shown:%Y-%m-%dT%H:%M:%SZ} from time server {address}" in out
+        assert abs(shown.timestamp() - later) <= 3
+        assert cli_main(["status", "--json", "--config", str(car.config_path)]) == 0
+        st = json.loads(capsys.readouterr().out)["time"]
+        assert st["signed"] and st["source"] == f"time server {address}"
 
 
 def test_two_months_offline_then_an_update_without_a_restart(tmp_path, now) -> None:
