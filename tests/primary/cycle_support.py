@@ -123,6 +123,9 @@ class ProxyRules:
     down: bool = False
     #: substring -> replacement in the request path, before it goes upstream
     rewrite: dict[str, str] = field(default_factory=dict)
+    #: suffix -> function(path) -> bytes: answer a GET from the test (None: 404), never
+    #: upstream (files the service does not publish, e.g. another encoding)
+    serve: dict[str, Callable[[str], bytes | None]] = field(default_factory=dict)
     #: answer every POST with this status and body instead of forwarding it
     post_answer: tuple[int, bytes] | None = None
     #: close the connection on every POST without an answer (a transport failure)
@@ -174,6 +177,14 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         srv.requests.append(("GET", self.path, self.headers.get("Range")))
         if rules.down:
             self._send(503, b"down", "text/plain")
+            return
+        served = self._match(rules.serve)
+        if served is not None:
+            found = rules.serve[served](self.path)
+            if found is None:
+                self._send(404, b"not found", "text/plain")
+            else:
+                self._send(200, found, "application/octet-stream")
             return
         status, data, ctype = self._forward("GET", None)
         if status != 200:

@@ -27,12 +27,14 @@ from hardware import bench
 from hardware.messages import Ack, PutImage
 from hardware.progress import format_line
 from secondary.cli import main as secondary_main
+from secondary.cli import provision
 from secondary.config import ConfigError, SecondaryConfig
+from uptane.codec import COMPACT_DER
 from uptane.errors import MalformedInput, ProtocolViolation, TargetNotFound
 from uptane.keys import Key
 from uptane.limits import PRIMARY
 from uptane.manifest import check_report, decode_report
-from uptane.metadata import DER
+from uptane.metadata import DER, JSON
 from uptane.trust import peek_version
 
 
@@ -145,6 +147,52 @@ def test_5_4_4_1_partial_update_installs_and_reports_truly(tmp_path: Path) -> No
     body = decode_report(agent2.report(b"n2"), PRIMARY, DER).signed
     assert body.installed.filename == "brake/v2.bin" and body.release_counter == 2
     assert body.latest_time == later(2)
+
+
+def test_a_compact_der_ecu_is_provisioned_says_so_in_welcome_and_updates(
+    tmp_path: Path,
+) -> None:
+    """``provision --encoding compact-der`` (compact-der is never guessed from the root's
+    first byte: without it the root reads as standard DER and is refused); the ECU lists
+    compact-der in WELCOME, takes compact-der metadata and reports in compact-der."""
+    director = Director(encodings=(JSON, DER, COMPACT_DER))
+    root = tmp_path / "root.cder"
+    root.write_bytes(director.builder.trusted_root(COMPACT_DER))
+    args = ["provision", "--dir", str(tmp_path / "ecu"), "--ecu-serial", ECU]
+    args += ["--hardware-id", HW, "--director-root", str(root), "--vehicle-id", VIN]
+    args += ["--slot-size", str(64 * 1024)]
+    assert secondary_main(args) == 2  # read as standard DER: not a root
+    assert secondary_main([*args, "--encoding", COMPACT_DER]) == 0
+    cfg = SecondaryConfig.load(tmp_path / "ecu" / "secondary.toml")
+    assert cfg.encoding == COMPACT_DER
+    # again at the tests' clock (the command takes the real one)
+    provision(
+        tmp_path / "ecu",
+        ecu_serial=ECU,
+        hardware_id=HW,
+        director_root=root.read_bytes(),
+        vehicle_id=VIN,
+        slot_size=64 * 1024,
+        encoding=COMPACT_DER,
+        now=NOW.timestamp(),
+        force=True,
+    )
+    cfg = SecondaryConfig.load(tmp_path / "ecu" / "secondary.toml")
+    assert cfg.encoding == COMPACT_DER
+    agent = open_agent(cfg)
+    image = image_bytes("compact", 12_000)
+    director.assign(image, "brake/c1.bin", release_counter=1)
+    with client_for(agent) as link:
+        assert link.hello().codecs == (COMPACT_DER,)
+        link.put_time(int(later(1).timestamp()))
+        with pytest.raises(MalformedInput, match="reads compact-der"):
+            link.put_metadata("targets", DER, director.targets)
+        link.put_metadata("targets", COMPACT_DER, director.builder.files[COMPACT_DER]["targets"])
+        link.put_image("brake/c1.bin", image, len(image))
+        link.install("brake/c1.bin")
+        raw = link.get_report(b"nonce-compact-01")
+    body = decode_report(raw, PRIMARY, COMPACT_DER).signed
+    assert body.installed.filename == "brake/c1.bin" and body.release_counter == 1
 
 
 def test_director_targets_naming_nothing_new_are_trusted_at_once(tmp_path: Path) -> None:

@@ -43,7 +43,14 @@ def image_bytes(tag: str, size: int) -> bytes:
 class Director:
     """A Director repository for one vehicle, in DER (and JSON), with its keys."""
 
-    def __init__(self, now: datetime = NOW, *, targets_keys: int = 1, threshold: int = 1):
+    def __init__(
+        self,
+        now: datetime = NOW,
+        *,
+        targets_keys: int = 1,
+        threshold: int = 1,
+        encodings: tuple[str, ...] = (JSON, DER),
+    ):
         self.keys = {
             "root": [PrivateKey.generate()],
             "targets": [PrivateKey.generate() for _ in range(targets_keys)],
@@ -56,7 +63,7 @@ class Director:
             now,
             thresholds={"targets": threshold},
             vehicle_id=VIN,
-            encodings=(JSON, DER),
+            encodings=encodings,
         )
 
     def assign(
