@@ -331,16 +331,8 @@ def parse_config(doc: dict[str, Any], path: Path) -> PrimaryConfig:
     ecu_serial = _ident(prim, "ecu_serial", "primary")
     flash = _opt_str(prim, "flash_dir", "primary")
     map_file = _opt_str(storage, "map_file", "storage")
-    repositories = _repositories(doc.get("repositories", []))
-    if repositories and map_file is None:
-        raise ConfigError("storage.map_file: [[repositories]] need a map file naming them")
     secondaries = _secondaries(doc.get("secondaries", []), base, limits, ecu_serial)
-    full = [s.serial for s in secondaries if s.mode == "full"]
-    if repositories and full:
-        raise ConfigError(
-            f"secondaries {full}: a full-verification Secondary verifies the Director and "
-            "the Image repository only; with [[repositories]] configure it 'partial'"
-        )
+    repositories = _repositories(doc.get("repositories", []), map_file, secondaries)
     return PrimaryConfig(
         path=path,
         vin=vin,
@@ -368,11 +360,22 @@ def parse_config(doc: dict[str, Any], path: Path) -> PrimaryConfig:
     )
 
 
-def _repositories(entries: Any) -> tuple[RepositoryConfig, ...]:
+def _repositories(
+    entries: Any, map_file: str | None, secondaries: tuple[SecondaryConfig, ...]
+) -> tuple[RepositoryConfig, ...]:
     """The ``[[repositories]]`` tables (TAP 4): each a name (not the Director's or the
-    Image repository's, used once) and its URLs."""
+    Image repository's, used once) and its URLs. They need a map file that names them,
+    and no full-verification Secondary (it verifies two repositories)."""
     if not isinstance(entries, list):
         raise ConfigError("repositories must be an array of tables ([[repositories]])")
+    if entries and map_file is None:
+        raise ConfigError("storage.map_file: [[repositories]] need a map file naming them")
+    full = [s.serial for s in secondaries if s.mode == "full"]
+    if entries and full:
+        raise ConfigError(
+            f"secondaries {full}: a full-verification Secondary verifies the Director and "
+            "the Image repository only; with [[repositories]] configure it 'partial'"
+        )
     seen = {DIRECTOR, IMAGE}
     out = []
     for i, entry in enumerate(entries):

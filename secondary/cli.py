@@ -79,18 +79,9 @@ def provision(
     """Write everything a Secondary needs (§5.4.1) into ``directory``; returns what to
     register with the Director (ECU id, hardware id, public key) and, under
     ``link_key_file``, where the new link key is (for the Primary, never the Director).
-
-    ``time_keys`` (name -> a time server's long-term public key in base64, as
-    ``longterm.pub`` holds it) make the ECU take only signed time; ``link_key`` makes a
-    link key, without which the link is unauthenticated (bench setups that choose so);
-    ``flash_model`` makes the simulated flash a NOR device (erase blocks and pages,
-    :class:`hardware.flash.FlashModel`) instead of the ideal one. ``encoding`` is the
-    metadata encoding the ECU reads and reports in; by default the Director root's, from
-    its first byte (``compact-der`` is never guessed: name it)."""
+    The keyword arguments are the ``provision`` command's options (docs/secondary.md);
+    ``encoding`` defaults to the Director root's (``compact-der`` is never guessed)."""
     directory = Path(directory)
-    cfg_path = directory / CONFIG_NAME
-    if cfg_path.exists() and not force:
-        raise ConfigError(f"{cfg_path} exists: this ECU is already provisioned (use --force)")
     cfg = SecondaryConfig(
         ecu_serial=ecu_serial,
         hardware_id=hardware_id,
@@ -103,20 +94,44 @@ def provision(
         encoding=encoding or detect_encoding(director_root),
         limits_profile=limits_profile,
         link=link or LinkConfig(),
-        path=cfg_path,
+        path=directory / CONFIG_NAME,
         link_key_file=directory / LINK_KEY_NAME if link_key else None,
         time_key_files=tuple(directory / TIME_KEYS_DIR / f"{n}.pub" for n in time_keys or {}),
         time_min_servers=time_min_servers,
     )
     cfg.check()
-    if flash_model is not None and slot_size % flash_model.erase_block:
-        raise ConfigError(
-            f"slot size {slot_size} is not whole {flash_model.erase_block}-byte erase blocks"
-        )
+    _check_new(cfg, force, flash_model)
     _check_trusted(cfg, director_root, targets, image_root, map_file)
     directory.mkdir(parents=True, exist_ok=True)
     public = _new_key(cfg, key_type)
     public.update(_new_link_secrets(cfg, time_keys or {}))
+    _write_state(cfg, director_root, targets, image_root, map_file, now)
+    _new_flash(cfg, flash_model)
+    atomic_write(directory / CONFIG_NAME, cfg.to_toml().encode("utf-8"), mode=0o644)
+    return public
+
+
+def _check_new(cfg: SecondaryConfig, force: bool, model: FlashModel | None) -> None:
+    """Refuse to provision an ECU twice (unless ``force``), and a NOR model whose erase
+    blocks do not tile the slots."""
+    assert cfg.path is not None
+    if cfg.path.exists() and not force:
+        raise ConfigError(f"{cfg.path} exists: this ECU is already provisioned (use --force)")
+    if model is not None and cfg.slot_size % model.erase_block:
+        raise ConfigError(
+            f"slot size {cfg.slot_size} is not whole {model.erase_block}-byte erase blocks"
+        )
+
+
+def _write_state(
+    cfg: SecondaryConfig,
+    director_root: bytes,
+    targets: bytes | None,
+    image_root: bytes | None,
+    map_file: bytes | None,
+    now: float | None,
+) -> None:
+    """The trusted state: the roots, the initial targets and map file, the time now."""
     provision_state(
         AtomicStore(cfg.state_dir),
         director_root,
@@ -125,12 +140,15 @@ def provision(
         map_file=map_file,
         time=int(time.time() if now is None else now),
     )
+
+
+def _new_flash(cfg: SecondaryConfig, model: FlashModel | None) -> None:
+    """The simulated flash: ideal, or a NOR device with ``model``'s erase blocks and
+    pages (:class:`hardware.flash.FlashModel`, kept in its geometry file)."""
     try:
-        Flash(cfg.flash_dir, slot_size, model=flash_model)
+        Flash(cfg.flash_dir, cfg.slot_size, model=model)
     except ValueError as e:  # an existing device of another geometry or chip
         raise ConfigError(f"flash {cfg.flash_dir}: {e}") from None
-    atomic_write(cfg_path, cfg.to_toml().encode("utf-8"), mode=0o644)
-    return public
 
 
 def _new_link_secrets(cfg: SecondaryConfig, time_keys: dict[str, bytes]) -> dict[str, str]:
