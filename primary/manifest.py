@@ -270,6 +270,7 @@ def collect_results(cy: Cycle, ports: Mapping[str, SecondaryPort]) -> None:
         except UptaneError as e:
             cy.say(f"{ecu_id}: no report returned ({e})")
             continue
+        cy.seen(ecu_id)
         cy.note_installed(ecu_id, body)
         cy.record.results.setdefault(ecu_id, {})["reported"] = body.installed.filename
         cy.say(f"{ecu_id}: report returned ({_runs(body)})")
