@@ -60,7 +60,7 @@ def cmd_init(args: argparse.Namespace) -> int:
             "targets": args.targets_days,
             "snapshot": args.snapshot_days,
             "timestamp": args.timestamp_days,
-            "root": args.root_days,
+            **({"root": args.root_days} if args.root_days is not None else {}),
         },
         key_source=_key_source(args),
         passphrase_env=args.passphrase_env,
@@ -85,7 +85,7 @@ def _key_source(args: argparse.Namespace) -> dict[str, str] | None:
 
 def _key_options(sp: argparse.ArgumentParser) -> None:
     """``init``'s options for where keys are made and how long the root lives."""
-    sp.add_argument("--root-days", type=float, default=365.0, help="root lifetime")
+    sp.add_argument("--root-days", type=float, help="root lifetime (default 365)")
     sp.add_argument("--online-token", help="PKCS#11 URI of the token for the online keys")
     sp.add_argument("--pin-env", help="variable holding that token's PIN")
     sp.add_argument("--online-passphrase-env", help="encrypt online key files; its variable")
