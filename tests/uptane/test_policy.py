@@ -194,7 +194,7 @@ def test_der_integers_are_at_most_8_bytes() -> None:
     targets = Targets(version=2**63, expires=EXPIRES)
     with old_der_integers():  # 9 bytes: the old profile
         data = codec_for(COMPACT_DER).encode_metadata(_signed(targets, COMPACT_DER))
-    with pytest.raises(MalformedInput, match="integer"):
+    with pytest.raises(MalformedInput, match=r"(?i)integer"):
         codec_for(COMPACT_DER).decode_metadata(data, PRIMARY)
     with pytest.raises(MalformedInput):  # nor will the encoder write one now
         _signed(targets, COMPACT_DER)

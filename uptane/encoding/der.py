@@ -559,7 +559,8 @@ def _int(value: Any) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise _bad("expected an integer")
     if value.bit_length() > 8 * MAX_INTEGER_BYTES - 1:  # uptane/policy.py
-        raise _bad(f"a {value.bit_length()}-bit integer is outside the signed 64-bit range")
+        bits = value.bit_length()
+        raise LimitExceeded(f"DER: a {bits}-bit integer is outside the signed 64-bit range")
     return value
 
 
@@ -1644,7 +1645,8 @@ def _read(spec: Spec, data: bytes, start: int, end: int) -> Any:
         if not content:
             raise _bad("an INTEGER has at least one byte")
         if len(content) > MAX_INTEGER_BYTES:  # uptane/policy.py: signed 64-bit only
-            raise _bad(f"an INTEGER of {len(content)} bytes is outside the signed 64-bit range")
+            n = len(content)
+            raise LimitExceeded(f"DER: an INTEGER of {n} bytes is outside the signed 64-bit range")
         return int.from_bytes(content, "big", signed=True)
     if issubclass(spec, core.OctetString):
         return content
