@@ -55,9 +55,10 @@ class Forwarder:
         self.time = time
         self._cache: dict[tuple[str, str], list[MetadataFile]] = {}
 
-    def files_for(self, cfg: SecondaryConfig, encoding: str) -> list[MetadataFile]:
+    def files_for(self, cfg: SecondaryConfig, encoding: str | None = None) -> list[MetadataFile]:
         """What the Secondary configured as ``cfg`` needs, in order (see the module doc),
-        in ``encoding`` (negotiated on its link)."""
+        in ``encoding`` (negotiated on its link; by default the configured one)."""
+        encoding = encoding or cfg.encoding
         key = (cfg.mode, encoding)
         if key not in self._cache:
             repos = (DIRECTOR,) if cfg.mode == "partial" else (IMAGE, DIRECTOR)
