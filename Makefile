@@ -61,9 +61,13 @@ bench: $(STAMP)
 fuzz: $(STAMP)
 	$(PY) -m pip install -q -e '.[fuzz]' || echo "atheris could not be installed here"
 	FUZZ_RUNS=$${FUZZ_RUNS:-1000000} $(PY) -m fuzz.run
+	# signed content: valid documents mutated and re-signed with the right keys (issue 15)
+	$(PY) -m fuzz.signed --runs $${FUZZ_SIGNED_RUNS:-100000}
 	# power loss on the realistic flash model: every write point, double faults, many seeds
 	UPTANE_FLASH_WALK_SEEDS=$${FLASH_WALK_SEEDS:-30} $(PY) -m pytest -q -p no:cacheprovider tests/hardware/test_power_walks.py
 
 load: $(STAMP)
 	$(PY) -m load.loadgen --vehicles $${LOAD_VEHICLES:-1000} --db $${LOAD_DB:-both}
 	$(PY) -m load.campaign --vehicles $${LOAD_VEHICLES:-500} --db $${LOAD_DB:-both}
+	# SIGKILL the Director 20 times under 100 vehicles, per database (issue 15)
+	$(PY) -m load.killrun --vehicles 100 --kills 20 --db $${LOAD_DB:-both}
