@@ -65,6 +65,9 @@ fuzz: $(STAMP)
 	$(PY) -m fuzz.signed --runs $${FUZZ_SIGNED_RUNS:-100000}
 	# power loss on the realistic flash model: every write point, double faults, many seeds
 	UPTANE_FLASH_WALK_SEEDS=$${FLASH_WALK_SEEDS:-30} $(PY) -m pytest -q -p no:cacheprovider tests/hardware/test_power_walks.py
+	# serial bit errors: 200 seeds per rate, the probabilities in fuzz/out/ber.jsonl
+	mkdir -p fuzz/out && rm -f fuzz/out/ber.jsonl
+	UPTANE_BER_SEEDS=$${BER_SEEDS:-200} UPTANE_BER_OUT=fuzz/out/ber.jsonl $(PY) -m pytest -q -p no:cacheprovider tests/security/test_serial_bit_errors.py
 
 load: $(STAMP)
 	$(PY) -m load.loadgen --vehicles $${LOAD_VEHICLES:-1000} --db $${LOAD_DB:-both}
