@@ -60,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run update cycles on the poll interval")
     run.add_argument("--config", required=True, type=Path)
     run.add_argument("--once", action="store_true", help="run one cycle and exit")
-    run.add_argument("--quiet", action="store_true", help="no step output")
+    run.add_argument(
+        "--quiet", action="store_true", help="no step output; a failed cycle's reason only"
+    )
 
     st = sub.add_parser("status", help="trusted versions, installed images, pending work")
     st.add_argument("--config", required=True, type=Path)
@@ -154,6 +156,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         else:
             if result.error is not None:
                 say(f"cycle ended with an error: {result.error}")
+                if args.quiet:  # the reason, even when the steps are not shown
+                    print(f"{PROG}: cycle failed: {result.error}", file=sys.stderr, flush=True)
             else:
                 say("cycle complete")
             if args.once:

@@ -256,9 +256,15 @@ class SecondaryAgent:
         confirm a trial slot that booted, then resume a checkpointed transfer. Returns the
         booted slot (None: blank)."""
         self.receiver.current = None  # a reset ends the transfer in RAM; its checkpoint stays
+        before = self.slots.status().last_result
         booted = self.slots.boot()
+        st = self.slots.status()
+        if st.last_result is not None and st.last_result != before:
+            log.warning("slot change: %s (%s)", st.last_result.outcome.value, st.last_result.reason)
+        log.info("booted slot %s running %s", booted, _image_name(st.installed))
         if self.auto_confirm and self.slots.state is SlotState.TRIAL_BOOTED:
             self.slots.confirm()
+            log.info("slot change: trial slot %s confirmed", booted)
         self._resume_transfer()
         return booted
 
@@ -336,7 +342,15 @@ class SecondaryAgent:
         """One complete metadata file; the Director's targets trigger verification."""
         v = self.verification
         if not v.wants(repository, role):
+            log.info(
+                "metadata %s/%s (%d bytes): not used in %s mode",
+                repository,
+                role,
+                len(data),
+                v.mode,
+            )
             return
+        log.info("metadata %s/%s received (%s, %d bytes)", repository, role, encoding, len(data))
         if role != "map":
             self.ecu.check_encoding(encoding)
             if repository not in (self.ecu.director_name, self.ecu.image_repo_name):
@@ -359,6 +373,15 @@ class SecondaryAgent:
         self._set_pending(verdict.pending)
         if verdict.trust is not None:
             self.verification.trust(verdict.trust)
+        p = verdict.pending
+        if p is None:
+            log.info("metadata verified: no new image for this ECU (trusted now)")
+        else:
+            log.info(
+                "metadata verified: new image %s (%d bytes) for this ECU",
+                p.entry.path,
+                p.entry.length,
+            )
         self.state.clear_error()
 
     def _set_pending(self, pending: Pending | None) -> None:
@@ -402,7 +425,9 @@ class SecondaryAgent:
         check_length(p.entry, filename, total)
         # §5.4.3.4 against the image that runs now
         self._check_for_ecu(p.entry)
-        return self.receiver.begin(p.entry)
+        x = self.receiver.begin(p.entry)
+        log.info("receiving image %s (%d bytes) into the inactive slot", filename, total)
+        return x
 
     def _check_for_ecu(self, entry: TargetFile) -> None:
         """§5.4.3.4: ECU id, hardware id, release counter against the image that runs."""
@@ -430,6 +455,9 @@ class SecondaryAgent:
         self.verification.installed(p, trusted)
         del trusted
         self.state.clear_error()
+        log.info(
+            "installed %s: slot change: slot %s on trial", x.filename, self.slots.status().trial
+        )
         if self.reboot_after_install:
             self.start()
 
@@ -454,6 +482,10 @@ class SecondaryAgent:
         return self.slots.status().last_result
 
 
+def _image_name(info: ImageInfo | None) -> str:
+    return info.filename if info is not None and info.filename else "nothing"
+
+
 class AgentEndpoint(SecondaryEndpoint):
     """The link endpoint for a :class:`SecondaryAgent`: every refused request, including
     those the endpoint itself refuses (an over-long metadata file, a bad offset), is
@@ -466,6 +498,8 @@ class AgentEndpoint(SecondaryEndpoint):
             return super().handle(msg)
         except UptaneError as e:
             self.handler._note_error(e, authenticated=self.authenticated)
+            who = "" if self.authenticated else " (unauthenticated peer)"
+            log.warning("refused %s%s: %s: %s", type(msg).__name__, who, e.attack, e.message)
             raise
 
 

@@ -33,6 +33,11 @@ LINKS = ("serial", "can")
 CONFIRM_POLICIES = ("auto", "manual")
 
 
+#: the ``[link]`` settings of one type of link only
+_SERIAL_SETTINGS = frozenset({"port", "baudrate", "max_frame"})
+_CAN_SETTINGS = frozenset({"interface", "channel", "rxid", "txid", "fd", "bitrate"})
+
+
 class ConfigError(ValueError):
     """The configuration file is missing something or has a bad value."""
 
@@ -56,6 +61,17 @@ class LinkConfig:
     # §5.4 slow retrieval of images over this link (None: the Limits profile's)
     min_bytes_per_second: float | None = None
     speed_window: float | None = None
+
+    def settings(self) -> dict[str, Any]:
+        """The ``[link]`` table's settings: those of the other type of link are left out
+        while they hold their defaults (a serial link's file names no CAN bus)."""
+        other = _CAN_SETTINGS if self.type == "serial" else _SERIAL_SETTINGS
+        default = LinkConfig()
+        return {
+            k: v
+            for k, v in dataclasses.asdict(self).items()
+            if k not in other or v != getattr(default, k)
+        }
 
 
 @dataclass
@@ -277,7 +293,7 @@ class SecondaryConfig:
                 "checkpoint_bytes": self.checkpoint_bytes,
             },
             "link": {
-                **dataclasses.asdict(self.link),
+                **self.link.settings(),
                 "key": None if self.link_key_file is None else rel(self.link_key_file),
             },
             "time": {

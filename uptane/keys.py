@@ -166,12 +166,17 @@ class Key:
     @classmethod
     def from_bytes(cls, data: bytes, limits: Limits) -> Key:
         """A public key file's bytes: TUF JSON (keytype/scheme/keyval), decoded with the
-        bounded decoder, or a PEM SubjectPublicKeyInfo. MalformedInput for anything else,
+        bounded decoder, the provisioning record ``uptane-secondary provision`` writes
+        (``ecu_key.pub.json``: the key under ``public_key``), or a PEM
+        SubjectPublicKeyInfo. MalformedInput for anything else,
         EndlessDataAttack past :data:`MAX_KEY_FILE` bytes."""
         if len(data) > MAX_KEY_FILE:
             raise EndlessDataAttack(f"a key file of more than {MAX_KEY_FILE} bytes")
         if data.lstrip().startswith(b"{"):
-            return cls.from_dict(loads(data, limits, cap=MAX_KEY_FILE, what="key file"), limits)
+            doc = loads(data, limits, cap=MAX_KEY_FILE, what="key file")
+            if isinstance(doc, dict) and "keytype" not in doc and "public_key" in doc:
+                return cls._from_record(doc, limits)
+            return cls.from_dict(doc, limits)
         try:
             obj = serialization.load_pem_public_key(data)
         except (ValueError, TypeError) as e:
@@ -181,6 +186,17 @@ class Key:
         ):
             raise UnsupportedAlgorithm(f"unsupported public key {type(obj).__name__}")
         return cls.from_public_object(obj)
+
+    @classmethod
+    def _from_record(cls, doc: dict[str, Any], limits: Limits) -> Key:
+        """The key of a provisioning record (``ecu_key.pub.json`` of ``uptane-secondary
+        provision``: ``public_key`` beside the ECU's serial, hardware id and ``keyid``); a
+        ``keyid`` that is not this key's is refused."""
+        key = cls.from_dict(doc["public_key"], limits)
+        keyid = doc.get("keyid")
+        if keyid is not None and keyid != key.keyid:
+            raise MalformedInput("the record's keyid is not the id of its public_key")
+        return key
 
     @classmethod
     def from_public_object(cls, obj: PublicKeyObject) -> Key:
