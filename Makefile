@@ -28,7 +28,7 @@ lint: $(STAMP)
 # (settings in pyproject.toml [tool.mypy])
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy --strict uptane
-	$(VENV)/bin/mypy storage director primary secondary hardware timeserver
+	$(VENV)/bin/mypy storage keystore director primary secondary hardware timeserver
 
 # The suite against a normal (non-editable) install, as a user gets it from pip: a
 # separate venv, pytest's console script (so the checkout is not on sys.path) and a check

@@ -8,7 +8,7 @@ import importlib
 import sys
 from pathlib import Path
 
-PACKAGES = ("uptane", "storage", "director", "primary", "secondary", "hardware", "timeserver")
+PACKAGES = ("uptane", "storage", "director", "primary", "secondary", "hardware", "timeserver", "keystore")
 
 
 def main() -> int:
