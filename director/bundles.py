@@ -140,8 +140,11 @@ class Bundles:
         return self.fleet.list_assignments(ids=ids)
 
     def cancel(self, assignment_id: int) -> dict[str, Any]:
-        """Cancel a pending assignment; one already sent to the vehicle cannot be
-        (:class:`~director.lifecycle.IllegalTransition`, 409)."""
+        """Cancel a pending assignment. One already sent to the vehicle cannot be
+        (:class:`~director.lifecycle.IllegalTransition`, 409), except on a bench vehicle
+        (:func:`is_bench`): there it is withdrawn, and the bench vehicle's targets are
+        signed again without it (issue 18: a bench flash abandoned half way must not keep
+        the bench vehicle's next bundle back)."""
         now = self.clock()
         a = inv.assignments
         with self.engine.begin() as conn:
@@ -151,12 +154,15 @@ class Bundles:
             ).first()
             if row is None:
                 raise NotFound(f"no assignment {assignment_id}")
-            state = ASSIGNMENT.next(row.state, CANCEL, subject=f"assignment {assignment_id}")
-            conn.execute(
-                a.update()
-                .where(a.c.id == assignment_id)
-                .values(state=state, updated_at=epoch(now), reason="cancelled by the OEM")
-            )
+            if row.state == IN_FLIGHT and is_bench(conn, int(row.vehicle_id)):
+                self.withdraw(conn, [assignment_id], "withdrawn by the OEM (bench vehicle)", now)
+            else:
+                state = ASSIGNMENT.next(row.state, CANCEL, subject=f"assignment {assignment_id}")
+                conn.execute(
+                    a.update()
+                    .where(a.c.id == assignment_id)
+                    .values(state=state, updated_at=epoch(now), reason="cancelled by the OEM")
+                )
         return self.fleet.list_assignments(ids=[assignment_id])[0]
 
     def image_entry(self, path: str, hardware_id: str) -> TargetFile:
@@ -494,6 +500,24 @@ class Bundles:
         if failed:
             self._settle(conn, bid, vid, vin, states, now)
         return failed
+
+
+#: the hardware id of a bench laptop acting as a vehicle's Primary: ``uptane-flash
+#: session``'s default (hardware/bench_session.py; the two packages share no code)
+BENCH_HARDWARE_ID = "uptane-bench"
+
+
+def is_bench(conn: Connection, vid: int) -> bool:
+    """Whether vehicle ``vid`` is a bench vehicle: its Primary is a bench laptop
+    (registered with hardware id :data:`BENCH_HARDWARE_ID`). Its bundle in flight may be
+    cancelled (withdrawn): no vehicle on the road is partly installing it."""
+    e = inv.ecus
+    found = conn.execute(
+        sa.select(e.c.id).where(
+            e.c.vehicle_id == vid, e.c.is_primary.is_(True), e.c.hardware_id == BENCH_HARDWARE_ID
+        )
+    ).first()
+    return found is not None
 
 
 def _unauthenticated(report: EcuVersionReport) -> bool:
