@@ -250,7 +250,9 @@ class ManifestIntake:
         """Drop what is cached of ``vin``'s ECU keys (its ECUs changed)."""
         self._ecu_keys.pop(vin, None)
 
-    def process(self, vin: str, data: bytes, encoding: str = JSON) -> dict[str, Any]:
+    def process(
+        self, vin: str, data: bytes, encoding: str = JSON, *, earliest: datetime | None = None
+    ) -> dict[str, Any]:
         """Check a vehicle version manifest against the inventory and record it.
 
         In order: the bytes decode (bounded); the vehicle is known; the Primary's signature
@@ -262,7 +264,9 @@ class ManifestIntake:
         nonces/counters, installed images, reported attacks and unreachable ECUs (no
         version claim) are stored, and the bundle in flight advances (an unreachable ECU's
         assignment fails past the deadline). Any failure raises and changes nothing. The
-        answer comes only once the batch's commit is durable."""
+        answer comes only once the batch's commit is durable. ``earliest``: a manifest
+        carried back from an offline vehicle (:mod:`director.offline`) may have reports
+        down to that time, not only near now."""
         if not VIN_RE.match(vin):  # never a lookup with a name no vehicle can have
             raise NotFound(f"unknown vehicle {vin[:64]!r}")
         slot = self._cpu.acquire()
@@ -273,7 +277,7 @@ class ManifestIntake:
         finally:
             slot.release()
         result = self._write(
-            vin, lambda conn: self._unit(conn, vin, manifest, pre, data, encoding, now)
+            vin, lambda conn: self._unit(conn, vin, manifest, pre, data, encoding, now, earliest)
         )
         if result["bundle"] is not None:
             self.publisher.invalidate(vin)  # again, now that the new metadata is committed
@@ -357,6 +361,7 @@ class ManifestIntake:
         raw: bytes,
         encoding: str,
         now: datetime,
+        earliest: datetime | None = None,
     ) -> Callable[[Connection], dict[str, Any]]:
         """The part of :meth:`process` inside the writer's transaction: every check,
         reading only, then the write that records the manifest (a checked unit of
@@ -383,7 +388,7 @@ class ManifestIntake:
         skew = timedelta(seconds=self.config.report_skew_seconds)
         for serial, report in reports.items():
             seen = _seen(vehicle.seen, vehicle.ecus[serial], report)
-            check_report_freshness(report, seen, now, skew)
+            check_report_freshness(report, seen, now, skew, earliest=earliest)
         accepted = _accepted(vin, vehicle, body, reports, raw, encoding, now)
         check_storable(vin, accepted.body.attack, accepted.encoding, accepted.rows())
         return lambda conn: self._record(conn, accepted)

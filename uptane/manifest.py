@@ -628,12 +628,15 @@ def check_report_freshness(
     seen: Collection[bytes] | int | None,
     now: datetime,
     max_skew: timedelta,
+    *,
+    earliest: datetime | None = None,
 ) -> None:
     """§5.3.2.1 (Director, anti-replay): refuse a report whose nonce was seen before
     (``seen``: the nonces already used by this ECU) or whose counter does not exceed the
     last accepted one (``seen``: that counter); ``None`` means no earlier report. The
     report's latest verified time must lie within ``max_skew`` of ``now`` (Standard 2.1.0:
-    the Director SHOULD check the time in the report). Raises
+    the Director SHOULD check the time in the report), or, for a manifest carried back
+    from an offline vehicle, between ``earliest`` and ``max_skew`` past ``now``. Raises
     :class:`~uptane.errors.ReplayAttack`; records nothing (the caller stores the nonce or
     counter once the whole manifest is accepted)."""
     who = report.ecu_id[:64]
@@ -651,9 +654,15 @@ def check_report_freshness(
             raise ReplayAttack(
                 f"ECU {who!r} counter {report.counter} does not exceed the last one, {seen}"
             )
-    # §5.3.2.1 (2.1.0): the time in the report must be near now
-    if not now - max_skew <= report.latest_time <= now + max_skew:
-        raise ReplayAttack(
-            f"ECU {who!r} report time {format_expires(report.latest_time)} is outside "
+    # §5.3.2.1 (2.1.0): the time in the report must be near now; a manifest carried back
+    # from an offline vehicle (issue 18) may be older, down to ``earliest``
+    low = now - max_skew if earliest is None else earliest
+    if not low <= report.latest_time <= now + max_skew:
+        window = (
             f"{max_skew} of {format_expires(now)}"
+            if earliest is None
+            else f"{format_expires(earliest)} .. {format_expires(now + max_skew)}"
+        )
+        raise ReplayAttack(
+            f"ECU {who!r} report time {format_expires(report.latest_time)} is outside {window}"
         )

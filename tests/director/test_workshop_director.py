@@ -72,3 +72,24 @@ def test_vehicle_add_takes_the_ecu_key_file_of_provision(tmp_path: Path, directo
     assert rc == 0, capsys.readouterr().err
     ecus = {e["serial"]: e for e in director.vehicle_status(bench.vin)["ecus"]}
     assert ecus["brk"]["key_id"] == bench.keys["brk"].keyid
+
+
+def test_a_carried_manifest_may_be_older_than_the_skew_down_to_earliest(director, now) -> None:
+    from datetime import timedelta
+
+    from oem import manifest
+
+    from uptane.errors import ReplayAttack
+
+    car = make_vehicle("VIN-OFFLINE-1")
+    director.register_vehicle(car.vin, car.specs())
+    signed_then = now - timedelta(hours=5)
+    old = manifest(car, signed_then)
+    with pytest.raises(ReplayAttack, match="outside"):
+        director.manifests.process(car.vin, old)
+    with pytest.raises(ReplayAttack, match="outside"):  # older than the earliest allowed
+        director.manifests.process(car.vin, old, earliest=now - timedelta(hours=4))
+    out = director.manifests.process(car.vin, old, earliest=now - timedelta(days=1))
+    assert out["accepted"]
+    with pytest.raises(ReplayAttack, match="reused a nonce"):  # still one use per nonce
+        director.manifests.process(car.vin, old, earliest=now - timedelta(days=1))
