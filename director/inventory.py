@@ -221,6 +221,22 @@ vehicle_metadata = sa.Table(
     sa.Column("updated_at", sa.BigInteger, nullable=False),
 )
 
+#: offline update bundles (0008, issue 18): a vehicle's bundle carried on a USB stick
+#: (director/offline.py): when it was made, until when its metadata holds, what it carries
+offline_bundles = sa.Table(
+    "offline_bundles",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("vehicle_id", sa.Integer, sa.ForeignKey("vehicles.id"), nullable=False, index=True),
+    sa.Column("bundle_id", sa.Integer, sa.ForeignKey("bundles.id"), nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("expires_at", sa.BigInteger, nullable=False),
+    sa.Column("targets_version", WIDE, nullable=False),
+    sa.Column("timestamp_version", WIDE, nullable=False),
+    sa.Column("file_name", sa.String(255), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+)
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
