@@ -65,7 +65,7 @@ from director.imageview import ImageRepoView, source_for
 from director.lifecycle import IllegalTransition
 from director.manifests import ManifestIntake
 from director.publishing import Publisher
-from director.repostate import available_encodings
+from director.repostate import director_encodings
 from director.vehicles import EcuSpec, Fleet, key_from_json
 from director.watch import FileWatch
 from keystore import KeySource
@@ -100,7 +100,7 @@ class Director:
             self.config.db_url = db_url
         self.clock = clock
         self.limits = limits or Limits.primary()
-        self.encodings = available_encodings()
+        self.encodings = director_encodings()
         self.engine: Engine = inv.make_engine(self.config.db_url)
         self._image_view = image_view
         self.publisher = Publisher(

@@ -219,6 +219,10 @@ vehicle_metadata = sa.Table(
     sa.Column("snapshot_der", sa.LargeBinary),
     sa.Column("timestamp_der", sa.LargeBinary),
     sa.Column("updated_at", sa.BigInteger, nullable=False),
+    # 0007: compact-der (NULL in rows signed before it: signed again when next served)
+    sa.Column("targets_compact_der", sa.LargeBinary),
+    sa.Column("snapshot_compact_der", sa.LargeBinary),
+    sa.Column("timestamp_compact_der", sa.LargeBinary),
 )
 
 #: offline update bundles (0008, issue 18): a vehicle's bundle carried on a USB stick

@@ -22,12 +22,12 @@ from pathlib import Path
 from director.ceremony import Outcome, Pending, RootChange
 from director.common import Invalid
 from director.publishing import ONLINE_ROLES, Publisher
-from director.repostate import available_encodings
+from director.repostate import director_encodings
 from keystore import FileKeySource, KeyStore, Secret, authorized
 from storage import atomic_write
 from uptane.keys import ED25519, Key, Signer
 from uptane.metadata import JSON, Root
-from uptane.repository import RepositoryBuilder
+from uptane.repository import RepositoryBuilder, metadata_filename
 
 #: root files are public: every vehicle downloads them
 ROOT_MODE = 0o644
@@ -39,7 +39,10 @@ ROOT_DAYS = 365.0
 
 def _write_root(directory: Path, version: int, files: dict[str, bytes]) -> None:
     for enc, data in files.items():
-        atomic_write(directory / "root" / f"{version}.root.{enc}", data, mode=ROOT_MODE)
+        # named with the codec's suffix (.json, .der, .cder), as every metadata file
+        atomic_write(
+            directory / "root" / metadata_filename("root", version, enc), data, mode=ROOT_MODE
+        )
 
 
 def offline_source(offline_dir: Path, passphrase_env: str | None = None) -> FileKeySource:
@@ -67,7 +70,7 @@ def create(
         if not src.signers(role):
             src.generate(role, scheme)
         signers[role] = src.signers(role)
-    b = RepositoryBuilder("director", signers, now, encodings=available_encodings())
+    b = RepositoryBuilder("director", signers, now, encodings=director_encodings())
     _write_root(directory, 1, b.root_history[0])
 
 

@@ -31,10 +31,12 @@ from director import inventory as inv
 from director.common import VIN_RE, epoch
 from director.config import Config
 from keystore import KeySource, authorized
+from uptane.codec import for_filename
+from uptane.errors import MalformedInput
 from uptane.keys import Signer
 from uptane.limits import Limits
-from uptane.metadata import DER, JSON, Root, TargetFile, Targets, decode
-from uptane.repository import RepositoryBuilder
+from uptane.metadata import ENCODINGS, JSON, Root, TargetFile, Targets, decode
+from uptane.repository import RepositoryBuilder, metadata_filename
 
 #: the roles the Director signs per vehicle, with its online keys
 ONLINE_ROLES = ("targets", "snapshot", "timestamp")
@@ -50,11 +52,26 @@ class _Cached:
     timestamp_expires: int
 
 
+def column(role: str, encoding: str) -> str:
+    """The ``vehicle_metadata`` column of ``role`` in ``encoding`` (``targets_compact_der``)."""
+    return f"{role}_{encoding.replace('-', '_')}"
+
+
+def _encoding_of(name: str) -> str | None:
+    """The codec name a metadata file name's suffix says (``.cder``: compact-der), or None."""
+    try:
+        return for_filename(name).name
+    except MalformedInput:
+        return None
+
+
 def load_root(directory: Path, encodings: tuple[str, ...]) -> dict[int, dict[str, bytes]]:
-    """Every Director root version in ``directory/root``: version -> encoding -> bytes."""
+    """Every Director root version in ``directory/root``: version -> encoding -> bytes
+    (files named with the codec's suffix: ``N.root.json``, ``.der``, ``.cder``)."""
     out: dict[int, dict[str, bytes]] = {}
     for p in (directory / "root").glob("*.root.*"):
-        v, _, enc = p.name.split(".", 2)
+        v = p.name.split(".", 1)[0]
+        enc = _encoding_of(p.name)
         if v.isdigit() and enc in encodings:
             out.setdefault(int(v), {})[enc] = p.read_bytes()
     if not out:
@@ -196,12 +213,26 @@ class Publisher:
         b.snapshot.version = row.snapshot_version
         b.timestamp.version = row.timestamp_version
         for enc in self.encodings:
-            b.files[enc]["targets"] = getattr(row, f"targets_{enc}")
-            b.files[enc]["snapshot"] = getattr(row, f"snapshot_{enc}")
-        if resign_targets and (force or stored.expires - now <= self.margin("targets")):
+            b.files[enc]["targets"] = getattr(row, column("targets", enc))
+            b.files[enc]["snapshot"] = getattr(row, column("snapshot", enc))
+        # a row signed before an encoding was added (migration 0007: compact-der) is signed
+        # again in every encoding
+        incomplete = self.incomplete(row)
+        if resign_targets and (
+            force or incomplete or stored.expires - now <= self.margin("targets")
+        ):
             b.mark("targets")
-        if datetime.fromtimestamp(row.snapshot_expires, UTC) - now <= self.margin("snapshot"):
+        snapshot_expires = datetime.fromtimestamp(row.snapshot_expires, UTC)
+        if incomplete or snapshot_expires - now <= self.margin("snapshot"):
             b.mark("snapshot")
+
+    def incomplete(self, row: Any) -> bool:
+        """Whether a ``vehicle_metadata`` row lacks a role in one of the encodings."""
+        return any(
+            getattr(row, column(role, enc)) is None
+            for enc in self.encodings
+            for role in ONLINE_ROLES
+        )
 
     def _row_values(self, b: RepositoryBuilder, vid: int, now: datetime) -> dict[str, Any]:
         """The ``vehicle_metadata`` row of what ``b`` signed."""
@@ -214,9 +245,9 @@ class Publisher:
             "timestamp_expires": epoch(b.timestamp.expires),
             "updated_at": epoch(now),
         }
-        for enc in (JSON, DER):
+        for enc in ENCODINGS:
             for role in ONLINE_ROLES:
-                values[f"{role}_{enc}"] = b.files[enc][role] if enc in self.encodings else None
+                values[column(role, enc)] = b.files[enc][role] if enc in self.encodings else None
         return values
 
     def refresh_expiring(self) -> int:
@@ -270,9 +301,11 @@ class Publisher:
         and its bytes if there is that version in that encoding."""
         parts = name.split(".")
         if len(parts) == 3 and parts[1] == "root" and parts[0].isdigit():
-            return True, self.root_files.get(int(parts[0]), {}).get(parts[2])
+            enc = _encoding_of(name)
+            return True, self.root_files.get(int(parts[0]), {}).get(enc or "")
         if len(parts) == 2 and parts[0] == "root":
-            return True, self.root_files[max(self.root_files)].get(parts[1])
+            enc = _encoding_of(name)
+            return True, self.root_files[max(self.root_files)].get(enc or "")
         return False, None
 
     def _fresh(self, vin: str) -> _Cached | None:
@@ -300,12 +333,12 @@ class Publisher:
             row = conn.execute(sa.select(vm).where(vm.c.vin == vin)).first()
         if row is None:
             return None
-        if row.timestamp_expires <= self._due(now):
+        if row.timestamp_expires <= self._due(now) or self.incomplete(row):
             with self.engine.begin() as conn:
-                fresh = conn.execute(
-                    sa.select(vm.c.timestamp_expires).where(vm.c.vin == vin).with_for_update()
-                ).first()
-                if fresh is not None and fresh.timestamp_expires <= self._due(now):
+                fresh = conn.execute(sa.select(vm).where(vm.c.vin == vin).with_for_update()).first()
+                if fresh is not None and (
+                    fresh.timestamp_expires <= self._due(now) or self.incomplete(fresh)
+                ):
                     self.publish(conn, row.vehicle_id, vin, now)
             with self.engine.connect() as conn:
                 row = conn.execute(sa.select(vm).where(vm.c.vin == vin)).first()
@@ -321,13 +354,15 @@ class Publisher:
         """The cache entry of a ``vehicle_metadata`` row."""
         files: dict[str, bytes] = {}
         for enc in self.encodings:
-            files[f"timestamp.{enc}"] = getattr(row, f"timestamp_{enc}")
+            files[metadata_filename("timestamp", None, enc)] = getattr(
+                row, column("timestamp", enc)
+            )
             for role in ("snapshot", "targets"):
-                data = getattr(row, f"{role}_{enc}")
-                files[f"{getattr(row, f'{role}_version')}.{role}.{enc}"] = data
-                files[f"{role}.{enc}"] = data
+                data = getattr(row, column(role, enc))
+                files[metadata_filename(role, getattr(row, f"{role}_version"), enc)] = data
+                files[metadata_filename(role, None, enc)] = data
         versions = {role: getattr(row, f"{role}_version") for role in ONLINE_ROLES}
         return _Cached(fetched, files, versions, row.timestamp_expires)
 
 
-__all__ = ["ONLINE_ROLES", "Publisher", "load_root"]
+__all__ = ["ONLINE_ROLES", "Publisher", "column", "load_root"]

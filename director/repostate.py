@@ -18,20 +18,25 @@ from typing import Any
 from storage import atomic_write, read_json, write_json
 from uptane.keys import Signer
 from uptane.limits import Limits
-from uptane.metadata import DER, JSON, Metadata, Targets, decode
-from uptane.repository import TOP, RepositoryBuilder
+from uptane.metadata import COMPACT_DER, DER, JSON, Metadata, Targets, decode
+from uptane.repository import TOP, RepositoryBuilder, metadata_filename
 
 ROLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 CURRENT = "current.json"
 
 
 def available_encodings() -> tuple[str, ...]:
-    """JSON always; DER once the DER codec is present."""
-    try:
-        from uptane.encoding import der  # noqa: F401
-    except ImportError:
-        return (JSON,)
+    """The encodings the Image repository publishes: JSON and the standard DER (a supplier
+    uploads its role in each)."""
     return (JSON, DER)
+
+
+def director_encodings() -> tuple[str, ...]:
+    """The encodings the Director publishes (its root and every vehicle's metadata): JSON,
+    the standard DER and compact-der (docs/der-profile.md), for Secondaries that negotiate
+    it on the link. Files are named with each codec's suffix
+    (:func:`uptane.repository.metadata_filename`: ``N.targets.cder``)."""
+    return (JSON, DER, COMPACT_DER)
 
 
 def check_role_name(name: str) -> str:
@@ -94,13 +99,16 @@ def load(
     def rd(fname: str) -> bytes:
         return (mdir / fname).read_bytes()
 
-    history = [{e: rd(f"{i}.root.{e}") for e in encs} for i in range(1, cur["root"] + 1)]
+    history = [
+        {e: rd(metadata_filename("root", i, e)) for e in encs} for i in range(1, cur["root"] + 1)
+    ]
     files: dict[str, dict[str, bytes]] = {e: {"root": history[-1][e]} for e in encs}
     models: dict[str, Any] = {"root": decode(history[-1][JSON], limits, role_type="root").signed}
     for role, version in cur["versions"].items():
-        fname = "timestamp" if role == "timestamp" else f"{version}.{role}"
         for e in encs:
-            files[e][role] = rd(f"{fname}.{e}")
+            files[e][role] = rd(
+                metadata_filename(role, None if role == "timestamp" else version, e)
+            )
         rtype = role if role in TOP else "targets"
         md: Metadata[Any] = decode(files[JSON][role], limits, role_type=rtype)
         models[role] = md.signed

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from uptane.codec import codec_for
 from uptane.keys import Key, Signer
 from uptane.metadata import (
     DER,
@@ -48,8 +49,11 @@ DEFAULT_EXPIRY = {
 
 
 def metadata_filename(role: str, version: int | None, encoding: str = JSON) -> str:
-    """``VERSION.ROLE.EXT`` for consistent snapshots, ``ROLE.EXT`` otherwise (§5.2.7)."""
-    return f"{role}.{encoding}" if version is None else f"{version}.{role}.{encoding}"
+    """``VERSION.ROLE.EXT`` for consistent snapshots, ``ROLE.EXT`` otherwise (§5.2.7); EXT
+    is the codec's file suffix (``.json``, ``.der``, ``.cder``), so that
+    :func:`uptane.codec.for_filename` reads every name back."""
+    suffix = codec_for(encoding).suffix
+    return f"{role}{suffix}" if version is None else f"{version}.{role}{suffix}"
 
 
 @dataclass

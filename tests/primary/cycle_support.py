@@ -42,6 +42,7 @@ from storage import AtomicStore
 from uptane.keys import PrivateKey
 from uptane.limits import Limits
 from uptane.metadata import DER, Metadata, Targets
+from uptane.repository import metadata_filename
 
 VIN = "VIN-PRIMARY-1"
 PRIMARY_ID = "gw-1"
@@ -345,10 +346,10 @@ class Backend:
         self.director_proxy = Proxy(self.director_server.url)
 
     def image_root(self, encoding: str = "json") -> bytes:
-        return (self.image_dir / "metadata" / f"1.root.{encoding}").read_bytes()
+        return (self.image_dir / "metadata" / metadata_filename("root", 1, encoding)).read_bytes()
 
     def director_root(self, encoding: str = "json") -> bytes:
-        return (self.director_dir / "root" / f"1.root.{encoding}").read_bytes()
+        return (self.director_dir / "root" / metadata_filename("root", 1, encoding)).read_bytes()
 
     def register(self, vin: str, ecus: list[EcuSpec]) -> None:
         self.director.register_vehicle(vin, ecus)

@@ -3,11 +3,9 @@ says so in WELCOME; the Primary, configured to send it "der", forwards ``compact
 (both ends have it), decodes its compact-der report, and carries it in a compact-der
 manifest the real Director accepts.
 
-The services do not publish compact-der files yet (the Director's per-vehicle tables hold
-JSON and DER; see docs/link-protocol.md, "Codecs"): the proxy in front of the Director
-serves them here, each encoded from the JSON file the Director serves and signed with the
-Director's own keys (the root with its offline root keys, the targets with its online
-targets key), exactly as a publishing Director would.
+The Director publishes compact-der itself (its root ``1.root.cder`` from ``init``, each
+vehicle's targets, snapshot and timestamp as ``N.targets.cder`` and so on): the Primary
+fetches the Director's own files, nothing is re-encoded on the way.
 """
 
 from __future__ import annotations
@@ -16,52 +14,17 @@ from datetime import UTC, datetime
 
 from cycle_support import PRIMARY_ID, VIN, Backend, Vehicle
 
-from director.config import default_offline_dir
-from director.keyrotation import offline_source
 from hardware.protocol import EcuInfo
 from primary.config import load_config
-from uptane.codec import COMPACT_DER, JSON, codec_for
+from uptane.codec import COMPACT_DER, codec_for
 from uptane.limits import Limits
 from uptane.manifest import decode_vehicle_manifest
-from uptane.metadata import Metadata, decode
+from uptane.metadata import decode
 
 BRAKES = "brakes/fw-2.bin"
 ONE = {"brk-1": "brk-v1"}
 LIMITS = Limits.primary()
-
-
-def compact(data: bytes, role: str, signers: list) -> bytes:
-    """``data`` (a JSON metadata file) in compact-der, signed by ``signers``."""
-    md = Metadata(decode(data, LIMITS, encoding=JSON, role_type=role).signed, encoding=COMPACT_DER)
-    for s in signers:
-        md.sign(s)
-    return md.to_bytes()
-
-
-def publish_compact_root(backend: Backend) -> None:
-    """What ``Backend.director_root("compact-der")`` reads: the Director's root v1 in
-    compact-der, signed with its offline root keys."""
-    keys = offline_source(default_offline_dir(backend.director_dir)).signers("root")
-    data = backend.director_root(JSON)
-    path = backend.director_dir / "root" / f"1.root.{COMPACT_DER}"
-    path.write_bytes(compact(data, "root", keys))
-
-
-def serve_compact_targets(backend: Backend) -> list[str]:
-    """Serve the vehicle's Director targets in compact-der; returns the paths asked."""
-    asked: list[str] = []
-
-    def targets(path: str) -> bytes | None:
-        asked.append(path)
-        name = path.rsplit("/", 1)[-1].replace(f".{COMPACT_DER}", ".json")
-        data = backend.director.metadata_file(VIN, name)
-        if data is None:
-            return None
-        signers = backend.director.publisher.signers()["targets"]
-        return compact(data, "targets", signers)
-
-    backend.director_proxy.rules.serve[f"targets.{COMPACT_DER}"] = targets
-    return asked
+SUFFIX = codec_for(COMPACT_DER).suffix
 
 
 def test_a_compact_der_secondary_gets_compact_der_over_a_der_configuration(tmp_path):
@@ -69,8 +32,6 @@ def test_a_compact_der_secondary_gets_compact_der_over_a_der_configuration(tmp_p
     backend = Backend(tmp_path / "oem", now)
     car = None
     try:
-        publish_compact_root(backend)
-        asked = serve_compact_targets(backend)
         # brk-1 reads (and reports in) compact-der: provisioned with the compact-der root
         car = Vehicle(
             tmp_path / "car", backend, now, secondaries=ONE, encodings={"brk-1": COMPACT_DER}
@@ -90,7 +51,12 @@ def test_a_compact_der_secondary_gets_compact_der_over_a_der_configuration(tmp_p
         assert result.error is None, "\n".join(car.lines)
         assert result.installed == {"brk-1": BRAKES}
         assert car.installed("brk-1") == BRAKES
-        assert asked and all(p.endswith(f"targets.{COMPACT_DER}") for p in asked)
+        # the Director's own compact-der targets, fetched from the Director as it serves them
+        asked = [p for m, p, _ in backend.director_proxy.requests if p.endswith(f"targets{SUFFIX}")]
+        assert asked
+        served = backend.director.metadata_file(VIN, asked[-1].rsplit("/", 1)[-1])
+        assert served is not None
+        decode(served, LIMITS, encoding=COMPACT_DER, role_type="targets")  # compact-der
         # forwarded once, kept in the forward store under the codec's suffix
         forward = car.config.storage_dir / "forward"
         assert [p.name for p in forward.iterdir()] and all(
