@@ -29,110 +29,30 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import secrets
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hardware.client import LinkClient
+from hardware.bench_files import (
+    ImageSource,
+    MetadataFile,
+    _parse_name,
+    assigned_entry,
+    load_metadata,
+)
+from hardware.bench_session import BenchSession, Delivery, SessionError
+from hardware.client import LinkClient, NoAnswer
 from hardware.messages import HelloInfo, Status
 from hardware.progress import progress_bar
 from hardware.secure_link import LinkKey
-from uptane.codec import for_filename, sniff
-from uptane.errors import MalformedInput, UnsignedTime, UptaneError
+from uptane.codec import sniff
+from uptane.errors import LinkError, LinkTimeout, MalformedInput, UnsignedTime, UptaneError
+from uptane.identity import same_image
 from uptane.limits import PRIMARY, Limits
-from uptane.manifest import SignedManifest, decode_report
-
-#: a metadata file's name without its encoding's suffix: ``3.root``, ``targets``
-_STEM = re.compile(r"^(?:(\d+)\.)?([A-Za-z0-9_.-]+)$")
-_ORDER = {"root": 0, "timestamp": 1, "snapshot": 2, "targets": 3}
-
-
-@dataclass(frozen=True)
-class MetadataFile:
-    """One file to send: which repository and role, its encoding and bytes."""
-
-    repository: str
-    role: str
-    encoding: str
-    data: bytes
-
-
-def _parse_name(name: str) -> tuple[int, str, str] | None:
-    """``(version or -1, role, encoding)`` of a metadata file name (``3.root.der``,
-    ``targets.json``: any registered codec's suffix); ``None`` for any other file and for
-    the map file."""
-    try:
-        codec = for_filename(name)
-    except MalformedInput:
-        return None
-    m = _STEM.match(name[: -len(codec.suffix)])
-    if not m or (m.group(1) is None and m.group(2) == "map"):
-        return None
-    return (-1 if m.group(1) is None else int(m.group(1))), m.group(2), codec.name
-
-
-def _repo_files(directory: Path, repository: str, max_bytes: int) -> list[MetadataFile]:
-    """A repository's files in the order a Secondary applies them: every root version
-    ascending, then timestamp, snapshot, targets, then delegated roles."""
-    roots: list[tuple[int, MetadataFile]] = []
-    latest: dict[str, tuple[int, MetadataFile]] = {}
-    for p in sorted(directory.iterdir()):
-        parsed = _parse_name(p.name) if p.is_file() else None
-        if parsed is None:
-            continue
-        version, role, encoding = parsed
-        if p.stat().st_size > max_bytes:
-            raise ValueError(f"{p} is larger than {max_bytes} bytes")
-        f = MetadataFile(repository, role, encoding, p.read_bytes())
-        if role == "root":
-            if version >= 0 or not roots:
-                roots.append((version, f))
-            continue
-        # the newest version of each other role (the unversioned file wins: it is current)
-        prev = latest.get(role)
-        if prev is None or version == -1 or (prev[0] != -1 and version > prev[0]):
-            latest[role] = (version, f)
-    if len(roots) > 1:
-        roots = [r for r in roots if r[0] >= 0]
-    out = [f for _, f in sorted(roots, key=lambda r: r[0])]
-    rest = sorted(latest.values(), key=lambda vf: (_ORDER.get(vf[1].role, 9), vf[1].role))
-    return out + [f for _, f in rest]
-
-
-def load_metadata(
-    directory: str | os.PathLike[str],
-    *,
-    director: str = "director",
-    image: str = "image",
-    max_bytes: int = PRIMARY.bytes_for_role("targets"),
-) -> list[MetadataFile]:
-    """The files of a metadata directory in sending order (see the module doc)."""
-    d = Path(directory)
-    if not d.is_dir():
-        raise ValueError(f"{d} is not a directory")
-    if (d / "director").is_dir():
-        out: list[MetadataFile] = []
-        for name in ("map.json",):
-            if (d / name).is_file():
-                out.append(
-                    MetadataFile(director, "map", for_filename(name).name, (d / name).read_bytes())
-                )
-        if (d / "image").is_dir():
-            out += _repo_files(d / "image", image, max_bytes)
-        dfiles = _repo_files(d / "director", director, max_bytes)
-        out += [f for f in dfiles if f.role != "targets"]
-        out += [f for f in dfiles if f.role == "targets"]
-        return out
-    files = _repo_files(d, director, max_bytes)
-    if not any(f.role == "targets" for f in files):
-        raise ValueError(f"{d} holds no Director targets file (targets.der or targets.json)")
-    return [f for f in files if f.role in ("root", "targets")]
-
+from uptane.manifest import EcuVersionReport, InstalledImage, SignedManifest, decode_report
 
 # --- operations ---------------------------------------------------------------------------
 
@@ -163,32 +83,48 @@ def info(client: LinkClient) -> dict[str, Any]:
     }
 
 
+def _installed(report: bytes, encoding: str | None) -> InstalledImage:
+    enc = encoding or sniff(report).name
+    signed: SignedManifest[EcuVersionReport] = decode_report(report, PRIMARY, enc)
+    return signed.signed.installed
+
+
 def install(
     client: LinkClient,
     metadata: list[MetadataFile],
-    image: str | os.PathLike[str],
+    image: str | os.PathLike[str] | ImageSource,
     *,
     now: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     filename: str | None = None,
 ) -> dict[str, Any]:
-    """Send the time, the metadata and the image, install it, return the new report.
-
-    ``filename`` is the image's name in the Director's targets (default: the file's name).
-    Every refusal raises the :mod:`uptane.errors` error the ECU named.
-    """
-    path = Path(image)
-    name = filename or path.name
-    client.hello()
+    """Send the time and the metadata; unless the ECU already runs the image they name for
+    it (same identity: :func:`uptane.identity.same_image`; then nothing more is sent and
+    the status is "already installed"), send the image, install it; return the ECU's new
+    signed report. ``filename`` is the image's name in the Director's targets (default:
+    their entry for this ECU, else the file's name). Every refusal raises the
+    :mod:`uptane.errors` error the ECU named."""
+    hello = client.hello()
     try:
         client.put_time(int(time.time()) if now is None else now)
     except UnsignedTime as e:  # the ECU keeps its own verified time
         print(f"uptane-flash: note: {e}", file=sys.stderr)
     for f in metadata:
         client.put_metadata(f.role, f.encoding, f.data, repository=f.repository)
-    length = path.stat().st_size
-    with open(path, "rb") as stream:
-        started = client.put_image(name, stream, length, progress=progress)
+    entry = assigned_entry(metadata, hello.ecu_serial)
+    source = image if isinstance(image, ImageSource) else ImageSource.of_file(image)
+    name = filename or (entry.path if entry is not None else source.name)
+    encoding = hello.codecs[0] if hello.codecs else None
+    before = client.get_report(secrets.token_bytes(16))
+    if entry is not None and entry.path == name and same_image(_installed(before, encoding), entry):
+        return {
+            "status": "already installed",
+            "installed": name,
+            "resumed_from": None,
+            **describe_report(before),
+        }
+    with source.open() as stream:
+        started = client.put_image(name, stream, source.length, progress=progress)
     status = client.install(name)
     report = client.get_report(secrets.token_bytes(16))
     return {
@@ -259,6 +195,10 @@ def open_can(
     return CanLink(bus, transport)
 
 
+#: seconds the first HELLO may take before the port is said to have no ECU behind it
+PROBE_SECONDS = 6.0
+
+
 def open_client(args: argparse.Namespace) -> LinkClient:
     """A client over serial (``--port`` is the device) or CAN (``--can-interface`` given:
     ``--port`` is the python-can channel), with the link key of ``--link-key``."""
@@ -280,11 +220,25 @@ def open_client(args: argparse.Namespace) -> LinkClient:
     return LinkClient(transport, PRIMARY, timeout=args.timeout, retries=args.retries, link_key=key)
 
 
-def main(argv: list[str] | None = None) -> int:
+def link_settings(args: argparse.Namespace) -> str:
+    """The port's settings as tried, for an error that names them."""
+    if args.can_interface:
+        frames = "CAN FD" if args.fd else "classic"
+        where = (
+            f"CAN {args.can_interface} channel {args.port}, txid {args.txid:#x}, "
+            f"rxid {args.rxid:#x}, {frames} frames"
+        )
+    else:
+        where = f"serial, {args.baudrate} baud, frames up to {args.max_frame} bytes"
+    key = f"link key {args.link_key}" if args.link_key else "no link key"
+    return f"{where}, {key}"
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="uptane-flash", description="Flash and inspect one Uptane Secondary on the bench."
     )
-    parser.add_argument("--port", required=True, help="serial port (device, pty or URL)")
+    parser.add_argument("--port", help="serial port (device, pty or URL), or the CAN channel")
     parser.add_argument("--baudrate", type=int, default=115200)
     parser.add_argument("--max-frame", type=int, default=1024)
     parser.add_argument("--timeout", type=float, default=2.0, help="seconds per attempt")
@@ -302,26 +256,215 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="show the ECU's identity, slot, image and version report")
     i = sub.add_parser("install", help="send metadata and an image, install, show the report")
-    i.add_argument("--metadata", required=True, help="directory of Director-signed metadata")
-    i.add_argument("--image", required=True, help="the image file")
-    i.add_argument("--name", help="the image's file name in the targets (default: its name)")
-    args = parser.parse_args(argv)
+    i.add_argument("--metadata", help="directory of Director-signed metadata")
+    i.add_argument(
+        "--session", help="bench session directory: the Director's metadata, report sent back"
+    )
+    i.add_argument("--bundle", help="an offline update bundle (uptane-director workshop bundle)")
+    i.add_argument("--vin", help="the vehicle of the bundle to flash from (default: its only one)")
+    i.add_argument("--image", help="the image file (default with --bundle: from the bundle)")
+    i.add_argument("--name", help="the image's file name in the targets (default: the ECU's)")
+    _session_parsers(sub)
+    return parser
+
+
+def _session_parsers(sub: Any) -> None:
+    s = sub.add_parser("session", help="create a bench session: the laptop's key and settings")
+    s.add_argument("--dir", required=True, help="the session directory to create")
+    s.add_argument("--vin", required=True, help="the bench vehicle's VIN at the Director")
+    s.add_argument("--director", help="the Director's URL (its vehicle-facing service)")
+    s.add_argument("--image-repo", help="the Image repository's URL (full verification ECUs)")
+    s.add_argument("--primary-serial", default="bench", help="the laptop's ECU serial")
+    s.add_argument("--hardware-id", default="uptane-bench", help="the laptop's hardware id")
+    s.add_argument(
+        "--ecu", action="append", default=[], help="another ECU of the bench vehicle (repeat)"
+    )
+    s.add_argument("--force", action="store_true", help="replace an existing session")
+    u = sub.add_parser("upload", help="send the manifests a session kept while offline")
+    u.add_argument("--session", required=True)
+
+
+def _session_metadata(session: BenchSession, hello: HelloInfo) -> list[MetadataFile]:
+    """The Director's metadata for the bench vehicle, fetched now (with the Image
+    repository's for a full-verification ECU), in the codec the ECU reads."""
+    encoding = hello.codecs[0] if hello.codecs else "der"
+    full = hello.mode == "full"
+    director = _named(session.repository_files(session.director_base(), encoding, full=full))
+    if not full:
+        return [f for f in director if f.role in ("root", "targets")]
+    if not session.image_url:
+        raise SessionError("a full verification ECU needs the session's --image-repo URL")
+    base = session.image_url.rstrip("/") + "/metadata/"
+    image = _named(session.repository_files(base, encoding, full=True), "image")
+    return (
+        image
+        + [f for f in director if f.role != "targets"]
+        + [f for f in director if f.role == "targets"]
+    )
+
+
+#: how long a session waits for the Director to serve targets naming the image given (its
+#: service may serve the previous targets for ``cache_seconds``, 2 s, after an assignment)
+ASSIGNED_WAIT = 6.0
+
+
+def _assigned_metadata(
+    session: BenchSession, hello: HelloInfo, image: ImageSource
+) -> list[MetadataFile]:
+    """The Director's metadata once its targets name ``image`` for this ECU. A file the
+    Director did not assign is refused here, before the ECU would have to refuse it (and
+    keep that as its attack indicator): a bench mistake is not an attack."""
+    deadline = time.monotonic() + ASSIGNED_WAIT
+    while True:
+        files = _session_metadata(session, hello)
+        entry = assigned_entry(files, hello.ecu_serial)
+        if entry is not None and same_image(image.identity(entry), entry):
+            return files
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.5)
+    named = f"names {entry.path!r}" if entry is not None else "name no image"
+    raise ValueError(
+        f"the Director's targets for {session.vin} {named} for ECU {hello.ecu_serial}, not "
+        f"{image.name}: assign it first (uptane-director assign DIR {session.vin} "
+        f"{hello.ecu_serial}=PATH), or give --image the file that was assigned"
+    )
+
+
+def _named(files: list[tuple[str, bytes]], repository: str = "director") -> list[MetadataFile]:
+    out = []
+    for name, data in files:
+        parsed = _parse_name(name)
+        if parsed is not None:
+            out.append(MetadataFile(repository, parsed[1], parsed[2], data))
+    return out
+
+
+def _flash(args: argparse.Namespace, client: LinkClient) -> dict[str, Any]:
+    """``install``: from a metadata directory, a bench session or an offline bundle; the
+    ECU's new report goes back to the Director when a session is given."""
+    session = BenchSession.load(args.session) if args.session else None
+    hello = client.hello()
+    image: str | ImageSource | None = args.image
+    if args.bundle:
+        from hardware.bench_bundle import bundle_files
+
+        files, from_bundle = bundle_files(Path(args.bundle), args.vin, hello)
+        image = image or from_bundle
+    elif args.metadata:
+        files = load_metadata(args.metadata)
+    elif session is not None:
+        if image is None:
+            raise ValueError("install needs --image FILE (the image the Director assigned)")
+        files = _assigned_metadata(session, hello, ImageSource.of_file(args.image))
+    else:
+        raise ValueError("install needs --metadata DIR, --session DIR or --bundle FILE")
+    if image is None:
+        raise ValueError("install needs --image FILE (the image the Director assigned)")
+    bar = progress_bar("image", quiet=args.quiet, log_steps=10)
+    out = install(client, files, image, progress=bar, filename=args.name)
+    if session is not None:
+        report = client.get_report(secrets.token_bytes(16))
+        encoding = hello.codecs[0] if hello.codecs else sniff(report).name
+        body = session.manifest(report, encoding)
+        delivery = session.deliver(body, encoding, label=hello.ecu_serial)
+        out["director"] = delivery.to_dict()
+        _say_delivery(delivery, session)
+    return out
+
+
+def _say_delivery(d: Delivery, session: BenchSession) -> None:
+    if d.saved is not None:
+        print(
+            f"uptane-flash: the Director cannot be reached; the ECU's report is kept in "
+            f"{d.saved}: send it with `uptane-flash upload --session {session.directory}`",
+            file=sys.stderr,
+        )
+    elif d.refused is not None:
+        print(f"uptane-flash: the Director refused the report: {d.refused}", file=sys.stderr)
+
+
+def _session(args: argparse.Namespace) -> dict[str, Any]:
+    s = BenchSession.create(
+        Path(args.dir),
+        args.vin,
+        force=args.force,
+        primary_serial=args.primary_serial,
+        hardware_id=args.hardware_id,
+        director_url=args.director,
+        image_url=args.image_repo,
+        ecus=tuple(args.ecu),
+    )
+    pub = s.directory / "bench.pub.json"
+    return {
+        "session": str(s.directory),
+        "vin": s.vin,
+        "public_key": json.loads(pub.read_text()),
+        "register": f"uptane-director vehicle add DIRECTOR {s.vin} "
+        f"--ecu {s.primary_serial}:{s.hardware_id}:{pub}:primary "
+        "--ecu SERIAL:HARDWARE_ID:ecu/ecu_key.pub.json",
+    }
+
+
+def _run(args: argparse.Namespace) -> tuple[int, Any]:
+    """The command; its exit status and what to print."""
+    if args.command == "session":
+        return 0, _session(args)
+    if args.command == "upload":
+        results = BenchSession.load(args.session).upload_outbox()
+        return (0 if all(r["uploaded"] for r in results) else 1), results
+    if not args.port:
+        raise ValueError(f"{args.command} needs --port (the serial port, or the CAN channel)")
+    with open_client(args) as client:
+        try:
+            client.probe(PROBE_SECONDS)
+        except NoAnswer:
+            raise NoAnswer(
+                f"no ECU answered on {args.port} within {PROBE_SECONDS:.0f} s "
+                f"({link_settings(args)}): check the cable and the port, the baud rate or CAN "
+                "ids, that the ECU runs `uptane-secondary run`, and its link key (an ECU "
+                "provisioned with --no-link-key answers no tool given --link-key)"
+            ) from None
+        if args.command == "info":
+            return 0, info(client)
+        out = _flash(args, client)
+        refused = out.get("director", {}).get("refused")
+        return (1 if refused else 0), out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit status: 0 done (also "already installed"), 1 refused (by the ECU, or the
+    Director refused its report), 2 a local problem (files, arguments, the port cannot be
+    opened), 3 the link (no ECU answered, or it stopped answering: run again to resume)."""
+    args = _parser().parse_args(argv)
     try:
-        with open_client(args) as client:
-            if args.command == "info":
-                out = info(client)
-            else:
-                files = load_metadata(args.metadata)
-                bar = progress_bar("image", quiet=args.quiet, log_steps=10)
-                out = install(client, files, args.image, progress=bar, filename=args.name)
+        status, out = _run(args)
+    except NoAnswer as e:
+        print(f"uptane-flash: {e.message}", file=sys.stderr)
+        return 3
+    except LinkTimeout as e:
+        print(
+            f"uptane-flash: the ECU on {args.port} stopped answering ({e.message}); check the "
+            "cable and run the same command again: an image transfer resumes where the ECU "
+            "stopped acknowledging",
+            file=sys.stderr,
+        )
+        return 3
     except UptaneError as e:
+        if type(e) is LinkError:  # the port itself failed (an OS error), not the ECU
+            print(
+                f"uptane-flash: the link on {args.port} failed ({e.message}): check the cable "
+                "and the port, then run the same command again",
+                file=sys.stderr,
+            )
+            return 3
         print(f"uptane-flash: refused: {e} (code {e.code}, attack {e.attack})", file=sys.stderr)
         return 1
     except (OSError, ValueError) as e:
         print(f"uptane-flash: {e}", file=sys.stderr)
         return 2
     print(json.dumps(out, indent=2, sort_keys=True))
-    return 0
+    return status
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -38,6 +38,7 @@ from hardware.secure_link import LinkKey
 from hardware.transport import MessageTransport
 from uptane.errors import (
     BadLength,
+    LinkError,
     LinkTimeout,
     ProtocolViolation,
     SessionRequired,
@@ -46,6 +47,12 @@ from uptane.limits import PRIMARY, Limits
 
 Progress = Callable[[int, int], None]
 M = TypeVar("M", bound=Message)
+
+
+class NoAnswer(LinkError):
+    """Nothing answered the handshake on the port within the time allowed: a cable not
+    plugged in, the wrong port or speed, an ECU not running its agent. A configuration or
+    wiring problem, never an attack (:meth:`LinkClient.probe`)."""
 
 
 class LinkClient:
@@ -98,6 +105,22 @@ class LinkClient:
         info = self._call(self.endpoint.hello(), HelloInfo, session=False)
         self.transport.negotiate(info.max_frame)
         return info
+
+    def probe(self, budget: float) -> HelloInfo:
+        """The handshake, with at most about ``budget`` seconds for an answer (three
+        attempts). A port with nothing behind it raises :class:`NoAnswer` then, instead
+        of a ``LinkTimeout`` after the full retries (about 45 s on serial)."""
+        ep = self.endpoint
+        saved = (ep.timeout, ep.retries, ep.backoff, self.send_timeout)
+        attempts = 3
+        share = budget / attempts / 2  # per attempt: the send, then the wait for the reply
+        ep.timeout, ep.retries, ep.backoff, self.send_timeout = share, attempts - 1, 1.0, share
+        try:
+            return self.hello()
+        except LinkTimeout:
+            raise NoAnswer(f"no answer to HELLO in {budget:.0f} s") from None
+        finally:
+            ep.timeout, ep.retries, ep.backoff, self.send_timeout = saved
 
     def get_report(self, nonce: bytes) -> bytes:
         """The Secondary's signed ECU version report for ``nonce``."""
