@@ -295,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("id", type=int)
     _campaign_parsers(sub, add)
     _group_parsers(sub, add)
+    _workshop_parsers(sub, add)
     from director import director_cli_keys
 
     director_cli_keys.add_parsers(sub, add)
@@ -355,6 +356,35 @@ def _group_parsers(sub: Any, add: Any) -> None:
     for name in ("show", "delete"):
         sp = add(group, name, cmd_group, f"{name} a group")
         sp.add_argument("name")
+
+
+def cmd_workshop(args: argparse.Namespace) -> int:
+    """Offline bundles and carried manifests (director/offline.py, docs/workshop.md)."""
+    from director import offline
+
+    d = _director(args)
+    action = args.workshop_command
+    if action == "bundle":
+        _print(offline.build_bundle(d, args.vins, Path(args.out), days=args.days))
+    elif action == "upload":
+        _print([offline.upload_manifest(d, Path(f).read_bytes()) for f in args.files])
+    else:
+        _print(offline.list_bundles(d, args.vin))
+    return 0
+
+
+def _workshop_parsers(sub: Any, add: Any) -> None:
+    workshop = sub.add_parser(
+        "workshop", help="offline update bundles (USB) and manifests carried back"
+    ).add_subparsers(dest="workshop_command", required=True)
+    sp = add(workshop, "bundle", cmd_workshop, "write an offline bundle for vehicles")
+    sp.add_argument("vins", nargs="+", metavar="VIN")
+    sp.add_argument("--out", required=True, help="the bundle file to write (NAME.uptane.tar)")
+    sp.add_argument("--days", type=float, default=7.0, help="how long the trip may take")
+    sp = add(workshop, "upload", cmd_workshop, "take manifests carried back from vehicles")
+    sp.add_argument("files", nargs="+", metavar="MANIFEST")
+    sp = add(workshop, "list", cmd_workshop, "offline bundles made, with their state")
+    sp.add_argument("vin", nargs="?")
 
 
 def main(argv: list[str] | None = None) -> int:
