@@ -9,10 +9,9 @@ negotiates when both ends have it, docs/link-protocol.md) over the served
 ``targets.json`` of the same version (≤ 0.4); the standard Uptane DER's ratio
 (``targets.der`` as served) is in the details. No timing: sizes are exact.
 
-The Director serves JSON and standard DER; until its per-vehicle tables hold compact-der
-too, the compact-der file is that same targets (the JSON the Director serves) encoded in
-compact-der and signed with the Director's own online targets key: exactly the bytes a
-publishing Director would serve (one ed25519 signature over the compact-der payload).
+All three files are the Director's own, as it serves them (``targets.cder``,
+``targets.der``, ``targets.json`` of one version, from its per-vehicle tables): nothing is
+re-encoded here.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ from __future__ import annotations
 import random
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from bench.common import Figure, not_yet
 from bench.repos import now
@@ -33,9 +31,8 @@ IMAGE = "brake/brake-controller-fw-5.2.1.bin"
 
 
 def director_targets(work: Path) -> tuple[bytes, bytes, bytes, int]:
-    """The Director's targets for a one-ECU vehicle with one assigned image: compact-der
-    (signed with the Director's targets key), standard DER and JSON as served, and their
-    version."""
+    """The Director's targets for a one-ECU vehicle with one assigned image: compact-der,
+    standard DER and JSON as the Director serves them, and their version."""
     from director.director import Director, EcuSpec
     from director.image_repo import ImageRepository, default_offline_dir
     from uptane.keys import PrivateKey
@@ -60,8 +57,8 @@ def director_targets(work: Path) -> tuple[bytes, bytes, bytes, int]:
         d.assign(VIN, [(ECU, IMAGE)])
         der = d.metadata_file(VIN, "targets.der")
         js = d.metadata_file(VIN, "targets.json")
-        assert der is not None and js is not None
-        cder = compact_targets(js, d.publisher.signers()["targets"])
+        cder = d.metadata_file(VIN, "targets.cder")  # the codec's suffix
+        assert der is not None and js is not None and cder is not None
     finally:
         d.dispose()
     from uptane.codec import COMPACT_DER
@@ -77,19 +74,6 @@ def director_targets(work: Path) -> tuple[bytes, bytes, bytes, int]:
     # the same metadata, three encodings
     assert a.signed.targets == b.signed.targets == c.signed.targets
     return cder, der, js, a.signed.version
-
-
-def compact_targets(js: bytes, signers: list[Any]) -> bytes:
-    """The Director's targets ``js`` in compact-der, signed by its targets key(s)."""
-    from uptane.codec import COMPACT_DER
-    from uptane.limits import Limits
-    from uptane.metadata import JSON, Metadata, decode
-
-    signed = decode(js, Limits.primary(), encoding=JSON, role_type="targets").signed
-    md: Metadata[Any] = Metadata(signed, encoding=COMPACT_DER)
-    for signer in signers:
-        md.sign(signer)
-    return md.to_bytes()
 
 
 def content_bytes(der: bytes, encoding: str) -> dict[str, int]:
@@ -138,8 +122,8 @@ def run(smoke: bool = False) -> list[Figure]:
                 "image as the Director signs it (the Image repository's sha256 and sha512, "
                 "hardware id, release counter, ECU id, the vehicle id), one ed25519 "
                 "signature, in compact-der: what a Secondary gets when both ends of its "
-                "link have compact-der (the Director's JSON file encoded and signed with "
-                f"its targets key). The standard Uptane DER (targets.der as served) is "
+                "link have compact-der (targets.cder as the Director serves it). The "
+                f"standard Uptane DER (targets.der as served) is "
                 f"{len(der)} bytes, ratio {standard:.3f}. Compact-der bytes by what they "
                 "carry: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in parts.items()) + "."
             ),
