@@ -190,6 +190,7 @@ class BenchSession:
                 raise SessionError(f"{url}: HTTP {r.status}")
             data = r.read(max_bytes + 1)
         finally:
+            r.drain_conn()  # what is left of the body must not be read as the next answer
             r.release_conn()
         if len(data) > max_bytes:
             raise SessionError(f"{url}: more than {max_bytes} bytes")

@@ -2,6 +2,7 @@
 
     uptane-primary provision --config F --director-root ROOT.json --image-root ROOT.json
     uptane-primary run --config F [--once]
+    uptane-primary import-bundle --config F --bundle PATH [--export DIR]
     uptane-primary status --config F
 
 Exit status: 0 on success, 1 when a cycle (``--once``) ended with an error, 2 for a usage
@@ -63,6 +64,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--quiet", action="store_true", help="no step output; a failed cycle's reason only"
     )
+
+    imp = sub.add_parser(
+        "import-bundle", help="install an offline update bundle (a file, or a USB stick)"
+    )
+    imp.add_argument("--config", required=True, type=Path)
+    imp.add_argument(
+        "--bundle", required=True, type=Path, help="a *.uptane.tar file, or a directory of them"
+    )
+    imp.add_argument(
+        "--export", type=Path, help="write the vehicle's manifest here for the dealer to upload"
+    )
+    imp.add_argument("--quiet", action="store_true", help="no step output")
 
     st = sub.add_parser("status", help="trusted versions, installed images, pending work")
     st.add_argument("--config", required=True, type=Path)
@@ -174,6 +187,33 @@ def _bars(quiet: bool) -> ProgressFactory | None:
     return lambda what: progress_bar(what, stream=sys.stderr, log_steps=0)
 
 
+# --- import-bundle ---------------------------------------------------------------------------
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """One cycle from the offline bundle for this vehicle (primary/offline.py): exit 0 when
+    it ended without error, 1 when the bundle (or an ECU) refused, 2 for a local problem."""
+    from primary.offline import OfflinePrimary, open_bundle
+
+    cfg = load_config(args.config)
+    say = (lambda m: None) if args.quiet else _say
+    try:
+        bundle = open_bundle(args.bundle, cfg.vin)
+    except UptaneError as e:  # none for this vehicle, or a damaged file
+        print(f"{PROG}: bundle refused: {e}", file=sys.stderr, flush=True)
+        return 1
+    with bundle:
+        primary = OfflinePrimary(
+            cfg, bundle, export=args.export, say=say, progress=_bars(args.quiet)
+        )
+        result = primary.run_cycle()
+    if result.error is not None:
+        print(f"{PROG}: bundle refused: {result.error}", file=sys.stderr, flush=True)
+        return 1
+    say("bundle imported" + (f"; manifest in {primary.exported}" if primary.exported else ""))
+    return 0
+
+
 # --- status ----------------------------------------------------------------------------------
 
 
@@ -276,6 +316,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_provision(args)
         if args.command == "run":
             return cmd_run(args)
+        if args.command == "import-bundle":
+            return cmd_import(args)
         return cmd_status(args)
     except (ConfigError, UptaneError, OSError) as e:
         print(f"{PROG}: {e}", file=sys.stderr)
