@@ -153,6 +153,26 @@ def full_image_target(target: TargetFile) -> TargetFile:
     )
 
 
+def produced_image(target: TargetFile) -> TargetFile:
+    """The image an entry leaves installed: the full image a delta produces
+    (:func:`full_image_target`), else the entry itself. "Already installed" compares this
+    with the installed image (a delta's own path and hashes are the patch's)."""
+    return full_image_target(target) if target.delta is not None else target
+
+
+def delta_path(full: HasIdentity, base: HasIdentity) -> str:
+    """Where the Image repository lists the delta from ``base`` to ``full``: the full
+    image's path, ``.from-`` and the first 16 hex digits of the base's SHA-256, ``.patch``
+    (``brake/fw-2.bin.from-0123456789abcdef.patch``). Suppliers publish deltas under this
+    name and the Director looks them up by it (a delegation of the full image's path
+    pattern usually covers it); the entry's ``delta`` field, not the name, says what it
+    is. ValueError when the base has no SHA-256."""
+    digest = base.identity().hashes.get("sha256")
+    if digest is None:
+        raise ValueError("the base image has no sha256 to name its delta by")
+    return f"{full.identity().path}.from-{digest.lower()[:16]}.patch"
+
+
 def _varint(buf: bytearray, pos: int = 0) -> tuple[int, int] | None:
     """detools' size field at ``buf[pos:]``: (value, bytes used), None if incomplete. The
     first byte holds a sign bit (0x40) and 6 value bits, the next ones 7 bits each; 0x80
@@ -391,6 +411,8 @@ __all__ = [
     "apply_delta",
     "check_delta_base",
     "create_delta",
+    "delta_path",
     "delta_target",
     "full_image_target",
+    "produced_image",
 ]

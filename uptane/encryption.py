@@ -598,6 +598,26 @@ def encrypted_entry(
     return EncryptedImage(filename, length, dict(hashes), b"", METHOD, dict(keys))
 
 
+def encrypted_for(target: TargetFile, ecu_id: str) -> bool:
+    """Whether ``target`` is encrypted for ``ecu_id``: the Director wrapped its content key
+    to that ECU. Other ECUs of an entry get the plaintext (an OEM that encrypts for some
+    ECUs of a vehicle only)."""
+    return target.encrypted is not None and ecu_id in target.encrypted.wrapped_keys
+
+
+def transport_target(target: TargetFile, ecu_id: str) -> TargetFile:
+    """What the Primary downloads and the link carries for ``ecu_id``'s entry ``target``:
+    the ciphertext (its file name, length and hashes from the signed ``encryptedImage``)
+    when the entry is encrypted for that ECU, else ``target`` itself. The Primary checks
+    these bytes with :class:`uptane.verify.ImageVerifier` of this target, and never holds
+    the key to the plaintext."""
+    if not encrypted_for(target, ecu_id):
+        return target
+    enc = target.encrypted
+    assert enc is not None
+    return TargetFile(enc.filename, enc.length, dict(enc.hashes))
+
+
 def decryptor_for(
     target: TargetFile,
     ecu_id: str,
@@ -654,6 +674,8 @@ __all__ = [
     "decryptor_for",
     "encrypt_image",
     "encrypted_entry",
+    "encrypted_for",
+    "transport_target",
     "unwrap_key",
     "wrap_info",
     "wrap_key",

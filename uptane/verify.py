@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from uptane.delta import produced_image
 from uptane.errors import (
     BadEcuId,
     BadHardwareId,
@@ -38,6 +39,7 @@ from uptane.errors import (
     UnsupportedAlgorithm,
     UptaneError,
 )
+from uptane.identity import same_image
 from uptane.limits import Limits
 from uptane.metadata import MapFile, Mapping, TargetFile
 from uptane.trust import RepositoryTrust
@@ -317,6 +319,20 @@ def check_director_image_match(
     # shallMatch section, compared when either side has one; see docs/core.md)
     if (d.shall_match is not None or i.shall_match is not None) and d.shall_match != i.shall_match:
         raise TargetMismatch(f"{d.path!r}: the SHALL-match sections differ", **where)
+    # issue 17: a delta is what the Image repository says it is (its format, the base it
+    # patches, the full image it produces), or the ECU would check the produced image
+    # against another image's hashes
+    dd, di = d.delta, i.delta
+    if (dd is None) != (di is None) or (
+        dd is not None
+        and di is not None
+        and (
+            dd.format != di.format
+            or not same_image(dd.base, di.base)
+            or not same_image(dd.target, di.target)
+        )
+    ):
+        raise TargetMismatch(f"{d.path!r}: the delta sections differ", **where)
 
 
 def _check_now(now: datetime) -> None:
@@ -425,9 +441,10 @@ def full_verification(
     targets = director.targets.signed.targets
     limits.check_count("Director targets", len(targets), limits.max_targets)
 
-    # §5.4.4.2 step 6: nothing that is not already installed -> stop (SHOULD)
+    # §5.4.4.2 step 6: nothing that is not already installed -> stop (SHOULD); a delta
+    # counts as installed once the full image it produces is
     if all(
-        t.same_image(vehicle.installed_images.get(ecu))
+        produced_image(t).same_image(vehicle.installed_images.get(ecu))
         for t in targets.values()
         for ecu in t.ecu_ids
         if ours(ecu)
