@@ -32,6 +32,7 @@ from secondary.verification import STRATEGIES, strategy
 from storage import AtomicStore, atomic_write
 from uptane import roughtime as rt
 from uptane.codec import codecs, sniff
+from uptane.encryption import EncryptionPrivateKey
 from uptane.errors import UptaneError
 from uptane.keys import SCHEMES, PrivateKey
 from uptane.metadata import MapFile, decode
@@ -44,6 +45,8 @@ CONFIG_NAME = "secondary.toml"
 KEY_NAME = "ecu_key.pem"
 PUBLIC_NAME = "ecu_key.pub.json"
 LINK_KEY_NAME = "link.key"
+#: the ECU's encryption key (X25519, issue 17), separate from its signing key (§5.4.1)
+ENCRYPTION_KEY_NAME = "encryption_key.pem"
 TIME_KEYS_DIR = "time-keys"
 
 
@@ -86,6 +89,7 @@ def provision(
         ecu_serial=ecu_serial,
         hardware_id=hardware_id,
         key_file=directory / KEY_NAME,
+        encryption_key_file=directory / ENCRYPTION_KEY_NAME,
         state_dir=directory / "state",
         flash_dir=directory / "flash",
         slot_size=slot_size,
@@ -217,6 +221,10 @@ def _new_key(cfg: SecondaryConfig, key_type: str) -> dict[str, Any]:
         "keyid": key.keyid,
         "public_key": key.key.to_dict(),
     }
+    if cfg.encryption_key_file is not None:  # issue 17: its own key pair (§5.4.1)
+        enc = EncryptionPrivateKey.generate()
+        atomic_write(cfg.encryption_key_file, enc.to_pem(), mode=0o600)
+        public["encryption_key"] = enc.public_key().to_dict()
     atomic_write(
         directory / PUBLIC_NAME, (json.dumps(public, indent=2) + "\n").encode(), mode=0o644
     )

@@ -21,6 +21,7 @@ from secondary.verification import STRATEGIES
 from storage import read_capped
 from uptane import roughtime as rt
 from uptane.codec import DER, codec_for, codecs
+from uptane.encryption import EncryptionPrivateKey
 from uptane.errors import MalformedInput, UptaneError
 from uptane.limits import Limits
 
@@ -101,6 +102,9 @@ class SecondaryConfig:
     link_key_file: Path | None = None
     #: the time servers' long-term public keys (base64 files); none: unsigned time
     time_key_files: tuple[Path, ...] = ()
+    #: the ECU's X25519 encryption key (PKCS#8 PEM, §5.4.1: not the signing key); [ecu]
+    #: encryption_key. None: this ECU takes no encrypted images (issue 17)
+    encryption_key_file: Path | None = None
     #: the clock policy ([time]: min_servers, max_step_days, jump_servers)
     time_min_servers: int = 1
     time_max_step_days: float = 366.0
@@ -141,6 +145,15 @@ class SecondaryConfig:
                 raise ConfigError(f"time key {p}: {len(raw)} bytes, not {rt.KEY_BYTES}")
             out.append(rt.TimeServerKey(p.stem, raw))
         return out
+
+    def load_encryption_key(self) -> EncryptionPrivateKey | None:
+        """The ECU's encryption key, or None when it has none."""
+        if self.encryption_key_file is None:
+            return None
+        try:
+            return EncryptionPrivateKey.from_pem(read_capped(self.encryption_key_file, 4096))
+        except (OSError, UptaneError) as e:
+            raise ConfigError(f"encryption key {self.encryption_key_file}: {e}") from None
 
     def load_link_key(self) -> LinkKey | None:
         """The link key, or None when the link is not authenticated."""
@@ -214,6 +227,7 @@ class SecondaryConfig:
             time_min_servers=_get(timing, "min_servers", int, 1),
             time_max_step_days=float(_number(timing, "max_step_days") or 366.0),
             time_jump_servers=_get(timing, "jump_servers", int, 2),
+            encryption_key_file=_opt_path(ecu, "encryption_key", resolve),
         )
         cfg.check()
         return cfg
@@ -275,6 +289,9 @@ class SecondaryConfig:
                 "hardware_id": self.hardware_id,
                 "vehicle_id": self.vehicle_id,
                 "key": rel(self.key_file),
+                "encryption_key": None
+                if self.encryption_key_file is None
+                else rel(self.encryption_key_file),
                 "mode": self.mode,
                 "encoding": self.encoding,
                 "limits": self.limits_profile,
