@@ -501,6 +501,9 @@ class AgentEndpoint(SecondaryEndpoint):
             who = "" if self.authenticated else " (unauthenticated peer)"
             log.warning("refused %s%s: %s: %s", type(msg).__name__, who, e.attack, e.message)
             raise
+        except Exception:  # answered as code 1 "error" by the endpoint, which serves on
+            log.exception("%s failed inside the agent (a bug)", type(msg).__name__)
+            raise
 
 
 __all__ = [
