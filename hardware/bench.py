@@ -412,14 +412,18 @@ def _already_runs(
 
 
 def _say_delivery(d: Delivery, session: BenchSession) -> None:
-    if d.saved is not None:
+    if d.refused is not None:
+        print(
+            f"uptane-flash: the Director refused the report: {d.refused}; it is kept in "
+            f"{d.saved} (the OEM can take it with `uptane-director workshop upload`)",
+            file=sys.stderr,
+        )
+    elif d.saved is not None:
         print(
             f"uptane-flash: the Director cannot be reached; the ECU's report is kept in "
             f"{d.saved}: send it with `uptane-flash upload --session {session.directory}`",
             file=sys.stderr,
         )
-    elif d.refused is not None:
-        print(f"uptane-flash: the Director refused the report: {d.refused}", file=sys.stderr)
 
 
 def _session(args: argparse.Namespace) -> dict[str, Any]:

@@ -263,15 +263,20 @@ class BenchSession:
         return vvm.to_bytes(encoding)
 
     def deliver(self, body: bytes, encoding: str, *, label: str = "manifest") -> Delivery:
-        """Upload ``body`` to the Director; kept in the outbox when it cannot be reached."""
+        """Upload ``body`` to the Director; kept in the outbox when it cannot be reached,
+        and when it refused it (an ECU with time keys reports its last signed time, which
+        the Director's live check may find too old: the OEM can still take it as a
+        carried manifest, ``uptane-director workshop upload``)."""
         try:
-            return self._post(body, encoding)
+            d = self._post(body, encoding)
         except SessionError:
-            pass
+            d = Delivery(False)
+        if d.uploaded:
+            return d
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        path = self.outbox / f"{stamp}-{label}{codec_for(encoding).suffix}"
-        atomic_write(path, body, mode=0o644)
-        return Delivery(False, saved=path)
+        d.saved = self.outbox / f"{stamp}-{label}{codec_for(encoding).suffix}"
+        atomic_write(d.saved, body, mode=0o644)
+        return d
 
     def _post(self, body: bytes, encoding: str) -> Delivery:
         url = self.director_base().removesuffix("metadata/") + "manifest"
