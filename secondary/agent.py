@@ -64,10 +64,11 @@ from secondary.state import (
     provision_state,
 )
 from secondary.timekeeping import EcuClock
-from secondary.transfer import ImageReceiver, Transfer, check_length
+from secondary.transfer import ImageReceiver, Transfer
 from secondary.verification import Pending, Verification, Verified
 from storage import LOCAL, AtomicStore, FileSystem
 from uptane import roughtime as rt
+from uptane.encryption import EncryptionPrivateKey
 from uptane.errors import (
     ExpiredMetadata,
     MalformedInput,
@@ -114,6 +115,7 @@ class SecondaryAgent:
         time_keys: Sequence[rt.TimeServerKey] = (),
         time_policy: rt.TimePolicy | None = None,
         link_key: LinkKey | None = None,
+        encryption_key: EncryptionPrivateKey | None = None,
     ) -> None:
         limits = limits or Limits.constrained()
         self.ecu = EcuSettings(
@@ -140,6 +142,8 @@ class SecondaryAgent:
             self.state,
             checkpoint_bytes=checkpoint_bytes or 16 * limits.chunk_size,
             clock=clock,
+            ecu_id=ecu_serial,
+            encryption_key=encryption_key,  # issue 17: images encrypted for this ECU
         )
         self._pending: Pending | None = None
 
@@ -170,6 +174,7 @@ class SecondaryAgent:
             time_keys=cfg.load_time_keys(),
             time_policy=cfg.time_policy,
             link_key=cfg.load_link_key(),
+            encryption_key=cfg.load_encryption_key(),
         )
 
     #: the initial trusted state (§5.4.1): see :func:`secondary.state.provision_state`
@@ -389,7 +394,7 @@ class SecondaryAgent:
         only if the new metadata names the very same image (a Primary that retries its
         cycle resumes the transfer instead of starting again)."""
         x = self.receiver.current
-        if x is not None and (pending is None or not pending.entry.same_image(x.verifier.target)):
+        if x is not None and (pending is None or not pending.entry.same_image(x.entry)):
             self.receiver.abort("the Director's metadata no longer names this image")
         self._pending = pending
 
@@ -421,11 +426,10 @@ class SecondaryAgent:
                 f"the Director's verified targets name no new image {filename[:64]!r} "
                 f"for ECU {self.ecu_serial!r}"
             )
-        # §5.4.3.3: never take more than the signed length
-        check_length(p.entry, filename, total)
         # §5.4.3.4 against the image that runs now
         self._check_for_ecu(p.entry)
-        x = self.receiver.begin(p.entry)
+        # §5.4.3.3: never take more than the signed length (of what crosses the link)
+        x = self.receiver.begin(p.entry, filename, total)
         log.info("receiving image %s (%d bytes) into the inactive slot", filename, total)
         return x
 

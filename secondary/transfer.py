@@ -2,9 +2,14 @@
 is installed into the slot.
 
 - Chunks stream straight into the inactive slot (:class:`hardware.slots.SlotWriter`)
-  through :class:`~uptane.verify.ImageVerifier`: bytes past the signed length are refused
-  before they are written; memory is one chunk buffer and the hash states. A transfer
-  interrupted by the link resumes at the acknowledged offset.
+  through :class:`uptane.inbound.InboundImage` (issue 17): the image itself, or its
+  ciphertext (decrypted and authenticated chunk by chunk with this ECU's encryption key),
+  or a delta (applied to the running image in the active slot), or an encrypted delta;
+  what reaches the slot is the full image, through its verifier. Bytes past the signed
+  length are refused before they are written; memory is one chunk buffer (and one
+  ciphertext chunk), the patch applier's pieces and the hash states. A transfer
+  interrupted by the link resumes at the acknowledged offset (the offsets on the link
+  count the bytes that cross it: ciphertext or patch).
 - Slow retrieval (§5.4, every ECU SHALL monitor its download speed): the chunks go through
   :class:`uptane.speed.SpeedMonitor` with the agent's monotonic clock. Once a window of
   ``speed_window`` seconds averages less than ``min_bytes_per_second`` (the Limits
@@ -17,7 +22,10 @@ is installed into the slot.
 - Checkpoints: every ``checkpoint_bytes`` the slot is committed and the transfer's identity
   and durable offset are stored (TRANSFER, TRANSFER_AT in :mod:`secondary.state`), so after
   a reboot the agent verifies the metadata again, :meth:`ImageReceiver.resume` rebuilds the
-  hash states from the slot, and the transfer continues at that offset.
+  hash states from the slot, and the transfer continues at that offset (an encrypted one
+  at the last whole ciphertext chunk the slot holds, its header kept in the record). A
+  delta is not checkpointed: after a reboot it starts again (the Primary sends it from
+  byte 0), since the patch applier's state lives in RAM only.
 - :meth:`ImageReceiver.install`: :meth:`~hardware.slots.SlotManager.finish_install` (exact
   length, every hash, read-back) switches to a trial boot; the checkpoint goes either way.
 
@@ -28,6 +36,7 @@ Which image may be received, and what becomes trusted with it, is the agent's bu
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,6 +49,7 @@ from secondary.state import TRANSFER, TRANSFER_AT, AgentState
 from secondary.verification import Files
 from storage import AtomicStore
 from uptane.encoding import cbor
+from uptane.encryption import EncryptionPrivateKey, Header, ResumePoint
 from uptane.errors import (
     BadLength,
     EndlessDataAttack,
@@ -48,7 +58,8 @@ from uptane.errors import (
     SlowRetrievalAttack,
     UptaneError,
 )
-from uptane.identity import ImageIdentity
+from uptane.identity import HasIdentity, ImageIdentity
+from uptane.inbound import InboundImage
 from uptane.limits import Limits
 from uptane.metadata import TargetFile
 from uptane.speed import SpeedMonitor
@@ -59,11 +70,14 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Transfer:
-    """An image being received into the inactive slot."""
+    """An image being received into the inactive slot: ``filename`` is the entry's path,
+    ``total`` and :attr:`offset` count the bytes that cross the link (the ciphertext or
+    the patch, when that is what comes), ``entry`` is the Director's entry."""
 
     filename: str
     total: int
-    verifier: ImageVerifier
+    entry: TargetFile
+    stream: InboundImage
     writer: SlotWriter
     #: §5.4 slow retrieval: the speed of this transfer's chunks over the link
     speed: SpeedMonitor
@@ -75,7 +89,13 @@ class Transfer:
 
     @property
     def offset(self) -> int:
-        return self.writer.written
+        """Bytes received over the link."""
+        return self.stream.received
+
+    @property
+    def verifier(self) -> ImageVerifier:
+        """The full image's verifier (what the slot receives)."""
+        return self.stream.verifier
 
     def continues(self, filename: str, total: int, offset: int) -> bool:
         """Whether a chunk of ``filename`` (``total`` bytes) at ``offset`` is this
@@ -95,18 +115,20 @@ class Checkpoint:
     files: Files
     #: [[repository, version, bytes]] of the root versions sent with that metadata
     roots: list[tuple[str, int, bytes]]
+    #: the ciphertext's header, for an encrypted transfer (its chunks resume from it)
+    header: bytes | None = None
 
 
-def check_length(entry: TargetFile, filename: str, total: int) -> None:
-    """§5.4.3.3: the announced image length is the signed one (never more)."""
-    if total > entry.length:
+def check_length(entry: HasIdentity, filename: str, total: int) -> None:
+    """§5.4.3.3: the announced length is the signed one (never more): the image's, or
+    what crosses the link for it (its ciphertext's)."""
+    length = entry.identity().length
+    if total > length:
         raise EndlessDataAttack(
-            f"image {filename[:64]!r} of {total} bytes, the signed length is {entry.length}"
+            f"image {filename[:64]!r} of {total} bytes, the signed length is {length}"
         )
-    if total < entry.length:
-        raise BadLength(
-            f"image {filename[:64]!r} of {total} bytes, the signed length is {entry.length}"
-        )
+    if total < length:
+        raise BadLength(f"image {filename[:64]!r} of {total} bytes, the signed length is {length}")
 
 
 def speed_monitor(limits: Limits, filename: str) -> SpeedMonitor:
@@ -133,11 +155,16 @@ class ImageReceiver:
         *,
         checkpoint_bytes: int,
         clock: Callable[[], float],
+        ecu_id: str = "",
+        encryption_key: EncryptionPrivateKey | None = None,
     ) -> None:
         self.slots = slots
         self.flash = flash
         self.state = state
         self.limits = state.limits
+        #: this ECU's id and encryption key: what an entry encrypted for it is opened with
+        self.ecu_id = ecu_id
+        self.encryption_key = encryption_key
         #: commit the slot and store the transfer's offset every this many image bytes
         self.checkpoint_bytes = checkpoint_bytes
         #: a monotonic clock in seconds, read for the slow-retrieval check only
@@ -150,12 +177,35 @@ class ImageReceiver:
 
     # --- receiving ----------------------------------------------------------------------
 
-    def begin(self, entry: TargetFile) -> Transfer:
-        """Start receiving ``entry``'s image (its checks are the caller's) at offset 0."""
-        verifier = ImageVerifier(entry, self.limits)
-        writer = self.slots.begin_install(entry.length, entry)
+    def _stream(self, entry: TargetFile, resume: ResumePoint | int | None = None) -> InboundImage:
+        """What turns the bytes the link carries for ``entry`` into the full image: keys
+        unwrapped and a delta's base checked here, before the slot is touched."""
+        status = self.slots.status()
+        # the slot the running image is in (a delta's base; the inactive one is written)
+        running = status.booted if status.booted is not None else status.active
+
+        def read_base(offset: int, length: int) -> bytes:
+            return self.flash.read(running, offset, length)
+
+        return InboundImage(
+            entry,
+            self.ecu_id,
+            self.limits,
+            key=self.encryption_key,
+            installed=status.installed,
+            read_base=read_base,
+            resume=resume,
+        )
+
+    def begin(self, entry: TargetFile, filename: str, total: int) -> Transfer:
+        """Start receiving ``entry`` (its other checks are the caller's) at offset 0:
+        ``total`` bytes are announced for ``filename``, which must be what crosses the link
+        for this ECU (§5.4.3.3: the image's signed length, or its ciphertext's)."""
+        stream = self._stream(entry)
+        check_length(stream.wire, filename, total)
+        writer = self.slots.begin_install(stream.image.length, stream.image)
         speed = speed_monitor(self.limits, entry.path)
-        self.current = Transfer(entry.path, entry.length, verifier, writer, speed)
+        self.current = Transfer(entry.path, stream.total, entry, stream, writer, speed)
         return self.current
 
     def write(self, x: Transfer, chunk: bytes) -> None:
@@ -169,10 +219,9 @@ class ImageReceiver:
             log.warning("image transfer refused: %s", e)
             raise
         try:
-            # §4.3 endless data: the verifier refuses bytes past the signed length before
-            # they reach the slot
-            x.verifier.update(chunk)
-            x.writer.write(chunk)
+            # §4.3 endless data: the stream refuses bytes past the signed length before
+            # they reach the slot, and hands on only authenticated, verified-so-far bytes
+            x.stream.feed(chunk, x.writer.write)
         except UptaneError:
             self.abort("image chunk refused")
             raise
@@ -198,11 +247,18 @@ class ImageReceiver:
         return x
 
     def install(self, x: Transfer) -> None:
-        """Exact length, every hash, read-back, then the switch to a trial boot
-        (:meth:`SlotManager.finish_install`); the checkpoint is dropped either way."""
+        """Every stream whole (the last ciphertext chunk, the whole patch and its hashes),
+        then exact length, every hash of the full image, read-back, and the switch to a
+        trial boot (:meth:`SlotManager.finish_install`); the checkpoint is dropped either
+        way."""
         self.current = None
         try:
-            self.slots.finish_install(x.writer, x.verifier)
+            try:
+                x.stream.complete()
+            except UptaneError as e:
+                self.slots.abort_install(f"image refused: {e.message}")
+                raise
+            self.slots.finish_install(x.writer, x.stream.verifier)
         finally:
             self._forget(x)  # installed or rejected: never resumed
 
@@ -211,6 +267,8 @@ class ImageReceiver:
     def checkpoint_due(self, x: Transfer, entry: TargetFile, source: dict[str, list[Any]]) -> None:
         """Checkpoint ``x`` when ``checkpoint_bytes`` more reached the slot since the last
         one (never at the end: INSTALL follows)."""
+        if x.stream.is_delta:
+            return  # a delta starts again after a reboot (see the module doc)
         if x.writer.flushed - max(x.saved, x.tried) >= self.checkpoint_bytes and x.offset < x.total:
             self._checkpoint(x, entry, source)
 
@@ -228,11 +286,14 @@ class ImageReceiver:
             rec = {
                 "id": x.id,
                 "filename": x.filename,
-                "total": x.total,
+                "total": entry.length,
                 "slot": x.writer.slot,
                 "hashes": dict(entry.hashes),
                 **source,
             }
+            point = x.stream.checkpoint()
+            if point is not None:
+                rec["header"] = point.header  # an encrypted transfer resumes at its chunks
             self.store.write(TRANSFER, cbor.dumps(rec))
         self.store.write_json(TRANSFER_AT, {"id": x.id, "offset": durable})
         x.saved = durable
@@ -278,23 +339,46 @@ class ImageReceiver:
 
     def resume(self, cp: Checkpoint, entry: TargetFile) -> Transfer:
         """Continue ``cp`` as the transfer of ``entry`` (verified again by the caller): the
-        hash states are rebuilt from the bytes the slot holds, one chunk at a time."""
-        verifier = ImageVerifier(entry, self.limits)
+        hash states are rebuilt from the bytes the slot holds, one chunk at a time. An
+        encrypted transfer goes back to the last whole ciphertext chunk the slot holds
+        (on an erase-block boundary too, where the writer may erase from)."""
+        offset, point = self._resume_point(cp)
+        try:
+            stream = self._stream(entry, point if point is not None else offset)
+        except ValueError as e:
+            raise MalformedInput(f"the checkpoint does not fit the entry: {e}") from None
+        if stream.is_delta:
+            raise MalformedInput("a delta transfer is not resumed after a reboot")
         step = self.limits.chunk_size
-        for off in range(0, cp.offset, step):
-            verifier.update(self.flash.read(cp.slot, off, min(step, cp.offset - off)))
-        writer = self.slots.resume_install(entry, cp.offset)
+        for off in range(0, offset, step):
+            stream.verifier.update(self.flash.read(cp.slot, off, min(step, offset - off)))
+        writer = self.slots.resume_install(stream.image, offset)
         speed = speed_monitor(self.limits, entry.path)
         self.current = Transfer(
-            entry.path, entry.length, verifier, writer, speed, id=cp.id, saved=cp.offset
+            entry.path, stream.total, entry, stream, writer, speed, id=cp.id, saved=offset
         )
         return self.current
+
+    def _resume_point(self, cp: Checkpoint) -> tuple[int, ResumePoint | None]:
+        """The slot offset to resume at and, for an encrypted transfer, its chunk."""
+        if cp.header is None:
+            return cp.offset, None
+        try:
+            chunk = Header.parse(cp.header).chunk_size
+        except UptaneError:
+            raise MalformedInput("the transfer record's ciphertext header is damaged") from None
+        step = math.lcm(chunk, self.flash.erase_block or 1)
+        offset = cp.offset - cp.offset % step
+        if offset == 0:
+            raise MalformedInput("no whole ciphertext chunk is durable yet: start again")
+        return offset, ResumePoint(cp.header, offset // chunk)
 
 
 def _parse(rec: dict[str, Any], offset: Any) -> Checkpoint:
     """The TRANSFER record ``rec`` at ``offset``; MalformedInput when it is damaged."""
     filename, total, slot = rec.get("filename"), rec.get("total"), rec.get("slot")
     files, roots, hashes = rec.get("files"), rec.get("roots"), rec.get("hashes")
+    header = rec.get("header")
     if (
         not isinstance(filename, str)
         or type(total) is not int
@@ -305,6 +389,7 @@ def _parse(rec: dict[str, Any], offset: Any) -> Checkpoint:
         or not isinstance(roots, list)
         or not isinstance(hashes, dict)
         or not all(isinstance(k, str) and isinstance(v, str) for k, v in hashes.items())
+        or not (header is None or isinstance(header, bytes))
     ):
         raise MalformedInput("the transfer record is damaged")
     try:
@@ -313,4 +398,4 @@ def _parse(rec: dict[str, Any], offset: Any) -> Checkpoint:
     except (TypeError, ValueError):
         raise MalformedInput("the transfer record is damaged") from None
     image = ImageIdentity(filename, total, dict(hashes))
-    return Checkpoint(str(rec["id"]), image, slot, offset, received, sent_roots)
+    return Checkpoint(str(rec["id"]), image, slot, offset, received, sent_roots, header)

@@ -37,6 +37,7 @@ from typing import Any, ClassVar
 from hardware.slots import ImageInfo
 from secondary.ecu import EcuSettings
 from secondary.state import PENDING_TARGETS, AgentState
+from uptane.delta import produced_image
 from uptane.errors import EndlessDataAttack, MalformedInput, UptaneError
 from uptane.metadata import MapFile, Mapping, TargetFile, Targets
 from uptane.partial import PartialVerifier, listed_target
@@ -261,7 +262,8 @@ class PartialVerification(Verification):
         director = dict(pv.raw)
         director.pop("targets", None)
         pv.raw.pop("targets", None)
-        if entry is None or entry.same_image(installed):
+        # a delta counts as installed once the full image it produces runs (issue 17)
+        if entry is None or produced_image(entry).same_image(installed):
             return Verified(None, dict(self.trusted, director=dict(director, targets=targets)))
         # the new metadata is trusted together with the image it names
         if not stored:
@@ -386,7 +388,9 @@ class FullVerification(Verification):
         if map_bytes is not None:
             new["map"] = map_bytes
         approved = result.for_ecu(self.ecu.ecu_serial)
-        if approved is not None and not approved.director_target.same_image(installed):
+        if approved is not None and not produced_image(approved.director_target).same_image(
+            installed
+        ):
             source: dict[str, list[Any]] = {
                 "files": [[repo, role, data] for (repo, role), data in received.items()],
                 "roots": [[n, v, d] for n, vs in roots.items() for v, d in vs.items()],

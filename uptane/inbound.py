@@ -55,9 +55,11 @@ class InboundImage:
 
     ``key`` is the ECU's encryption key (needed when the entry is encrypted for it);
     ``installed`` the image it runs and ``read_base(offset, length)`` that image's bytes
-    (needed for a delta). ``resume`` continues an encrypted transfer after a reboot, at
-    the chunk it names (a delta does not resume after a reboot: its patch applier's state
-    is not kept; after a link cut the same object simply goes on). Raises before anything
+    (needed for a delta). ``resume`` continues a transfer after a reboot: an encrypted one
+    at the chunk a :class:`~uptane.encryption.ResumePoint` names, a plain one at a byte
+    offset; the caller feeds the bytes already held to :attr:`verifier` (a delta does not
+    resume after a reboot: its patch applier's state is not kept; after a link cut the same
+    object simply goes on). Raises before anything
     is handed on: :class:`~uptane.errors.WrongEncryptionKey`,
     :class:`~uptane.errors.KeyUnwrapFailed`, :class:`~uptane.errors.DeltaBaseMismatch`.
     """
@@ -71,7 +73,7 @@ class InboundImage:
         key: EncryptionPrivateKey | None = None,
         installed: HasIdentity | None = None,
         read_base: ReadBase | None = None,
-        resume: ResumePoint | None = None,
+        resume: ResumePoint | int | None = None,
         max_chunk_size: int = MAX_CHUNK_SIZE,
     ) -> None:
         self.entry = entry
@@ -84,22 +86,28 @@ class InboundImage:
         self._sink: Write = _ignore
         self._patch: tuple[ImageVerifier, DeltaApplier] | None = None
         if entry.delta is not None:
-            if resume is not None:
+            if resume:
                 raise ValueError("a delta transfer starts again after a reboot")
             self._patch = self._applier(entry, limits, installed, read_base)
         self.decryptor = None
-        if encrypted_for(entry, ecu_id):
+        encrypted = encrypted_for(entry, ecu_id)
+        if encrypted != isinstance(resume, ResumePoint) and resume:
+            raise ValueError("an encrypted transfer resumes at a chunk, a plain one at a byte")
+        if encrypted:
             if key is None:
                 raise WrongEncryptionKey(
                     f"{entry.path!r} is encrypted for ECU {ecu_id!r}, which holds no "
                     "encryption key: provision one and register it with the Director"
                 )
+            point = resume if isinstance(resume, ResumePoint) else None
             self.decryptor = decryptor_for(
-                entry, ecu_id, key, limits, max_chunk_size=max_chunk_size, resume=resume
+                entry, ecu_id, key, limits, max_chunk_size=max_chunk_size, resume=point
             )
             self.received = self.decryptor.received
-        elif resume is not None:
-            raise ValueError("only an encrypted transfer resumes at a chunk")
+        elif isinstance(resume, int):
+            if not 0 <= resume <= entry.length:
+                raise ValueError("resume offset outside the image")
+            self.received = resume
 
     def _applier(
         self,
