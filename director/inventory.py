@@ -61,6 +61,9 @@ ecus = sa.Table(
     sa.Column("unreachable_since", sa.BigInteger, index=True),
     sa.Column("unreachable_reason", sa.Text),
     sa.Column("last_seen", sa.BigInteger),
+    # 0009 (issue 17): the ECU's X25519 encryption public key (TUF-style JSON) and key id
+    sa.Column("encryption_key", sa.Text),
+    sa.Column("encryption_key_id", sa.String(64)),
     sa.UniqueConstraint("vehicle_id", "serial", name="uq_ecus_vehicle_serial"),
 )
 
@@ -135,6 +138,21 @@ assignments = sa.Table(
     # 0005: the campaign that made it, and whether a downgrade was forced
     sa.Column("campaign_id", sa.Integer, sa.ForeignKey("campaigns.id")),
     sa.Column("forced", sa.Boolean),
+    # 0009 (issue 17): the image goes out encrypted to the ECU's encryption key
+    sa.Column("encrypt", sa.Boolean),
+)
+
+#: 0009 (issue 17): the OEM's choice of encryption per image (scope "image", value a
+#: target path) or per hardware id (scope "hardware"); director.encrypting reads them
+encryption_rules = sa.Table(
+    "encryption_rules",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("scope", sa.String(16), nullable=False),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("encrypt", sa.Boolean, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+    sa.UniqueConstraint("scope", "value", name="uq_encryption_rules_scope_value"),
 )
 
 groups = sa.Table(
