@@ -164,3 +164,42 @@ def test_the_session_writes_what_the_director_takes(tmp_path: Path) -> None:
     )
     with pytest.raises(ValueError, match="exists"):
         BenchSession.create(tmp_path / "bench", VIN)
+
+
+def test_the_bench_manifest_names_the_ecus_not_on_the_cable(tmp_path: Path) -> None:
+    """§5.3.2.1: every registered ECU is represented once; the laptop names the bench
+    vehicle's other ECUs unreachable, inside what it signs."""
+    from datetime import timedelta
+
+    from uptane.keys import PrivateKey
+    from uptane.manifest import (
+        EcuVersionReport,
+        InstalledImage,
+        SignedManifest,
+        check_manifest_against_inventory,
+        decode_vehicle_manifest,
+    )
+
+    s = BenchSession.create(tmp_path / "bench", VIN, ecus=("door-2", ECU))
+    ecu_key = PrivateKey.generate()
+    report = SignedManifest(
+        EcuVersionReport(
+            ECU,
+            InstalledImage("", 0, {"sha256": "00" * 32}),
+            datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1),
+            nonce=b"n" * 16,
+        ),
+        encoding="der",
+    )
+    report.sign(ecu_key)
+    body = s.manifest(report.to_bytes(), "der")
+    vvm = decode_vehicle_manifest(body, PRIMARY, "der")
+    assert [u.ecu_id for u in vvm.signed.unreachable] == ["door-2"]
+    door = PrivateKey.generate().key
+    _, reports = check_manifest_against_inventory(
+        vvm,
+        vehicle_id=VIN,
+        primary_id="bench",
+        ecu_keys={"bench": s.key().key, ECU: ecu_key.key, "door-2": door},
+    )
+    assert set(reports) == {"bench", ECU}
