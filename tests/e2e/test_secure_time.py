@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import re
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -128,6 +129,12 @@ def token_for(client: LinkClient, servers: list[TimeServerAddress], *, mine: boo
     return commitment.token(0, [r for r in got if r is not None]).to_bytes()
 
 
+def _past(second: int) -> None:
+    """Wait until the wall clock is past ``second`` (the time server reads the same one)."""
+    while time.time() < second + 1.2:
+        time.sleep(0.1)
+
+
 def server_address(stack: Stack) -> TimeServerAddress:
     host, port = stack.time_address.rsplit(":", 1)
     return TimeServerAddress(host, int(port), read_public(stack.time_key))
@@ -205,6 +212,9 @@ def test_each_time_refusal_is_named_and_moves_no_clock(tmp_path: Path) -> None:
         server = server_address(stack)
         rogue = rogue_time_server(stack)
         with bench(stack) as tool:
+            # a signed time in the provisioned second would not move the clock (it never
+            # moves back, and an equal time is not written): let that second pass first
+            _past(clock_of(stack)["latest"])
             good = token_for(tool, [server])
             tool.put_time(0, good)  # the genuine path works over this wire
             before = clock_of(stack)
