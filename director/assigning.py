@@ -9,7 +9,7 @@ An assignment that needs another ECU's assignment installed first records it in
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -27,6 +27,7 @@ from director.dependencies import (
     check_downgrade,
     prerequisite,
 )
+from director.encrypting import wants_encryption
 from director.lifecycle import ASSIGNMENT, IN_FLIGHT, INSTALLED, PENDING
 from uptane.metadata import TargetFile
 
@@ -112,11 +113,17 @@ def insert_checked(
     *,
     force: bool = False,
     campaign_id: int | None = None,
+    encrypt: Mapping[str, bool | None] | None = None,
 ) -> list[int]:
     """Record assignments of one vehicle (ECU row, Image-repository entry) after the
     checks of :mod:`director.dependencies`, in an order where each prerequisite comes
     first; returns their ids in the order given. Raises (and records nothing) when one
-    is refused."""
+    is refused. ``encrypt`` (by ECU serial) is an assignment's own choice of encryption;
+    otherwise the OEM's rules decide (:func:`director.encrypting.wants_encryption`)."""
+    sealed = {
+        ecu.serial: encryption_choice(conn, ecu, tf, (encrypt or {}).get(ecu.serial))
+        for ecu, tf in entries
+    }
     vehicle, open_ids = read_vehicle(conn, vid, vin)
     rules = {e.serial: Rules.of(tf.custom_extra, tf.path) for e, tf in entries}
     also = {
@@ -151,10 +158,32 @@ def insert_checked(
             wait = waits[ecu.serial]
             depends = _prerequisite_id(wait, ids, open_ids)
             ids[ecu.serial] = _insert(
-                conn, vid, ecu, tf, now, depends, campaign_id=campaign_id, forced=force
+                conn,
+                vid,
+                ecu,
+                tf,
+                now,
+                depends,
+                campaign_id=campaign_id,
+                forced=force,
+                encrypt=sealed[ecu.serial],
             )
         pending = [p for p in pending if p[0].serial not in ids]
     return [ids[e.serial] for e, _ in entries]
+
+
+def encryption_choice(conn: Connection, ecu: Any, tf: TargetFile, explicit: bool | None) -> bool:
+    """Whether ``tf`` goes to ``ecu`` encrypted (issue 17): the assignment's choice or the
+    OEM's rules; Invalid when it should be but the ECU has no encryption key registered."""
+    if not wants_encryption(conn, tf.path, ecu.hardware_id, explicit):
+        return False
+    if ecu.encryption_key is None:
+        raise Invalid(
+            f"ECU {ecu.serial} has no encryption key registered, and {tf.path[:200]!r} goes to"
+            " it encrypted: register its key (provisioning prints it) or assign it"
+            " unencrypted"
+        )
+    return True
 
 
 def _prerequisite_id(wait: str | None, new: dict[str, int], existing: dict[str, int]) -> int | None:
@@ -175,6 +204,7 @@ def _insert(
     *,
     campaign_id: int | None,
     forced: bool,
+    encrypt: bool = False,
 ) -> int:
     """Record a new assignment; Conflict if the ECU already has one waiting."""
     a = inv.assignments
@@ -184,10 +214,10 @@ def _insert(
             f"ECU {ecu.serial} already has pending assignment {busy.id}; cancel it first"
         )
     values = _assignment_values(vid, ecu, tf, now)
-    values.update(depends_on=depends_on, campaign_id=campaign_id, forced=forced)
+    values.update(depends_on=depends_on, campaign_id=campaign_id, forced=forced, encrypt=encrypt)
     key = conn.execute(a.insert().values(**values)).inserted_primary_key
     assert key is not None  # an INSERT of one row into a table with a primary key
     return int(key[0])
 
 
-__all__ = ["OPEN", "insert_checked", "read_vehicle"]
+__all__ = ["OPEN", "encryption_choice", "insert_checked", "read_vehicle"]

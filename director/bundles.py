@@ -19,7 +19,7 @@ those images.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -28,9 +28,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from director import inventory as inv
-from director.assigning import insert_checked
+from director.assigning import encryption_choice, insert_checked
 from director.common import Invalid, NotFound, Unavailable, epoch, iso
 from director.config import Config
+from director.encrypting import Sealer, bundle_targets
 from director.imageview import ImageRepoView
 from director.lifecycle import (
     ASSIGNMENT,
@@ -70,21 +71,6 @@ def _assigned_image(assignment: Any) -> ImageIdentity:
     return ImageIdentity(assignment.target_path, assignment.length, json.loads(assignment.hashes))
 
 
-def _target_of(r: Any) -> TargetFile:
-    """The targets entry of an assignment row, copied from the Image repository's entry:
-    length, hashes, release counter, hardware ids and the SHALL-match section (§5.4.4.2
-    step 10.2)."""
-    custom = json.loads(r.image_custom or "{}")
-    return TargetFile(
-        r.target_path,
-        r.length,
-        json.loads(r.hashes),
-        hardware_ids=list(custom.get("hardwareIds") or []),
-        release_counter=r.release_counter,
-        shall_match=custom.get("shallMatch"),
-    )
-
-
 class Bundles:
     """Assignments and the bundle each vehicle has in flight."""
 
@@ -97,6 +83,7 @@ class Bundles:
         *,
         clock: Callable[[], datetime],
         config: Config,
+        sealer: Sealer | None = None,
     ) -> None:
         self.engine = engine
         self.fleet = fleet
@@ -104,18 +91,26 @@ class Bundles:
         self.image_view = image_view
         self.clock = clock
         self.config = config
+        #: deltas and encryption for a bundle's entries (director.encrypting)
+        self.sealer = sealer
 
     # --- assigning --------------------------------------------------------------------------
 
     def assign(
-        self, vin: str, items: Iterable[tuple[str, str]], *, force: bool = False
+        self,
+        vin: str,
+        items: Iterable[tuple[str, str]],
+        *,
+        force: bool = False,
+        encrypt: Mapping[str, bool | None] | None = None,
     ) -> list[dict[str, Any]]:
         """Assign images to ECUs of one vehicle: ``items`` are (ECU serial, target path).
         Each image must be in the Image repository, fit the ECU's hardware id, and pass
         the dependency, conflict and downgrade checks (``force``: allow a downgrade). The
         assignments go out together with every other pending one of the vehicle, as one
         bundle, once no earlier bundle is in flight; one that needs another's image
-        installed first goes out after it."""
+        installed first goes out after it. ``encrypt`` (by ECU serial): that assignment's
+        choice of encryption, else the OEM's rules (:mod:`director.encrypting`)."""
         items = list(items)
         if not items:
             raise Invalid("no assignments given")
@@ -133,11 +128,24 @@ class Bundles:
             if ecu is None:
                 raise NotFound(f"vehicle {vin} has no ECU {serial[:64]!r}")
             entries.append((ecu, self.image_entry(path, ecu.hardware_id)))
+        self._prepare(entries, encrypt or {})
         now = self.clock()
         with self.engine.begin() as conn:
-            ids = insert_checked(conn, vid, vin, entries, now, force=force)
+            ids = insert_checked(conn, vid, vin, entries, now, force=force, encrypt=encrypt)
             self.issue(conn, vid, vin, now)
         return self.fleet.list_assignments(ids=ids)
+
+    def _prepare(
+        self, entries: list[tuple[Any, TargetFile]], encrypt: Mapping[str, bool | None]
+    ) -> None:
+        """Encrypt, before the transaction that sends them, the images that go out
+        encrypted (once per image: later bundles find the ciphertext ready)."""
+        if self.sealer is None:
+            return
+        with self.engine.connect() as conn:
+            for ecu, tf in entries:
+                if encryption_choice(conn, ecu, tf, encrypt.get(ecu.serial)):
+                    self.sealer.store.ensure(tf)
 
     def cancel(self, assignment_id: int) -> dict[str, Any]:
         """Cancel a pending assignment. One already sent to the vehicle cannot be
@@ -254,24 +262,11 @@ class Bundles:
                 )
             )
 
-    @staticmethod
-    def _bundle_targets(conn: Connection, bid: int) -> list[TargetFile]:
-        """The targets entries of bundle ``bid`` (a withdrawn assignment no longer counts):
-        one per image, naming every ECU of the bundle it is for (``custom.ecuIdentifiers``)
-        and their hardware ids."""
-        rows = conn.execute(
-            sa.select(inv.assignments, inv.ecus.c.serial)
-            .join(inv.ecus, inv.ecus.c.id == inv.assignments.c.ecu_id)
-            .where(inv.assignments.c.bundle_id == bid, inv.assignments.c.state != CANCELLED)
-            .order_by(inv.assignments.c.id)
-        ).all()
-        out: dict[str, TargetFile] = {}
-        for r in rows:
-            tf = out.setdefault(r.target_path, _target_of(r))
-            tf.ecu_ids[r.serial] = r.hardware_id
-            if r.hardware_id not in tf.hardware_ids:
-                tf.hardware_ids.append(r.hardware_id)
-        return list(out.values())
+    def _bundle_targets(self, conn: Connection, bid: int) -> list[TargetFile]:
+        """The targets entries of bundle ``bid``: one per image (or delta), each naming
+        its ECUs, sealed for those that use encryption
+        (:func:`director.encrypting.bundle_targets`)."""
+        return bundle_targets(conn, bid, self.sealer)
 
     def advance(
         self,

@@ -36,8 +36,8 @@ from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
 
+from director import encrypting, keyrotation
 from director import inventory as inv
-from director import keyrotation
 from director.bundles import Bundles
 from director.campaigns import Campaigns, CampaignSpec
 from director.common import (
@@ -60,6 +60,7 @@ from director.config import (
     default_offline_dir,
     hash_token,
 )
+from director.encrypting import CIPHERTEXTS, CiphertextStore, ImageSource, Sealer
 from director.groups import Groups
 from director.imageview import ImageRepoView, source_for
 from director.lifecycle import IllegalTransition
@@ -70,6 +71,7 @@ from director.vehicles import EcuSpec, Fleet, key_from_json
 from director.watch import FileWatch
 from keystore import KeySource
 from storage import atomic_write
+from uptane.encryption import EncryptionPublicKey
 from uptane.errors import BadEcuId
 from uptane.keys import ED25519
 from uptane.limits import Limits
@@ -113,6 +115,9 @@ class Director:
             encodings=self.encodings,
         )
         self.fleet = Fleet(self.engine, self.publisher, clock=clock, limits=self.limits)
+        #: encrypted images and deltas (issue 17): ciphertexts in DIR/ciphertexts
+        source = ImageSource(self.config.image_repo, lambda: self.image_view, self.limits)
+        self.ciphertexts = CiphertextStore(self.dir / CIPHERTEXTS, source)
         self.bundles = Bundles(
             self.engine,
             self.fleet,
@@ -120,6 +125,7 @@ class Director:
             lambda: self.image_view,
             clock=clock,
             config=self.config,
+            sealer=Sealer(self.ciphertexts, lambda: self.image_view),
         )
         self.groups = Groups(self.engine, clock=clock)
         self.campaigns = Campaigns(self.engine, self.bundles, self.groups, clock=clock)
@@ -294,12 +300,37 @@ class Director:
     # --- assignments and bundles (director.bundles) ------------------------------------------
 
     def assign(
-        self, vin: str, items: Iterable[tuple[str, str]], *, force: bool = False
+        self,
+        vin: str,
+        items: Iterable[tuple[str, str]],
+        *,
+        force: bool = False,
+        encrypt: dict[str, bool | None] | None = None,
     ) -> list[dict[str, Any]]:
         """Assign images to ECUs of one vehicle (ECU serial, target path); one bundle, or
         several when one image needs another installed first (``force``: allow a
-        downgrade)."""
-        return self.bundles.assign(vin, items, force=force)
+        downgrade; ``encrypt``: by ECU serial, encrypt or not, else the rules decide)."""
+        return self.bundles.assign(vin, items, force=force, encrypt=encrypt)
+
+    # --- encryption (director.encrypting) ------------------------------------------------------
+
+    def set_encryption_key(self, vin: str, serial: str, key: EncryptionPublicKey) -> Any:
+        """Register an ECU's (new) encryption public key."""
+        return self.fleet.set_encryption_key(vin, serial, key)
+
+    def set_encryption_rule(self, scope: str, value: str, encrypt: bool | None) -> Any:
+        """Encrypt (or not; None: no rule) what is assigned from now on for an image
+        (``scope`` "image") or a hardware id (``scope`` "hardware")."""
+        with self.engine.begin() as conn:
+            return encrypting.set_rule(conn, scope, value, encrypt, self.clock())
+
+    def encryption_rules(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return encrypting.list_rules(conn)
+
+    def ciphertext(self, name: str) -> Path | None:
+        """The file of a ciphertext this Director made (``HASH.enc``), or None."""
+        return self.ciphertexts.path(name)
 
     # --- campaigns and groups (director.campaigns, director.groups) --------------------------
 

@@ -24,7 +24,7 @@ from typing import Any
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
@@ -46,6 +46,7 @@ from director.httpcommon import (
     periodic_lifespan,
     read_body,
 )
+from director.vehicles import encryption_key_from_json
 from uptane.codec import JSON_CODEC, Codec, codecs, for_filename, for_media_type
 from uptane.errors import MalformedInput
 
@@ -55,6 +56,9 @@ class EcuIn(BaseModel):
     hardware_id: str = Field(max_length=128)
     public_key: dict[str, Any] = Field(description="TUF key: keytype, scheme, keyval.public")
     primary: bool = False
+    encryption_key: dict[str, Any] | None = Field(
+        None, description="its X25519 encryption key (keytype x25519), as provisioning prints it"
+    )
 
 
 class VehicleIn(BaseModel):
@@ -65,6 +69,15 @@ class VehicleIn(BaseModel):
 class AssignmentIn(BaseModel):
     ecu: str = Field(max_length=128, description="ECU serial")
     target: str = Field(max_length=4096, description="target path in the Image repository")
+    encrypt: bool | None = Field(
+        None, description="send the image encrypted to this ECU (default: the encryption rules)"
+    )
+
+
+class EncryptionRuleIn(BaseModel):
+    scope: str = Field(max_length=16, description='"image" (a target path) or "hardware"')
+    value: str = Field(max_length=4096, description="the target path or the hardware id")
+    encrypt: bool | None = Field(description="encrypt or not; null removes the rule")
 
 
 class AssignmentsIn(BaseModel):
@@ -126,7 +139,14 @@ def _manifest_codec(content_type: str) -> Codec:
 
 
 def _spec(e: EcuIn, director: Director) -> EcuSpec:
-    return EcuSpec(e.serial, e.hardware_id, key_from_json(e.public_key, director.limits), e.primary)
+    enc = (
+        None
+        if e.encryption_key is None
+        else encryption_key_from_json(e.encryption_key, director.limits)
+    )
+    return EcuSpec(
+        e.serial, e.hardware_id, key_from_json(e.public_key, director.limits), e.primary, enc
+    )
 
 
 def create_app(
@@ -196,6 +216,15 @@ def _vehicle_routes(app: FastAPI, d: Director) -> None:
         data = await read_body(request, d.config.max_body_bytes)
         return await run_in_threadpool(d.process_manifest, vin, data, codec.name)
 
+    @app.get("/vehicles/{vin}/images/{name}", tags=["vehicle"])
+    def get_ciphertext(vin: str, name: str) -> Response:
+        """An encrypted image (``HASH.enc``) the Director made (issue 17); its length and
+        hashes are in the vehicle's signed targets."""
+        path = d.ciphertext(name)
+        if path is None:
+            raise HTTPException(404, "no such encrypted image")
+        return FileResponse(path, media_type="application/octet-stream")
+
 
 def _admin_routes(app: FastAPI, d: Director) -> None:
     """The OEM's API: reads take an admin or viewer token, changes an admin token."""
@@ -236,6 +265,20 @@ def _admin_routes(app: FastAPI, d: Director) -> None:
     def add_ecu(vin: str, body: EcuIn) -> Any:
         return d.add_ecu(vin, _spec(body, d))
 
+    @app.put("/api/vehicles/{vin}/ecus/{serial}/encryption-key", dependencies=guard, tags=["admin"])
+    def set_encryption_key(vin: str, serial: str, body: dict[str, Any]) -> Any:
+        """Register an ECU's current encryption key (a re-provisioned ECU)."""
+        return d.set_encryption_key(vin, serial, encryption_key_from_json(body, d.limits))
+
+    @app.get("/api/encryption/rules", dependencies=read, tags=["admin"])
+    def encryption_rules() -> Any:
+        return d.encryption_rules()
+
+    @app.put("/api/encryption/rules", dependencies=guard, tags=["admin"])
+    def set_encryption_rule(body: EncryptionRuleIn) -> Any:
+        """Encrypt (or not) what is assigned from now on for an image or a hardware id."""
+        return d.set_encryption_rule(body.scope, body.value, body.encrypt)
+
     _assignment_routes(app, d, guard, read)
     campaign_routes(app, d, guard, read)
     group_routes(app, d, guard, read)
@@ -251,7 +294,12 @@ def _assignment_routes(app: FastAPI, d: Director, guard: list[Any], read: list[A
         """Assign images to ECUs of one vehicle; they go out as one bundle, or in order when
         one image requires another installed first. Dependencies, conflicts and downgrades
         are refused with their reason (409)."""
-        return d.assign(vin, [(a.ecu, a.target) for a in body.assignments], force=body.force)
+        return d.assign(
+            vin,
+            [(a.ecu, a.target) for a in body.assignments],
+            force=body.force,
+            encrypt={a.ecu: a.encrypt for a in body.assignments},
+        )
 
     @app.get("/api/assignments", dependencies=read, tags=["admin"])
     def list_assignments(vin: str | None = None, state: str | None = None) -> Any:

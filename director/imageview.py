@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from uptane.errors import EndlessDataAttack, TargetNotFound
+from uptane.errors import EndlessDataAttack, TargetNotFound, UptaneError
 from uptane.limits import Limits
 from uptane.metadata import JSON, TargetFile
 from uptane.repository import metadata_filename
@@ -124,3 +124,23 @@ class ImageRepoView:
                 )
         check_hardware_id(tf, hardware_id, repository="image")  # the core's one check
         return tf
+
+    def find(self, path: str, hardware_id: str) -> TargetFile | None:
+        """The entry for ``path`` for an ECU of ``hardware_id``, or None when no role lists
+        it (or lists it for other hardware), from metadata at most ``max_age`` old: no
+        refresh on a miss (a delta looked up while a bundle is signed; issue 17)."""
+        self.refresh()
+        with self._lock:
+            try:
+                tf = self.trust.find_target(
+                    path, self.source, self.clock(), hardware_id=hardware_id
+                )
+                check_hardware_id(tf, hardware_id, repository="image")
+            except UptaneError:
+                return None
+        return tf
+
+    @property
+    def consistent_snapshot(self) -> bool:
+        """Whether the Image repository names its images ``DIR/HASH.NAME`` (§5.2.7)."""
+        return bool(self.trust.root.signed.consistent_snapshot)

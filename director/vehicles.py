@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection, Engine
 from director import inventory as inv
 from director.common import ECU_RE, HWID_RE, VIN_RE, Conflict, Invalid, NotFound, epoch, iso
 from director.publishing import Publisher
+from uptane.encryption import EncryptionPublicKey
 from uptane.errors import UptaneError
 from uptane.keys import Key
 from uptane.limits import Limits
@@ -26,12 +27,14 @@ from uptane.limits import Limits
 
 @dataclass
 class EcuSpec:
-    """An ECU to register: its serial (ECU id), hardware id, public key, primary flag."""
+    """An ECU to register: its serial (ECU id), hardware id, public key, primary flag,
+    and its encryption public key (issue 17; None: images go to it unencrypted)."""
 
     serial: str
     hardware_id: str
     public_key: Key
     primary: bool = False
+    encryption_key: EncryptionPublicKey | None = None
 
 
 def key_from_json(d: Any, limits: Limits | None = None) -> Key:
@@ -40,6 +43,15 @@ def key_from_json(d: Any, limits: Limits | None = None) -> Key:
         return Key.from_dict(d, limits or Limits.primary())
     except UptaneError as e:
         raise Invalid(f"bad public key: {e}") from None
+
+
+def encryption_key_from_json(d: Any, limits: Limits | None = None) -> EncryptionPublicKey:
+    """An ECU encryption public key from its JSON form (keytype x25519); Invalid if it is
+    not one (a signing key in its place included)."""
+    try:
+        return EncryptionPublicKey.from_dict(d, limits or Limits.primary())
+    except UptaneError as e:
+        raise Invalid(f"bad encryption key: {e}") from None
 
 
 def _check_ecu(e: EcuSpec) -> None:
@@ -68,6 +80,16 @@ def _check_vehicle(vin: str, ecus: list[EcuSpec], limits: Limits) -> None:
         _check_ecu(e)
 
 
+def _encryption_values(key: EncryptionPublicKey | None) -> dict[str, Any]:
+    """The ``ecus`` columns of an encryption public key (both None without one)."""
+    if key is None:
+        return {"encryption_key": None, "encryption_key_id": None}
+    return {
+        "encryption_key": json.dumps(key.to_dict(), sort_keys=True),
+        "encryption_key_id": key.keyid,
+    }
+
+
 def _inserted_id(result: sa.CursorResult[Any]) -> int:
     """The primary key of the row an INSERT just made."""
     key = result.inserted_primary_key
@@ -84,6 +106,7 @@ def _ecu_dict(e: Any) -> dict[str, Any]:
         "primary": bool(e.is_primary),
         "key_id": e.key_id,
         "public_key": json.loads(e.public_key),
+        "encryption_key": None if e.encryption_key is None else json.loads(e.encryption_key),
         "installed": None
         if e.installed_path is None
         else {
@@ -188,8 +211,26 @@ class Fleet:
                 public_key=json.dumps(e.public_key.to_dict(), sort_keys=True),
                 key_id=e.public_key.keyid,
                 is_primary=e.primary,
+                **_encryption_values(e.encryption_key),
             )
         )
+
+    def set_encryption_key(
+        self, vin: str, serial: str, key: EncryptionPublicKey | None
+    ) -> dict[str, Any]:
+        """Register (or, with None, remove) an ECU's encryption public key: a re-provisioned
+        ECU reports ``encryption-key-mismatch`` until its current key is here. Bundles
+        already out keep the key they were wrapped to; the next one uses this."""
+        with self.engine.begin() as conn:
+            vid = self.vehicle_id(conn, vin)
+            done = conn.execute(
+                inv.ecus.update()
+                .where(inv.ecus.c.vehicle_id == vid, inv.ecus.c.serial == serial)
+                .values(**_encryption_values(key))
+            )
+            if done.rowcount != 1:
+                raise NotFound(f"vehicle {vin} has no ECU {serial[:64]!r}")
+        return self.vehicle_status(vin)
 
     # --- lookups ----------------------------------------------------------------------------
 
@@ -329,4 +370,4 @@ class Fleet:
         ]
 
 
-__all__ = ["EcuSpec", "Fleet", "key_from_json"]
+__all__ = ["EcuSpec", "Fleet", "encryption_key_from_json", "key_from_json"]
