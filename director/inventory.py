@@ -259,6 +259,52 @@ offline_bundles = sa.Table(
     sa.Column("sha256", sa.String(64), nullable=False),
 )
 
+#: 0010 (issue 19): named API tokens (only their SHA-256), scopes "read assign campaign
+#: keys admin", expiry and revocation (director/tokens.py)
+api_tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("token_sha256", sa.String(64), nullable=False, unique=True),
+    sa.Column("scopes", sa.String(128), nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("created_by", sa.String(128)),
+    sa.Column("expires_at", sa.BigInteger),
+    sa.Column("revoked_at", sa.BigInteger),
+)
+
+#: 0010: every change made through the API or the CLI (director/audit.py)
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("at", sa.BigInteger, nullable=False, index=True),
+    sa.Column("actor", sa.String(128), nullable=False),
+    sa.Column("action", sa.String(256), nullable=False),
+    sa.Column("target", sa.Text),
+    sa.Column("status", sa.Integer),
+    sa.Column("request_id", sa.String(64), index=True),
+    sa.Column("node", sa.String(128)),
+    sa.Column("detail", sa.Text),
+)
+
+#: 0010: client certificates bound to vehicles for mutual TLS (director/certs.py)
+vehicle_certificates = sa.Table(
+    "vehicle_certificates",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("fingerprint", sa.String(64), nullable=False, unique=True),
+    sa.Column("vehicle_id", sa.Integer, sa.ForeignKey("vehicles.id"), nullable=False),
+    sa.Column("vin", sa.String(64), nullable=False, index=True),
+    sa.Column("serial", sa.String(64), nullable=False),
+    sa.Column("issuer", sa.String(16), nullable=False),
+    sa.Column("not_after", sa.BigInteger, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("revoked_at", sa.BigInteger),
+    sa.Column("pem", sa.Text, nullable=False),
+)
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
