@@ -105,6 +105,11 @@ class Publisher:
         #: signed bytes per VIN, least recently used first, at most ``cache_vehicles``
         self._cache: OrderedDict[str, _Cached] = OrderedDict()
         self._cache_lock = threading.Lock()
+        #: bumped by every invalidation: a cache fill that raced one is not kept
+        self._generation = 0
+        #: called in the transaction of every change of a vehicle's metadata, to tell the
+        #: other nodes at commit (director.cluster)
+        self.on_change: Callable[[Connection, str], None] | None = None
 
     # --- keys and root ----------------------------------------------------------------------
 
@@ -185,6 +190,8 @@ class Publisher:
         else:
             conn.execute(vm.update().where(vm.c.vin == vin).values(**values))
         self.invalidate(vin)
+        if self.on_change is not None:
+            self.on_change(conn, vin)
         return b.targets.version
 
     def _builder(self, vin: str, now: datetime) -> RepositoryBuilder:
@@ -269,9 +276,14 @@ class Publisher:
 
     # --- serving ----------------------------------------------------------------------------
 
-    def invalidate(self, vin: str) -> None:
+    def invalidate(self, vin: str | None = None) -> None:
+        """Drop ``vin``'s signed bytes from memory (every vehicle's when None)."""
         with self._cache_lock:
-            self._cache.pop(vin, None)
+            self._generation += 1
+            if vin is None:
+                self._cache.clear()
+            else:
+                self._cache.pop(vin, None)
 
     def cached_file(self, vin: str, name: str) -> bytes | None:
         """What :meth:`metadata_file` answers, when the answer is a fresh cache hit; None
@@ -327,6 +339,7 @@ class Publisher:
         if c is not None:
             return c
         mono = time.monotonic()
+        generation = self._generation
         now = self.clock()
         vm = inv.vehicle_metadata
         with self.engine.connect() as conn:
@@ -345,7 +358,8 @@ class Publisher:
             assert row is not None
         c = self._entry(row, mono)
         with self._cache_lock:
-            self._cache[vin] = c
+            if generation == self._generation:  # no change landed meanwhile
+                self._cache[vin] = c
             while len(self._cache) > self.config.cache_vehicles:
                 self._cache.popitem(last=False)
         return c
