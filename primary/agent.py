@@ -99,7 +99,9 @@ class Primary:
         self.own = (
             None
             if config.flash_dir is None
-            else OwnSlots(config.flash_dir, config.slot_size, self.limits, fs=fs)
+            else OwnSlots(
+                config.flash_dir, config.slot_size, self.limits, fs=fs, ecu_id=config.ecu_serial
+            )
         )
         self._http = urllib3.PoolManager(
             timeout=urllib3.Timeout(connect=fc.connect_timeout, read=fc.read_timeout),

@@ -19,6 +19,7 @@ from primary.fetcher import Fetcher
 from primary.lifecycle import Event, Outcome, advance
 from primary.state import CycleRecord, Pending, PrimaryState, image_of
 from primary.timekeeping import Timekeeper
+from uptane.delta import produced_image
 from uptane.errors import DropRequestAttack, FetchError, InsufficientSpace, LinkTimeout, UptaneError
 from uptane.identity import ImageIdentity, same_image
 from uptane.keys import PrivateKey
@@ -146,7 +147,7 @@ class Cycle:
         """The ECU runs ``p``'s image: the update is done."""
         advance(p, Event.INSTALLED)
         record = self.record
-        record.installed[p.ecu_id] = p.target
+        record.installed[p.ecu_id] = produced_image(p.target)  # a delta's full image
         record.pending.pop(p.ecu_id, None)
         record.results[p.ecu_id] = {"outcome": Outcome.INSTALLED.value, "filename": p.target.path}
         self.result.installed[p.ecu_id] = p.target.path

@@ -32,6 +32,8 @@ from primary.secondaries import (
 )
 from primary.state import Pending
 from primary.verify import Trusts
+from uptane.delta import produced_image
+from uptane.encryption import transport_target
 from uptane.errors import UptaneError
 from uptane.identity import same_image
 from uptane.trust import check_not_expired
@@ -58,7 +60,9 @@ def deliver(
     mine = cy.record.pending.get(own_id)
     if mine is not None:
         to_own_slots(cy, own, mine, trusts)
-    cy.state.prune_images([p.target for p in cy.record.pending.values()])
+    cy.state.prune_images(
+        [transport_target(p.target, p.ecu_id) for p in cy.record.pending.values()]
+    )
     cy.save()
 
 
@@ -108,11 +112,14 @@ def _transfer(
     cy: Cycle, port: SecondaryPort, p: Pending, files: list[MetadataFile], now: datetime
 ) -> bool:
     """The metadata and the image, idempotently; False when the ECU already runs the
-    image (nothing to send or install)."""
-    ecu_id, path, length = p.ecu_id, p.target.path, p.target.length
-    # idempotence: ask first, so a restart never sends or installs twice
+    image (nothing to send or install). What goes over the link is what the Primary
+    downloaded for this ECU: the image, its ciphertext, a delta (issue 17)."""
+    wire = transport_target(p.target, p.ecu_id)
+    ecu_id, path, length = p.ecu_id, p.target.path, wire.length
+    # idempotence: ask first, so a restart never sends or installs twice (a delta is
+    # installed once its full image runs)
     status = port.status()
-    if status_has(status, path):
+    if status_has(status, produced_image(p.target).path):
         cy.say(f"{ecu_id}: already has {path}")
         return False
     held = transfer_of(status, path, length)
@@ -135,7 +142,7 @@ def _transfer(
         # which image this transfer is, recorded before any byte of it goes
         cy.set_sending(ecu_id, p.target)
         start = port.send_image(
-            cy.state.image_path(p.target),
+            cy.state.image_path(wire),
             path,
             length,
             progress=cy.progress(f"send {path} to {ecu_id}"),

@@ -2,7 +2,10 @@
 
 Each image goes through :meth:`primary.fetcher.Fetcher.download_to`: free space checked
 first, never more than the signed length, every hash checked by the core's
-:class:`~uptane.verify.ImageVerifier`, a ``.part`` file resumed by the next cycle. An
+:class:`~uptane.verify.ImageVerifier`, a ``.part`` file resumed by the next cycle. For an
+ECU the Director encrypts for, that is the ciphertext (its length and hashes from the
+signed entry, :func:`uptane.encryption.transport_target`): the Primary never holds the
+plaintext, nor a key to it (issue 17). A delta is downloaded like any image. An
 image already in storage (a download that finished before a crash) is checked, not
 fetched again. :func:`download` says whether the whole bundle is here: nothing goes to
 any ECU before it is (§4.3 partial bundle).
@@ -14,6 +17,7 @@ from primary.cycle import Cycle
 from primary.fetcher import file_holds
 from primary.lifecycle import Event, Step, advance
 from primary.state import Pending
+from uptane.encryption import transport_target
 from uptane.errors import UptaneError
 from uptane.verify import ImageVerifier
 
@@ -34,19 +38,21 @@ def download(cy: Cycle) -> bool:
 
 
 def _download_one(cy: Cycle, p: Pending) -> None:
-    dest = cy.state.image_path(p.target)
-    if file_holds(p.target, dest, cy.limits):  # a download finished before a crash
+    wire = transport_target(p.target, p.ecu_id)  # the ciphertext, for an encrypted entry
+    dest = cy.state.image_path(wire)
+    if file_holds(wire, dest, cy.limits):  # a download finished before a crash
         advance(p, Event.DOWNLOADED)
         cy.save()
         return
     path = p.target.path
-    cy.say(f"downloading {path} for {p.ecu_id} ({p.target.length} bytes)")
+    what = "encrypted " if wire is not p.target else ""
+    cy.say(f"downloading {what}{path} for {p.ecu_id} ({wire.length} bytes)")
     try:
         cy.fetcher.download_to(
             p.url or "",
             dest,
-            p.target.length,
-            ImageVerifier(p.target, cy.limits),
+            wire.length,
+            ImageVerifier(wire, cy.limits),
             progress=cy.progress(f"download {path}"),
             fs=cy.state.fs,
         )

@@ -2,8 +2,10 @@
 
 The same slot interface as the Secondaries (:class:`hardware.slots.SlotManager` over
 :class:`hardware.flash.Flash`, imported only when the Primary has slots): the image is
-streamed into the inactive slot through the core's image verifier, read back, booted as a
-trial and confirmed.
+streamed into the inactive slot through :class:`uptane.inbound.InboundImage` (a delta is
+applied to the running image, an image encrypted for the Primary decrypted with its
+encryption key; issue 17) and the full image's verifier, read back, booted as a trial and
+confirmed.
 """
 
 from __future__ import annotations
@@ -12,9 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from storage import LOCAL, FileSystem
+from uptane.delta import produced_image
+from uptane.encryption import EncryptionPrivateKey
+from uptane.errors import UptaneError
+from uptane.inbound import InboundImage
 from uptane.limits import Limits
 from uptane.metadata import TargetFile
-from uptane.verify import ImageVerifier
 
 if TYPE_CHECKING:
     from hardware.slots import ImageInfo, SlotManager
@@ -31,11 +36,16 @@ class OwnSlots:
         limits: Limits,
         *,
         fs: FileSystem = LOCAL,
+        ecu_id: str = "",
+        encryption_key: EncryptionPrivateKey | None = None,
     ) -> None:
         self.directory = directory
         self.slot_size = slot_size
         self.limits = limits
         self.fs = fs
+        #: the Primary's ECU id and encryption key (for an image encrypted for it)
+        self.ecu_id = ecu_id
+        self.encryption_key = encryption_key
 
     def open(self) -> SlotManager:
         """The slots as the device has them now (a fresh read of the boot record)."""
@@ -53,18 +63,36 @@ class OwnSlots:
         """The slots after a boot, and whether they already run ``target``."""
         slots = self.open()
         slots.boot()
-        return slots, target.same_image(slots.status().installed)
+        return slots, produced_image(target).same_image(slots.status().installed)
 
     def install(self, slots: SlotManager, target: TargetFile, image: Path) -> None:
-        """Stream ``image`` into the inactive slot through the verifier, then the
-        simulated reboot into the new slot, confirmed once it runs."""
-        writer = slots.begin_install(target.length, target)
-        verifier = ImageVerifier(target, self.limits)
-        with image.open("rb") as f:
-            while chunk := f.read(self.limits.chunk_size):
-                verifier.update(chunk)
-                writer.write(chunk)
-        slots.finish_install(writer, verifier)
+        """Stream ``image`` (what was downloaded for ``target``: the image, a delta, a
+        ciphertext) into the inactive slot as the full image, through its verifier, then
+        the simulated reboot into the new slot, confirmed once it runs."""
+        st = slots.status()
+        running = st.booted if st.booted is not None else st.active
+
+        def read_base(offset: int, length: int) -> bytes:
+            return slots.flash.read(running, offset, length)
+
+        stream = InboundImage(
+            target,
+            self.ecu_id,
+            self.limits,
+            key=self.encryption_key,
+            installed=st.installed,
+            read_base=read_base,
+        )
+        writer = slots.begin_install(stream.image.length, stream.image)
+        try:
+            with image.open("rb") as f:
+                while chunk := f.read(self.limits.chunk_size):
+                    stream.feed(chunk, writer.write)
+            stream.complete()
+        except UptaneError as e:
+            slots.abort_install(f"image refused: {e.message}")
+            raise
+        slots.finish_install(writer, stream.verifier)
         slots.boot()
         slots.confirm()
 

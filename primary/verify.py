@@ -16,6 +16,8 @@ from primary.config import DIRECTOR, IMAGE, PrimaryConfig
 from primary.cycle import MAX_REFUSALS, Cycle, transport_failure
 from primary.sources import HttpMetadataSource, target_url
 from primary.state import Pending, PrimaryState
+from uptane.delta import produced_image
+from uptane.encryption import encrypted_for, transport_target
 from uptane.errors import UptaneError
 from uptane.metadata import JSON
 from uptane.trust import RepositoryTrust
@@ -141,7 +143,8 @@ def _approve(cy: Cycle, trusts: Trusts, fv: FullVerificationResult) -> None:
                 old.director_version = dv
                 fresh[a.ecu_id] = old
                 continue
-            if a.director_target.same_image(record.installed.get(a.ecu_id)):
+            # a delta counts as installed once the full image it produces runs (issue 17)
+            if produced_image(a.director_target).same_image(record.installed.get(a.ecu_id)):
                 continue
             refusals = cy.refusals(a.ecu_id, a.director_target)
             if refusals >= MAX_REFUSALS:
@@ -163,10 +166,15 @@ def _approve(cy: Cycle, trusts: Trusts, fv: FullVerificationResult) -> None:
 
 
 def _image_url(config: PrimaryConfig, trusts: Trusts, a: ApprovedImage) -> str:
-    """Where to download ``a``: the Director's URL for it, else the first repository that
-    agreed with the Director (the Image repository's URL when the rule needed none), with
-    that repository's consistent-snapshot file name."""
+    """Where to download ``a``: an image encrypted for its ECU from the Director, which
+    made the ciphertext (``DIRECTOR/vehicles/VIN/images/NAME``, issue 17); else the
+    Director's URL for it, else the first repository that agreed with the Director (the
+    Image repository's URL when the rule needed none), with that repository's
+    consistent-snapshot file name."""
     d = a.director_target
+    if encrypted_for(d, a.ecu_id):
+        wire = transport_target(d, a.ecu_id)
+        return target_url(f"{config.director_url}/vehicles/{config.vin}/images", wire.path)
     if d.url:
         return d.url
     name, entry = next(iter(a.agreed.items()), (IMAGE, d))
