@@ -54,16 +54,33 @@ class Config:
     #: ``DIR/online-keys``. Holds no secret: a PIN or passphrase comes from the
     #: environment variable it names
     key_source: dict[str, Any] | None = None
+    #: TLS, client certificates of vehicles and trusted proxies (director.tls.TlsSettings;
+    #: paths relative to DIR); None: plain HTTP, vehicles not asked for a certificate. A
+    #: change needs a restart
+    tls: dict[str, Any] | None = None
+    #: the services' log: "auto" (text on a terminal, JSON lines otherwise), "json", "text"
+    log_format: str = "auto"
+    #: one log line per request (its id, route, status, time); metrics are kept either way
+    log_requests: bool = True
 
     @classmethod
     def load(cls, path: Path) -> Config:
         d = read_json(path)
         if d is None:
             raise FileNotFoundError(f"no Director configuration at {path}")
-        cfg = cls(**d)
+        try:
+            cfg = cls(**d)
+        except TypeError as e:
+            raise ValueError(f"{path}: {e}") from None
         if cfg.key_source is not None:
             check_spec(cfg.key_source)
         return cfg
+
+    def tls_settings(self, directory: Path) -> Any:
+        """The ``tls`` setting, checked (:class:`director.tls.TlsSettings`)."""
+        from director.tls import TlsSettings
+
+        return TlsSettings.from_dict(self.tls, directory)
 
     def reload(self, path: Path) -> list[str]:
         """Take the settings an offline command changed in ``path`` (tokens, the admin
@@ -75,7 +92,7 @@ class Config:
         for name, value in fresh.__dict__.items():
             if getattr(self, name) == value:
                 continue
-            if name in ("db_url", "image_repo", "key_source"):
+            if name in ("db_url", "image_repo", "key_source", "tls", "log_format"):
                 changed.append(f"{name} (needs a restart)")
                 continue
             setattr(self, name, value)

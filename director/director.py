@@ -48,7 +48,6 @@ from director.common import (
     Invalid,
     NotFound,
     Unavailable,
-    log,
     utcnow,
 )
 from director.config import (
@@ -211,18 +210,31 @@ class Director:
         return self.token_role(token) == ADMIN
 
     def token_role(self, token: str) -> str | None:
-        """The role of an API token (``admin`` or ``viewer``), or None if unknown. A token
-        made meanwhile by ``uptane-director token add`` (another process) counts at once:
-        ``director.json`` is looked at (one ``stat``) on every check."""
-        for line in self.reload_config():
-            log.info("%s", line)
-        return self.config.token_role(token)
+        """``admin`` for a token with the admin scope, ``viewer`` for any other valid one,
+        None for one unknown, expired or revoked (named tokens: director/tokens.py; a
+        token made meanwhile by another process or node counts at once)."""
+        from director.tokens import Caller, Tokens
+
+        found = Tokens(self.engine, self.config, self.clock).check(token)
+        if not isinstance(found, Caller):
+            return None
+        return ADMIN if found.may("admin") else VIEWER
 
     def add_token(self, role: str) -> str:
-        """Create an API token for ``role``; returns it (only its hash is stored)."""
-        token = self.config.add_token(role, self.dir / "director.json")
-        self._config_watch.changed()  # our own write: nothing to reload
-        return token
+        """Create a token that never expires for ``role`` (``admin``: the admin scope,
+        ``viewer``: read), named ``ROLE-XXXXXXXX``; returns it (only its hash is stored)."""
+        from director.audit import cli_actor
+        from director.tokens import Tokens
+
+        if role not in ROLES:
+            raise Invalid(f"role must be one of {ROLES}")
+        made = Tokens(self.engine, self.config, self.clock).create(
+            f"{role}-{secrets.token_hex(4)}",
+            ["admin" if role == ADMIN else "read"],
+            lifetime=None,
+            created_by=cli_actor(),
+        )
+        return str(made["token"])
 
     def reload_config(self) -> list[str]:
         """Take in what an offline command changed in ``director.json`` (tokens, settings);

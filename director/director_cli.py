@@ -92,13 +92,6 @@ def _key_options(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--passphrase-env", help="encrypt the offline root key; its variable")
 
 
-def cmd_token_add(args: argparse.Namespace) -> int:
-    token = _director(args).add_token(args.role)
-    print(f"{args.role} API token (shown once, store it safely):")
-    print(token)
-    return 0
-
-
 def package_version() -> str:
     """This stack's version, as installed."""
     from importlib.metadata import PackageNotFoundError, version
@@ -109,35 +102,49 @@ def package_version() -> str:
         return "unknown (not installed)"
 
 
-def service_logging() -> None:
-    """The services' own log (one line per admin change and per offline change picked
-    up) on stderr, with the time."""
-    import logging
+def service_logging(fmt: str = "auto") -> str:
+    """The services' own log on stderr (:func:`director.logs.configure`): text on a
+    terminal, JSON lines otherwise; returns the format chosen."""
+    from director import logs
 
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-    log = logging.getLogger("uptane.service")
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    log.propagate = False
+    return logs.configure(fmt)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from director.audit import node_name
     from director.director_server import create_app
 
     d = Director(Path(args.dir))
+    settings = d.config.tls_settings(d.dir)
+    tls_options = settings.uvicorn_kwargs()
     info = d.describe()
-    print(f"uptane-director {package_version()} serving http://{args.host}:{args.port}")
+    scheme = "https" if settings.serves_tls else "http"
+    print(f"uptane-director {package_version()} serving {scheme}://{args.host}:{args.port}")
     for key in ("directory", "database", "keys", "root", "image_repo"):
         print(f"  {key.replace('_', ' ')}: {info[key]}")
-    print("  one log line per admin change follows on stderr", flush=True)
-    service_logging()
-    app = create_app(director=d, refresh_interval=args.refresh_interval)
-    # access logs are off: URLs carry VINs, and nothing here may log a token
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    print(f"  vehicles: {_vehicle_auth(settings)}")
+    chosen = service_logging(args.log_format or d.config.log_format)
+    print(f"  one {chosen} log line per request and per admin change follows on stderr", flush=True)
+    app = create_app(director=d, refresh_interval=args.refresh_interval, node=node_name(args.port))
+    # uvicorn's own access log stays off: the request lines carry no VIN and no token
+    uvicorn.run(
+        app, host=args.host, port=args.port, log_level="warning", access_log=False, **tls_options
+    )
     return 0
+
+
+def _vehicle_auth(settings: Any) -> str:
+    if settings.vehicle_auth != "mtls":
+        return "no client certificate asked (tls.vehicle_auth none)"
+    where = []
+    if settings.client_ca is not None:
+        where.append(f"TLS client certificates from {settings.client_ca}")
+    if settings.trusted_proxies:
+        nets = ", ".join(str(n) for n in settings.trusted_proxies)
+        where.append(f"header {settings.client_cert_header} from {nets}")
+    return "a client certificate bound to the VIN (" + "; ".join(where) + ")"
 
 
 def _director(args: argparse.Namespace) -> Director:
@@ -270,10 +277,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--snapshot-days", type=float, default=7.0, help="snapshot expiry policy")
     sp.add_argument("--timestamp-days", type=float, default=1.0, help="timestamp expiry policy")
     _key_options(sp)
-    sp = add(sub, "serve", cmd_serve, "run the HTTP service")
+    sp = add(sub, "serve", cmd_serve, "run the HTTP service (one node)")
     sp.add_argument("--host", default="127.0.0.1")
     sp.add_argument("--port", type=int, default=8000)
     sp.add_argument("--refresh-interval", type=float, default=60.0)
+    sp.add_argument(
+        "--log-format", choices=["auto", "json", "text"], help="default: director.json's"
+    )
 
     vehicle = sub.add_parser("vehicle", help="vehicles and their ECUs").add_subparsers(
         dest="vehicle_command", required=True
@@ -300,11 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     director_cli_keys.add_parsers(sub, add)
 
-    token = sub.add_parser("token", help="API tokens").add_subparsers(
-        dest="token_command", required=True
-    )
-    sp = add(token, "add", cmd_token_add, "create an API token (admin, or read-only viewer)")
-    sp.add_argument("--role", choices=["admin", "viewer"], default="viewer")
+    from director import director_cli_admin
+
+    director_cli_admin.add_parsers(sub, add)
 
     sp = add(sub, "status", cmd_status, "fleet or vehicle status")
     sp.add_argument("vin", nargs="?")
@@ -388,7 +396,19 @@ def _workshop_parsers(sub: Any, add: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; every one that changes something leaves a row in the audit log."""
+    from director.director_cli_admin import audit_command
+
     args = build_parser().parse_args(argv)
+    status = _run(args)
+    try:
+        audit_command(args, status)
+    except Exception as e:  # the change is made: say its audit row is missing
+        print(f"uptane-director: audit log not written: {e}", file=sys.stderr)
+    return status
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args))
     except (

@@ -1,35 +1,44 @@
 """The Director's HTTP service (``uptane-director serve``).
 
-Vehicle-facing (no token; everything is signed):
+Vehicle-facing (no token; everything is signed; with ``tls.vehicle_auth`` ``mtls`` only
+over a connection whose client certificate is bound to the VIN, :mod:`director.certs`):
 
 - ``GET /vehicles/{vin}/metadata/{name}``: ``N.root``, ``timestamp``, ``N.snapshot``,
   ``N.targets`` in ``.json`` or ``.der``, from the cache of signed bytes;
 - ``POST /vehicles/{vin}/manifest``: a vehicle version manifest, JSON
   (``application/json``) or DER (``application/octet-stream``).
 
-Admin API (bearer token created at ``init``; OpenAPI at ``/openapi.json``): vehicles and
-ECUs, assignments, campaigns in waves and saved groups (:mod:`director.fleet_routes`),
-reported attacks. One log line per admin change.
+Admin API under ``/api/v1`` (the old ``/api/...`` paths answer too, deprecated), behind
+named bearer tokens with scopes (:mod:`director.tokens`); OpenAPI at ``/openapi.json``,
+committed as ``docs/openapi/director.json``: vehicles and ECUs, assignments, campaigns in
+waves and saved groups (:mod:`director.fleet_routes`), tokens, the audit log and client
+certificates (:mod:`director.admin_routes`), reported attacks. Every change is a row of
+the audit log and a log line; every request a log line with its id and a count in the
+metrics at ``/metrics``.
 
-In the background: metadata re-signed before it expires; offline changes (``token add``,
-``rotate-key``) picked up within a second; unreachable deadlines and campaign waves every
-second.
+In the background: metadata re-signed before it expires and campaign waves and
+unreachable deadlines every second (on one node of a cluster, :mod:`director.cluster`);
+offline changes (``rotate-key``, ``director.json``) picked up within a second.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
+from director.admin_routes import CertificateIn, bind_certificate, certificate_routes, token_routes
+from director.certs import VehicleGate
+from director.common import log
 from director.director import (
-    ADMIN,
     Conflict,
     Director,
     EcuSpec,
@@ -42,13 +51,18 @@ from director.fleet_routes import campaign_routes, group_routes
 from director.httpcommon import (
     AdminLog,
     BodyCap,
+    LegacyPaths,
     install_error_handlers,
     periodic_lifespan,
     read_body,
 )
+from director.logs import RequestLog
+from director.metrics import CONTENT_TYPE, DirectorMetrics
+from director.serving import Route, Serving
+from director.tokens import ASSIGN, KEYS, READ
 from director.vehicles import encryption_key_from_json
 from uptane.codec import JSON_CODEC, Codec, codecs, for_filename, for_media_type
-from uptane.errors import MalformedInput
+from uptane.errors import MalformedInput, UptaneError
 
 
 class EcuIn(BaseModel):
@@ -64,6 +78,11 @@ class EcuIn(BaseModel):
 class VehicleIn(BaseModel):
     vin: str = Field(max_length=64)
     ecus: list[EcuIn] = Field(max_length=256)
+    client_certificate: CertificateIn | None = Field(
+        None,
+        description="bind a client certificate at registration (mutual TLS): a request"
+        " (csr) the vehicle CA issues, or a certificate of the OEM's PKI",
+    )
 
 
 class AssignmentIn(BaseModel):
@@ -90,16 +109,17 @@ class AssignmentsIn(BaseModel):
 
 
 class MetadataFastPath:
-    """ASGI middleware, outermost of the app's own: answers ``GET
-    /vehicles/{vin}/metadata/{name}`` from the Director's in-memory cache of signed bytes
-    (:meth:`Director.cached_file`) on the event loop, with the same status, headers and
-    body as the route, without the framework or a worker thread. Everything else, a
-    request with a body, and every cache miss go to the app unchanged (a miss is served by
-    the route, which does the indexed lookup and fills the cache)."""
+    """ASGI middleware: answers ``GET /vehicles/{vin}/metadata/{name}`` from the
+    Director's in-memory cache of signed bytes (:meth:`Director.cached_file`) on the event
+    loop, with the same status, headers and body as the route, without the framework or a
+    worker thread. Everything else, a request with a body, and every cache miss go to the
+    app unchanged (a miss is served by the route, which does the indexed lookup and fills
+    the cache). Hits and misses are counted in ``metrics``."""
 
-    def __init__(self, app: Any, director: Director) -> None:
+    def __init__(self, app: Any, director: Director, metrics: DirectorMetrics) -> None:
         self.app = app
         self.director = director
+        self.hit = metrics.cache.labels("hit")
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "GET" and not scope.get("root_path"):
@@ -114,6 +134,8 @@ class MetadataFastPath:
             ):
                 data = self.director.cached_file(parts[2], parts[4])
                 if data is not None:
+                    self.hit.inc()
+                    scope.setdefault("state", {})["route"] = METADATA_ROUTE
                     media = _MEDIA_BYTES[for_filename(parts[4]).name]
                     headers = [(b"content-length", b"%d" % len(data)), (b"content-type", media)]
                     await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -122,6 +144,7 @@ class MetadataFastPath:
         await self.app(scope, receive, send)
 
 
+METADATA_ROUTE = "/vehicles/{vin}/metadata/{name}"
 _BODY_HEADERS = (b"content-length", b"transfer-encoding")
 #: how often the service looks for offline changes (seconds)
 WATCH_INTERVAL = 0.5
@@ -155,55 +178,84 @@ def create_app(
     director: Director | None = None,
     refresh_interval: float = 60.0,
     tick_interval: float = 1.0,
+    node: str | None = None,
 ) -> FastAPI:
-    """The FastAPI app of a Director (built from ``directory`` unless given)."""
+    """The FastAPI app of a Director (built from ``directory`` unless given); ``node``
+    names this process in the audit log (default: the host name)."""
     if director is None:
         assert directory is not None
         director = Director(Path(directory))
     d = director
-
+    s = Serving(d, node=node)
+    lead = s.cluster.leader_only
     app = FastAPI(
         title="Uptane Director",
+        version="1",
         description="Per-vehicle Director metadata, manifest upload, and the OEM admin API.",
-        lifespan=periodic_lifespan(
-            (refresh_interval, [d.refresh_expiring]),
+        lifespan=_lifespan(
+            s,
+            (refresh_interval, [lead(d.refresh_expiring)]),
             # offline changes (director.json, a root or key rotation) live within a second
             (WATCH_INTERVAL, [d.watch]),
             # unreachable deadlines and campaign waves
-            (tick_interval, [d.tick]),
+            (tick_interval, [lead(d.tick)]),
         ),
     )
     app.state.director = d
+    app.state.serving = s
     install_error_handlers(app, {NotFound: 404, Conflict: 409, Invalid: 422, Unavailable: 503})
-    app.add_exception_handler(RequestValidationError, _validation_error)
+    # the first added runs last: the request log is the outermost
     app.add_middleware(BodyCap, cap=d.config.max_body_bytes)
-    app.add_middleware(AdminLog, what="Director")
-    app.add_middleware(MetadataFastPath, director=d)  # added last: runs first
-    _vehicle_routes(app, d)
-    _admin_routes(app, d)
-
-    @app.get("/healthz", tags=["vehicle"])
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
+    app.add_middleware(AdminLog, what="Director", audit=s.audit.api_change)
+    app.add_middleware(MetadataFastPath, director=d, metrics=s.metrics)
+    app.add_middleware(VehicleGate, certs=s.certs, settings=s.settings, refused=_counter(s))
+    app.add_middleware(LegacyPaths)
+    app.add_middleware(RequestLog, metrics=s.metrics, log_requests=d.config.log_requests)
+    _vehicle_routes(app, d, s.metrics)
+    _admin_routes(functools.partial(s.route, app), d, s)
+    _service_routes(app, s)
     return app
 
 
-async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
-    """A body that does not fit the schema: 400 with the reason."""
-    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
-    reason = "; ".join(
-        f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in errors
-    )
-    return JSONResponse({"detail": f"malformed request: {reason}"[:2000]}, status_code=400)
+def _counter(s: Serving) -> Callable[[str], None]:
+    return lambda reason: s.metrics.vehicle_refused.labels(reason).inc()
 
 
-def _vehicle_routes(app: FastAPI, d: Director) -> None:
+def _lifespan(s: Serving, *schedules: Any) -> Callable[[Any], Any]:
+    """The background schedules, with the node's cluster part started first."""
+    inner = periodic_lifespan(*schedules)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        await run_in_threadpool(s.start)
+        try:
+            async with inner(app):
+                yield
+        finally:
+            await run_in_threadpool(s.stop)
+
+    return lifespan
+
+
+def _service_routes(app: FastAPI, s: Serving) -> None:
+    @app.get("/healthz", tags=["service"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok", "node": s.node}
+
+    @app.get("/metrics", tags=["service"], response_class=Response)
+    def metrics() -> Response:
+        """Prometheus metrics (docs/deploy.md lists them)."""
+        return Response(s.metrics.exposition(), media_type=CONTENT_TYPE)
+
+
+def _vehicle_routes(app: FastAPI, d: Director, metrics: DirectorMetrics) -> None:
     """What vehicles call: no token, everything is signed."""
+    miss = metrics.cache.labels("miss")
 
-    @app.get("/vehicles/{vin}/metadata/{name}", tags=["vehicle"])
+    @app.get(METADATA_ROUTE, tags=["vehicle"])
     def get_metadata(vin: str, name: str) -> Response:
         """Per-vehicle Director metadata (signed bytes)."""
+        miss.inc()
         data = d.metadata_file(vin, name)
         if data is None:
             raise HTTPException(404, "no such metadata file")
@@ -214,7 +266,14 @@ def _vehicle_routes(app: FastAPI, d: Director) -> None:
         """Upload a vehicle version manifest (JSON, or DER as application/octet-stream)."""
         codec = _manifest_codec(request.headers.get("content-type", JSON_CODEC.media_type))
         data = await read_body(request, d.config.max_body_bytes)
-        return await run_in_threadpool(d.process_manifest, vin, data, codec.name)
+        t0 = time.perf_counter()
+        try:
+            return await run_in_threadpool(d.process_manifest, vin, data, codec.name)
+        except (UptaneError, Invalid, NotFound, Conflict) as e:
+            _refused(metrics, request, vin, e)
+            raise
+        finally:
+            metrics.manifest_seconds.observe(time.perf_counter() - t0)
 
     @app.get("/vehicles/{vin}/images/{name}", tags=["vehicle"])
     def get_ciphertext(vin: str, name: str) -> Response:
@@ -226,70 +285,77 @@ def _vehicle_routes(app: FastAPI, d: Director) -> None:
         return FileResponse(path, media_type="application/octet-stream")
 
 
-def _admin_routes(app: FastAPI, d: Director) -> None:
-    """The OEM's API: reads take an admin or viewer token, changes an admin token."""
-    security = HTTPBearer(auto_error=False)
+def _refused(metrics: DirectorMetrics, request: Request, vin: str, e: Exception) -> None:
+    """Count and log a refused manifest: by the core's attack name, else what refused it."""
+    attack = (
+        e.attack
+        if isinstance(e, UptaneError)
+        else {NotFound: "not-found", Conflict: "conflict"}.get(type(e), "invalid")
+    )
+    metrics.refused.labels(attack).inc()
+    fields = {
+        "event": "manifest-refused",
+        "vin": vin[:64],
+        "attack": attack,
+        "request_id": getattr(request.state, "request_id", None),
+    }
+    log.warning("manifest refused: %s", str(e)[:300], extra={"fields": fields})
 
-    def caller(creds: HTTPAuthorizationCredentials | None = Depends(security)) -> str:
-        if creds is None:
-            raise HTTPException(
-                401, "bearer token required", headers={"WWW-Authenticate": "Bearer"}
-            )
-        role = d.token_role(creds.credentials)
-        if role is None:
-            raise HTTPException(401, "unknown bearer token", headers={"WWW-Authenticate": "Bearer"})
-        return role
 
-    def admin(role: str = Depends(caller)) -> None:
-        if role != ADMIN:
-            raise HTTPException(403, f"a {role} token may not change anything")
+def _admin_routes(route: Route, d: Director, s: Serving) -> None:
+    """The OEM's API: each route needs its scope (read, assign, campaign, keys, admin)."""
 
-    guard = [Depends(admin)]  # changes: admin tokens only
-    read = [Depends(caller)]  # reads: admin or viewer tokens
-
-    @app.post("/api/vehicles", status_code=201, dependencies=guard, tags=["admin"])
+    @route("POST", "/vehicles", KEYS, status_code=201)
     def register_vehicle(body: VehicleIn) -> Any:
-        """Register a vehicle and its ECUs (exactly one primary)."""
-        return d.register_vehicle(body.vin, [_spec(e, d) for e in body.ecus])
+        """Register a vehicle and its ECUs (exactly one primary), and bind its client
+        certificate if one is given."""
+        specs = [_spec(e, d) for e in body.ecus]
+        if body.client_certificate is None:
+            return d.register_vehicle(body.vin, specs)
+        cert = body.client_certificate
+        s.certs.precheck(body.vin, cert.csr, cert.certificate)
+        status = d.register_vehicle(body.vin, specs)
+        status["client_certificate"] = bind_certificate(s, body.vin, body.client_certificate)
+        return status
 
-    @app.get("/api/vehicles", dependencies=read, tags=["admin"])
+    @route("GET", "/vehicles", READ)
     def list_vehicles() -> Any:
         return d.list_vehicles()
 
-    @app.get("/api/vehicles/{vin}", dependencies=read, tags=["admin"])
+    @route("GET", "/vehicles/{vin}", READ)
     def vehicle_status(vin: str) -> Any:
         """ECUs, installed images, metadata versions, bundles, assignments, attacks."""
         return d.vehicle_status(vin)
 
-    @app.post("/api/vehicles/{vin}/ecus", status_code=201, dependencies=guard, tags=["admin"])
+    @route("POST", "/vehicles/{vin}/ecus", KEYS, status_code=201)
     def add_ecu(vin: str, body: EcuIn) -> Any:
         return d.add_ecu(vin, _spec(body, d))
 
-    @app.put("/api/vehicles/{vin}/ecus/{serial}/encryption-key", dependencies=guard, tags=["admin"])
+    @route("PUT", "/vehicles/{vin}/ecus/{serial}/encryption-key", KEYS)
     def set_encryption_key(vin: str, serial: str, body: dict[str, Any]) -> Any:
         """Register an ECU's current encryption key (a re-provisioned ECU)."""
         return d.set_encryption_key(vin, serial, encryption_key_from_json(body, d.limits))
 
-    @app.get("/api/encryption/rules", dependencies=read, tags=["admin"])
+    @route("GET", "/encryption/rules", READ)
     def encryption_rules() -> Any:
         return d.encryption_rules()
 
-    @app.put("/api/encryption/rules", dependencies=guard, tags=["admin"])
+    @route("PUT", "/encryption/rules", KEYS)
     def set_encryption_rule(body: EncryptionRuleIn) -> Any:
         """Encrypt (or not) what is assigned from now on for an image or a hardware id."""
         return d.set_encryption_rule(body.scope, body.value, body.encrypt)
 
-    _assignment_routes(app, d, guard, read)
-    campaign_routes(app, d, guard, read)
-    group_routes(app, d, guard, read)
+    _assignment_routes(route, d)
+    campaign_routes(route, d)
+    group_routes(route, d)
+    token_routes(route, s)
+    certificate_routes(route, s)
 
 
-def _assignment_routes(app: FastAPI, d: Director, guard: list[Any], read: list[Any]) -> None:
-    """Assignments, campaigns and reported attacks (``guard``/``read``: the token checks)."""
+def _assignment_routes(route: Route, d: Director) -> None:
+    """Assignments and reported attacks."""
 
-    @app.post(
-        "/api/vehicles/{vin}/assignments", status_code=201, dependencies=guard, tags=["admin"]
-    )
+    @route("POST", "/vehicles/{vin}/assignments", ASSIGN, status_code=201)
     def assign(vin: str, body: AssignmentsIn) -> Any:
         """Assign images to ECUs of one vehicle; they go out as one bundle, or in order when
         one image requires another installed first. Dependencies, conflicts and downgrades
@@ -301,16 +367,16 @@ def _assignment_routes(app: FastAPI, d: Director, guard: list[Any], read: list[A
             encrypt={a.ecu: a.encrypt for a in body.assignments},
         )
 
-    @app.get("/api/assignments", dependencies=read, tags=["admin"])
+    @route("GET", "/assignments", READ)
     def list_assignments(vin: str | None = None, state: str | None = None) -> Any:
         return d.list_assignments(vin=vin, state=state)
 
-    @app.delete("/api/assignments/{aid}", dependencies=guard, tags=["admin"])
+    @route("DELETE", "/assignments/{aid}", ASSIGN)
     def cancel(aid: int) -> Any:
         """Cancel a pending assignment."""
         return d.cancel(aid)
 
-    @app.get("/api/attacks", dependencies=read, tags=["admin"])
+    @route("GET", "/attacks", READ)
     def attacks(vin: str | None = None) -> Any:
         """Attacks that ECUs reported in their version reports."""
         return d.list_attacks(vin=vin)

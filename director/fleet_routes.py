@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
 from director.campaigns import MAX_SOAK, MAX_WAVES, CampaignSpec
 from director.campaignview import OUTCOMES
 from director.common import Invalid
 from director.director import Director
+from director.serving import Route
+from director.tokens import CAMPAIGN, READ
 
 Vin = Annotated[str, Field(max_length=64)]
 
@@ -69,76 +70,77 @@ def _spec(body: CampaignIn) -> CampaignSpec:
     )
 
 
-def campaign_routes(app: FastAPI, d: Director, guard: list[Any], read: list[Any]) -> None:
+def campaign_routes(route: Route, d: Director) -> None:
     """Campaigns: create (the first wave goes out at once), read with statistics, members,
-    pause, resume, cancel (``guard``/``read``: the token checks)."""
+    pause, resume, cancel (``route``: :meth:`director.serving.Serving.route` on the app:
+    under ``/api/v1``, the scope checked)."""
     tags: list[str | Any] = ["campaigns"]
 
-    @app.post("/api/campaigns", status_code=201, dependencies=guard, tags=tags)
+    @route("POST", "/campaigns", CAMPAIGN, status_code=201, tags=tags)
     def create_campaign(body: CampaignIn) -> Any:
         """Select ECUs (hardware id, VINs, group: all that are given must hold), split
         them in waves and send the first; the answer lists the assignments made and the
         ECUs skipped (in another active campaign, or refused)."""
         return d.campaign(_spec(body))
 
-    @app.get("/api/campaigns", dependencies=read, tags=tags)
+    @route("GET", "/campaigns", READ, tags=tags)
     def list_campaigns() -> Any:
         return d.campaigns.list_campaigns()
 
-    @app.get("/api/campaigns/{cid}", dependencies=read, tags=tags)
+    @route("GET", "/campaigns/{cid}", READ, tags=tags)
     def get_campaign(cid: int) -> Any:
         """State, reason, and per wave and in total the members by outcome."""
         return d.campaigns.get(cid)
 
-    @app.get("/api/campaigns/{cid}/vehicles", dependencies=read, tags=tags)
+    @route("GET", "/campaigns/{cid}/vehicles", READ, tags=tags)
     def campaign_members(cid: int, wave: int | None = None, state: str | None = None) -> Any:
         """Each member: VIN, ECU, wave, outcome, and what the ECU reports running."""
         if state is not None and state not in OUTCOMES:
             raise Invalid(f"state is one of {list(OUTCOMES)}")
         return d.campaigns.members(cid, wave=wave, state=state)
 
-    @app.post("/api/campaigns/{cid}/pause", dependencies=guard, tags=tags)
+    @route("POST", "/campaigns/{cid}/pause", CAMPAIGN, tags=tags)
     def pause_campaign(cid: int) -> Any:
         """No further wave goes out; what was sent carries on."""
         return d.campaigns.pause(cid)
 
-    @app.post("/api/campaigns/{cid}/resume", dependencies=guard, tags=tags)
+    @route("POST", "/campaigns/{cid}/resume", CAMPAIGN, tags=tags)
     def resume_campaign(cid: int) -> Any:
         """Carry on after a pause or a halt (a halted wave's failures are accepted)."""
         return d.campaigns.resume(cid)
 
-    @app.post("/api/campaigns/{cid}/cancel", dependencies=guard, tags=tags)
+    @route("POST", "/campaigns/{cid}/cancel", CAMPAIGN, tags=tags)
     def cancel_campaign(cid: int) -> Any:
         """Cancel what was not sent, withdraw what is in flight (targets without the
         image), keep what was installed."""
         return d.campaigns.cancel(cid)
 
 
-def group_routes(app: FastAPI, d: Director, guard: list[Any], read: list[Any]) -> None:
+def group_routes(route: Route, d: Director) -> None:
     """Saved groups of vehicles, for campaigns."""
     tags: list[str | Any] = ["groups"]
 
-    @app.post("/api/groups", status_code=201, dependencies=guard, tags=tags)
+    @route("POST", "/groups", CAMPAIGN, status_code=201, tags=tags)
     def create_group(body: GroupIn) -> Any:
         return d.groups.create(body.name, body.vins)
 
-    @app.get("/api/groups", dependencies=read, tags=tags)
+    @route("GET", "/groups", READ, tags=tags)
     def list_groups() -> Any:
         return d.groups.list_groups()
 
-    @app.get("/api/groups/{name}", dependencies=read, tags=tags)
+    @route("GET", "/groups/{name}", READ, tags=tags)
     def show_group(name: str) -> Any:
         return d.groups.show(name)
 
-    @app.post("/api/groups/{name}/vehicles", dependencies=guard, tags=tags)
+    @route("POST", "/groups/{name}/vehicles", CAMPAIGN, tags=tags)
     def add_to_group(name: str, body: VinsIn) -> Any:
         return d.groups.add(name, body.vins)
 
-    @app.delete("/api/groups/{name}/vehicles/{vin}", dependencies=guard, tags=tags)
+    @route("DELETE", "/groups/{name}/vehicles/{vin}", CAMPAIGN, tags=tags)
     def remove_from_group(name: str, vin: str) -> Any:
         return d.groups.remove(name, vin)
 
-    @app.delete("/api/groups/{name}", dependencies=guard, tags=tags)
+    @route("DELETE", "/groups/{name}", CAMPAIGN, tags=tags)
     def delete_group(name: str) -> Any:
         return d.groups.delete(name)
 

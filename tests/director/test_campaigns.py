@@ -227,14 +227,14 @@ def test_bad_campaign_input_is_4xx_with_a_reason_never_500(env):
     assert c.post("/api/groups", json={"name": "g", "vins": ["NOPE"]}).status_code == 404
     paths = c.get("/openapi.json").json()["paths"]
     assert {
-        "/api/campaigns",
-        "/api/campaigns/{cid}",
-        "/api/campaigns/{cid}/vehicles",
-        "/api/campaigns/{cid}/pause",
-        "/api/campaigns/{cid}/resume",
-        "/api/campaigns/{cid}/cancel",
-        "/api/groups",
-        "/api/groups/{name}",
+        "/api/v1/campaigns",
+        "/api/v1/campaigns/{cid}",
+        "/api/v1/campaigns/{cid}/vehicles",
+        "/api/v1/campaigns/{cid}/pause",
+        "/api/v1/campaigns/{cid}/resume",
+        "/api/v1/campaigns/{cid}/cancel",
+        "/api/v1/groups",
+        "/api/v1/groups/{name}",
     } <= set(paths)
 
 
