@@ -92,6 +92,7 @@ class Primary:
             backoff=fc.backoff,
             min_bytes_per_second=fc.min_bytes_per_second,
             speed_window=fc.speed_window,
+            **(config.tls.fetcher_kwargs() if config.tls else {}),
         )
         self.state = PrimaryState(config.storage_dir, self.limits, fs=fs)
         self.say: Say = say or (lambda msg: None)
@@ -106,6 +107,7 @@ class Primary:
         self._http = urllib3.PoolManager(
             timeout=urllib3.Timeout(connect=fc.connect_timeout, read=fc.read_timeout),
             retries=False,
+            **(config.tls.pool_kwargs() if config.tls else {}),
         )
         self._key: PrivateKey | None = None
 

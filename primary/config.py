@@ -61,6 +61,7 @@ from typing import Any
 
 from hardware.secure_link import LinkKey
 from primary.state import REPOSITORY_NAME
+from primary.tls import TlsConfig, TlsConfigError, parse_tls
 from storage import read_capped
 from uptane import roughtime as rt
 from uptane.errors import UptaneError
@@ -220,6 +221,8 @@ class PrimaryConfig:
     time: TimeConfig | None = None
     #: TAP 4: the repositories after the Director and the Image repository
     repositories: tuple[RepositoryConfig, ...] = ()
+    #: CA, client certificate and key for every repository (mutual TLS; primary/tls.py)
+    tls: TlsConfig | None = None
 
     @property
     def image_repositories(self) -> dict[str, RepositoryConfig]:
@@ -306,7 +309,7 @@ _SECONDARY_KEYS = {
 def parse_config(doc: dict[str, Any], path: Path) -> PrimaryConfig:
     """Build a :class:`PrimaryConfig` from a parsed TOML document found at ``path``."""
     base = path.parent
-    _no_unknown(doc, {*_TABLES, "secondaries", "time", "repositories"}, "config")
+    _no_unknown(doc, {*_TABLES, "secondaries", "time", "repositories", "tls"}, "config")
     t: dict[str, dict[str, Any]] = {}
     for name, keys in _TABLES.items():  # in order: the first problem is the one named
         optional = name in ("storage", "fetcher")
@@ -357,7 +360,15 @@ def parse_config(doc: dict[str, Any], path: Path) -> PrimaryConfig:
         fetcher=_fetcher(t["fetcher"]),
         time=_time(doc.get("time"), base),
         repositories=repositories,
+        tls=_tls(doc.get("tls"), base),
     )
+
+
+def _tls(value: Any, base: Path) -> TlsConfig | None:
+    try:
+        return parse_tls(value, base)
+    except TlsConfigError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _repositories(

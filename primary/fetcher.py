@@ -130,8 +130,10 @@ class Fetcher:
     dripping its headers either (:mod:`primary.http_deadline`).
 
     HTTPS certificates are always verified: against ``ca_certs`` (a PEM bundle) when given,
-    else the system store. ``cert_file``/``key_file`` present a client certificate (mutual
-    TLS). A TLS failure raises FetchError and is not retried.
+    else the system store. ``cert_file``/``key_file`` (``key_password`` for an encrypted
+    key) present a client certificate (mutual TLS: the Director answers a vehicle only
+    with its own, docs/deploy.md); :class:`primary.tls.TlsConfig` gives all of them from
+    the ``[tls]`` table. A TLS failure raises FetchError and is not retried.
     """
 
     def __init__(
@@ -150,6 +152,7 @@ class Fetcher:
         ca_certs: str | os.PathLike[str] | None = None,
         cert_file: str | os.PathLike[str] | None = None,
         key_file: str | os.PathLike[str] | None = None,
+        key_password: str | None = None,
     ) -> None:
         if retries < 0:
             raise ValueError("retries must be >= 0")
@@ -171,6 +174,8 @@ class Fetcher:
             tls["cert_file"] = os.fspath(cert_file)
             if key_file is not None:
                 tls["key_file"] = os.fspath(key_file)
+            if key_password is not None:
+                tls["key_password"] = key_password
         self._pool = urllib3.PoolManager(
             num_pools=8,
             maxsize=4,
