@@ -15,10 +15,11 @@ import httpx
 
 from director.httpcommon import service_error_text
 from uptane.codec import JSON_CODEC, codecs
+from uptane.delta import FORMAT, create_delta, delta_path
 from uptane.identity import ImageIdentity, same_image
 from uptane.keys import Signer
 from uptane.limits import Limits
-from uptane.metadata import Metadata, TargetFile, Targets, decode
+from uptane.metadata import DeltaImage, Metadata, TargetFile, Targets, decode
 from uptane.paths import check_target_path
 
 
@@ -36,8 +37,10 @@ def release(
     expiry: timedelta = timedelta(days=90),
     limits: Limits | None = None,
     timeout: float = 60.0,
+    delta: DeltaImage | None = None,
 ) -> dict[str, Any]:
-    """Upload ``data`` as ``path`` and publish the next version of ``role`` listing it."""
+    """Upload ``data`` as ``path`` and publish the next version of ``role`` listing it
+    (``delta``: the entry is a delta, naming its base and full image; issue 17)."""
     check_target_path(path)
     limits = limits or Limits.primary()
     auth = {"Authorization": f"Bearer {token}"}
@@ -51,6 +54,7 @@ def release(
             hardware_ids=list(hardware_ids),
             release_counter=release_counter,
         )
+        mine.delta = delta
         stored = ImageIdentity.from_dict(r.json())
         if not same_image(stored, mine):
             raise ValueError("the service stored different bytes; upload the image again")
@@ -60,6 +64,21 @@ def release(
         model.targets[path] = mine
         result = _publish(c, role, model, signer, auth)
         return {**result, "target": path, "hashes": mine.hashes}
+
+
+def make_delta(
+    base: bytes, base_path: str, new: bytes, new_path: str
+) -> tuple[str, bytes, DeltaImage]:
+    """A delta from the released image ``base`` to ``new`` (issue 17): where the Director
+    looks it up (:func:`uptane.delta.delta_path`), the patch (detools sequential,
+    heatshrink) and its ``delta`` section. Publish it with :func:`release` (``delta=``),
+    or stage it with ``custom={"delta": section.to_dict()}``, with the full image's
+    hardware ids and release counter."""
+    algs = ("sha256", "sha512")
+    b = TargetFile.from_data(base_path, base, algs)
+    full = TargetFile.from_data(new_path, new, algs)
+    section = DeltaImage(FORMAT, b.identity(), full.identity())
+    return delta_path(full, b), create_delta(base, new), section
 
 
 def _current_targets(c: httpx.Client, role: str, limits: Limits) -> Targets:

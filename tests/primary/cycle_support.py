@@ -39,6 +39,7 @@ from primary.secondaries import InProcessSecondary
 from primary.timesource import FixedTime
 from secondary.agent import SecondaryAgent
 from storage import AtomicStore
+from uptane.encryption import EncryptionPrivateKey
 from uptane.keys import PrivateKey
 from uptane.limits import Limits
 from uptane.metadata import DER, Metadata, Targets
@@ -486,6 +487,7 @@ class Vehicle:
             speed=speed,
         )
         self.ecus: dict[str, Ecu] = {}
+        self.encryption_keys: dict[str, EncryptionPrivateKey] = {}
         for serial, hw in secondaries.items():
             key = PrivateKey.generate()
             (root / "keys" / f"{serial}.pub").write_text(json.dumps(key.key.to_dict()))
@@ -506,6 +508,10 @@ class Vehicle:
             (root / "ecus" / serial).mkdir(parents=True)
             (root / "ecus" / serial / "key.pem").write_bytes(key.to_pem())
             LinkKey.generate().save(root / "ecus" / serial / "link.key")
+            # its encryption key (issue 17), registered with the Director below
+            enc = EncryptionPrivateKey.generate()
+            (root / "ecus" / serial / "encryption.pem").write_bytes(enc.to_pem())
+            self.encryption_keys[serial] = enc
             if time_server is not None:
                 (root / "ecus" / serial / "time-keys").mkdir()
                 pub = time_server[1].read_bytes()
@@ -520,7 +526,16 @@ class Vehicle:
         self.config = load_config(self.config_path)
         pkey = provision(self.config, backend.director_root(), backend.image_root(), roots=roots)
         specs = [EcuSpec(PRIMARY_ID, PRIMARY_HW, pkey.key, True)]
-        specs += [EcuSpec(e.serial, e.hardware_id, e.key.key, False) for e in self.ecus.values()]
+        specs += [
+            EcuSpec(
+                e.serial,
+                e.hardware_id,
+                e.key.key,
+                False,
+                self.encryption_keys[e.serial].public_key(),
+            )
+            for e in self.ecus.values()
+        ]
         backend.register(VIN, specs)
         for ecu in self.ecus.values():
             store = AtomicStore(ecu.directory / "state")

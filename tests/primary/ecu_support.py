@@ -13,6 +13,7 @@ from primary.secondaries import InProcessSecondary, serve_inprocess
 from secondary.agent import SecondaryAgent
 from storage import LOCAL, AtomicStore, FileSystem
 from uptane import roughtime as rt
+from uptane.encryption import EncryptionPrivateKey
 from uptane.keys import PrivateKey
 from uptane.metadata import DER
 
@@ -29,9 +30,11 @@ def make_agent(
     fs: FileSystem = LOCAL,
     encoding: str = DER,
 ) -> SecondaryAgent:
-    """A Secondary agent rebuilt from ``directory`` (key, link key and time keys if there
-    are some, state, flash), booted; its store and flash write through ``fs``."""
+    """A Secondary agent rebuilt from ``directory`` (key, link key, encryption key and time
+    keys if there are some, state, flash), booted; its store and flash write through
+    ``fs``."""
     link = directory / "link.key"
+    enc = directory / "encryption.pem"
     time_keys = [
         rt.TimeServerKey(p.stem, base64.b64decode(p.read_bytes()))
         for p in sorted((directory / "time-keys").glob("*.pub"))
@@ -47,6 +50,7 @@ def make_agent(
         encoding=encoding,
         link_key=LinkKey.load(link) if link.exists() else None,
         time_keys=time_keys,
+        encryption_key=EncryptionPrivateKey.from_pem(enc.read_bytes()) if enc.exists() else None,
     )
     agent.start()
     return agent
