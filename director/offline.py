@@ -88,7 +88,7 @@ def build_bundle(
     end = now + timedelta(days=days)
     parts = _Parts()
     with tempfile.TemporaryDirectory(prefix="uptane-bundle-") as tmp:
-        view = _image_repository(d, parts, now)
+        view = _image_repository(d, parts)
         _check_lasts(parts, end, "the Image repository's")
         bundles = {vin: _in_flight(d, vin) for vin in vins}
         for vin in vins:
@@ -211,7 +211,7 @@ def _source(location: str, encoding: str) -> MetadataSource:
     return DirectorySource(Path(location), encoding)
 
 
-def _image_repository(d: Director, parts: _Parts, now: datetime) -> Any:
+def _image_repository(d: Director, parts: _Parts) -> Any:
     """Add the Image repository's metadata (verified against the pinned root first), in
     every encoding it publishes; returns the Director's view of it."""
     view = d.image_view
@@ -241,7 +241,6 @@ def _image_repository(d: Director, parts: _Parts, now: datetime) -> Any:
             if enc == JSON and role != "root":
                 md = decode(data, d.limits).signed
                 parts.expires.append((md.expires, f"{role} (version {md.version})"))
-    del now
     return view
 
 
