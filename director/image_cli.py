@@ -13,6 +13,7 @@ import httpx
 
 from director import image_cli_keys
 from director.ceremony_cli import add_keygen_parser
+from director.image_delegations import BINS_ADVISED, suggest_bits
 from director.image_repo import (
     Conflict,
     ImageRepository,
@@ -72,8 +73,11 @@ def cmd_init(args: argparse.Namespace) -> int:
         key_source=_key_source(args),
         expiry_days=_days(args.expiry),
         passphrase_env=args.passphrase_env,
+        bins=args.bins,
     )
     print(f"created Image repository in {args.dir}; offline keys in {off}")
+    if args.bins is not None:
+        print(f"the top-level targets delegates every image to {1 << args.bins} hash bins")
     print("admin upload token (shown once, store it safely):")
     print(token)
     return 0
@@ -117,6 +121,15 @@ def cmd_sign(args: argparse.Namespace) -> int:
         return 0
     if out.published:
         print(f"signed targets version {out.version} with {n} staged change(s)")
+        listed = len(repo.builder.targets.targets)
+        if listed > BINS_ADVISED:
+            print(
+                f"note: the top-level targets lists {listed:,} images, and every vehicle"
+                f" downloads it whole after each release; hash bins keep that to the images"
+                f" it needs: `uptane-image-repo delegate-bins {args.dir} --bits"
+                f" {suggest_bits(listed)}` (docs/image-repo.md, 'Large repositories')",
+                file=sys.stderr,
+            )
         return 0
     return image_cli_keys.report([out])
 
@@ -185,7 +198,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"  directory: {args.dir}")
     print(f"  online keys (snapshot, timestamp, bins): {repo.online.describe()}")
     print("  root and targets keys: offline, with their holders")
-    roles = ", ".join(f"{r} v{b.role(r).version}" for r in ["targets", *b.delegated])
+    roles = ", ".join(f"{r} v{b.version_of(r)}" for r in ["targets", *b.delegated][:8])
     print(f"  root v{len(b.root_history)}, {roles}")
     print("  one log line per upload and per offline change picked up follows on stderr")
     sys.stdout.flush()
@@ -226,6 +239,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--pin-env", help="variable holding that token's PIN")
     sp.add_argument("--online-passphrase-env", help="encrypt online key files; its variable")
     sp.add_argument("--expiry", action="append", help="ROLE=DAYS lifetime (repeat)")
+    sp.add_argument(
+        "--bins",
+        type=int,
+        metavar="BITS",
+        help="delegate every image to 2**BITS hash bins from the start (large repositories;"
+        " docs/image-repo.md suggests BITS by size)",
+    )
     sp = add("add-target", cmd_add_target, "stage an image")
     sp.add_argument("file")
     sp.add_argument("--path", required=True, help="target name, e.g. brakes/fw-1.2.bin")

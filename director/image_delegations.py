@@ -11,6 +11,8 @@ included (until then the role is delegated but not listed in snapshot).
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -19,7 +21,14 @@ from director import repostate
 from director.image_keys import BINS_KEY, Outcome, carry_out, start_targets
 from keystore import authorized
 from uptane.keys import Key
-from uptane.metadata import DelegatedRole, Delegations, RoleRef, SuccinctRoles, Targets
+from uptane.metadata import (
+    DelegatedRole,
+    Delegations,
+    RoleRef,
+    SuccinctRoles,
+    TargetFile,
+    Targets,
+)
 from uptane.paths import check_target_path
 from uptane.repository import RepositoryBuilder
 
@@ -39,10 +48,22 @@ class Found:
     delegation: DelegatedRole | None
 
 
+def _parents(b: RepositoryBuilder) -> list[str]:
+    """The targets roles that may delegate: every one but the hash bins, which this
+    repository signs itself with no delegations (so a repository of many bins decodes
+    none of them to look for a delegation)."""
+    sr = bins_of(b)
+    return ["targets"] + [
+        r
+        for r in b.delegated
+        if sr is None or not (sr.is_bin_name(r) and b.parents.get(r) == "targets")
+    ]
+
+
 def find_delegation(b: RepositoryBuilder, role: str) -> Found | None:
     """The delegation of ``role`` from any targets role of the repository: a plain entry,
     a member of a TAP 3 multi-role entry, or a hash bin."""
-    for parent in ["targets", *b.delegated]:
+    for parent in _parents(b):
         pm = b.role(parent)
         if not isinstance(pm, Targets) or pm.delegations is None:
             continue
@@ -63,7 +84,7 @@ def delegated_names(b: RepositoryBuilder) -> list[str]:
     """Every role some targets role delegates to, listed or still awaiting its first
     version (hash bins included)."""
     names = list(b.delegated)
-    for parent in ["targets", *b.delegated]:
+    for parent in _parents(b):
         pm = b.role(parent)
         dels = pm.delegations if isinstance(pm, Targets) else None
         for d in (dels.roles or []) if dels is not None else []:
@@ -124,6 +145,41 @@ def bin_for(b: RepositoryBuilder, path: str) -> str | None:
     """The hash bin that holds ``path``, when the top-level targets delegates to bins."""
     sr = bins_of(b)
     return sr.role_for_target(path) if sr is not None else None
+
+
+#: above this many images in the top-level targets, ``sign`` advises hash bins: the file
+#: is then about 330 KB per encoding, downloaded whole by every vehicle after each release
+BINS_ADVISED = 1000
+#: a Primary's update fetches about this many images, each through its own bin
+IMAGES_PER_UPDATE = 3
+#: bytes per target entry in JSON (sha256 + sha512, hardware id, release counter) and per
+#: role in a JSON snapshot, measured on this repository's files
+ENTRY_BYTES, SNAPSHOT_ENTRY_BYTES = 335, 29
+
+
+def suggest_bits(n_images: int) -> int:
+    """Hash-bin bits for a repository of ``n_images``: what minimises the metadata a
+    vehicle downloads after a release, the snapshot (one entry per bin) plus the bins of
+    the images it installs (``n / bins`` entries each). That optimum is at
+    ``bins = sqrt(IMAGES_PER_UPDATE * ENTRY_BYTES * n / SNAPSHOT_ENTRY_BYTES)``, rounded to
+    a power of two, from 16 to 16,384 bins (docs/image-repo.md, 'Large repositories')."""
+    best = (IMAGES_PER_UPDATE * ENTRY_BYTES * max(n_images, 1) / SNAPSHOT_ENTRY_BYTES) ** 0.5
+    return min(14, max(4, round(math.log2(best))))
+
+
+def move_into_bins(b: RepositoryBuilder, before: Mapping[str, TargetFile]) -> int:
+    """A top-level targets that newly delegates to hash bins takes the images it listed
+    out; each goes into its bin in the same publish, so vehicles never see it missing.
+    Returns how many moved."""
+    sr = bins_of(b)
+    if sr is None or not before:
+        return 0
+    moved = 0
+    for path, tf in before.items():
+        if path not in b.targets.targets:
+            b.add_target(tf, role=sr.role_for_target(path))
+            moved += 1
+    return moved
 
 
 def _check_new_role(model: Targets, role: str) -> None:
@@ -263,8 +319,9 @@ def delegate_bins(
 ) -> Outcome:
     """Delegate every path of the top-level targets to ``2**bit_length`` hash bins (TUF's
     succinct delegation, ``prefix-XX``), signed by the online key source's ``bins`` keys
-    (made there if it has none). Staged entries then go to their bin and are signed
-    online; the top-level targets lists images no more."""
+    (made there if it has none). The images the top-level targets lists move into their
+    bins when this is published (:func:`move_into_bins`); staged entries then go to their
+    bin and are signed online; the top-level targets lists images no more."""
     if not 1 <= bit_length <= 16:
         raise ValueError("bins: give 1 to 16 bits (2 to 65,536 bins)")
     repostate.check_role_name(f"{prefix}-0")
@@ -275,8 +332,7 @@ def delegate_bins(
             model.delegations.roles or model.delegations.succinct_roles
         ):
             raise ValueError("the top-level targets delegates already; bins need it alone")
-        if model.targets:
-            raise ValueError("move the top-level targets' images first: bins start empty")
+        model.targets = {}  # moved into the bins at publish (move_into_bins)
         model.delegations = Delegations(roles=None)
         model.delegations.succinct_roles = SuccinctRoles(
             _add_keys(model, [held[0].key]), 1, bit_length, prefix
@@ -322,6 +378,7 @@ def reconcile(repo: ImageRepository, b: RepositoryBuilder) -> None:
 
 
 __all__ = [
+    "BINS_ADVISED",
     "BINS_KEY",
     "Found",
     "bin_for",
@@ -331,7 +388,9 @@ __all__ = [
     "delegated_names",
     "describe",
     "find_delegation",
+    "move_into_bins",
     "reconcile",
     "revoke",
     "rotate_bins",
+    "suggest_bits",
 ]

@@ -46,7 +46,7 @@ from uptane.keys import ED25519, Key, Signer
 from uptane.limits import Limits
 from uptane.metadata import JSON, TargetFile, Targets
 from uptane.paths import check_target_path
-from uptane.repository import RepositoryBuilder
+from uptane.repository import PublishRefused, RepositoryBuilder
 
 #: images and metadata, which any client may download
 PUBLIC_MODE = 0o644
@@ -169,11 +169,13 @@ class ImageRepository:
         key_source: dict[str, Any] | None = None,
         expiry_days: dict[str, float] | None = None,
         passphrase_env: str | None = None,
+        bins: int | None = None,
     ) -> str:
         """Create keys and version 1 of every role; returns the admin upload token. The
         online keys are made in ``key_source`` (default: files in ``DIR/online-keys``),
         the offline ones in ``offline_dir`` (encrypted with the passphrase in the
-        variable ``passphrase_env``, when named)."""
+        variable ``passphrase_env``, when named). With ``bins``, the top-level targets
+        delegates every path to ``2**bins`` hash bins from the start (targets version 2)."""
         repo_dir = Path(repo_dir)
         paths = ImageRepoPaths(repo_dir)
         if repostate.exists(paths.metadata):
@@ -201,12 +203,16 @@ class ImageRepository:
             now,
             expiry={**config.expiry, **(expiry or {})},
             encodings=repostate.available_encodings(),
+            limits=Limits.primary(),
         )
         paths.images.mkdir(parents=True, exist_ok=True)
         repostate.save(builder, paths.metadata)
         write_json(paths.staged, [], mode=STATE_MODE)
         token = secrets.token_urlsafe(32)
         write_json(paths.tokens, {hash_token(token): ADMIN}, mode=SECRET_MODE)
+        if bins is not None:
+            repo = cls(repo_dir, now, offline_dir=offline_dir, passphrase_env=passphrase_env)
+            delegations.delegate_bins(repo, now, bins)
         return token
 
     # --- tokens -----------------------------------------------------------------------------
@@ -314,7 +320,49 @@ class ImageRepository:
         it, and versions must never be issued twice."""
         with dir_lock(self.paths.root):
             self.builder = self._load(now)
-            yield self.builder
+            try:
+                yield self.builder
+            except PublishRefused as e:
+                self.builder = self._load(now)  # nothing was written; drop the change
+                raise PublishRefused(
+                    e.role, e.encoding, e.reason, size=e.size, cap=e.cap, advice=self._advice(e)
+                ) from None
+            except BaseException:
+                self.builder = self._load(now)
+                raise
+
+    def _advice(self, err: PublishRefused) -> str:
+        """What to do when a role grows past what its readers accept (issue 20)."""
+        b = self.builder
+        if err.role == "targets" and delegations.bins_of(b) is None:
+            n = len(b.targets.targets) + len(self.staged())
+            return (
+                f"list the images in hash bins: `uptane-image-repo delegate-bins"
+                f" {self.paths.root} --bits {delegations.suggest_bits(n)}` moves the"
+                f" top-level images into them (a targets change, signed with the targets keys;"
+                f" docs/image-repo.md, 'Large repositories')"
+            )
+        if err.role == "snapshot":
+            return "fewer roles: a snapshot lists every bin and delegated role; use fewer bits"
+        return (
+            f"split {err.role}: a supplier releases fewer images per role, or (hash bins) the"
+            f" repository needs more bins than it was made with"
+        )
+
+    def find_targets(self, path: str) -> list[TargetFile]:
+        """The entries listed for ``path`` by the roles that may list it: its hash bin, or
+        the top-level targets and each delegated role in order. Decodes only those."""
+        b = self.builder
+        name = delegations.bin_for(b, path)
+        roles = ([name] if b.has_role(name) else []) if name else ["targets", *b.delegated]
+        found = []
+        for role in roles:
+            model = b.role(role)
+            assert isinstance(model, Targets)
+            tf = model.targets.get(path)
+            if tf is not None:
+                found.append(tf)
+        return found
 
     def bin_for(self, path: str) -> str | None:
         """The hash bin that holds ``path``, if the repository delegates to bins."""
@@ -328,7 +376,7 @@ class ImageRepository:
         staged = self.staged()
         binned = [tf for tf in staged if self.bin_for(tf.path) is not None]
         if binned:
-            self._sign_bins(now, binned)
+            self.sign_into_bins(now, binned)
             if len(binned) == len(staged):
                 return Outcome("bins", self.builder.targets.version, True)
         pending = image_keys.start_targets(self, now)
@@ -344,7 +392,10 @@ class ImageRepository:
             )
         return self.builder.targets.version
 
-    def _sign_bins(self, now: datetime, entries: list[TargetFile]) -> None:
+    def sign_into_bins(self, now: datetime, entries: list[TargetFile]) -> None:
+        """Sign ``entries`` into their hash bins at once with the online bin keys, and
+        unstage them: one publish re-signs the bins they fall in, snapshot and timestamp.
+        Their images must be stored already (:meth:`stage_target` does it)."""
         with self.mutation(now) as b:
             for tf in entries:
                 b.add_target(tf, role=delegations.bin_for(b, tf.path) or "targets")
@@ -362,8 +413,10 @@ class ImageRepository:
     ) -> None:
         """A new top-level targets signed in a ceremony: installed, the roles it delegates
         to made or dropped, and its staged entries unstaged (caller holds the lock)."""
+        before = b.targets.targets if delegations.bins_of(b) is None else {}
         b.install_signed("targets", model, files)
         delegations.reconcile(self, b)
+        delegations.move_into_bins(b, before)
         self._unstage(model.targets)
 
     def delegate(
@@ -421,9 +474,9 @@ class ImageRepository:
             if b.snapshot.expires - now <= (margin or snap_life / 2):
                 b.mark("snapshot")
                 changed = True
-            for role in b.delegated:
+            for role in b.delegated:  # expiry from current.json: no role is decoded
                 life = b.lifetime(role)
-                if b.signers_of(role) and b.role(role).expires - now <= (margin or life / 2):
+                if b.signers_of(role) and b.expires_of(role) - now <= (margin or life / 2):
                     b.mark(role)  # an online role (a hash bin): re-signed here
                     changed = True
             ts_life = b.expiry["timestamp"]
@@ -476,10 +529,11 @@ class ImageRepository:
         last: list[tuple[Path, bytes]] = []
         for enc in b.encodings:
             for fname, data in b.versioned_files(enc).items():
+                dest = out / "metadata" / fname
                 if fname.startswith("timestamp."):
-                    last.append((out / "metadata" / fname, data))
-                else:
-                    atomic_write(out / "metadata" / fname, data, mode=PUBLIC_MODE)
+                    last.append((dest, data))
+                elif not (fname.split(".", 1)[0].isdigit() and dest.exists()):
+                    atomic_write(dest, data, mode=PUBLIC_MODE)  # versioned files never change
         for path, data in last:
             atomic_write(path, data, mode=PUBLIC_MODE)
         return count

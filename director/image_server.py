@@ -2,7 +2,10 @@
 
 - ``GET /metadata/NAME`` and ``GET /targets/PATH``: public download (§5.3.1), from an
   in-memory cache of the signed bytes; the URL layout is the static repository's, so TUF
-  clients (python-tuf ngclient) use it unchanged.
+  clients (python-tuf ngclient) use it unchanged. A file is read into the cache when first
+  asked for, and an image URL is resolved through the one role that may list its path
+  (its hash bin), so that a change costs the service what it touched, not the size of the
+  repository (issue 20).
 - ``PUT /api/images/PATH`` and ``PUT /api/metadata/ROLE.EXT``: authorised write, behind a
   bearer token that names one role; every upload is checked against the uploader's
   delegation (:meth:`director.image_repo.ImageRepository.upload_metadata`).
@@ -41,8 +44,8 @@ from director.watch import FileWatch
 from uptane.codec import Codec, for_filename
 from uptane.errors import MalformedInput
 from uptane.limits import Limits
-from uptane.metadata import Targets
 from uptane.paths import check_target_path
+from uptane.repository import PublishRefused, RepositoryBuilder
 
 
 def _utcnow() -> datetime:
@@ -72,39 +75,57 @@ class ImageService:
         self.max_image_upload = max_image_upload
         self._images: dict[str, bytes] = {}
         self._image_cached = 0
-        self.metadata: dict[str, bytes] = {}
-        self.targets_index: dict[str, Path] = {}
+        #: versioned metadata files served so far (never change once published)
+        self._served: dict[str, bytes] = {}
+        #: every file served, by name (``metadata["timestamp.json"]``), read on first use
+        self.metadata = _MetadataView(self)
         self.rebuild_cache()
         self._watch = FileWatch(self.repo.paths.metadata / repostate.CURRENT)
 
     def _versions(self) -> tuple[object, ...]:
         b = self.repo.builder
-        roles = tuple((r, b.role(r).version) for r in ["targets", *b.delegated])
+        roles = tuple((r, b.version_of(r)) for r in ["targets", *b.delegated])
         return (len(b.root_history), b.timestamp.version, b.snapshot.version, roles)
 
     def rebuild_cache(self) -> None:
-        """Swap in new caches of every signed file and of the image URL index."""
+        """Follow the repository after a change: versioned files served before stay cached
+        (a client may still be reading the previous version) unless two or more versions
+        old; the rest is read when first asked for (:meth:`metadata_file`)."""
         b = self.repo.builder
         self._cached_versions = self._versions()
-        meta: dict[str, bytes] = dict(self.metadata)
-        for enc in b.encodings:
-            meta.update(b.versioned_files(enc))
-        index: dict[str, Path] = {}
-        for role in ["targets", *b.delegated]:
-            model = b.role(role)
-            assert isinstance(model, Targets)
-            for tpath, tf in model.targets.items():
-                src = self.repo.image_path(tf)
-                if src is None:
-                    continue
-                dirname, sep, base = tpath.rpartition("/")
-                for digest in tf.hashes.values():
-                    index[f"{dirname}{sep}{digest}.{base}"] = src
-        self.metadata = meta
-        self.targets_index = index
+        kept: dict[str, bytes] = {}
+        for name, data in self._served.items():
+            role, version = _versioned(name)
+            if role == "root" or (b.has_role(role) and version + 1 >= b.version_of(role)):
+                kept[name] = data
+        self._served = kept
+
+    def metadata_file(self, name: str) -> bytes | None:
+        """The bytes of metadata file ``name`` as the static repository lays it out: every
+        root version, the current (and recently served) versions of the other roles, the
+        unversioned current files; None for anything else."""
+        data = self._served.get(name)
+        if data is not None:
+            return data
+        try:
+            enc = for_filename(name).name
+        except MalformedInput:
+            return None
+        b = self.repo.builder
+        if enc not in b.encodings:
+            return None
+        role, version = _versioned(name)
+        if role == "root" and version:
+            ok = 1 <= version <= len(b.root_history)
+            data = b.root_history[version - 1][enc] if ok else None
+        elif b.has_role(role) and (not version or version == b.version_of(role)):
+            data = b.files[enc].get(role) if role != "timestamp" or not version else None
+        if data is not None and version:
+            self._served[name] = data  # versioned files never change
+        return data
 
     def image(self, url_path: str) -> bytes | Path | None:
-        src = self.targets_index.get(url_path)
+        src = self._image_source(url_path)
         if src is None:
             return None
         digest = src.name
@@ -118,6 +139,19 @@ class ImageService:
         self._images[digest] = data
         self._image_cached += size
         return data
+
+    def _image_source(self, url_path: str) -> Path | None:
+        """``DIR/HASH.NAME``: the stored image of target ``DIR/NAME`` if a role that may list
+        that path lists it with that hash (resolved only through signed metadata)."""
+        dirname, sep, last = url_path.rpartition("/")
+        digest, dot, base = last.partition(".")
+        if not dot or not digest or not base:
+            return None
+        digest = digest.lower()
+        for tf in self.repo.find_targets(f"{dirname}{sep}{base}"):
+            if digest in (h.lower() for h in tf.hashes.values()):
+                return self.repo.image_path(tf)
+        return None
 
     def tick(self) -> bool:
         """Pick up offline changes and re-sign what is about to expire."""
@@ -144,10 +178,10 @@ class ImageService:
                 return []
             self.rebuild_cache()
             b = self.repo.builder
-            roles = ", ".join(f"{r} v{b.role(r).version}" for r in ["targets", *b.delegated])
             return [
                 f"Image repository: picked up an offline change: root v{len(b.root_history)},"
-                f" {roles}, snapshot v{b.snapshot.version}, timestamp v{b.timestamp.version}"
+                f" {_roles_line(b)}, snapshot v{b.snapshot.version},"
+                f" timestamp v{b.timestamp.version}"
             ]
 
     def role_of(self, token: str) -> str:
@@ -155,6 +189,40 @@ class ImageService:
         if role is None:
             raise HTTPException(401, "unknown bearer token", headers={"WWW-Authenticate": "Bearer"})
         return role
+
+
+class _MetadataView:
+    """``service.metadata[name]``: :meth:`ImageService.metadata_file` as a read-only map."""
+
+    def __init__(self, service: ImageService) -> None:
+        self._service = service
+
+    def get(self, name: str, default: bytes | None = None) -> bytes | None:
+        data = self._service.metadata_file(name)
+        return default if data is None else data
+
+    def __getitem__(self, name: str) -> bytes:
+        data = self._service.metadata_file(name)
+        if data is None:
+            raise KeyError(name)
+        return data
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self._service.metadata_file(name) is not None
+
+
+def _versioned(name: str) -> tuple[str, int]:
+    """``N.ROLE.EXT`` -> (ROLE, N); ``ROLE.EXT`` -> (ROLE, 0)."""
+    stem = name.rsplit(".", 1)[0]
+    head, dot, rest = stem.partition(".")
+    return (rest, int(head)) if dot and head.isdigit() and len(head) < 12 else (stem, 0)
+
+
+def _roles_line(b: RepositoryBuilder, limit: int = 8) -> str:
+    """Versions of the targets roles for a log line; many hash bins are summarised."""
+    roles = ["targets", *b.delegated]
+    text = ", ".join(f"{r} v{b.version_of(r)}" for r in roles[:limit])
+    return text + (f" and {len(roles) - limit} more roles" if len(roles) > limit else "")
 
 
 def _sync(service: ImageService) -> None:
@@ -181,7 +249,7 @@ def create_app(
         ),
     )
     app.state.service = service
-    install_error_handlers(app, {Forbidden: 403, Conflict: 409})
+    install_error_handlers(app, {Forbidden: 403, Conflict: 409, PublishRefused: 409})
     app.add_middleware(AdminLog, what="Image repository")
     _download_routes(app, service)
     _upload_routes(app, service)
@@ -199,7 +267,7 @@ def _download_routes(app: FastAPI, service: ImageService) -> None:
     @app.get("/metadata/{name}")
     def get_metadata(name: str) -> Response:
         _sync(service)
-        data = service.metadata.get(name)
+        data = service.metadata_file(name)
         if data is None:
             raise HTTPException(404, "no such metadata file")
         return Response(data, media_type=for_filename(name).media_type)

@@ -96,7 +96,7 @@ def upload_metadata(
         src = repo.image_path(tf)
         if src is None or src.stat().st_size != tf.length:
             raise Conflict(f"image {tpath[:64]!r} has not been uploaded")
-    current = b.role(role).version if b.has_role(role) else 0
+    current = b.version_of(role) if b.has_role(role) else 0
     if new.version <= current:
         # not an attack on the repository: another upload (or an offline change) came
         # first, and the uploader signed from what it read before that
