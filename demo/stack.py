@@ -61,6 +61,9 @@ NETNS_ENV = "UPTANE_DEMO_NETNS"
 PROGRESS = re.compile(r"^\s*(download|send) (\S+)(?: to (\S+))?:\s*(\d+)% \((\d+)/(\d+) bytes\)")
 
 
+#: the most bytes a capture of the serial line or of a proxy keeps (an eavesdropper's view)
+CAPTURE_CAP = 64 * 1024 * 1024
+
 #: no proxy from the environment: every request here goes to 127.0.0.1
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -240,6 +243,9 @@ class PtyWire:
 
     def __init__(self, rate: float | None = None) -> None:
         self.rate = rate
+        #: when set (a bytearray), every byte relayed either way is appended: what an
+        #: eavesdropper on the line sees (issue 17); capped at ``CAPTURE_CAP`` bytes
+        self.capture: bytearray | None = None
         self._fds: list[int] = []
         pairs = [os.openpty(), os.openpty()]
         self.masters = [m for m, _ in pairs]
@@ -280,6 +286,9 @@ class PtyWire:
                     return
                 with contextlib.suppress(BlockingIOError, OSError):
                     os.write(other[fd], data)
+                cap = self.capture
+                if cap is not None and len(cap) < CAPTURE_CAP:
+                    cap += data
                 if self.rate:
                     time.sleep(len(data) / self.rate)
 
@@ -339,6 +348,8 @@ class _MitmHandler(BaseHTTPRequestHandler):
         if status in (200, 206) and self.path.startswith("/targets/") and srv.swap_images:
             body = swap(body)
             srv.swapped.append(self.path)
+        if srv.capture is not None and len(srv.capture) < CAPTURE_CAP:
+            srv.capture += body  # what an eavesdropper on this connection reads
         self.send_response(status)
         for k in ("Content-Type", "Content-Range", "Accept-Ranges"):
             if rh.get(k):
@@ -368,6 +379,7 @@ class Mitm:
         h.swap_images = False
         h.swapped = []
         h.posts = []
+        h.capture = None
         self.thread = threading.Thread(
             target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
@@ -389,6 +401,11 @@ class Mitm:
     @property
     def posts(self) -> list[tuple[str, int, bytes]]:
         return self.httpd.posts  # type: ignore[attr-defined]
+
+    def start_capture(self) -> bytearray:
+        """From now on, keep every response body relayed (what the vehicle downloads)."""
+        self.httpd.capture = bytearray()  # type: ignore[attr-defined]
+        return self.httpd.capture  # type: ignore[attr-defined]
 
     def close(self) -> None:
         self.httpd.shutdown()
@@ -510,6 +527,8 @@ class Stack:
         self.time_dir = work / "oem" / "time"
         self.can_channel = CAN_GROUP if self.can == "udp" else f"uptane-demo-{os.getpid()}"
         self.targets_version = 1
+        #: each Secondary's encryption public key (JSON), as provisioning printed it
+        self.encryption_keys: dict[str, Any] = {}
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -767,6 +786,8 @@ class Stack:
                 time_keys=time_keys,
             )
             keys[serial] = public["public_key"]
+            # its encryption key (issue 17), registered with the vehicle
+            self.encryption_keys[serial] = public["encryption_key"]
             (keys_dir / f"{serial}.pub.json").write_text(json.dumps(public["public_key"]))
             # the link key goes to the Primary (never to the Director)
             shutil.copyfile(public["link_key_file"], keys_dir / f"{serial}.link")
@@ -788,7 +809,13 @@ class Stack:
         ecus[0]["primary"] = True
         for serial, hw in (SERIAL_ECU, CAN_ECU):
             ecus.append(
-                {"serial": serial, "hardware_id": hw, "public_key": keys[serial], "primary": False}
+                {
+                    "serial": serial,
+                    "hardware_id": hw,
+                    "public_key": keys[serial],
+                    "primary": False,
+                    "encryption_key": self.encryption_keys[serial],
+                }
             )
         self.admin("POST", "/api/vehicles", {"vin": VIN, "ecus": ecus})
         return keys
@@ -884,10 +911,42 @@ retries = 2
         wait_until(f"Secondary {serial}", ready, child, 60)
         return child
 
-    def assign(self, items: dict[str, str]) -> Any:
-        """One bundle through the admin API: ECU serial -> target path."""
-        body = {"assignments": [{"ecu": e, "target": t} for e, t in items.items()]}
+    def assign(self, items: dict[str, str], *, encrypt: set[str] = frozenset()) -> Any:
+        """One bundle through the admin API: ECU serial -> target path; the ECUs in
+        ``encrypt`` get their image encrypted to their own key (issue 17)."""
+        body = {
+            "assignments": [
+                {"ecu": e, "target": t, **({"encrypt": True} if e in encrypt else {})}
+                for e, t in items.items()
+            ]
+        }
         return self.admin("POST", f"/api/vehicles/{VIN}/assignments", body)
+
+    def release_delta(self, base: Image, new: Image) -> tuple[str, int]:
+        """A supplier's delta from the released ``base`` to the released ``new`` (issue
+        17): made with detools, uploaded and signed into the top-level targets with the
+        offline key (as ``supplier-release``). Returns its path and size."""
+        from datetime import UTC, datetime
+
+        from director.supplier import make_delta, release
+        from keystore import open_signer
+
+        path, patch, section = make_delta(base.data, base.path, new.data, new.path)
+        signer = open_signer(str(self.offline_keys / "targets.pem"))
+        out = release(
+            self.image_url,
+            self.image_token,
+            "targets",
+            signer,
+            path,
+            patch,
+            [new.hardware_id],
+            new.release_counter,
+            datetime.now(UTC),
+            delta=section,
+        )
+        self._wait_published(int(out["version"]))
+        return path, len(patch)
 
     def status(self) -> Any:
         return self.admin("GET", f"/api/vehicles/{VIN}")
