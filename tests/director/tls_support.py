@@ -122,7 +122,7 @@ def escaped(cert_file: Path) -> str:
     return quote(cert_file.read_text(), safe="")
 
 
-_SAMPLE = re.compile(r"^(\w+)(?:\{([^}]*)\})? ([0-9.e+-]+|NaN|\+Inf)$")
+_SAMPLE = re.compile(r"^(\w+)(?:\{(.*)\})? (\S+)$")
 
 
 def metric(text: str, name: str, **labels: str) -> float:
