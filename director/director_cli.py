@@ -20,6 +20,7 @@ from director.director import (
     default_offline_dir,
 )
 from director.lifecycle import ASSIGNMENT
+from director.vehicles import encryption_key_from_json, key_from_json
 from keystore import KeyConfigError, SecretUnavailable, TokenError
 from uptane.errors import UptaneError
 from uptane.keys import MAX_KEY_FILE, SCHEMES, Key, PrivateKey
@@ -40,11 +41,36 @@ def load_public_key(path: Path) -> Key:
 
 
 def parse_ecu(spec: str) -> EcuSpec:
-    """``SERIAL:HARDWARE_ID:KEYFILE[:primary]``."""
+    """``SERIAL:HARDWARE_ID:KEYFILE[:primary]``. KEYFILE may be what ``uptane-secondary
+    provision`` wrote (``ecu_key.pub.json``): its ``public_key`` and, when it has one, its
+    ``encryption_key`` (issue 17) are registered."""
     parts = spec.split(":")
     if len(parts) not in (3, 4) or (len(parts) == 4 and parts[3] != "primary"):
         raise Invalid(f"bad --ecu {spec!r}: use SERIAL:HARDWARE_ID:KEYFILE[:primary]")
-    return EcuSpec(parts[0], parts[1], load_public_key(Path(parts[2])), len(parts) == 4)
+    path = Path(parts[2])
+    provisioned = _provisioned(path)
+    if provisioned is None:
+        return EcuSpec(parts[0], parts[1], load_public_key(path), len(parts) == 4)
+    enc = provisioned.get("encryption_key")
+    return EcuSpec(
+        parts[0],
+        parts[1],
+        key_from_json(provisioned.get("public_key")),
+        len(parts) == 4,
+        None if enc is None else encryption_key_from_json(enc),
+    )
+
+
+def _provisioned(path: Path) -> dict[str, Any] | None:
+    """The JSON ``uptane-secondary provision`` writes (a ``public_key`` inside), or None
+    for a key file of its own."""
+    with open(path, "rb") as f:
+        data = f.read(MAX_KEY_FILE + 1)
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) and "public_key" in doc else None
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -173,7 +199,8 @@ def cmd_assign(args: argparse.Namespace) -> int:
         if not sep:
             raise Invalid(f"bad {pair!r}: use ECU=TARGET")
         items.append((ecu, target))
-    _print(_director(args).assign(args.vin, items, force=args.force))
+    encrypt: dict[str, bool | None] = dict.fromkeys(args.encrypt or [], True)
+    _print(_director(args).assign(args.vin, items, force=args.force, encrypt=encrypt))
     return 0
 
 
@@ -301,6 +328,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("vin")
     sp.add_argument("ecu_target", nargs="+", metavar="ECU=TARGET")
     sp.add_argument("--force", action="store_true", help="allow a downgrade")
+    sp.add_argument(
+        "--encrypt",
+        action="append",
+        metavar="ECU",
+        help="send this ECU its image encrypted to its own key (repeat; default: the rules)",
+    )
     sp = add(sub, "cancel", cmd_cancel, "cancel a pending assignment")
     sp.add_argument("id", type=int)
     _campaign_parsers(sub, add)
