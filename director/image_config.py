@@ -8,10 +8,13 @@ how long each role is signed for.
 ```
 
 ``key_source`` is a :func:`keystore.open_source` setting (default: unencrypted PEM files
-in ``DIR/online-keys``). ``expiry_days`` takes the top-level roles, ``delegated`` (every
-delegated role), a delegated role by name, and a hash-bin prefix (every bin). A missing
-file means the defaults. The file holds no secret (a passphrase or PIN comes from the
-environment variable it names), and is read by the offline commands and the service.
+in ``DIR/online-keys``). ``tls`` (:class:`director.tls.TlsSettings`: certificate, key,
+``public_read``) and ``object_store`` (:func:`storage.objects.open_objects`: where the
+static layout is kept for vehicles) are the service's (issue 19). ``expiry_days`` takes
+the top-level roles, ``delegated`` (every delegated role), a delegated role by name, and
+a hash-bin prefix (every bin). A missing file means the defaults. The file holds no
+secret (a passphrase or PIN comes from the environment variable it names), and is read by
+the offline commands and the service.
 """
 
 from __future__ import annotations
@@ -45,28 +48,39 @@ def check_expiry(days: Any) -> dict[str, float]:
     return out
 
 
+_KNOWN = ("key_source", "expiry_days", "tls", "object_store")
+
+
 @dataclass
 class ImageRepoConfig:
     """``repo.json``."""
 
     key_source: dict[str, Any] | None = None
     expiry_days: dict[str, float] = field(default_factory=dict)
+    #: the service's TLS and who may download (director.tls.TlsSettings; issue 19)
+    tls: dict[str, Any] | None = None
+    #: where the static layout is kept for vehicles and other nodes (storage.objects;
+    #: director.objectmirror), e.g. {"url": "s3://bucket/repo", "endpoint_url": ...}
+    object_store: dict[str, Any] | None = None
 
     @classmethod
     def load(cls, repo_dir: Path) -> ImageRepoConfig:
         d = read_json(Path(repo_dir) / CONFIG, {})
-        if not isinstance(d, dict) or set(d) - {"key_source", "expiry_days"}:
-            raise ValueError(f"{repo_dir / CONFIG}: only key_source and expiry_days are known")
+        if not isinstance(d, dict) or set(d) - set(_KNOWN):
+            raise ValueError(f"{repo_dir / CONFIG}: only {', '.join(_KNOWN)} are known")
         spec = d.get("key_source")
         return cls(
             None if spec is None else check_spec(spec),
             check_expiry(d.get("expiry_days", {})),
+            d.get("tls"),
+            d.get("object_store"),
         )
 
     def save(self, repo_dir: Path) -> None:
         d: dict[str, Any] = {"expiry_days": self.expiry_days}
-        if self.key_source is not None:
-            d["key_source"] = self.key_source
+        for name in ("key_source", "tls", "object_store"):
+            if getattr(self, name) is not None:
+                d[name] = getattr(self, name)
         write_json(Path(repo_dir) / CONFIG, d, mode=CONFIG_MODE)
 
     @property
