@@ -51,9 +51,9 @@ from primary.state import CycleRecord, PrimaryState
 from primary.timekeeping import Timekeeper
 from primary.timesource import SystemTime, TimeSource
 from primary.verify import load_trust, verify
-from storage import LOCAL, FileSystem, read_capped
+from storage import LOCAL, FileSystem
 from uptane.errors import FetchError, UptaneError
-from uptane.keys import MAX_KEY_FILE, PrivateKey
+from uptane.keys import Signer
 from uptane.limits import Limits
 from uptane.trust import RepositoryTrust
 
@@ -109,12 +109,13 @@ class Primary:
             retries=False,
             **(config.tls.pool_kwargs() if config.tls else {}),
         )
-        self._key: PrivateKey | None = None
+        self._key: Signer | None = None
 
     @property
-    def key(self) -> PrivateKey:
+    def key(self) -> Signer:
+        """The ECU's signer: a key file, or a key inside a PKCS#11 token (``primary.key``)."""
         if self._key is None:
-            self._key = PrivateKey.from_pem(read_capped(self.config.key_file, MAX_KEY_FILE))
+            self._key = self.config.open_key()
         return self._key
 
     def load_trust(self) -> tuple[RepositoryTrust, RepositoryTrust]:

@@ -20,13 +20,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from hardware.progress import progress_bar
+from keystore import KeyConfigError, SecretUnavailable, TokenError, generate_in_token, is_uri
 from primary.agent import Primary
 from primary.config import DIRECTOR, IMAGE, ConfigError, PrimaryConfig, load_config
 from primary.cycle import TIME_FORMAT, ProgressFactory
 from primary.state import PrimaryState
 from storage import atomic_write
 from uptane.errors import UptaneError
-from uptane.keys import ED25519, SCHEMES, PrivateKey
+from uptane.keys import ED25519, SCHEMES, PrivateKey, Signer
 from uptane.trust import RepositoryTrust
 
 PROG = "uptane-primary"
@@ -94,7 +95,7 @@ def provision(
     key_scheme: str = ED25519,
     force: bool = False,
     roots: Mapping[str, bytes] | None = None,
-) -> PrivateKey:
+) -> Signer:
     """Write every repository's initial trusted root (each must be signed by a threshold
     of its own keys): the Director's, the Image repository's, and ``roots`` by name for
     each of ``[[repositories]]``; and, if the key file does not exist yet, a new ECU key.
@@ -116,12 +117,27 @@ def provision(
             raise ConfigError(f"{name} trust is already provisioned (use --force to replace)")
     for name, data in every.items():
         state.write_root(name, data)
-    if cfg.key_file.exists():
-        key = PrivateKey.from_pem(cfg.key_file.read_bytes())
-    else:
-        key = PrivateKey.generate(key_scheme)
-        atomic_write(cfg.key_file, key.to_pem(), mode=0o600)
-    return key
+    return _ecu_key(cfg, key_scheme)
+
+
+def _ecu_key(cfg: PrimaryConfig, scheme: str) -> Signer:
+    """The ECU key ``primary.key`` (or ``key_file``) names, made if it does not exist yet:
+    a new key file (mode 0600), or a key generated inside the PKCS#11 token, which it
+    never leaves."""
+    if cfg.key is not None and is_uri(cfg.key):
+        try:
+            return cfg.open_key()
+        except ConfigError:
+            pass  # no such key yet (any other token trouble, generating names it too)
+        try:
+            generate_in_token(cfg.key, scheme, pin_env=cfg.key_pin_env)
+        except (KeyConfigError, SecretUnavailable, TokenError) as e:
+            raise ConfigError(f"primary.key {cfg.key}: {e}") from None
+        return cfg.open_key()
+    path = Path(cfg.key_spec)
+    if not path.exists():
+        atomic_write(path, PrivateKey.generate(scheme).to_pem(), mode=0o600)
+    return cfg.open_key()
 
 
 def cmd_provision(args: argparse.Namespace) -> int:
@@ -135,7 +151,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
         roots=_named_roots(args.root),
     )
     _say(f"provisioned {cfg.ecu_serial} of {cfg.vin} in {cfg.storage_dir}")
-    _say(f"ECU key id {key.keyid}; public key (register it with the Director):")
+    _say(f"ECU key id {key.key.keyid}; public key (register it with the Director):")
     _say(json.dumps(key.key.to_dict(), sort_keys=True))
     return 0
 

@@ -10,6 +10,10 @@ Relative paths in the file are taken relative to the file's own directory. See
     ecu_serial = "primary-1"
     hardware_id = "gateway-v1"
     key_file = "keys/primary.pem"        # PKCS#8 PEM, written by `uptane-primary provision`
+    # key = "pkcs11:token=ecu;object=primary?module-path=/usr/lib/softhsm/libsofthsm2.so"
+    #                                    # instead: a key in a PKCS#11 token (or a PEM path)
+    # key_pin_env = "PRIMARY_TOKEN_PIN"  # where the token's PIN comes from
+    # key_passphrase_env = "PRIMARY_KEY_PASSPHRASE"  # for an encrypted PEM key
     # flash_dir = "flash"                # the Primary's own A/B slots (optional)
     # slot_size = 16777216
 
@@ -60,12 +64,13 @@ from pathlib import Path
 from typing import Any
 
 from hardware.secure_link import LinkKey
+from keystore import KeyConfigError, SecretUnavailable, TokenError, is_uri, open_signer
 from primary.state import REPOSITORY_NAME
 from primary.tls import TlsConfig, TlsConfigError, parse_tls
 from storage import read_capped
 from uptane import roughtime as rt
 from uptane.errors import UptaneError
-from uptane.keys import MAX_KEY_FILE, Key
+from uptane.keys import MAX_KEY_FILE, Key, Signer
 from uptane.limits import Limits
 from uptane.metadata import MapFile
 
@@ -223,6 +228,25 @@ class PrimaryConfig:
     repositories: tuple[RepositoryConfig, ...] = ()
     #: CA, client certificate and key for every repository (mutual TLS; primary/tls.py)
     tls: TlsConfig | None = None
+    #: the ECU key as a PEM path or a PKCS#11 URI (keystore.open_signer); None: key_file
+    key: str | None = None
+    key_pin_env: str | None = None
+    key_passphrase_env: str | None = None
+
+    @property
+    def key_spec(self) -> str:
+        """Where the ECU's signing key is: ``key`` (a path or a PKCS#11 URI), else
+        ``key_file``."""
+        return self.key if self.key is not None else str(self.key_file)
+
+    def open_key(self) -> Signer:
+        """The ECU's signer; a key in a token never leaves it (docs/key-custody.md)."""
+        try:
+            return open_signer(
+                self.key_spec, passphrase_env=self.key_passphrase_env, pin_env=self.key_pin_env
+            )
+        except (KeyConfigError, SecretUnavailable, TokenError, OSError, ValueError) as e:
+            raise ConfigError(f"primary.key {self.key_spec}: {e}") from None
 
     @property
     def image_repositories(self) -> dict[str, RepositoryConfig]:
@@ -280,7 +304,16 @@ def load_config(path: str | Path) -> PrimaryConfig:
 
 _TABLES = {
     "vehicle": None,
-    "primary": {"ecu_serial", "hardware_id", "key_file", "flash_dir", "slot_size"},
+    "primary": {
+        "ecu_serial",
+        "hardware_id",
+        "key_file",
+        "key",
+        "key_pin_env",
+        "key_passphrase_env",
+        "flash_dir",
+        "slot_size",
+    },
     "director": {"url", "metadata_url", "manifest_url"},
     "image_repository": {"url", "metadata_url", "targets_url"},
     "storage": {"dir", "poll_interval", "limits", "map_file"},
@@ -342,6 +375,9 @@ def parse_config(doc: dict[str, Any], path: Path) -> PrimaryConfig:
         ecu_serial=ecu_serial,
         hardware_id=_ident(prim, "hardware_id", "primary"),
         key_file=base / _str(prim, "key_file", "primary"),
+        key=_key_spec(prim, base),
+        key_pin_env=_opt_str(prim, "key_pin_env", "primary"),
+        key_passphrase_env=_opt_str(prim, "key_passphrase_env", "primary"),
         director_url=d_url,
         director_metadata_url=_opt_url(director, "metadata_url", "director")
         or f"{d_url}/vehicles/{vin}/metadata",
@@ -549,6 +585,14 @@ def _str(d: dict[str, Any], key: str, where: str) -> str:
     if not isinstance(v, str) or not v:
         raise ConfigError(f"{where}.{key} must be a non-empty string")
     return v
+
+
+def _key_spec(prim: dict[str, Any], base: Path) -> str | None:
+    """``primary.key``: a PKCS#11 URI as written, a path relative to the file."""
+    spec = _opt_str(prim, "key", "primary")
+    if spec is None or is_uri(spec):
+        return spec
+    return str(base / spec)
 
 
 def _opt_str(d: dict[str, Any], key: str, where: str) -> str | None:

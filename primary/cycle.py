@@ -22,7 +22,7 @@ from primary.timekeeping import Timekeeper
 from uptane.delta import produced_image
 from uptane.errors import DropRequestAttack, FetchError, InsufficientSpace, LinkTimeout, UptaneError
 from uptane.identity import ImageIdentity, same_image
-from uptane.keys import PrivateKey
+from uptane.keys import Signer
 from uptane.limits import Limits
 from uptane.manifest import EcuVersionReport
 from uptane.metadata import TargetFile
@@ -77,7 +77,7 @@ class Cycle:
     #: time each Secondary is given (primary.timekeeping)
     time: Timekeeper
     fetcher: Fetcher
-    key: Callable[[], PrivateKey]
+    key: Callable[[], Signer]
     say: Say
     progress: ProgressFactory
 

@@ -76,7 +76,7 @@ from uptane.errors import (
     TargetNotFound,
     UptaneError,
 )
-from uptane.keys import PrivateKey
+from uptane.keys import Signer
 from uptane.limits import Limits
 from uptane.metadata import DER, TargetFile
 from uptane.trust import check_not_expired
@@ -97,7 +97,7 @@ class SecondaryAgent:
         *,
         ecu_serial: str,
         hardware_id: str,
-        key: PrivateKey,
+        key: Signer,
         store: AtomicStore,
         flash: Flash,
         mode: str = "partial",
@@ -154,7 +154,7 @@ class SecondaryAgent:
         """The agent a :class:`secondary.config.SecondaryConfig` describes: its store and
         its flash write through ``fs``, one file system (the real disk by default; one
         device, so they share one power supply)."""
-        key = PrivateKey.from_pem(cfg.key_file.read_bytes())
+        key = cfg.open_key()
         return cls(
             ecu_serial=cfg.ecu_serial,
             hardware_id=cfg.hardware_id,

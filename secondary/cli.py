@@ -25,6 +25,7 @@ from hardware.bench import open_can
 from hardware.flash import Flash, FlashModel
 from hardware.secure_link import LinkKey
 from hardware.server import serve
+from keystore import KeyConfigError, SecretUnavailable, TokenError, generate_in_token
 from secondary.agent import SecondaryAgent
 from secondary.config import ConfigError, LinkConfig, SecondaryConfig
 from secondary.state import provision_state
@@ -34,7 +35,7 @@ from uptane import roughtime as rt
 from uptane.codec import codecs, sniff
 from uptane.encryption import EncryptionPrivateKey
 from uptane.errors import UptaneError
-from uptane.keys import SCHEMES, PrivateKey
+from uptane.keys import SCHEMES, Key, PrivateKey
 from uptane.metadata import MapFile, decode
 from uptane.partial import PartialVerifier
 from uptane.trust import verify_trusted_root
@@ -78,6 +79,8 @@ def provision(
     link_key: bool = True,
     flash_model: FlashModel | None = None,
     encoding: str | None = None,
+    key_uri: str | None = None,
+    key_pin_env: str | None = None,
 ) -> dict[str, Any]:
     """Write everything a Secondary needs (§5.4.1) into ``directory``; returns what to
     register with the Director (ECU id, hardware id, public key) and, under
@@ -102,6 +105,8 @@ def provision(
         link_key_file=directory / LINK_KEY_NAME if link_key else None,
         time_key_files=tuple(directory / TIME_KEYS_DIR / f"{n}.pub" for n in time_keys or {}),
         time_min_servers=time_min_servers,
+        key_uri=key_uri,
+        key_pin_env=key_pin_env,
     )
     cfg.check()
     _check_new(cfg, force, flash_model)
@@ -209,17 +214,37 @@ def _check_trusted(
         decode(targets, limits, encoding=encoding, role_type="targets")
 
 
+def _file_key(cfg: SecondaryConfig, key_type: str) -> Key:
+    """A new key file (mode 0600); its public key."""
+    key = PrivateKey.generate(key_type)
+    atomic_write(cfg.key_file, key.to_pem(), mode=0o600)
+    return key.key
+
+
+def _token_key(cfg: SecondaryConfig, key_type: str) -> Key:
+    """The key the PKCS#11 URI names, generated inside the token if it is not there yet
+    (it never leaves the token); its public key."""
+    assert cfg.key_uri is not None
+    try:
+        return cfg.open_key().key
+    except ConfigError:
+        pass  # no such key yet (any other token trouble, generating names it too)
+    try:
+        return generate_in_token(cfg.key_uri, key_type, pin_env=cfg.key_pin_env)
+    except (KeyConfigError, SecretUnavailable, TokenError) as e:
+        raise ConfigError(f"ecu.key {cfg.key_uri}: {e}") from None
+
+
 def _new_key(cfg: SecondaryConfig, key_type: str) -> dict[str, Any]:
     """Generate the ECU key (private key 0600) and write its public half; returns what to
     register with the Director."""
-    key = PrivateKey.generate(key_type)
     directory = cfg.key_file.parent
-    atomic_write(cfg.key_file, key.to_pem(), mode=0o600)
+    key = _token_key(cfg, key_type) if cfg.key_uri else _file_key(cfg, key_type)
     public = {
         "ecu_serial": cfg.ecu_serial,
         "hardware_id": cfg.hardware_id,
         "keyid": key.keyid,
-        "public_key": key.key.to_dict(),
+        "public_key": key.to_dict(),
     }
     if cfg.encryption_key_file is not None:  # issue 17: its own key pair (§5.4.1)
         enc = EncryptionPrivateKey.generate()
@@ -305,6 +330,13 @@ def _provision_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--targets", help="initial Director targets metadata")
     p.add_argument("--vehicle-id")
     p.add_argument("--key-type", default="ed25519", choices=SCHEMES)
+    p.add_argument(
+        "--key",
+        dest="key_uri",
+        metavar="PKCS11_URI",
+        help="make (or take) the ECU key inside a PKCS#11 token: pkcs11:token=...;object=...",
+    )
+    p.add_argument("--key-pin-env", help="environment variable holding the token's PIN")
     p.add_argument("--slot-size", type=int, default=1 << 20, help="bytes per A/B slot")
     p.add_argument("--mode", default="partial", choices=sorted(STRATEGIES))
     p.add_argument("--image-root", help="Image repository root (full verification)")
@@ -394,6 +426,8 @@ def _provision(args: argparse.Namespace) -> int:
         link_key=not args.no_link_key,
         flash_model=_flash_model(args),
         encoding=args.encoding,
+        key_uri=args.key_uri,
+        key_pin_env=args.key_pin_env,
     )
     print(json.dumps(public, indent=2))
     return 0

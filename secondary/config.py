@@ -17,12 +17,14 @@ from typing import Any
 import tomli_w
 
 from hardware.secure_link import LinkKey
+from keystore import KeyConfigError, SecretUnavailable, TokenError, is_uri, open_signer
 from secondary.verification import STRATEGIES
 from storage import read_capped
 from uptane import roughtime as rt
 from uptane.codec import DER, codec_for, codecs
 from uptane.encryption import EncryptionPrivateKey
 from uptane.errors import MalformedInput, UptaneError
+from uptane.keys import Signer
 from uptane.limits import Limits
 
 #: the largest configuration file read (a TOML file of a few KiB in practice)
@@ -105,6 +107,12 @@ class SecondaryConfig:
     #: the ECU's X25519 encryption key (PKCS#8 PEM, §5.4.1: not the signing key); [ecu]
     #: encryption_key. None: this ECU takes no encrypted images (issue 17)
     encryption_key_file: Path | None = None
+    #: the ECU's signing key in a PKCS#11 token ([ecu] key = "pkcs11:..."): it signs the
+    #: version reports inside the token; None: the key file ``key_file`` (issue 16)
+    key_uri: str | None = None
+    #: where the token's PIN, or an encrypted key file's passphrase, comes from
+    key_pin_env: str | None = None
+    key_passphrase_env: str | None = None
     #: the clock policy ([time]: min_servers, max_step_days, jump_servers)
     time_min_servers: int = 1
     time_max_step_days: float = 366.0
@@ -145,6 +153,17 @@ class SecondaryConfig:
                 raise ConfigError(f"time key {p}: {len(raw)} bytes, not {rt.KEY_BYTES}")
             out.append(rt.TimeServerKey(p.stem, raw))
         return out
+
+    def open_key(self) -> Signer:
+        """The ECU's signer: its key file, or its key inside a PKCS#11 token, which never
+        leaves the token (docs/key-custody.md)."""
+        spec = self.key_uri or str(self.key_file)
+        try:
+            return open_signer(
+                spec, passphrase_env=self.key_passphrase_env, pin_env=self.key_pin_env
+            )
+        except (KeyConfigError, SecretUnavailable, TokenError, OSError, ValueError) as e:
+            raise ConfigError(f"ecu.key {spec}: {e}") from None
 
     def load_encryption_key(self) -> EncryptionPrivateKey | None:
         """The ECU's encryption key, or None when it has none."""
@@ -193,7 +212,10 @@ class SecondaryConfig:
         cfg = cls(
             ecu_serial=_get(ecu, "serial", str),
             hardware_id=_get(ecu, "hardware_id", str),
-            key_file=resolve(_get(ecu, "key", str, "ecu_key.pem")),
+            key_file=resolve(_key_path(_get(ecu, "key", str, "ecu_key.pem"))),
+            key_uri=_key_uri(_get(ecu, "key", str, "ecu_key.pem")),
+            key_pin_env=_get(ecu, "key_pin_env", str, None),
+            key_passphrase_env=_get(ecu, "key_passphrase_env", str, None),
             vehicle_id=_get(ecu, "vehicle_id", str, None),
             mode=_get(ecu, "mode", str, "partial"),
             encoding=_get(ecu, "encoding", str, DER),
@@ -288,7 +310,9 @@ class SecondaryConfig:
                 "serial": self.ecu_serial,
                 "hardware_id": self.hardware_id,
                 "vehicle_id": self.vehicle_id,
-                "key": rel(self.key_file),
+                "key": self.key_uri or rel(self.key_file),
+                "key_pin_env": self.key_pin_env,
+                "key_passphrase_env": self.key_passphrase_env,
                 "encryption_key": None
                 if self.encryption_key_file is None
                 else rel(self.encryption_key_file),
@@ -371,3 +395,13 @@ def _get(t: dict[str, Any], key: str, kind: type, default: Any = _MISSING) -> An
     if not isinstance(value, kind):
         raise ConfigError(f"{key} must be of type {kind.__name__}")
     return value
+
+
+def _key_uri(text: str) -> str | None:
+    """``[ecu] key`` when it is a PKCS#11 URI."""
+    return text if is_uri(text) else None
+
+
+def _key_path(text: str) -> str:
+    """``[ecu] key`` when it is a file (a token's key has none: the default name stands)."""
+    return "ecu_key.pem" if is_uri(text) else text

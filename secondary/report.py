@@ -18,7 +18,7 @@ from hardware.slots import SlotStatus
 from secondary.ecu import EcuSettings
 from secondary.transfer import Transfer
 from uptane.errors import MalformedInput
-from uptane.keys import PrivateKey
+from uptane.keys import Signer
 from uptane.manifest import EcuVersionReport, InstalledImage, SignedManifest
 
 #: the image a blank ECU reports: zero bytes
@@ -27,7 +27,7 @@ EMPTY = InstalledImage("", 0, {"sha256": sha256(b"").hexdigest()})
 
 def version_report(
     ecu: EcuSettings,
-    key: PrivateKey,
+    key: Signer,
     st: SlotStatus,
     *,
     latest_time: datetime,
