@@ -9,11 +9,12 @@ size and with the ciphertext fed in the 7,168-byte pieces a link delivers (each 
 copied into the chunk buffer: at ~9 GB/s for AES-GCM, a copy costs about as much as the
 decryption).
 
-Memory. A Secondary's side in a fresh interpreter per size: the ciphertext read from a file
-in 7,168-byte link pieces, decrypted, every plaintext chunk written to a slot file and fed to
-an :class:`uptane.verify.ImageVerifier` of the signed entry, inside one ``tracemalloc``
-window; peak(100 MiB) / peak(1 MiB) ≤ 1.05. The content key is unwrapped from the entry
-(HPKE) inside the window too.
+Memory. A Secondary's side in a fresh interpreter per size, through the integrated path a
+Secondary runs (:class:`uptane.inbound.InboundImage`, what ``secondary.transfer`` streams
+every transfer through): the ciphertext read from a file in 7,168-byte link pieces,
+decrypted, every plaintext chunk fed to the full image's verifier and written to a slot
+file, inside one ``tracemalloc`` window; peak(100 MiB) / peak(1 MiB) ≤ 1.05. The content
+key is unwrapped from the entry (HPKE) inside the window too.
 """
 
 from __future__ import annotations
@@ -115,13 +116,12 @@ def measure_memory(size: int, work: Path) -> dict[str, Any]:
     from uptane.encryption import (
         EncryptionPrivateKey,
         Encryptor,
-        decryptor_for,
         encrypted_entry,
         wrap_key,
     )
+    from uptane.inbound import InboundImage
     from uptane.limits import Limits
     from uptane.metadata import TargetFile
-    from uptane.verify import ImageVerifier
 
     key = EncryptionPrivateKey.generate()
     block = random.Random(size).randbytes(1 << 20)
@@ -148,17 +148,15 @@ def measure_memory(size: int, work: Path) -> dict[str, Any]:
     tracemalloc.start(8)
     try:
         base, _ = tracemalloc.get_traced_memory()
-        verifier = ImageVerifier(target, limits)
+        inbound = InboundImage(target, ECU, limits, key=key)  # unwraps the key for this ECU
 
         def sink(plain: memoryview) -> None:
-            verifier.update(plain)
             os.write(slot, plain)
 
-        dec = decryptor_for(target, ECU, key, limits)
         while piece := os.read(src, LINK_PIECE):
-            dec.feed(piece, sink)
-        dec.finish()
-        verifier.finish()
+            inbound.feed(piece, sink)
+        inbound.complete()
+        inbound.verifier.finish()
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

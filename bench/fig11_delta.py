@@ -9,11 +9,13 @@ patch (what crosses the link instead of the image) over the full image's bytes (
 zstd): patch size, peak memory and speed to apply, which is the measurement behind the
 choice of format (uptane/delta.py).
 
-Memory. A Secondary's side in a fresh interpreter per size: the patch read from a file in
-7,168-byte link pieces into :class:`uptane.delta.DeltaApplier`, the base read from the
-"active slot" file with ``os.pread``, the produced image written to the "inactive slot"
-file and fed to an :class:`uptane.verify.ImageVerifier` of the full image, inside one
-``tracemalloc`` window; peak(100 MiB) / peak(1 MiB) ≤ 1.05.
+Memory. A Secondary's side in a fresh interpreter per size, through the integrated path a
+Secondary runs (:class:`uptane.inbound.InboundImage`, what ``secondary.transfer`` streams
+every transfer through): the delta's base checked against the running image, the patch read
+from a file in 7,168-byte link pieces (its length and hashes checked) into
+:class:`uptane.delta.DeltaApplier`, the base read from the "active slot" file with
+``os.pread``, the produced image fed to the full image's verifier and written to the
+"inactive slot" file, inside one ``tracemalloc`` window; peak(100 MiB) / peak(1 MiB) ≤ 1.05.
 """
 
 from __future__ import annotations
@@ -172,10 +174,10 @@ def _apply_ours(base: bytes, patch: bytes, length: int) -> bytes:
 
 def measure_apply(size: int, work: Path) -> dict[str, Any]:
     """One Secondary-side delta install of a ``size``-byte image; the traced peak."""
-    from uptane.delta import DeltaApplier, create_delta, delta_target, full_image_target
+    from uptane.delta import create_delta, delta_target
+    from uptane.inbound import InboundImage
     from uptane.limits import Limits
     from uptane.metadata import TargetFile
-    from uptane.verify import ImageVerifier
 
     base = firmware(size, seed=size)
     new, _ = new_version(base, 0.05, seed=size)
@@ -193,25 +195,24 @@ def measure_apply(size: int, work: Path) -> dict[str, Any]:
     tracemalloc.start(8)
     try:
         start, _ = tracemalloc.get_traced_memory()
-        full = full_image_target(delta)
-        verifier = ImageVerifier(full, limits)
+        # the integrated path a Secondary runs: base checked, patch length and hashes,
+        # applied from the active slot, the full image's verifier
+        inbound = InboundImage(
+            delta,
+            "ecu-brake",
+            limits,
+            installed=base_t,
+            read_base=lambda off, n: os.pread(active, n, off),
+        )
 
-        def write(data: bytes) -> None:
-            verifier.update(data)
+        def write(data: memoryview) -> None:
             os.write(inactive, data)
 
-        applier = DeltaApplier(
-            lambda off, n: os.pread(active, n, off),
-            base_t.length,
-            write,
-            patch_length=delta.length,
-            output_length=full.length,
-            limits=limits,
-        )
         while piece := os.read(src, LINK_PIECE):
-            applier.feed(piece)
-        applier.finish()
-        verifier.finish()
+            inbound.feed(piece, write)
+        inbound.complete()
+        inbound.verifier.finish()
+        full = inbound.image
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
