@@ -193,17 +193,43 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     app = create_app(Path(args.dir), refresh_interval=args.refresh_interval)
     repo = app.state.service.repo
+    serving = app.state.serving
+    tls_options = serving.settings.uvicorn_kwargs()
     b = repo.builder
-    print(f"uptane-image-repo {package_version()} serving http://{args.host}:{args.port}")
+    scheme = "https" if serving.settings.serves_tls else "http"
+    print(f"uptane-image-repo {package_version()} serving {scheme}://{args.host}:{args.port}")
     print(f"  directory: {args.dir}")
     print(f"  online keys (snapshot, timestamp, bins): {repo.online.describe()}")
     print("  root and targets keys: offline, with their holders")
     roles = ", ".join(f"{r} v{b.version_of(r)}" for r in ["targets", *b.delegated][:8])
     print(f"  root v{len(b.root_history)}, {roles}")
-    print("  one log line per upload and per offline change picked up follows on stderr")
+    read = "anyone" if serving.settings.public_read else "clients with a certificate"
+    print(f"  downloads: {read}; object store: {serving.describe()}")
+    chosen = service_logging(args.log_format)
+    print(f"  one {chosen} log line per request, upload and offline change follows on stderr")
     sys.stdout.flush()
-    service_logging()
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    uvicorn.run(
+        app, host=args.host, port=args.port, log_level="warning", access_log=False, **tls_options
+    )
+    return 0
+
+
+def cmd_mirror(args: argparse.Namespace) -> int:
+    """Bring an object store up to the repository's static layout (issue 19)."""
+    from director.image_config import ImageRepoConfig
+    from director.objectmirror import Mirror
+    from storage.objects import open_objects
+
+    spec: Any = ImageRepoConfig.load(Path(args.dir)).object_store
+    if args.to:
+        spec = {"url": args.to, "endpoint_url": args.endpoint_url, "public_read": args.public_read}
+    if spec is None:
+        raise ValueError(
+            "no object store: give --to s3://BUCKET/PREFIX or set repo.json object_store"
+        )
+    store = open_objects(spec)
+    written = Mirror(store).sync(_open(args))
+    print(f"{store.describe()}: {written} object(s) written")
     return 0
 
 
@@ -272,6 +298,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--host", default="127.0.0.1")
     sp.add_argument("--port", type=int, default=8001)
     sp.add_argument("--refresh-interval", type=float, default=60.0)
+    sp.add_argument("--log-format", choices=["auto", "json", "text"], default="auto")
+    sp = add("mirror", cmd_mirror, "bring an object store (S3) up to the static repository")
+    sp.add_argument("--to", help="s3://BUCKET/PREFIX or a directory (default: repo.json's)")
+    sp.add_argument("--endpoint-url", help="an S3-compatible server other than AWS")
+    sp.add_argument("--public-read", action="store_true", help="write objects public-read")
     return p
 
 

@@ -6,15 +6,20 @@
   asked for, and an image URL is resolved through the one role that may list its path
   (its hash bin), so that a change costs the service what it touched, not the size of the
   repository (issue 20).
-- ``PUT /api/images/PATH`` and ``PUT /api/metadata/ROLE.EXT``: authorised write, behind a
-  bearer token that names one role; every upload is checked against the uploader's
-  delegation (:meth:`director.image_repo.ImageRepository.upload_metadata`).
+  Publicly readable unless ``repo.json`` ``tls.public_read`` is false (then a client
+  certificate is needed: :mod:`director.image_serving`).
+- ``PUT /api/v1/images/PATH`` and ``PUT /api/v1/metadata/ROLE.EXT``: authorised write,
+  behind a bearer token that names one role; every upload is checked against the
+  uploader's delegation (:meth:`director.image_repo.ImageRepository.upload_metadata`). The
+  paths without ``/v1`` answer too, deprecated. OpenAPI: ``docs/openapi/image-repo.json``.
 - A background task re-signs snapshot and timestamp before they expire. Changes made by
   the offline commands (``sign``, ``delegate``, ``rotate-root``) are picked up within a
   second: ``metadata/current.json`` is looked at (one ``stat``) on every upload, status
   and metadata request and twice a second in the background (:class:`director.watch.FileWatch`);
   upload tokens (``tokens.json``) are read on every request.
-- One log line per admin change (upload) and per offline change picked up.
+- One log line per request (its id), per admin change (upload) and per offline change
+  picked up; metrics at ``/metrics``; with ``repo.json`` ``object_store``, the static
+  layout kept in an S3-compatible bucket within a second of every change (issue 19).
 """
 
 from __future__ import annotations
@@ -30,7 +35,9 @@ from fastapi.concurrency import run_in_threadpool
 
 from director import repostate
 from director.httpcommon import (
+    API,
     AdminLog,
+    LegacyPaths,
     bearer,
     install_error_handlers,
     log,
@@ -40,6 +47,9 @@ from director.httpcommon import (
 from director.image_delegations import delegated_names, find_delegation
 from director.image_delegations import describe as describe_delegations
 from director.image_repo import ADMIN, Conflict, Forbidden, ImageRepository
+from director.image_serving import DownloadGate, ImageServing, mirror_now
+from director.logs import RequestLog
+from director.metrics import CONTENT_TYPE
 from director.watch import FileWatch
 from uptane.codec import Codec, for_filename
 from uptane.errors import MalformedInput
@@ -54,6 +64,8 @@ def _utcnow() -> datetime:
 
 #: how often the service looks for offline changes in the background (seconds)
 WATCH_INTERVAL = 0.5
+#: how often the object store (if any) is brought up to the repository (seconds)
+MIRROR_INTERVAL = 1.0
 
 
 class ImageService:
@@ -240,23 +252,38 @@ def create_app(
 ) -> FastAPI:
     """The FastAPI app serving the Image repository in ``repo_dir``."""
     service = ImageService(repo_dir, clock=clock, limits=limits, max_image_upload=max_image_upload)
+    serving = ImageServing(service, Path(repo_dir))
 
     app = FastAPI(
         title="Uptane Image repository",
+        version="1",
         description="Public download of metadata and images; authorised upload (§5.3.1).",
         lifespan=periodic_lifespan(
-            (refresh_interval, [service.tick]), (WATCH_INTERVAL, [service.sync])
+            (refresh_interval, [service.tick]),
+            (WATCH_INTERVAL, [service.sync]),
+            # the object store follows every change within a second (issue 19)
+            (MIRROR_INTERVAL, [serving.mirror_job]),
         ),
     )
     app.state.service = service
+    app.state.serving = serving
     install_error_handlers(app, {Forbidden: 403, Conflict: 409, PublishRefused: 409})
+    # the first added runs last: the request log is the outermost
     app.add_middleware(AdminLog, what="Image repository")
+    app.add_middleware(DownloadGate, settings=serving.settings)
+    app.add_middleware(LegacyPaths)
+    app.add_middleware(RequestLog, metrics=serving.metrics)
     _download_routes(app, service)
-    _upload_routes(app, service)
+    _upload_routes(app, service, serving)
 
-    @app.get("/healthz")
+    @app.get("/healthz", tags=["service"])
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/metrics", tags=["service"], response_class=Response)
+    def metrics() -> Response:
+        """Prometheus metrics: requests by route and status, and their latency."""
+        return Response(serving.metrics.exposition(), media_type=CONTENT_TYPE)
 
     return app
 
@@ -305,15 +332,17 @@ def _metadata_upload(service: ImageService, who: str, name: str) -> tuple[Codec,
     return codec, role
 
 
-def _upload_routes(app: FastAPI, service: ImageService) -> None:
-    """The authorised write, behind a bearer token that names one role."""
+def _upload_routes(app: FastAPI, service: ImageService, serving: ImageServing) -> None:
+    """The authorised write, behind a bearer token that names one role (under ``/api/v1``;
+    the paths without the version answer too, deprecated)."""
 
     def uploader(request: Request) -> str:
         role = service.role_of(bearer(request))
+        request.state.caller = role  # for the admin-change log
         _sync(service)  # a delegation or sign just made offline counts for this upload
         return role
 
-    @app.put("/api/images/{path:path}", status_code=201)
+    @app.put(f"{API}/images/{{path:path}}", status_code=201)
     async def put_image(path: str, request: Request, role: str = Depends(uploader)) -> Any:
         """Upload image bytes for ``path``; the uploader's delegation must cover it."""
         service.repo.check_image_upload(role, path)
@@ -326,7 +355,7 @@ def _upload_routes(app: FastAPI, service: ImageService) -> None:
 
         return await run_in_threadpool(work)
 
-    @app.put("/api/metadata/{name}")
+    @app.put(f"{API}/metadata/{{name}}")
     async def put_metadata(
         name: str, request: Request, response: Response, who: str = Depends(uploader)
     ) -> Any:
@@ -346,9 +375,11 @@ def _upload_routes(app: FastAPI, service: ImageService) -> None:
         result = await run_in_threadpool(work)
         if not result["published"]:
             response.status_code = 202
+        else:  # the release is in the object store when the upload returns
+            await mirror_now(serving)
         return result
 
-    @app.get("/api/status")
+    @app.get(f"{API}/status")
     def status(who: str = Depends(uploader)) -> dict[str, Any]:
         b = service.repo.builder
         return {
@@ -364,7 +395,7 @@ def _upload_routes(app: FastAPI, service: ImageService) -> None:
             "you": who,
         }
 
-    @app.get("/api/delegations")
+    @app.get(f"{API}/delegations")
     def delegations(who: str = Depends(uploader)) -> dict[str, Any]:
         """The top-level targets' delegations: suppliers' roles (paths, hardware ids, keys,
         thresholds, TAP 3 members, the version each published) and hash bins. Changing

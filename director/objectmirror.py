@@ -16,6 +16,7 @@ publishing upload and in the background (``object_store`` in ``repo.json``);
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from storage.objects import ObjectStore
@@ -46,16 +47,34 @@ class Mirror:
     def sync(self, repo: ImageRepository) -> int:
         """Write what the store lacks of ``repo``'s current layout; returns how many
         objects were written."""
+        return self.apply(self.plan(repo))
+
+    def plan(self, repo: ImageRepository) -> list[Item]:
+        """What :meth:`apply` must write, in order, read from ``repo`` now (the caller
+        holds the repository's lock; the writing can happen after it lets go: images are
+        content-addressed files that never change, metadata bytes are taken here)."""
         with self._lock:
             have = self._have()
-            written = self._images(repo, have)
-            written += self._metadata(repo, have)
-            self.last_written = written
-            return written
+            return self._images(repo, have) + self._metadata(repo, have)
 
-    def _images(self, repo: ImageRepository, have: dict[str, int]) -> int:
+    def apply(self, items: list[Item]) -> int:
+        """Write ``items`` in order; each one is remembered once written."""
+        with self._lock:
+            have = self._have()
+            for key, src, size in items:
+                if isinstance(src, Path):
+                    self.store.put_file(key, src)
+                else:
+                    self.store.put(key, src)
+                    if not key.split("/")[-1].split(".", 1)[0].isdigit():
+                        self._latest[key] = src
+                have[key] = size
+            self.last_written = len(items)
+            return len(items)
+
+    def _images(self, repo: ImageRepository, have: dict[str, int]) -> list[Item]:
         b = repo.builder
-        written = 0
+        out: list[Item] = []
         for role in ["targets", *b.delegated]:
             model = b.role(role)
             if not isinstance(model, Targets):
@@ -68,36 +87,27 @@ class Mirror:
                 dirname, sep, base = tpath.rpartition("/")
                 for digest in tf.hashes.values():
                     key = f"targets/{dirname}{sep}{digest}.{base}"
-                    if have.get(key) == tf.length:
-                        continue
-                    self.store.put_file(key, src)
-                    have[key] = tf.length
-                    written += 1
-        return written
+                    if have.get(key) != tf.length:
+                        out.append((key, src, tf.length))
+        return out
 
-    def _metadata(self, repo: ImageRepository, have: dict[str, int]) -> int:
+    def _metadata(self, repo: ImageRepository, have: dict[str, int]) -> list[Item]:
         b = repo.builder
-        written = 0
-        last: list[tuple[str, bytes]] = []
+        out: list[Item] = []
+        last: list[Item] = []
         for enc in b.encodings:
             for name, data in b.versioned_files(enc).items():
                 key = f"metadata/{name}"
-                if name.split(".", 1)[0].isdigit():
-                    if key in have:
-                        continue  # a version's bytes never change
-                    self.store.put(key, data)
-                    have[key] = 0
-                    written += 1
-                else:
-                    last.append((key, data))
-        for key, data in last:  # the timestamp names what is above: it goes last
-            if self._latest.get(key) == data:
-                continue
-            self.store.put(key, data)
-            self._latest[key] = data
-            have[key] = 0
-            written += 1
-        return written
+                if not name.split(".", 1)[0].isdigit():
+                    if self._latest.get(key) != data:
+                        last.append((key, data, len(data)))
+                elif key not in have:  # a version's bytes never change
+                    out.append((key, data, len(data)))
+        return out + last  # the timestamp names what is above: it goes last
 
 
-__all__ = ["Mirror"]
+#: one object to write: its key, a file (an image) or the bytes, and its size
+Item = tuple[str, Path | bytes, int]
+
+
+__all__ = ["Item", "Mirror"]
