@@ -150,7 +150,7 @@ class Cycle:
         record.installed[p.ecu_id] = produced_image(p.target)  # a delta's full image
         record.pending.pop(p.ecu_id, None)
         record.results[p.ecu_id] = {"outcome": Outcome.INSTALLED.value, "filename": p.target.path}
-        self.result.installed[p.ecu_id] = p.target.path
+        self.result.installed[p.ecu_id] = produced_image(p.target).path  # not a delta's
         self.save()
 
     def refused(self, p: Pending, e: UptaneError) -> None:

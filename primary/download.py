@@ -65,7 +65,13 @@ def _download_one(cy: Cycle, p: Pending) -> None:
     advance(p, Event.DOWNLOADED)
     cy.result.downloaded.append(path)
     cy.save()
-    cy.say(f"downloaded {path}: length and every hash verified")
+    if wire is not p.target:
+        cy.say(
+            f"downloaded {path} encrypted for {p.ecu_id} ({wire.length} bytes, from the "
+            "Director): the ciphertext's length and every hash verified; no key here"
+        )
+    else:
+        cy.say(f"downloaded {path}: length and every hash verified")
 
 
 __all__ = ["download"]
