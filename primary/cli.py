@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -26,6 +27,7 @@ from primary.config import DIRECTOR, IMAGE, ConfigError, PrimaryConfig, load_con
 from primary.cycle import TIME_FORMAT, ProgressFactory
 from primary.state import PrimaryState
 from storage import atomic_write
+from storage import logs as storage_logs
 from uptane.errors import UptaneError
 from uptane.keys import ED25519, SCHEMES, PrivateKey, Signer
 from uptane.trust import RepositoryTrust
@@ -33,12 +35,25 @@ from uptane.trust import RepositoryTrust
 PROG = "uptane-primary"
 
 
+#: with ``--log-format json``: every step line is a JSON log record on stdout (issue 19)
+_json_log: logging.Logger | None = None
+
+
 def _say(msg: str) -> None:
+    if _json_log is not None:
+        _json_log.info(msg, extra={"fields": {"event": "step"}})
+        return
     print(msg, flush=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description="The Uptane Primary ECU agent.")
+    p.add_argument(
+        "--log-format",
+        choices=storage_logs.FORMATS,
+        default="text",
+        help="text lines (default) or JSON records, one per line (auto: JSON off a terminal)",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     prov = sub.add_parser("provision", help="write the trusted roots and the ECU key")
@@ -326,7 +341,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    global _json_log
     args = build_parser().parse_args(argv)
+    if storage_logs.choose(args.log_format, sys.stdout) == "json":
+        storage_logs.configure("uptane.primary", "json", stream=sys.stdout)
+        _json_log = logging.getLogger("uptane.primary")
     try:
         if args.command == "provision":
             return cmd_provision(args)

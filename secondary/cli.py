@@ -31,6 +31,7 @@ from secondary.config import ConfigError, LinkConfig, SecondaryConfig
 from secondary.state import provision_state
 from secondary.verification import STRATEGIES, strategy
 from storage import AtomicStore, atomic_write
+from storage import logs as storage_logs
 from uptane import roughtime as rt
 from uptane.codec import codecs, sniff
 from uptane.encryption import EncryptionPrivateKey
@@ -309,6 +310,12 @@ def _read(path: str | None) -> bytes | None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="uptane-secondary", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument(
+        "--log-format",
+        choices=storage_logs.FORMATS,
+        default="text",
+        help="text lines (default) or JSON records, one per line (auto: JSON off a terminal)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     _provision_arguments(
         sub.add_parser("provision", help="create the ECU key, trusted state and config")
@@ -435,11 +442,13 @@ def _provision(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
+    level = logging.DEBUG if args.verbose else logging.INFO
+    if storage_logs.choose(args.log_format, sys.stderr) == "json":  # issue 19
+        storage_logs.configure("", "json", level=level)
+    else:
+        logging.basicConfig(
+            level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr
+        )
     try:
         if args.command == "provision":
             return _provision(args)

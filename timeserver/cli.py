@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from storage import logs as storage_logs
 from timeserver.client import TimeServerAddress, fetch_responses
 from timeserver.keys import KeyFileError, OnlineIdentity, delegate, init, load_online, read_public
 from timeserver.server import TimeServer
@@ -108,6 +109,12 @@ def cmd_query(args: argparse.Namespace) -> int:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="uptane-time-server", description=__doc__.split("\n")[0])
     p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument(
+        "--log-format",
+        choices=storage_logs.FORMATS,
+        default="text",
+        help="text lines (default) or JSON records, one per line (auto: JSON off a terminal)",
+    )
     sub = p.add_subparsers(dest="command", required=True)
     for name, fn in (("init", cmd_init), ("delegate", cmd_delegate)):
         c = sub.add_parser(name, help=f"{name}: see the module help")
@@ -136,11 +143,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
+    level = logging.DEBUG if args.verbose else logging.INFO
+    if storage_logs.choose(args.log_format, sys.stderr) == "json":  # issue 19
+        storage_logs.configure("", "json", level=level)
+    else:
+        logging.basicConfig(
+            level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr
+        )
     try:
         return int(args.fn(args))
     except (KeyFileError, UptaneError, OSError, ValueError) as e:
