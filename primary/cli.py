@@ -343,6 +343,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     global _json_log
     args = build_parser().parse_args(argv)
+    _json_log = None
     if storage_logs.choose(args.log_format, sys.stdout) == "json":
         storage_logs.configure("uptane.primary", "json", stream=sys.stdout)
         _json_log = logging.getLogger("uptane.primary")

@@ -127,6 +127,27 @@ def test_one_json_log_line_per_request_with_its_id(tmp_path: Path):
     assert vin not in json.dumps(requests["obs-1"])  # the route template, not the URL
 
 
+def test_the_primary_writes_json_records_when_asked(tmp_path: Path, capsys):
+    from tls_support import PRIMARY_TOML
+
+    from primary import cli as primary_cli
+
+    ddir, _, fleet = killrun.setup(tmp_path, f"sqlite:///{tmp_path / 'inv.db'}", 1)
+    vin = next(iter(fleet))
+    toml = PRIMARY_TOML.format(
+        vin=vin, serial=f"{vin}-pri", hw="gw-v1", director="http://x", image="http://y", tls=""
+    )
+    (tmp_path / "car").mkdir()
+    (tmp_path / "car" / "primary.toml").write_text(toml)
+    argv = ["provision", "--config", str(tmp_path / "car" / "primary.toml"),
+            "--director-root", str(ddir / "root" / "1.root.json"),
+            "--image-root", str(tmp_path / "image-repo" / "metadata" / "1.root.json")]  # fmt: skip
+    assert primary_cli.main(["--log-format", "json", *argv]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert len(lines) >= 3 and lines[0]["msg"].startswith("provisioned")
+    assert all(x["logger"] == "uptane.primary" and x["event"] == "step" for x in lines)
+
+
 @pytest.mark.parametrize("fmt,tty,expected", [("auto", True, "text"), ("auto", False, "json")])
 def test_text_on_a_terminal_json_otherwise(fmt: str, tty: bool, expected: str):
     from storage.logs import choose
