@@ -59,6 +59,7 @@ KEEP = (
     "approved",
     "downloaded",
     "download of",
+    "encrypted for",
     "metadata file(s)",
     "verified time",
     "resumed",
@@ -68,6 +69,18 @@ KEEP = (
     "verification failed",
     "report refused",
 )
+
+
+def rebuilt(data: bytes) -> bytes:
+    """``data`` with about 5 % of its bytes rewritten in runs, as a firmware rebuild."""
+    import random
+
+    rnd = random.Random(len(data))
+    out = bytearray(data)
+    for _ in range(len(data) // 20 // 256):
+        off = rnd.randrange(0, len(out) - 256)
+        out[off : off + 256] = rnd.randbytes(256)
+    return bytes(out)
 
 
 def last(cycle: Cycle) -> str:
@@ -204,8 +217,10 @@ class Demo:
         self.vehicle()
         self.factory()
         update = self.release_2()
+        eavesdrop = self.listen()
         before = self.update_cycle()
         self.confirm(update, before)
+        self.eavesdropper(update[0], eavesdrop)
         self.clocks()
         self.table()
         self.attack()
@@ -259,14 +274,17 @@ class Demo:
         o.ok(f"{PRIMARY[0]} ({PRIMARY[1]}): Primary, trusts both repositories' roots")
         o.ok("each Secondary's link key made at provisioning and given to the Primary")
         o.ok("every ECU takes only time signed by the OEM's time server (its key provisioned)")
-        o.ok("vehicle and its 3 ECU keys registered: POST /api/vehicles")
+        o.ok(
+            "vehicle and its 3 ECU keys registered, with each Secondary's encryption key:"
+            " POST /api/vehicles"
+        )
 
     def factory(self) -> None:
         o, s = self.o, self.s
         o.step("Factory software (the first update cycle, quietly)")
         factory = [
             self.image(SERIAL_ECU[0], "1.0", 1, 128 * 1024),
-            self.image(CAN_ECU[0], "1.0", 1, 32 * 1024),
+            self.image(CAN_ECU[0], "1.0", 1, 64 * 1024),
         ]
         s.release(factory)
         s.assign({SERIAL_ECU[0]: factory[0].path, CAN_ECU[0]: factory[1].path})
@@ -280,10 +298,12 @@ class Demo:
     def release_2(self) -> list[Any]:
         o, s = self.o, self.s
         o.step("Release 2.0, signed the offline way, assigned through the admin API")
-        update = [
-            self.image(SERIAL_ECU[0], "2.0", 2, 256 * 1024),
-            self.image(CAN_ECU[0], "2.0", 2, 64 * 1024),
-        ]
+        door1 = self.images["door/door-fw-1.0.bin"]
+        door2 = Image(
+            "door/door-fw-2.0.bin", rebuilt(door1.data), door1.hardware_id, 2
+        )  # 1.0 rebuilt with about 5 % of its bytes changed
+        self.images[door2.path] = door2
+        update = [self.image(SERIAL_ECU[0], "2.0", 2, 256 * 1024), door2]
         version = s.release(update)
         for img in update:
             o.ok(
@@ -291,9 +311,49 @@ class Demo:
                 f"release counter {img.release_counter}): PUT /api/images"
             )
         o.ok(f"targets v{version} signed with the offline key, uploaded: PUT /api/metadata")
-        s.assign({SERIAL_ECU[0]: update[0].path, CAN_ECU[0]: update[1].path})
+        path, size = s.release_delta(door1, door2)
+        o.ok(
+            f"delta 1.0 -> 2.0 for {CAN_ECU[0]}: {kib(size)} instead of {kib(len(door2.data))}"
+            f" (detools), uploaded and signed as a target of its own: {path}"
+        )
+        s.assign({SERIAL_ECU[0]: update[0].path, CAN_ECU[0]: door2.path}, encrypt={SERIAL_ECU[0]})
         o.ok(f"POST /api/vehicles/{VIN}/assignments: {len(update)} assignments, one bundle")
+        o.ok(
+            f"{SERIAL_ECU[0]} gets brake 2.0 encrypted: the Director encrypts it once and wraps"
+            f" its key to {SERIAL_ECU[0]}'s own encryption key (made at provisioning)"
+        )
+        o.ok(f"{CAN_ECU[0]} runs 1.0, the delta's base: the Director sends it the delta")
         return update
+
+    def listen(self) -> list[bytearray]:
+        """An eavesdropper on the serial line and on the Primary's two connections."""
+        s = self.s
+        assert s.wire is not None and s.image_mitm is not None and s.director_mitm is not None
+        s.wire.capture = bytearray()
+        return [s.wire.capture, s.image_mitm.start_capture(), s.director_mitm.start_capture()]
+
+    def eavesdropper(self, brake: Image, heard: list[bytearray]) -> None:
+        """What crossed the serial line and the Primary's connections, and what the
+        Primary keeps, holds none of the encrypted image's plaintext."""
+        o, s = self.o, self.s
+        o.step("The eavesdropper's view (§4.3)")
+        samples = [brake.data[i : i + 16] for i in range(64, len(brake.data) - 16, 4096)]
+        line, downloads = heard[0], heard[1] + heard[2]
+        kept = b"".join(
+            p.read_bytes() for p in (s.vehicle_dir / "primary").rglob("*") if p.is_file()
+        )
+        found = sum(x in line for x in samples) + sum(x in downloads for x in samples)
+        found += sum(x in kept for x in samples)
+        o.ok(
+            f"serial line: {kib(len(line))} heard, the Primary's downloads {kib(len(downloads))},"
+            f" its files {kib(len(kept))}"
+        )
+        if found:
+            raise StackError(f"{found} pieces of {brake.path}'s plaintext were heard")
+        o.ok(
+            f"none of {len(samples)} samples of {brake.path}'s plaintext in any of them:"
+            f" only {SERIAL_ECU[0]} can decrypt it"
+        )
 
     def update_cycle(self) -> dict[str, str]:
         """The cycle that installs 2.0; returns what each ECU ran before it. Its manifest

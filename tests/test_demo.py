@@ -34,17 +34,22 @@ def test_make_demo_updates_both_secondaries_and_refuses_the_swapped_image():
         "uptane-image-repo serve",
         "uptane-director serve",
         "uptane-time-server serve: udp 127.0.0.1:",
-        "vehicle and its 3 ECU keys registered",
+        "vehicle and its 3 ECU keys registered, with each Secondary's encryption key",
+        "delta 1.0 -> 2.0 for door-1",
+        "brake-1 gets brake 2.0 encrypted",
         "time: verified time",
         "manifest sent",
         "Director metadata verified",
         "Image repository metadata verified",
         "download brake/brake-fw-2.0.bin",
+        "downloaded brake/brake-fw-2.0.bin encrypted for brake-1",
         "send to brake-1",
-        "send to door-1",
+        "send to door-1 (door/door-fw-2.0.bin.from-",
         "brake-1: report returned (runs brake/brake-fw-2.0.bin)",
         "brake-1: installed brake/brake-fw-2.0.bin",
         "signed report verifies",
+        "The eavesdropper's view",
+        "brake/brake-fw-2.0.bin's plaintext in any of them",
         "brake-1: clock ",
         "Before and after",
         "REFUSED by the Primary: BadHash (arbitrary-software)",
@@ -62,6 +67,10 @@ def test_make_demo_updates_both_secondaries_and_refuses_the_swapped_image():
             "verified, installed, confirmed",
         ], row.group(0)
     assert out.count("<- ") >= 3 and ": installed" in out
+    # issue 17: the CAN Secondary got a delta and installed the full image; no sample of
+    # the encrypted image's plaintext was heard on the serial line or at the Primary
+    assert "door-1: installed door/door-fw-2.0.bin\n" in out
+    assert re.search(r"none of \d+ samples of brake/brake-fw-2.0.bin's plaintext", out)
     # the Secondary refuses the swapped image by itself too, and nothing changed: the old
     # images stay, as the ECUs' signed reports say
     assert "REFUSED by brake-1 itself: BadHash (arbitrary-software)" in out
