@@ -294,3 +294,52 @@ def test_behind_a_proxy_the_header_binds_only_from_the_proxy_address(oem):
         _refused(node.url, VIN_A, _manifest(a), headers={"x-client-cert": escaped(a["cert"])})
     finally:
         node.stop()
+
+
+@pytest.mark.parametrize("public_read", [True, False])
+def test_the_image_repository_over_tls_is_public_unless_configured(
+    tmp_path: Path, now, public_read
+):
+    from director.image_config import ImageRepoConfig
+    from director.tls import Ca, key_pem, new_key, pem
+
+    image_dir = make_image_repo(tmp_path, now)
+    ca = Ca.create("OEM test CA")
+    server_key = new_key()
+    server = ca.issue("127.0.0.1", server_key.public_key(), client=False, hosts=("127.0.0.1",))
+    vehicle_key = new_key()
+    vehicle = ca.issue("ANYCAR", vehicle_key.public_key())
+    for name, data in {
+        "ca.pem": pem(ca.cert).encode(),
+        "server.pem": pem(server).encode(),
+        "server.key": key_pem(server_key),
+        "car.pem": pem(vehicle).encode(),
+        "car.key": key_pem(vehicle_key),
+    }.items():
+        (tmp_path / name).write_bytes(data)
+    cfg = ImageRepoConfig.load(image_dir)
+    cfg.tls = {
+        "cert": str(tmp_path / "server.pem"),
+        "key": str(tmp_path / "server.key"),
+        "client_ca": str(tmp_path / "ca.pem"),
+        "public_read": public_read,
+    }
+    cfg.save(image_dir)
+    service = TlsService(
+        image_dir, tmp_path / "images.log", tmp_path / "ca.pem", module="director.image_cli"
+    )
+    try:
+        anyone = httpx.Client(base_url=service.url, verify=tls_context(tmp_path / "ca.pem"))
+        car = httpx.Client(
+            base_url=service.url,
+            verify=tls_context(tmp_path / "ca.pem", tmp_path / "car.pem", tmp_path / "car.key"),
+        )
+        r = anyone.get("/metadata/timestamp.json")
+        assert r.status_code == (200 if public_read else 403), r.text
+        assert car.get("/metadata/timestamp.json").status_code == 200
+        assert car.get("/targets/nope.bin").status_code == 404
+        # uploads go by token, with or without a client certificate
+        assert anyone.get("/api/v1/status").status_code == 401
+        assert "serving https://" in service.text()
+    finally:
+        service.stop()

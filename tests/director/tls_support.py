@@ -58,9 +58,16 @@ class TlsService(Service):
 
     ca: Path
 
-    def __init__(self, directory: Path, log: Path, ca: Path | None, *extra: str) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        log: Path,
+        ca: Path | None,
+        *extra: str,
+        module: str = "director.director_cli",
+    ) -> None:
         self.tls_ca = ca
-        super().__init__("director.director_cli", directory, log, *extra)
+        super().__init__(module, directory, log, *extra)
 
     def _wait(self) -> bool:
         if self.tls_ca is None:
