@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
@@ -145,6 +146,7 @@ def insert_checked(
         )
     ids: dict[str, int] = {}
     pending = list(entries)
+    insert = partial(_insert, conn, vid, now=now, campaign_id=campaign_id, forced=force)
     while pending:
         ready = [
             (e, tf) for e, tf in pending if waits[e.serial] not in also or waits[e.serial] in ids
@@ -155,19 +157,8 @@ def insert_checked(
                 " in an order that can be installed"
             )
         for ecu, tf in ready:
-            wait = waits[ecu.serial]
-            depends = _prerequisite_id(wait, ids, open_ids)
-            ids[ecu.serial] = _insert(
-                conn,
-                vid,
-                ecu,
-                tf,
-                now,
-                depends,
-                campaign_id=campaign_id,
-                forced=force,
-                encrypt=sealed[ecu.serial],
-            )
+            depends = _prerequisite_id(waits[ecu.serial], ids, open_ids)
+            ids[ecu.serial] = insert(ecu, tf, depends_on=depends, encrypt=sealed[ecu.serial])
         pending = [p for p in pending if p[0].serial not in ids]
     return [ids[e.serial] for e, _ in entries]
 

@@ -140,9 +140,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from director.audit import node_name
+    from director.director_cli_admin import schema_behind
     from director.director_server import create_app
 
     d = Director(Path(args.dir))
+    behind = schema_behind(d.config.db_url)
+    if behind is not None:
+        d.dispose()
+        raise ValueError(behind)
     settings = d.config.tls_settings(d.dir)
     tls_options = settings.uvicorn_kwargs()
     info = d.describe()
@@ -324,18 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("vin")
     add(vehicle, "list", cmd_vehicle_list, "list vehicles")
 
-    sp = add(sub, "assign", cmd_assign, "assign images to ECUs of one vehicle (one bundle)")
-    sp.add_argument("vin")
-    sp.add_argument("ecu_target", nargs="+", metavar="ECU=TARGET")
-    sp.add_argument("--force", action="store_true", help="allow a downgrade")
-    sp.add_argument(
-        "--encrypt",
-        action="append",
-        metavar="ECU",
-        help="send this ECU its image encrypted to its own key (repeat; default: the rules)",
-    )
-    sp = add(sub, "cancel", cmd_cancel, "cancel a pending assignment")
-    sp.add_argument("id", type=int)
+    _assign_parsers(sub, add)
     _campaign_parsers(sub, add)
     _group_parsers(sub, add)
     _workshop_parsers(sub, add)
@@ -351,6 +345,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("vin", nargs="?")
     sp.add_argument("--state", choices=list(ASSIGNMENT.states))
     return p
+
+
+def _assign_parsers(sub: Any, add: Any) -> None:
+    sp = add(sub, "assign", cmd_assign, "assign images to ECUs of one vehicle (one bundle)")
+    sp.add_argument("vin")
+    sp.add_argument("ecu_target", nargs="+", metavar="ECU=TARGET")
+    sp.add_argument("--force", action="store_true", help="allow a downgrade")
+    sp.add_argument(
+        "--encrypt",
+        action="append",
+        metavar="ECU",
+        help="send this ECU its image encrypted to its own key (repeat; default: the rules)",
+    )
+    sp = add(sub, "cancel", cmd_cancel, "cancel a pending assignment")
+    sp.add_argument("id", type=int)
 
 
 def _campaign_parsers(sub: Any, add: Any) -> None:
