@@ -191,9 +191,43 @@ def _issue(a: _Admin, args: argparse.Namespace) -> None:
     print(f"bound {bound['fingerprint']} to {args.vin}; certificate in {args.out}")
 
 
+def schema_behind(db_url: str) -> str | None:
+    """Why the database is not at the newest schema (what to run), or None when it is."""
+    from alembic.config import Config as AlembicConfig
+    from alembic.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(inv.MIGRATIONS))
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    engine = inv.make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()
+    if current == head:
+        return None
+    return (
+        f"the database is at schema {current or 'none'}, this version needs {head}: "
+        "run `uptane-director upgrade DIR` once (one node), then start the nodes"
+    )
+
+
+def cmd_upgrade(args: argparse.Namespace) -> int:
+    """Bring the database to the newest schema and copy director.json's tokens in."""
+    cfg = Config.load(Path(args.dir) / "director.json")
+    inv.migrate(cfg.db_url)
+    with _Admin(args.dir) as a:
+        copied = a.tokens.import_legacy()
+    print(f"database at the newest schema; {copied} token(s) from director.json copied in")
+    return 0
+
+
 def add_parsers(sub: Any, add: Any) -> None:
-    """Register ``token``, ``audit``, ``tls`` and ``cert`` (``add`` makes a command
-    taking DIR)."""
+    """Register ``token``, ``audit``, ``tls``, ``cert`` and ``upgrade`` (``add`` makes a
+    command taking DIR)."""
+    add(sub, "upgrade", cmd_upgrade, "bring the database to this version's schema")
     token = sub.add_parser("token", help="API tokens").add_subparsers(
         dest="token_command", required=True
     )

@@ -165,3 +165,36 @@ def test_tokens_from_before_keep_working_as_named_tokens(env):
     assert listed["admin"] == ["admin"]  # the admin token of init, the token env uses
     legacy = [n for n in listed if n.startswith("legacy-viewer-")]
     assert legacy and listed[legacy[0]] == ["read"]
+
+
+def test_an_older_database_is_upgraded_once_and_its_tokens_kept(tmp_path: Path, now, capsys):
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+    from oem import make_image_repo
+
+    from director import inventory as inv
+    from director.director import Director
+    from director.director_cli_admin import schema_behind
+
+    image_dir = make_image_repo(tmp_path, now)
+    ddir = tmp_path / "director"
+    token = Director.init(
+        ddir, str(image_dir / "metadata"), (image_dir / "metadata/1.root.json").read_bytes()
+    )
+    url = json.loads((ddir / "director.json").read_text())["db_url"]
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(inv.MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", url)
+    command.downgrade(cfg, "0009")  # a Director from before issue 19
+    assert "uptane-director upgrade" in (schema_behind(url) or "")
+    # a node does not start on an old schema, and says what to run
+    assert director_cli.main(["serve", str(ddir), "--port", "1"]) == 2
+    assert "run `uptane-director upgrade DIR`" in capsys.readouterr().err
+    assert director_cli.main(["upgrade", str(ddir)]) == 0
+    assert "1 token(s) from director.json copied in" in capsys.readouterr().out
+    assert schema_behind(url) is None
+    d = Director(ddir)
+    try:
+        assert d.token_role(token) == "admin"  # the old admin token, now named "admin"
+    finally:
+        d.dispose()
