@@ -89,10 +89,9 @@ def parse_tls(value: Any, base: Path) -> TlsConfig | None:
                 "client keys from files only); give a key file, encrypted with "
                 "key_passphrase_env if it must not lie in the clear"
             )
-        p = base / v
-        if not p.is_file():
-            raise TlsConfigError(f"tls.{name}: no file {p}")
-        return p
+        # the files may come later (a certificate issued after provisioning): a missing
+        # one fails the first HTTPS request with the file's name
+        return base / v
 
     env = value.get("key_passphrase_env")
     if env is not None and (not isinstance(env, str) or not env):
