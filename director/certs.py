@@ -40,6 +40,8 @@ from director.common import VIN_RE, Conflict, NotFound, epoch, iso
 from director.httpcommon import error_body, request_id_of
 from director.tls import Ca, CertificateError, TlsSettings
 
+#: the route label of a vehicle request the gate refused (metrics, request log)
+GATE_ROUTE = "/vehicles/{vin}/* (refused: client certificate)"
 #: the cache's bound: fingerprints remembered at most (least recently checked dropped)
 MAX_CACHED = 100_000
 
@@ -301,6 +303,7 @@ class VehicleGate:
             return
         if self.refused is not None:
             self.refused(reason)
+        scope.setdefault("state", {})["route"] = GATE_ROUTE  # the request log's label
         body = error_body(403, _REASONS[reason], request_id=request_id_of(scope))
         await JSONResponse(body, status_code=403)(scope, receive, send)
 

@@ -216,7 +216,7 @@ class Tokens:
                     token_sha256=digest,
                     scopes=scopes,
                     created_at=now,
-                    created_by="director.json (before revision 0010)",
+                    created_by="director.json (init, or before revision 0010)",
                 )
             )
         return 1
