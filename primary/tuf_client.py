@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import os
 import sys
 import tempfile
@@ -47,6 +48,12 @@ from uptane.verify import ImageVerifier
 
 PROG = "uptane-tuf-client"
 REPOSITORY = "image"
+#: the signature checks behind a metadata directory's trusted files (docs/tuf-client.md,
+#: "Checks not made twice") are kept in the user's cache directory, never in the metadata
+#: directory itself (which holds exactly the trusted files; conformance suites list it)
+CHECKS_DIR = "uptane-tuf-client"
+#: one 64-hex-digit line per trusted file; the record is ignored if larger
+CHECKS_CAP = 512 * 1024
 #: an unfinished download in the target directory is ``.<encoded name>#part``: hidden
 #: (a dot file) so it is never taken for a downloaded artifact, and "#" never appears in
 #: an encoded name (encode_name writes it as %23), so no target can collide with it
@@ -115,6 +122,49 @@ def read_metadata_dir(directory: Path, limits: Limits) -> dict[str, bytes]:
             # an oversized non-root file cannot be trusted state: leave it out, so the
             # core starts that role afresh (and the next write removes the file)
     return files
+
+
+def checks_file(metadata_dir: Path) -> Path:
+    """Where the checks behind ``metadata_dir`` are recorded: ``$XDG_CACHE_HOME`` (default
+    ``~/.cache``) ``/uptane-tuf-client/``, one file per metadata directory (named by the
+    SHA-256 of its absolute path)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    digest = hashlib.sha256(str(metadata_dir.resolve()).encode()).hexdigest()[:32]
+    return Path(base) / CHECKS_DIR / f"{digest}.checks"
+
+
+def read_checks(path: Path | None) -> list[str]:
+    """The signature checks recorded in ``path`` (empty if none or unreadable: every file
+    is then checked in full)."""
+    if path is None:
+        return []
+    try:
+        text = read_capped(path, CHECKS_CAP).decode("ascii")
+    except (OSError, UptaneError, UnicodeDecodeError):
+        return []
+    return [ln for ln in text.split("\n") if len(ln) == 64 and ln.isalnum()]
+
+
+def write_checks(path: Path | None, checks: list[str]) -> None:
+    """Record the checks behind the trusted files, if they changed; a cache that cannot
+    be written is skipped. No fsync: a record lost or torn by a crash only makes the next
+    load check more (a line matches only as the exact digest of a check that passed)."""
+    if path is None:
+        return
+    text = "".join(f"{c}\n" for c in checks).encode("ascii")
+    with contextlib.suppress(OSError):
+        if path.read_bytes() == text:
+            return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
+        try:
+            write_all(fd, text)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError:
+        return
 
 
 def write_metadata_dir(directory: Path, raw: dict[str, bytes]) -> None:
@@ -299,8 +349,12 @@ class TufClient:
         limits: Limits | None = None,
         fetcher: Fetcher | None = None,
         clock: TimeSource | None = None,
+        checks: Path | bool | None = True,
     ) -> None:
+        """``checks``: where the signature checks behind the trusted files are recorded
+        (True: :func:`checks_file`; False: nowhere, every load checks everything)."""
         self.metadata_dir = Path(metadata_dir)
+        self.checks = checks_file(self.metadata_dir) if checks is True else (checks or None)
         self.metadata_url = metadata_url
         self.limits = limits or Limits.primary()
         self.fetcher = fetcher or Fetcher(self.limits, user_agent=f"{PROG}/0.1")
@@ -352,7 +406,9 @@ class TufClient:
         ):
             self.trust = initialised
         else:
-            self.trust = RepositoryTrust.load(REPOSITORY, files, self.limits, encoding=JSON)
+            self.trust = RepositoryTrust.load(
+                REPOSITORY, files, self.limits, encoding=JSON, verified=read_checks(self.checks)
+            )
         return self.trust
 
     def persist(self) -> None:
@@ -360,6 +416,7 @@ class TufClient:
         accepted before a later failure stays trusted (as TUF clients do)."""
         if self.trust is not None:
             write_metadata_dir(self.metadata_dir, self.trust.raw)
+            write_checks(self.checks, self.trust.verified_checks())
 
     def refresh(self) -> None:
         """The whole top-level update through the core, persisted whatever the outcome."""
@@ -426,6 +483,7 @@ class TufClient:
                 )
         finally:
             persisting.wait()
+        write_checks(self.checks, trust.verified_checks())
 
     def url_for(self, target: TargetFile, base_url: str) -> str:
         """``base/path``, or ``base/dir/HASH.name`` with consistent snapshots (the first

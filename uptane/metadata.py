@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Generic, TypeVar
 
+from uptane.allocation import collector_paused
 from uptane.encoding.json import canonical, canonical_decoded, dumps, loads
 from uptane.encoding.registry import COMPACT_DER as COMPACT_DER
 from uptane.encoding.registry import DER as DER
@@ -1098,8 +1099,10 @@ def decode(
     cap: int | None = None,
 ) -> Metadata[Any]:
     """Decode metadata in ``encoding`` (:func:`uptane.codec.codec_for`); the one entry point
-    transports should use."""
-    return codec_for(encoding).decode_metadata(data, limits, role_type=role_type, cap=cap)
+    transports should use. The cyclic garbage collector is paused meanwhile for large
+    inputs (:mod:`uptane.allocation`: a decoder makes no cycles)."""
+    with collector_paused(len(data)):
+        return codec_for(encoding).decode_metadata(data, limits, role_type=role_type, cap=cap)
 
 
 # --- TAP 4 map file (§5.2.6) -----------------------------------------------------------

@@ -483,6 +483,10 @@ class RepositoryTrust:
         #: top-level role -> (root, file): the trusted file this object checked against
         #: that root's keys for the role (see :meth:`_check_still_signed`)
         self._signed_under: dict[str, tuple[Metadata[Root], Metadata[Any]]] = {}
+        #: role -> (bytes, digest of every input of its last signature check that passed)
+        self._checked: dict[str, tuple[bytes, str]] = {}
+        #: such digests from an earlier object (:meth:`load`'s ``verified``)
+        self._given: frozenset[str] = frozenset()
 
     def _err(self, e: UptaneError, role: str) -> UptaneError:
         return e.at(repository=self.name, role=role)
@@ -498,6 +502,7 @@ class RepositoryTrust:
         director: bool | None = None,
         vehicle_id: str | None = None,
         ecu_ids: Collection[str] | None = None,
+        verified: Collection[str] = (),
     ) -> RepositoryTrust:
         """Rebuild from persisted ``raw`` files (root required; the rest optional). Each file
         is re-verified against the chain (signatures and bindings) but expired files are
@@ -505,7 +510,12 @@ class RepositoryTrust:
         period; they are never trusted for an install until refreshed.
 
         A non-root file that no longer verifies (for example signed by keys a later root
-        rotated away) is dropped and named in ``dropped``; the root must verify."""
+        rotated away) is dropped and named in ``dropped``; the root must verify.
+
+        ``verified`` are :meth:`verified_checks` an earlier object returned: a signature
+        check whose every input (the file's bytes, the keys, key ids and threshold that
+        authorise it, the limits, the encoding) is one of those is not made again, since it
+        would give the same answer; anything else is checked in full."""
         if "root" not in files:
             raise MalformedInput("persisted state has no root", repository=name, role="root")
         t = cls(
@@ -517,6 +527,7 @@ class RepositoryTrust:
             vehicle_id=vehicle_id,
             ecu_ids=ecu_ids,
         )
+        t._given = frozenset(verified)
         t._load_top_level(files)
         t._load_delegated(files)
         return t
@@ -532,7 +543,7 @@ class RepositoryTrust:
             try:
                 md = _decode(data, limits, self.encoding, role, limits.bytes_for_role(role))
                 keys, entry = root.role_keys(role)
-                verify_signed_by(md, keys, entry.keyids, entry.threshold, limits, role=role)
+                self._check_signed(md, data, keys, entry.keyids, entry.threshold, role)
             except UptaneError:
                 self.dropped.append(role)
                 continue
@@ -572,7 +583,7 @@ class RepositoryTrust:
                     md = _decode(
                         data, limits, self.encoding, "targets", limits.bytes_for_role(child)
                     )
-                    verify_signed_by(md, keys, keyids, threshold, limits, role=child)
+                    self._check_signed(md, data, keys, keyids, threshold, child)
                 except UptaneError:
                     self.dropped.append(child)
                     continue
@@ -580,6 +591,54 @@ class RepositoryTrust:
                 self.raw[child] = bytes(data)
                 queue.append(child)
         self.dropped.extend(sorted(pending))
+
+    def _check_key(
+        self, data: bytes, keys: Mapping[str, Key], keyids: Iterable[str], threshold: int
+    ) -> str:
+        """One digest of everything a signature check of ``data`` depends on: its bytes
+        (signed part and signatures), the encoding, the limits, the threshold, and each
+        authorised key id with the key it names (or its absence)."""
+        h = hashlib.sha256(b"uptane signature check v1\0")
+        h.update(f"{self.encoding}\0{self.limits!r}\0{threshold}\0".encode())
+        h.update(hashlib.sha256(data).digest())
+        for kid in sorted(set(keyids)):
+            k = keys.get(kid)
+            h.update(b"\0" + kid.encode() + b"=" + (canonical(k.to_dict()) if k else b"-"))
+        return h.hexdigest()
+
+    def _check_signed(
+        self,
+        md: Metadata[Any],
+        data: bytes,
+        keys: Mapping[str, Key],
+        keyids: Iterable[str],
+        threshold: int,
+        role: str,
+    ) -> None:
+        """:func:`verify_signed_by`, unless this object, or the one whose
+        :meth:`verified_checks` :meth:`load` was given, already made this very check (the
+        same inputs give the same answer); a check that passes is remembered."""
+        keyids = list(keyids)
+        key = self._check_key(data, keys, keyids, threshold)
+        last = self._checked.get(role)
+        if key not in self._given and (last is None or last[1] != key):
+            verify_signed_by(md, keys, keyids, threshold, self.limits, role=role)
+        self._checked[role] = (data, key)
+
+    def _remember(
+        self, role: str, data: bytes, keys: Mapping[str, Key], keyids: Iterable[str], t: int
+    ) -> None:
+        """A check :func:`verify_targets_bytes` made and passed, for :meth:`verified_checks`."""
+        self._checked[role] = (data, self._check_key(data, keys, keyids, t))
+
+    def verified_checks(self) -> list[str]:
+        """The signature checks behind the trusted files now held (see :meth:`load`), for
+        a client to keep beside them; a file without one is checked again on load."""
+        return sorted(
+            key
+            for role, (data, key) in self._checked.items()
+            if self.raw.get(role) is not None and self.raw[role] == data
+        )
 
     # --- single steps, each citing its section --------------------------------------------
 
@@ -633,7 +692,7 @@ class RepositoryTrust:
             )
             # §5.4.4.4 step 2: a threshold of the timestamp keys of the latest root.
             keys, entry = self.root.signed.role_keys(role)
-            verify_signed_by(new, keys, entry.keyids, entry.threshold, self.limits, role=role)
+            self._check_signed(new, data, keys, entry.keyids, entry.threshold, role)
             trusted = self.timestamp
             if trusted is not None and new.signed.version == trusted.signed.version:
                 # §5.4.4.4 step 3 / TUF 5.4.3: an equal version is not an update; keep the
@@ -697,7 +756,7 @@ class RepositoryTrust:
                 )
             # §5.4.4.5 step 3: a threshold of the snapshot keys of the latest root.
             keys, entry = self.root.signed.role_keys(role)
-            verify_signed_by(new, keys, entry.keyids, entry.threshold, self.limits, role=role)
+            self._check_signed(new, data, keys, entry.keyids, entry.threshold, role)
             trusted = self.snapshot
             if trusted is not None:
                 # §5.4.4.5 step 4: the version must not decrease (rollback).
@@ -773,6 +832,7 @@ class RepositoryTrust:
         self.targets = new
         self.raw[role] = bytes(data)
         self._signed_under[role] = (self.root, new)
+        self._remember(role, data, keys, rentry.keyids, rentry.threshold)
         return new
 
     def _targets_of(self, role: str) -> Metadata[Targets] | None:
@@ -824,6 +884,7 @@ class RepositoryTrust:
         )
         self.delegated[role] = new
         self.raw[role] = bytes(data)
+        self._remember(role, data, keys, keyids, threshold)
         return new
 
     def update_delegated(
@@ -889,7 +950,7 @@ class RepositoryTrust:
         if checked is not None and checked[0] is self.root and checked[1] is md:
             return
         keys, entry = self.root.signed.role_keys(role)
-        verify_signed_by(md, keys, entry.keyids, entry.threshold, self.limits, role=role)
+        self._check_signed(md, self.raw[role], keys, entry.keyids, entry.threshold, role)
         self._signed_under[role] = (self.root, md)
 
     def _targets_current(self, now: datetime) -> bool:
@@ -1002,7 +1063,7 @@ class RepositoryTrust:
                 try:
                     check_meta_file(self.raw[role], entry, role=role)
                     # re-checked against the keys of the delegation that led here now
-                    verify_signed_by(cached, keys, keyids, threshold, self.limits, role=role)
+                    self._check_signed(cached, self.raw[role], keys, keyids, threshold, role)
                 except UptaneError:
                     pass  # not reusable: fetch it and check it like any new file
                 else:

@@ -697,3 +697,36 @@ def test_clock_is_shifted_by_libfaketime(repo: StaticRepo, dirs) -> None:
     assert run("faketime", "-f", "+3d") == 1
     assert run() == 0
     assert run("faketime", "-f", "+3d") == 1
+
+
+def test_20_a_second_command_does_not_check_unchanged_files_again(
+    repo: StaticRepo, dirs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The signature checks behind the trusted files are recorded in the user's cache,
+    never in the metadata directory; the next command skips exactly those checks."""
+    from uptane import trust as trust_mod
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    calls: list[str] = []
+    real = trust_mod.verify_signed_by
+
+    def counting(md, keys, keyids, threshold, limits, *, role, repository=None):  # type: ignore[no-untyped-def]
+        calls.append(role)
+        return real(md, keys, keyids, threshold, limits, role=role, repository=repository)
+
+    monkeypatch.setattr(trust_mod, "verify_signed_by", counting)
+    mdir, tdir = dirs
+    repo.add("fw/ecu.bin", b"firmware")
+    repo.publish()
+    assert run_init(repo, mdir) == 0
+    assert run_download(repo, mdir, tdir, "fw/ecu.bin") == 0
+    assert_only_tuf_metadata(mdir)
+    assert list((tmp_path / "cache" / "uptane-tuf-client").iterdir())
+    calls.clear()
+    assert run_refresh(repo, mdir) == 0  # nothing changed on the server
+    assert calls == ["root"]  # the anchor; the timestamp fetched again is the same bytes
+    repo.add("fw/other.bin", b"other")
+    repo.publish()
+    calls.clear()
+    assert run_refresh(repo, mdir) == 0
+    assert calls == ["root", "timestamp", "snapshot", "targets"]  # new files only
