@@ -336,11 +336,7 @@ def _upload_routes(app: FastAPI, service: ImageService, serving: ImageServing) -
     """The authorised write, behind a bearer token that names one role (under ``/api/v1``;
     the paths without the version answer too, deprecated)."""
 
-    def uploader(request: Request) -> str:
-        role = service.role_of(bearer(request))
-        request.state.caller = role  # for the admin-change log
-        _sync(service)  # a delegation or sign just made offline counts for this upload
-        return role
+    uploader = _uploader(service)
 
     @app.put(f"{API}/images/{{path:path}}", status_code=201)
     async def put_image(path: str, request: Request, role: str = Depends(uploader)) -> Any:
@@ -378,6 +374,24 @@ def _upload_routes(app: FastAPI, service: ImageService, serving: ImageServing) -
         else:  # the release is in the object store when the upload returns
             await mirror_now(serving)
         return result
+
+    _status_routes(app, service, uploader)
+
+
+def _uploader(service: ImageService) -> Callable[[Request], str]:
+    """The dependency naming the role of a request's bearer token (401 without one)."""
+
+    def uploader(request: Request) -> str:
+        role = service.role_of(bearer(request))
+        request.state.caller = role  # for the admin-change log
+        _sync(service)  # a delegation or sign just made offline counts for this upload
+        return role
+
+    return uploader
+
+
+def _status_routes(app: FastAPI, service: ImageService, uploader: Callable[..., str]) -> None:
+    """Versions, expiry and delegations, for any uploader."""
 
     @app.get(f"{API}/status")
     def status(who: str = Depends(uploader)) -> dict[str, Any]:
