@@ -45,7 +45,7 @@ from primary.deliver import deliver
 from primary.download import download
 from primary.fetcher import Fetcher
 from primary.manifest import collect_results, send_manifest, sync_time
-from primary.own import OwnSlots
+from primary.own import OwnSlots, load_encryption_key
 from primary.secondaries import SecondaryPort
 from primary.state import CycleRecord, PrimaryState
 from primary.timekeeping import Timekeeper
@@ -101,7 +101,12 @@ class Primary:
             None
             if config.flash_dir is None
             else OwnSlots(
-                config.flash_dir, config.slot_size, self.limits, fs=fs, ecu_id=config.ecu_serial
+                config.flash_dir,
+                config.slot_size,
+                self.limits,
+                fs=fs,
+                ecu_id=config.ecu_serial,
+                encryption_key=load_encryption_key(config),
             )
         )
         self._http = urllib3.PoolManager(

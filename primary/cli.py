@@ -25,9 +25,11 @@ from keystore import KeyConfigError, SecretUnavailable, TokenError, generate_in_
 from primary.agent import Primary
 from primary.config import DIRECTOR, IMAGE, ConfigError, PrimaryConfig, load_config
 from primary.cycle import TIME_FORMAT, ProgressFactory
+from primary.own import encryption_key_path, load_encryption_key
 from primary.state import PrimaryState
 from storage import atomic_write
 from storage import logs as storage_logs
+from uptane.encryption import EncryptionPrivateKey
 from uptane.errors import UptaneError
 from uptane.keys import ED25519, SCHEMES, PrivateKey, Signer
 from uptane.trust import RepositoryTrust
@@ -132,7 +134,16 @@ def provision(
             raise ConfigError(f"{name} trust is already provisioned (use --force to replace)")
     for name, data in every.items():
         state.write_root(name, data)
+    _encryption_key(cfg)
     return _ecu_key(cfg, key_scheme)
+
+
+def _encryption_key(cfg: PrimaryConfig) -> None:
+    """The Primary's encryption key, when ``[primary] encryption_key`` names one that does
+    not exist yet (issue 17: for images encrypted for it; separate from its ECU key)."""
+    path = encryption_key_path(cfg)
+    if path is not None and not path.exists():
+        atomic_write(path, EncryptionPrivateKey.generate().to_pem(), mode=0o600)
 
 
 def _ecu_key(cfg: PrimaryConfig, scheme: str) -> Signer:
@@ -168,6 +179,10 @@ def cmd_provision(args: argparse.Namespace) -> int:
     _say(f"provisioned {cfg.ecu_serial} of {cfg.vin} in {cfg.storage_dir}")
     _say(f"ECU key id {key.key.keyid}; public key (register it with the Director):")
     _say(json.dumps(key.key.to_dict(), sort_keys=True))
+    enc = load_encryption_key(cfg)
+    if enc is not None:
+        _say("encryption key (register it with the Director as its encryption_key):")
+        _say(json.dumps(enc.public_key().to_dict(), sort_keys=True))
     return 0
 
 

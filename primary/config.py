@@ -10,6 +10,7 @@ Relative paths in the file are taken relative to the file's own directory. See
     ecu_serial = "primary-1"
     hardware_id = "gateway-v1"
     key_file = "keys/primary.pem"        # PKCS#8 PEM, written by `uptane-primary provision`
+    encryption_key = "keys/encryption.pem"  # optional: X25519, for images encrypted for it
     # key = "pkcs11:token=ecu;object=primary?module-path=/usr/lib/softhsm/libsofthsm2.so"
     #                                    # instead: a key in a PKCS#11 token (or a PEM path)
     # key_pin_env = "PRIMARY_TOKEN_PIN"  # where the token's PIN comes from
@@ -232,6 +233,9 @@ class PrimaryConfig:
     key: str | None = None
     key_pin_env: str | None = None
     key_passphrase_env: str | None = None
+    #: [primary] encryption_key: its X25519 key (PEM) for images encrypted for it, as
+    #: written (relative to this file); primary.own.encryption_key_path (issue 17)
+    encryption_key: str | None = None
 
     @property
     def key_spec(self) -> str:
@@ -313,6 +317,7 @@ _TABLES = {
         "key_passphrase_env",
         "flash_dir",
         "slot_size",
+        "encryption_key",
     },
     "director": {"url", "metadata_url", "manifest_url"},
     "image_repository": {"url", "metadata_url", "targets_url"},
@@ -392,6 +397,7 @@ def parse_config(doc: dict[str, Any], path: Path) -> PrimaryConfig:
         map_file=None if map_file is None else base / map_file,
         flash_dir=None if flash is None else base / flash,
         slot_size=_int(prim, "slot_size", "primary", 16 * 1024 * 1024, low=1),
+        encryption_key=_opt_str(prim, "encryption_key", "primary"),
         secondaries=secondaries,
         fetcher=_fetcher(t["fetcher"]),
         time=_time(doc.get("time"), base),

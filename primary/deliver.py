@@ -170,7 +170,8 @@ def to_own_slots(cy: Cycle, own: OwnSlots | None, p: Pending, trusts: Trusts | N
             _check_unexpired(cy, trusts)
         if not runs:
             cy.say(f"{p.ecu_id}: installing {p.target.path} into slot {slots.inactive_slot()}")
-            own.install(slots, p.target, cy.state.image_path(p.target))
+            wire = transport_target(p.target, p.ecu_id)  # a ciphertext encrypted for it
+            own.install(slots, p.target, cy.state.image_path(wire))
     except UptaneError as e:
         cy.refused(p, e)
         return

@@ -68,7 +68,7 @@ def _download_one(cy: Cycle, p: Pending) -> None:
     if wire is not p.target:
         cy.say(
             f"downloaded {path} encrypted for {p.ecu_id} ({wire.length} bytes, from the "
-            "Director): the ciphertext's length and every hash verified; no key here"
+            "Director): the ciphertext's length and every hash verified"
         )
     else:
         cy.say(f"downloaded {path}: length and every hash verified")

@@ -13,7 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from storage import LOCAL, FileSystem
+from primary.config import ConfigError, PrimaryConfig
+from storage import LOCAL, FileSystem, read_capped
 from uptane.delta import produced_image
 from uptane.encryption import EncryptionPrivateKey
 from uptane.errors import UptaneError
@@ -23,6 +24,24 @@ from uptane.metadata import TargetFile
 
 if TYPE_CHECKING:
     from hardware.slots import ImageInfo, SlotManager
+
+
+def encryption_key_path(config: PrimaryConfig) -> Path | None:
+    """Where ``[primary] encryption_key`` puts the Primary's encryption key, or None."""
+    if config.encryption_key is None:
+        return None
+    return config.path.parent / config.encryption_key
+
+
+def load_encryption_key(config: PrimaryConfig) -> EncryptionPrivateKey | None:
+    """The Primary's encryption key (issue 17), or None when it has none (yet)."""
+    path = encryption_key_path(config)
+    if path is None or not path.exists():
+        return None
+    try:
+        return EncryptionPrivateKey.from_pem(read_capped(path, 4096))
+    except (OSError, UptaneError) as e:
+        raise ConfigError(f"encryption key {path}: {e}") from None
 
 
 class OwnSlots:

@@ -330,3 +330,64 @@ def test_5_4_3_4_a_delta_for_another_base_is_refused(tmp_path: Path, now: dateti
         state = PrimaryState(car.config.storage_dir, car.config.limits).load_cycle()
         assert "brk-1" not in state.installed or state.installed["brk-1"].path == BASE_PATH
         installed_ok(car, "brk-1", BASE_PATH, BASE)
+
+
+# --- the Primary's own image ------------------------------------------------------------------
+
+
+def test_5_4_3_4_the_primary_installs_an_image_encrypted_for_it(
+    tmp_path: Path, now: datetime
+) -> None:
+    from cycle_support import PRIMARY_ID
+
+    from primary.cli import provision
+    from primary.config import load_config
+    from primary.own import OwnSlots, load_encryption_key
+
+    with backend_and_vehicle(tmp_path, now, secondaries=ONE) as (backend, car):
+        # [primary] encryption_key: provisioning makes it; its public half is registered
+        text = car.config_path.read_text().replace(
+            'key_file = "keys/primary.pem"\n',
+            'key_file = "keys/primary.pem"\nencryption_key = "keys/encryption.pem"\n',
+        )
+        car.config_path.write_text(text)
+        car.config = load_config(car.config_path)
+        provision(car.config, backend.director_root(), backend.image_root(), force=True)
+        key = load_encryption_key(car.config)
+        assert key is not None
+        assert (car.config_path.parent / "keys" / "encryption.pem").stat().st_mode & 0o077 == 0
+        backend.director.set_encryption_key(VIN, PRIMARY_ID, key.public_key())
+        gw, data = "gw/gw-2.bin", IMAGES["gw/gw-2.bin"][0]
+        backend.director.assign(VIN, [(PRIMARY_ID, gw)], encrypt={PRIMARY_ID: True})
+        assert director_entry(backend, gw).encrypted is not None
+        result = car.cycle()
+        assert result.installed == {PRIMARY_ID: gw}, "\n".join(car.lines)
+        assert car.config.flash_dir is not None
+        own = OwnSlots(car.config.flash_dir, car.config.slot_size, car.config.limits)
+        st = own.open().status()
+        assert st.installed is not None and st.installed.filename == gw
+        assert own.open().flash.read(st.active, 0, len(data)) == data
+        assert not asked(backend.image_proxy, "gw-2.bin")  # the ciphertext, from the Director
+
+
+def test_5_4_3_4_the_primarys_own_slots_apply_a_delta(tmp_path: Path) -> None:
+    from primary.own import OwnSlots
+    from uptane.delta import create_delta, delta_target
+
+    own = OwnSlots(tmp_path / "flash", 512 * 1024, Limits.primary(), ecu_id="gw-1")
+    base = TargetFile.from_data(BASE_PATH, BASE, ("sha256", "sha512"))
+    (tmp_path / "base").write_bytes(BASE)
+    slots, runs = own.holds(base)
+    assert not runs
+    own.install(slots, base, tmp_path / "base")
+    full = TargetFile.from_data(NEW_PATH, NEW, ("sha256", "sha512"))
+    delta = delta_target(f"{NEW_PATH}.patch", create_delta(BASE, NEW), base, full)
+    (tmp_path / "patch").write_bytes(create_delta(BASE, NEW))
+    slots, runs = own.holds(delta)
+    assert not runs
+    own.install(slots, delta, tmp_path / "patch")
+    slots, runs = own.holds(delta)
+    assert runs  # the delta's full image runs: nothing more to install
+    st = slots.status()
+    assert st.installed is not None and st.installed.filename == NEW_PATH
+    assert slots.flash.read(st.active, 0, len(NEW)) == NEW
