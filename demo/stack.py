@@ -41,7 +41,7 @@ import time
 import tty
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -803,10 +803,20 @@ class Stack:
             force=True,
         )
         keys[PRIMARY[0]] = key.key.to_dict()
-        ecus = [
-            {"serial": PRIMARY[0], "hardware_id": PRIMARY[1], "public_key": keys[PRIMARY[0]]},
+        self._register(keys)
+        return keys
+
+    def _register(self, keys: dict[str, Any]) -> None:
+        """The vehicle through the admin API: each ECU's key, the Secondaries' encryption
+        keys too."""
+        ecus: list[dict[str, Any]] = [
+            {
+                "serial": PRIMARY[0],
+                "hardware_id": PRIMARY[1],
+                "public_key": keys[PRIMARY[0]],
+                "primary": True,
+            }
         ]
-        ecus[0]["primary"] = True
         for serial, hw in (SERIAL_ECU, CAN_ECU):
             ecus.append(
                 {
@@ -818,7 +828,6 @@ class Stack:
                 }
             )
         self.admin("POST", "/api/vehicles", {"vin": VIN, "ecus": ecus})
-        return keys
 
     def ecu_dir(self, serial: str) -> Path:
         return self.vehicle_dir / "ecus" / serial
@@ -911,7 +920,7 @@ retries = 2
         wait_until(f"Secondary {serial}", ready, child, 60)
         return child
 
-    def assign(self, items: dict[str, str], *, encrypt: set[str] = frozenset()) -> Any:
+    def assign(self, items: dict[str, str], *, encrypt: Collection[str] = ()) -> Any:
         """One bundle through the admin API: ECU serial -> target path; the ECUs in
         ``encrypt`` get their image encrypted to their own key (issue 17)."""
         body = {

@@ -396,6 +396,8 @@ def bundle_targets(conn: Connection, bid: int, sealer: Sealer | None) -> list[Ta
         if r.hardware_id not in tf.hardware_ids:
             tf.hardware_ids.append(r.hardware_id)
         if r.encrypt:
+            if r.encryption_key is None:  # registered when assigned; keys are only replaced
+                raise Invalid(f"ECU {r.serial} has no encryption key registered")
             key = EncryptionPublicKey.from_dict(json.loads(r.encryption_key), Limits.primary())
             recipients.setdefault(tf.path, {})[r.serial] = key
     for path, keys in recipients.items():
