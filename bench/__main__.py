@@ -1,8 +1,9 @@
 """``python -m bench`` (``make bench``): run every benchmark, write ``bench/results.json``
 and regenerate the results section of ``bench/README.md``.
 
-    python -m bench                 # everything, full size (a few minutes)
+    python -m bench                 # everything, every size (under 15 minutes)
     python -m bench --only fig4     # figure 4 (fig4_*; fig1 does not select fig10)
+    python -m bench --quick --out /tmp/r.json --readme /tmp/README.md   # CI: smallest sizes
     python -m bench --smoke --out /tmp/r.json --readme /tmp/README.md   # tiny sizes
 
 A benchmark that raises is recorded as ``"status": "failed"`` with the error (never as a
@@ -13,8 +14,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
-import os
 import platform
 import sys
 import time
@@ -23,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.common import MEASURED, NOT_YET, Figure, cpu_count
+from bench.common import MEASURED, NOT_YET, Figure, cpu_count, load_average
 
 HERE = Path(__file__).resolve().parent
 MODULES = (
@@ -38,17 +39,24 @@ MODULES = (
     "fig9_der_size",
     "fig10_decrypt",
     "fig11_delta",
+    "fig12_nodes",
+    "fig13_image_repo_add",
 )
 FAILED = "failed"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 
-def run_module(name: str, smoke: bool) -> tuple[list[Figure], float]:
-    """Run one benchmark module; a crash becomes one ``failed`` entry naming the error."""
+def run_module(name: str, smoke: bool, quick: bool = False) -> tuple[list[Figure], float]:
+    """Run one benchmark module; a crash becomes one ``failed`` entry naming the error.
+    Each figure records the load average when its module finished (unless it recorded its
+    own)."""
     t0 = time.perf_counter()
     try:
         mod = importlib.import_module(f"bench.{name}")
-        figures = list(mod.run(smoke=smoke))
+        if "quick" in inspect.signature(mod.run).parameters:
+            figures = list(mod.run(smoke=smoke, quick=quick))
+        else:
+            figures = list(mod.run(smoke=smoke))
     except ImportError as e:
         figures = [Figure(name, name, "", status=NOT_YET, notes=f"cannot import: {e}")]
     except Exception as e:
@@ -63,15 +71,14 @@ def run_module(name: str, smoke: bool) -> tuple[list[Figure], float]:
                 details={"traceback": "".join(tb)[-3000:]},
             )
         ]
+    load = load_average()
+    for f in figures:
+        if f.load_average is None:
+            f.load_average = load
     return figures, time.perf_counter() - t0
 
 
-def _load() -> list[float] | None:
-    """The 1/5/15-minute load averages: how busy the shared machine was."""
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
+_load = load_average
 
 
 def _num(x: float | None) -> str:
@@ -84,24 +91,71 @@ def _num(x: float | None) -> str:
     return f"{x:.3g}" if abs(x) < 1 else f"{x:.2f}"
 
 
+def _size(f: dict[str, Any]) -> str:
+    return f"{f['size']:,} {f.get('size_unit', '')}".strip() if f.get("size") else "—"
+
+
+def _load1(f: dict[str, Any]) -> str:
+    la = f.get("load_average")
+    return f"{la[0]:.2f}" if la else "—"
+
+
 def table(figures: list[dict[str, Any]]) -> str:
     rows = [
-        "| figure | value | reference | ratio | goal | met |",
-        "|---|---|---|---|---|---|",
+        "| figure | size | value | reference | ratio | goal | met | load |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for f in figures:
+        size, load = _size(f), _load1(f)
         if f["status"] != MEASURED:
             met = f"**{f['status']}**"
-            rows.append(f"| {f['title']} (`{f['name']}`) | — | — | — | {f['goal']} | {met} |")
+            rows.append(
+                f"| {f['title']} (`{f['name']}`) | {size} | — | — | — | {f['goal']} | {met} "
+                f"| {load} |"
+            )
             continue
         value = f"{_num(f['value'])} {f['unit']}"
         ref = f"{_num(f['reference'])} {f['reference_unit']}"
         met = "yes" if f["met"] else "**no**"
         rows.append(
-            f"| {f['title']} (`{f['name']}`) | {value} | {ref} | {_num(f['ratio'])} "
-            f"| {f['goal']} | {met} |"
+            f"| {f['title']} (`{f['name']}`) | {size} | {value} | {ref} | {_num(f['ratio'])} "
+            f"| {f['goal']} | {met} | {load} |"
         )
     return "\n".join(rows)
+
+
+def scaling_tables(figures: list[dict[str, Any]]) -> list[str]:
+    """One table per series measured at several sizes: each size's value, reference and
+    ratio, and how the value grew against the size from the size before."""
+    series: dict[str, list[dict[str, Any]]] = {}
+    for f in figures:
+        if f["status"] == MEASURED and f.get("size"):
+            series.setdefault(f.get("series") or f["name"], []).append(f)
+    out: list[str] = []
+    for name, fs in series.items():
+        if len(fs) < 2:
+            continue
+        fs = sorted(fs, key=lambda f: f["size"])
+        out += [
+            f"`{name}` ({fs[0]['unit']}; reference in {fs[0]['reference_unit']}):",
+            "",
+            "| size | value | reference | ratio | met | value grew | size grew | load |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        prev = None
+        for f in fs:
+            grew = sized = "—"
+            if prev is not None and prev["value"]:
+                grew = f"{f['value'] / prev['value']:.2f}×"
+                sized = f"{f['size'] / prev['size']:g}×"
+            met = "yes" if f["met"] else "**no**"
+            out.append(
+                f"| {_size(f)} | {_num(f['value'])} | {_num(f['reference'])} "
+                f"| {_num(f['ratio'])} | {met} | {grew} | {sized} | {_load1(f)} |"
+            )
+            prev = f
+        out.append("")
+    return out
 
 
 def results_section(doc: dict[str, Any]) -> str:
@@ -127,13 +181,11 @@ def results_section(doc: dict[str, Any]) -> str:
             f"This run re-measured only {rerun} (`--only`); the other figures keep their "
             f"entries from the run of {last} or earlier (`previous_runs` in results.json).",
         ]
-    out += [
-        "",
-        table(figs),
-        "",
-        "### Notes per figure (generated)",
-        "",
-    ]
+    out += ["", table(figs), ""]
+    scaling = scaling_tables(figs)
+    if scaling:
+        out += ["### Scaling (generated)", "", *scaling]
+    out += ["### Notes per figure (generated)", ""]
     for f in figs:
         out.append(f"- `{f['name']}`: {f['notes']}")
     broken = [(f, _breakdown(f)) for f in figs]
@@ -198,6 +250,8 @@ def merge(out: Path, doc: dict[str, Any]) -> dict[str, Any]:
         return doc
     if not isinstance(old, dict) or old.get("smoke") != doc["smoke"]:
         return doc
+    if bool(old.get("quick")) != bool(doc.get("quick")):
+        return doc
     new = {f["name"]: f for f in doc["figures"]}
     kept = [f for f in old.get("figures", []) if f.get("name") not in new]
     if not kept:
@@ -233,13 +287,19 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--smoke", action="store_true", help="tiny sizes; numbers mean nothing")
     p.add_argument(
+        "--quick", action="store_true", help="CI smoke: the smallest size of each curve only"
+    )
+    p.add_argument(
         "--only", action="append", default=[], help="figure (fig4) or module name substring"
     )
     p.add_argument("--out", type=Path, help="results file (default bench/results.json)")
     p.add_argument("--readme", type=Path, help="README to update (default bench/README.md)")
     args = p.parse_args(argv)
-    if args.smoke and (args.out is None or args.readme is None):
-        p.error("--smoke needs --out and --readme (smoke numbers must not replace results)")
+    if (args.smoke or args.quick) and (args.out is None or args.readme is None):
+        p.error(
+            "--smoke and --quick need --out and --readme (their numbers must not replace"
+            " the full results)"
+        )
     out = args.out or HERE / "results.json"
     readme = args.readme or HERE / "README.md"
     mods = [m for m in MODULES if not args.only or any(_selects(o, m) for o in args.only)]
@@ -249,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     timings: dict[str, float] = {}
     for name in mods:
         print(f"bench: {name} ...", file=sys.stderr, flush=True)
-        figs, secs = run_module(name, args.smoke)
+        figs, secs = run_module(name, args.smoke, args.quick)
         timings[name] = round(secs, 2)
         for f in figs:
             state = f.status if f.status != MEASURED else ("met" if f.met else "MISSED")
@@ -261,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         "python": platform.python_version(),
         "cpus": cpu_count(),
         "smoke": args.smoke,
+        "quick": args.quick,
         "seconds": round(time.perf_counter() - t0, 1),
         "load_average": {"start": load_before, "end": _load()},
         "module_seconds": timings,

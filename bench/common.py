@@ -1,10 +1,17 @@
 """What every benchmark shares: the result entry, timing helpers, the static server and
 the profiling hook used to explain a missed goal.
 
-A benchmark module exposes ``run(smoke: bool = False) -> list[Figure]``. ``smoke`` runs it at
-a tiny size (a few seconds at most) so that the harness cannot rot; the numbers of a smoke
-run mean nothing. Every figure is a ratio measured in one run against its reference, so
-that a noisy, shared machine moves both sides together.
+A benchmark module exposes ``run(smoke: bool = False) -> list[Figure]``, optionally with a
+``quick: bool = False`` keyword. ``smoke`` runs it at a tiny size (a few seconds at most) so
+that the harness cannot rot; the numbers of a smoke run mean nothing. ``quick`` (CI) runs
+only the smallest size of each scaling curve, with fewer repetitions. Every figure is a
+ratio measured in one run against its reference, so that a noisy, shared machine moves
+both sides together.
+
+A figure that depends on a size (targets, vehicles) is measured at each size of
+:data:`SIZES` (issue 20): one entry per size, all with the same ``series``, each naming its
+``size`` and ``size_unit``; the README shows each series as a table with the growth from one
+size to the next.
 """
 
 from __future__ import annotations
@@ -26,6 +33,29 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 NOT_YET = "not yet measurable"
 MEASURED = "measured"
+#: the sizes of every scaling curve (targets or vehicles)
+SIZES = (1_000, 10_000, 100_000)
+
+
+def sizes(smoke: bool, quick: bool, tiny: tuple[int, ...] = (30, 60)) -> tuple[int, ...]:
+    """The sizes a scaling figure runs at: :data:`SIZES`, the smallest only with
+    ``quick``, or ``tiny`` ones in a smoke run."""
+    if smoke:
+        return tiny
+    return SIZES[:1] if quick else SIZES
+
+
+def size_label(n: int) -> str:
+    """``1k``, ``10k``, ``100k`` (entry-name suffixes)."""
+    return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n)
+
+
+def load_average() -> list[float] | None:
+    """The 1/5/15-minute load averages now: how busy the shared machine was."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
 
 
 @dataclass
@@ -51,12 +81,20 @@ class Figure:
     notes: str = ""
     status: str = MEASURED
     details: dict[str, Any] = field(default_factory=dict)
+    #: the size this entry was measured at (targets, vehicles, ...), None if it has none
+    size: int | None = None
+    size_unit: str = ""
+    #: the figure this entry is one size of (scaling tables); its own name if empty
+    series: str = ""
+    #: the 1/5/15-minute load averages when it was measured (the runner fills it in)
+    load_average: list[float] | None = None
     #: the measured operation, run under cProfile when the goal is missed (not saved)
     profile_target: Callable[[], Any] | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("profile_target", None)
+        d["series"] = self.series or self.name
         for k in ("value", "reference", "ratio"):
             if isinstance(d[k], float):
                 d[k] = round(d[k], 6)
@@ -183,6 +221,30 @@ def static_server(directory: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def gc_seconds(fn: Callable[[], Any]) -> tuple[float, float]:
+    """Wall seconds of one call of ``fn`` and the seconds the cyclic garbage collector ran
+    inside it (``gc.callbacks``, this thread's collections)."""
+    import gc
+
+    spent = 0.0
+    started: list[float] = []
+
+    def cb(phase: str, info: dict[str, Any]) -> None:
+        nonlocal spent
+        if phase == "start":
+            started.append(time.perf_counter())
+        elif started:
+            spent += time.perf_counter() - started.pop()
+
+    gc.callbacks.append(cb)
+    try:
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0, spent
+    finally:
+        gc.callbacks.remove(cb)
 
 
 def cpu_count() -> int:

@@ -74,6 +74,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         expiry_days=_days(args.expiry),
         passphrase_env=args.passphrase_env,
         bins=args.bins,
+        hashes=tuple(args.hashes.split(",")) if args.hashes else None,
     )
     print(f"created Image repository in {args.dir}; offline keys in {off}")
     if args.bins is not None:
@@ -271,6 +272,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="BITS",
         help="delegate every image to 2**BITS hash bins from the start (large repositories;"
         " docs/image-repo.md suggests BITS by size)",
+    )
+    sp.add_argument(
+        "--hashes",
+        metavar="ALG[,ALG]",
+        help="hash algorithms each image lists (default sha256,sha512; every ECU checks each"
+        " one: docs/image-repo.md 'Hash algorithms')",
     )
     sp = add("add-target", cmd_add_target, "stage an image")
     sp.add_argument("file")

@@ -12,9 +12,12 @@ in ``DIR/online-keys``). ``tls`` (:class:`director.tls.TlsSettings`: certificate
 ``public_read``) and ``object_store`` (:func:`storage.objects.open_objects`: where the
 static layout is kept for vehicles) are the service's (issue 19). ``expiry_days`` takes
 the top-level roles, ``delegated`` (every delegated role), a delegated role by name, and
-a hash-bin prefix (every bin). A missing file means the defaults. The file holds no
-secret (a passphrase or PIN comes from the environment variable it names), and is read by
-the offline commands and the service.
+a hash-bin prefix (every bin). ``hashes`` lists the algorithms each new image entry
+lists (default ``["sha256", "sha512"]``; every ECU checks every listed hash, so
+``["sha256"]`` verifies an image about three times as fast on a CPU with SHA-256
+instructions: bench figure 4, docs/image-repo.md "Hash algorithms"). A missing file means
+the defaults. The file holds no secret (a passphrase or PIN comes from the environment
+variable it names), and is read by the offline commands and the service.
 """
 
 from __future__ import annotations
@@ -48,7 +51,24 @@ def check_expiry(days: Any) -> dict[str, float]:
     return out
 
 
-_KNOWN = ("key_source", "expiry_days", "tls", "object_store")
+_KNOWN = ("key_source", "expiry_days", "tls", "object_store", "hashes")
+#: what a new image entry lists unless ``hashes`` says otherwise
+DEFAULT_HASHES = ("sha256", "sha512")
+#: the algorithms an OEM may choose from: SHA-2, which every ECU of the stack checks and
+#: which uptane.identity counts as strong
+HASH_CHOICES = ("sha256", "sha384", "sha512")
+
+
+def check_hashes(value: Any) -> tuple[str, ...]:
+    """A non-empty list of distinct algorithms from :data:`HASH_CHOICES`, in order."""
+    if (
+        not isinstance(value, list | tuple)
+        or not value
+        or len(set(value)) != len(value)
+        or any(v not in HASH_CHOICES for v in value)
+    ):
+        raise ValueError(f"hashes: give one or more of {', '.join(HASH_CHOICES)}, each once")
+    return tuple(value)
 
 
 @dataclass
@@ -62,6 +82,8 @@ class ImageRepoConfig:
     #: where the static layout is kept for vehicles and other nodes (storage.objects;
     #: director.objectmirror), e.g. {"url": "s3://bucket/repo", "endpoint_url": ...}
     object_store: dict[str, Any] | None = None
+    #: the hash algorithms each new image entry lists
+    hashes: tuple[str, ...] = DEFAULT_HASHES
 
     @classmethod
     def load(cls, repo_dir: Path) -> ImageRepoConfig:
@@ -74,10 +96,11 @@ class ImageRepoConfig:
             check_expiry(d.get("expiry_days", {})),
             d.get("tls"),
             d.get("object_store"),
+            check_hashes(d.get("hashes", list(DEFAULT_HASHES))),
         )
 
     def save(self, repo_dir: Path) -> None:
-        d: dict[str, Any] = {"expiry_days": self.expiry_days}
+        d: dict[str, Any] = {"expiry_days": self.expiry_days, "hashes": list(self.hashes)}
         for name in ("key_source", "tls", "object_store"):
             if getattr(self, name) is not None:
                 d[name] = getattr(self, name)
@@ -92,4 +115,11 @@ class ImageRepoConfig:
         return open_source(self.key_source, Path(repo_dir), ONLINE_DIR)
 
 
-__all__ = ["CONFIG", "ImageRepoConfig", "check_expiry"]
+__all__ = [
+    "CONFIG",
+    "DEFAULT_HASHES",
+    "HASH_CHOICES",
+    "ImageRepoConfig",
+    "check_expiry",
+    "check_hashes",
+]

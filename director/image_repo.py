@@ -32,7 +32,7 @@ from typing import Any
 from director import image_delegations as delegations
 from director import image_keys, repostate
 from director import image_uploads as uploads
-from director.image_config import ImageRepoConfig, check_expiry
+from director.image_config import ImageRepoConfig, check_expiry, check_hashes
 from director.image_keys import Outcome
 from director.image_uploads import ADMIN, NAME, Conflict, Forbidden, path_matches
 from keystore import FileKeySource, KeyStore, Secret, authorized
@@ -170,6 +170,7 @@ class ImageRepository:
         expiry_days: dict[str, float] | None = None,
         passphrase_env: str | None = None,
         bins: int | None = None,
+        hashes: tuple[str, ...] | None = None,
     ) -> str:
         """Create keys and version 1 of every role; returns the admin upload token. The
         online keys are made in ``key_source`` (default: files in ``DIR/online-keys``),
@@ -183,6 +184,8 @@ class ImageRepository:
         if offline_dir.resolve().is_relative_to(repo_dir.resolve()):
             raise ValueError("the offline key directory must be outside the repository directory")
         config = ImageRepoConfig(key_source, check_expiry(expiry_days or {}))
+        if hashes is not None:
+            config.hashes = check_hashes(list(hashes))
         repo_dir.mkdir(parents=True, exist_ok=True)
         config.save(repo_dir)
         offline = FileKeySource(offline_dir, _secret(offline_dir, passphrase_env))
@@ -263,7 +266,7 @@ class ImageRepository:
         tf = TargetFile.from_data(
             path,
             data,
-            ("sha256", "sha512"),
+            self.config.hashes,
             hardware_ids=list(hardware_ids),
             release_counter=release_counter,
         )
@@ -289,7 +292,7 @@ class ImageRepository:
                 TargetFile.from_data(
                     path,
                     data,
-                    ("sha256", "sha512"),
+                    self.config.hashes,
                     hardware_ids=list(hardware_ids),
                     release_counter=counter,
                 )
@@ -555,7 +558,7 @@ class ImageRepository:
         self.check_image_upload(uploader, path)
         self.limits.check_bytes("image", len(data), self.limits.image_bytes)
         self.store_image(data)
-        return TargetFile.from_data(path, data, ("sha256", "sha512"))
+        return TargetFile.from_data(path, data, self.config.hashes)
 
     def upload_metadata(
         self, uploader: str, role: str, data: bytes, encoding: str, now: datetime

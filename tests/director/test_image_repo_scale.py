@@ -196,3 +196,17 @@ def test_20_a_leftover_of_a_crashed_publish_is_replaced_not_served(tmp_path: Pat
 
 def test_20_suggested_bits_grow_with_the_repository() -> None:
     assert [suggest_bits(n) for n in (1, 1_000, 10_000, 100_000, 10**7)] == [4, 8, 9, 11, 14]
+
+
+def test_20_the_oem_chooses_the_hash_set_each_image_lists(tmp_path: Path) -> None:
+    d = tmp_path / "repo"
+    assert image_cli.main(["init", str(d), "--hashes", "sha256"]) == 0
+    repo = ImageRepository(d, NOW, offline_dir=default_offline_dir(d))
+    tf = repo.stage_target("a/b.bin", b"image", ["hw-1"], 1)
+    assert list(tf.hashes) == ["sha256"]
+    assert json.loads((d / "repo.json").read_text())["hashes"] == ["sha256"]
+    default = tmp_path / "default"
+    assert image_cli.main(["init", str(default)]) == 0
+    tf = ImageRepository(default, NOW).stage_target("a/b.bin", b"image", ["hw-1"], 1)
+    assert list(tf.hashes) == ["sha256", "sha512"]
+    assert image_cli.main(["init", str(tmp_path / "bad"), "--hashes", "md5"]) == 2
