@@ -73,7 +73,7 @@ nonces = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("ecu_id", sa.Integer, sa.ForeignKey("ecus.id"), nullable=False),
     sa.Column("nonce", sa.String(512), nullable=False),
-    sa.Column("seen_at", sa.BigInteger, nullable=False),
+    sa.Column("seen_at", sa.BigInteger, nullable=False, index=True),
     sa.UniqueConstraint("ecu_id", "nonce", name="uq_nonces_ecu_nonce"),
 )
 
@@ -82,7 +82,7 @@ manifests = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("vehicle_id", sa.Integer, sa.ForeignKey("vehicles.id"), nullable=False, index=True),
-    sa.Column("received_at", sa.BigInteger, nullable=False),
+    sa.Column("received_at", sa.BigInteger, nullable=False, index=True),
     # 0006: 16 wide, was 8 ("compact-der"); SQLite does not enforce a VARCHAR's length
     sa.Column("encoding", sa.String(16).with_variant(sa.String(8), "sqlite"), nullable=False),
     sa.Column("raw", sa.LargeBinary, nullable=False),
@@ -93,8 +93,8 @@ attacks = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("vehicle_id", sa.Integer, sa.ForeignKey("vehicles.id"), nullable=False, index=True),
-    sa.Column("ecu_id", sa.Integer, sa.ForeignKey("ecus.id")),
-    sa.Column("manifest_id", sa.Integer, sa.ForeignKey("manifests.id"), nullable=False),
+    sa.Column("ecu_id", sa.Integer, sa.ForeignKey("ecus.id"), index=True),
+    sa.Column("manifest_id", sa.Integer, sa.ForeignKey("manifests.id"), nullable=False, index=True),
     sa.Column("attack", sa.Text, nullable=False),
     sa.Column("reported_at", sa.BigInteger, nullable=False),
 )
@@ -116,8 +116,8 @@ assignments = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("vehicle_id", sa.Integer, sa.ForeignKey("vehicles.id"), nullable=False, index=True),
-    sa.Column("ecu_id", sa.Integer, sa.ForeignKey("ecus.id"), nullable=False),
-    sa.Column("bundle_id", sa.Integer, sa.ForeignKey("bundles.id")),
+    sa.Column("ecu_id", sa.Integer, sa.ForeignKey("ecus.id"), nullable=False, index=True),
+    sa.Column("bundle_id", sa.Integer, sa.ForeignKey("bundles.id"), index=True),
     sa.Column("target_path", sa.Text, nullable=False),
     sa.Column("length", sa.BigInteger, nullable=False),
     sa.Column("hashes", sa.Text, nullable=False),
@@ -136,7 +136,7 @@ assignments = sa.Table(
     # 0005: goes out only after this assignment is installed (director.dependencies)
     sa.Column("depends_on", sa.Integer, sa.ForeignKey("assignments.id")),
     # 0005: the campaign that made it, and whether a downgrade was forced
-    sa.Column("campaign_id", sa.Integer, sa.ForeignKey("campaigns.id")),
+    sa.Column("campaign_id", sa.Integer, sa.ForeignKey("campaigns.id"), index=True),
     sa.Column("forced", sa.Boolean),
     # 0009 (issue 17): the image goes out encrypted to the ECU's encryption key
     sa.Column("encrypt", sa.Boolean),
@@ -207,9 +207,9 @@ campaign_members = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("campaign_id", sa.Integer, sa.ForeignKey("campaigns.id"), nullable=False, index=True),
     sa.Column("vehicle_id", sa.Integer, sa.ForeignKey("vehicles.id"), nullable=False),
-    sa.Column("ecu_id", sa.Integer, sa.ForeignKey("ecus.id"), nullable=False),
+    sa.Column("ecu_id", sa.Integer, sa.ForeignKey("ecus.id"), nullable=False, index=True),
     sa.Column("wave", sa.Integer, nullable=False),
-    sa.Column("assignment_id", sa.Integer, sa.ForeignKey("assignments.id")),
+    sa.Column("assignment_id", sa.Integer, sa.ForeignKey("assignments.id"), index=True),
     # director.lifecycle.MEMBER; once assigned, the assignment's state is the outcome
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("reason", sa.Text),
