@@ -56,7 +56,8 @@ bench: $(STAMP)
 # decoder (FUZZ_RUNS inputs each, default 10^6; results in fuzz/out/results.json), then the
 # power walks on the realistic flash model over FLASH_WALK_SEEDS seeds (default 30, ~7 min);
 # `make load` runs 1,000 real Primaries against the services on SQLite and PostgreSQL
-# (LOAD_VEHICLES, LOAD_DB=sqlite|postgresql|both; results in load/out/load-DB.json).
+# (LOAD_VEHICLES, LOAD_DB=sqlite|postgresql|both; results in load/out/load-DB.json), a
+# campaign, 20 SIGKILLs of the Director, and three Director nodes on one PostgreSQL.
 .PHONY: fuzz load
 fuzz: $(STAMP)
 	$(PY) -m pip install -q -e '.[fuzz]' || echo "atheris could not be installed here"
@@ -74,3 +75,5 @@ load: $(STAMP)
 	$(PY) -m load.campaign --vehicles $${LOAD_VEHICLES:-500} --db $${LOAD_DB:-both}
 	# SIGKILL the Director 20 times under 100 vehicles, per database (issue 15)
 	$(PY) -m load.killrun --vehicles 100 --kills 20 --db $${LOAD_DB:-both}
+	# three Director nodes on one PostgreSQL, 500 vehicles, one node SIGKILLed (issue 19)
+	$(PY) -m load.nodes --vehicles 500 --nodes 3 --seconds 60
