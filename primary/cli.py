@@ -50,12 +50,7 @@ def _say(msg: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description="The Uptane Primary ECU agent.")
-    p.add_argument(
-        "--log-format",
-        choices=storage_logs.FORMATS,
-        default="text",
-        help="text lines (default) or JSON records, one per line (auto: JSON off a terminal)",
-    )
+    storage_logs.add_argument(p)
     sub = p.add_subparsers(dest="command", required=True)
 
     prov = sub.add_parser("provision", help="write the trusted roots and the ECU key")

@@ -310,12 +310,7 @@ def _read(path: str | None) -> bytes | None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="uptane-secondary", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true")
-    parser.add_argument(
-        "--log-format",
-        choices=storage_logs.FORMATS,
-        default="text",
-        help="text lines (default) or JSON records, one per line (auto: JSON off a terminal)",
-    )
+    storage_logs.add_argument(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     _provision_arguments(
         sub.add_parser("provision", help="create the ECU key, trusted state and config")
@@ -442,13 +437,7 @@ def _provision(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    level = logging.DEBUG if args.verbose else logging.INFO
-    if storage_logs.choose(args.log_format, sys.stderr) == "json":  # issue 19
-        storage_logs.configure("", "json", level=level)
-    else:
-        logging.basicConfig(
-            level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr
-        )
+    storage_logs.setup_agent(args.log_format, verbose=args.verbose)  # issue 19
     try:
         if args.command == "provision":
             return _provision(args)

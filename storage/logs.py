@@ -14,6 +14,7 @@ Nothing here writes a file: the handler writes to the stream it is given (stderr
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import sys
@@ -100,4 +101,35 @@ def configure(
     return chosen
 
 
-__all__ = ["FORMATS", "JsonFormatter", "TextFormatter", "choose", "configure"]
+def add_argument(parser: argparse.ArgumentParser) -> None:
+    """The agents' ``--log-format`` option (text by default: an agent is mostly run by
+    hand or by a unit file that keeps text)."""
+    parser.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        default="text",
+        help="text lines (default) or JSON records, one per line (auto: JSON off a terminal)",
+    )
+
+
+def setup_agent(fmt: str, *, verbose: bool = False) -> None:
+    """An agent's logging on stderr: JSON records for every logger when ``fmt`` chooses
+    JSON, else the plain ``time name level message`` lines."""
+    level = logging.DEBUG if verbose else logging.INFO
+    if choose(fmt, sys.stderr) == "json":
+        configure("", "json", level=level)
+    else:
+        logging.basicConfig(
+            level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr
+        )
+
+
+__all__ = [
+    "FORMATS",
+    "JsonFormatter",
+    "TextFormatter",
+    "add_argument",
+    "choose",
+    "configure",
+    "setup_agent",
+]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import signal
 import sys
@@ -109,12 +108,7 @@ def cmd_query(args: argparse.Namespace) -> int:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="uptane-time-server", description=__doc__.split("\n")[0])
     p.add_argument("-v", "--verbose", action="store_true")
-    p.add_argument(
-        "--log-format",
-        choices=storage_logs.FORMATS,
-        default="text",
-        help="text lines (default) or JSON records, one per line (auto: JSON off a terminal)",
-    )
+    storage_logs.add_argument(p)
     sub = p.add_subparsers(dest="command", required=True)
     for name, fn in (("init", cmd_init), ("delegate", cmd_delegate)):
         c = sub.add_parser(name, help=f"{name}: see the module help")
@@ -143,13 +137,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    level = logging.DEBUG if args.verbose else logging.INFO
-    if storage_logs.choose(args.log_format, sys.stderr) == "json":  # issue 19
-        storage_logs.configure("", "json", level=level)
-    else:
-        logging.basicConfig(
-            level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr
-        )
+    storage_logs.setup_agent(args.log_format, verbose=args.verbose)  # issue 19
     try:
         return int(args.fn(args))
     except (KeyFileError, UptaneError, OSError, ValueError) as e:
