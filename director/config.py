@@ -62,6 +62,12 @@ class Config:
     log_format: str = "auto"
     #: one log line per request (its id, route, status, time); metrics are kept either way
     log_requests: bool = True
+    #: the admin API's listings (director/paging.py): rows per page without ``?limit=``,
+    #: and the most ``?limit=`` may ask
+    page_limit: int = 500
+    page_limit_max: int = 5000
+    #: vehicles one bulk registration (``POST /api/v1/vehicles/bulk``) may carry
+    bulk_max_vehicles: int = 5000
 
     @classmethod
     def load(cls, path: Path) -> Config:
