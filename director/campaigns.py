@@ -14,17 +14,21 @@ running is what its reports say (the members listing shows it).
 
 An ECU is in at most one active campaign: ``campaign_members.active_ecu`` is unique and
 cleared when the campaign ends. States: :data:`director.lifecycle.CAMPAIGN` and
-:data:`director.lifecycle.MEMBER`. :meth:`Campaigns.tick` moves running campaigns on; the
-service runs it every second, and tests call it with their clock.
+:data:`director.lifecycle.MEMBER`. :meth:`Campaigns.tick` moves campaigns on; the service
+runs it every second, and tests call it with their clock.
+
+Recording the members, sending a wave and releasing an ended campaign's ECUs run in
+batches, each its own transaction (:mod:`director.campaignbatches`), so that manifests
+commit between them at any fleet size; a campaign left half-created, with a half-sent wave
+or half-released by a stopped process is finished by the next tick.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -32,26 +36,21 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from director import inventory as inv
-from director.assigning import insert_checked
 from director.bundles import Bundles
+from director.campaignbatches import Batches, Selected, busy, locked
 from director.campaignview import campaign_dict, member_rows, wave_stats
-from director.common import HWID_RE, Conflict, Invalid, NotFound, Unavailable, epoch
+from director.common import HWID_RE, Invalid, NotFound, Unavailable, epoch
 from director.groups import Groups, vehicle_ids
 from director.lifecycle import (
-    ASSIGNED,
-    ASSIGNMENT,
     CAMPAIGN,
     CANCEL,
+    CREATING,
     FINISH,
     HALT,
-    IN_FLIGHT,
-    LAUNCH,
-    MEMBER,
+    LAUNCHING,
     PAUSE,
-    PENDING,
     RESUME,
     RUNNING,
-    SKIP,
     SKIPPED,
     WAITING,
 )
@@ -128,15 +127,6 @@ def wave_sizes(waves: Sequence[dict[str, float]] | None, n: int) -> list[int]:
     return [s for s in sizes if s] or [n]
 
 
-@dataclass
-class _Selected:
-    """The ECUs a spec selects, with the image entry for each hardware id."""
-
-    ecus: list[Any] = field(default_factory=list)
-    images: dict[str, TargetFile] = field(default_factory=dict)
-    busy: dict[int, int] = field(default_factory=dict)  # ECU id -> its active campaign
-
-
 class Campaigns:
     """Campaigns: create, pause, resume, cancel, their statistics, and :meth:`tick`."""
 
@@ -152,26 +142,25 @@ class Campaigns:
         self.bundles = bundles
         self.groups = groups
         self.clock = clock
+        #: the batch sizes are the Director's settings (bundles share its configuration)
+        self.batches = Batches(engine, bundles, bundles.config, clock)
         self._tick_lock = threading.Lock()
 
     # --- creating -----------------------------------------------------------------------------
 
     def create(self, spec: CampaignSpec) -> dict[str, Any]:
-        """Record a campaign and its members, and send its first wave. Selected ECUs that
-        are in another active campaign are skipped and listed."""
+        """Record a campaign and its members, and send its first wave, in batches
+        (:mod:`director.campaignbatches`). Selected ECUs that are in another active
+        campaign are skipped and listed."""
         spec.check()
         now = self.clock()
         with self.engine.connect() as conn:
             sel = self._select(conn, spec)
-        try:
-            with self.engine.begin() as conn:
-                cid = self._insert(conn, spec, sel, now)
-                self._launch(conn, cid, 1, sel.images, now)
-        except sa.exc.IntegrityError:
-            raise Conflict(
-                "another campaign took one of these ECUs meanwhile; list the campaigns and"
-                " create this one again"
-            ) from None
+            free = len(sel.ecus) - len(busy(conn, [int(r.id) for r in sel.ecus]))
+        with self.engine.begin() as conn:
+            cid = self._insert(conn, spec, wave_sizes(spec.waves, free), now)
+        self.batches.record(cid, sel)
+        self.batches.send(cid, sel.images)
         out = self.get(cid)
         with self.engine.connect() as conn:
             members = member_rows(conn, cid)
@@ -183,7 +172,7 @@ class Campaigns:
         ]
         return out
 
-    def _select(self, conn: Connection, spec: CampaignSpec) -> _Selected:
+    def _select(self, conn: Connection, spec: CampaignSpec) -> Selected:
         """The ECUs of ``spec``'s vehicles whose hardware id the image is for (and equals
         ``spec.hardware_id`` when given), by vehicle, with their images."""
         e, v = inv.ecus, inv.vehicles
@@ -201,30 +190,21 @@ class Campaigns:
             )
             chosen = members if chosen is None else chosen & members
         rows = [r for r in conn.execute(q).all() if chosen is None or r.vehicle_id in chosen]
-        sel = _Selected()
+        images: dict[str, TargetFile] = {}
         for hw in sorted({r.hardware_id for r in rows}):
             try:
-                sel.images[hw] = self.bundles.image_entry(spec.target, hw)
+                images[hw] = self.bundles.image_entry(spec.target, hw)
             except Invalid:
                 if spec.hardware_id is not None:
                     raise
-        sel.ecus = [r for r in rows if r.hardware_id in sel.images]
+        sel = Selected([r for r in rows if r.hardware_id in images], images)
         if not sel.ecus:
             raise Invalid(f"no selected ECU has a hardware id {spec.target!r} is for")
-        m = inv.campaign_members
-        ids = [r.id for r in sel.ecus]
-        for i in range(0, len(ids), 500):
-            q2 = sa.select(m.c.active_ecu, m.c.campaign_id).where(
-                m.c.active_ecu.in_(ids[i : i + 500])
-            )
-            sel.busy.update((int(a), int(c)) for a, c in conn.execute(q2).all())
         return sel
 
     @staticmethod
-    def _insert(conn: Connection, spec: CampaignSpec, sel: _Selected, now: datetime) -> int:
-        """The campaign row and one member per selected ECU, in waves."""
-        free = [r for r in sel.ecus if r.id not in sel.busy]
-        sizes = wave_sizes(spec.waves, len(free))
+    def _insert(conn: Connection, spec: CampaignSpec, sizes: list[int], now: datetime) -> int:
+        """The campaign row, ``creating``: its members are recorded next, in batches."""
         c = inv.campaigns
         key = conn.execute(
             c.insert().values(
@@ -241,98 +221,14 @@ class Campaigns:
                 force=spec.force,
                 state=CAMPAIGN.initial,
                 current_wave=0,
+                members_cursor=None,
+                members_recorded=0,
                 created_at=epoch(now),
                 updated_at=epoch(now),
             )
         ).inserted_primary_key
         assert key is not None
-        cid = int(key[0])
-        rows, wave, left = [], 1, sizes[0]
-        for r in free:
-            if left == 0:
-                wave += 1
-                left = sizes[wave - 1]
-            left -= 1
-            rows.append(_member(cid, r, wave, MEMBER.initial, None, r.id, now))
-        for r in sel.ecus:
-            if r.id in sel.busy:
-                why = f"in active campaign {sel.busy[r.id]}"
-                rows.append(_member(cid, r, 0, SKIPPED, why, None, now))
-        if rows:
-            conn.execute(inv.campaign_members.insert(), rows)
-        return cid
-
-    # --- waves --------------------------------------------------------------------------------
-
-    def _launch(
-        self, conn: Connection, cid: int, wave: int, images: dict[str, TargetFile], now: datetime
-    ) -> list[str]:
-        """Send wave ``wave``: each waiting member's assignment, checked like any other
-        (one refused is ``skipped`` with the reason), and the vehicles' bundles."""
-        c, m = inv.campaigns, inv.campaign_members
-        camp = conn.execute(sa.select(c).where(c.c.id == cid)).one()
-        rows = conn.execute(
-            sa.select(m.c.id.label("member"), inv.ecus, inv.vehicles.c.vin)
-            .join(inv.ecus, inv.ecus.c.id == m.c.ecu_id)
-            .join(inv.vehicles, inv.vehicles.c.id == m.c.vehicle_id)
-            .where(m.c.campaign_id == cid, m.c.wave == wave, m.c.state == WAITING)
-            .order_by(m.c.id)
-        ).all()
-        by_vehicle: dict[int, list[Any]] = defaultdict(list)
-        for r in rows:
-            by_vehicle[int(r.vehicle_id)].append(r)
-        for vid, members in by_vehicle.items():
-            self._launch_vehicle(conn, camp, vid, members, images, now)
-        conn.execute(
-            c.update()
-            .where(c.c.id == cid)
-            .values(
-                current_wave=wave,
-                wave_started_at=epoch(now),
-                wave_done_at=None,
-                updated_at=epoch(now),
-            )
-        )
-        return [f"campaign {cid}: wave {wave} sent to {len(rows)} ECU(s)"]
-
-    def _launch_vehicle(
-        self,
-        conn: Connection,
-        camp: Any,
-        vid: int,
-        members: list[Any],
-        images: dict[str, TargetFile],
-        now: datetime,
-    ) -> None:
-        m = inv.campaign_members
-        vin = str(members[0].vin)
-        entries = [(r, images[r.hardware_id]) for r in members]
-        try:
-            with conn.begin_nested():
-                ids = insert_checked(
-                    conn, vid, vin, entries, now, force=bool(camp.force), campaign_id=int(camp.id)
-                )
-                self.bundles.issue(conn, vid, vin, now)
-        except (Conflict, Invalid, NotFound) as e:
-            for r in members:
-                conn.execute(
-                    m.update()
-                    .where(m.c.id == r.member)
-                    .values(
-                        state=MEMBER.next(WAITING, SKIP),
-                        reason=str(e)[:1000],
-                        updated_at=epoch(now),
-                    )
-                )
-            return
-        for r, aid in zip(members, ids, strict=True):
-            conn.execute(
-                m.update()
-                .where(m.c.id == r.member)
-                .values(
-                    state=MEMBER.next(WAITING, LAUNCH), assignment_id=aid, updated_at=epoch(now)
-                )
-            )
+        return int(key[0])
 
     # --- the OEM's moves ------------------------------------------------------------------------
 
@@ -347,42 +243,21 @@ class Campaigns:
     def cancel(self, cid: int) -> dict[str, Any]:
         """End the campaign: members not yet sent are cancelled, pending assignments
         cancelled, assignments in flight withdrawn (the vehicles get targets without the
-        image); installed ones stay. Its ECUs are free for other campaigns."""
+        image); installed ones stay. Its ECUs are free for other campaigns. The campaign
+        is marked in one transaction, its members in batches."""
         now = self.clock()
-        a, m = inv.assignments, inv.campaign_members
         with self.engine.begin() as conn:
-            camp = self._locked(conn, cid)
+            camp = locked(conn, cid)
             state = CAMPAIGN.next(camp.state, CANCEL, subject=f"campaign {cid}")
-            why = f"withdrawn: campaign {cid} cancelled by the OEM"
-            conn.execute(
-                m.update()
-                .where(m.c.campaign_id == cid, m.c.state == WAITING)
-                .values(
-                    state=MEMBER.next(WAITING, CANCEL),
-                    reason="campaign cancelled",
-                    updated_at=epoch(now),
-                )
-            )
-            assigned = sa.select(m.c.assignment_id).where(
-                m.c.campaign_id == cid, m.c.state == ASSIGNED
-            )
-            conn.execute(
-                a.update()
-                .where(a.c.id.in_(assigned), a.c.state == PENDING)
-                .values(state=ASSIGNMENT.next(PENDING, CANCEL), reason=why, updated_at=epoch(now))
-            )
-            flying = conn.execute(
-                sa.select(a.c.id).where(a.c.id.in_(assigned), a.c.state == IN_FLIGHT)
-            ).scalars()
-            self.bundles.withdraw(conn, list(flying), why, now)
             self._end(conn, cid, state, "cancelled by the OEM", now)
+        self.batches.release(cid)
         return self.get(cid)
 
     def _move(self, cid: int, event: str, reason: str | None) -> dict[str, Any]:
         now = self.clock()
         c = inv.campaigns
         with self.engine.begin() as conn:
-            camp = self._locked(conn, cid)
+            camp = locked(conn, cid)
             state = CAMPAIGN.next(camp.state, event, subject=f"campaign {cid}")
             values: dict[str, Any] = {"state": state, "updated_at": epoch(now), "reason": reason}
             if event == RESUME:
@@ -391,38 +266,46 @@ class Campaigns:
         return self.get(cid)
 
     @staticmethod
-    def _locked(conn: Connection, cid: int) -> Any:
-        c = inv.campaigns
-        camp = conn.execute(sa.select(c).where(c.c.id == cid).with_for_update()).first()
-        if camp is None:
-            raise NotFound(f"no campaign {cid}")
-        return camp
-
-    @staticmethod
     def _end(conn: Connection, cid: int, state: str, reason: str, now: datetime) -> None:
-        """Record the campaign's final state and free its ECUs for other campaigns."""
-        c, m = inv.campaigns, inv.campaign_members
+        """Record the campaign's final state; its members are released next, in batches
+        (:meth:`director.campaignbatches.Batches.release`)."""
+        c = inv.campaigns
         conn.execute(
             c.update()
             .where(c.c.id == cid)
-            .values(state=state, reason=reason, finished_at=epoch(now), updated_at=epoch(now))
+            .values(
+                state=state,
+                reason=reason,
+                finished_at=epoch(now),
+                updated_at=epoch(now),
+                released_at=None,
+            )
         )
-        conn.execute(m.update().where(m.c.campaign_id == cid).values(active_ecu=None))
 
     # --- moving on ------------------------------------------------------------------------------
 
     def tick(self, now: datetime | None = None) -> list[str]:
-        """Move every running campaign on: halt one whose current wave's failure rate
-        passed its threshold, and once a wave is done and has soaked, send the next one
-        (or finish). Returns what happened, one line each."""
+        """Move every campaign on: finish one half-created, half-sent or half-released
+        (a stopped process left it so); halt one whose current wave's failure rate passed
+        its threshold; once a wave is done and has soaked, send the next one (or finish).
+        Returns what happened, one line each."""
         now = now or self.clock()
+        c = inv.campaigns
+        busy_states = (CREATING, LAUNCHING, RUNNING)
         with self._tick_lock:
             with self.engine.connect() as conn:
-                running = conn.execute(
-                    sa.select(inv.campaigns).where(inv.campaigns.c.state == RUNNING)
+                todo = conn.execute(
+                    sa.select(c)
+                    .where(
+                        sa.or_(
+                            c.c.state.in_(busy_states),
+                            sa.and_(c.c.state.in_(CAMPAIGN.final), c.c.released_at.is_(None)),
+                        )
+                    )
+                    .order_by(c.c.id)
                 ).all()
             events: list[str] = []
-            for camp in running:
+            for camp in todo:
                 try:
                     events += self._tick_one(camp, now)
                 except Unavailable as e:  # the Image repository: try again next tick
@@ -430,13 +313,50 @@ class Campaigns:
             return events
 
     def _tick_one(self, camp: Any, now: datetime) -> list[str]:
+        cid = int(camp.id)
+        if camp.state in CAMPAIGN.final:
+            self.batches.release(cid)
+            return []
+        if camp.state == CREATING:
+            return self._resume_creating(camp, now)
+        if camp.state == LAUNCHING:
+            return self.batches.send(cid, self._images(camp))
+        return self._tick_running(camp, now)
+
+    def _resume_creating(self, camp: Any, now: datetime) -> list[str]:
+        """A campaign whose members a stopped process left half-recorded: select again
+        (the stored selection), go on from the cursor, send wave 1. One whose selection
+        is gone (a group deleted, no ECU left) is cancelled with the reason."""
+        cid, chosen = int(camp.id), json.loads(camp.selection)
+        spec = CampaignSpec(
+            target=camp.target_path,
+            hardware_id=chosen.get("hardware_id"),
+            vins=chosen.get("vins"),
+            group=chosen.get("group"),
+            force=bool(camp.force),
+        )
+        try:
+            with self.engine.connect() as conn:
+                sel = self._select(conn, spec)
+        except (Invalid, NotFound) as e:
+            with self.engine.begin() as conn:
+                if locked(conn, cid).state != CREATING:
+                    return []
+                state = CAMPAIGN.next(CREATING, CANCEL, subject=f"campaign {cid}")
+                self._end(conn, cid, state, f"could not be created: {e}"[:1000], now)
+            self.batches.release(cid)
+            return [f"campaign {cid} cancelled: could not be created: {e}"]
+        self.batches.record(cid, sel)
+        return self.batches.send(cid, sel.images)
+
+    def _tick_running(self, camp: Any, now: datetime) -> list[str]:
         sizes = json.loads(camp.waves)["sizes"]
         cid, wave = int(camp.id), int(camp.current_wave)
         images = None
         if wave < len(sizes):  # the image may be needed for the next wave: read it outside
             images = self._images(camp)
         with self.engine.begin() as conn:
-            camp = self._locked(conn, cid)
+            camp = locked(conn, cid)
             if camp.state != RUNNING or int(camp.current_wave) != wave:
                 return []  # moved meanwhile
             stats = wave_stats(conn, cid).get(wave)
@@ -454,12 +374,17 @@ class Campaigns:
                 return [f"campaign {cid} halted: {reason}"]
             if stats is not None and not stats.done:
                 return []
-            return self._next(conn, camp, sizes, images, now)
+            step = self._next(conn, camp, sizes, now)
+        if step == "finished":
+            self.batches.release(cid)
+            return [f"campaign {cid} completed"]
+        if step == "launch" and self.batches.start_wave(cid, wave + 1):
+            return self.batches.send(cid, images or {})
+        return []
 
-    def _next(
-        self, conn: Connection, camp: Any, sizes: list[int], images: Any, now: datetime
-    ) -> list[str]:
-        """The current wave is done: soak, then the next wave, or finish after the last."""
+    def _next(self, conn: Connection, camp: Any, sizes: list[int], now: datetime) -> str | None:
+        """The current wave is done: soak, then the next wave (``launch``), or finish
+        after the last (``finished``); None while it soaks."""
         c, cid, wave = inv.campaigns, int(camp.id), int(camp.current_wave)
         if camp.wave_done_at is None:
             conn.execute(c.update().where(c.c.id == cid).values(wave_done_at=epoch(now)))
@@ -469,10 +394,10 @@ class Campaigns:
         if wave >= len(sizes):
             state = CAMPAIGN.next(RUNNING, FINISH, subject=f"campaign {cid}")
             self._end(conn, cid, state, f"all {len(sizes)} wave(s) done", now)
-            return [f"campaign {cid} completed"]
+            return "finished"
         if epoch(now) < done_at + int(camp.soak_seconds):
-            return []
-        return self._launch(conn, cid, wave + 1, images or {}, now)
+            return None
+        return "launch"
 
     def _images(self, camp: Any) -> dict[str, TargetFile]:
         """The campaign's image for each hardware id of its members still waiting."""
@@ -519,21 +444,6 @@ class Campaigns:
         self.get(cid)  # NotFound
         with self.engine.connect() as conn:
             return member_rows(conn, cid, wave=wave, state=state)
-
-
-def _member(
-    cid: int, ecu: Any, wave: int, state: str, reason: str | None, active: int | None, now: datetime
-) -> dict[str, Any]:
-    return {
-        "campaign_id": cid,
-        "vehicle_id": ecu.vehicle_id,
-        "ecu_id": ecu.id,
-        "wave": wave,
-        "state": state,
-        "reason": reason,
-        "active_ecu": active,
-        "updated_at": epoch(now),
-    }
 
 
 __all__ = ["MAX_WAVES", "CampaignSpec", "Campaigns", "wave_sizes"]

@@ -62,6 +62,17 @@ class Config:
     log_format: str = "auto"
     #: one log line per request (its id, route, status, time); metrics are kept either way
     log_requests: bool = True
+    #: campaigns (issue 20): members recorded, released or cancelled per transaction, and
+    #: vehicles sent per transaction when a wave starts (each signs that vehicle's
+    #: metadata); measured in docs/campaigns.md to keep each transaction well under 100 ms
+    campaign_batch_members: int = 2000
+    campaign_batch_vehicles: int = 25
+    #: retention (docs/retention.md): raw manifests and nonces older than this many days
+    #: are pruned, and nonce reports older than it refused; 0 or None: keep everything
+    retention_days: float | None = 90.0
+    #: how often the serving Director prunes, and the rows deleted per transaction
+    retention_interval_seconds: int = 3600
+    retention_batch_rows: int = 5000
     #: the admin API's listings (director/paging.py): rows per page without ``?limit=``,
     #: and the most ``?limit=`` may ask
     page_limit: int = 500
@@ -80,7 +91,32 @@ class Config:
             raise ValueError(f"{path}: {e}") from None
         if cfg.key_source is not None:
             check_spec(cfg.key_source)
+        cfg.check_batches()
         return cfg
+
+    def check_batches(self) -> None:
+        """Refuse batch sizes below 1 and a retention window too short to hold the
+        report window (docs/retention.md): ValueError saying what to set."""
+        for name in (
+            "campaign_batch_members",
+            "campaign_batch_vehicles",
+            "retention_interval_seconds",
+            "retention_batch_rows",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"director.json: {name} must be a whole number from 1")
+        days = self.retention_days
+        if days is not None and (
+            isinstance(days, bool) or not isinstance(days, int | float) or not days >= 0
+        ):
+            raise ValueError("director.json: retention_days is a number of days, 0 or more")
+        if days and days * 86400 < 4 * self.report_skew_seconds:
+            raise ValueError(
+                f"director.json: retention_days {days} is shorter than four times"
+                f" report_skew_seconds ({self.report_skew_seconds} s): raise it, or set 0 to"
+                " keep manifests and nonces forever"
+            )
 
     def tls_settings(self, directory: Path) -> Any:
         """The ``tls`` setting, checked (:class:`director.tls.TlsSettings`)."""

@@ -199,6 +199,12 @@ campaigns = sa.Table(
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.Column("updated_at", sa.BigInteger, nullable=False),
     sa.Column("finished_at", sa.BigInteger),
+    # 0012 (issue 20): batches go on from here after a restart. While ``creating``: the
+    # highest vehicle id whose selected ECUs are members, and how many members (not
+    # skipped) are recorded; once ended: when every member's ECU was released
+    sa.Column("members_cursor", sa.Integer),
+    sa.Column("members_recorded", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("released_at", sa.BigInteger),
 )
 
 campaign_members = sa.Table(
@@ -306,6 +312,18 @@ vehicle_certificates = sa.Table(
 )
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+#: the execution option of a connection that only runs single SELECTs: on SQLite it takes
+#: no write lock (no ``BEGIN IMMEDIATE``); :func:`reader` sets it
+READ_ONLY = "uptane_read_only"
+
+
+def reader(engine: Engine) -> Engine:
+    """``engine`` for single-statement reads (the poll path): each statement is its own
+    read transaction, with no BEGIN and no lock (SQLite) and no BEGIN and ROLLBACK round
+    trips (PostgreSQL, autocommit). Same pool and same event listeners as ``engine``."""
+    if engine.dialect.name == "sqlite":  # pysqlite runs no BEGIN of its own here
+        return engine.execution_options(**{READ_ONLY: True})
+    return engine.execution_options(isolation_level="AUTOCOMMIT", **{READ_ONLY: True})
 
 
 def make_engine(url: str) -> Engine:
@@ -331,7 +349,10 @@ def make_engine(url: str) -> Engine:
 
         @sa.event.listens_for(engine, "begin")
         def _begin(conn):  # type: ignore[no-untyped-def]
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # a connection made for single reads (READ_ONLY, the poll path) takes no lock:
+            # each of its statements is its own read transaction
+            if not conn.get_execution_options().get(READ_ONLY):
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return sa.create_engine(url, pool_pre_ping=True)

@@ -23,10 +23,18 @@ Bundles (a vehicle's pending assignments, sent together)::
 
 Campaigns (one image for a selection of ECUs, in waves)::
 
+    creating --recorded (every member recorded)--> launching --sent--> running
+                                (a wave going out)    ^                   |
+                                                      '------launch-------'  (the next wave)
     running --pause--> paused --resume--> running
        |---halt (a wave's failure rate passed the threshold)--> halted --resume--> running
        |---finish (the last wave ended)--> completed
-       '---cancel--> cancelled          (also from paused and halted)
+       '---cancel--> cancelled          (also from creating, launching, paused, halted)
+
+``creating`` and ``launching`` are done in batches, each its own transaction
+(:mod:`director.campaignbatches`): a campaign found in one of them after a restart is
+half-created or has a half-started wave, and the next tick finishes it. It cannot be
+paused there (the wave is sent in a minute or two at most); it can be cancelled.
 
 Campaign members (one ECU of a campaign)::
 
@@ -49,6 +57,8 @@ INSTALLED = "installed"
 FAILED = "failed"
 CANCELLED = "cancelled"
 RUNNING = "running"
+CREATING = "creating"
+LAUNCHING = "launching"
 PAUSED = "paused"
 HALTED = "halted"
 COMPLETED = "completed"
@@ -75,9 +85,13 @@ PAUSE = "pause"
 RESUME = "resume"
 HALT = "halt"
 FINISH = "finish"
-#: campaign members: the member's wave goes out, or its assignment is refused
+#: campaign members: the member's wave goes out, or its assignment is refused; a running
+#: campaign: its next wave starts going out
 LAUNCH = "launch"
 SKIP = "skip"
+#: campaigns: every selected ECU is recorded as a member; every member of the wave is sent
+RECORDED = "recorded"
+SENT = "sent"
 
 
 class IllegalTransition(Conflict):
@@ -186,16 +200,28 @@ BUNDLE = Lifecycle(
 
 CAMPAIGN = Lifecycle(
     "campaign",
-    initial=RUNNING,
+    initial=CREATING,
     moves={
-        RUNNING: {PAUSE: PAUSED, HALT: HALTED, FINISH: COMPLETED, CANCEL: CANCELLED},
+        CREATING: {RECORDED: LAUNCHING, CANCEL: CANCELLED},
+        LAUNCHING: {SENT: RUNNING, CANCEL: CANCELLED},
+        RUNNING: {
+            LAUNCH: LAUNCHING,
+            PAUSE: PAUSED,
+            HALT: HALTED,
+            FINISH: COMPLETED,
+            CANCEL: CANCELLED,
+        },
         PAUSED: {RESUME: RUNNING, CANCEL: CANCELLED},
         HALTED: {RESUME: RUNNING, CANCEL: CANCELLED},
         COMPLETED: {},
         CANCELLED: {},
     },
     advice={
-        PAUSE: "only a running campaign can be paused",
+        RECORDED: "only a campaign being created has its members recorded",
+        SENT: "only a campaign whose wave is going out has it sent",
+        LAUNCH: "only a running campaign starts its next wave",
+        PAUSE: "only a running campaign can be paused; one being created or sending a"
+        " wave can be paused once the wave is out (a minute or two at most), or cancelled",
         RESUME: "only a paused or halted campaign can be resumed",
         HALT: "only a running campaign halts",
         FINISH: "only a running campaign finishes",
@@ -231,6 +257,7 @@ __all__ = [
     "CANCELLED",
     "COMPLETED",
     "CONFIRM",
+    "CREATING",
     "EXPIRE",
     "FAIL",
     "FAILED",
@@ -240,14 +267,17 @@ __all__ = [
     "INSTALLED",
     "IN_FLIGHT",
     "LAUNCH",
+    "LAUNCHING",
     "LIFECYCLES",
     "MEMBER",
     "PAUSE",
     "PAUSED",
     "PENDING",
+    "RECORDED",
     "RESUME",
     "RUNNING",
     "SEND",
+    "SENT",
     "SKIP",
     "SKIPPED",
     "WAITING",
