@@ -5,12 +5,14 @@ issue, accept or revoke; ``read`` to list). Added to the Director's app by
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from fastapi import HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
+from director.paging import Page, old_shape
 from director.serving import Route, Serving
 from director.tokens import ADMIN, DEFAULT_LIFETIME, KEYS, MAX_LIFETIME, READ
 
@@ -77,14 +79,23 @@ def token_routes(route: Route, s: Serving) -> None:
 
     @route("GET", "/audit", READ, tags=["audit"])
     def audit(
-        limit: int = 100,
+        request: Request,
+        limit: int | None = None,
+        after: str | None = None,
         before: int | None = None,
         actor: str | None = None,
         request_id: str | None = None,
     ) -> Any:
-        """The audit log, newest first: who changed what, when, with which outcome and
-        request id (``before``: rows older than this id)."""
-        return s.audit.entries(limit=limit, before=before, actor=actor, request_id=request_id)
+        """The audit log, newest first, in pages (``{"items", "next"}``): who changed what,
+        when, with which outcome and request id (``before``: rows older than this id)."""
+        if old_shape(request, after):
+            return s.audit.entries(
+                limit=limit or 100, before=before, actor=actor, request_id=request_id
+            )
+        page = Page.of(s.d.config, "audit", limit, after, descending=True)
+        if after is None and before is not None:
+            page = replace(page, after=before)
+        return s.audit.page(page, actor=actor, request_id=request_id)
 
 
 def certificate_routes(route: Route, s: Serving) -> None:
@@ -102,8 +113,13 @@ def certificate_routes(route: Route, s: Serving) -> None:
         return s.certs.list_bound(vin)
 
     @route("GET", "/certificates", READ, tags=tags)
-    def certificates(vin: str | None = None) -> Any:
-        return s.certs.list_bound(vin)
+    def certificates(
+        request: Request, vin: str | None = None, limit: int | None = None, after: str | None = None
+    ) -> Any:
+        """Bound certificates, oldest first, in pages (``{"items", "next"}``)."""
+        if old_shape(request, limit, after):
+            return s.certs.list_bound(vin)
+        return s.certs.page_bound(Page.of(s.d.config, "certificates", limit, after), vin)
 
     @route("DELETE", "/certificates/{fingerprint}", KEYS, tags=tags)
     def revoke_certificate(fingerprint: str) -> Any:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import getpass
 import json
 import socket
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -22,10 +24,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from director import inventory as inv
+from director import paging
 from director.common import epoch, iso
+from director.paging import Page
 
 #: rows one read returns at most
 MAX_ROWS = 1000
+#: details noted for rows not yet written, at most (:meth:`Audit.note`)
+MAX_NOTES = 1000
 
 
 def node_name(port: int | None = None) -> str:
@@ -49,6 +55,19 @@ class Audit:
         self.engine = engine
         self.clock = clock
         self.node = node
+        #: what a route noted for the row of its request (:meth:`note`), by request id
+        self._notes: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._notes_lock = threading.Lock()
+
+    def note(self, request_id: str | None, detail: dict[str, Any]) -> None:
+        """Put ``detail`` in the row :meth:`api_change` writes for this request (a bulk
+        registration's counts: one row for the batch, saying what it did)."""
+        if request_id is None:
+            return
+        with self._notes_lock:
+            self._notes[request_id] = detail
+            while len(self._notes) > MAX_NOTES:  # a request whose row was never written
+                self._notes.popitem(last=False)
 
     def record(
         self,
@@ -78,10 +97,33 @@ class Audit:
     def api_change(
         self, caller: str, method: str, path: str, status: int, request_id: str | None
     ) -> None:
-        """The row of one change through the API (:class:`director.httpcommon.AdminLog`)."""
+        """The row of one change through the API (:class:`director.httpcommon.AdminLog`),
+        with what its route noted."""
+        detail = None
+        if request_id is not None:
+            with self._notes_lock:
+                detail = self._notes.pop(request_id, None)
         self.record(
-            caller, f"{method} {path}"[:256], target=path, status=status, request_id=request_id
+            caller,
+            f"{method} {path}"[:256],
+            target=path,
+            status=status,
+            request_id=request_id,
+            detail=detail,
         )
+
+    def page(
+        self, page: Page, *, actor: str | None = None, request_id: str | None = None
+    ) -> dict[str, Any]:
+        """One page of rows, newest first (``page`` descending), of one actor or request."""
+        t = inv.audit_log
+        q = sa.select(t)
+        if actor is not None:
+            q = q.where(t.c.actor == actor)
+        if request_id is not None:
+            q = q.where(t.c.request_id == request_id)
+        with self.engine.connect() as conn:
+            return paging.fetch(conn, q, t.c.id, page, _row)
 
     def entries(
         self,
@@ -102,20 +144,21 @@ class Audit:
         if request_id is not None:
             q = q.where(t.c.request_id == request_id)
         with self.engine.connect() as conn:
-            return [
-                {
-                    "id": r.id,
-                    "at": iso(r.at),
-                    "actor": r.actor,
-                    "action": r.action,
-                    "target": r.target,
-                    "status": r.status,
-                    "request_id": r.request_id,
-                    "node": r.node,
-                    "detail": None if r.detail is None else json.loads(r.detail),
-                }
-                for r in conn.execute(q)
-            ]
+            return [_row(r) for r in conn.execute(q)]
+
+
+def _row(r: Any) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "at": iso(r.at),
+        "actor": r.actor,
+        "action": r.action,
+        "target": r.target,
+        "status": r.status,
+        "request_id": r.request_id,
+        "node": r.node,
+        "detail": None if r.detail is None else json.loads(r.detail),
+    }
 
 
 __all__ = ["MAX_ROWS", "Audit", "cli_actor", "node_name"]

@@ -35,9 +35,10 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from director import inventory as inv
-from director import tls
+from director import paging, tls
 from director.common import VIN_RE, Conflict, NotFound, epoch, iso
 from director.httpcommon import error_body, request_id_of
+from director.paging import Page
 from director.tls import Ca, CertificateError, TlsSettings
 
 #: the route label of a vehicle request the gate refused (metrics, request log)
@@ -198,6 +199,13 @@ class Certificates:
             q = q.where(t.c.vin == vin)
         with self.engine.connect() as conn:
             return [_row(r) for r in conn.execute(q)]
+
+    def page_bound(self, page: Page, vin: str | None = None) -> dict[str, Any]:
+        """One page of :meth:`list_bound` (:mod:`director.paging`)."""
+        t = inv.vehicle_certificates
+        q = sa.select(t) if vin is None else sa.select(t).where(t.c.vin == vin)
+        with self.engine.connect() as conn:
+            return paging.fetch(conn, q, t.c.id, page, _row)
 
     def revoke(self, fp: str) -> dict[str, Any]:
         """Revoke a binding: the next request with that certificate gets nothing, on every

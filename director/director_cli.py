@@ -19,6 +19,7 @@ from director.director import (
     Unavailable,
     default_offline_dir,
 )
+from director.director_cli_fleet import cmd_vehicle_add_many, pages, print_lists
 from director.lifecycle import ASSIGNMENT
 from director.vehicles import encryption_key_from_json, key_from_json
 from keystore import KeyConfigError, SecretUnavailable, TokenError
@@ -193,7 +194,9 @@ def cmd_vehicle_show(args: argparse.Namespace) -> int:
 
 
 def cmd_vehicle_list(args: argparse.Namespace) -> int:
-    _print(_director(args).list_vehicles())
+    """Every vehicle, in registration order, a page at a time (a JSON list)."""
+    d = _director(args)
+    print_lists({"": pages(d, "vehicles", d.fleet.page_vehicles)})
     return 0
 
 
@@ -279,11 +282,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.vin:
         _print(d.vehicle_status(args.vin))
     else:
-        _print(
+        f = d.fleet
+        print_lists(
             {
-                "vehicles": d.list_vehicles(),
-                "assignments": d.list_assignments(state=args.state),
-                "attacks": d.list_attacks(),
+                "vehicles": pages(d, "vehicles", f.page_vehicles),
+                "assignments": pages(
+                    d, "assignments", lambda p: f.page_assignments(p, state=args.state)
+                ),
+                "attacks": pages(d, "attacks", f.page_attacks),
             }
         )
     return 0
@@ -328,6 +334,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add(vehicle, "show", cmd_vehicle_show, "show one vehicle")
     sp.add_argument("vin")
     add(vehicle, "list", cmd_vehicle_list, "list vehicles")
+    sp = add(vehicle, "add-many", cmd_vehicle_add_many, "register the vehicles of a file")
+    sp.add_argument(
+        "file", help="a JSON list of vehicles as POST /api/v1/vehicles takes them, or JSON lines"
+    )
 
     _assign_parsers(sub, add)
     _campaign_parsers(sub, add)

@@ -35,7 +35,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
-from director.admin_routes import CertificateIn, bind_certificate, certificate_routes, token_routes
+from director.admin_routes import bind_certificate, certificate_routes, token_routes
+from director.bulk import TooMany
 from director.certs import VehicleGate
 from director.common import log
 from director.director import (
@@ -47,7 +48,14 @@ from director.director import (
     Unavailable,
     key_from_json,
 )
-from director.fleet_routes import campaign_routes, group_routes
+from director.fleet_routes import (
+    EcuIn,
+    VehicleIn,
+    bulk_routes,
+    campaign_routes,
+    group_routes,
+    listing_routes,
+)
 from director.httpcommon import (
     AdminLog,
     BodyCap,
@@ -58,31 +66,12 @@ from director.httpcommon import (
 )
 from director.logs import RequestLog
 from director.metrics import CONTENT_TYPE, DirectorMetrics
+from director.paging import BadPage
 from director.serving import Route, Serving
 from director.tokens import ASSIGN, KEYS, READ
 from director.vehicles import encryption_key_from_json
 from uptane.codec import JSON_CODEC, Codec, codecs, for_filename, for_media_type
 from uptane.errors import MalformedInput, UptaneError
-
-
-class EcuIn(BaseModel):
-    serial: str = Field(max_length=128, description="the ECU identifier")
-    hardware_id: str = Field(max_length=128)
-    public_key: dict[str, Any] = Field(description="TUF key: keytype, scheme, keyval.public")
-    primary: bool = False
-    encryption_key: dict[str, Any] | None = Field(
-        None, description="its X25519 encryption key (keytype x25519), as provisioning prints it"
-    )
-
-
-class VehicleIn(BaseModel):
-    vin: str = Field(max_length=64)
-    ecus: list[EcuIn] = Field(max_length=256)
-    client_certificate: CertificateIn | None = Field(
-        None,
-        description="bind a client certificate at registration (mutual TLS): a request"
-        " (csr) the vehicle CA issues, or a certificate of the OEM's PKI",
-    )
 
 
 class AssignmentIn(BaseModel):
@@ -203,7 +192,10 @@ def create_app(
     )
     app.state.director = d
     app.state.serving = s
-    install_error_handlers(app, {NotFound: 404, Conflict: 409, Invalid: 422, Unavailable: 503})
+    install_error_handlers(
+        app,
+        {NotFound: 404, Conflict: 409, Invalid: 422, Unavailable: 503, BadPage: 400, TooMany: 413},
+    )
     # the first added runs last: the request log is the outermost
     app.add_middleware(BodyCap, cap=d.config.max_body_bytes)
     app.add_middleware(AdminLog, what="Director", audit=s.audit.api_change)
@@ -318,10 +310,6 @@ def _admin_routes(route: Route, d: Director, s: Serving) -> None:
         status["client_certificate"] = bind_certificate(s, body.vin, body.client_certificate)
         return status
 
-    @route("GET", "/vehicles", READ)
-    def list_vehicles() -> Any:
-        return d.list_vehicles()
-
     @route("GET", "/vehicles/{vin}", READ)
     def vehicle_status(vin: str) -> Any:
         """ECUs, installed images, metadata versions, bundles, assignments, attacks."""
@@ -345,6 +333,8 @@ def _admin_routes(route: Route, d: Director, s: Serving) -> None:
         """Encrypt (or not) what is assigned from now on for an image or a hardware id."""
         return d.set_encryption_rule(body.scope, body.value, body.encrypt)
 
+    bulk_routes(route, d, s)
+    listing_routes(route, d)
     _assignment_routes(route, d)
     campaign_routes(route, d)
     group_routes(route, d)
@@ -353,7 +343,7 @@ def _admin_routes(route: Route, d: Director, s: Serving) -> None:
 
 
 def _assignment_routes(route: Route, d: Director) -> None:
-    """Assignments and reported attacks."""
+    """Assignments (their listing and the attacks': :func:`listing_routes`)."""
 
     @route("POST", "/vehicles/{vin}/assignments", ASSIGN, status_code=201)
     def assign(vin: str, body: AssignmentsIn) -> Any:
@@ -367,16 +357,7 @@ def _assignment_routes(route: Route, d: Director) -> None:
             encrypt={a.ecu: a.encrypt for a in body.assignments},
         )
 
-    @route("GET", "/assignments", READ)
-    def list_assignments(vin: str | None = None, state: str | None = None) -> Any:
-        return d.list_assignments(vin=vin, state=state)
-
     @route("DELETE", "/assignments/{aid}", ASSIGN)
     def cancel(aid: int) -> Any:
         """Cancel a pending assignment."""
         return d.cancel(aid)
-
-    @route("GET", "/attacks", READ)
-    def attacks(vin: str | None = None) -> Any:
-        """Attacks that ECUs reported in their version reports."""
-        return d.list_attacks(vin=vin)

@@ -1,20 +1,47 @@
-"""The admin API of campaigns and saved groups (OpenAPI tags ``campaigns`` and ``groups``),
-added to the Director's app by :func:`director.director_server.create_app`."""
+"""The admin API of the fleet: registering vehicles one by one or in bulk, the listings
+that grow with it (vehicles, assignments, attacks: in pages, :mod:`director.paging`),
+campaigns and saved groups (OpenAPI tags ``admin``, ``campaigns`` and ``groups``). Added to
+the Director's app by :func:`director.director_server.create_app`."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
+from fastapi import Request, Response
 from pydantic import BaseModel, Field
 
+from director.admin_routes import CertificateIn
+from director.bulk import BulkRegistration
 from director.campaigns import MAX_SOAK, MAX_WAVES, CampaignSpec
 from director.campaignview import OUTCOMES
 from director.common import Invalid
 from director.director import Director
-from director.serving import Route
-from director.tokens import CAMPAIGN, READ
+from director.httpcommon import request_id_of
+from director.paging import Page, old_shape
+from director.serving import Route, Serving
+from director.tokens import CAMPAIGN, KEYS, READ
 
 Vin = Annotated[str, Field(max_length=64)]
+
+
+class EcuIn(BaseModel):
+    serial: str = Field(max_length=128, description="the ECU identifier")
+    hardware_id: str = Field(max_length=128)
+    public_key: dict[str, Any] = Field(description="TUF key: keytype, scheme, keyval.public")
+    primary: bool = False
+    encryption_key: dict[str, Any] | None = Field(
+        None, description="its X25519 encryption key (keytype x25519), as provisioning prints it"
+    )
+
+
+class VehicleIn(BaseModel):
+    vin: str = Field(max_length=64)
+    ecus: list[EcuIn] = Field(max_length=256)
+    client_certificate: CertificateIn | None = Field(
+        None,
+        description="bind a client certificate at registration (mutual TLS): a request"
+        " (csr) the vehicle CA issues, or a certificate of the OEM's PKI",
+    )
 
 
 class WaveIn(BaseModel):
@@ -145,4 +172,70 @@ def group_routes(route: Route, d: Director) -> None:
         return d.groups.delete(name)
 
 
-__all__ = ["campaign_routes", "group_routes"]
+def listing_routes(route: Route, d: Director) -> None:
+    """Vehicles, assignments and reported attacks, a page at a time: ``?limit=`` rows
+    (default ``page_limit``), then ``?after=`` the answer's ``next``. The deprecated paths
+    (``/api/vehicles``) answer the whole list, as they always did, unless paged."""
+
+    @route("GET", "/vehicles", READ)
+    def list_vehicles(request: Request, limit: int | None = None, after: str | None = None) -> Any:
+        """Vehicles in registration order: ``{"items": [...], "next": cursor or null}``."""
+        if old_shape(request, limit, after):
+            return d.list_vehicles()
+        return d.fleet.page_vehicles(Page.of(d.config, "vehicles", limit, after))
+
+    @route("GET", "/assignments", READ)
+    def list_assignments(
+        request: Request,
+        vin: str | None = None,
+        state: str | None = None,
+        limit: int | None = None,
+        after: str | None = None,
+    ) -> Any:
+        """Assignments, oldest first, of one vehicle or in one state (pages)."""
+        if old_shape(request, limit, after):
+            return d.list_assignments(vin=vin, state=state)
+        page = Page.of(d.config, "assignments", limit, after)
+        return d.fleet.page_assignments(page, vin=vin, state=state)
+
+    @route("GET", "/attacks", READ)
+    def attacks(
+        request: Request, vin: str | None = None, limit: int | None = None, after: str | None = None
+    ) -> Any:
+        """Attacks that ECUs reported in their version reports, oldest first (pages)."""
+        if old_shape(request, limit, after):
+            return d.list_attacks(vin=vin)
+        return d.fleet.page_attacks(Page.of(d.config, "attacks", limit, after), vin=vin)
+
+
+def bulk_routes(route: Route, d: Director, s: Serving) -> None:
+    """Many vehicles in one request (:mod:`director.bulk`)."""
+
+    @route("POST", "/vehicles/bulk", KEYS, status_code=201)
+    def register_vehicles(body: list[VehicleIn], request: Request, response: Response) -> Any:
+        """Register many vehicles (at most ``bulk_max_vehicles``, 413 above), each as
+        ``POST /vehicles`` takes it but for its client certificate. Every vehicle is checked
+        first: one bad vehicle refuses the request (422; a VIN registered with other ECUs or
+        keys: 409), naming each by index and reason, and nothing is registered. A VIN
+        registered with exactly these ECUs and keys is skipped and listed (201, or 200 when
+        nothing was new). One audit row for the request, with the counts."""
+        cap = d.config.bulk_max_vehicles
+        items = [v.model_dump() for v in body] if len(body) <= cap else body
+        done = BulkRegistration(d.fleet).register(items, cap=cap)
+        if not done["registered"]:
+            response.status_code = 200
+        s.audit.note(
+            request_id_of(request),
+            {k: done[k] if k != "skipped" else len(done[k]) for k in done},
+        )
+        return done
+
+
+__all__ = [
+    "EcuIn",
+    "VehicleIn",
+    "bulk_routes",
+    "campaign_routes",
+    "group_routes",
+    "listing_routes",
+]

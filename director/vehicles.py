@@ -1,5 +1,6 @@
 """The Director's inventory of vehicles and ECUs (§5.3.2.2): registering them, and every
-listing the OEM reads (vehicles, one vehicle's status, assignments, reported attacks).
+listing the OEM reads (vehicles, one vehicle's status, assignments, reported attacks), in
+whole or in pages (:mod:`director.paging`). Many vehicles at once: :mod:`director.bulk`.
 
 Registering a vehicle signs its first metadata (:class:`director.publishing.Publisher`);
 nothing else here writes metadata or moves an assignment.
@@ -17,7 +18,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from director import inventory as inv
+from director import paging
 from director.common import ECU_RE, HWID_RE, VIN_RE, Conflict, Invalid, NotFound, epoch, iso
+from director.paging import Page
 from director.publishing import Publisher
 from uptane.encryption import EncryptionPublicKey
 from uptane.errors import UptaneError
@@ -65,7 +68,10 @@ def _check_ecu(e: EcuSpec) -> None:
         raise Invalid(f"ECU {e.serial}: {err}") from None
 
 
-def _check_vehicle(vin: str, ecus: list[EcuSpec], limits: Limits) -> None:
+def check_vehicle(vin: str, ecus: list[EcuSpec], limits: Limits) -> None:
+    """Invalid (or the core's LimitExceeded) unless ``vin`` and ``ecus`` may be registered
+    as a new vehicle: a good VIN, 1 to ``max_ecus`` ECUs, exactly one primary, unique
+    serials, good hardware ids and keys."""
     if not VIN_RE.match(vin):
         raise Invalid("VIN must be 1-64 letters, digits, '-' or '_'")
     if not ecus:
@@ -87,6 +93,19 @@ def _encryption_values(key: EncryptionPublicKey | None) -> dict[str, Any]:
     return {
         "encryption_key": json.dumps(key.to_dict(), sort_keys=True),
         "encryption_key_id": key.keyid,
+    }
+
+
+def ecu_values(vid: int, e: EcuSpec) -> dict[str, Any]:
+    """The ``ecus`` row of a new ECU of vehicle ``vid``."""
+    return {
+        "vehicle_id": vid,
+        "serial": e.serial,
+        "hardware_id": e.hardware_id,
+        "public_key": json.dumps(e.public_key.to_dict(), sort_keys=True),
+        "key_id": e.public_key.keyid,
+        "is_primary": e.primary,
+        **_encryption_values(e.encryption_key),
     }
 
 
@@ -168,7 +187,7 @@ class Fleet:
     def register_vehicle(self, vin: str, ecus: Iterable[EcuSpec]) -> dict[str, Any]:
         """Add a vehicle with its ECUs (exactly one primary) and sign its first metadata."""
         ecus = list(ecus)
-        _check_vehicle(vin, ecus, self.limits)
+        check_vehicle(vin, ecus, self.limits)
         now = self.clock()
         with self.engine.begin() as conn:
             if conn.execute(sa.select(inv.vehicles.c.id).where(inv.vehicles.c.vin == vin)).first():
@@ -203,17 +222,7 @@ class Fleet:
 
     @staticmethod
     def _insert_ecu(conn: Connection, vid: int, e: EcuSpec) -> None:
-        conn.execute(
-            inv.ecus.insert().values(
-                vehicle_id=vid,
-                serial=e.serial,
-                hardware_id=e.hardware_id,
-                public_key=json.dumps(e.public_key.to_dict(), sort_keys=True),
-                key_id=e.public_key.keyid,
-                is_primary=e.primary,
-                **_encryption_values(e.encryption_key),
-            )
-        )
+        conn.execute(inv.ecus.insert().values(**ecu_values(vid, e)))
 
     def set_encryption_key(
         self, vin: str, serial: str, key: EncryptionPublicKey | None
@@ -254,25 +263,16 @@ class Fleet:
     # --- listings ---------------------------------------------------------------------------
 
     def list_vehicles(self) -> list[dict[str, Any]]:
+        """Every vehicle, by VIN (the whole fleet: the API answers pages,
+        :meth:`page_vehicles`)."""
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(inv.vehicles).order_by(inv.vehicles.c.vin)).all()
-            counts: dict[int, int] = {
-                vid: n
-                for vid, n in conn.execute(
-                    sa.select(inv.ecus.c.vehicle_id, sa.func.count()).group_by(
-                        inv.ecus.c.vehicle_id
-                    )
-                ).all()
-            }
-        return [
-            {
-                "vin": r.vin,
-                "ecus": counts.get(r.id, 0),
-                "created_at": iso(r.created_at),
-                "last_manifest_at": iso(r.last_manifest_at),
-            }
-            for r in rows
-        ]
+            rows = conn.execute(_vehicles_query().order_by(inv.vehicles.c.vin)).all()
+        return [_vehicle_dict(r) for r in rows]
+
+    def page_vehicles(self, page: Page) -> dict[str, Any]:
+        """One page of vehicles in registration order (:mod:`director.paging`)."""
+        with self.engine.connect() as conn:
+            return paging.fetch(conn, _vehicles_query(), inv.vehicles.c.id, page, _vehicle_dict)
 
     def vehicle_status(self, vin: str) -> dict[str, Any]:
         """Everything the OEM sees about one vehicle."""
@@ -329,45 +329,99 @@ class Fleet:
         self, *, vin: str | None = None, state: str | None = None, ids: list[int] | None = None
     ) -> list[dict[str, Any]]:
         """Assignments, oldest first: of one vehicle, in one state, or with these ids."""
-        a = inv.assignments
-        q = (
-            sa.select(a, inv.vehicles.c.vin, inv.ecus.c.serial)
-            .join(inv.vehicles, inv.vehicles.c.id == a.c.vehicle_id)
-            .join(inv.ecus, inv.ecus.c.id == a.c.ecu_id)
-            .order_by(a.c.id)
-        )
-        if vin is not None:
-            q = q.where(inv.vehicles.c.vin == vin)
-        if state is not None:
-            q = q.where(a.c.state == state)
-        if ids is not None:
-            q = q.where(a.c.id.in_(ids))
+        q = _assignments_query(vin, state, ids).order_by(inv.assignments.c.id)
         with self.engine.connect() as conn:
             rows = conn.execute(q).all()
         return [_assignment_dict(r) for r in rows]
 
+    def page_assignments(
+        self, page: Page, *, vin: str | None = None, state: str | None = None
+    ) -> dict[str, Any]:
+        """One page of assignments, oldest first, of one vehicle or in one state."""
+        with self.engine.connect() as conn:
+            return paging.fetch(
+                conn, _assignments_query(vin, state), inv.assignments.c.id, page, _assignment_dict
+            )
+
     def list_attacks(self, *, vin: str | None = None) -> list[dict[str, Any]]:
-        q = (
-            sa.select(inv.attacks, inv.vehicles.c.vin, inv.ecus.c.serial)
-            .join(inv.vehicles, inv.vehicles.c.id == inv.attacks.c.vehicle_id)
-            .outerjoin(inv.ecus, inv.ecus.c.id == inv.attacks.c.ecu_id)
-            .order_by(inv.attacks.c.id)
-        )
-        if vin is not None:
-            q = q.where(inv.vehicles.c.vin == vin)
+        """Attacks ECUs reported, oldest first (of one vehicle)."""
+        q = _attacks_query(vin).order_by(inv.attacks.c.id)
         with self.engine.connect() as conn:
             rows = conn.execute(q).all()
-        return [
-            {
-                "id": r.id,
-                "vin": r.vin,
-                "ecu": r.serial,
-                "attack": r.attack,
-                "manifest": r.manifest_id,
-                "reported_at": iso(r.reported_at),
-            }
-            for r in rows
-        ]
+        return [_attack_dict(r) for r in rows]
+
+    def page_attacks(self, page: Page, *, vin: str | None = None) -> dict[str, Any]:
+        """One page of reported attacks, oldest first (of one vehicle)."""
+        with self.engine.connect() as conn:
+            return paging.fetch(conn, _attacks_query(vin), inv.attacks.c.id, page, _attack_dict)
 
 
-__all__ = ["EcuSpec", "Fleet", "encryption_key_from_json", "key_from_json"]
+def _vehicles_query() -> sa.Select[Any]:
+    """Vehicles with their number of ECUs (one indexed count per vehicle)."""
+    e = inv.ecus
+    count = (
+        sa.select(sa.func.count())
+        .where(e.c.vehicle_id == inv.vehicles.c.id)
+        .scalar_subquery()
+        .label("ecu_count")
+    )
+    return sa.select(inv.vehicles, count)
+
+
+def _vehicle_dict(r: Any) -> dict[str, Any]:
+    return {
+        "vin": r.vin,
+        "ecus": int(r.ecu_count),
+        "created_at": iso(r.created_at),
+        "last_manifest_at": iso(r.last_manifest_at),
+    }
+
+
+def _assignments_query(
+    vin: str | None, state: str | None, ids: list[int] | None = None
+) -> sa.Select[Any]:
+    a = inv.assignments
+    q = (
+        sa.select(a, inv.vehicles.c.vin, inv.ecus.c.serial)
+        .join(inv.vehicles, inv.vehicles.c.id == a.c.vehicle_id)
+        .join(inv.ecus, inv.ecus.c.id == a.c.ecu_id)
+    )
+    if vin is not None:
+        q = q.where(inv.vehicles.c.vin == vin)
+    if state is not None:
+        q = q.where(a.c.state == state)
+    if ids is not None:
+        q = q.where(a.c.id.in_(ids))
+    return q
+
+
+def _attacks_query(vin: str | None) -> sa.Select[Any]:
+    q = (
+        sa.select(inv.attacks, inv.vehicles.c.vin, inv.ecus.c.serial)
+        .join(inv.vehicles, inv.vehicles.c.id == inv.attacks.c.vehicle_id)
+        .outerjoin(inv.ecus, inv.ecus.c.id == inv.attacks.c.ecu_id)
+    )
+    if vin is not None:
+        q = q.where(inv.vehicles.c.vin == vin)
+    return q
+
+
+def _attack_dict(r: Any) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "vin": r.vin,
+        "ecu": r.serial,
+        "attack": r.attack,
+        "manifest": r.manifest_id,
+        "reported_at": iso(r.reported_at),
+    }
+
+
+__all__ = [
+    "EcuSpec",
+    "Fleet",
+    "check_vehicle",
+    "ecu_values",
+    "encryption_key_from_json",
+    "key_from_json",
+]

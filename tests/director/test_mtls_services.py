@@ -256,7 +256,7 @@ def test_a_vehicle_updates_over_mtls_and_nothing_else_gets_its_metadata(oem):
     # B still works; the audit log has the revocation
     with httpx.Client(base_url=url, timeout=30, verify=tls_context(ca, b["cert"], b["key"])) as c:
         assert c.get(f"/vehicles/{VIN_B}/metadata/timestamp.json").status_code == 200
-    audit = oem["admin"].get("/api/v1/audit").json()
+    audit = oem["admin"].get("/api/v1/audit").json()["items"]
     assert audit[0]["action"] == f"DELETE /api/v1/certificates/{a['fp']}"
 
 

@@ -203,7 +203,7 @@ def test_token_add_is_accepted_at_once(oem, capsys):
     assert r.status_code == 403  # a viewer, as made
     # tokens live in the database every node reads (issue 19): the CLI's change is in the
     # audit log, and the refused change is too, under the new token's name
-    audit = oem["admin"].get("/api/v1/audit").json()
+    audit = oem["admin"].get("/api/v1/audit").json()["items"]
     assert audit[1]["action"] == "cli token add" and audit[1]["status"] == 0
     assert audit[0]["action"] == "POST /api/groups" and audit[0]["status"] == 403
     assert audit[0]["actor"].startswith("viewer-")

@@ -133,7 +133,7 @@ def test_every_change_is_in_the_audit_log(env, capsys):
         assert r.headers["x-request-id"] == f"req-{i}"
     ddir = env["tmp"] / "director"
     assert director_cli.main(["group", "create", str(ddir), "cli-group"]) == 0
-    rows = c.get("/api/v1/audit", params={"limit": 50}).json()
+    rows = c.get("/api/v1/audit", params={"limit": 50}).json()["items"]
     by_request = {r["request_id"]: r for r in rows if r["request_id"]}
     for i, (client, method, path, _, status) in enumerate(changes):
         row = by_request[f"req-{i}"]
@@ -144,7 +144,8 @@ def test_every_change_is_in_the_audit_log(env, capsys):
     assert rows[0]["status"] == 0 and rows[0]["detail"]["name"] == "cli-group"
     # only an authenticated caller leaves a row; a read leaves none
     assert not [r for r in rows if r["action"].startswith("GET")]
-    assert c.get("/api/v1/audit", params={"request_id": "req-5"}).json()[0]["actor"] == "assigner"
+    found = c.get("/api/v1/audit", params={"request_id": "req-5"}).json()["items"]
+    assert found[0]["actor"] == "assigner"
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
