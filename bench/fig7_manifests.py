@@ -1,307 +1,707 @@
-"""Figure 7: Director manifest processing against the ed25519 verify bound.
+"""Figure 7: vehicle version manifests POSTed over HTTP to ``uptane-director serve``,
+against the two-core bound of their signature checks, at 1,000, 10,000 and 100,000
+registered vehicles (issue 20).
 
-A real :class:`director.director.Director` (SQLite inventory in a file, as ``uptane-director
-init`` creates it, ``synchronous=FULL``) processes signed vehicle version manifests, each
-carrying three ECU version reports (the Primary's own and two Secondaries'), through
-:meth:`~director.director.Director.process_manifest`: decode, the Primary's signature,
-each report's signature, nonce and time checks, and the durable commit that stores the
-manifest, the nonces and the installed images. The manifests are built beforehand.
+The service as users run it: the ``uptane-director serve`` console script (FastAPI under
+uvicorn, one process, its default configuration: SQLite in a file, ``synchronous=FULL``,
+group commit, a JSON log line per request) in its own process. The fleet: every vehicle
+has a Primary and two Secondaries, each ECU with its own ed25519 key (derived from a seed,
+so that the load generator can sign for any vehicle without holding 300,000 keys). The
+vehicles are written to the inventory in bulk (the same vehicle and ECU rows as
+``uptane-director vehicle add`` writes, with the DBAPI's ``executemany``), without their
+first signed metadata: manifest processing reads none of it, and signing it for 100,000
+vehicles would take minutes. The fleet grows from one size to the next in one database.
 
-As the HTTP service runs it: ``THREADS`` submitter threads (the server's thread pool:
-concurrent uploads) each send the manifests of their own vehicles, one after another, to
-the same Director, whose writer groups what arrives together into one transaction and
-one fsync (``director/groupcommit.py``). Figure: manifests accepted / wall time, from the
-first submission to the last answer (every answer comes after its commit is durable).
-The same Director answering one manifest at a time (one commit each) is in the details.
+The load: ``CLIENTS`` processes with ``CONNECTIONS`` keep-alive connections each, every
+connection with one request in flight (so at most ``CLIENTS × CONNECTIONS`` uploads wait
+in the server at once), sending signed JSON VVMs of three reports, built beforehand. The
+vehicles are drawn at random across the whole fleet, a different vehicle for each manifest
+until the fleet is used up: at 100,000 vehicles nearly every manifest comes from a vehicle
+the server has not seen since it started, as in a real fleet, and its per-vehicle caches
+miss. A warm-up round (not measured) comes first. The figure is manifests accepted per
+second of wall time (every answer 200 with ``"accepted": true``, sent after its durable
+commit), median of the rounds.
 
-Reference: the verify bound, ``1 / (4 × one ed25519 verify)`` manifests per second (one
-VVM signature and three report signatures), with the verify measured in this run. Figure:
-manifests per second / bound (≥ 0.5).
+Reference: the verify bound, ``cores / (4 × one signature check)`` manifests per second:
+each manifest needs four signature checks (the VVM's and three reports'), each timed in
+this run, between the rounds, as the server makes it
+(:meth:`uptane.manifest.SignedManifest.verify` on a real manifest), and the server's
+process may use every core of the machine (``cores``). The load generator runs on the same
+cores; its CPU per manifest is in the details, with the server's. Figure: throughput /
+bound (≥ 0.5). A miss adds a profile of the server (every thread, CPU time) over one more
+round, split by what spends the time.
 """
 
 from __future__ import annotations
 
-import cProfile
+import contextlib
+import hashlib
 import io
+import json
+import multiprocessing as mp
+import os
 import pstats
+import random
+import selectors
+import signal
+import socket
+import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.common import Figure, median
-from bench.directorkit import BenchVehicle, make_director
-from uptane.metadata import JSON
+from bench.common import ROOT, Figure, cpu_count, median, size_label, sizes
 
 NAME = "director_manifest_processing"
-TITLE = "Director manifest processing, VVMs with 3 ECU reports, vs the ed25519 verify bound"
-GOAL = "throughput / (1 / (4 × one verify)) ≥ 0.5"
-#: concurrent uploads (the server's thread pool) and the vehicles they come from
-THREADS, VEHICLES = 32, 64
+TITLE = "Director manifests over HTTP (uptane-director serve), 3 reports each, vs the verify bound"
+GOAL = "throughput / (cores / (4 × one signature check)) ≥ 0.5"
+RATIO = 0.5
+#: signature checks per manifest: the VVM's and one per ECU report
+CHECKS = 4
+HARDWARE = ("tcu-v5", "brk-v1", "ivi-v3")
+#: load processes, and keep-alive connections (one request in flight each) per process
+CLIENTS, CONNECTIONS = 2, 16
+#: manifests per measured round, measured rounds, manifests of the warm-up round, and of
+#: the round profiled when the goal is missed
+MANIFESTS, ROUNDS, WARMUP, PROFILED = 2000, 3, 500, 1000
+#: vehicles written per bulk transaction
+CHUNK = 5000
 
 
-def _verify_cost(repeat: int = 5) -> float:
+# --- the fleet --------------------------------------------------------------------------
+
+
+def vin(i: int) -> str:
+    return f"VIN-F7-{i:06d}"
+
+
+def _seed(i: int, j: int) -> bytes:
+    """ECU ``j`` of vehicle ``i``'s private key (ed25519 seed)."""
+    return hashlib.sha256(b"bench fig7 %d %d" % (i, j)).digest()
+
+
+def _public_hex(span: tuple[int, int]) -> list[str]:
+    """The raw public keys (hex) of every ECU of vehicles ``span``, vehicle by vehicle."""
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
-    key = ed25519.Ed25519PrivateKey.generate()
-    payload = b"x" * 400  # about the signed part of one ECU report
-    sig = key.sign(payload)
-    pub = key.public_key()
-    samples = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        for _ in range(50):
-            pub.verify(sig, payload)
-        samples.append((time.perf_counter() - t0) / 50)
-    return median(samples)
-
-
-def _workload(vehicles: list[BenchVehicle], per_vehicle: int) -> list[list[tuple[str, bytes]]]:
-    """Each submitter thread's manifests: its vehicles' in turn (thread i has vehicles i,
-    i + THREADS, ...), so concurrent uploads come from different vehicles."""
-    threads = min(THREADS, len(vehicles))
-    work: list[list[tuple[str, bytes]]] = [[] for _ in range(threads)]
-    for _ in range(per_vehicle):
-        for i, v in enumerate(vehicles):
-            work[i % threads].append((v.vin, v.manifest(JSON)))
-    return work
-
-
-def _concurrent(
-    d: Any,
-    work: list[list[tuple[str, bytes]]],
-    wrap: Callable[[Callable[[], None]], Callable[[], None]] = lambda f: f,
-) -> tuple[float, float]:
-    """Every thread sends its manifests one after another (each answered after its commit).
-    Returns manifests accepted per second of wall time, and the process's CPU seconds (all
-    threads) per manifest."""
-    start = threading.Barrier(len(work) + 1)
-    errors: list[BaseException] = []
-
-    def submit(items: list[tuple[str, bytes]]) -> None:
-        start.wait()
-        try:
-            for vin, data in items:
-                d.process_manifest(vin, data, JSON)
-        except BaseException as e:  # a refused manifest is a bug in the bench
-            errors.append(e)
-
-    threads = [
-        threading.Thread(target=wrap(lambda items=items: submit(items)), daemon=True)
-        for items in work
+    derive = ed25519.Ed25519PrivateKey.from_private_bytes
+    return [
+        derive(_seed(i, j)).public_key().public_bytes_raw().hex()
+        for i in range(*span)
+        for j in range(len(HARDWARE))
     ]
-    for t in threads:
-        t.start()
-    start.wait()
-    t0, c0 = time.perf_counter(), time.process_time()
-    for t in threads:
-        t.join()
-    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
-    if errors:
-        raise errors[0]
-    n = sum(map(len, work))
-    return n / elapsed, cpu / n
 
 
-def _serial(d: Any, items: list[tuple[str, bytes]]) -> float:
-    """One manifest at a time (each its own batch and commit): manifests per second."""
+def _key_row(public: str) -> tuple[str, str]:
+    """An ECU's stored key text and key id, as ``vehicle add`` writes them (checked against
+    :class:`uptane.keys.Key` for the first vehicle of every chunk)."""
+    text = f'{{"keytype": "ed25519", "keyval": {{"public": "{public}"}}, "scheme": "ed25519"}}'
+    canon = f'{{"keytype":"ed25519","keyval":{{"public":"{public}"}},"scheme":"ed25519"}}'
+    return text, hashlib.sha256(canon.encode()).hexdigest()
+
+
+def _check_key_row(i: int, public: str) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from uptane.keys import Key
+
+    key = Key.from_public_object(
+        ed25519.Ed25519PrivateKey.from_private_bytes(_seed(i, 0)).public_key()
+    )
+    text, kid = _key_row(public)
+    if (text, kid) != (json.dumps(key.to_dict(), sort_keys=True), key.keyid):
+        raise AssertionError("the bench writes ECU keys unlike the Director")
+
+
+def register(ddir: Path, start: int, stop: int) -> float:
+    """Vehicles ``start`` .. ``stop - 1`` (three ECUs each) written to the Director's
+    SQLite inventory in bulk (the DBAPI's ``executemany``, a transaction per ``CHUNK``
+    vehicles), then the WAL checkpointed as a server that ran a while would have it;
+    returns the seconds it took."""
+    from director.director import Director
+
     t0 = time.perf_counter()
-    for vin, data in items:
-        d.process_manifest(vin, data, JSON)
-    return len(items) / (time.perf_counter() - t0)
-
-
-def _statements(d: Any, work: list[list[tuple[str, bytes]]]) -> tuple[list[str], list[str]]:
-    """The SQL statements (first words) SQLite ran for one manifest alone in its batch,
-    and for a batch of manifests sent together (as traced by sqlite3)."""
-    import sqlalchemy as sa
-
-    seen: list[str] = []
-
-    def trace(statement: str) -> None:
-        seen.append(" ".join(statement.split()[:2]).upper())
-
-    def on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
-        dbapi_conn.set_trace_callback(trace)
-
-    d.writer.close()
-    sa.event.listen(d.engine, "connect", on_connect)
-    d.engine.dispose()  # new connections, traced
+    spans = [(a, min(a + CHUNK, stop)) for a in range(start, stop, CHUNK)]
+    with mp.get_context("fork").Pool(cpu_count()) as pool:
+        publics = pool.map(_public_hex, spans)
+    d = Director(ddir)
     try:
-        vin, data = work[0].pop()
-        d.process_manifest(vin, data, JSON)
-        one = list(seen)
-        seen.clear()
-        _concurrent(d, [[w.pop()] for w in work if w])
-        batch = list(seen)
+        if d.engine.dialect.name != "sqlite":
+            raise RuntimeError("figure 7 registers its fleet in SQLite")
+        created = int(time.time())
+        for (a, b), keys in zip(spans, publics, strict=True):
+            _check_key_row(a, keys[0])
+            with d.engine.begin() as conn:
+                last = conn.exec_driver_sql("SELECT max(id) FROM vehicles").scalar() or 0
+                conn.exec_driver_sql(
+                    "INSERT INTO vehicles (vin, created_at) VALUES (?, ?)",
+                    [(vin(i), created) for i in range(a, b)],
+                )
+                ids: dict[str, int] = dict(
+                    conn.exec_driver_sql("SELECT vin, id FROM vehicles WHERE id > ?", (last,)).all()
+                )
+                conn.exec_driver_sql(
+                    "INSERT INTO ecus (vehicle_id, serial, hardware_id, public_key, key_id,"
+                    " is_primary) VALUES (?, ?, ?, ?, ?, ?)",
+                    list(_ecu_rows(a, b, ids, keys)),
+                )
+        raw = d.engine.raw_connection()
+        try:
+            raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # type: ignore[union-attr]
+        finally:
+            raw.close()
     finally:
-        d.writer.close()
-        sa.event.remove(d.engine, "connect", on_connect)
-        d.engine.dispose()
-    return one, batch
+        d.dispose()
+    return time.perf_counter() - t0
 
 
-def _profile(d: Any, work: list[list[tuple[str, bytes]]]) -> str:
-    """A concurrent round under cProfile, every submitter thread and the writer profiled
-    (attribution only: the profiler slows each thread): the top functions by own time,
-    summed over threads. A C call that lets the GIL go (an ed25519 verify, an SQLite
-    statement) counts the wait to get it back too; :func:`_cpu_split` has the CPU."""
-    profiles: list[cProfile.Profile] = []
+def _ecu_rows(
+    a: int, b: int, ids: dict[str, int], keys: list[str]
+) -> Iterator[tuple[int, str, str, str, str, bool]]:
+    """The ECU rows of vehicles ``a`` .. ``b - 1``, as ``vehicle add`` writes them."""
+    k = iter(keys)
+    for i in range(a, b):
+        v = vin(i)
+        for j, hw in enumerate(HARDWARE):
+            text, kid = _key_row(next(k))
+            yield ids[v], f"{v}-ecu{j}", hw, text, kid, j == 0
 
-    def profiled(fn: Callable[[], None]) -> Callable[[], None]:
-        def run() -> None:
-            prof = cProfile.Profile()
-            profiles.append(prof)
-            prof.enable()
-            try:
-                fn()
-            finally:
-                prof.disable()
 
-        return run
+def manifest(i: int) -> bytes:
+    """A fresh signed JSON VVM of vehicle ``i``: a report per ECU, a new nonce each."""
+    from cryptography.hazmat.primitives.asymmetric import ed25519
 
-    d.writer.close()
-    d.writer._loop = profiled(d.writer._loop)  # the next writer thread runs profiled
-    try:
-        _concurrent(d, work, profiled)
-    finally:
-        d.writer.close()
-        del d.writer._loop
+    from bench.directorkit import BenchVehicle
+    from uptane.keys import PrivateKey
+
+    v = BenchVehicle(vin(i))
+    for j, hw in enumerate(HARDWARE):
+        serial = f"{v.vin}-ecu{j}"
+        v.keys[serial] = PrivateKey(ed25519.Ed25519PrivateKey.from_private_bytes(_seed(i, j)))
+        v.hardware[serial] = hw
+    return v.manifest()
+
+
+# --- the server -------------------------------------------------------------------------
+
+#: the same service with every thread under cProfile (``threading.setprofile`` starts a
+#: profiler in each new thread) counting each thread's CPU time (``time.thread_time``: a
+#: thread waiting for a lock, the GIL or a socket counts nothing); the stats of all threads
+#: are merged into one file when uvicorn stops on SIGINT
+SERVE_PROFILED = """\
+import cProfile, pstats, signal, sys, threading, time, types
+from director.director_cli import main
+profiles = [cProfile.Profile(time.thread_time)]
+def start(frame, event, arg):
+    sys.setprofile(None)
+    p = cProfile.Profile(time.thread_time)
+    profiles.append(p)
+    p.enable()
+def clear(signum, frame):  # SIGUSR1: the measured part starts (startup and warm-up out)
+    for p in profiles:
+        p.clear()
+signal.signal(signal.SIGUSR1, clear)
+threading.setprofile(start)
+profiles[0].enable()
+try:
+    main(sys.argv[2:])
+finally:
+    profiles[0].disable()
     stats = pstats.Stats(profiles[0])
     for p in profiles[1:]:
-        stats.add(p)
-    out = io.StringIO()
-    stats.stream = out  # type: ignore[attr-defined]
-    stats.strip_dirs().sort_stats("tottime").print_stats(15)
-    lines = [ln.rstrip() for ln in out.getvalue().splitlines()]
-    top = next((i for i, ln in enumerate(lines) if "ncalls" in ln), 0)
-    total = next((ln.strip() for ln in lines if "function calls" in ln), "")
-    return "\n".join([f"{total} (all threads, sorted by own time)", *lines[top:]]).strip()
+        # not p.disable() from this thread: it would close the calls still open in p's
+        # thread (a worker waiting for work) with this thread's CPU clock
+        p.snapshot_stats()
+        stats.add(types.SimpleNamespace(create_stats=lambda: None, stats=p.stats))
+    stats.dump_stats(sys.argv[1])
+"""
 
 
-def _cpu_split(d: Any, work: list[list[tuple[str, bytes]]]) -> dict[str, float]:
-    """CPU time (``time.thread_time``) per manifest in a concurrent round, by part: the
-    submitter threads' signature checks against the cached keys (4 verifies and their
-    calls), the rest of their work (decode, queueing, waking up), and the writer's
-    batches (the SQL, savepoints, commits). Attribution only: the parts are timed by
-    wrapping the Director's methods on this instance."""
-    acc = {"signature checks (submitters)": 0.0, "submitters in all": 0.0, "writer": 0.0}
-    lock = threading.Lock()
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
-    def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        def run(*args: Any) -> Any:
-            t0 = time.thread_time()
-            try:
-                return fn(*args)
-            finally:
-                with lock:
-                    acc[name] += time.thread_time() - t0
 
-        return run
+def _serve_argv(ddir: Path, port: int, profile_to: Path | None) -> list[str]:
+    tail = ["serve", str(ddir), "--host", "127.0.0.1", "--port", str(port)]
+    if profile_to is not None:
+        return [sys.executable, "-c", SERVE_PROFILED, str(profile_to), *tail]
+    script = Path(sys.executable).with_name("uptane-director")
+    if script.exists():  # the console script, as users run it
+        return [str(script), *tail]
+    code = "import sys; from director.director_cli import main; sys.exit(main(sys.argv[1:]))"
+    return [sys.executable, "-c", code, *tail]
 
-    d.writer.close()
-    d.manifests._precheck = timed("signature checks (submitters)", d.manifests._precheck)
-    d.process_manifest = timed("submitters in all", d.process_manifest)
-    d.writer._commit = timed("writer", d.writer._commit)
+
+@contextlib.contextmanager
+def server(ddir: Path, log: Path, profile_to: Path | None = None) -> Iterator[tuple[int, int]]:
+    """``uptane-director serve DIR`` on a free port; yields (port, pid). Its output goes to
+    ``log`` (a request log line each, as in production)."""
+    port = _free_port()
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            _serve_argv(ddir, port, profile_to), cwd=ROOT, stdout=out, stderr=out
+        )
     try:
-        _concurrent(d, work)
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                tail = log.read_bytes()[-2000:].decode(errors="replace")
+                raise RuntimeError(f"uptane-director serve did not start: {tail}")
+            time.sleep(0.05)
+        yield port, proc.pid
     finally:
-        d.writer.close()
-        del d.manifests._precheck, d.process_manifest, d.writer._commit
-    n = sum(map(len, work))
-    checks = acc["signature checks (submitters)"]
+        # SIGINT: uvicorn shuts down, and the profiled variant saves its stats
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` (Linux /proc), None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+# --- the load ---------------------------------------------------------------------------
+
+
+def _request(port: int, i: int) -> bytes:
+    body = manifest(i)
+    head = (
+        f"POST /vehicles/{vin(i)}/manifest HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def _answer(buf: bytearray) -> tuple[int, bytes] | None:
+    """The first whole response in ``buf`` (status, body), removed from it; None if it
+    has not all arrived."""
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    head = bytes(buf[:end]).lower()
+    at = head.find(b"content-length:")
+    length = int(head[at + 15 : head.index(b"\r\n", at)]) if at >= 0 else 0
+    if len(buf) < end + 4 + length:
+        return None
+    status, body = int(head[9:12]), bytes(buf[end + 4 : end + 4 + length])
+    del buf[: end + 4 + length]
+    return status, body
+
+
+def drive(port: int, requests: list[bytes], conns: int) -> dict[str, Any]:
+    """Send ``requests`` over ``conns`` keep-alive connections, one in flight on each;
+    returns the accepted and refused counts, the first refusal, and the span of time."""
+    sel = selectors.DefaultSelector()
+    todo = iter(requests)
+    done = bad = 0
+    first_bad = ""
+    t0 = time.monotonic()
+    for _ in range(min(conns, len(requests))):
+        s = socket.create_connection(("127.0.0.1", port), timeout=60)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.sendall(next(todo))
+        sel.register(s, selectors.EVENT_READ, (s, bytearray()))
+    while sel.get_map():
+        ready = sel.select(timeout=60)
+        if not ready:
+            raise RuntimeError("no answer from the Director in 60 s")
+        for key, _ in ready:
+            s, buf = key.data
+            data = s.recv(1 << 16)
+            if not data:
+                raise RuntimeError("the Director closed a connection")
+            buf += data
+            while (got := _answer(buf)) is not None:
+                status, body = got
+                if status == 200 and b'"accepted":true' in body:
+                    done += 1
+                else:
+                    bad += 1
+                    first_bad = first_bad or f"{status} {body[:300]!r}"
+                nxt = next(todo, None)
+                if nxt is None:
+                    sel.unregister(s)
+                    s.close()
+                    break
+                s.sendall(nxt)
+    return {"done": done, "bad": bad, "first_bad": first_bad, "t0": t0, "t1": time.monotonic()}
+
+
+def _client(port: int, rounds: list[list[int]], conns: int, go: list[Any], q: Any) -> None:
+    """One load process: builds its requests for every round, says so, then sends each
+    round when told (``go[r]``) and reports it with its CPU seconds."""
+    try:
+        built = [[_request(port, i) for i in r] for r in rounds]
+        q.put(("ready", None))
+        for r, reqs in enumerate(built):
+            go[r].wait()
+            c0 = time.process_time()
+            out = drive(port, reqs, conns)
+            out["cpu"] = time.process_time() - c0
+            q.put(("round", out))
+    except BaseException as e:  # reported to the parent, which raises it
+        q.put(("error", f"{type(e).__name__}: {e}"))
+
+
+def plan(n: int, per_round: list[int], clients: int, seed: int = 0) -> list[list[list[int]]]:
+    """Each load process's vehicle indices for each round: a random order of the fleet, a
+    different vehicle for each manifest until the fleet is used up (then again)."""
+    rng = random.Random(n * 100 + seed)
+    order: list[int] = []
+    need = sum(per_round)
+    while len(order) < need:
+        order += rng.sample(range(n), n)
+    out: list[list[list[int]]] = [[] for _ in range(clients)]
+    at = 0
+    for m in per_round:
+        this = order[at : at + m]
+        at += m
+        for c in range(clients):
+            out[c].append(this[c::clients])
+    return out
+
+
+def load(
+    port: int,
+    pid: int,
+    plans: list[list[list[int]]],
+    before: Callable[[int], None] = lambda r: None,
+) -> list[dict[str, Any]]:
+    """Run the rounds of ``plans`` (each load process's vehicles per round, :func:`plan`)
+    against the server, calling ``before(r)`` before round ``r``; one result per round
+    (rate, CPU per manifest of the server and of the load)."""
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    rounds = [sum(len(p[r]) for p in plans) for r in range(len(plans[0]))]
+    go = [ctx.Event() for _ in rounds]
+    procs = [
+        ctx.Process(target=_client, args=(port, p, CONNECTIONS, go, q), daemon=True) for p in plans
+    ]
+    for p in procs:
+        p.start()
+    try:
+        _expect(q, "ready", len(procs), 600)
+        results = []
+        for r, m in enumerate(rounds):
+            before(r)
+            s0 = _cpu_seconds(pid)
+            go[r].set()
+            outs = _expect(q, "round", len(procs), 600)
+            s1 = _cpu_seconds(pid)
+            wall = max(o["t1"] for o in outs) - min(o["t0"] for o in outs)
+            done, bad = sum(o["done"] for o in outs), sum(o["bad"] for o in outs)
+            if bad or done != m:
+                firsts = [o["first_bad"] for o in outs if o["first_bad"]]
+                raise RuntimeError(f"{bad} of {m} manifests refused: {firsts[:1]}")
+            results.append(
+                {
+                    "rate": done / wall,
+                    "wall_s": wall,
+                    "client_cpu_us": sum(o["cpu"] for o in outs) / done * 1e6,
+                    "server_cpu_us": None if s0 is None or s1 is None else (s1 - s0) / done * 1e6,
+                }
+            )
+        return results
+    finally:
+        for p in procs:
+            p.join(10)
+            if p.is_alive():
+                p.kill()
+
+
+def _expect(q: Any, kind: str, count: int, timeout: float) -> list[Any]:
+    got: list[Any] = []
+    while len(got) < count:
+        what, value = q.get(timeout=timeout)
+        if what == "error":
+            raise RuntimeError(f"a load process failed: {value}")
+        if what != kind:
+            raise RuntimeError(f"a load process said {what}, not {kind}")
+        got.append(value)
+    return got
+
+
+# --- the reference ----------------------------------------------------------------------
+
+
+def check_costs(samples: int = 5, repeat: int = 100) -> dict[str, float]:
+    """Seconds of the four signature checks of one real manifest, as the server makes them
+    (:meth:`~uptane.manifest.SignedManifest.verify`, median of ``samples``), the raw
+    ed25519 verify of ``cryptography`` alone, and how much faster two threads verify than
+    one (whether a verify lets Python's GIL go)."""
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from uptane.keys import Key
+    from uptane.limits import PRIMARY
+    from uptane.manifest import decode_vehicle_manifest
+
+    m = decode_vehicle_manifest(manifest(0), PRIMARY)
+    derive = ed25519.Ed25519PrivateKey.from_private_bytes
+    keys = [Key.from_public_object(derive(_seed(0, j)).public_key()) for j in range(len(HARDWARE))]
+    pairs: list[tuple[Any, Key]] = [(m, keys[0]), *zip(m.signed.reports, keys, strict=True)]
+
+    def four() -> None:
+        for signed, key in pairs:
+            signed.verify(key)
+
+    per_manifest = median([_timed(four, repeat) for _ in range(samples)])
+    raw = derive(_seed(0, 0))
+    sig, pub = raw.sign(b"x" * 400), raw.public_key()
+    one = median([_timed(lambda: pub.verify(sig, b"x" * 400), repeat) for _ in range(samples)])
     return {
-        "signature checks (submitters)": round(checks / n * 1e6, 1),
-        "decode and the rest (submitters)": round((acc["submitters in all"] - checks) / n * 1e6, 1),
-        "writer (SQL, savepoints, commits)": round(acc["writer"] / n * 1e6, 1),
+        "per_manifest": per_manifest,
+        "raw_verify": one,
+        "two_threads": _two_threads(four, 2 * repeat),
     }
 
 
-def run(smoke: bool = False) -> list[Figure]:
-    from director.director import Director
+def _timed(fn: Any, repeat: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    return (time.perf_counter() - t0) / repeat
 
-    vehicles, per_vehicle, rounds = (8, 2, 1) if smoke else (VEHICLES, 20, 5)
-    serial_count = 10 if smoke else 200
-    with tempfile.TemporaryDirectory(prefix="bench-director-") as tmp:
-        ddir, fleet = make_director(Path(tmp), vehicles=vehicles)
-        d = Director(ddir)
-        try:
-            # warm up (unmeasured): every vehicle's keys read once, caches and the WAL file
-            # as in the steady state of a server
-            _concurrent(d, _workload(fleet, per_vehicle))
-            rates, costs, cpus, sizes = [], [], [], Counter[int]()
-            for _ in range(rounds):
-                work = _workload(fleet, per_vehicle)
-                costs.append(_verify_cost())
-                d.writer.batch_sizes.clear()
-                rate, cpu = _concurrent(d, work)
-                rates.append(rate)
-                cpus.append(cpu)
-                sizes.update(d.writer.batch_sizes)
-                costs.append(_verify_cost())
-            cars = [fleet[i % len(fleet)] for i in range(serial_count)]
-            serial = _serial(d, [(v.vin, v.manifest(JSON)) for v in cars])
-            value = median(rates)
-            one = median(costs)
-            bound = 1.0 / (4 * one)
-            ratio = value / bound
-            batches = sum(sizes.values())
-            mean_batch = sum(k * v for k, v in sizes.items()) / max(batches, 1)
-            threads = min(THREADS, vehicles)
-            total = vehicles * per_vehicle
-            fig = Figure(
-                NAME,
-                TITLE,
-                GOAL,
-                value=value,
-                reference=bound,
-                ratio=ratio,
-                met=ratio >= 0.5,
-                unit="manifests/s (median of rounds)",
-                reference_unit="manifests/s = 1 / (4 × one ed25519 verify)",
-                notes=(
-                    f"{rounds} rounds of {total} JSON VVMs (3 reports each) from {vehicles} "
-                    f"vehicles, sent by {threads} threads to one Director.process_manifest "
-                    f"on SQLite (synchronous=FULL, group commit); one verify "
-                    f"{one * 1e6:.1f} µs. {batches} commits, {mean_batch:.1f} manifests "
-                    f"each on average. One manifest at a time (a commit each): "
-                    f"{serial:,.0f}/s, ratio {serial / bound:.3g}."
-                ),
-                details={
-                    "one_verify_us": round(one * 1e6, 2),
-                    "rates": [round(r, 1) for r in rates],
-                    # CPU time of the whole process (every thread, both cores) per manifest,
-                    # against wall time per manifest: above it, the work used both cores
-                    "cpu_us_per_manifest": [round(c * 1e6, 1) for c in cpus],
-                    "wall_us_per_manifest": [round(1e6 / r, 1) for r in rates],
-                    "threads": threads,
-                    "vehicles": vehicles,
-                    "manifests_per_round": total,
-                    "batch_sizes": {str(k): v for k, v in sorted(sizes.items())},
-                    "mean_batch": round(mean_batch, 2),
-                    "serial_manifests_per_s": round(serial, 1),
-                    "serial_ratio": round(serial / bound, 4),
-                },
-            )
-            one_stmts, batch_stmts = _statements(d, _workload(fleet, 1))
-            fig.details["statements_one_manifest"] = one_stmts
-            fig.details["statements_per_batch_of"] = {
-                "manifests": min(threads, vehicles),
-                "statements": len(batch_stmts),
-                "commits": batch_stmts.count("COMMIT"),
-            }
-            fig.notes += (
-                f" {len(one_stmts)} SQL statements for a manifest alone in its batch (BEGIN, "
-                f"SAVEPOINT, RELEASE and COMMIT included)."
-            )
-            fig.details["cpu_us_per_manifest_by_part"] = _cpu_split(
-                d, _workload(fleet, max(1, per_vehicle // 4))
-            )
-            if not fig.met:
-                fig.details["profile"] = _profile(d, _workload(fleet, max(1, per_vehicle // 4)))
-        finally:
-            d.dispose()
-    return [fig]
+
+def _two_threads(fn: Any, repeat: int) -> float:
+    """Throughput of ``fn`` in two threads at once / in one thread."""
+    one = _timed(fn, repeat)
+    spans: list[float] = []
+    threads = [threading.Thread(target=lambda: spans.append(_timed(fn, repeat))) for _ in range(2)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    both = (time.perf_counter() - t0) / (2 * repeat)
+    return one / both
+
+
+# --- where the time goes ----------------------------------------------------------------
+
+#: (category, substrings of "file:function"), tried in order; CPU time under cProfile
+CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
+    ("signature checks (ed25519)", ("keys.py:verify", "signatures.py", "'verify' of")),
+    (
+        "request log lines and ids",
+        (
+            "director/logs.py",
+            "storage/logs.py",
+            "/logging/",
+            "uuid.py",
+            "urandom",
+            "'write' of '_io",
+        ),
+    ),
+    (
+        "SQL and commits (writer)",
+        ("groupcommit.py", "sqlite3", "sqlalchemy", "director/inventory.py"),
+    ),
+    (
+        "manifest decode and checks",
+        ("/uptane/", "director/manifests.py", "director/storable", "director/director.py"),
+    ),
+    (
+        "locks, queues and waking threads",
+        ("'acquire' of", "'release' of", "threading.py", "queue.py", "_queue"),
+    ),
+    (
+        "HTTP, ASGI and the framework",
+        (
+            "uvicorn",
+            "starlette",
+            "fastapi",
+            "httptools",
+            "h11",
+            "anyio",
+            "asyncio",
+            "uvloop",
+            "pydantic",
+            "prometheus",
+            "opentelemetry",
+            "socket",
+            "director/httpcommon.py",
+            "director/director_server.py",
+            "director/certs.py",
+            "director/metrics.py",
+            "json/",
+            "typing.py",
+            "contextlib.py",
+            "functools.py",
+        ),
+    ),
+]
+
+
+def _category(key: tuple[str, int, str]) -> str | None:
+    where = f"{key[0]}:{key[2]}"
+    return next((name for name, keys in CATEGORIES if any(k in where for k in keys)), None)
+
+
+def split(path: Path, manifests: int) -> tuple[dict[str, float], str]:
+    """The server's profile (every thread, CPU time): µs per manifest of own time by
+    category, and the top functions by own time. A built-in function that matches no
+    category (``isinstance``, ``dict.get`` ...) counts for its callers' categories, in
+    proportion to the time each caller spent in it."""
+    stats = pstats.Stats(str(path))
+    cats = {name: 0.0 for name, _ in CATEGORIES} | {"other": 0.0}
+    for key, (_cc, _nc, tt, _ct, callers) in stats.stats.items():  # type: ignore[attr-defined]
+        cat = _category(key)
+        if cat is None and callers and (key[0] == "~" or key[0].startswith("<")):
+            for caller, row in callers.items():
+                cats[_category(caller) or "other"] += row[2]
+            continue
+        cats[cat or "other"] += tt
+    out = io.StringIO()
+    stats.stream = out  # type: ignore[attr-defined]
+    stats.strip_dirs().sort_stats("tottime").print_stats(20)
+    lines = [ln.rstrip() for ln in out.getvalue().splitlines()]
+    top = next((i for i, ln in enumerate(lines) if "ncalls" in ln), 0)
+    total = next((ln.strip() for ln in lines if "function calls" in ln), "")
+    table = "\n".join(
+        [f"{total} (server, all threads, CPU seconds, by own time)", *lines[top:]]
+    ).strip()
+    return {k: round(v / manifests * 1e6, 1) for k, v in cats.items()}, table
+
+
+# --- the figure -------------------------------------------------------------------------
+
+
+def measure(
+    work: Path, n: int, per_round: list[int], clients: int, repeat: int = 100
+) -> dict[str, Any]:
+    """Rounds of uploads against a fresh ``serve`` over the fleet of ``n`` vehicles (the
+    first a warm-up), the check cost timed before each measured round and after the last."""
+    costs: list[dict[str, float]] = []
+    with server(work / "director", work / "serve.log") as (port, pid):
+        rounds = load(
+            port,
+            pid,
+            plan(n, per_round, clients),
+            lambda r: costs.append(check_costs(repeat=repeat)) if r else None,
+        )
+    costs.append(check_costs(repeat=repeat))
+    return {"rounds": rounds[1:], "costs": costs, "per_round": per_round[1]}
+
+
+def profiled(work: Path, n: int, per_round: list[int], clients: int) -> dict[str, Any]:
+    """The same rounds (other vehicles) against the server under cProfile; the profile
+    covers the last round only."""
+    prof = work / f"serve-{n}.prof"
+    with server(work / "director", work / "serve.log", prof) as (port, pid):
+
+        def start_counting(r: int) -> None:
+            if r == len(per_round) - 1:
+                os.kill(pid, signal.SIGUSR1)
+                _get(port, "/healthz")  # Python runs in the main thread: the handler too
+
+        load(port, pid, plan(n, per_round, clients, seed=1), start_counting)
+    by_part, table = split(prof, per_round[-1])
+    return {"us_per_manifest_by_category": by_part, "profile": table}
+
+
+def _get(port: int, path: str) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        while s.recv(1 << 16):
+            pass
+
+
+def _figure(n: int, m: dict[str, Any], cores: int, clients: int) -> Figure:
+    rates = [r["rate"] for r in m["rounds"]]
+    value = median(rates)
+    check = median([c["per_manifest"] for c in m["costs"]])
+    raw = median([c["raw_verify"] for c in m["costs"]])
+    two = median([c["two_threads"] for c in m["costs"]])
+    bound = cores / check
+    ratio = value / bound
+    server = [r["server_cpu_us"] for r in m["rounds"] if r["server_cpu_us"] is not None]
+    client = [r["client_cpu_us"] for r in m["rounds"]]
+    scpu = statistics.median(server) if server else None
+    notes = (
+        f"{len(rates)} rounds of {m['per_round']:,} JSON VVMs (3 reports each) from vehicles"
+        f" drawn across {n:,} registered, POSTed by {clients} processes × {CONNECTIONS} keep-alive"
+        f" connections to uptane-director serve (uvicorn, one process, SQLite); rounds"
+        f" {', '.join(f'{r:,.0f}' for r in rates)}/s. Four signature checks"
+        f" {check * 1e6:.0f} µs ({raw * 1e6:.0f} µs per raw ed25519 verify), {cores} cores:"
+        f" bound {bound:,.0f}/s. Server CPU"
+        + (f" {scpu:,.0f} µs per manifest ({scpu * value / 1e6:.2f} cores busy)" if scpu else " —")
+        + f", load generator {statistics.median(client):,.0f} µs per manifest; two threads"
+        f" run the checks {two:.2f}× as fast as one."
+    )
+    details: dict[str, Any] = {
+        "rates": [round(r, 1) for r in rates],
+        "check_us_per_manifest": round(check * 1e6, 1),
+        "raw_verify_us": round(raw * 1e6, 1),
+        "two_thread_speedup": round(two, 2),
+        "cores": cores,
+        "server_cpu_us_per_manifest": [round(x, 1) for x in server],
+        "client_cpu_us_per_manifest": [round(x, 1) for x in client],
+        "wall_us_per_manifest": [round(1e6 / r, 1) for r in rates],
+        "clients": clients,
+        "connections_each": CONNECTIONS,
+        "manifests_per_round": m["per_round"],
+        "register_s": round(m["register_s"], 1),
+    }
+    return Figure(
+        f"{NAME}_{size_label(n)}",
+        f"{TITLE} ({n:,} vehicles)",
+        GOAL,
+        value=value,
+        reference=bound,
+        ratio=ratio,
+        met=ratio >= RATIO,
+        unit="manifests/s over HTTP (median of rounds)",
+        reference_unit=f"manifests/s = {cores} cores / (4 × one signature check)",
+        notes=notes,
+        details=details,
+        size=n,
+        size_unit="vehicles",
+        series=NAME,
+    )
+
+
+def run(smoke: bool = False, quick: bool = False) -> list[Figure]:
+    from bench.directorkit import make_director
+
+    # the warm-up round, then the measured rounds
+    per_round = [8, 24] if smoke else [WARMUP] + [MANIFESTS] * (2 if quick else ROUNDS)
+    clients = 1 if smoke else CLIENTS
+    out: list[Figure] = []
+    with tempfile.TemporaryDirectory(prefix="bench-manifests-") as tmp:
+        work = Path(tmp)
+        make_director(work, vehicles=0)
+        have = 0
+        for n in sizes(smoke, quick):
+            took = register(work / "director", have, n)
+            have = n
+            m = measure(work, n, per_round, clients, repeat=20 if smoke else 100)
+            m["register_s"] = took
+            fig = _figure(n, m, cpu_count(), clients)
+            if not fig.met and not smoke:
+                p = profiled(work, n, [WARMUP, PROFILED], clients)
+                fig.details.update(p)
+                parts = p["us_per_manifest_by_category"]
+                fig.notes += (
+                    " Server CPU by part (µs per manifest, under cProfile, which inflates it): "
+                    + ", ".join(f"{k} {v:,.0f}" for k, v in parts.items())
+                    + "."
+                )
+            out.append(fig)
+    return out
