@@ -66,6 +66,7 @@ from director.lifecycle import IllegalTransition
 from director.manifests import ManifestIntake
 from director.publishing import Publisher
 from director.repostate import director_encodings
+from director.retention import Retention
 from director.vehicles import EcuSpec, Fleet, key_from_json
 from director.watch import FileWatch
 from keystore import KeySource
@@ -133,6 +134,8 @@ class Director:
         )
         #: manifests share transactions and durable commits (director/groupcommit.py)
         self.writer = self.manifests.writer
+        #: manifests and nonces past the retention window pruned (docs/retention.md)
+        self.retention = Retention(self.engine, self.config, clock)
         #: ``director.json`` as an offline ``token add`` may change it
         self._config_watch = FileWatch(self.dir / "director.json")
         self._config_lock = threading.Lock()
@@ -352,13 +355,14 @@ class Director:
 
     def tick(self) -> list[str]:
         """What the service does every second: fail assignments whose ECU stayed
-        unreachable past the deadline, then move running campaigns on. Returns what
+        unreachable past the deadline, move campaigns on, and prune what is past the
+        retention window (once every ``retention_interval_seconds``). Returns what
         happened, one line each."""
         events = []
         failed = self.bundles.expire_unreachable()
         if failed:
             events.append(f"{failed} assignment(s) failed: ECU unreachable past the deadline")
-        return events + self.campaigns.tick()
+        return events + self.campaigns.tick() + self.retention.tick()
 
     def cancel(self, assignment_id: int) -> dict[str, Any]:
         """Cancel a pending assignment (IllegalTransition, 409, for any other)."""

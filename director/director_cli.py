@@ -350,6 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
     from director import director_cli_admin
 
     director_cli_admin.add_parsers(sub, add)
+    from director import director_cli_retention
+
+    director_cli_retention.add_parsers(sub, add)
 
     sp = add(sub, "status", cmd_status, "fleet or vehicle status")
     sp.add_argument("vin", nargs="?")

@@ -33,6 +33,7 @@ from uptane.errors import (
     EndlessDataAttack,
     MalformedInput,
     ReplayAttack,
+    ReportTimeSkew,
     RollbackAttack,
     UptaneError,
 )
@@ -94,8 +95,8 @@ def error_status(e: Exception) -> int:
         return 400
     if isinstance(e, (ArbitrarySoftwareAttack, BadSignature)):
         return 403
-    if isinstance(e, (RollbackAttack, ReplayAttack)):
-        return 409
+    if isinstance(e, (RollbackAttack, ReplayAttack, ReportTimeSkew)):
+        return 409  # ReportTimeSkew: the report's time conflicts with the Director's clock
     if isinstance(e, UptaneError):
         return 400
     return 500

@@ -33,7 +33,7 @@ import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
@@ -46,6 +46,7 @@ from director.config import Config
 from director.groupcommit import GroupCommit
 from director.lifecycle import IN_FLIGHT
 from director.publishing import Publisher
+from director.retention import replay_horizon
 from director.storable import StorageRefused, check_storable, first_line
 from uptane.errors import ReplayAttack, UptaneError
 from uptane.keys import Key
@@ -66,7 +67,8 @@ from uptane.metadata import JSON
 _VEHICLE_ECUS = (
     "SELECT v.id, v.last_attack, (SELECT b.id FROM bundles b WHERE b.vehicle_id = v.id"
     " AND b.state = :in_flight LIMIT 1), e.id, e.serial, e.public_key, e.is_primary,"
-    " e.last_counter, e.last_attack, e.unreachable_since, {seen} FROM vehicles v"
+    " e.last_counter, e.last_attack, e.unreachable_since, e.last_report_time, {seen}"
+    " FROM vehicles v"
     " LEFT OUTER JOIN ecus e"
     " ON e.vehicle_id = v.id WHERE v.vin = :vin ORDER BY e.id"
 )
@@ -157,6 +159,8 @@ class _Ecu(NamedTuple):
     last_counter: int | None
     last_attack: str | None
     unreachable_since: int | None
+    #: the latest time of the last report accepted from it (epoch seconds)
+    last_report_time: int | None
 
 
 @dataclass
@@ -386,9 +390,19 @@ class ManifestIntake:
             self._ecu_keys[vin] = (primary, keys)
             body, reports = self._check_signed(vin, manifest, primary, keys)
         skew = timedelta(seconds=self.config.report_skew_seconds)
+        horizon = replay_horizon(self.config, now)
         for serial, report in reports.items():
-            seen = _seen(vehicle.seen, vehicle.ecus[serial], report)
-            check_report_freshness(report, seen, now, skew, earliest=earliest)
+            ecu = vehicle.ecus[serial]
+            last = ecu.last_report_time
+            check_report_freshness(
+                report,
+                _seen(vehicle.seen, ecu, report),
+                now,
+                skew,
+                earliest=earliest,
+                horizon=horizon,
+                last_time=None if last is None else datetime.fromtimestamp(last, UTC),
+            )
         accepted = _accepted(vin, vehicle, body, reports, raw, encoding, now)
         check_storable(vin, accepted.body.attack, accepted.encoding, accepted.rows())
         return lambda conn: self._record(conn, accepted)
@@ -413,8 +427,8 @@ class ManifestIntake:
             id=int(rows[0][0]),
             attack=rows[0][1],
             in_flight=rows[0][2],
-            ecus={r[4]: _Ecu(*r[3:10]) for r in rows if r[3] is not None},
-            seen={(int(r[3]), nonces[r[4]]) for r in rows if r[10] is not None},
+            ecus={r[4]: _Ecu(*r[3:11]) for r in rows if r[3] is not None},
+            seen={(int(r[3]), nonces[r[4]]) for r in rows if r[11] is not None},
         )
 
     # --- the write --------------------------------------------------------------------------

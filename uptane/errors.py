@@ -380,6 +380,19 @@ class UnsignedTime(UptaneError):
     attack = "time-unsigned"
 
 
+class ReportTimeSkew(UptaneError):
+    """An ECU version report whose time is outside the window the Director accepts (too
+    far from the Director's clock, or older than the retention window) while nothing shows
+    that it is a replay: its nonce is unseen (or its counter increased) and it is not older
+    than a report the Director already accepted from that ECU. The ECU's clock (its last
+    verified time) or the Director's is wrong, or the manifest was held back: give the
+    vehicle fresh signed time (docs/secure-time.md) and check the Director's clock. Refused
+    all the same; not an attack by itself (docs/retention.md)."""
+
+    code = 135
+    attack = "report-time-skew"
+
+
 # --- encrypted images and deltas (uptane/encryption.py, uptane/delta.py; issue 17) -------
 
 

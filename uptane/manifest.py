@@ -58,6 +58,7 @@ from uptane.errors import (
     MalformedInput,
     NonCanonicalEncoding,
     ReplayAttack,
+    ReportTimeSkew,
     UptaneError,
     VehicleMismatch,
 )
@@ -630,15 +631,24 @@ def check_report_freshness(
     max_skew: timedelta,
     *,
     earliest: datetime | None = None,
+    horizon: datetime | None = None,
+    last_time: datetime | None = None,
 ) -> None:
     """§5.3.2.1 (Director, anti-replay): refuse a report whose nonce was seen before
     (``seen``: the nonces already used by this ECU) or whose counter does not exceed the
     last accepted one (``seen``: that counter); ``None`` means no earlier report. The
     report's latest verified time must lie within ``max_skew`` of ``now`` (Standard 2.1.0:
     the Director SHOULD check the time in the report), or, for a manifest carried back
-    from an offline vehicle, between ``earliest`` and ``max_skew`` past ``now``. Raises
-    :class:`~uptane.errors.ReplayAttack`; records nothing (the caller stores the nonce or
-    counter once the whole manifest is accepted)."""
+    from an offline vehicle, between ``earliest`` and ``max_skew`` past ``now``; and a
+    nonce report must not be older than ``horizon``, before which the Director no longer
+    keeps the nonces it saw (docs/retention.md). Records nothing (the caller stores the
+    nonce or counter once the whole manifest is accepted).
+
+    A reused nonce or a counter that did not increase is a :class:`ReplayAttack`; so is a
+    report outside the window that is older than ``last_time`` (the time of the last
+    report accepted from this ECU, whose verified time only moves forward: a stale report
+    sent again). Any other report outside the window is :class:`ReportTimeSkew`: a wrong
+    clock, not an attack."""
     who = report.ecu_id[:64]
     # §5.3.2.1: a reused nonce or a counter that did not increase is a replay
     if report.nonce is not None:
@@ -655,14 +665,27 @@ def check_report_freshness(
                 f"ECU {who!r} counter {report.counter} does not exceed the last one, {seen}"
             )
     # §5.3.2.1 (2.1.0): the time in the report must be near now; a manifest carried back
-    # from an offline vehicle (issue 18) may be older, down to ``earliest``
+    # from an offline vehicle (issue 18) may be older, down to ``earliest``; a nonce report
+    # is never older than ``horizon`` (its nonce may have been pruned: docs/retention.md)
     low = now - max_skew if earliest is None else earliest
-    if not low <= report.latest_time <= now + max_skew:
-        window = (
-            f"{max_skew} of {format_expires(now)}"
-            if earliest is None
-            else f"{format_expires(earliest)} .. {format_expires(now + max_skew)}"
-        )
+    pruned = horizon is not None and report.nonce is not None and horizon > low
+    if horizon is not None and pruned:
+        low = horizon
+    if low <= report.latest_time <= now + max_skew:
+        return
+    if earliest is None and not pruned:
+        window = f"{max_skew} of {format_expires(now)}"
+    else:
+        window = f"{format_expires(low)} .. {format_expires(now + max_skew)}"
+    what = f"ECU {who!r} report time {format_expires(report.latest_time)} is outside {window}"
+    if last_time is not None and report.latest_time < last_time:
         raise ReplayAttack(
-            f"ECU {who!r} report time {format_expires(report.latest_time)} is outside {window}"
+            f"{what}, and older than its last report accepted ({format_expires(last_time)}):"
+            " a stale report sent again"
         )
+    why = " (nonce reports older than the retention window are refused)" if pruned else ""
+    raise ReportTimeSkew(
+        f"{what}{why}: the ECU's clock (its last verified time) or the Director's is wrong,"
+        " or the manifest was held back; give the vehicle fresh signed time and check the"
+        " Director's clock"
+    )
