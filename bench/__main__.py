@@ -41,6 +41,7 @@ MODULES = (
     "fig11_delta",
     "fig12_nodes",
     "fig13_image_repo_add",
+    "fig14_bulk_registration",
 )
 FAILED = "failed"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
