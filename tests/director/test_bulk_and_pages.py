@@ -419,3 +419,42 @@ def test_paging_module_round_trips(tmp_path: Path):
     assert page.limit == 500 and page.after is None
     with pytest.raises(BadPage):
         Page.ask("vehicles", 6000, None, default=500, maximum=5000)
+
+
+def test_a_page_is_an_indexed_range_never_a_sort_of_the_table():
+    """SQLite's query plan of each listing's page: the rows come by the primary key (or the
+    vehicle's index with it), from the cursor on, already in order; no table is sorted, so
+    a page deep in a large fleet costs what the first does."""
+    from director import paging, vehicles
+
+    engine = inv.make_engine("sqlite://")
+    inv.metadata.create_all(engine)
+    queries = {
+        "vehicles": (vehicles._vehicles_query(), inv.vehicles.c.id, False),
+        "assignments": (vehicles._assignments_query(None, "pending"), inv.assignments.c.id, False),
+        "assignments of a VIN": (
+            vehicles._assignments_query("V1", None),
+            inv.assignments.c.id,
+            False,
+        ),
+        "attacks of a VIN": (vehicles._attacks_query("V1"), inv.attacks.c.id, False),
+        "audit": (sa.select(inv.audit_log), inv.audit_log.c.id, True),
+    }
+    try:
+        with engine.connect() as conn:
+            for what, (q, key, descending) in queries.items():
+                page = paging.Page("k", 500, 12345, descending)
+                sql = str(
+                    paging.keyset(q, key, page).compile(
+                        engine, compile_kwargs={"literal_binds": True}
+                    )
+                )
+                plan = [r[3] for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql)]
+                assert not [p for p in plan if "TEMP B-TREE" in p or p.startswith("SCAN")], (
+                    what,
+                    plan,
+                )
+                [row] = [p for p in plan if p.startswith(f"SEARCH {key.table.name} ")]
+                assert ("rowid<?" if descending else "rowid>?") in row, (what, plan)
+    finally:
+        engine.dispose()
