@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import Figure
-from bench.linkkit import PacedPort, secondary_process
+from bench.linkkit import PacedPort, cpu_seconds, secondary_process
 
 #: SerialTransport's and ``[link] max_frame``'s default
 DEFAULT_MAX_FRAME = 1024
@@ -73,14 +73,15 @@ def measure_agent(baud: int, size: int, frame: int | None = None) -> dict[str, A
             send_time(client)
             for f in ecu.metadata:
                 client.put_metadata(f.role, f.encoding, f.data, repository=f.repository)
-            t1 = time.perf_counter()
+            c1, p1, t1 = cpu_seconds(ecu.proc.pid), time.process_time(), time.perf_counter()
             client.put_image(ecu.image_name, image, size, resume=False)
-            t2 = time.perf_counter()
+            t2, p2, c2 = time.perf_counter(), time.process_time(), cpu_seconds(ecu.proc.pid)
             status = client.install(ecu.image_name)
             t3 = time.perf_counter()
             nonce = secrets.token_bytes(16)
             report = decode_report(client.get_report(nonce), PRIMARY, DER)
             installed = report.signed.installed
+            chunks = -(-size // client.endpoint.chunk_size())
             if status.installed != ecu.image_name or installed.length != size:
                 raise RuntimeError(f"the Secondary did not install the image: {status}")
             out = {
@@ -94,6 +95,12 @@ def measure_agent(baud: int, size: int, frame: int | None = None) -> dict[str, A
                 "metadata_bytes": sum(len(f.data) for f in ecu.metadata),
                 "install_s": t3 - t2,
                 "mode": hello.mode,
+                # CPU per chunk in the transfer: the Secondary's process, and this one (the
+                # Primary's stack and both pacing threads)
+                "secondary_cpu_ms_per_chunk": None
+                if c1 is None or c2 is None
+                else (c2 - c1) / chunks * 1e3,
+                "primary_cpu_ms_per_chunk": (p2 - p1) / chunks * 1e3,
             }
         finally:
             client.close()
@@ -170,8 +177,10 @@ def _figure(baud: int, size: int, m: dict[str, Any]) -> Figure:
     if "sink_ratio" in m:
         notes += (
             f" The link alone (a sink, same pacing): {m['sink_ratio']:.3f}; the Secondary"
-            f" adds {m['secondary_ms_per_chunk']:.1f} ms per chunk."
+            f" adds {m['secondary_ms_per_chunk']:.1f} ms per chunk"
         )
+        cpu = m.get("secondary_cpu_ms_per_chunk")
+        notes += f" (its process's CPU: {cpu:.1f} ms per chunk)." if cpu is not None else "."
     if "default_frame_ratio" in m:
         notes += f" With {DEFAULT_MAX_FRAME}-byte frames: {m['default_frame_ratio']:.3f}."
     return Figure(

@@ -321,6 +321,15 @@ def secondary_process(work: Path, image: bytes, baud: int, max_frame: int) -> It
         os.close(master)
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far (Linux /proc), None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _ready(proc: subprocess.Popen[str], out: Path, timeout: float = 30.0) -> None:
     """Wait for the ``ready ECU slot=...`` line ``uptane-secondary run`` prints."""
     end = time.monotonic() + timeout
