@@ -22,9 +22,9 @@ Figure: image bytes over the time ``put_image`` takes, divided by the line rate 
 The install that follows (length and hashes checked, the slot read back, the boot record)
 is timed apart and checked through the Secondary's new signed report.
 
-Details: the link alone, the same image over the same stack answering for
-:class:`bench.linkkit.SinkHandler` (counts and drops the bytes, no link key) in a forked
-process, both ends paced, so that the difference is the Secondary's own time per chunk;
+Details: the link alone, the same image over the same stack, pacing and link key into
+:class:`bench.linkkit.SinkHandler` (counts and drops the bytes) in a forked process, so
+that the difference is the Secondary's own time per chunk, next to its process's CPU;
 and a quarter of the image into the same Secondary with ``[link] max_frame``'s default
 (1,024-byte frames).
 """
@@ -107,41 +107,46 @@ def measure_agent(baud: int, size: int, frame: int | None = None) -> dict[str, A
     return out
 
 
-def _sink(fd: int, baud: int, frame: int, stop: Any, ready: Any) -> None:
+def _sink(fd: int, baud: int, frame: int, key: bytes, stop: Any, ready: Any) -> None:
+    """The sink's end, as the Secondary's: its own port unpaced (the Primary's end paces
+    what it writes), the same link key."""
     from bench.linkkit import SinkHandler
+    from hardware.fdport import FdPort
     from hardware.protocol import SecondaryEndpoint
+    from hardware.secure_link import LinkKey
     from hardware.serial_link import SerialTransport
     from hardware.server import serve
     from uptane.limits import CONSTRAINED
 
-    port = PacedPort(fd, baud)
-    transport = SerialTransport(port, baudrate=baud, max_frame=frame, limits=CONSTRAINED)
-    endpoint = SecondaryEndpoint(SinkHandler(), CONSTRAINED, max_frame=frame)
+    transport = SerialTransport(FdPort(fd), baudrate=baud, max_frame=frame, limits=CONSTRAINED)
+    endpoint = SecondaryEndpoint(SinkHandler(), CONSTRAINED, max_frame=frame, link_key=LinkKey(key))
     ready.set()
     try:
-        serve(transport, endpoint, stop, poll=0.05)
+        serve(transport, endpoint, stop)
     finally:
         transport.close()
 
 
 def measure_sink(baud: int, size: int, frame: int | None = None) -> dict[str, Any]:
-    """The link alone: the same Primary stack against a sink in a forked process, both
-    ends paced (no link key, nothing verified or written)."""
+    """The link alone: the same Primary stack, pacing and link key against a sink in a
+    forked process (nothing verified or written)."""
     from hardware.client import LinkClient
+    from hardware.secure_link import LinkKey
     from hardware.serial_link import MAX_FRAME, SerialTransport
     from uptane.limits import PRIMARY
 
     frame = frame or MAX_FRAME
+    key = LinkKey.generate()
     master, slave = os.openpty()
     ctx = mp.get_context("fork")
     stop, ready = ctx.Event(), ctx.Event()
-    proc = ctx.Process(target=_sink, args=(slave, baud, frame, stop, ready), daemon=True)
+    args = (slave, baud, frame, key.raw, stop, ready)
+    proc = ctx.Process(target=_sink, args=args, daemon=True)
     proc.start()
-    os.close(slave)
     ready.wait(10)
-    port = PacedPort(master, baud)
+    port = PacedPort(master, baud, pace_reads=True)
     transport = SerialTransport(port, baudrate=baud, max_frame=frame)
-    client = LinkClient(transport, PRIMARY, timeout=5.0)
+    client = LinkClient(transport, PRIMARY, timeout=10.0, link_key=key)
     image = random.Random(5).randbytes(size)
     try:
         client.hello()
@@ -149,19 +154,20 @@ def measure_sink(baud: int, size: int, frame: int | None = None) -> dict[str, An
         client.put_image("fw.bin", image, size, resume=False)
         elapsed = time.perf_counter() - t0
     finally:
+        client.close()
         stop.set()
         proc.join(5)
         if proc.is_alive():
             proc.kill()
             proc.join()
-        transport.close()
+        os.close(slave)
     return {"elapsed": elapsed, "goodput": size / elapsed, "line_rate": baud / 10.0}
 
 
 def _per_chunk_ms(agent: dict[str, Any], sink: dict[str, Any]) -> float:
     """How much longer a chunk takes into the Secondary than into the sink on the same
-    paced line: the Secondary's own time per chunk (its verification, flash writes and
-    checkpoints, and the link key's MACs)."""
+    paced line with the same link key: the Secondary's own time per chunk (the image
+    verifier, the flash writes and the resume checkpoints, and waiting to be scheduled)."""
     return (1 / agent["goodput"] - 1 / sink["goodput"]) * agent["chunk"] * 1e3
 
 
