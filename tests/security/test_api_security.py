@@ -89,7 +89,9 @@ def test_every_image_repository_api_route_refuses_missing_and_wrong_tokens(world
     backend, _ = world
     base = backend.image_server.url
     routes = [r for r in _routes(base, set()) if r[1].startswith("/api/")]
-    assert {p for _, p in routes} >= {"/api/images/x", "/api/metadata/x", "/api/status"}
+    assert {p for _, p in routes} >= {"/api/v1/images/x", "/api/v1/metadata/x", "/api/v1/status"}
+    # the deprecated unversioned aliases (not in the document) are guarded the same way
+    routes += [(m, p.replace("/api/v1/", "/api/", 1)) for m, p in routes]
     status_before = httpx.get(f"{base}/metadata/timestamp.json").content
     for method, path in routes:
         for token in (None, "not-a-token"):
