@@ -189,7 +189,12 @@ class Campaigns:
                 ).values()
             )
             chosen = members if chosen is None else chosen & members
-        rows = [r for r in conn.execute(q).all() if chosen is None or r.vehicle_id in chosen]
+        if chosen is None:  # by hardware id (indexed), or every ECU
+            rows = list(conn.execute(q).all())
+        else:  # the chosen vehicles' ECUs only, never the whole fleet's
+            ids, rows = sorted(chosen), []
+            for i in range(0, len(ids), 500):  # bounded IN lists, in vehicle order
+                rows += conn.execute(q.where(e.c.vehicle_id.in_(ids[i : i + 500]))).all()
         images: dict[str, TargetFile] = {}
         for hw in sorted({r.hardware_id for r in rows}):
             try:

@@ -244,6 +244,35 @@ def test_cancel_runs_the_same_statements_in_a_fleet_of_20_or_400(big):
     assert assignment <= 8 and campaign <= 20 * 10  # a few, and a bounded few per member
 
 
+def test_a_campaign_over_a_few_vehicles_reads_nothing_by_a_full_scan(big, db_url):
+    """O(affected rows): every statement of a campaign over 6 VINs of a 400-vehicle fleet
+    (recording, the assignment checks on ``assignments.ecu_id`` of migration 0011, the
+    bundles, the signing) reads by an index (SQLite's query plans)."""
+    if not db_url.startswith("sqlite"):
+        pytest.skip("query plans are read on SQLite")
+    director, _ = big
+    vins = insert_fleet(director.engine, 400)
+    seen: list[tuple[str, object]] = []
+
+    def record(conn, cursor, statement, params, context, executemany) -> None:
+        if not executemany and statement.lstrip()[:6].upper() in ("SELECT", "UPDATE", "DELETE"):
+            seen.append((statement, params))
+
+    sa.event.listen(director.engine, "before_cursor_execute", record)
+    director.campaign(CampaignSpec(target=TARGET, vins=vins[:6]))
+    sa.event.remove(director.engine, "before_cursor_execute", record)
+    plain = sa.create_engine(db_url)
+    with plain.connect() as conn:
+        plans = [
+            (row[-1], statement[:100])
+            for statement, params in seen
+            for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", params).all()
+        ]
+    plain.dispose()
+    assert len(seen) > 50
+    assert [p for p in plans if p[0].startswith("SCAN")] == []
+
+
 # --- a real service killed mid-wave --------------------------------------------------------
 
 
