@@ -67,7 +67,7 @@ from director.httpcommon import (
 from director.logs import RequestLog
 from director.metrics import CONTENT_TYPE, DirectorMetrics
 from director.paging import BadPage
-from director.serving import Route, Serving
+from director.serving import PollLookups, Route, Serving
 from director.tokens import ASSIGN, KEYS, READ
 from director.vehicles import encryption_key_from_json
 from uptane.codec import JSON_CODEC, Codec, codecs, for_filename, for_media_type
@@ -101,14 +101,20 @@ class MetadataFastPath:
     """ASGI middleware: answers ``GET /vehicles/{vin}/metadata/{name}`` from the
     Director's in-memory cache of signed bytes (:meth:`Director.cached_file`) on the event
     loop, with the same status, headers and body as the route, without the framework or a
-    worker thread. Everything else, a request with a body, and every cache miss go to the
-    app unchanged (a miss is served by the route, which does the indexed lookup and fills
-    the cache). Hits and misses are counted in ``metrics``."""
+    worker thread; a cache miss of a timestamp too, from a batched lookup (``polls``,
+    :class:`director.serving.PollLookups`). Everything else, a request with a body, and the
+    misses the lookup cannot answer go to the app unchanged (the route does the indexed
+    lookup, signs when needed and fills the cache). Hits and misses are counted in
+    ``metrics``."""
 
-    def __init__(self, app: Any, director: Director, metrics: DirectorMetrics) -> None:
+    def __init__(
+        self, app: Any, director: Director, metrics: DirectorMetrics, polls: PollLookups
+    ) -> None:
         self.app = app
         self.director = director
+        self.polls = polls
         self.hit = metrics.cache.labels("hit")
+        self.miss = metrics.cache.labels("miss")
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "GET" and not scope.get("root_path"):
@@ -124,6 +130,11 @@ class MetadataFastPath:
                 data = self.director.cached_file(parts[2], parts[4])
                 if data is not None:
                     self.hit.inc()
+                elif parts[4].startswith("timestamp."):
+                    data = await self.polls.timestamp(parts[2], parts[4])
+                    if data is not None:
+                        self.miss.inc()
+                if data is not None:
                     scope.setdefault("state", {})["route"] = METADATA_ROUTE
                     media = _MEDIA_BYTES[for_filename(parts[4]).name]
                     headers = [(b"content-length", b"%d" % len(data)), (b"content-type", media)]
@@ -199,7 +210,7 @@ def create_app(
     # the first added runs last: the request log is the outermost
     app.add_middleware(BodyCap, cap=d.config.max_body_bytes)
     app.add_middleware(AdminLog, what="Director", audit=s.audit.api_change)
-    app.add_middleware(MetadataFastPath, director=d, metrics=s.metrics)
+    app.add_middleware(MetadataFastPath, director=d, metrics=s.metrics, polls=s.polls)
     app.add_middleware(VehicleGate, certs=s.certs, settings=s.settings, refused=_counter(s))
     app.add_middleware(LegacyPaths)
     app.add_middleware(RequestLog, metrics=s.metrics, log_requests=d.config.log_requests)
