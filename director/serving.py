@@ -219,8 +219,11 @@ class PollLookups:
                     return {}
                 if self._conn is None:
                     self._conn = self.publisher.reader.connect()
-                    if self.inline:
-                        self._conn.exec_driver_sql(f"PRAGMA busy_timeout = {self.BUSY_MS}")
+                    if self.inline:  # set on the driver's connection, as the engine's own
+                        # PRAGMAs are at connect (inventory.make_engine): not a statement
+                        # of any poll
+                        raw = self._conn.connection.driver_connection
+                        raw.execute(f"PRAGMA busy_timeout = {self.BUSY_MS}")
                 vins = sorted({vin for vin, _ in batch})
                 return self.publisher.poll_timestamps(vins, self._conn)
             except Exception as e:  # the route answers them (and says what failed)
