@@ -28,8 +28,9 @@ The default sizes keep one batch's transaction well under 100 ms. Measured on th
 sending 2 vehicles a batch, median 27 ms and 95th percentile 72 ms (4 vehicles: 50 and
 126 ms); recording 1,000 members, median 24 ms, at most 41 ms; cancelling 1,000 waiting
 members, 12 ms. Sending costs about 9 ms a vehicle here, most of it signing the
-vehicle's targets, snapshot and timestamp in every encoding, so a first wave of 100,000
-vehicles takes about 15 minutes; manifests commit between its batches throughout.
+vehicle's targets, snapshot and timestamp in every encoding, and each batch is followed by
+a pause as long as itself (:func:`_breathing`), so a first wave of 100,000 vehicles takes
+about half an hour here; manifests commit between its batches throughout.
 """
 
 from __future__ import annotations
