@@ -260,25 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.set_defaults(func=func)
         return sp
 
-    sp = add("init", cmd_init, "create a repository", offline=True)
-    sp.add_argument("--scheme", choices=SCHEMES, default="ed25519")
-    sp.add_argument("--online-token", help="PKCS#11 URI of the token for the online keys")
-    sp.add_argument("--pin-env", help="variable holding that token's PIN")
-    sp.add_argument("--online-passphrase-env", help="encrypt online key files; its variable")
-    sp.add_argument("--expiry", action="append", help="ROLE=DAYS lifetime (repeat)")
-    sp.add_argument(
-        "--bins",
-        type=int,
-        metavar="BITS",
-        help="delegate every image to 2**BITS hash bins from the start (large repositories;"
-        " docs/image-repo.md suggests BITS by size)",
-    )
-    sp.add_argument(
-        "--hashes",
-        metavar="ALG[,ALG]",
-        help="hash algorithms each image lists (default sha256,sha512; every ECU checks each"
-        " one: docs/image-repo.md 'Hash algorithms')",
-    )
+    _init_options(add("init", cmd_init, "create a repository", offline=True))
     sp = add("add-target", cmd_add_target, "stage an image")
     sp.add_argument("file")
     sp.add_argument("--path", required=True, help="target name, e.g. brakes/fw-1.2.bin")
@@ -311,6 +293,28 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--endpoint-url", help="an S3-compatible server other than AWS")
     sp.add_argument("--public-read", action="store_true", help="write objects public-read")
     return p
+
+
+def _init_options(sp: argparse.ArgumentParser) -> None:
+    """``init``'s options: key scheme and sources, lifetimes, bins and the hash set."""
+    sp.add_argument("--scheme", choices=SCHEMES, default="ed25519")
+    sp.add_argument("--online-token", help="PKCS#11 URI of the token for the online keys")
+    sp.add_argument("--pin-env", help="variable holding that token's PIN")
+    sp.add_argument("--online-passphrase-env", help="encrypt online key files; its variable")
+    sp.add_argument("--expiry", action="append", help="ROLE=DAYS lifetime (repeat)")
+    sp.add_argument(
+        "--bins",
+        type=int,
+        metavar="BITS",
+        help="delegate every image to 2**BITS hash bins from the start (large repositories;"
+        " docs/image-repo.md suggests BITS by size)",
+    )
+    sp.add_argument(
+        "--hashes",
+        metavar="ALG[,ALG]",
+        help="hash algorithms each image lists (default sha256,sha512; every ECU checks each"
+        " one: docs/image-repo.md 'Hash algorithms')",
+    )
 
 
 def _supplier_parser(sub: Any) -> None:
