@@ -54,6 +54,7 @@ from director.lifecycle import (
     SKIPPED,
     WAITING,
 )
+from director.paging import Page
 from uptane.metadata import TargetFile
 from uptane.paths import check_target_path
 
@@ -443,12 +444,18 @@ class Campaigns:
             return [campaign_dict(c, wave_stats(conn, int(c.id))) for c in camps]
 
     def members(
-        self, cid: int, *, wave: int | None = None, state: str | None = None
-    ) -> list[dict[str, Any]]:
-        """Each member: its VIN, ECU, wave, outcome, and what the ECU reports running."""
+        self,
+        cid: int,
+        *,
+        wave: int | None = None,
+        state: str | None = None,
+        page: Page | None = None,
+    ) -> Any:
+        """Each member: its VIN, ECU, wave, outcome, and what the ECU reports running (a
+        list, or one page of it with ``page``)."""
         self.get(cid)  # NotFound
         with self.engine.connect() as conn:
-            return member_rows(conn, cid, wave=wave, state=state)
+            return member_rows(conn, cid, wave=wave, state=state, page=page)
 
 
 __all__ = ["MAX_WAVES", "CampaignSpec", "Campaigns", "wave_sizes"]

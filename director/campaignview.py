@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from director import inventory as inv
+from director import paging
 from director.common import iso
 from director.lifecycle import (
     ASSIGNED,
@@ -30,6 +31,7 @@ from director.lifecycle import (
     SKIPPED,
     WAITING,
 )
+from director.paging import Page
 from uptane.identity import ImageIdentity, same_image
 
 #: every outcome a member can have, in display order
@@ -132,10 +134,24 @@ def campaign_dict(camp: Any, stats: dict[int, WaveStats]) -> dict[str, Any]:
     }
 
 
+def _outcome_sql(m: sa.Table, a: sa.Table) -> sa.ColumnElement[Any]:
+    """:func:`_outcome` in SQL, so that a listing filters by outcome before it pages."""
+    return sa.case(
+        (sa.and_(m.c.state == ASSIGNED, a.c.state.in_(ASSIGNMENT.states)), a.c.state),
+        else_=m.c.state,
+    )
+
+
 def member_rows(
-    conn: Connection, cid: int, *, wave: int | None = None, state: str | None = None
-) -> list[dict[str, Any]]:
-    """Each member of campaign ``cid`` (of one wave, with one outcome), in order."""
+    conn: Connection,
+    cid: int,
+    *,
+    wave: int | None = None,
+    state: str | None = None,
+    page: Page | None = None,
+) -> Any:
+    """Each member of campaign ``cid`` (of one wave, with one outcome), in order: a list,
+    or with ``page`` one page of them (:mod:`director.paging`)."""
     m, a, e = inv.campaign_members, inv.assignments, inv.ecus
     q = (
         sa.select(
@@ -157,17 +173,18 @@ def member_rows(
         .join(e, e.c.id == m.c.ecu_id)
         .outerjoin(a, a.c.id == m.c.assignment_id)
         .where(m.c.campaign_id == cid)
-        .order_by(m.c.id)
     )
     if wave is not None:
         q = q.where(m.c.wave == wave)
-    out = []
-    for r in conn.execute(q).all():
-        outcome = _outcome(r.state, r.astate)
-        if state is not None and outcome != state:
-            continue
-        out.append(_member_dict(r, outcome))
-    return out
+    if state is not None:
+        q = q.where(_outcome_sql(m, a) == state)
+
+    def render(r: Any) -> dict[str, Any]:
+        return _member_dict(r, _outcome(r.state, r.astate))
+
+    if page is not None:
+        return paging.fetch(conn, q, m.c.id, page, render)
+    return [render(r) for r in conn.execute(q.order_by(m.c.id)).all()]
 
 
 def _member_dict(r: Any, outcome: str) -> dict[str, Any]:
@@ -178,6 +195,7 @@ def _member_dict(r: Any, outcome: str) -> dict[str, Any]:
     if r.target_path is not None:
         assigned = ImageIdentity(r.target_path, r.length, json.loads(r.hashes))
     return {
+        "id": r.id,
         "vin": r.vin,
         "ecu": r.serial,
         "wave": r.wave,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -245,12 +246,15 @@ def cmd_campaign_create(args: argparse.Namespace) -> int:
 
 def cmd_campaign(args: argparse.Namespace) -> int:
     """list, show, vehicles, pause, resume, cancel."""
-    c = _director(args).campaigns
+    d = _director(args)
+    c = d.campaigns
     action = args.campaign_command
     if action == "list":
         _print(c.list_campaigns())
     elif action == "vehicles":
-        _print(c.members(args.id, wave=args.wave, state=args.state))
+        kind = f"campaign-{args.id}-members"
+        get = functools.partial(c.members, args.id, wave=args.wave, state=args.state)
+        print_lists({"": pages(d, kind, lambda page: get(page=page))})
     else:
         _print(
             {"show": c.get, "pause": c.pause, "resume": c.resume, "cancel": c.cancel}[action](

@@ -120,11 +120,22 @@ def campaign_routes(route: Route, d: Director) -> None:
         return d.campaigns.get(cid)
 
     @route("GET", "/campaigns/{cid}/vehicles", READ, tags=tags)
-    def campaign_members(cid: int, wave: int | None = None, state: str | None = None) -> Any:
-        """Each member: VIN, ECU, wave, outcome, and what the ECU reports running."""
+    def campaign_members(
+        request: Request,
+        cid: int,
+        wave: int | None = None,
+        state: str | None = None,
+        limit: int | None = None,
+        after: str | None = None,
+    ) -> Any:
+        """Each member: VIN, ECU, wave, outcome, and what the ECU reports running (pages:
+        ``{"items": [...], "next": cursor or null}``)."""
         if state is not None and state not in OUTCOMES:
             raise Invalid(f"state is one of {list(OUTCOMES)}")
-        return d.campaigns.members(cid, wave=wave, state=state)
+        if old_shape(request, limit, after):
+            return d.campaigns.members(cid, wave=wave, state=state)
+        page = Page.of(d.config, f"campaign-{cid}-members", limit, after)
+        return d.campaigns.members(cid, wave=wave, state=state, page=page)
 
     @route("POST", "/campaigns/{cid}/pause", CAMPAIGN, tags=tags)
     def pause_campaign(cid: int) -> Any:

@@ -290,3 +290,35 @@ def test_a_member_whose_assignment_is_refused_is_skipped_with_the_reason(env):
     assert fine.vin not in skipped
     stats = _get(env, c["id"])
     assert stats["totals"]["skipped"] == 2 and stats["waves"][0]["size"] == 1
+
+
+def test_members_page_with_cursors_filtered_by_outcome_in_sql(env, capsys):
+    cars = _fleet(env, 7, prefix="PAGE")
+    c = _create(env, waves=[{"count": 3}, {"percent": 100}])
+    whole = _members(env, c["id"])  # the deprecated path: the bare list, as before
+    assert [m["vin"] for m in whole] == sorted(v.vin for v in cars)
+    got, after = [], None
+    while True:
+        params = {"limit": 2, **({"after": after} if after else {})}
+        r = env["c"].get(f"/api/v1/campaigns/{c['id']}/vehicles", params=params)
+        assert r.status_code == 200, r.text
+        got += r.json()["items"]
+        after = r.json()["next"]
+        if after is None:
+            break
+    assert [m["id"] for m in got] == [m["id"] for m in whole]
+    # the outcome filter is in the query: a page of waiting members is full, not thinned
+    r = env["c"].get(
+        f"/api/v1/campaigns/{c['id']}/vehicles", params={"state": "waiting", "limit": 3}
+    ).json()
+    assert len(r["items"]) == 3 and {m["state"] for m in r["items"]} == {"waiting"}
+    assert r["next"] is not None
+    # another listing's cursor, or a bad one, is a 400
+    other = env["c"].get("/api/v1/vehicles", params={"limit": 1}).json()["next"]
+    for bad in (other, "%%%"):
+        r = env["c"].get(f"/api/v1/campaigns/{c['id']}/vehicles", params={"after": bad})
+        assert r.status_code == 400, r.text
+    d = env["director"]
+    assert director_cli.main(["campaign", "vehicles", str(d.dir), str(c["id"])]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert [m["id"] for m in printed] == [m["id"] for m in whole]
