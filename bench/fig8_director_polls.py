@@ -69,15 +69,15 @@ class Plan:
     """How a size is measured: ``load`` = (processes, connections each), ``rounds`` of one
     hit-path and one fleet-wide phase of ``phase`` seconds each."""
 
-    load: tuple[int, int] = (2, 8)
+    load: tuple[int, int] = (2, 16)
     rounds: int = 4
     phase: float = 1.5
 
 
 FULL = Plan()
 SMOKE = Plan((1, 2), 1, 0.3)
-#: distinct requests one connection draws for a phase (it goes round them)
-MAX_REQUESTS = 5_000
+#: requests one connection makes at most in a phase (and the distinct ones it draws)
+MAX_REQUESTS = 10_000
 
 
 def _free_port() -> int:
@@ -154,7 +154,7 @@ async def _connection(port: int, paths: list[bytes], end: float, tally: list[int
     first: dict[bytes, bytes] = {}
     i = 0
     try:
-        while time.perf_counter() < end and i < len(paths) * 50:
+        while time.perf_counter() < end and i < MAX_REQUESTS:
             path = paths[i % len(paths)]
             i += 1
             writer.write(b"GET %s HTTP/1.1\r\nhost: bench\r\n\r\n" % path)

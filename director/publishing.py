@@ -7,7 +7,7 @@ the vehicle: :meth:`Publisher.publish` signs the next versions with
 caller's transaction, so versions only grow and nothing half-written is visible. Signed
 bytes are cached in memory per VIN: an unchanged poll costs at most one indexed lookup,
 and a fresh hit none (:meth:`Publisher.cached_file`). A cache miss of a timestamp poll reads
-only the vehicle's timestamps, for many vehicles in one statement
+only the vehicle's timestamp, for many vehicles in one statement
 (:meth:`Publisher.poll_timestamps`, batched by :class:`director.serving.PollLookups`);
 docs/scale.md measures it.
 
@@ -48,7 +48,7 @@ ONLINE_ROLES = ("targets", "snapshot", "timestamp")
 @dataclass
 class _Cached:
     """One vehicle's signed files as served, by file name: all of them (``full``), or only
-    its timestamp in each encoding (a poll's lookup)."""
+    its timestamp in one encoding (a poll's lookup)."""
 
     fetched: float
     files: dict[str, bytes]
@@ -107,8 +107,8 @@ class Publisher:
         self.limits = limits
         self.encodings = encodings
         self.root_files = load_root(directory, encodings)
-        #: the poll statement's SQL text and parameter names, by number of VINs
-        self._poll_sql: dict[int, tuple[str, tuple[str, ...] | None]] = {}
+        #: the poll statement's SQL text and parameter names, by encoding and number of VINs
+        self._poll_sql: dict[tuple[str, int], tuple[str, tuple[str, ...] | None]] = {}
         self._root: tuple[int, dict[int, dict[str, bytes]], Root] | None = None
         #: signed bytes per VIN, least recently used first, at most ``cache_vehicles``
         self._cache: OrderedDict[str, _Cached] = OrderedDict()
@@ -401,9 +401,9 @@ class Publisher:
 
     # --- polls at fleet scale ---------------------------------------------------------------
 
-    def poll_statement(self, vins: int) -> sa.Select[Any]:
+    def poll_statement(self, encoding: str, vins: int) -> sa.Select[Any]:
         """The statement of a poll's lookup for ``vins`` VINs (bound as ``v0``, ``v1``...):
-        their timestamps in every encoding, the timestamp's expiry, and whether the row is
+        their timestamps in ``encoding``, the timestamp's expiry, and whether the row is
         signed in every encoding; one search of the primary key per VIN."""
         vm = inv.vehicle_metadata
         complete = sa.and_(
@@ -415,44 +415,44 @@ class Publisher:
             sa.case((complete, sa.literal_column("1")), else_=sa.literal_column("0")).label(
                 "complete"
             ),
-            *(vm.c[column("timestamp", e)] for e in self.encodings),
+            vm.c[column("timestamp", encoding)],
         ).where(vm.c.vin.in_([sa.bindparam(f"v{i}") for i in range(vins)]))
 
-    def _sql(self, vins: list[str]) -> tuple[str, Any]:
-        """The SQL text of :meth:`poll_statement` for ``vins`` (compiled once per number of
+    def _sql(self, encoding: str, vins: list[str]) -> tuple[str, Any]:
+        """The SQL text of :meth:`poll_statement` (compiled once per encoding and number of
         VINs) and its parameters. Run as text: SQLAlchemy's compiled-statement path costs
         4 to 5 times the lookup itself here (bench figure 8's miss path, measured: 212 µs
         against 56 µs for 8 VINs on SQLite, 338 µs against 118 µs on PostgreSQL)."""
-        found = self._poll_sql.get(len(vins))
+        key = (encoding, len(vins))
+        found = self._poll_sql.get(key)
         if found is None:
-            compiled = self.poll_statement(len(vins)).compile(dialect=self.engine.dialect)
+            compiled = self.poll_statement(*key).compile(dialect=self.engine.dialect)
             order = tuple(compiled.positiontup or ()) if compiled.positional else None
-            found = self._poll_sql[len(vins)] = (str(compiled), order)
+            found = self._poll_sql[key] = (str(compiled), order)
         sql, order = found
         named = {f"v{i}": v for i, v in enumerate(vins)}
         return sql, named if order is None else tuple(named[k] for k in order)
 
-    def poll_timestamps(self, vins: list[str], conn: Connection) -> dict[str, dict[str, bytes]]:
-        """Cache misses of timestamp polls: the timestamps of ``vins`` (valid VINs, each
-        once) read in one statement on ``conn`` (a :attr:`reader` connection) and cached;
-        only them: a later request of the vehicle's snapshot or targets reads its whole
-        row. Returns, by VIN, the timestamp files of the vehicles that may be served as
-        stored; one unknown, whose timestamp nears expiry or whose row lacks an encoding
-        is left out (:meth:`metadata_file` answers it, signing first). Never signs."""
+    def poll_timestamps(self, vins: list[str], encoding: str, conn: Connection) -> dict[str, bytes]:
+        """Cache misses of timestamp polls: the timestamps in ``encoding`` of ``vins``
+        (valid VINs, each once) read in one statement on ``conn`` (a :attr:`reader`
+        connection) and cached; only them: a later request of the vehicle's snapshot or
+        targets, or of another encoding, reads again. Returns, by VIN, the timestamp of
+        the vehicles that may be served as stored; one unknown, whose timestamp nears
+        expiry or whose row lacks an encoding is left out (:meth:`metadata_file` answers
+        it, signing first). Never signs."""
         mono = time.monotonic()
         generation = self._generation
         due = self._due(self.clock())
-        names = [metadata_filename("timestamp", None, e) for e in self.encodings]
-        rows = conn.exec_driver_sql(*self._sql(vins)).all()
+        name = metadata_filename("timestamp", None, encoding)
+        rows = conn.exec_driver_sql(*self._sql(encoding, vins)).all()
         entries = {
-            r[0]: _Cached(
-                mono, {n: bytes(b) for n, b in zip(names, r[3:], strict=True)}, r[1], full=False
-            )
+            r[0]: _Cached(mono, {name: bytes(r[3])}, r[1], full=False)
             for r in rows
             if r[2] and r[1] > due
         }
         self._keep(entries, generation)
-        return {vin: c.files for vin, c in entries.items()}
+        return {vin: c.files[name] for vin, c in entries.items()}
 
 
 __all__ = ["ONLINE_ROLES", "Publisher", "column", "load_root"]

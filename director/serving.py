@@ -28,6 +28,8 @@ from director.common import VIN_RE, log
 from director.httpcommon import API
 from director.metrics import DirectorMetrics, campaign_progress
 from director.tokens import SCOPES, Caller, Refusal, Tokens
+from uptane.codec import codecs
+from uptane.repository import metadata_filename
 
 if TYPE_CHECKING:
     from director.director import Director
@@ -128,124 +130,121 @@ class Serving:
         )
 
 
+#: a request waiting for its lookup: VIN, encoding, and its answer to come
+_Ask = tuple[str, str, "asyncio.Future[Any]"]
+#: the encoding of each timestamp file name (``timestamp.json``: json)
+_ENCODINGS = {metadata_filename("timestamp", None, c.name): c.name for c in codecs()}
+
+
 class PollLookups:
     """The cache misses of timestamp polls, answered without the framework: the event
-    loop queues the VIN and awaits its answer; every VIN queued meanwhile goes into one
-    lookup, one indexed statement for all of them (:meth:`Publisher.poll_timestamps`, at
-    most :data:`BATCH` VINs). A statement's fixed cost is most of a lookup's (bench figure
-    8: a statement per miss, or a worker thread per miss, cost more than the hit itself),
-    so misses that arrive together share it.
+    loop queues the VIN and awaits its answer; the VINs queued by the requests that
+    arrived together go into one lookup, one indexed statement for all of them
+    (:meth:`Publisher.poll_timestamps`, at most :data:`BATCH` VINs), run on the event loop
+    right after those requests. A statement's fixed cost is most of a lookup's, so misses
+    that arrive together share it.
 
-    On SQLite the lookup runs on the event loop, right after the requests that arrived
-    together (a read of a local file, tens of microseconds, that never waits for a writer
-    in WAL mode; its connection waits at most :data:`BUSY_MS` for a lock, then the route
-    answers). On PostgreSQL it runs in a thread of its own, so that a round trip to the
-    database never stalls the loop. A vehicle it cannot answer (unknown, a timestamp to
-    re-sign, a row lacking an encoding, the database failing) gets None: the route
-    answers it, signing first when needed."""
+    Measured in bench figure 8 (docs/scale.md): the route (framework, worker thread, a
+    statement per miss) cost more than the hit itself; a lookup thread of its own cost
+    twice the CPU of a lookup on the loop on PostgreSQL (thread wake-ups, the GIL handed
+    back and forth), for the round trip it spares the loop. So the loop waits for the
+    database, at most :data:`TIMEOUT_MS` (SQLite's busy timeout, PostgreSQL's
+    ``statement_timeout`` on this connection); the route answers what times out. A
+    vehicle it cannot answer (unknown, a timestamp to re-sign, a row lacking an encoding,
+    the database failing) gets None: the route answers it, signing first when needed."""
 
     #: VINs in one statement at most (a bound on its parameters)
     BATCH = 256
-    #: how long a lookup on the event loop waits for a SQLite lock (ms)
-    BUSY_MS = 100
+    #: how long a lookup may keep the event loop waiting for the database (ms)
+    TIMEOUT_MS = 100
 
     def __init__(self, publisher: Publisher) -> None:
         self.publisher = publisher
-        self.inline = publisher.engine.dialect.name == "sqlite"
-        self._pending: list[tuple[str, asyncio.Future[Any]]] = []
+        self._pending: list[_Ask] = []
         self._lock = threading.Lock()
-        self._wake = threading.Event()
         self._stopping = False
-        self._thread: threading.Thread | None = None
         #: the lookups' connection, held while it works (no pool checkout per lookup)
         self._conn: Any = None
         self._conn_lock = threading.Lock()
 
     async def timestamp(self, vin: str, name: str) -> bytes | None:
         """The timestamp file ``name`` of ``vin`` from a batched lookup, or None."""
-        if self._stopping or not VIN_RE.match(vin):
+        encoding = _ENCODINGS.get(name)
+        if self._stopping or encoding not in self.publisher.encodings or not VIN_RE.match(vin):
             return None
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         with self._lock:
-            self._pending.append((vin, fut))
+            self._pending.append((vin, encoding, fut))
             first = len(self._pending) == 1
-            if not self.inline and self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="poll-lookups", daemon=True)
-                self._thread.start()
-        if not self.inline:
-            self._wake.set()
-        elif first:  # after the callbacks ready now: the requests that arrived together
+        if first:  # after the callbacks ready now: the requests that arrived together
             loop.call_soon(self._flush)
-        files = await fut
-        return None if files is None else files.get(name)
+        data: bytes | None = await fut
+        return data
 
     def stop(self) -> None:
-        with self._lock:
-            self._stopping = True
-            thread = self._thread
-        self._wake.set()
-        if thread is not None:
-            thread.join(timeout=5)
+        self._stopping = True
         with self._conn_lock:
             self._discard()
 
-    def _take(self) -> list[tuple[str, asyncio.Future[Any]]]:
+    def _flush(self) -> None:
+        """Look up what is queued and answer it."""
         with self._lock:
             batch, self._pending = self._pending[: self.BATCH], self._pending[self.BATCH :]
-            return batch
-
-    def _flush(self) -> None:
-        """On the event loop (SQLite): look up what is queued and answer it."""
-        batch = self._take()
-        if self._pending:
-            asyncio.get_running_loop().call_soon(self._flush)
+            if self._pending:
+                asyncio.get_running_loop().call_soon(self._flush)
         _answer(batch, self._lookup(batch))
 
-    def _run(self) -> None:
-        """The lookup thread (PostgreSQL)."""
-        while not self._stopping:
-            self._wake.wait()
-            self._wake.clear()
-            while batch := self._take():
-                _answer(batch, self._lookup(batch))
-
-    def _lookup(self, batch: list[tuple[str, asyncio.Future[Any]]]) -> dict[str, Any]:
-        if not batch:
-            return {}
+    def _lookup(self, batch: list[_Ask]) -> dict[tuple[str, str], bytes]:
+        """The timestamps of ``batch`` by (VIN, encoding): one statement per encoding
+        asked (a fleet's Primaries mostly ask one)."""
         with self._conn_lock:
             try:
-                if self._stopping:
+                if self._stopping or not batch:
                     return {}
                 if self._conn is None:
-                    self._conn = self.publisher.reader.connect()
-                    if self.inline:  # set on the driver's connection, as the engine's own
-                        # PRAGMAs are at connect (inventory.make_engine): not a statement
-                        # of any poll
-                        raw = self._conn.connection.driver_connection
-                        raw.execute(f"PRAGMA busy_timeout = {self.BUSY_MS}")
-                vins = sorted({vin for vin, _ in batch})
-                return self.publisher.poll_timestamps(vins, self._conn)
+                    self._conn = self._connect()
+                found: dict[tuple[str, str], bytes] = {}
+                for enc in sorted({enc for _, enc, _ in batch}):
+                    vins = sorted({vin for vin, e, _ in batch if e == enc})
+                    got = self.publisher.poll_timestamps(vins, enc, self._conn)
+                    found.update(((vin, enc), data) for vin, data in got.items())
+                return found
             except Exception as e:  # the route answers them (and says what failed)
                 log.warning("poll lookups: %s", str(e)[:300])
                 self._discard()
                 return {}
 
+    def _connect(self) -> Any:
+        """A reader connection that waits at most :data:`TIMEOUT_MS`, set on the driver's
+        connection as the engine's connect-time settings are (inventory.make_engine):
+        once, not a statement of any poll."""
+        conn = self.publisher.reader.connect()
+        raw: Any = conn.connection.driver_connection
+        cur = raw.cursor()
+        try:
+            if conn.dialect.name == "sqlite":
+                cur.execute(f"PRAGMA busy_timeout = {self.TIMEOUT_MS}")
+            else:
+                cur.execute(f"SET statement_timeout = {self.TIMEOUT_MS}")
+        finally:
+            cur.close()
+        return conn
+
     def _discard(self) -> None:
-        """Drop the lookups' connection (a SQLite one never goes back to the pool: its
-        short busy timeout is for the event loop only)."""
+        """Drop the lookups' connection: never back to the pool, whose other users wait
+        longer than :data:`TIMEOUT_MS`."""
         conn, self._conn = self._conn, None
         if conn is None:
             return
         try:
-            if self.inline:
-                conn.invalidate()
+            conn.invalidate()
             conn.close()
         except Exception as e:
             log.warning("poll lookups: closing a connection: %s", str(e)[:300])
 
 
-def _answer(batch: list[tuple[str, asyncio.Future[Any]]], found: dict[str, Any]) -> None:
+def _answer(batch: list[_Ask], found: dict[tuple[str, str], bytes]) -> None:
     """Resolve each waiting request: at once on the running loop, else by one wake-up of
     its own loop."""
     try:
@@ -253,8 +252,8 @@ def _answer(batch: list[tuple[str, asyncio.Future[Any]]], found: dict[str, Any])
     except RuntimeError:
         running = None
     by_loop: dict[Any, list[tuple[asyncio.Future[Any], Any]]] = {}
-    for vin, fut in batch:
-        by_loop.setdefault(fut.get_loop(), []).append((fut, found.get(vin)))
+    for vin, enc, fut in batch:
+        by_loop.setdefault(fut.get_loop(), []).append((fut, found.get((vin, enc))))
     for loop, answers in by_loop.items():
         if loop is running:
             _resolve(answers)
@@ -264,9 +263,9 @@ def _answer(batch: list[tuple[str, asyncio.Future[Any]]], found: dict[str, Any])
 
 
 def _resolve(answers: list[tuple[asyncio.Future[Any], Any]]) -> None:
-    for fut, files in answers:
+    for fut, data in answers:
         if not fut.done():
-            fut.set_result(files)
+            fut.set_result(data)
 
 
 Route = Callable[..., Callable[[Callable[..., Any]], Callable[..., Any]]]
