@@ -157,6 +157,9 @@ class PollLookups:
     BATCH = 256
     #: how long a lookup may keep the event loop waiting for the database (ms)
     TIMEOUT_MS = 100
+    #: how much of a SQLite inventory the lookups read memory-mapped (reads only: SQLite
+    #: writes through its usual calls)
+    MMAP_BYTES = 1 << 30
 
     def __init__(self, publisher: Publisher) -> None:
         self.publisher = publisher
@@ -216,15 +219,19 @@ class PollLookups:
                 return {}
 
     def _connect(self) -> Any:
-        """A reader connection that waits at most :data:`TIMEOUT_MS`, set on the driver's
-        connection as the engine's connect-time settings are (inventory.make_engine):
-        once, not a statement of any poll."""
+        """A reader connection that waits at most :data:`TIMEOUT_MS` (and on SQLite reads
+        memory-mapped), set on the driver's connection as the engine's connect-time
+        settings are (inventory.make_engine): once, not a statement of any poll."""
         conn = self.publisher.reader.connect()
         raw: Any = conn.connection.driver_connection
         cur = raw.cursor()
         try:
             if conn.dialect.name == "sqlite":
                 cur.execute(f"PRAGMA busy_timeout = {self.TIMEOUT_MS}")
+                # pages read as memory, not one pread each: a lookup at 100,000 vehicles
+                # touches pages all over the file (bench figure 8: 0.6-0.7 of the hit
+                # path's rate without, 0.75-0.85 with)
+                cur.execute(f"PRAGMA mmap_size = {self.MMAP_BYTES}")
             else:
                 cur.execute(f"SET statement_timeout = {self.TIMEOUT_MS}")
         finally:
