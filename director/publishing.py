@@ -157,7 +157,7 @@ class Publisher:
         with self._cache_lock:  # bytes another process re-signed are in the database
             self._cache.clear()
         now = self.clock()
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:  # one read: no write lock (SQLite)
             rows = conn.execute(
                 sa.select(inv.vehicle_metadata.c.vin, inv.vehicle_metadata.c.vehicle_id)
             ).all()
@@ -275,7 +275,7 @@ class Publisher:
         """Re-sign the metadata of every vehicle whose timestamp nears expiry."""
         now = self.clock()
         vm = inv.vehicle_metadata
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:  # one read: no write lock (SQLite)
             due = conn.execute(
                 sa.select(vm.c.vin, vm.c.vehicle_id).where(vm.c.timestamp_expires <= self._due(now))
             ).all()

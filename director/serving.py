@@ -209,7 +209,7 @@ class PollLookups:
                     self._conn = self._connect()
                 found: dict[tuple[str, str], bytes] = {}
                 for enc in sorted({enc for _, enc, _ in batch}):
-                    vins = sorted({vin for vin, e, _ in batch if e == enc})
+                    vins = list({vin: None for vin, e, _ in batch if e == enc})
                     got = self.publisher.poll_timestamps(vins, enc, self._conn)
                     found.update(((vin, enc), data) for vin, data in got.items())
                 return found
