@@ -177,11 +177,14 @@ def test_delegate_then_supplier_release_then_assign_within_a_second(oem, capsys)
     assert code == 2
     assert "role 'acme' is not delegated path 'other/gw-8.bin'" in text
     assert "403" in text and "developer.mozilla.org" not in text
-    # the service said where it runs, and logs one line per upload (refused ones too)
+    # the service said where it runs, and logs one line per upload (refused ones too); the
+    # line is written after the answer went out, so it is waited for, not raced
+    refused = "Image repository admin change refused: PUT /api/images/other/gw-8.bin -> 403"
+    within(10.0, lambda: refused in oem["images"].text() or None)
     log = oem["images"].text()
     assert "uptane-image-repo " in log and f"serving {oem['images'].url}" in log
     assert "Image repository admin change done: PUT /api/images/acme/gw-8.bin -> 201" in log
-    assert "Image repository admin change refused: PUT /api/images/other/gw-8.bin -> 403" in log
+    assert refused in log
     assert token_file.read_text() not in log
 
 
