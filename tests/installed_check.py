@@ -8,7 +8,16 @@ import importlib
 import sys
 from pathlib import Path
 
-PACKAGES = ("uptane", "storage", "director", "primary", "secondary", "hardware", "timeserver", "keystore")
+PACKAGES = (
+    "uptane",
+    "storage",
+    "director",
+    "primary",
+    "secondary",
+    "hardware",
+    "timeserver",
+    "keystore",
+)
 
 
 def main() -> int:

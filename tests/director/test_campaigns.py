@@ -308,9 +308,11 @@ def test_members_page_with_cursors_filtered_by_outcome_in_sql(env, capsys):
             break
     assert [m["id"] for m in got] == [m["id"] for m in whole]
     # the outcome filter is in the query: a page of waiting members is full, not thinned
-    r = env["c"].get(
-        f"/api/v1/campaigns/{c['id']}/vehicles", params={"state": "waiting", "limit": 3}
-    ).json()
+    r = (
+        env["c"]
+        .get(f"/api/v1/campaigns/{c['id']}/vehicles", params={"state": "waiting", "limit": 3})
+        .json()
+    )
     assert len(r["items"]) == 3 and {m["state"] for m in r["items"]} == {"waiting"}
     assert r["next"] is not None
     # another listing's cursor, or a bad one, is a 400
