@@ -92,6 +92,16 @@ class Pending:
     #: key id -> who signed with it (as the signer named themselves)
     signers: dict[str, str] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits.primary)
+    #: encoding -> (the envelope bytes, their decoded metadata): a publish asks for the
+    #: same decode a dozen times (bench figure 13: 14 decodes of a 1,000-entry targets,
+    #: 1.7 s an add); decoding is a pure function of the bytes, so it is kept per bytes
+    _decoded: dict[str, tuple[bytes, Metadata[Any]]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    #: the envelopes :meth:`model` last checked, and the model it found
+    _checked: tuple[tuple[bytes, ...], Any] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     # --- making, reading, writing ---------------------------------------------------------
 
@@ -147,15 +157,32 @@ class Pending:
             mode=PENDING_MODE,
         )
 
-    def metadata(self, encoding: str) -> Metadata[Any]:
+    def _decode(self, encoding: str) -> Metadata[Any]:
         return decode(self.envelopes[encoding], self.limits, encoding=encoding, role_type=self.role)
+
+    def metadata(self, encoding: str) -> Metadata[Any]:
+        """The envelope of ``encoding``, decoded once per envelope bytes (read it only:
+        :meth:`sign` decodes a fresh copy to change)."""
+        data = self.envelopes[encoding]
+        hit = self._decoded.get(encoding)
+        if hit is None or hit[0] is not data:
+            hit = self._decoded[encoding] = (data, self._decode(encoding))
+        return hit[1]
 
     def model(self) -> Any:
         """The signed part (the same in every encoding, or MalformedInput)."""
+        key = tuple(self.envelopes.values())
+        if (
+            self._checked is not None
+            and all(a is b for a, b in zip(self._checked[0], key, strict=False))
+            and len(self._checked[0]) == len(key)
+        ):
+            return self._checked[1]
         models = [self.metadata(e).signed for e in self.envelopes]
         first = models[0].to_dict()
         if any(m.to_dict() != first for m in models[1:]):
             raise MalformedInput("pending file: the encodings carry different content")
+        self._checked = (key, models[0])
         return models[0]
 
     def authority_root(self) -> Root:
@@ -209,7 +236,7 @@ class Pending:
             )
         out = {}
         for enc in self.envelopes:
-            md = self.metadata(enc)
+            md = self._decode(enc)
             before = md.signed_bytes
             md.sign(signer)
             if md.signed_bytes != before:
