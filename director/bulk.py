@@ -33,7 +33,7 @@ from sqlalchemy.engine import Connection
 
 from director import inventory as inv
 from director.common import Conflict, Invalid, epoch
-from director.publishing import ONLINE_ROLES, Publisher, column
+from director.publishing import Publisher, metadata_row
 from director.vehicles import (
     EcuSpec,
     Fleet,
@@ -44,7 +44,7 @@ from director.vehicles import (
 )
 from uptane.errors import UptaneError
 from uptane.limits import Limits
-from uptane.metadata import ENCODINGS, JSON
+from uptane.metadata import JSON
 from uptane.repository import RepositoryBuilder
 
 #: vehicles per transaction (with two ECUs each: about 30 ms of write lock on SQLite here)
@@ -308,19 +308,7 @@ def _first_metadata(
             vehicle_id=vin,
             encodings=(JSON,),
         )
-        row: dict[str, Any] = {
-            "vin": vin,
-            "targets_version": b.targets.version,
-            "snapshot_version": b.snapshot.version,
-            "timestamp_version": b.timestamp.version,
-            "snapshot_expires": epoch(b.snapshot.expires),
-            "timestamp_expires": epoch(b.timestamp.expires),
-            "updated_at": epoch(now),
-        }
-        for enc in ENCODINGS:
-            for role in ONLINE_ROLES:
-                row[column(role, enc)] = b.files[JSON][role] if enc == JSON else None
-        out[vin] = row
+        out[vin] = {"vin": vin, **metadata_row(b, (JSON,), now)}
     return out
 
 

@@ -83,6 +83,24 @@ def load_root(directory: Path, encodings: tuple[str, ...]) -> dict[int, dict[str
     return out
 
 
+def metadata_row(b: RepositoryBuilder, encodings: tuple[str, ...], now: datetime) -> dict[str, Any]:
+    """The ``vehicle_metadata`` columns of what ``b`` signed, but the vehicle's id: the
+    versions, expiries, and the signed files of ``encodings`` (the other encodings'
+    columns empty: signed when first served, :meth:`Publisher.incomplete`)."""
+    values: dict[str, Any] = {
+        "targets_version": b.targets.version,
+        "snapshot_version": b.snapshot.version,
+        "timestamp_version": b.timestamp.version,
+        "snapshot_expires": epoch(b.snapshot.expires),
+        "timestamp_expires": epoch(b.timestamp.expires),
+        "updated_at": epoch(now),
+    }
+    for enc in ENCODINGS:
+        for role in ONLINE_ROLES:
+            values[column(role, enc)] = b.files[enc][role] if enc in encodings else None
+    return values
+
+
 class Publisher:
     """Signs and serves every vehicle's Director metadata."""
 
@@ -257,19 +275,7 @@ class Publisher:
 
     def _row_values(self, b: RepositoryBuilder, vid: int, now: datetime) -> dict[str, Any]:
         """The ``vehicle_metadata`` row of what ``b`` signed."""
-        values: dict[str, Any] = {
-            "vehicle_id": vid,
-            "targets_version": b.targets.version,
-            "snapshot_version": b.snapshot.version,
-            "timestamp_version": b.timestamp.version,
-            "snapshot_expires": epoch(b.snapshot.expires),
-            "timestamp_expires": epoch(b.timestamp.expires),
-            "updated_at": epoch(now),
-        }
-        for enc in ENCODINGS:
-            for role in ONLINE_ROLES:
-                values[column(role, enc)] = b.files[enc][role] if enc in self.encodings else None
-        return values
+        return {"vehicle_id": vid, **metadata_row(b, self.encodings, now)}
 
     def refresh_expiring(self) -> int:
         """Re-sign the metadata of every vehicle whose timestamp nears expiry."""
@@ -461,4 +467,4 @@ class Publisher:
         return {vin: c.files[name] for vin, c in entries.items()}
 
 
-__all__ = ["ONLINE_ROLES", "Publisher", "column", "load_root"]
+__all__ = ["ONLINE_ROLES", "Publisher", "column", "load_root", "metadata_row"]
