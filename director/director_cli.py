@@ -24,6 +24,7 @@ from director.director_cli_fleet import cmd_vehicle_add_many, pages, print_lists
 from director.lifecycle import ASSIGNMENT
 from director.vehicles import encryption_key_from_json, key_from_json
 from keystore import KeyConfigError, SecretUnavailable, TokenError
+from keystore.sources import spec_from_options
 from uptane.errors import UptaneError
 from uptane.keys import MAX_KEY_FILE, SCHEMES, Key, PrivateKey
 from uptane.limits import Limits
@@ -101,14 +102,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def _key_source(args: argparse.Namespace) -> dict[str, str] | None:
     """``init``'s online key source: a PKCS#11 token, encrypted files, or plain files."""
-    if args.online_token:
-        spec = {"kind": "pkcs11", "uri": args.online_token}
-        if args.pin_env:
-            spec["pin_env"] = args.pin_env
-        return spec
-    if args.online_passphrase_env:
-        return {"kind": "files", "passphrase_env": args.online_passphrase_env}
-    return None
+    return spec_from_options(args.online_token, args.pin_env, args.online_passphrase_env)
 
 
 def _key_options(sp: argparse.ArgumentParser) -> None:

@@ -20,6 +20,7 @@ from director.image_repo import (
     default_offline_dir,
 )
 from keystore import KeyConfigError, SecretUnavailable, TokenError
+from keystore.sources import spec_from_options
 from uptane.errors import UptaneError
 from uptane.keys import SCHEMES
 
@@ -43,14 +44,7 @@ def _open(args: argparse.Namespace, *, offline: bool = False) -> ImageRepository
 
 def _key_source(args: argparse.Namespace) -> dict[str, str] | None:
     """``init``'s online key source: a PKCS#11 token, encrypted files, or plain files."""
-    if args.online_token:
-        spec = {"kind": "pkcs11", "uri": args.online_token}
-        if args.pin_env:
-            spec["pin_env"] = args.pin_env
-        return spec
-    if args.online_passphrase_env:
-        return {"kind": "files", "passphrase_env": args.online_passphrase_env}
-    return None
+    return spec_from_options(args.online_token, args.pin_env, args.online_passphrase_env)
 
 
 def _days(items: list[str] | None) -> dict[str, float]:

@@ -129,6 +129,22 @@ def generate_in_token(uri: str, scheme: str = ED25519, pin_env: str | None = Non
     return src.token.generate(parsed.object, scheme).key
 
 
+def spec_from_options(
+    token: str | None, pin_env: str | None, passphrase_env: str | None
+) -> dict[str, str] | None:
+    """The online key source an ``init`` command's options ask: a PKCS#11 token (its PIN
+    from ``pin_env``), key files encrypted with the passphrase in ``passphrase_env``, or
+    None (plain key files)."""
+    if token:
+        spec = {"kind": "pkcs11", "uri": token}
+        if pin_env:
+            spec["pin_env"] = pin_env
+        return spec
+    if passphrase_env:
+        return {"kind": "files", "passphrase_env": passphrase_env}
+    return None
+
+
 __all__ = [
     "KeyConfigError",
     "check_spec",
@@ -137,4 +153,5 @@ __all__ = [
     "open_signer",
     "open_source",
     "public_key_json",
+    "spec_from_options",
 ]
