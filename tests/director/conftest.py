@@ -122,7 +122,9 @@ def env(tmp_path: Path, db_url: str, now, serve_app):
     clock = Clock(now)
     image_dir = make_image_repo(tmp_path, now)
     director, token = make_director(tmp_path, image_dir, db_url, clock)
-    url = serve_app(create_app(director=director))
+    # the test owns the tick: it calls director.tick() and asserts what it returns, which
+    # a background tick of the app racing it would take first (CI, once)
+    url = serve_app(create_app(director=director, tick_interval=3600.0))
     client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
     state = {
         "director": director,
