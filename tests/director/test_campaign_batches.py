@@ -366,7 +366,14 @@ def test_sigkill_mid_wave_start_then_restart_assigns_every_member_exactly_once(
     assert state == LAUNCHING and at_kill[WAITING] > 0, at_kill  # killed half way
 
     serving.append(Serve(ddir))  # its tick finishes the wave
-    while (final := counts())[WAITING]:
+
+    def launching() -> bool:
+        with engine.connect() as conn:
+            return conn.execute(sa.select(c.c.state)).scalar_one() == LAUNCHING
+
+    # the wave is sent once no member waits and the batch after the last one has moved the
+    # campaign on (a transaction of its own, after the pause that follows every batch)
+    while (final := counts())[WAITING] or launching():
         assert time.monotonic() < deadline + 300, final
         time.sleep(0.2)
     camp = httpx.get(f"{serving[-1].url}/api/v1/campaigns/1", headers=auth, timeout=30).json()
