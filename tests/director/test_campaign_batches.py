@@ -10,11 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -25,6 +20,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from oem import Clock, make_director, make_image_repo, make_vehicle, manifest
+from services import Service
 
 from director import inventory as inv
 from director.campaigns import CampaignSpec, wave_sizes
@@ -33,7 +29,6 @@ from director.lifecycle import ASSIGNED, CANCELLED, CREATING, LAUNCHING, RUNNING
 from uptane.keys import PrivateKey
 
 TARGET, HW = "brakes/fw-2.0.bin", "brk-v1"
-BIN = Path(sys.executable).parent
 
 
 def insert_fleet(engine: sa.Engine, n: int, prefix: str = "BATCH") -> list[str]:
@@ -276,44 +271,9 @@ def test_a_campaign_over_a_few_vehicles_reads_nothing_by_a_full_scan(big, db_url
 # --- a real service killed mid-wave --------------------------------------------------------
 
 
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-class Serve:
-    """``uptane-director serve DIR`` as a process of its own."""
-
-    def __init__(self, ddir: Path) -> None:
-        self.url = f"http://127.0.0.1:{_free_port()}"
-        port = self.url.rsplit(":", 1)[1]
-        self.proc = subprocess.Popen(
-            [str(BIN / "uptane-director"), "serve", str(ddir), "--port", port],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            assert self.proc.poll() is None and time.monotonic() < deadline, "no service"
-            time.sleep(0.1)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=20)
-
-
 @pytest.fixture
-def serving() -> Iterator[list[Serve]]:
-    started: list[Serve] = []
+def serving() -> Iterator[list[Service]]:
+    started: list[Service] = []
     yield started
     for s in started:
         s.kill()
@@ -334,7 +294,7 @@ def test_sigkill_mid_wave_start_then_restart_assigns_every_member_exactly_once(
     # engine begins every transaction IMMEDIATE, and would wait behind the batches)
     engine = sa.create_engine(db_url)
     insert_fleet(engine, 300)
-    serving.append(Serve(ddir))
+    serving.append(Service("director.director_cli", ddir, tmp_path / "first.log"))
     first = serving[-1]
     auth = {"Authorization": f"Bearer {token}"}
 
@@ -365,7 +325,8 @@ def test_sigkill_mid_wave_start_then_restart_assigns_every_member_exactly_once(
         state = conn.execute(sa.select(c.c.state)).scalar_one()
     assert state == LAUNCHING and at_kill[WAITING] > 0, at_kill  # killed half way
 
-    serving.append(Serve(ddir))  # its tick finishes the wave
+    # its tick finishes the wave
+    serving.append(Service("director.director_cli", ddir, tmp_path / "second.log"))
 
     def launching() -> bool:
         with engine.connect() as conn:
